@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+)
+
+// app is the assembled proxy: discovery, engine, tenancy, cache and server.
+type app struct {
+	cfg      Config
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	backends *discovery.Manager
+	fanout   *engine.Fanout
+	server   *httpapi.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &app{cfg: cfg, logger: logger, registry: reg}
+
+	var probe func(context.Context, string) error
+	backends, err := discovery.NewManager(cfg.Discovery, func(ctx context.Context, url string) error { return probe(ctx, url) }, logger.With("component", "discovery"))
+	if err != nil {
+		return nil, err
+	}
+	a.backends = backends
+	fanout, err := engine.NewFanout(backends, engine.FanoutOptions{
+		LoadBalancing:   cfg.Discovery.LoadBalancing,
+		PartialResponse: cfg.Discovery.PartialResponse,
+		Remote:          cfg.Backend,
+		Logger:          logger.With("component", "engine"),
+		Registerer:      reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	probe = fanout.Probe
+	a.fanout = fanout
+	if cfg.Discovery.Kubernetes != nil {
+		return nil, fmt.Errorf("discovery.kubernetes is not supported by this build")
+	}
+
+	promql := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
+	srv, err := httpapi.New(httpapi.Options{
+		Proxy:       cfg.Proxy,
+		Server:      cfg.Server,
+		Engine:      cfg.Engine,
+		QueryEngine: promql,
+		Fanout:      fanout,
+		Backends:    backends,
+		Registry:    reg,
+		Logger:      logger.With("component", "http"),
+		Version:     version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.server = srv
+
+	ctx, a.cancel = context.WithCancel(ctx)
+	a.wg.Go(func() { backends.RunHealthChecks(ctx) })
+	return a, nil
+}
+
+// Serve answers HTTP on ln until ctx ends.
+func (a *app) Serve(ctx context.Context, ln net.Listener) error {
+	return a.server.Serve(ctx, ln)
+}
+
+// Close stops the background work and waits for it.
+func (a *app) Close() {
+	a.cancel()
+	a.wg.Wait()
+}
+
+func promEngineVersion() string { return httpapi.PrometheusCompatVersion() }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+)
+
+// Config is the whole configuration file; each section belongs to the
+// package it configures.
+type Config struct {
+	Discovery discovery.Config     `yaml:"discovery"`
+	Proxy     httpapi.ProxyConfig  `yaml:"proxy"`
+	Server    httpapi.ServerConfig `yaml:"server"`
+	Engine    engine.Config        `yaml:"engine"`
+	Backend   remote.Config        `yaml:"backend"`
+}
+
+// defaultConfig is what an empty file means.
+func defaultConfig() Config {
+	return Config{
+		Proxy:   httpapi.DefaultProxyConfig(),
+		Backend: remote.DefaultConfig(),
+	}
+}
+
+// loadConfig reads a YAML file; unknown keys are errors, so a typo does not
+// silently turn a setting off.
+func loadConfig(path string) (Config, error) {
+	cfg := defaultConfig()
+	if path == "" {
+		return cfg, cfg.validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func (c *Config) validate() error {
+	if err := c.Proxy.Validate(); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	// proxy.backend_timeout is the seed's key for every backend call.
+	if c.Backend.Timeout <= 0 {
+		c.Backend.Timeout = c.Proxy.BackendTimeout
+	}
+	if err := c.Backend.Validate(); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	if err := c.Discovery.Validate(); err != nil {
+		return err
+	}
+	if err := c.Engine.Validate(); err != nil {
+		return err
+	}
+	if err := c.Server.Validate(); err != nil {
+		return err
+	}
+	return nil
+}

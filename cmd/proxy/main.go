@@ -1,0 +1,78 @@
+// Command prometheus-multi-tenant-proxy serves one Prometheus-compatible query
+// API over every discovered Prometheus, each tenant seeing only its series.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("prometheus-multi-tenant-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "path to the YAML configuration file")
+	port := fs.Int("port", 8080, "port to listen on")
+	listen := fs.String("listen-address", "", "address to listen on (host:port); overrides --port")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "prometheus-multi-tenant-proxy %s (PromQL engine of Prometheus %s)\n", version, promEngineVersion())
+		return nil
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := loadConfig(*configFile)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	addr := *listen
+	if addr == "" {
+		addr = net.JoinHostPort("", strconv.Itoa(*port))
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	app, err := newApp(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	logger.Info("listening", "address", ln.Addr().String(), "version", version)
+	err = app.Serve(ctx, ln)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	logger.Info("stopped")
+	return err
+}

@@ -1,0 +1,69 @@
+// Package engine runs PromQL for the proxy: Prometheus' own engine over a
+// Queryable that fans every selector out to all backend groups and merges.
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// Config is the `engine` section: the PromQL engine's limits. Defaults are
+// Prometheus' own, so answers match a Prometheus server's.
+type Config struct {
+	Timeout       model.Duration `yaml:"timeout"`
+	MaxSamples    int            `yaml:"max_samples"`
+	LookbackDelta model.Duration `yaml:"lookback_delta"`
+	// SubqueryStep is the step of subqueries written without one (x[5m:]);
+	// Prometheus uses its global evaluation interval.
+	SubqueryStep model.Duration `yaml:"default_subquery_step"`
+}
+
+// Validate fills defaults. Zero values here are not "unlimited": a zero
+// timeout times out every query and zero max samples rejects every query.
+func (c *Config) Validate() error {
+	if c.Timeout <= 0 {
+		c.Timeout = model.Duration(2 * time.Minute)
+	}
+	if c.MaxSamples <= 0 {
+		c.MaxSamples = 50_000_000
+	}
+	if c.LookbackDelta <= 0 {
+		c.LookbackDelta = model.Duration(5 * time.Minute)
+	}
+	if c.SubqueryStep <= 0 {
+		c.SubqueryStep = model.Duration(time.Minute)
+	}
+	if time.Duration(c.SubqueryStep) < time.Millisecond {
+		return fmt.Errorf("engine.default_subquery_step must be at least 1ms")
+	}
+	return nil
+}
+
+// Parser returns the PromQL parser the proxy uses everywhere, so the engine,
+// the API and the cache agree on what is valid.
+func Parser() parser.Parser {
+	return parser.NewParser(parser.Options{EnableExperimentalFunctions: true})
+}
+
+// NewPromQL returns a PromQL engine configured like a Prometheus server
+// (with @, negative offsets and experimental functions on).
+func NewPromQL(cfg Config, reg prometheus.Registerer, logger *slog.Logger) *promql.Engine {
+	step := time.Duration(cfg.SubqueryStep).Milliseconds()
+	return promql.NewEngine(promql.EngineOpts{
+		Logger:                   logger,
+		Reg:                      reg,
+		MaxSamples:               cfg.MaxSamples,
+		Timeout:                  time.Duration(cfg.Timeout),
+		LookbackDelta:            time.Duration(cfg.LookbackDelta),
+		NoStepSubqueryIntervalFn: func(int64) int64 { return step },
+		EnableAtModifier:         true,
+		EnableNegativeOffset:     true,
+		Parser:                   Parser(),
+	})
+}

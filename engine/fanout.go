@@ -1,0 +1,264 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+)
+
+// Backends is what the fan-out needs from discovery.
+type Backends interface {
+	Groups() []*discovery.Group
+	ObserveCall(r *discovery.Replica, err error, latency time.Duration)
+}
+
+// FanoutOptions configures the fan-out Queryable.
+type FanoutOptions struct {
+	LoadBalancing   string // discovery.RoundRobin or discovery.Random
+	PartialResponse string // discovery.PartialWarn or discovery.PartialAbort
+	Remote          remote.Config
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+}
+
+// Fanout is a storage.Queryable over every backend group: each selector is
+// sent to one replica of every group in parallel, with the tenant's rules
+// added, and the answers are merged.
+type Fanout struct {
+	backends Backends
+	opts     FanoutOptions
+	clients  sync.Map // url -> *remote.Client
+	metrics  *fanoutMetrics
+}
+
+type fanoutMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	skipped  *prometheus.CounterVec
+}
+
+// NewFanout returns the fan-out Queryable.
+func NewFanout(backends Backends, opts FanoutOptions) (*Fanout, error) {
+	if err := opts.Remote.Validate(); err != nil {
+		return nil, fmt.Errorf("backend config: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.PartialResponse == "" {
+		opts.PartialResponse = discovery.PartialWarn
+	}
+	m := &fanoutMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prometheus_proxy_backend_requests_total",
+			Help: "Calls to backends, by group, backend URL, kind of call and result.",
+		}, []string{"group", "backend", "kind", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "prometheus_proxy_backend_request_duration_seconds",
+			Help:    "Duration of calls to backends, by kind of call.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}, []string{"kind"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prometheus_proxy_backend_groups_skipped_total",
+			Help: "Groups not asked because their labels contradict the query, or the tenant's rules left nothing to ask.",
+		}, []string{"reason"}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.skipped} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &Fanout{backends: backends, opts: opts, metrics: m}, nil
+}
+
+func (f *Fanout) client(url string) (*remote.Client, error) {
+	if c, ok := f.clients.Load(url); ok {
+		return c.(*remote.Client), nil
+	}
+	c, err := remote.New(url, f.opts.Remote)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := f.clients.LoadOrStore(url, c)
+	return actual.(*remote.Client), nil
+}
+
+// Probe is a readiness probe for discovery's health checks.
+func (f *Fanout) Probe(ctx context.Context, url string) error {
+	c, err := f.client(url)
+	if err != nil {
+		return err
+	}
+	return c.Ready(ctx)
+}
+
+type partialKey struct{}
+
+// WithPartialResponse overrides discovery.partial_response for one request
+// (allow=true: warn, allow=false: abort), like Thanos' partial_response param.
+func WithPartialResponse(ctx context.Context, allow bool) context.Context {
+	return context.WithValue(ctx, partialKey{}, allow)
+}
+
+func (f *Fanout) allowPartial(ctx context.Context) bool {
+	if v, ok := ctx.Value(partialKey{}).(bool); ok {
+		return v
+	}
+	return f.opts.PartialResponse != discovery.PartialAbort
+}
+
+// Querier implements storage.Queryable.
+func (f *Fanout) Querier(mint, maxt int64) (storage.Querier, error) {
+	return &querier{f: f, mint: mint, maxt: maxt}, nil
+}
+
+// ChunkQuerier exists so the Queryable can be handed to Prometheus' API,
+// which wants one for its remote-read endpoint; the proxy never routes that
+// endpoint, and reading chunks would bypass nothing but is not supported.
+func (f *Fanout) ChunkQuerier(int64, int64) (storage.ChunkQuerier, error) {
+	return nil, errors.New("chunk queries are not supported by the proxy")
+}
+
+// GroupError says that no replica of a group could answer.
+type GroupError struct {
+	Group string
+	Errs  []error
+}
+
+func (e *GroupError) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return fmt.Sprintf("group %s unavailable: %s", e.Group, strings.Join(msgs, "; "))
+}
+
+func (e *GroupError) Unwrap() []error { return e.Errs }
+
+// UnavailableError fails a query when a group is down and partial answers are
+// not allowed. Prometheus' API answers errors that are tsdb.ErrNotReady with
+// errorType "unavailable" and HTTP 503, which is exactly what this is.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, tsdb.ErrNotReady) true; see the type's comment.
+func (e *UnavailableError) Is(target error) bool { return target == tsdb.ErrNotReady }
+
+type querier struct {
+	f          *Fanout
+	mint, maxt int64
+}
+
+func (*querier) Close() error { return nil }
+
+// groupResult is what one group answered.
+type groupResult[T any] struct {
+	val T
+	err error
+}
+
+// fanOut calls fn on one replica of every group that can hold data for ms,
+// failing over between replicas, in parallel. It returns the answers of the
+// groups that answered and either an error (partial answers not allowed) or
+// warnings naming the groups that did not.
+func fanOut[T any](ctx context.Context, f *Fanout, kind string, ms []*labels.Matcher, fn func(context.Context, *remote.Client) (T, error)) ([]T, annotations.Annotations, error) {
+	groups := f.backends.Groups()
+	results := make([]groupResult[T], len(groups))
+	asked := make([]bool, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		if ok, reason := g.Matches(ms); !ok {
+			f.metrics.skipped.WithLabelValues("group_labels").Inc()
+			f.opts.Logger.Debug("group skipped", "group", g.Name, "reason", reason)
+			continue
+		}
+		asked[i] = true
+		wg.Go(func() {
+			results[i].val, results[i].err = callGroup(ctx, f, g, kind, fn)
+		})
+	}
+	wg.Wait()
+
+	var (
+		out   []T
+		warns annotations.Annotations
+	)
+	for i, r := range results {
+		if !asked[i] {
+			continue
+		}
+		if r.err == nil {
+			out = append(out, r.val)
+			continue
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, nil, fmt.Errorf("%s: %w", kind, context.Cause(ctx))
+		}
+		if !f.allowPartial(ctx) {
+			return nil, nil, &UnavailableError{Err: r.err}
+		}
+		warns.Add(fmt.Errorf("partial response: %w", r.err))
+	}
+	return out, warns, nil
+}
+
+// callGroup tries the group's replicas in order until one answers. A replica
+// that fails is reported to discovery (passive health) and the next is tried,
+// within the same request.
+func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind string, fn func(context.Context, *remote.Client) (T, error)) (T, error) {
+	var (
+		zero T
+		errs []error
+	)
+	replicas := g.Order(f.opts.LoadBalancing)
+	if len(replicas) == 0 {
+		return zero, &GroupError{Group: g.Name, Errs: []error{errors.New("no replicas")}}
+	}
+	for _, r := range replicas {
+		c, err := f.client(r.URL)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		start := time.Now()
+		v, err := fn(ctx, c)
+		took := time.Since(start)
+		f.metrics.duration.WithLabelValues(kind).Observe(took.Seconds())
+		if err == nil {
+			f.metrics.requests.WithLabelValues(g.Name, r.URL, kind, "success").Inc()
+			f.backends.ObserveCall(r, nil, took)
+			return v, nil
+		}
+		if ctx.Err() != nil {
+			// The client went away or the query timed out: not the replica's fault.
+			f.metrics.requests.WithLabelValues(g.Name, r.URL, kind, "canceled").Inc()
+			return zero, err
+		}
+		f.metrics.requests.WithLabelValues(g.Name, r.URL, kind, "error").Inc()
+		if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Type == "bad_data" {
+			// Every replica would refuse the same request.
+			return zero, err
+		}
+		f.backends.ObserveCall(r, err, took)
+		f.opts.Logger.Warn("backend call failed", "group", g.Name, "backend", r.URL, "kind", kind, "err", err)
+		errs = append(errs, err)
+	}
+	return zero, &GroupError{Group: g.Name, Errs: errs}
+}

@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"context"
+	"math"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// Metadata fans /api/v1/metadata out to every group and merges the answers:
+// one entry per metric family, identical entries once. A tenant gets only the
+// families of metric names it can see.
+func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMetric int) (map[string][]remote.Metadata, annotations.Annotations, error) {
+	var ms []*labels.Matcher
+	if metric != "" {
+		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)}
+	}
+	answers, warns, err := fanOut(ctx, f, "metadata", nil, func(ctx context.Context, c *remote.Client) (map[string][]remote.Metadata, error) {
+		md, _, err := c.Metadata(ctx, metric, 0, limitPerMetric)
+		return md, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var visible map[string]bool
+	if p := tenancy.FromContext(ctx); !p.Unrestricted() {
+		q := &querier{f: f, mint: math.MinInt64, maxt: math.MaxInt64}
+		names, w, err := q.LabelValues(ctx, labels.MetricName, nil, ms...)
+		if err != nil {
+			return nil, nil, err
+		}
+		warns.Merge(w)
+		visible = make(map[string]bool, len(names))
+		for _, n := range names {
+			visible[n] = true
+		}
+	}
+	out := map[string][]remote.Metadata{}
+	for _, md := range answers {
+		for name, entries := range md {
+			if visible != nil && !familyVisible(name, visible) {
+				continue
+			}
+			for _, e := range entries {
+				if !slices.Contains(out[name], e) {
+					out[name] = append(out[name], e)
+				}
+			}
+		}
+	}
+	if limitPerMetric > 0 {
+		for name, entries := range out {
+			if len(entries) > limitPerMetric {
+				out[name] = entries[:limitPerMetric]
+			}
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		names := make([]string, 0, len(out))
+		for n := range out {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names[limit:] {
+			delete(out, n)
+		}
+	}
+	return out, warns, nil
+}
+
+// familyVisible reports whether a metric family's metadata may be shown: the
+// family name is metadata's key, while series carry suffixed names.
+func familyVisible(family string, visible map[string]bool) bool {
+	if visible[family] {
+		return true
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count", "_total", "_created", "_info"} {
+		if visible[family+suffix] {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// MatcherSets is what backends are asked for a selector ms under policy p:
+// ms itself when p is unrestricted, else one set ms ∧ r per rule r of p,
+// leaving out rules that contradict ms. An empty result means nothing can
+// match.
+func MatcherSets(p *tenancy.Policy, ms []*labels.Matcher) [][]*labels.Matcher {
+	if p.Unrestricted() {
+		return [][]*labels.Matcher{ms}
+	}
+	sets := make([][]*labels.Matcher, 0, len(p.Rules))
+	for _, r := range p.Rules {
+		set := make([]*labels.Matcher, 0, len(ms)+len(r.Matchers))
+		set = append(set, ms...)
+		set = append(set, r.Matchers...)
+		if Contradicts(set) {
+			continue
+		}
+		sets = append(sets, set)
+	}
+	return sets
+}
+
+// Contradicts reports whether no label set can satisfy all matchers, judged
+// by the equality matchers among them: {__name__="a", __name__="b"} or
+// {job="x", job!~"x|y"}. It never reports a satisfiable set as contradictory.
+func Contradicts(ms []*labels.Matcher) bool {
+	for _, eq := range ms {
+		if eq.Type != labels.MatchEqual {
+			continue
+		}
+		for _, m := range ms {
+			if m.Name == eq.Name && !m.Matches(eq.Value) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Select implements storage.Querier.
+func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	mint, maxt := q.mint, q.maxt
+	if hints != nil {
+		mint, maxt = hints.Start, hints.End
+	}
+	policy := tenancy.FromContext(ctx)
+	sets := MatcherSets(policy, ms)
+	if len(sets) == 0 {
+		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
+		return storage.EmptySeriesSet()
+	}
+
+	var (
+		parts []storage.SeriesSet
+		warns annotations.Annotations
+		err   error
+	)
+	if hints != nil && hints.Func == "series" {
+		// Only label sets are wanted (/api/v1/series): ask the backends'
+		// series endpoint instead of streaming every sample.
+		type answer struct {
+			lsets []labels.Labels
+			warns remote.Warnings
+		}
+		var answers []answer
+		answers, warns, err = fanOut(ctx, q.f, "series", ms, func(ctx context.Context, c *remote.Client) (answer, error) {
+			lsets, w, err := c.Series(ctx, mint, maxt, sets)
+			return answer{lsets, w}, err
+		})
+		for _, a := range answers {
+			parts = append(parts, newLabelsSeriesSet(a.lsets))
+			for _, w := range a.warns {
+				warns.Add(backendWarning(w))
+			}
+		}
+	} else {
+		parts, warns, err = fanOut(ctx, q.f, "read", ms, func(ctx context.Context, c *remote.Client) (storage.SeriesSet, error) {
+			return c.Read(ctx, mint, maxt, hints, sets)
+		})
+	}
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	merged := storage.NewMergeSeriesSet(parts, 0, storage.ChainedSeriesMerge)
+	return &policySeriesSet{SeriesSet: merged, policy: policy, warns: warns}
+}
+
+// policySeriesSet drops every series the policy does not allow. Backends were
+// asked only for allowed series; this is the second line of defence against
+// a backend that ignores a matcher.
+type policySeriesSet struct {
+	storage.SeriesSet
+	policy *tenancy.Policy
+	warns  annotations.Annotations
+}
+
+func (s *policySeriesSet) Next() bool {
+	for s.SeriesSet.Next() {
+		if s.policy.Matches(s.At().Labels()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *policySeriesSet) Warnings() annotations.Annotations {
+	w := s.SeriesSet.Warnings()
+	if len(s.warns) == 0 {
+		return w
+	}
+	out := annotations.Annotations{}
+	out.Merge(w)
+	out.Merge(s.warns)
+	return out
+}
+
+// LabelNames implements storage.Querier.
+func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return q.labelCall(ctx, "labels", ms, func(ctx context.Context, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+		return c.LabelNames(ctx, q.mint, q.maxt, sets, hintLimit(hints))
+	})
+}
+
+// LabelValues implements storage.Querier.
+func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return q.labelCall(ctx, "label_values", ms, func(ctx context.Context, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+		return c.LabelValues(ctx, name, q.mint, q.maxt, sets, hintLimit(hints))
+	})
+}
+
+func hintLimit(h *storage.LabelHints) int {
+	if h == nil {
+		return 0
+	}
+	return h.Limit
+}
+
+// labelCall fans a label-names or label-values call out with one match[] per
+// allowed matcher set, and merges the sorted, de-duplicated answers.
+func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Matcher, call func(context.Context, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
+	policy := tenancy.FromContext(ctx)
+	var sets [][]*labels.Matcher
+	if len(ms) > 0 || !policy.Unrestricted() {
+		sets = MatcherSets(policy, ms)
+		if len(sets) == 0 {
+			return []string{}, nil, nil
+		}
+	}
+	type answer struct {
+		vals  []string
+		warns remote.Warnings
+	}
+	answers, warns, err := fanOut(ctx, q.f, kind, ms, func(ctx context.Context, c *remote.Client) (answer, error) {
+		v, w, err := call(ctx, c, sets)
+		return answer{v, w}, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var all []string
+	for _, a := range answers {
+		all = append(all, a.vals...)
+		for _, w := range a.warns {
+			warns.Add(backendWarning(w))
+		}
+	}
+	slices.Sort(all)
+	return slices.Compact(all), warns, nil
+}
+
+// backendWarning carries a backend's warning text unchanged, so identical
+// warnings from several backends (and Prometheus' own) collapse into one.
+type backendWarning string
+
+func (w backendWarning) Error() string { return string(w) }
+
+// labelsSeriesSet holds series known only by their labels (no samples).
+type labelsSeriesSet struct {
+	lsets []labels.Labels
+	i     int
+}
+
+func newLabelsSeriesSet(lsets []labels.Labels) *labelsSeriesSet {
+	return &labelsSeriesSet{lsets: lsets}
+}
+
+func (s *labelsSeriesSet) Next() bool {
+	s.i++
+	return s.i <= len(s.lsets)
+}
+
+func (s *labelsSeriesSet) At() storage.Series {
+	return storage.NewListSeries(s.lsets[s.i-1], nil)
+}
+func (*labelsSeriesSet) Err() error                        { return nil }
+func (*labelsSeriesSet) Warnings() annotations.Annotations { return nil }

@@ -1,0 +1,66 @@
+package httpapi
+
+import (
+	"github.com/grafana/regexp"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/route"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	v1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
+)
+
+// newPrometheusAPI builds Prometheus' own v1 API over the proxy's engine and
+// Queryable and returns its router. NewAPI's long positional parameter list
+// changes between Prometheus versions, so it is called here and nowhere else.
+// Only the routes Server mounts explicitly are reachable; everything this API
+// offers that the proxy does not enforce (admin, remote read/write, targets,
+// rules, status) stays unrouted.
+func newPrometheusAPI(qe promql.QueryEngine, q storage.SampleAndChunkQueryable, corsOrigin *regexp.Regexp,
+	lookback time.Duration, timeout time.Duration, build *v1.PrometheusVersion, reg *prometheus.Registry, logger *slog.Logger,
+) *route.Router {
+	api := v1.NewAPI(
+		qe,
+		q,
+		nil,           // appendable: the proxy accepts no writes
+		nil,           // exemplar queryable: /query_exemplars is served by the proxy itself
+		nil, nil, nil, // scrape pools, targets, alertmanagers: not routed
+		func() config.Config { return config.Config{} },
+		map[string]string{},
+		v1.GlobalURLOptions{},
+		func(f http.HandlerFunc) http.HandlerFunc { return f },
+		nil, "", // TSDB admin stats and dir: not routed
+		false,    // admin APIs
+		false, 0, // search API
+		logger,
+		nil,         // rules: not routed
+		0, 1, 1<<20, // remote read limits (endpoint not routed, but must be sane)
+		false, // agent mode
+		corsOrigin,
+		nil, // runtime info: not routed
+		build,
+		nil, nil, // notifications
+		reg, reg,
+		nil,        // stats renderer: Prometheus' default
+		false, nil, // remote write
+		false, false, false, // OTLP
+		lookback,
+		false, // type and unit labels
+		false, // append metadata
+		nil,   // error code override
+		nil,   // feature registry
+		v1.OpenAPIOptions{},
+		engine.Parser(),
+		false, // query cost
+		timeout,
+	)
+	r := route.New()
+	api.Register(r.WithPrefix("/api/v1"))
+	return r
+}

@@ -1,0 +1,325 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/grafana/regexp"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/route"
+	"github.com/prometheus/prometheus/promql"
+	v1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// Policies resolves a namespace to what it may read.
+type Policies interface {
+	// Policy returns the namespace's policy, or an error wrapping
+	// tenancy.ErrNoAccess when it may read nothing.
+	Policy(namespace string) (*tenancy.Policy, error)
+}
+
+// Debugger is anything that can describe itself for a /debug endpoint.
+type Debugger interface {
+	Debug() any
+}
+
+// Backends is the read-only view of discovery the server shows and checks.
+type Backends interface {
+	Status() []discovery.GroupStatus
+	Groups() []*discovery.Group
+	Synced() bool
+}
+
+// Options assembles a Server.
+type Options struct {
+	Proxy       ProxyConfig
+	Server      ServerConfig
+	Engine      engine.Config
+	QueryEngine promql.QueryEngine // the PromQL engine, or the cache wrapping it
+	Fanout      *engine.Fanout
+	Backends    Backends
+	// Policies is nil when no tenant source is configured: the proxy is then
+	// an open federation gateway and every request sees everything.
+	Policies Policies
+	// Identify finds who is asking; nil trusts the X-Tenant-Namespace header.
+	Identify Identifier
+	Tenants  Debugger // for /debug/tenants; may be nil
+	// Ready adds conditions to /ready (e.g. tenant sources synced); may be nil.
+	Ready    func() error
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+	Version  string
+}
+
+// Server is the proxy's HTTP server.
+type Server struct {
+	opts    Options
+	echo    *echo.Echo
+	promAPI *route.Router
+	slots   chan struct{}
+	metrics *serverMetrics
+	started time.Time
+}
+
+type serverMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	inflight prometheus.Gauge
+	rejected prometheus.Counter
+}
+
+// New validates the options and builds the server.
+func New(opts Options) (*Server, error) {
+	if err := opts.Proxy.Validate(); err != nil {
+		return nil, err
+	}
+	if err := opts.Server.Validate(); err != nil {
+		return nil, err
+	}
+	if err := opts.Engine.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.QueryEngine == nil || opts.Fanout == nil || opts.Backends == nil {
+		return nil, errors.New("httpapi: query engine, fan-out and backends are required")
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Identify == nil {
+		opts.Identify = HeaderIdentifier{}
+	}
+	s := &Server{opts: opts, slots: make(chan struct{}, opts.Proxy.MaxConcurrentRequests), started: time.Now()}
+	s.metrics = &serverMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prometheus_proxy_requests_total",
+			Help: "HTTP requests served, by endpoint, method and status code.",
+		}, []string{"endpoint", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "prometheus_proxy_request_duration_seconds",
+			Help:    "Duration of HTTP requests, by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"endpoint"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "prometheus_proxy_requests_in_flight",
+			Help: "Prometheus API requests being served.",
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "prometheus_proxy_requests_rejected_total",
+			Help: "Requests refused with 503 because max_concurrent_requests were running.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{s.metrics.requests, s.metrics.duration, s.metrics.inflight, s.metrics.rejected} {
+		if err := opts.Registry.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	cors := regexp.MustCompile("^(?s:" + opts.Server.CORSOrigin + ")$")
+	build := &v1.PrometheusVersion{Version: PrometheusCompatVersion(), Revision: opts.Version, Branch: "prometheus-multi-tenant-proxy", GoVersion: goVersion()}
+	s.promAPI = newPrometheusAPI(opts.QueryEngine, opts.Fanout, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
+	s.echo = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.recoverPanics, s.instrument)
+
+	api := e.Group("/api/v1", s.limitBody, s.identify, s.limitConcurrency, s.partialResponse)
+	prom := echo.WrapHandler(s.promAPI)
+	for _, p := range []string{"/query", "/query_range", "/series", "/labels", "/format_query", "/parse_query"} {
+		api.GET(p, prom)
+		api.POST(p, prom)
+	}
+	api.GET("/label/:name/values", prom)
+	api.GET("/status/buildinfo", prom)
+	api.GET("/metadata", s.metadata)
+	// Exemplars are not read from backends: answer an empty list rather than
+	// pass anything through unenforced.
+	api.GET("/query_exemplars", s.exemplars)
+	api.POST("/query_exemplars", s.exemplars)
+
+	e.GET("/health", s.health)
+	e.GET("/ready", s.ready)
+	mgmt := e.Group("", s.identify, s.requireAdmin)
+	if s.opts.Proxy.EnableMetrics {
+		mgmt.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry})))
+	}
+	mgmt.GET("/debug/targets", s.debugTargets)
+	mgmt.GET("/debug/tenants", s.debugTenants)
+	return e
+}
+
+// Serve listens on addr until ctx is cancelled, then shuts down gracefully:
+// in-flight requests get server.shutdown_timeout to finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 30 * time.Second,
+		ReadTimeout:       time.Duration(s.opts.Server.ReadTimeout),
+		ErrorLog:          slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
+	}
+	tlsCfg, err := s.tlsConfig()
+	if err != nil {
+		return err
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.opts.Server.ShutdownTimeout))
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// instrument counts and times every request and writes the request log.
+func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		endpoint := c.Path()
+		if endpoint == "" {
+			endpoint = "other"
+		}
+		code := c.Response().Status
+		took := time.Since(start)
+		s.metrics.requests.WithLabelValues(endpoint, c.Request().Method, strconv.Itoa(code)).Inc()
+		s.metrics.duration.WithLabelValues(endpoint).Observe(took.Seconds())
+		if s.opts.Proxy.EnableRequestLogging {
+			r := c.Request()
+			attrs := []any{
+				"method", r.Method, "path", r.URL.Path, "status", code,
+				"duration", took.Seconds(), "remote_ip", c.RealIP(),
+				"bytes", c.Response().Size,
+			}
+			if p := tenancy.FromContext(r.Context()); p != nil {
+				attrs = append(attrs, "tenant", p.Namespace)
+			}
+			if q := r.Form.Get("query"); q != "" {
+				attrs = append(attrs, "query", q)
+			}
+			s.opts.Logger.Info("request", attrs...)
+		}
+		return nil
+	}
+}
+
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.opts.Logger.Error("panic serving request", "path", c.Request().URL.Path, "panic", fmt.Sprint(r))
+				err = apiError(http.StatusInternalServerError, "internal", "internal error")
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.opts.Proxy.MaxBodyBytes)
+		// Parse once here, bounded, so a too-large body is a clear 413 and
+		// later middleware can read parameters.
+		if err := r.ParseForm(); err != nil {
+			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+				return apiError(http.StatusRequestEntityTooLarge, "bad_data", fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+			}
+			return apiError(http.StatusBadRequest, "bad_data", "invalid form: "+err.Error())
+		}
+		return next(c)
+	}
+}
+
+// limitConcurrency lets max_concurrent_requests run; others wait up to
+// queue_timeout for a slot, then get 503.
+func (s *Server) limitConcurrency(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			t := time.NewTimer(time.Duration(s.opts.Proxy.QueueTimeout))
+			defer t.Stop()
+			select {
+			case s.slots <- struct{}{}:
+			case <-t.C:
+				s.metrics.rejected.Inc()
+				return apiError(http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("too many concurrent requests (max_concurrent_requests=%d)", cap(s.slots)))
+			case <-c.Request().Context().Done():
+				return apiError(499, "canceled", "client went away while waiting for a slot")
+			}
+		}
+		s.metrics.inflight.Inc()
+		defer func() {
+			<-s.slots
+			s.metrics.inflight.Dec()
+		}()
+		return next(c)
+	}
+}
+
+// partialResponse honours a per-request partial_response=true|false.
+func (s *Server) partialResponse(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		v := c.Request().Form.Get("partial_response")
+		if v == "" {
+			return next(c)
+		}
+		allow, err := strconv.ParseBool(v)
+		if err != nil {
+			return apiError(http.StatusBadRequest, "bad_data", fmt.Sprintf("invalid parameter \"partial_response\": %q is not a boolean", v))
+		}
+		r := c.Request()
+		c.SetRequest(r.WithContext(engine.WithPartialResponse(r.Context(), allow)))
+		return next(c)
+	}
+}
+
+// PrometheusCompatVersion is the Prometheus version whose API and PromQL the
+// proxy speaks (that of the embedded engine), reported by buildinfo so
+// clients such as Grafana enable the right features.
+func PrometheusCompatVersion() string { return promVersion }
+
+func writeJSON(c echo.Context, code int, v any) error {
+	c.Response().Header().Set(echo.HeaderContentType, "application/json")
+	c.Response().WriteHeader(code)
+	return json.NewEncoder(c.Response()).Encode(v)
+}

@@ -1,0 +1,395 @@
+// Package remote talks to ONE Prometheus backend: remote read for samples,
+// the HTTP API for label names, label values, series and metadata, and a readiness probe.
+package remote
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	config_util "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
+	promremote "github.com/prometheus/prometheus/storage/remote"
+	"github.com/prometheus/prometheus/util/annotations"
+)
+
+// Config is how the proxy talks to every backend.
+type Config struct {
+	// Timeout bounds every single backend call (fed from proxy.backend_timeout).
+	Timeout model.Duration `yaml:"timeout"`
+	// ChunkedReadLimit is the largest remote-read frame accepted, in bytes.
+	ChunkedReadLimit uint64 `yaml:"chunked_read_limit"`
+	// MaxResponseBytes bounds a JSON API answer (labels, series, metadata).
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// HTTPClient holds TLS, bearer token and basic auth settings, as in Prometheus' own config.
+	HTTPClient config_util.HTTPClientConfig `yaml:"http_client"`
+}
+
+// DefaultConfig returns working values for every field: the zero values of
+// the remote-read client (timeout 0, frame limit 0) fail every request.
+func DefaultConfig() Config {
+	return Config{
+		Timeout:          model.Duration(30 * time.Second),
+		ChunkedReadLimit: promconfig.DefaultChunkedReadLimit,
+		MaxResponseBytes: 256 << 20,
+		HTTPClient:       config_util.DefaultHTTPClientConfig,
+	}
+}
+
+// Validate fills zero values with defaults and checks the rest.
+func (c *Config) Validate() error {
+	d := DefaultConfig()
+	if c.Timeout <= 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.ChunkedReadLimit == 0 {
+		c.ChunkedReadLimit = d.ChunkedReadLimit
+	}
+	if c.MaxResponseBytes <= 0 {
+		c.MaxResponseBytes = d.MaxResponseBytes
+	}
+	return c.HTTPClient.Validate()
+}
+
+// Client reads from one backend. It is safe for concurrent use.
+type Client struct {
+	base *url.URL
+	cfg  Config
+	read promremote.ReadClient
+	http *http.Client
+}
+
+// New returns a client for the Prometheus at rawURL (e.g. http://host:9090 or
+// https://host/prefix). cfg must have passed Validate.
+func New(rawURL string, cfg Config) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("backend %q: %w", rawURL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("backend %q: scheme must be http or https", rawURL)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	readURL := *u
+	readURL.Path += "/api/v1/read"
+	rc, err := promremote.NewReadClient(rawURL, &promremote.ClientConfig{
+		URL:              &config_util.URL{URL: &readURL},
+		Timeout:          cfg.Timeout,
+		HTTPClientConfig: cfg.HTTPClient,
+		ChunkedReadLimit: cfg.ChunkedReadLimit,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: remote read client: %w", rawURL, err)
+	}
+	hc, err := config_util.NewClientFromConfig(cfg.HTTPClient, "prometheus_proxy_backend")
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: http client: %w", rawURL, err)
+	}
+	return &Client{base: u, cfg: cfg, read: rc, http: hc}, nil
+}
+
+// URL is the backend's base URL, as configured.
+func (c *Client) URL() string { return c.base.String() }
+
+// Read runs one remote-read request holding one query per matcher set and
+// returns every series, sorted by labels, series matched by several sets
+// merged. The whole answer is read before returning, so a stream that breaks
+// half way is an error here (and can fail over) rather than silently short.
+func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.SelectHints, matcherSets [][]*labels.Matcher) (storage.SeriesSet, error) {
+	queries := make([]*prompb.Query, 0, len(matcherSets))
+	for _, ms := range matcherSets {
+		q, err := promremote.ToQuery(mint, maxt, ms, hints)
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: %w", c.URL(), err)
+		}
+		queries = append(queries, q)
+	}
+	ss, err := c.read.ReadMultiple(ctx, queries, true)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), err)
+	}
+	runs, err := sortedRuns(ss)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), err)
+	}
+	if len(runs) == 1 {
+		return runs[0], nil
+	}
+	return storage.NewMergeSeriesSet(runs, 0, storage.ChainedSeriesMerge), nil
+}
+
+// sortedRuns drains ss and cuts it into runs of strictly increasing label
+// sets. A streamed answer to several queries is one sorted run per query, and
+// a long series may span frames that repeat its labels; merging the runs
+// yields one sorted set with every series once.
+func sortedRuns(ss storage.SeriesSet) ([]storage.SeriesSet, error) {
+	var (
+		runs []storage.SeriesSet
+		cur  []storage.Series
+		prev labels.Labels
+	)
+	for ss.Next() {
+		s := ss.At()
+		lset := s.Labels()
+		if len(cur) > 0 && labels.Compare(prev, lset) >= 0 {
+			runs = append(runs, &listSeriesSet{series: cur})
+			cur = nil
+		}
+		cur = append(cur, s)
+		prev = lset
+	}
+	if err := ss.Err(); err != nil {
+		return nil, err
+	}
+	runs = append(runs, &listSeriesSet{series: cur})
+	return runs, nil
+}
+
+type listSeriesSet struct {
+	series []storage.Series
+	i      int
+}
+
+func (l *listSeriesSet) Next() bool {
+	l.i++
+	return l.i <= len(l.series)
+}
+func (l *listSeriesSet) At() storage.Series              { return l.series[l.i-1] }
+func (*listSeriesSet) Err() error                        { return nil }
+func (*listSeriesSet) Warnings() annotations.Annotations { return nil }
+
+// Series asks /api/v1/series with one match[] per matcher set; the label sets
+// come back sorted.
+func (c *Client) Series(ctx context.Context, mint, maxt int64, matcherSets [][]*labels.Matcher) ([]labels.Labels, Warnings, error) {
+	var data []map[string]string
+	w, err := c.apiCall(ctx, "/api/v1/series", timeRange(mint, maxt, matchParams(matcherSets)), &data)
+	if err != nil {
+		return nil, w, err
+	}
+	out := make([]labels.Labels, 0, len(data))
+	for _, m := range data {
+		out = append(out, labels.FromMap(m))
+	}
+	slices.SortFunc(out, labels.Compare)
+	return out, w, nil
+}
+
+// LabelNames asks /api/v1/labels; matcherSets may be empty (all series).
+func (c *Client) LabelNames(ctx context.Context, mint, maxt int64, matcherSets [][]*labels.Matcher, limit int) ([]string, Warnings, error) {
+	var data []string
+	p := timeRange(mint, maxt, matchParams(matcherSets))
+	if limit > 0 {
+		p.Set("limit", strconv.Itoa(limit))
+	}
+	w, err := c.apiCall(ctx, "/api/v1/labels", p, &data)
+	return data, w, err
+}
+
+// LabelValues asks /api/v1/label/<name>/values; matcherSets may be empty.
+func (c *Client) LabelValues(ctx context.Context, name string, mint, maxt int64, matcherSets [][]*labels.Matcher, limit int) ([]string, Warnings, error) {
+	var data []string
+	p := timeRange(mint, maxt, matchParams(matcherSets))
+	if limit > 0 {
+		p.Set("limit", strconv.Itoa(limit))
+	}
+	// The values endpoint is GET only; long match[] lists still fit a URL in
+	// practice because each set is one compact selector.
+	w, err := c.apiGet(ctx, "/api/v1/label/"+url.PathEscape(name)+"/values", p, &data)
+	return data, w, err
+}
+
+// Metadata is one entry of /api/v1/metadata.
+type Metadata struct {
+	Type string `json:"type"`
+	Help string `json:"help"`
+	Unit string `json:"unit"`
+}
+
+// Metadata asks /api/v1/metadata (metric may be empty).
+func (c *Client) Metadata(ctx context.Context, metric string, limit, limitPerMetric int) (map[string][]Metadata, Warnings, error) {
+	p := url.Values{}
+	if metric != "" {
+		p.Set("metric", metric)
+	}
+	if limit > 0 {
+		p.Set("limit", strconv.Itoa(limit))
+	}
+	if limitPerMetric > 0 {
+		p.Set("limit_per_metric", strconv.Itoa(limitPerMetric))
+	}
+	data := map[string][]Metadata{}
+	w, err := c.apiGet(ctx, "/api/v1/metadata", p, &data)
+	return data, w, err
+}
+
+// Ready probes /-/ready: nil when the backend answers 200.
+func (c *Client) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(c.cfg.Timeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint("/-/ready"), nil)
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", c.URL(), err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("backend %s: readiness probe: %w", c.URL(), err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("backend %s: readiness probe: HTTP %s", c.URL(), resp.Status)
+	}
+	return nil
+}
+
+// Warnings are the warnings and infos a backend attached to its answer.
+type Warnings []string
+
+func (c *Client) endpoint(path string) string {
+	u := *c.base
+	u.Path += path
+	u.RawQuery = ""
+	return u.String()
+}
+
+func (c *Client) apiCall(ctx context.Context, path string, form url.Values, into any) (Warnings, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(c.cfg.Timeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(path), strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", c.URL(), err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return c.do(req, path, into)
+}
+
+func (c *Client) apiGet(ctx context.Context, path string, params url.Values, into any) (Warnings, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(c.cfg.Timeout))
+	defer cancel()
+	u := c.endpoint(path)
+	if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", c.URL(), err)
+	}
+	return c.do(req, path, into)
+}
+
+// apiResponse is the envelope of every Prometheus API answer.
+type apiResponse struct {
+	Status    string          `json:"status"`
+	Data      json.RawMessage `json:"data"`
+	ErrorType string          `json:"errorType"`
+	Error     string          `json:"error"`
+	Warnings  []string        `json:"warnings"`
+	Infos     []string        `json:"infos"`
+}
+
+// ErrBadResponse marks an answer that is not a Prometheus API answer at all.
+var ErrBadResponse = errors.New("malformed backend response")
+
+func (c *Client) do(req *http.Request, path string, into any) (Warnings, error) {
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %s: %w", c.URL(), path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %s: reading answer: %w", c.URL(), path, err)
+	}
+	if int64(len(body)) > c.cfg.MaxResponseBytes {
+		return nil, fmt.Errorf("backend %s: %s: answer larger than %d bytes", c.URL(), path, c.cfg.MaxResponseBytes)
+	}
+	var env apiResponse
+	if err := json.Unmarshal(body, &env); err != nil || env.Status == "" {
+		return nil, fmt.Errorf("backend %s: %s: HTTP %d: %w: %s", c.URL(), path, resp.StatusCode, ErrBadResponse, snippet(body))
+	}
+	if env.Status != "success" {
+		return nil, &APIError{Backend: c.URL(), Path: path, Code: resp.StatusCode, Type: env.ErrorType, Msg: env.Error}
+	}
+	if err := json.Unmarshal(env.Data, into); err != nil {
+		return nil, fmt.Errorf("backend %s: %s: %w: %v", c.URL(), path, ErrBadResponse, err)
+	}
+	return append(env.Warnings, env.Infos...), nil
+}
+
+// APIError is an error answer of a backend's HTTP API. Errors of type
+// bad_data are the request's fault; the rest are the backend's.
+type APIError struct {
+	Backend, Path, Type, Msg string
+	Code                     int
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("backend %s: %s: HTTP %d %s: %s", e.Backend, e.Path, e.Code, e.Type, e.Msg)
+}
+
+func snippet(b []byte) string {
+	const n = 120
+	b = bytes.TrimSpace(b)
+	if len(b) > n {
+		return strconv.Quote(string(b[:n])) + "…"
+	}
+	return strconv.Quote(string(b))
+}
+
+func matchParams(matcherSets [][]*labels.Matcher) url.Values {
+	p := url.Values{}
+	for _, ms := range matcherSets {
+		p.Add("match[]", Selector(ms))
+	}
+	return p
+}
+
+// Selector renders matchers as a PromQL selector, e.g. {__name__="up",job=~"a.*"}.
+func Selector(ms []*labels.Matcher) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, m := range ms {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(m.String())
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// The Prometheus API encodes "no bound" as these instants; they must not be
+// sent on, or backends reject them as out of range.
+var (
+	apiMinTime = time.Unix(math.MinInt64/1000+62135596801, 0).UTC().UnixMilli()
+	apiMaxTime = time.Unix(math.MaxInt64/1000-62135596801, 999999999).UTC().UnixMilli()
+)
+
+func timeRange(mint, maxt int64, p url.Values) url.Values {
+	if mint > apiMinTime {
+		p.Set("start", formatMillis(mint))
+	}
+	if maxt < apiMaxTime {
+		p.Set("end", formatMillis(maxt))
+	}
+	return p
+}
+
+func formatMillis(ms int64) string {
+	return strconv.FormatFloat(float64(ms)/1000, 'f', 3, 64)
+}
