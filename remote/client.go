@@ -381,6 +381,9 @@ var (
 )
 
 func timeRange(mint, maxt int64, p url.Values) url.Values {
+	if p == nil {
+		p = url.Values{}
+	}
 	if mint > apiMinTime {
 		p.Set("start", formatMillis(mint))
 	}

@@ -1,0 +1,121 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		err  string
+	}{
+		{"defaults", Config{}, ""},
+		{"bad balancing", Config{LoadBalancing: "least-loaded"}, "load_balancing"},
+		{"bad partial", Config{PartialResponse: "maybe"}, "partial_response"},
+		{"no name", Config{Static: []StaticGroup{{URLs: []string{"http://a:9090"}}}}, "name is required"},
+		{"no urls", Config{Static: []StaticGroup{{Name: "a"}}}, "at least one url"},
+		{"bad url", Config{Static: []StaticGroup{{Name: "a", URLs: []string{"a:9090"}}}}, "bad url"},
+		{"duplicate", Config{Static: []StaticGroup{{Name: "a", URLs: []string{"http://a"}}, {Name: "a", URLs: []string{"http://b"}}}}, "duplicate"},
+	} {
+		err := tc.cfg.Validate()
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s: Validate() = %v, want error containing %q", tc.name, err, tc.err)
+		}
+	}
+	c := Config{}
+	_ = c.Validate()
+	if c.LoadBalancing != RoundRobin || c.PartialResponse != PartialWarn || c.HealthCheckInterval <= 0 {
+		t.Errorf("defaults not filled: %+v", c)
+	}
+}
+
+func TestOrderRoundRobinAndHealth(t *testing.T) {
+	g := StaticGroups([]StaticGroup{{Name: "g", URLs: []string{"http://a", "http://b", "http://c"}}})[0]
+	first := map[string]int{}
+	for range 6 {
+		first[g.Order(RoundRobin)[0].URL]++
+	}
+	for _, u := range []string{"http://a", "http://b", "http://c"} {
+		if first[u] != 2 {
+			t.Errorf("round robin: %s first %d times of 6, want 2", u, first[u])
+		}
+	}
+	b := g.Replicas[1]
+	b.Observe(errors.New("down"), 0, 2, 2)
+	if !b.Healthy() {
+		t.Fatal("one failure must not mark a replica unhealthy (hysteresis)")
+	}
+	b.Observe(errors.New("down"), 0, 2, 2)
+	if b.Healthy() {
+		t.Fatal("two failures in a row must mark it unhealthy")
+	}
+	for range 6 {
+		order := g.Order(RoundRobin)
+		if order[len(order)-1] != b {
+			t.Fatalf("unhealthy replica must come last, got %v first", order[0].URL)
+		}
+	}
+	b.Observe(nil, 0, 2, 2)
+	if b.Healthy() {
+		t.Fatal("one success must not bring it back")
+	}
+	b.Observe(nil, 0, 2, 2)
+	if !b.Healthy() {
+		t.Fatal("two successes must bring it back")
+	}
+	if st := b.Status(); st.LastError != "" || st.LastCheck.IsZero() {
+		t.Errorf("status after recovery: %+v", st)
+	}
+}
+
+func TestGroupMatches(t *testing.T) {
+	g := &Group{Name: "a", Labels: labels.FromStrings("cluster", "a")}
+	for _, tc := range []struct {
+		m    *labels.Matcher
+		want bool
+	}{
+		{labels.MustNewMatcher(labels.MatchEqual, "cluster", "a"), true},
+		{labels.MustNewMatcher(labels.MatchEqual, "cluster", "b"), false},
+		{labels.MustNewMatcher(labels.MatchRegexp, "cluster", "a|b"), true},
+		{labels.MustNewMatcher(labels.MatchNotEqual, "cluster", "a"), false},
+		{labels.MustNewMatcher(labels.MatchEqual, "job", "x"), true},
+	} {
+		ok, reason := g.Matches([]*labels.Matcher{tc.m})
+		if ok != tc.want || (!ok && reason == "") {
+			t.Errorf("%s: Matches = %v (%q), want %v with a reason when false", tc.m, ok, reason, tc.want)
+		}
+	}
+}
+
+func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
+	probeErr := errors.New("refused")
+	m, err := NewManager(Config{}, func(_ context.Context, url string) error {
+		if url == "http://bad" {
+			return probeErr
+		}
+		return nil
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.set("test", StaticGroups([]StaticGroup{{Name: "g", URLs: []string{"http://good", "http://bad"}}}))
+	m.CheckNow(context.Background())
+	m.CheckNow(context.Background())
+	m.set("test", StaticGroups([]StaticGroup{{Name: "g", URLs: []string{"http://good", "http://bad", "http://new"}}}))
+	st := m.Status()
+	if len(st) != 1 || len(st[0].Replicas) != 3 {
+		t.Fatalf("status: %+v", st)
+	}
+	for _, r := range st[0].Replicas {
+		if want := r.URL != "http://bad"; r.Healthy != want {
+			t.Errorf("%s healthy=%v, want %v", r.URL, r.Healthy, want)
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package remote
+
+import (
+	"testing"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+)
+
+func series(name string, ts ...int64) storage.Series {
+	var s []chunks.Sample
+	for _, t := range ts {
+		s = append(s, fSample{t, float64(t)})
+	}
+	return storage.NewListSeries(labels.FromStrings("__name__", name), s)
+}
+
+type fSample struct {
+	t int64
+	f float64
+}
+
+func (s fSample) T() int64                    { return s.t }
+func (fSample) ST() int64                     { return 0 }
+func (s fSample) F() float64                  { return s.f }
+func (fSample) H() *histogram.Histogram       { return nil }
+func (fSample) FH() *histogram.FloatHistogram { return nil }
+func (fSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s fSample) Copy() chunks.Sample         { return s }
+
+func TestSortedRunsMergesQueriesAndFrames(t *testing.T) {
+	// Two queries' answers back to back, the second repeating a series of the
+	// first, and a series split over two frames.
+	in := &listSeriesSet{series: []storage.Series{
+		series("a", 1), series("b", 1), series("b", 2), series("c", 1),
+		series("a", 1), series("d", 1),
+	}}
+	runs, err := sortedRuns(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 3 {
+		t.Fatalf("got %d runs, want 3", len(runs))
+	}
+	merged := storage.NewMergeSeriesSet(runs, 0, storage.ChainedSeriesMerge)
+	var names []string
+	var bSamples int
+	for merged.Next() {
+		s := merged.At()
+		names = append(names, s.Labels().Get("__name__"))
+		if s.Labels().Get("__name__") == "b" {
+			it := s.Iterator(nil)
+			for it.Next() != 0 {
+				bSamples++
+			}
+		}
+	}
+	if got := len(names); got != 4 || names[0] != "a" || names[3] != "d" {
+		t.Errorf("merged series %v, want [a b c d]", names)
+	}
+	if bSamples != 2 {
+		t.Errorf("series b has %d samples, want both frames' 2", bSamples)
+	}
+}
+
+func TestSelector(t *testing.T) {
+	ms := []*labels.Matcher{
+		labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"),
+		labels.MustNewMatcher(labels.MatchRegexp, "job", `a"b.*`),
+	}
+	if got, want := Selector(ms), `{__name__="up",job=~"a\"b.*"}`; got != want {
+		t.Errorf("Selector = %s, want %s", got, want)
+	}
+}
+
+func TestTimeRangeOmitsUnboundedEnds(t *testing.T) {
+	p := timeRange(apiMinTime, apiMaxTime, nil)
+	if p.Has("start") || p.Has("end") {
+		t.Errorf("unbounded range sent as %v", p)
+	}
+	p = timeRange(1500, 2000, nil)
+	if p.Get("start") != "1.500" || p.Get("end") != "2.000" {
+		t.Errorf("range sent as %v", p)
+	}
+}
