@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
+)
+
+// suiteExprs is the PromQL the proxy must answer exactly like one Prometheus
+// holding all the data. {at} is replaced by a fixed timestamp inside the data.
+var suiteExprs = []string{
+	`up`,
+	`count(up)`,
+	`sum by (cluster) (up)`,
+	`rate(http_requests_total[5m])`,
+	`sum by (namespace, code) (rate(http_requests_total[5m]))`,
+	`increase(http_requests_total[10m])`,
+	`irate(http_requests_total[1m])`,
+	`resets(http_requests_total[30m])`,
+	`histogram_quantile(0.9, sum by (le, namespace) (rate(http_request_duration_seconds_bucket[5m])))`,
+	`histogram_quantile(0.5, rate(http_request_duration_seconds_bucket[5m]))`,
+	`rate(http_request_duration_seconds_sum[5m]) / rate(http_request_duration_seconds_count[5m])`,
+	`topk(3, memory_usage_bytes)`,
+	`bottomk(2, sum by (job) (memory_usage_bytes))`,
+	`count by (__name__) ({__name__=~".+"})`,
+	`count by (__name__) ({namespace="team-a"})`,
+	`absent(nonexistent_metric)`,
+	`absent(up{job="no-such-job"})`,
+	`absent_over_time(up[5m])`,
+	`max_over_time(temperature_celsius[10m])`,
+	`min_over_time(temperature_celsius[10m])`,
+	`avg_over_time(memory_usage_bytes[15m])`,
+	`quantile_over_time(0.95, temperature_celsius[30m])`,
+	`stddev_over_time(temperature_celsius[30m])`,
+	`max_over_time(rate(http_requests_total[5m])[30m:1m])`,
+	`avg_over_time(up[10m:])`,
+	`rate(http_requests_total[5m] offset 10m)`,
+	`memory_usage_bytes offset -5m`,
+	`memory_usage_bytes @ {at}`,
+	`rate(http_requests_total[5m] @ end())`,
+	`sum(rate(http_requests_total[5m] @ start()))`,
+	`label_replace(up, "team", "$1", "job", "(.*)-api")`,
+	`label_join(up, "where", "/", "cluster", "job")`,
+	`memory_usage_bytes and on (instance, cluster) up == 1`,
+	`up{namespace="team-a"} or on () vector(0)`,
+	`http_requests_total unless http_requests_total{code="500"}`,
+	`scalar(count(up))`,
+	`vector(1)`,
+	`time()`,
+	`scalar(sum(up)) * 2`,
+	`sum by (instance) (rate(node_cpu_seconds_total{mode!="idle"}[5m]))`,
+	`deriv(memory_usage_bytes[10m])`,
+	`predict_linear(memory_usage_bytes[30m], 3600)`,
+	`delta(temperature_celsius[10m])`,
+	`changes(up[30m])`,
+	`timestamp(up)`,
+	`sort_desc(sum by (namespace) (memory_usage_bytes))`,
+	`count_values("value", up)`,
+	`group by (cluster) (up)`,
+	`{split="true"}`,
+	`rate({split="true"}[5m])`,
+	`{cluster="global"}`,
+	`sum without (instance) (rate(http_requests_total[5m]))`,
+	`clamp_min(temperature_celsius, 0)`,
+	`round(temperature_celsius, 0.5)`,
+	`sgn(temperature_celsius)`,
+	`limitk(2, up)`,
+	`mad_over_time(temperature_celsius[10m])`,
+	`sort_by_label(up, "instance", "cluster")`,
+	`last_over_time(memory_usage_bytes[5m])`,
+	`present_over_time(up[5m])`,
+	`1 + 2`,
+	`rate(memory_usage_bytes[5m])`,
+}
+
+// badQueries must fail through the proxy exactly as through Prometheus.
+var badQueries = []url.Values{
+	{"query": {`foo{`}},
+	{"query": {`rate(up)`}},
+	{"query": {`sum by (`}},
+	{"query": {`up`}, "time": {"abc"}},
+	{"query": {``}},
+	{"query": {`1 +`}},
+}
+
+var badRangeQueries = []url.Values{
+	{"query": {`up`}, "start": {"100"}, "end": {"200"}, "step": {"0"}},
+	{"query": {`up`}, "start": {"200"}, "end": {"100"}, "step": {"10"}},
+	{"query": {`up`}, "start": {"0"}, "end": {"1000000"}, "step": {"1"}},
+	{"query": {`up{`}, "start": {"100"}, "end": {"200"}, "step": {"10"}},
+}
+
+// suiteTimes returns evaluation instants and ranges inside the data window.
+type rangeSpec struct {
+	start, end time.Time
+	step       time.Duration
+}
+
+func suiteTimes(cfg datagen.Config) ([]time.Time, []rangeSpec) {
+	s := cfg.Start
+	instants := []time.Time{s.Add(30 * time.Minute), s.Add(61*time.Minute + 7*time.Second + 250*time.Millisecond), cfg.LastSampleTime()}
+	ranges := []rangeSpec{
+		{s.Add(10 * time.Minute), s.Add(110 * time.Minute), time.Minute},
+		{s.Add(50 * time.Minute), s.Add(70 * time.Minute), 15 * time.Second},
+		{s.Add(3 * time.Minute), s.Add(100*time.Minute + 13*time.Second), 37 * time.Second},
+	}
+	return instants, ranges
+}
+
+func expandExpr(expr string, cfg datagen.Config) string {
+	at := cfg.Start.Add(45 * time.Minute).Unix()
+	return strings.ReplaceAll(expr, "{at}", strconv.FormatInt(at, 10))
+}
+
+func formatTime(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
+}
+
+// apiRequest is one Prometheus API request, sent as GET or POST.
+type apiRequest struct {
+	path   string
+	params url.Values
+	post   bool
+	header http.Header
+}
+
+func (r apiRequest) String() string {
+	m := "GET"
+	if r.post {
+		m = "POST"
+	}
+	return m + " " + r.path + "?" + r.params.Encode()
+}
+
+type apiAnswer struct {
+	code int
+	body []byte
+}
+
+func doRequest(t testing.TB, base string, r apiRequest) apiAnswer {
+	t.Helper()
+	var (
+		req *http.Request
+		err error
+	)
+	if r.post {
+		req, err = http.NewRequest(http.MethodPost, base+r.path, strings.NewReader(r.params.Encode()))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+	} else {
+		req, err = http.NewRequest(http.MethodGet, base+r.path+"?"+r.params.Encode(), nil)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", r, err)
+	}
+	for k, v := range r.header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", r, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %v", r, err)
+	}
+	return apiAnswer{resp.StatusCode, body}
+}
+
+// normalize decodes a Prometheus API answer and sorts every list whose order
+// Prometheus does not define (series of a vector or matrix, series lists), so
+// two answers compare equal iff they hold the same data. Floats stay strings,
+// so equality is exact.
+func normalize(t testing.TB, body []byte) any {
+	t.Helper()
+	var v map[string]any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, body)
+	}
+	switch data := v["data"].(type) {
+	case map[string]any:
+		if res, ok := data["result"].([]any); ok {
+			sortByJSON(res, "metric")
+		}
+	case []any:
+		sortByJSON(data, "")
+	}
+	return v
+}
+
+func sortByJSON(list []any, field string) {
+	key := func(x any) string {
+		if m, ok := x.(map[string]any); ok && field != "" {
+			x = m[field]
+		}
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+	sort.SliceStable(list, func(i, j int) bool { return key(list[i]) < key(list[j]) })
+}
+
+// diffAnswers says how the proxy's answer differs from the reference's, or "".
+func diffAnswers(t testing.TB, want, got apiAnswer) string {
+	t.Helper()
+	if want.code != got.code {
+		return fmt.Sprintf("HTTP %d, reference %d\nproxy: %s\nreference: %s", got.code, want.code, clip(got.body), clip(want.body))
+	}
+	w, g := normalize(t, want.body), normalize(t, got.body)
+	if !reflect.DeepEqual(w, g) {
+		return fmt.Sprintf("answers differ\nproxy:     %s\nreference: %s", clip(got.body), clip(want.body))
+	}
+	return ""
+}
+
+// compareAnswers fails the test when the proxy's answer differs from the reference's.
+func compareAnswers(t testing.TB, what string, want, got apiAnswer) {
+	t.Helper()
+	if d := diffAnswers(t, want, got); d != "" {
+		t.Errorf("%s: %s", what, d)
+	}
+}
+
+// hasData reports whether a successful answer carries at least one series,
+// sample or value (so a suite of empty answers cannot pass unnoticed).
+func hasData(t testing.TB, a apiAnswer) bool {
+	if a.code != http.StatusOK {
+		return false
+	}
+	v := normalize(t, a.body).(map[string]any)
+	switch d := v["data"].(type) {
+	case []any:
+		return len(d) > 0
+	case map[string]any:
+		switch r := d["result"].(type) {
+		case []any:
+			return len(r) > 0
+		case nil:
+			return false
+		default:
+			return true // scalar or string
+		}
+	}
+	return false
+}
+
+func clip(b []byte) string {
+	if len(b) > 1500 {
+		return string(b[:1500]) + fmt.Sprintf("… (%d bytes)", len(b))
+	}
+	return string(b)
+}
+
+// suiteRequests is the whole differential suite: every expression as instant
+// and range query, GET and POST, the bad queries, and the label and series
+// endpoints with and without match[].
+func suiteRequests(cfg datagen.Config) []apiRequest {
+	instants, ranges := suiteTimes(cfg)
+	var reqs []apiRequest
+	for i, e := range suiteExprs {
+		e = expandExpr(e, cfg)
+		post := i%2 == 1 // alternate, and the first few both ways below
+		for _, ts := range instants {
+			reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {e}, "time": {formatTime(ts)}}, post: post})
+		}
+		for _, r := range ranges {
+			reqs = append(reqs, apiRequest{path: "/api/v1/query_range", params: url.Values{
+				"query": {e}, "start": {formatTime(r.start)}, "end": {formatTime(r.end)}, "step": {strconv.FormatFloat(r.step.Seconds(), 'f', -1, 64)},
+			}, post: !post})
+		}
+	}
+	for _, p := range badQueries {
+		reqs = append(reqs, apiRequest{path: "/api/v1/query", params: p}, apiRequest{path: "/api/v1/query", params: p, post: true})
+	}
+	for _, p := range badRangeQueries {
+		reqs = append(reqs, apiRequest{path: "/api/v1/query_range", params: p}, apiRequest{path: "/api/v1/query_range", params: p, post: true})
+	}
+	start, end := formatTime(cfg.Start.Add(20*time.Minute)), formatTime(cfg.Start.Add(40*time.Minute))
+	matchSets := [][]string{
+		nil,
+		{`up`},
+		{`{namespace="team-a"}`},
+		{`memory_usage_bytes{cluster="cluster-a"}`, `up{job=~"team-b.*"}`},
+		{`{split="true"}`},
+		{`{__name__=~"http_.*", code="500"}`},
+	}
+	for _, ms := range matchSets {
+		for _, window := range [][2]string{{"", ""}, {start, end}} {
+			p := url.Values{}
+			for _, m := range ms {
+				p.Add("match[]", m)
+			}
+			if window[0] != "" {
+				p.Set("start", window[0])
+				p.Set("end", window[1])
+			}
+			reqs = append(reqs,
+				apiRequest{path: "/api/v1/labels", params: p},
+				apiRequest{path: "/api/v1/labels", params: p, post: true},
+				apiRequest{path: "/api/v1/label/job/values", params: p},
+				apiRequest{path: "/api/v1/label/__name__/values", params: p},
+			)
+			if len(ms) > 0 {
+				reqs = append(reqs,
+					apiRequest{path: "/api/v1/series", params: p},
+					apiRequest{path: "/api/v1/series", params: p, post: true},
+				)
+			}
+		}
+	}
+	reqs = append(reqs,
+		apiRequest{path: "/api/v1/series", params: url.Values{}},                           // no match[]: bad_data
+		apiRequest{path: "/api/v1/series", params: url.Values{"match[]": {`{job=~".*"}`}}}, // matches the empty string: bad_data
+		apiRequest{path: "/api/v1/labels", params: url.Values{"limit": {"3"}}},
+		apiRequest{path: "/api/v1/label/instance/values", params: url.Values{"limit": {"2"}}},
+	)
+	return reqs
+}
+
+// runSuite sends every request to both servers and compares the answers.
+// It also checks that most answers hold data, so the comparison means
+// something, and returns how many requests it compared.
+func runSuite(t *testing.T, reference, proxy string, reqs []apiRequest, header http.Header) int {
+	t.Helper()
+	withData := 0
+	for _, r := range reqs {
+		want := doRequest(t, reference, r)
+		if hasData(t, want) {
+			withData++
+		}
+		r.header = header
+		got := doRequest(t, proxy, r)
+		compareAnswers(t, r.String(), want, got)
+	}
+	if withData < len(reqs)/2 {
+		t.Errorf("only %d of %d reference answers hold data: the suite does not exercise the data", withData, len(reqs))
+	}
+	t.Logf("%d requests compared, %d answers with data", len(reqs), withData)
+	return len(reqs)
+}

@@ -1,0 +1,410 @@
+package testenv
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Kind is a Prometheus major version; real fleets mix them.
+type Kind int
+
+const (
+	// V3 is Prometheus built from the github.com/prometheus/prometheus module
+	// version in go.mod, so it matches the library the proxy links.
+	V3 Kind = iota
+	// V2 is Prometheus 2.x (Debian's 2.42 by default).
+	V2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case V3:
+		return "v3"
+	case V2:
+		return "v2"
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+const prometheusModule = "github.com/prometheus/prometheus"
+
+// PrometheusModuleVersion returns the version of github.com/prometheus/prometheus
+// required by the project's go.mod, e.g. v0.316.0.
+func PrometheusModuleVersion(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(RepoRoot(t), "go.mod"))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	v := goModRequire(string(data), prometheusModule)
+	if v == "" {
+		t.Fatalf("testenv: go.mod does not require %s", prometheusModule)
+	}
+	return v
+}
+
+func v3Dir(t testing.TB) string {
+	return filepath.Join(RepoRoot(t), ".cache", "prometheus-"+PrometheusModuleVersion(t))
+}
+
+// PrometheusBinary returns the path of the prometheus binary of kind, or fails
+// the test saying how to get it. Overrides: PROMETHEUS_V3, PROMETHEUS_V2.
+func PrometheusBinary(t testing.TB, kind Kind) string {
+	t.Helper()
+	switch kind {
+	case V3:
+		return lookBinary(t, "PROMETHEUS_V3", filepath.Join(v3Dir(t), "prometheus"),
+			"run `make tools` (builds Prometheus "+PrometheusModuleVersion(t)+")")
+	case V2:
+		path := lookBinary(t, "PROMETHEUS_V2", "/usr/bin/prometheus",
+			"run `apt-get install prometheus` (Prometheus 2.42)")
+		checkMajorVersion(t, path, "2.")
+		return path
+	}
+	t.Fatalf("testenv: unknown Prometheus kind %v", kind)
+	return ""
+}
+
+// PromtoolBinary returns the path of the promtool matching the v3 server
+// (override: PROMTOOL), or fails the test saying how to get it.
+func PromtoolBinary(t testing.TB) string {
+	t.Helper()
+	return lookBinary(t, "PROMTOOL", filepath.Join(v3Dir(t), "promtool"),
+		"run `make tools` (builds promtool "+PrometheusModuleVersion(t)+")")
+}
+
+var versionChecked sync.Map // binary path → error (nil when it is the expected version)
+
+// checkMajorVersion guards against a PATH or override that points the V2 slot
+// at a 3.x binary, which would silently make the mixed-fleet tests one-sided.
+func checkMajorVersion(t testing.TB, path, prefix string) {
+	t.Helper()
+	v, ok := versionChecked.Load(path)
+	if !ok {
+		out, err := exec.Command(path, "--version").CombinedOutput()
+		switch {
+		case err != nil:
+			err = fmt.Errorf("%s --version: %w: %s", path, err, out)
+		case !strings.Contains(string(out), "version "+prefix):
+			err = fmt.Errorf("%s is not Prometheus %sx: %s", path, prefix, firstLine(string(out)))
+		}
+		v, _ = versionChecked.LoadOrStore(path, err)
+	}
+	if err, _ := v.(error); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+// Option changes how StartPrometheus runs the server.
+type Option func(*promOptions)
+
+type promOptions struct {
+	name         string
+	flags        []string
+	readyTimeout time.Duration
+}
+
+// WithName labels the server in logs and failure messages (e.g. "shard-1").
+func WithName(name string) Option { return func(o *promOptions) { o.name = name } }
+
+// WithFlags adds command-line flags (e.g. "--query.lookback-delta=1m").
+func WithFlags(flags ...string) Option {
+	return func(o *promOptions) { o.flags = append(o.flags, flags...) }
+}
+
+// WithReadyTimeout bounds the wait for /-/ready (default 60 s; large data
+// takes longer to open).
+func WithReadyTimeout(d time.Duration) Option { return func(o *promOptions) { o.readyTimeout = d } }
+
+// Prometheus is a Prometheus server child process serving backfilled data.
+type Prometheus struct {
+	// URL is the base URL, http://127.0.0.1:PORT.
+	URL string
+	// Addr is 127.0.0.1:PORT.
+	Addr string
+	Kind Kind
+	// DataDir is the server's --storage.tsdb.path.
+	DataDir string
+
+	t    testing.TB
+	opts promOptions
+	proc *process
+}
+
+// StartPrometheus backfills openMetrics (nil: no data) with promtool, starts a
+// Prometheus of kind on it with an empty scrape configuration, and waits until
+// /-/ready answers. The server is killed when the test ends.
+func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Option) *Prometheus {
+	t.Helper()
+	o := promOptions{readyTimeout: time.Minute}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.name == "" {
+		o.name = "prometheus-" + kind.String()
+	}
+	bin := PrometheusBinary(t, kind)
+
+	dir := t.TempDir()
+	p := &Prometheus{Kind: kind, DataDir: filepath.Join(dir, "data"), t: t, opts: o}
+	if err := os.Mkdir(p.DataDir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if openMetrics != nil {
+		if blocks := backfill(t, openMetrics); blocks != "" {
+			if err := copyTree(blocks, p.DataDir); err != nil {
+				t.Fatalf("testenv: copy blocks into %s: %v", o.name, err)
+			}
+		}
+	}
+	configFile := filepath.Join(dir, "prometheus.yml")
+	// Nothing is scraped: the backfilled data is all the server holds.
+	if err := os.WriteFile(configFile, []byte("scrape_configs: []\n"), 0o644); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+
+	p.proc = &process{path: bin, logPath: filepath.Join(dir, "prometheus.log")}
+	p.proc.cleanup(t)
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("testenv: start %s: %v", o.name, err)
+		}
+		p.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		p.URL = "http://" + p.Addr
+		p.proc.name = o.name + " (" + p.URL + ")"
+		p.proc.args = append([]string{
+			"--config.file=" + configFile,
+			"--storage.tsdb.path=" + p.DataDir,
+			"--storage.tsdb.retention.time=100y", // the data is months old
+			"--web.listen-address=" + p.Addr,
+		}, kindFlags(kind)...)
+		p.proc.args = append(p.proc.args, o.flags...)
+		err = p.startProc()
+		if err == nil {
+			return p
+		}
+		if !portTaken(err) || attempt == startAttempts {
+			t.Fatalf("testenv: %v", err)
+		}
+		p.proc.kill()
+	}
+}
+
+func kindFlags(kind Kind) []string {
+	if kind == V3 {
+		// The proxy's engine parses with experimental functions on; the
+		// reference must accept the same queries. (2.42 has no such switch
+		// worth matching: its experimental functions differ anyway.)
+		return []string{"--enable-feature=promql-experimental-functions"}
+	}
+	return nil
+}
+
+func (p *Prometheus) startProc() error {
+	if err := p.proc.start(); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	return p.proc.waitReady(p.opts.readyTimeout, func() error {
+		resp, err := client.Get(p.URL + "/-/ready")
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/-/ready: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+// Stop shuts the server down gracefully (SIGTERM; SIGKILL after 10 s).
+func (p *Prometheus) Stop() { p.proc.stop(syscall.SIGTERM, 10*time.Second) }
+
+// Kill ends the server at once with SIGKILL, as a crash would.
+func (p *Prometheus) Kill() { p.proc.kill() }
+
+// Restart starts the server again on the same address and data; a running
+// server is stopped first. The port may have been taken meanwhile, which fails
+// the test.
+func (p *Prometheus) Restart() {
+	p.t.Helper()
+	p.Stop()
+	if err := p.startProc(); err != nil {
+		p.t.Fatalf("testenv: restart: %v", err)
+	}
+}
+
+// Log returns the end of the server's output.
+func (p *Prometheus) Log() string { return p.proc.logTail(logTailBytes) }
+
+// Blocks from promtool are deterministic in content, so each distinct input is
+// backfilled once per test binary and copied into every server's data dir.
+var blockCache struct {
+	mu      sync.Mutex
+	dir     string
+	entries map[string]*blockEntry
+}
+
+type blockEntry struct {
+	done chan struct{}
+	dir  string
+	err  error
+}
+
+// backfill returns a directory of TSDB blocks holding openMetrics ("" for
+// empty input, which promtool refuses). The directory is shared: callers must
+// copy, never modify it.
+func backfill(t testing.TB, openMetrics io.Reader) string {
+	t.Helper()
+	promtool := PromtoolBinary(t)
+
+	// Spool to a file (promtool reads files) while hashing, so large inputs
+	// never sit in memory.
+	input := filepath.Join(t.TempDir(), "data.om")
+	f, err := os.Create(input)
+	if err != nil {
+		t.Fatalf("testenv: backfill: %v", err)
+	}
+	h := sha256.New()
+	size, err := io.Copy(io.MultiWriter(f, h), openMetrics)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("testenv: backfill: spool input: %v", err)
+	}
+	if size == 0 {
+		return ""
+	}
+	h.Write([]byte(promtool))
+	key := hex.EncodeToString(h.Sum(nil))[:32]
+
+	blockCache.mu.Lock()
+	if blockCache.entries == nil {
+		blockCache.entries = map[string]*blockEntry{}
+	}
+	e, ok := blockCache.entries[key]
+	if !ok {
+		e = &blockEntry{done: make(chan struct{})}
+		blockCache.entries[key] = e
+	}
+	blockCache.mu.Unlock()
+
+	if ok {
+		<-e.done
+	} else {
+		e.dir, e.err = runPromtool(promtool, input, key)
+		close(e.done)
+	}
+	if e.err != nil {
+		t.Fatalf("testenv: backfill: %v", e.err)
+	}
+	return e.dir
+}
+
+func runPromtool(promtool, input, key string) (string, error) {
+	root, err := blockCacheDir()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, key)
+	out, err := exec.Command(promtool, "tsdb", "create-blocks-from", "openmetrics",
+		"--max-block-duration=24h", input, dir).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("promtool tsdb create-blocks-from openmetrics: %w\n%s", err, tail(out, 4<<10))
+	}
+	return dir, nil
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+const blockCachePrefix = "testenv-blocks-"
+
+// blockCacheDir lives as long as the test binary. Nothing runs when a test
+// binary exits, so each one sweeps the directories of binaries no longer alive
+// (named by pid) instead.
+func blockCacheDir() (string, error) {
+	blockCache.mu.Lock()
+	defer blockCache.mu.Unlock()
+	if blockCache.dir != "" {
+		return blockCache.dir, nil
+	}
+	tmp := os.TempDir()
+	if old, err := filepath.Glob(filepath.Join(tmp, blockCachePrefix+"*")); err == nil {
+		for _, d := range old {
+			rest := strings.TrimPrefix(filepath.Base(d), blockCachePrefix)
+			pidStr, _, _ := strings.Cut(rest, "-")
+			if pid, err := strconv.Atoi(pidStr); err == nil && pid != os.Getpid() && !processAlive(pid) {
+				_ = os.RemoveAll(d)
+			}
+		}
+	}
+	dir, err := os.MkdirTemp(tmp, blockCachePrefix+strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		return "", fmt.Errorf("block cache: %w", err)
+	}
+	blockCache.dir = dir
+	return dir, nil
+}
+
+// copyTree copies the files below src into dst (which exists).
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		return copyFile(path, target)
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		_ = out.Close()
+		return err
+	}
+	return out.Close()
+}
