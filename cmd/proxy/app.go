@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,6 +15,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
 // app is the assembled proxy: discovery, engine, tenancy, cache and server.
@@ -22,6 +25,7 @@ type app struct {
 	registry *prometheus.Registry
 	backends *discovery.Manager
 	fanout   *engine.Fanout
+	tenants  *tenancy.Registry
 	server   *httpapi.Server
 
 	cancel context.CancelFunc
@@ -55,27 +59,60 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		return nil, fmt.Errorf("discovery.kubernetes is not supported by this build")
 	}
 
-	promql := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
-	srv, err := httpapi.New(httpapi.Options{
+	ctx, a.cancel = context.WithCancel(ctx)
+	opts := httpapi.Options{
 		Proxy:       cfg.Proxy,
 		Server:      cfg.Server,
 		Engine:      cfg.Engine,
-		QueryEngine: promql,
+		QueryEngine: engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql")),
 		Fanout:      fanout,
 		Backends:    backends,
 		Registry:    reg,
 		Logger:      logger.With("component", "http"),
 		Version:     version,
-	})
+	}
+	if opts.Identify, err = httpapi.NewIdentifier(cfg.Auth, logger); err != nil {
+		a.cancel()
+		return nil, err
+	}
+	if cfg.Tenants.Enabled() {
+		tenants, err := tenancy.NewRegistry(cfg.Tenants, logger.With("component", "tenancy"))
+		if err != nil {
+			a.cancel()
+			return nil, err
+		}
+		a.tenants = tenants
+		opts.Policies = tenants
+		opts.Tenants = tenantsDebug{tenants}
+		opts.Ready = func() error {
+			if !tenants.Ready() {
+				return errors.New("tenant sources have not synced yet")
+			}
+			return nil
+		}
+		if len(cfg.Tenants.Files) > 0 {
+			files := tenancy.NewFileSource(cfg.Tenants.Files, time.Duration(cfg.Tenants.FileRefreshInterval), logger.With("component", "tenancy-files"))
+			a.wg.Go(func() { tenants.Run(ctx, "files", files) })
+		}
+		if cfg.Tenants.Kubernetes {
+			a.cancel()
+			return nil, errors.New("tenants.kubernetes is not supported by this build")
+		}
+	}
+	srv, err := httpapi.New(opts)
 	if err != nil {
+		a.cancel()
 		return nil, err
 	}
 	a.server = srv
-
-	ctx, a.cancel = context.WithCancel(ctx)
 	a.wg.Go(func() { backends.RunHealthChecks(ctx) })
 	return a, nil
 }
+
+// tenantsDebug shows the registry on /debug/tenants.
+type tenantsDebug struct{ *tenancy.Registry }
+
+func (d tenantsDebug) Debug() any { return d.Registry.Debug() }
 
 // Serve answers HTTP on ln until ctx ends.
 func (a *app) Serve(ctx context.Context, ln net.Listener) error {

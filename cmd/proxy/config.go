@@ -13,6 +13,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
 // Config is the whole configuration file; each section belongs to the
@@ -23,6 +24,8 @@ type Config struct {
 	Server    httpapi.ServerConfig `yaml:"server"`
 	Engine    engine.Config        `yaml:"engine"`
 	Backend   remote.Config        `yaml:"backend"`
+	Tenants   tenancy.Config       `yaml:"tenants"`
+	Auth      httpapi.AuthConfig   `yaml:"auth"`
 }
 
 // defaultConfig is what an empty file means.
@@ -30,6 +33,7 @@ func defaultConfig() Config {
 	return Config{
 		Proxy:   httpapi.DefaultProxyConfig(),
 		Backend: remote.DefaultConfig(),
+		Tenants: tenancy.Defaults(),
 	}
 }
 
@@ -74,6 +78,12 @@ func (c *Config) validate() error {
 	}
 	if err := c.Server.Validate(); err != nil {
 		return err
+	}
+	if err := c.Tenants.Validate(); err != nil {
+		return fmt.Errorf("tenants: %w", err)
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return fmt.Errorf("auth: %w", err)
 	}
 	return nil
 }

@@ -129,6 +129,9 @@ func TestE2E(t *testing.T) {
 	t.Run("OnlyPrometheus2Backends", func(t *testing.T) { testOnlyV2(t, f) })
 	t.Run("UnroutedPaths", func(t *testing.T) { testUnroutedPaths(t, f) })
 	t.Run("MissingShardIsNoticed", func(t *testing.T) { testMissingShardIsNoticed(t, f) })
+	t.Run("Tenancy", func(t *testing.T) { testTenancy(t, f) })
+	t.Run("TenancyRuleChanges", func(t *testing.T) { testTenancyRuleChanges(t, f) })
+	t.Run("TenancyCrossNamespaceAllowed", func(t *testing.T) { testCrossNamespaceAllowed(t, f) })
 }
 
 func testQueryPath(t *testing.T, f *fleet) {
