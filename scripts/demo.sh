@@ -70,8 +70,16 @@ for u in "${urls[@]}"; do
 	for _ in $(seq 100); do curl -sf "$u/-/ready" >/dev/null && break; sleep 0.1; done
 done
 bin/prometheus-multi-tenant-proxy --config="$DIR/config.yaml" --listen-address="127.0.0.1:$PORT" 2>"$DIR/proxy.log" &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
+proxy=$!
+pids+=($proxy)
+for _ in $(seq 300); do
+	curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break
+	if ! kill -0 "$proxy" 2>/dev/null; then
+		echo "the proxy exited:"; cat "$DIR/proxy.log"; exit 1
+	fi
+	sleep 0.1
+done
+curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null || { echo "the proxy is not ready after 30 s:"; tail -20 "$DIR/proxy.log"; exit 1; }
 
 P="http://127.0.0.1:$PORT"
 cat <<TXT

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -63,6 +64,17 @@ func policyOf(t testing.TB, p *proxyUnderTest, ns string) *tenancy.Policy {
 // oracleFor starts a Prometheus holding exactly the series pol lets through.
 func oracleFor(t testing.TB, f *fleet, name string, pol *tenancy.Policy) *testenv.Prometheus {
 	t.Helper()
+	visible := 0
+	datagen.ForEachSeries(f.data, func(l labels.Labels) {
+		if pol.Matches(l) {
+			visible++
+		}
+	})
+	// A tenant that sees (almost) nothing would make the comparison trivial.
+	if visible < 20 {
+		t.Fatalf("tenant %s sees only %d series of the test data: the rules do not fit the data", name, visible)
+	}
+	t.Logf("tenant %s sees %d series", name, visible)
 	return testenv.StartPrometheus(t, testenv.V3, openMetrics(t, f.data, -1, func(l labels.Labels) bool { return pol.Matches(l) }), testenv.WithName("oracle-"+name))
 }
 
@@ -330,7 +342,7 @@ kind: MetricAccess
 metadata: {name: delegated, namespace: platform}
 spec:
   source: team-b
-  metrics: ["memory_usage_bytes"]
+  metrics: ["memory_usage_bytes", "up", "http_requests_total"]
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
