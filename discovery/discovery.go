@@ -362,15 +362,23 @@ func (m *Manager) RunHealthChecks(ctx context.Context) {
 }
 
 // CheckNow probes every replica once, in parallel, and waits for the probes.
+// A probe gets at most one interval: a replica that slow counts as failed,
+// and one hung replica cannot hold up the next round for all the others.
 func (m *Manager) CheckNow(ctx context.Context) {
+	interval := time.Duration(m.cfg.HealthCheckInterval)
 	var wg sync.WaitGroup
 	for _, g := range m.Groups() {
 		for _, r := range g.Replicas {
 			wg.Go(func() {
+				pctx, cancel := context.WithTimeout(ctx, interval)
+				defer cancel()
 				start := time.Now()
-				err := m.probe(ctx, r.URL)
+				err := m.probe(pctx, r.URL)
 				if ctx.Err() != nil {
 					return
+				}
+				if err != nil && pctx.Err() != nil {
+					err = fmt.Errorf("%w (no answer within health_check_interval %s)", err, interval)
 				}
 				was := r.Healthy()
 				m.ObserveCall(r, err, time.Since(start))

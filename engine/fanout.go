@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -48,6 +50,7 @@ type fanoutMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	skipped  *prometheus.CounterVec
+	partial  *prometheus.CounterVec
 }
 
 // NewFanout returns the fan-out Queryable.
@@ -75,15 +78,27 @@ func NewFanout(backends Backends, opts FanoutOptions) (*Fanout, error) {
 			Name: "prometheus_proxy_backend_groups_skipped_total",
 			Help: "Groups not asked because their labels contradict the query, or the tenant's rules left nothing to ask.",
 		}, []string{"reason"}),
+		partial: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prometheus_proxy_partial_fanouts_total",
+			Help: "Fan-outs (one per selector or label call) in which a group failed, by outcome: warn (answered without it) or abort (failed with 503).",
+		}, []string{"outcome"}),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.skipped} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.skipped, m.partial} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return &Fanout{backends: backends, opts: opts, metrics: m}, nil
+}
+
+// Close drops the idle connections to every backend.
+func (f *Fanout) Close() {
+	f.clients.Range(func(_, c any) bool {
+		c.(*remote.Client).Close()
+		return true
+	})
 }
 
 func (f *Fanout) client(url string) (*remote.Client, error) {
@@ -124,7 +139,7 @@ func (f *Fanout) allowPartial(ctx context.Context) bool {
 
 // Querier implements storage.Queryable.
 func (f *Fanout) Querier(mint, maxt int64) (storage.Querier, error) {
-	return &querier{f: f, mint: mint, maxt: maxt}, nil
+	return &querier{f: f, mint: mint, maxt: maxt, failed: &failedGroups{}}, nil
 }
 
 // ChunkQuerier exists so the Queryable can be handed to Prometheus' API,
@@ -164,9 +179,40 @@ func (e *UnavailableError) Is(target error) bool { return target == tsdb.ErrNotR
 type querier struct {
 	f          *Fanout
 	mint, maxt int64
+	failed     *failedGroups
 }
 
 func (*querier) Close() error { return nil }
+
+// failedGroups remembers the groups that failed during one query. The engine
+// selects once per selector, one after another, so without it a query with
+// five selectors would wait five times for a hung group.
+type failedGroups struct {
+	mu   sync.Mutex
+	errs map[string]error
+}
+
+// get returns the group's earlier failure; m may be nil (nothing remembered).
+func (m *failedGroups) get(group string) error {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.errs[group]
+}
+
+func (m *failedGroups) put(group string, err error) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.errs == nil {
+		m.errs = map[string]error{}
+	}
+	m.errs[group] = err
+}
 
 // groupResult is what one group answered.
 type groupResult[T any] struct {
@@ -176,9 +222,11 @@ type groupResult[T any] struct {
 
 // fanOut calls fn on one replica of every group that can hold data for ms,
 // failing over between replicas, in parallel. It returns the answers of the
-// groups that answered and either an error (partial answers not allowed) or
-// warnings naming the groups that did not.
-func fanOut[T any](ctx context.Context, f *Fanout, kind string, ms []*labels.Matcher, fn func(context.Context, *remote.Client) (T, error)) ([]T, annotations.Annotations, error) {
+// groups that answered and either an error or warnings naming the groups
+// that did not. It fails when partial answers are not allowed, and also when
+// every group asked failed: an answer made of nothing is not a partial one.
+// Groups that failed earlier in the same query (failed) are not asked again.
+func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind string, ms []*labels.Matcher, fn func(context.Context, *remote.Client) (T, error)) ([]T, annotations.Annotations, error) {
 	groups := f.backends.Groups()
 	results := make([]groupResult[T], len(groups))
 	asked := make([]bool, len(groups))
@@ -190,15 +238,27 @@ func fanOut[T any](ctx context.Context, f *Fanout, kind string, ms []*labels.Mat
 			continue
 		}
 		asked[i] = true
+		if err := failed.get(g.Name); err != nil {
+			results[i].err = err
+			continue
+		}
 		wg.Go(func() {
+			defer func() {
+				// A panic here would end the process: the HTTP server only
+				// recovers the request's own goroutine.
+				if p := recover(); p != nil {
+					f.opts.Logger.Error("panic calling group", "group", g.Name, "kind", kind, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					results[i].err = &GroupError{Group: g.Name, Errs: []error{fmt.Errorf("internal error: %v", p)}}
+				}
+			}()
 			results[i].val, results[i].err = callGroup(ctx, f, g, kind, fn)
 		})
 	}
 	wg.Wait()
 
 	var (
-		out   []T
-		warns annotations.Annotations
+		out  []T
+		errs []error
 	)
 	for i, r := range results {
 		if !asked[i] {
@@ -208,15 +268,50 @@ func fanOut[T any](ctx context.Context, f *Fanout, kind string, ms []*labels.Mat
 			out = append(out, r.val)
 			continue
 		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, nil, fmt.Errorf("%s: %w", kind, context.Cause(ctx))
+		if ctx.Err() != nil {
+			return nil, nil, contextError(ctx, kind)
 		}
-		if !f.allowPartial(ctx) {
-			return nil, nil, &UnavailableError{Err: r.err}
+		if ge := (*GroupError)(nil); errors.As(r.err, &ge) {
+			failed.put(ge.Group, r.err)
 		}
-		warns.Add(fmt.Errorf("partial response: %w", r.err))
+		errs = append(errs, r.err)
+	}
+	if len(errs) == 0 {
+		return out, nil, nil
+	}
+	if !f.allowPartial(ctx) || len(out) == 0 {
+		f.metrics.partial.WithLabelValues("abort").Inc()
+		return nil, nil, &UnavailableError{Err: joinErrors(errs)}
+	}
+	f.metrics.partial.WithLabelValues("warn").Inc()
+	var warns annotations.Annotations
+	for _, err := range errs {
+		warns.Add(fmt.Errorf("partial response: %w", err))
 	}
 	return out, warns, nil
+}
+
+// contextError is what the engine itself says when a query's context ends,
+// so the API answers errorType "timeout" (503) or "canceled" as Prometheus
+// does, rather than "execution".
+func contextError(ctx context.Context, kind string) error {
+	where := kind + " fan-out to backends"
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return promql.ErrQueryTimeout(where)
+	}
+	return promql.ErrQueryCanceled(where)
+}
+
+// joinErrors keeps every error for errors.Is/As and reads as one line.
+func joinErrors(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	args := make([]any, len(errs))
+	for i, err := range errs {
+		args[i] = err
+	}
+	return fmt.Errorf(strings.TrimSuffix(strings.Repeat("%w; ", len(errs)), "; "), args...)
 }
 
 // callGroup tries the group's replicas in order until one answers. A replica

@@ -20,7 +20,8 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	if metric != "" {
 		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)}
 	}
-	answers, warns, err := fanOut(ctx, f, "metadata", nil, func(ctx context.Context, c *remote.Client) (map[string][]remote.Metadata, error) {
+	failed := &failedGroups{}
+	answers, warns, err := fanOut(ctx, f, failed, "metadata", nil, func(ctx context.Context, c *remote.Client) (map[string][]remote.Metadata, error) {
 		md, _, err := c.Metadata(ctx, metric, 0, limitPerMetric)
 		return md, err
 	})
@@ -29,7 +30,7 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	}
 	var visible map[string]bool
 	if p := tenancy.FromContext(ctx); !p.Unrestricted() {
-		q := &querier{f: f, mint: math.MinInt64, maxt: math.MaxInt64}
+		q := &querier{f: f, mint: math.MinInt64, maxt: math.MaxInt64, failed: failed}
 		names, w, err := q.LabelValues(ctx, labels.MetricName, nil, ms...)
 		if err != nil {
 			return nil, nil, err

@@ -76,7 +76,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			warns remote.Warnings
 		}
 		var answers []answer
-		answers, warns, err = fanOut(ctx, q.f, "series", ms, func(ctx context.Context, c *remote.Client) (answer, error) {
+		answers, warns, err = fanOut(ctx, q.f, q.failed, "series", ms, func(ctx context.Context, c *remote.Client) (answer, error) {
 			lsets, w, err := c.Series(ctx, mint, maxt, sets)
 			return answer{lsets, w}, err
 		})
@@ -87,7 +87,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			}
 		}
 	} else {
-		parts, warns, err = fanOut(ctx, q.f, "read", ms, func(ctx context.Context, c *remote.Client) (storage.SeriesSet, error) {
+		parts, warns, err = fanOut(ctx, q.f, q.failed, "read", ms, func(ctx context.Context, c *remote.Client) (storage.SeriesSet, error) {
 			return c.Read(ctx, mint, maxt, hints, sets)
 		})
 	}
@@ -163,7 +163,7 @@ func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Match
 		vals  []string
 		warns remote.Warnings
 	}
-	answers, warns, err := fanOut(ctx, q.f, kind, ms, func(ctx context.Context, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, ms, func(ctx context.Context, c *remote.Client) (answer, error) {
 		v, w, err := call(ctx, c, sets)
 		return answer{v, w}, err
 	})

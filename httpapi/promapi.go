@@ -51,10 +51,10 @@ func newPrometheusAPI(qe promql.QueryEngine, q storage.SampleAndChunkQueryable, 
 		false, nil, // remote write
 		false, false, false, // OTLP
 		lookback,
-		false, // type and unit labels
-		false, // append metadata
-		nil,   // error code override
-		nil,   // feature registry
+		false,                          // type and unit labels
+		false,                          // append metadata
+		statusFor(v1.ErrorUnavailable), // unavailable is 503, not the library's default 500
+		nil,                            // feature registry
 		v1.OpenAPIOptions{},
 		engine.Parser(),
 		false, // query cost
@@ -63,4 +63,17 @@ func newPrometheusAPI(qe promql.QueryEngine, q storage.SampleAndChunkQueryable, 
 	r := route.New()
 	api.Register(r.WithPrefix("/api/v1"))
 	return r
+}
+
+// statusFor answers errors of type unavailable (a backend group down with
+// partial answers refused, tsdb.ErrNotReady) with 503, as the proxy
+// documents and as clients retry; v1 defaults to 500 for them. The error
+// number type is unexported, hence the type parameter.
+func statusFor[N comparable](unavailable N) func(N, error) (int, bool) {
+	return func(n N, _ error) (int, bool) {
+		if n == unavailable {
+			return http.StatusServiceUnavailable, true
+		}
+		return 0, false
+	}
 }

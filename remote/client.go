@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
@@ -99,17 +100,34 @@ func New(rawURL string, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: http client: %w", rawURL, err)
 	}
+	// One connection pool per backend for remote read, API calls and probes.
+	// The read client's own transport is wrapped for tracing in a way that
+	// cannot close idle connections, so they would outlive Close.
+	if prc, ok := rc.(*promremote.Client); ok {
+		prc.Client = hc
+	}
 	return &Client{base: u, cfg: cfg, read: rc, http: hc}, nil
 }
 
 // URL is the backend's base URL, as configured.
 func (c *Client) URL() string { return c.base.String() }
 
+// Close drops the client's idle connections, so nothing of it outlives the
+// proxy (each kept-alive connection holds two goroutines).
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// callContext bounds one call by the configured timeout. The cause makes a
+// timeout read "request timed out after 30s" (as the remote-read library's
+// does) instead of a bare "context deadline exceeded".
+func (c *Client) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, time.Duration(c.cfg.Timeout), fmt.Errorf("%w: request timed out after %s", context.DeadlineExceeded, c.cfg.Timeout))
+}
+
 // Read runs one remote-read request holding one query per matcher set and
 // returns every series, sorted by labels, series matched by several sets
 // merged. The whole answer is read before returning, so a stream that breaks
 // half way is an error here (and can fail over) rather than silently short.
-func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.SelectHints, matcherSets [][]*labels.Matcher) (storage.SeriesSet, error) {
+func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.SelectHints, matcherSets [][]*labels.Matcher) (_ storage.SeriesSet, err error) {
 	queries := make([]*prompb.Query, 0, len(matcherSets))
 	for _, ms := range matcherSets {
 		q, err := promremote.ToQuery(mint, maxt, ms, hints)
@@ -118,6 +136,18 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 		}
 		queries = append(queries, q)
 	}
+	// The answer is read whole before returning, so cancelling afterwards
+	// costs nothing and tears the connection down on any early exit.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer func() {
+		// The decoding library trusts frames that pass their checksum (a
+		// frame without series panics it); a broken backend must fail its
+		// call, not the process.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("backend %s: remote read: %w: %v", c.URL(), ErrBadResponse, r)
+		}
+	}()
 	ss, err := c.read.ReadMultiple(ctx, queries, true)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), err)
@@ -238,7 +268,7 @@ func (c *Client) Metadata(ctx context.Context, metric string, limit, limitPerMet
 
 // Ready probes /-/ready: nil when the backend answers 200.
 func (c *Client) Ready(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(c.cfg.Timeout))
+	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint("/-/ready"), nil)
 	if err != nil {
@@ -267,7 +297,7 @@ func (c *Client) endpoint(path string) string {
 }
 
 func (c *Client) apiCall(ctx context.Context, path string, form url.Values, into any) (Warnings, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(c.cfg.Timeout))
+	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(path), strings.NewReader(form.Encode()))
 	if err != nil {
@@ -278,7 +308,7 @@ func (c *Client) apiCall(ctx context.Context, path string, form url.Values, into
 }
 
 func (c *Client) apiGet(ctx context.Context, path string, params url.Values, into any) (Warnings, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(c.cfg.Timeout))
+	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	u := c.endpoint(path)
 	if len(params) > 0 {
@@ -320,7 +350,7 @@ func (c *Client) do(req *http.Request, path string, into any) (Warnings, error) 
 	}
 	var env apiResponse
 	if err := json.Unmarshal(body, &env); err != nil || env.Status == "" {
-		return nil, fmt.Errorf("backend %s: %s: HTTP %d: %w: %s", c.URL(), path, resp.StatusCode, ErrBadResponse, snippet(body))
+		return nil, fmt.Errorf("backend %s: %s: HTTP %d, content type %q: %w: %s", c.URL(), path, resp.StatusCode, resp.Header.Get("Content-Type"), ErrBadResponse, snippet(body))
 	}
 	if env.Status != "success" {
 		return nil, &APIError{Backend: c.URL(), Path: path, Code: resp.StatusCode, Type: env.ErrorType, Msg: env.Error}
@@ -345,6 +375,9 @@ func (e *APIError) Error() string {
 func snippet(b []byte) string {
 	const n = 120
 	b = bytes.TrimSpace(b)
+	if !utf8.Valid(b[:min(len(b), n)]) {
+		return fmt.Sprintf("%d bytes, not text", len(b))
+	}
 	if len(b) > n {
 		return strconv.Quote(string(b[:n])) + "…"
 	}

@@ -123,6 +123,7 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 func (a *app) Close() {
 	a.cancel()
 	a.wg.Wait()
+	a.fanout.Close()
 }
 
 func promEngineVersion() string { return httpapi.PrometheusCompatVersion() }

@@ -30,9 +30,11 @@ type Config struct {
 
 // defaultConfig is what an empty file means.
 func defaultConfig() Config {
+	backend := remote.DefaultConfig()
+	backend.Timeout = 0 // filled from proxy.backend_timeout unless backend.timeout is set
 	return Config{
 		Proxy:   httpapi.DefaultProxyConfig(),
-		Backend: remote.DefaultConfig(),
+		Backend: backend,
 		Tenants: tenancy.Defaults(),
 	}
 }
