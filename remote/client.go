@@ -179,7 +179,7 @@ func sortedRuns(ss storage.SeriesSet) ([]storage.SeriesSet, error) {
 			runs = append(runs, &listSeriesSet{series: cur})
 			cur = nil
 		}
-		cur = append(cur, s)
+		cur = append(cur, labeledSeries{Series: s, lset: lset})
 		prev = lset
 	}
 	if err := ss.Err(); err != nil {
@@ -188,6 +188,15 @@ func sortedRuns(ss storage.SeriesSet) ([]storage.SeriesSet, error) {
 	runs = append(runs, &listSeriesSet{series: cur})
 	return runs, nil
 }
+
+// labeledSeries keeps a series' labels decoded: a streamed series rebuilds
+// them on every Labels() call, and merging and filtering call it often.
+type labeledSeries struct {
+	storage.Series
+	lset labels.Labels
+}
+
+func (s labeledSeries) Labels() labels.Labels { return s.lset }
 
 type listSeriesSet struct {
 	series []storage.Series
