@@ -17,7 +17,7 @@ TEST_P ?= 2
 TEST_TIMEOUT ?= 30m
 FUZZ_TIME ?= 20s
 
-.PHONY: all build test test-unit test-e2e fuzz demo lint deps tools clean dev-run dev-test-request ci bench bench-quick
+.PHONY: all build test fuzz demo lint deps tools k8s-tools k8s-deploy clean dev-run dev-test-request ci bench bench-quick
 
 all: build
 
@@ -49,10 +49,25 @@ $(PROMETHEUS) $(PROMTOOL):
 	GOBIN=$(abspath $(PROM_DIR)) $(GO) install -ldflags "-X github.com/prometheus/common/version.Version=$(PROM_RELEASE) -X github.com/prometheus/common/version.Revision=$(PROM_VERSION)" \
 	  github.com/prometheus/prometheus/cmd/prometheus@$(PROM_VERSION) github.com/prometheus/prometheus/cmd/promtool@$(PROM_VERSION)
 
-test: deps tools
+test: deps tools k8s-tools
 	$(GO) vet ./...
 	$(GO) test -p $(TEST_P) -timeout $(TEST_TIMEOUT) -count=1 ./...
 	$(MAKE) fuzz
+
+# kube-apiserver and etcd for the Kubernetes integration tests, built once
+# from tools/ (modules of their own, outside the proxy's go.mod) into
+# .cache/kube-<version>/, the folder the tests (and KUBEBUILDER_ASSETS) use.
+KUBE_VERSION := $(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/p' tools/kube-apiserver/go.mod)
+KUBE_DIR := .cache/kube-$(KUBE_VERSION)
+
+k8s-tools: $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/etcd
+
+$(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/etcd:
+	GO=$(GO) ./tools/build.sh $(abspath $(KUBE_DIR))
+
+# Installs the CRD, RBAC and the proxy into the current kubectl context.
+k8s-deploy:
+	kubectl apply --server-side -k deploy/kubernetes
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZ_TIME) ./tenancy/

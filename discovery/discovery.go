@@ -90,6 +90,11 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("discovery.partial_response: %q is neither %q nor %q", c.PartialResponse, PartialWarn, PartialAbort)
 	}
+	if c.Kubernetes != nil {
+		if err := c.Kubernetes.Validate(); err != nil {
+			return err
+		}
+	}
 	seen := map[string]bool{}
 	for i, g := range c.Static {
 		if g.Name == "" {

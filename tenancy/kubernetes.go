@@ -199,6 +199,13 @@ func (s *KubernetesSource) Run(ctx context.Context, update func([]*MetricAccess)
 	for _, ns := range s.namespaces {
 		f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(s.client, s.resync, ns, nil)
 		inf := f.ForResource(GroupVersionResource).Informer()
+		// managedFields would double the cached size of every object.
+		_ = inf.SetTransform(func(obj any) (any, error) {
+			if u, ok := obj.(*unstructured.Unstructured); ok {
+				u.SetManagedFields(nil)
+			}
+			return obj, nil
+		})
 		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 			s.logger.Warn("MetricAccess watch failed; the last known objects stay in force", "namespace", cmp.Or(ns, "*"), "err", err)
 		})
@@ -241,7 +248,7 @@ func (s *KubernetesSource) Run(ctx context.Context, update func([]*MetricAccess)
 		if first {
 			first = false
 			s.synced.Store(true)
-			s.logger.Info("MetricAccess objects read from Kubernetes", "objects", len(objs), "namespaces", s.namespaces)
+			s.logger.Info("MetricAccess objects read from Kubernetes", "objects", len(objs), "namespaces", namespacesText(s.namespaces))
 		}
 		select {
 		case <-ctx.Done():
@@ -480,4 +487,12 @@ func clipMessage(s string) string {
 		cut--
 	}
 	return s[:cut] + "…"
+}
+
+// namespacesText names the watched namespaces for logs: "*" for all.
+func namespacesText(nss []string) string {
+	if len(nss) == 1 && nss[0] == metav1.NamespaceAll {
+		return "*"
+	}
+	return strings.Join(nss, ",")
 }

@@ -55,11 +55,18 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	}
 	probe = fanout.Probe
 	a.fanout = fanout
-	if cfg.Discovery.Kubernetes != nil {
-		return nil, fmt.Errorf("discovery.kubernetes is not supported by this build")
-	}
 
 	ctx, a.cancel = context.WithCancel(ctx)
+	if k := cfg.Discovery.Kubernetes; k != nil {
+		kd, err := discovery.NewKubernetes(*k, time.Duration(cfg.Discovery.RefreshInterval), logger.With("component", "discovery-kubernetes"))
+		if err != nil {
+			a.cancel()
+			return nil, err
+		}
+		// /ready waits for the informers' first complete list.
+		backends.ExpectProvider("kubernetes")
+		a.wg.Go(func() { backends.RunProvider(ctx, "kubernetes", kd) })
+	}
 	opts := httpapi.Options{
 		Proxy:       cfg.Proxy,
 		Server:      cfg.Server,
@@ -84,9 +91,13 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		a.tenants = tenants
 		opts.Policies = tenants
 		opts.Tenants = tenantsDebug{tenants}
+		var kubeReady func() error
 		opts.Ready = func() error {
 			if !tenants.Ready() {
 				return errors.New("tenant sources have not synced yet")
+			}
+			if kubeReady != nil {
+				return kubeReady()
 			}
 			return nil
 		}
@@ -95,8 +106,22 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 			a.wg.Go(func() { tenants.Run(ctx, "files", files) })
 		}
 		if cfg.Tenants.Kubernetes {
-			a.cancel()
-			return nil, errors.New("tenants.kubernetes is not supported by this build")
+			var kubeconfig string
+			if k := cfg.Discovery.Kubernetes; k != nil {
+				kubeconfig = k.Kubeconfig
+			}
+			rc, err := discovery.RESTConfig(kubeconfig)
+			if err != nil {
+				a.cancel()
+				return nil, fmt.Errorf("tenants.kubernetes: %w", err)
+			}
+			ks, err := tenancy.NewKubernetesSource(cfg.Tenants, rc, logger.With("component", "tenancy-kubernetes"))
+			if err != nil {
+				a.cancel()
+				return nil, err
+			}
+			kubeReady = ks.Ready
+			a.wg.Go(func() { tenants.Run(ctx, "kubernetes", ks) })
 		}
 	}
 	srv, err := httpapi.New(opts)

@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+
+	"k8s.io/klog/v2"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -46,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// client-go logs through klog; make its lines JSON like ours.
+	klog.SetSlogLogger(logger.With("component", "client-go"))
 
 	cfg, err := loadConfig(*configFile)
 	if err != nil {

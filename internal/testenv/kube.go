@@ -1,0 +1,446 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// kubernetesModule is the module tools/kube-apiserver builds the API server from.
+const kubernetesModule = "k8s.io/kubernetes"
+
+// KubeVersion returns the Kubernetes version tools/kube-apiserver/go.mod
+// requires, e.g. v1.37.2: the binaries are cached under that name.
+func KubeVersion(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(RepoRoot(t), "tools", "kube-apiserver", "go.mod")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	v := goModRequire(string(data), kubernetesModule)
+	if v == "" {
+		t.Fatalf("testenv: %s does not require %s", path, kubernetesModule)
+	}
+	return v
+}
+
+// KubeAssetsDir is the folder holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS
+// when set (the variable envtest uses), else .cache/kube-<version>/.
+func KubeAssetsDir(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d
+	}
+	return filepath.Join(RepoRoot(t), ".cache", "kube-"+KubeVersion(t))
+}
+
+// KubeBinaries returns the paths of kube-apiserver and etcd, or fails the
+// test saying how to build them. Overrides: KUBE_APISERVER, ETCD.
+func KubeBinaries(t testing.TB) (apiserver, etcd string) {
+	t.Helper()
+	dir := KubeAssetsDir(t)
+	hint := "run `make k8s-tools` (builds kube-apiserver " + KubeVersion(t) + " and etcd into " + dir + ")"
+	return lookBinary(t, "KUBE_APISERVER", filepath.Join(dir, "kube-apiserver"), hint),
+		lookBinary(t, "ETCD", filepath.Join(dir, "etcd"), hint)
+}
+
+// Kube is a real kube-apiserver with its own etcd, both on 127.0.0.1. No
+// controller, scheduler or kubelet runs: objects stay exactly as the test
+// writes them (a test sets a Pod's status itself, and creates the
+// EndpointSlices of a Service itself). Authorization is RBAC, so a client
+// acting as a ServiceAccount gets only what its roles grant.
+type Kube struct {
+	// URL is the API server, https://127.0.0.1:PORT (self-signed certificate).
+	URL string
+	// Token authenticates as an administrator (group system:masters).
+	Token string
+	// Kubeconfig is a kubeconfig file acting as the administrator.
+	Kubeconfig string
+
+	t         testing.TB
+	dir       string
+	apiserver *process
+	etcd      *process
+}
+
+// KubeAdminUser is the user name Token authenticates as.
+const KubeAdminUser = "testenv-admin"
+
+// StartKube starts etcd and kube-apiserver and waits until the API server
+// is ready (built-in RBAC roles included). Both are killed when the test ends.
+func StartKube(t testing.TB) *Kube {
+	t.Helper()
+	apiserverBin, etcdBin := KubeBinaries(t)
+	dir := t.TempDir()
+	k := &Kube{t: t, dir: dir, Token: randomHex(t, 16)}
+
+	k.etcd = &process{path: etcdBin, logPath: filepath.Join(dir, "etcd.log")}
+	k.etcd.cleanup(t)
+	var etcdURL string
+	for attempt := 1; ; attempt++ {
+		client, peer := FreePort(t), FreePort(t)
+		etcdURL = "http://127.0.0.1:" + strconv.Itoa(client)
+		peerURL := "http://127.0.0.1:" + strconv.Itoa(peer)
+		k.etcd.name = "etcd (" + etcdURL + ")"
+		k.etcd.args = []string{
+			"--name=default",
+			"--data-dir=" + filepath.Join(dir, "etcd"),
+			"--listen-client-urls=" + etcdURL,
+			"--advertise-client-urls=" + etcdURL,
+			"--listen-peer-urls=" + peerURL,
+			"--initial-advertise-peer-urls=" + peerURL,
+			"--initial-cluster=default=" + peerURL,
+			// The data lives as long as the test: durability buys nothing.
+			"--unsafe-no-fsync",
+			"--log-level=warn",
+		}
+		err := k.etcd.start()
+		if err == nil {
+			err = k.etcd.waitReady(time.Minute, httpCheck(&http.Client{Timeout: 2 * time.Second}, etcdURL+"/health", ""))
+		}
+		if err == nil {
+			break
+		}
+		if !portTaken(err) || attempt == startAttempts {
+			t.Fatalf("testenv: %v", err)
+		}
+		k.etcd.kill()
+		_ = os.RemoveAll(filepath.Join(dir, "etcd"))
+	}
+
+	saKey := filepath.Join(dir, "service-account.key")
+	writeRSAKey(t, saKey)
+	tokens := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(k.Token+","+KubeAdminUser+",testenv-admin-uid,\"system:masters\"\n"), 0o600); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	k.apiserver = &process{path: apiserverBin, logPath: filepath.Join(dir, "kube-apiserver.log")}
+	k.apiserver.cleanup(t)
+	for attempt := 1; ; attempt++ {
+		port := FreePort(t)
+		k.URL = "https://127.0.0.1:" + strconv.Itoa(port)
+		k.apiserver.name = "kube-apiserver (" + k.URL + ")"
+		k.apiserver.args = []string{
+			"--etcd-servers=" + etcdURL,
+			"--bind-address=127.0.0.1",
+			"--secure-port=" + strconv.Itoa(port),
+			"--cert-dir=" + filepath.Join(dir, "certs"),
+			"--token-auth-file=" + tokens,
+			"--authorization-mode=RBAC",
+			"--service-account-issuer=https://kubernetes.default.svc",
+			"--service-account-key-file=" + saKey,
+			"--service-account-signing-key-file=" + saKey,
+			"--service-cluster-ip-range=10.0.0.0/24",
+			// Nothing would reconcile the kubernetes Service's endpoints, and
+			// the reconciler refuses a loopback advertise address.
+			"--advertise-address=127.0.0.1",
+			"--endpoint-reconciler-type=none",
+			// That plugin wants a "default" ServiceAccount in every namespace,
+			// which only the (absent) controller manager creates.
+			"--disable-admission-plugins=ServiceAccount",
+		}
+		err := k.startAPIServer()
+		if err == nil {
+			break
+		}
+		if !portTaken(err) || attempt == startAttempts {
+			t.Fatalf("testenv: %v", err)
+		}
+		k.apiserver.kill()
+	}
+
+	k.Kubeconfig = k.WriteKubeconfig(t, "")
+	return k
+}
+
+func (k *Kube) startAPIServer() error {
+	if err := k.apiserver.start(); err != nil {
+		return err
+	}
+	// The server's certificate is self-signed, made at start; the test talks
+	// to its own loopback server only.
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	return k.apiserver.waitReady(2*time.Minute, httpCheck(client, k.URL+"/readyz", k.Token))
+}
+
+// StopAPIServer stops kube-apiserver (etcd keeps running), as an outage of
+// the control plane would.
+func (k *Kube) StopAPIServer() { k.apiserver.stop(syscall.SIGTERM, 10*time.Second) }
+
+// StartAPIServer starts kube-apiserver again on the same address after
+// StopAPIServer, and waits until it is ready.
+func (k *Kube) StartAPIServer() {
+	k.t.Helper()
+	if err := k.startAPIServer(); err != nil {
+		k.t.Fatalf("testenv: restart: %v", err)
+	}
+}
+
+// WriteKubeconfig writes a kubeconfig authenticating as the administrator
+// and, when as is not empty, impersonating that user (for example
+// "system:serviceaccount:NS:NAME", so RBAC checks that account's roles), and
+// returns its path.
+func (k *Kube) WriteKubeconfig(t testing.TB, as string, groups ...string) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Config\ncurrent-context: test\n")
+	fmt.Fprintf(&b, "clusters:\n- name: test\n  cluster:\n    server: %s\n    insecure-skip-tls-verify: true\n", k.URL)
+	fmt.Fprintf(&b, "contexts:\n- name: test\n  context: {cluster: test, user: test}\n")
+	fmt.Fprintf(&b, "users:\n- name: test\n  user:\n    token: %s\n", k.Token)
+	if as != "" {
+		fmt.Fprintf(&b, "    as: %q\n", as)
+		if len(groups) > 0 {
+			b.WriteString("    as-groups:\n")
+			for _, g := range groups {
+				fmt.Fprintf(&b, "    - %q\n", g)
+			}
+		}
+	}
+	f, err := os.CreateTemp(k.dir, "kubeconfig-*.yaml")
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return f.Name()
+}
+
+// ServiceAccountUser is the user name a ServiceAccount authenticates as.
+func ServiceAccountUser(namespace, name string) string {
+	return "system:serviceaccount:" + namespace + ":" + name
+}
+
+// ServiceAccountGroups are the groups every ServiceAccount of namespace is in.
+func ServiceAccountGroups(namespace string) []string {
+	return []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
+}
+
+// Log returns the end of kube-apiserver's output.
+func (k *Kube) Log() string { return k.apiserver.logTail(logTailBytes) }
+
+func httpCheck(client *http.Client, url, token string) func() error {
+	return func() error {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+		}
+		return nil
+	}
+}
+
+func writeRSAKey(t testing.TB, path string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	der := x509.MarshalPKCS1PrivateKey(key)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+func randomHex(t testing.TB, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// RESTConfig returns a client configuration acting as the administrator.
+func (k *Kube) RESTConfig(t testing.TB) *rest.Config {
+	t.Helper()
+	return restConfigOf(t, k.Kubeconfig)
+}
+
+func restConfigOf(t testing.TB, kubeconfig string) *rest.Config {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	rc.QPS, rc.Burst = 100, 200 // tests create objects in bursts
+	return rc
+}
+
+// ApplyFiles applies every object of the YAML files (server-side apply, as
+// the administrator) and returns them as applied. See Apply.
+func (k *Kube) ApplyFiles(t testing.TB, paths ...string) []*unstructured.Unstructured {
+	t.Helper()
+	var all []byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		all = append(all, "\n---\n"...)
+		all = append(all, b...)
+	}
+	return k.Apply(t, all)
+}
+
+// Apply applies every object of a YAML stream: Namespaces and
+// CustomResourceDefinitions first (waiting until each CRD is established),
+// then the rest in order. With dryRun the API server validates and admits
+// everything but stores nothing. A refused object fails the test, naming it.
+func (k *Kube) Apply(t testing.TB, yamlDocs []byte, opts ...ApplyOption) []*unstructured.Unstructured {
+	t.Helper()
+	var o applyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	rc := k.RESTConfig(t)
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(rc)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
+
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(yamlDocs), 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatalf("testenv: apply: decode: %v", err)
+		}
+		if len(m) == 0 {
+			continue // an empty document
+		}
+		objs = append(objs, &unstructured.Unstructured{Object: m})
+	}
+	rank := func(u *unstructured.Unstructured) int {
+		switch u.GroupVersionKind().GroupKind() {
+		case schema.GroupKind{Kind: "Namespace"}:
+			return 0
+		case schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}:
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int { return rank(a) - rank(b) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out []*unstructured.Unstructured
+	for _, obj := range objs {
+		gvk := obj.GroupVersionKind()
+		what := fmt.Sprintf("%s %s", gvk.Kind, obj.GetName())
+		if obj.GetNamespace() != "" {
+			what += " in namespace " + obj.GetNamespace()
+		}
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil && rank(obj) == 2 {
+			// A CRD applied just before: discovery may not list it yet.
+			mapper.Reset()
+			mapping, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		}
+		if err != nil {
+			t.Fatalf("testenv: apply %s: %v", what, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			if obj.GetNamespace() == "" {
+				obj.SetNamespace(metav1.NamespaceDefault)
+			}
+			ri = dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
+		}
+		ao := metav1.ApplyOptions{FieldManager: "testenv", Force: true}
+		if o.dryRun {
+			ao.DryRun = []string{metav1.DryRunAll}
+		}
+		applied, err := ri.Apply(ctx, obj.GetName(), obj, ao)
+		if err != nil {
+			t.Fatalf("testenv: apply %s: %v", what, err)
+		}
+		if rank(obj) == 1 && !o.dryRun {
+			k.waitEstablished(t, ctx, ri, obj.GetName())
+			mapper.Reset()
+		}
+		out = append(out, applied)
+	}
+	return out
+}
+
+// ApplyOption changes how Apply applies.
+type ApplyOption func(*applyOptions)
+
+type applyOptions struct{ dryRun bool }
+
+// DryRun makes Apply validate and admit without storing anything.
+func DryRun() ApplyOption { return func(o *applyOptions) { o.dryRun = true } }
+
+func (k *Kube) waitEstablished(t testing.TB, ctx context.Context, ri dynamic.ResourceInterface, name string) {
+	t.Helper()
+	for {
+		crd, err := ri.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("testenv: CustomResourceDefinition %s: %v", name, err)
+		}
+		conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("testenv: CustomResourceDefinition %s not established: %v", name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
