@@ -17,7 +17,7 @@ TEST_P ?= 2
 TEST_TIMEOUT ?= 30m
 FUZZ_TIME ?= 20s
 
-.PHONY: all build test fuzz demo lint deps tools k8s-tools k8s-deploy clean dev-run dev-test-request ci bench bench-quick
+.PHONY: all build test fuzz demo lint deps tools k8s-tools k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick
 
 all: build
 
@@ -86,6 +86,10 @@ dev-test-request:
 	curl -s -H 'X-Tenant-Namespace: team-a' 'http://127.0.0.1:8080/api/v1/query?query=up' ; echo
 
 ci: lint test
+
+IMAGE ?= prometheus-multi-tenant-proxy
+docker-build:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
 
 clean:
 	rm -rf bin/ .cache/demo

@@ -12,6 +12,8 @@ type promError struct {
 	Code int
 	Type string
 	Msg  string
+	// Challenge is the WWW-Authenticate value of a 401; empty: the identifier's.
+	Challenge string
 }
 
 func (e *promError) Error() string { return e.Msg }
@@ -35,18 +37,22 @@ func (s *Server) handleError(err error, c echo.Context) {
 		he := (*echo.HTTPError)(nil)
 		switch {
 		case errors.As(err, &he) && he.Code == http.StatusNotFound:
-			pe = &promError{http.StatusNotFound, "not_found", "not found: " + c.Request().URL.Path}
+			pe = &promError{Code: http.StatusNotFound, Type: "not_found", Msg: "not found: " + c.Request().URL.Path}
 		case errors.As(err, &he) && he.Code == http.StatusMethodNotAllowed:
-			pe = &promError{http.StatusMethodNotAllowed, "bad_data", "method not allowed"}
+			pe = &promError{Code: http.StatusMethodNotAllowed, Type: "bad_data", Msg: "method not allowed"}
 		case errors.As(err, &he):
-			pe = &promError{he.Code, "internal", http.StatusText(he.Code)}
+			pe = &promError{Code: he.Code, Type: "internal", Msg: http.StatusText(he.Code)}
 		default:
 			s.opts.Logger.Error("request failed", "path", c.Request().URL.Path, "err", err)
-			pe = &promError{http.StatusInternalServerError, "internal", err.Error()}
+			pe = &promError{Code: http.StatusInternalServerError, Type: "internal", Msg: err.Error()}
 		}
 	}
 	if pe.Code == http.StatusUnauthorized {
-		c.Response().Header().Set("WWW-Authenticate", s.opts.Identify.Challenge())
+		challenge := pe.Challenge
+		if challenge == "" {
+			challenge = s.opts.Identify.Challenge()
+		}
+		c.Response().Header().Set("WWW-Authenticate", challenge)
 	}
 	_ = writeJSON(c, pe.Code, errorBody{Status: "error", ErrorType: pe.Type, Error: pe.Msg})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -49,30 +50,55 @@ func (HeaderIdentifier) Identify(r *http.Request) (Identity, error) {
 func (HeaderIdentifier) Challenge() string { return `Tenant header="` + TenantHeader + `"` }
 
 // identify resolves the request's tenant and puts its policy in the context.
-// With no tenant source configured every request is let through unrestricted.
+// With no tenant source configured, requests are let through unrestricted;
+// a configured authenticator (jwt, api_key) still has to accept them.
 func (s *Server) identify(next echo.HandlerFunc) echo.HandlerFunc {
+	_, trustsHeader := s.opts.Identify.(HeaderIdentifier)
 	return func(c echo.Context) error {
-		if s.opts.Policies == nil {
+		if s.opts.Policies == nil && trustsHeader {
 			return next(c)
 		}
 		r := c.Request()
 		id, err := s.opts.Identify.Identify(r)
 		if err != nil {
-			return apiError(http.StatusUnauthorized, "unauthorized", "authentication required: "+err.Error())
+			return s.unauthorized(c, err)
+		}
+		c.Set(subjectKey, id.Subject)
+		if s.opts.Policies == nil {
+			return next(c)
 		}
 		ns, err := chooseNamespace(id, r.Header.Get(TenantHeader))
 		if err != nil {
+			s.metrics.authFailures.WithLabelValues("forbidden").Inc()
 			return apiError(http.StatusForbidden, "forbidden", err.Error())
 		}
 		var policy *tenancy.Policy
 		if id.Admin {
 			policy = &tenancy.Policy{Namespace: ns, Admin: true, Fingerprint: "admin"}
 		} else if policy, err = s.opts.Policies.Policy(ns); err != nil {
+			s.metrics.authFailures.WithLabelValues("forbidden").Inc()
 			return apiError(http.StatusForbidden, "forbidden", err.Error())
 		}
 		c.SetRequest(r.WithContext(tenancy.NewContext(r.Context(), policy)))
 		return next(c)
 	}
+}
+
+// unauthorized answers 401 with a challenge; a rejected credential adds
+// error="invalid_token" (RFC 6750) so clients know not to retry it.
+func (s *Server) unauthorized(c echo.Context, err error) error {
+	msg := clipString(err.Error(), 300)
+	c.Set(authErrorKey, msg)
+	challenge := s.opts.Identify.Challenge()
+	if errors.Is(err, ErrNoCredentials) {
+		s.metrics.authFailures.WithLabelValues("missing").Inc()
+		return &promError{Code: http.StatusUnauthorized, Type: "unauthorized", Msg: "authentication required: " + msg, Challenge: challenge}
+	}
+	s.metrics.authFailures.WithLabelValues("invalid").Inc()
+	if strings.HasPrefix(challenge, "Bearer ") {
+		challenge += `, error="invalid_token"`
+	}
+	return &promError{Code: http.StatusUnauthorized, Type: "unauthorized", Msg: "authentication failed: " + msg, Challenge: challenge}
 }
 
 // chooseNamespace picks the namespace a request acts as: the header's, which
@@ -87,6 +113,8 @@ func chooseNamespace(id Identity, header string) (string, error) {
 		return id.Namespaces[0], nil
 	case id.Admin:
 		return "", nil
+	case len(id.Namespaces) == 0:
+		return "", errors.New("the credentials name no namespace")
 	default:
 		return "", fmt.Errorf("the caller may act as several namespaces: choose one with the %s header", TenantHeader)
 	}

@@ -56,14 +56,29 @@ func (s *Server) ready(c echo.Context) error {
 }
 
 func (s *Server) debugTargets(c echo.Context) error {
-	return writeJSON(c, http.StatusOK, s.opts.Backends.Status())
+	st := s.opts.Backends.Status()
+	if wantsHTML(c.Request()) {
+		return renderHTML(c, targetsPage, st)
+	}
+	return writeJSON(c, http.StatusOK, st)
 }
 
 func (s *Server) debugTenants(c echo.Context) error {
-	if s.opts.Tenants == nil {
-		return writeJSON(c, http.StatusOK, map[string]any{"tenancy": "disabled: no tenant source configured, every request sees everything"})
+	var v any = map[string]any{"tenancy": "disabled: no tenant source configured, every request sees everything"}
+	if s.opts.Tenants != nil {
+		v = s.opts.Tenants.Debug()
 	}
-	return writeJSON(c, http.StatusOK, s.opts.Tenants.Debug())
+	if wantsHTML(c.Request()) {
+		return renderHTML(c, tenantsPage, tenantsPageData(v))
+	}
+	return writeJSON(c, http.StatusOK, v)
+}
+
+func (s *Server) debugIndex(c echo.Context) error {
+	if wantsHTML(c.Request()) {
+		return renderHTML(c, indexPage, nil)
+	}
+	return writeJSON(c, http.StatusOK, map[string]any{"endpoints": []string{"/debug/targets", "/debug/tenants", "/metrics", "/health", "/ready"}})
 }
 
 type successBody struct {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -59,10 +60,13 @@ type Options struct {
 	Identify Identifier
 	Tenants  Debugger // for /debug/tenants; may be nil
 	// Ready adds conditions to /ready (e.g. tenant sources synced); may be nil.
-	Ready    func() error
-	Registry *prometheus.Registry
-	Logger   *slog.Logger
-	Version  string
+	Ready func() error
+	// TenantsActive counts namespaces with a policy, for
+	// prometheus_proxy_tenants_active; nil asks Policies, if it can tell.
+	TenantsActive func() int
+	Registry      *prometheus.Registry
+	Logger        *slog.Logger
+	Version       string
 }
 
 // Server is the proxy's HTTP server.
@@ -76,10 +80,12 @@ type Server struct {
 }
 
 type serverMetrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	inflight prometheus.Gauge
-	rejected prometheus.Counter
+	requests       *prometheus.CounterVec
+	tenantRequests *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	inflight       prometheus.Gauge
+	rejected       prometheus.Counter
+	authFailures   *prometheus.CounterVec
 }
 
 // New validates the options and builds the server.
@@ -106,33 +112,13 @@ func New(opts Options) (*Server, error) {
 		opts.Identify = HeaderIdentifier{}
 	}
 	s := &Server{opts: opts, slots: make(chan struct{}, opts.Proxy.MaxConcurrentRequests), started: time.Now()}
-	s.metrics = &serverMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "prometheus_proxy_requests_total",
-			Help: "HTTP requests served, by endpoint, method and status code.",
-		}, []string{"endpoint", "method", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "prometheus_proxy_request_duration_seconds",
-			Help:    "Duration of HTTP requests, by endpoint.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
-		}, []string{"endpoint"}),
-		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "prometheus_proxy_requests_in_flight",
-			Help: "Prometheus API requests being served.",
-		}),
-		rejected: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "prometheus_proxy_requests_rejected_total",
-			Help: "Requests refused with 503 because max_concurrent_requests were running.",
-		}),
-	}
-	for _, c := range []prometheus.Collector{s.metrics.requests, s.metrics.duration, s.metrics.inflight, s.metrics.rejected} {
-		if err := opts.Registry.Register(c); err != nil {
-			return nil, err
-		}
+	s.metrics = newServerMetrics()
+	if err := s.registerMetrics(); err != nil {
+		return nil, err
 	}
 	cors := regexp.MustCompile("^(?s:" + opts.Server.CORSOrigin + ")$")
 	build := &v1.PrometheusVersion{Version: PrometheusCompatVersion(), Revision: opts.Version, Branch: "prometheus-multi-tenant-proxy", GoVersion: goVersion()}
-	s.promAPI = newPrometheusAPI(opts.QueryEngine, opts.Fanout, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
+	s.promAPI = newPrometheusAPI(opts.QueryEngine, countingQueryable{opts.Fanout}, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
 	s.echo = s.routes()
 	return s, nil
 }
@@ -145,6 +131,10 @@ func (s *Server) routes() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
+	// X-Forwarded-For is believed only from loopback and private addresses
+	// (an ingress in the cluster); anyone else could write any remote_ip
+	// into the request log with it.
+	e.IPExtractor = echo.ExtractIPFromXFFHeader()
 	e.Use(s.recoverPanics, s.instrument)
 
 	api := e.Group("/api/v1", s.limitBody, s.identify, s.limitConcurrency, s.partialResponse)
@@ -168,6 +158,7 @@ func (s *Server) routes() *echo.Echo {
 		mgmt.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry})))
 	}
 	mgmt.GET("/debug/targets", s.debugTargets)
+	mgmt.GET("/debug", s.debugIndex)
 	mgmt.GET("/debug/tenants", s.debugTenants)
 	return e
 }
@@ -203,10 +194,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// Keys of values the middleware leaves in the echo context for the request log.
+const (
+	subjectKey   = "proxy.subject"
+	authErrorKey = "proxy.auth_error"
+)
+
 // instrument counts and times every request and writes the request log.
 func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
+		ctx, reads := withReadStats(c.Request().Context())
+		c.SetRequest(c.Request().WithContext(ctx))
 		err := next(c)
 		if err != nil {
 			c.Error(err)
@@ -219,23 +218,49 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		took := time.Since(start)
 		s.metrics.requests.WithLabelValues(endpoint, c.Request().Method, strconv.Itoa(code)).Inc()
 		s.metrics.duration.WithLabelValues(endpoint).Observe(took.Seconds())
+		r := c.Request()
+		p := tenancy.FromContext(r.Context())
+		if p != nil {
+			// Only namespaces that hold a policy get here, so the label's
+			// values are bounded by the configuration, not by callers.
+			s.metrics.tenantRequests.WithLabelValues(tenantLabel(p), strconv.Itoa(code)).Inc()
+		}
 		if s.opts.Proxy.EnableRequestLogging {
-			r := c.Request()
+			// Never headers or bodies: they carry credentials.
 			attrs := []any{
 				"method", r.Method, "path", r.URL.Path, "status", code,
 				"duration", took.Seconds(), "remote_ip", c.RealIP(),
 				"bytes", c.Response().Size,
 			}
-			if p := tenancy.FromContext(r.Context()); p != nil {
-				attrs = append(attrs, "tenant", p.Namespace)
+			if p != nil {
+				attrs = append(attrs, "tenant", tenantLabel(p))
+			}
+			if sub, _ := c.Get(subjectKey).(string); sub != "" {
+				attrs = append(attrs, "subject", sub)
+			}
+			if msg, _ := c.Get(authErrorKey).(string); msg != "" {
+				attrs = append(attrs, "auth_error", msg)
 			}
 			if q := r.Form.Get("query"); q != "" {
 				attrs = append(attrs, "query", q)
+			}
+			if m := r.Form["match[]"]; len(m) > 0 {
+				attrs = append(attrs, "match", m)
+			}
+			if strings.HasPrefix(endpoint, "/api/v1/") {
+				attrs = append(attrs, "series", reads.series.Load(), "samples", reads.samples.Load())
 			}
 			s.opts.Logger.Info("request", attrs...)
 		}
 		return nil
 	}
+}
+
+func tenantLabel(p *tenancy.Policy) string {
+	if p.Namespace == "" && p.Admin {
+		return "(admin)"
+	}
+	return p.Namespace
 }
 
 func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {

@@ -91,6 +91,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		a.tenants = tenants
 		opts.Policies = tenants
 		opts.Tenants = tenantsDebug{tenants}
+		opts.TenantsActive = tenants.ActiveTenants
 		var kubeReady func() error
 		opts.Ready = func() error {
 			if !tenants.Ready() {
