@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
@@ -26,6 +27,7 @@ type app struct {
 	backends *discovery.Manager
 	fanout   *engine.Fanout
 	tenants  *tenancy.Registry
+	cache    *cache.Engine
 	server   *httpapi.Server
 
 	cancel context.CancelFunc
@@ -56,6 +58,11 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	probe = fanout.Probe
 	a.fanout = fanout
 
+	results, err := cache.New(cfg.Cache, engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql")), reg, logger.With("component", "cache"))
+	if err != nil {
+		return nil, err
+	}
+	a.cache = results
 	ctx, a.cancel = context.WithCancel(ctx)
 	if k := cfg.Discovery.Kubernetes; k != nil {
 		kd, err := discovery.NewKubernetes(*k, time.Duration(cfg.Discovery.RefreshInterval), logger.With("component", "discovery-kubernetes"))
@@ -71,7 +78,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		Proxy:       cfg.Proxy,
 		Server:      cfg.Server,
 		Engine:      cfg.Engine,
-		QueryEngine: engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql")),
+		QueryEngine: results,
 		Fanout:      fanout,
 		Backends:    backends,
 		Registry:    reg,
@@ -150,6 +157,9 @@ func (a *app) Close() {
 	a.cancel()
 	a.wg.Wait()
 	a.fanout.Close()
+	if err := a.cache.Close(); err != nil {
+		a.logger.Warn("closing the results cache", "err", err)
+	}
 }
 
 func promEngineVersion() string { return httpapi.PrometheusCompatVersion() }

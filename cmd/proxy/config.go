@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
@@ -26,6 +27,7 @@ type Config struct {
 	Backend   remote.Config        `yaml:"backend"`
 	Tenants   tenancy.Config       `yaml:"tenants"`
 	Auth      httpapi.AuthConfig   `yaml:"auth"`
+	Cache     cache.Config         `yaml:"cache"`
 }
 
 // defaultConfig is what an empty file means.
@@ -36,6 +38,7 @@ func defaultConfig() Config {
 		Proxy:   httpapi.DefaultProxyConfig(),
 		Backend: backend,
 		Tenants: tenancy.Defaults(),
+		Cache:   cache.DefaultConfig(),
 	}
 }
 
@@ -86,6 +89,16 @@ func (c *Config) validate() error {
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return fmt.Errorf("auth: %w", err)
+	}
+	// The seed's proxy.enable_caching and proxy.cache_ttl drive the cache.
+	c.Cache.Enabled = c.Proxy.EnableCaching
+	c.Cache.TTL = c.Proxy.CacheTTL
+	// Settings that change answers go into every cache key, so proxies
+	// configured differently never share entries in one Redis.
+	c.Cache.EngineID = fmt.Sprintf("lookback=%s;subquery_step=%s;prometheus=%s",
+		c.Engine.LookbackDelta, c.Engine.SubqueryStep, httpapi.PrometheusCompatVersion())
+	if err := c.Cache.Validate(); err != nil {
+		return fmt.Errorf("cache: %w", err)
 	}
 	return nil
 }

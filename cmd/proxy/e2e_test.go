@@ -132,6 +132,10 @@ func TestE2E(t *testing.T) {
 	t.Run("Tenancy", func(t *testing.T) { testTenancy(t, f) })
 	t.Run("TenancyRuleChanges", func(t *testing.T) { testTenancyRuleChanges(t, f) })
 	t.Run("TenancyCrossNamespaceAllowed", func(t *testing.T) { testCrossNamespaceAllowed(t, f) })
+	t.Run("CacheMemory", func(t *testing.T) { testCacheMemory(t, f) })
+	t.Run("CacheRedis", func(t *testing.T) { testCacheRedis(t, f) })
+	t.Run("CacheSlidingWindow", func(t *testing.T) { testCacheSlidingWindow(t, f) })
+	t.Run("CachePolicyChange", func(t *testing.T) { testCachePolicyChange(t, f) })
 }
 
 func testQueryPath(t *testing.T, f *fleet) {

@@ -1,0 +1,181 @@
+package cache
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+func redisConfig(addr string) Config {
+	cfg := testConfig()
+	cfg.Backend = BackendRedis
+	cfg.Redis.Addresses = []string{addr}
+	return cfg.withDefaults()
+}
+
+func newRedisFixture(t *testing.T, addr string) (*fixture, *RedisStore) {
+	cfg := redisConfig(addr)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rs := NewRedisStore(cfg.Redis)
+	return newFixture(t, cfg, rs), rs
+}
+
+// TestRedisRoundTrip: answers go through a real redis-server, warm answers
+// are exact and need no engine run, entries carry the TTL.
+func TestRedisRoundTrip(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	f, _ := newRedisFixture(t, srv.Addr)
+	ctx := context.Background()
+	start, end, step := dataEnd.Add(-6*time.Hour), dataEnd.Add(-5*time.Minute), time.Minute
+	for _, qs := range suite {
+		cold := f.rangeQuery(ctx, qs, start, end, step)
+		f.counter.take()
+		f.rangeQuery(ctx, qs, start, end, step)
+		if runs := f.counter.take(); len(cold.Warnings) == 0 && queryShape(t, qs).lead == 0 && len(runs) != 0 {
+			t.Fatalf("%s: warm runs %v", qs, runs)
+		}
+	}
+	if hits := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "hit"); hits == 0 {
+		t.Fatal("no hits counted")
+	}
+	if errs := f.counterValue("prometheus_proxy_cache_errors_total", "store", "redis"); errs != 0 {
+		t.Fatalf("%v errors", errs)
+	}
+
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer c.Close()
+	keys, err := c.Keys(ctx, keyPrefix+"*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("keys %v, err %v", keys, err)
+	}
+	ttl, err := c.TTL(ctx, keys[0]).Result()
+	if err != nil || ttl <= 0 || ttl > DefaultTTL {
+		t.Fatalf("ttl %v, err %v", ttl, err)
+	}
+}
+
+// TestRedisKilled: with Redis gone mid-test every answer is still right,
+// lookups are counted as bypasses, and the cache works again once Redis is
+// back.
+func TestRedisKilled(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	f, rs := newRedisFixture(t, srv.Addr)
+	var mu sync.Mutex
+	clock := time.Now()
+	rs.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	ctx := context.Background()
+	start, end, step := dataEnd.Add(-3*time.Hour), dataEnd.Add(-5*time.Minute), 30*time.Second
+	qs := `sum by (code) (rate(http_requests_total[5m]))`
+	f.rangeQuery(ctx, qs, start, end, step)
+	f.rangeQuery(ctx, qs, start, end, step)
+	if runs := f.counter.take(); len(runs) != 1 {
+		t.Fatalf("runs %v, want one (cold only)", runs)
+	}
+
+	// Queries keep coming while Redis dies under them.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var failures []string
+	var answered int
+	for w := range 2 {
+		wg.Go(func() {
+			for i := w; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				qs := suite[i%len(suite)]
+				_, d := f.compare(ctx, qs, start.Add(time.Duration(i%7)*step), end, step)
+				mu.Lock()
+				answered++
+				if d != "" {
+					failures = append(failures, d)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	srv.Kill()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 || answered == 0 {
+		t.Fatalf("%d answers, %d wrong: %v", answered, len(failures), failures)
+	}
+
+	for i, qs := range suite {
+		began := time.Now()
+		f.rangeQuery(ctx, qs, start.Add(time.Duration(i)*step), end, step) // fails the test on any wrong answer
+		if d := time.Since(began); d > 2*time.Second {
+			t.Fatalf("%s took %s with Redis down", qs, d)
+		}
+	}
+	bypass := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "bypass")
+	if bypass == 0 {
+		t.Fatal("no bypass counted")
+	}
+	// The first failing call (a lookup or a write) is an error; the calls
+	// after it, during the hold-off, are bypassed without trying.
+	get := f.counterValue("prometheus_proxy_cache_errors_total", "store", "redis", "op", "get")
+	set := f.counterValue("prometheus_proxy_cache_errors_total", "store", "redis", "op", "set")
+	if get+set == 0 {
+		t.Fatal("failed store calls not counted")
+	}
+	f.counter.take()
+
+	srv.Restart()
+	mu.Lock()
+	clock = clock.Add(2 * redisHoldOff)
+	mu.Unlock()
+	f.rangeQuery(ctx, qs, start, end, step) // refills the empty server
+	f.rangeQuery(ctx, qs, start, end, step)
+	if runs := f.counter.take(); len(runs) != 1 {
+		t.Fatalf("after restart: runs %v, want one", runs)
+	}
+}
+
+// TestRedisHanging: a Redis that accepts connections and never answers costs
+// at most the short timeout, and then nothing for the hold-off.
+func TestRedisHanging(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold the connection, say nothing
+		}
+	}()
+	cfg := redisConfig(ln.Addr().String())
+	cfg.Redis.Timeout = model.Duration(100 * time.Millisecond)
+	f := newFixture(t, cfg, NewRedisStore(cfg.Redis))
+	ctx := context.Background()
+	start, end, step := dataEnd.Add(-2*time.Hour), dataEnd.Add(-5*time.Minute), time.Minute
+	for i, qs := range suite[:5] {
+		began := time.Now()
+		f.rangeQuery(ctx, qs, start, end, step)
+		d := time.Since(began)
+		if d > time.Second {
+			t.Fatalf("query %d took %s", i, d)
+		}
+	}
+	if bypass := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "bypass"); bypass == 0 {
+		t.Fatal("no bypass counted")
+	}
+}

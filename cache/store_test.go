@@ -1,0 +1,101 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func TestMemoryStoreLRU(t *testing.T) {
+	ctx := context.Background()
+	entry := func(i int) Entry { return Entry{Key: fmt.Sprintf("k%02d", i), Value: make([]byte, 100)} }
+	per := (&memoryItem{key: "k00", value: make([]byte, 100)}).size()
+	s := NewMemoryStore(10 * per)
+	now := time.Unix(1000, 0)
+	s.now = func() time.Time { return now }
+	for i := range 10 {
+		_ = s.Set(ctx, time.Minute, entry(i))
+	}
+	if s.Len() != 10 || s.Bytes() != 10*per {
+		t.Fatalf("len %d bytes %d", s.Len(), s.Bytes())
+	}
+	// Touch k00 so that k01 is the least recently used, then overflow by one.
+	if v, _ := s.Get(ctx, "k00"); v[0] == nil {
+		t.Fatal("k00 missing")
+	}
+	_ = s.Set(ctx, time.Minute, entry(10))
+	got, _ := s.Get(ctx, "k00", "k01", "k10")
+	if got[0] == nil || got[1] != nil || got[2] == nil {
+		t.Fatalf("after eviction: k00 %v k01 %v k10 %v", got[0] != nil, got[1] != nil, got[2] != nil)
+	}
+	if s.Bytes() > 10*per {
+		t.Fatalf("bytes %d above the bound %d", s.Bytes(), 10*per)
+	}
+	// Replacing a key does not count it twice.
+	_ = s.Set(ctx, time.Minute, entry(10))
+	if s.Len() != 10 || s.Bytes() != 10*per {
+		t.Fatalf("after replace: len %d bytes %d", s.Len(), s.Bytes())
+	}
+	// A value larger than the whole store is not kept (and evicts nothing).
+	_ = s.Set(ctx, time.Minute, Entry{Key: "huge", Value: make([]byte, 11*per)})
+	if v, _ := s.Get(ctx, "huge"); v[0] != nil || s.Len() != 10 {
+		t.Fatal("oversized value stored")
+	}
+	// Expiry.
+	now = now.Add(time.Minute)
+	if v, _ := s.Get(ctx, "k10"); v[0] != nil {
+		t.Fatal("expired entry returned")
+	}
+}
+
+func TestConfigYAML(t *testing.T) {
+	var c Config
+	in := "backend: redis\nredis:\n  addresses: [\"127.0.0.1:6379\"]\n  master_name: mymaster\nmax_freshness: 2m\n"
+	dec := yaml.NewDecoder(strings.NewReader(in))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	if c.Backend != BackendRedis || c.Redis.MasterName != "mymaster" || time.Duration(c.MaxFreshness) != 2*time.Minute ||
+		c.Redis.Timeout != want.Redis.Timeout || c.Memory != want.Memory || c.SplitInterval != want.SplitInterval || !c.Enabled {
+		t.Fatalf("decoded %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dec = yaml.NewDecoder(strings.NewReader("backend: memory\nmemroy: {max_bytes: 1}\n"))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err == nil {
+		t.Fatal("misspelt key accepted")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Backend = "memcached" }, "cache.backend"},
+		{func(c *Config) { c.Backend = BackendRedis }, "addresses"},
+		{func(c *Config) { c.Backend, c.Redis.Addresses, c.Redis.DB = BackendRedis, []string{"a:1", "b:1"}, 3 }, "cluster"},
+		{func(c *Config) { c.Memory.MaxBytes = -1 }, "max_bytes"},
+		{func(c *Config) { c.MaxFreshness = -1 }, "max_freshness"},
+		{func(c *Config) { c.SplitInterval = -1 }, "split_interval"},
+		{func(c *Config) { c.TTL = -1 }, "ttl"},
+	} {
+		c := DefaultConfig()
+		tc.mod(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want one about %s", err, tc.want)
+		}
+		if _, err := New(c, newPromEngine(), nil, nil); err == nil {
+			t.Errorf("New accepted a config failing with %s", tc.want)
+		}
+	}
+}
