@@ -33,6 +33,11 @@ type Config struct {
 	// lookback delta, subquery step, feature flags). It is part of every key,
 	// so proxies configured differently never share entries in one Redis.
 	EngineID string `yaml:"-"`
+	// Scope, when set, is read on every query and goes into every key: what
+	// answers depend on besides the query and the tenant, such as the set of
+	// backend groups. When it changes, older entries are no longer found, so
+	// a group that appears or goes away is never hidden by the cache.
+	Scope func() string `yaml:"-"`
 }
 
 // MemoryConfig bounds the in-process store.

@@ -46,6 +46,7 @@ type Engine struct {
 	now       func() time.Time
 
 	engineID  string
+	scope     func() string
 	split     time.Duration
 	freshness time.Duration
 	ttl       time.Duration
@@ -89,6 +90,7 @@ func newEngine(cfg Config, next QueryEngine, store Store, storeName string, reg 
 		metrics:   newMetrics(reg, storeName, store),
 		now:       time.Now,
 		engineID:  cfg.EngineID,
+		scope:     cfg.Scope,
 		split:     time.Duration(cfg.SplitInterval),
 		freshness: time.Duration(cfg.MaxFreshness),
 		ttl:       time.Duration(cfg.TTL),
@@ -140,7 +142,11 @@ func (e *Engine) prepare(ctx context.Context, opts promql.QueryOpts, qs string, 
 		e.skip("smoothed", qs)
 		return nil, shape{}, nil, false
 	}
-	k := keyFields(nil).str(keySchema).str(kind).str(e.engineID).str(tenant).str(s.normalized)
+	var scope string
+	if e.scope != nil {
+		scope = e.scope()
+	}
+	k := keyFields(nil).str(keySchema).str(kind).str(e.engineID).str(scope).str(tenant).str(s.normalized)
 	return optsFields(k, opts), s, expr, true
 }
 

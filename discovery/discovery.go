@@ -5,6 +5,8 @@ package discovery
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -259,6 +261,7 @@ type Manager struct {
 	mu       sync.Mutex
 	bySource map[string][]*Group
 	groups   atomic.Pointer[[]*Group]
+	topology atomic.Pointer[string]
 	synced   map[string]bool
 }
 
@@ -294,6 +297,16 @@ func StaticGroups(static []StaticGroup) []*Group {
 		out = append(out, g)
 	}
 	return out
+}
+
+// Topology identifies the current set of groups and their labels (not
+// their replicas, which hold the same data): answers computed under one
+// topology may differ under another.
+func (m *Manager) Topology() string {
+	if t := m.topology.Load(); t != nil {
+		return *t
+	}
+	return ""
 }
 
 // Groups returns the current groups, sorted by name. Callers must not modify them.
@@ -350,6 +363,12 @@ func (m *Manager) set(source string, gs []*Group) {
 	}
 	slices.SortFunc(all, func(a, b *Group) int { return cmp.Compare(a.Name, b.Name) })
 	m.groups.Store(&all)
+	h := sha256.New()
+	for _, g := range all {
+		fmt.Fprintf(h, "%q %s\n", g.Name, g.Labels)
+	}
+	topo := hex.EncodeToString(h.Sum(nil))
+	m.topology.Store(&topo)
 }
 
 // RunHealthChecks probes every replica each health_check_interval until ctx ends.

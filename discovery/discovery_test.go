@@ -119,3 +119,24 @@ func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
 		}
 	}
 }
+
+func TestTopologyFollowsGroupsNotReplicas(t *testing.T) {
+	m, err := NewManager(Config{}, func(context.Context, string) error { return nil }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.set("test", StaticGroups([]StaticGroup{{Name: "a", URLs: []string{"http://a1"}}}))
+	one := m.Topology()
+	m.set("test", StaticGroups([]StaticGroup{{Name: "a", URLs: []string{"http://a1", "http://a2"}}}))
+	if m.Topology() != one {
+		t.Error("a new replica changed the topology; replicas hold the same data")
+	}
+	m.set("test", StaticGroups([]StaticGroup{{Name: "a", URLs: []string{"http://a1"}}, {Name: "b", URLs: []string{"http://b1"}}}))
+	if m.Topology() == one {
+		t.Error("a new group did not change the topology")
+	}
+	m.set("test", StaticGroups([]StaticGroup{{Name: "a", URLs: []string{"http://a1"}, Labels: map[string]string{"cluster": "x"}}}))
+	if m.Topology() == one {
+		t.Error("new group labels did not change the topology")
+	}
+}

@@ -499,23 +499,7 @@ func (p *proxyProcess) metricSum(c *http.Client, name string, fragments ...strin
 		return 0
 	}
 	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-lines:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		for _, f := range fragments {
-			if !strings.Contains(line, f) {
-				continue lines
-			}
-		}
-		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		sum += v
-	}
+	sum, _ := testenv.SumMetric(resp.Body, name, fragments...)
 	return sum
 }
 

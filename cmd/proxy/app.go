@@ -58,6 +58,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	probe = fanout.Probe
 	a.fanout = fanout
 
+	cfg.Cache.Scope = backends.Topology
 	results, err := cache.New(cfg.Cache, engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql")), reg, logger.With("component", "cache"))
 	if err != nil {
 		return nil, err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -48,43 +47,12 @@ func TestAuth(t *testing.T) {
 	t.Run("BackendTLS", func(t *testing.T) { testBackendTLS(t, f) })
 }
 
-// startLoggedProxy is startProxy with request logging on, every log level
-// kept, and the log returned, so tests can read what the proxy writes.
+// startLoggedProxy is startProxy with request logging on and every log
+// level kept, so tests can read what the proxy writes.
 func startLoggedProxy(t testing.TB, cfg Config) (*proxyUnderTest, *syncBuffer) {
 	t.Helper()
 	cfg.Proxy.EnableRequestLogging = true
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, cfg, logger)
-	if err != nil {
-		cancel()
-		t.Fatalf("proxy: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("proxy serve: %v", err)
-		}
-		a.Close()
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", clip([]byte(logs.String())))
-		}
-	})
-	scheme := "http"
-	if cfg.Server.TLS.CertFile != "" {
-		scheme = "https"
-	}
-	return &proxyUnderTest{URL: scheme + "://" + ln.Addr().String(), app: a}, logs
+	return startProxyLogging(t, cfg, slog.LevelDebug)
 }
 
 // configFromYAML loads a configuration file as the proxy would.

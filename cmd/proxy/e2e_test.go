@@ -80,14 +80,22 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 
 func startProxy(t testing.TB, cfg Config) *proxyUnderTest {
 	t.Helper()
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	logs := &syncBuffer{}
 	level := slog.LevelWarn
 	if os.Getenv("PROXY_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
+	p, _ := startProxyLogging(t, cfg, level)
+	return p
+}
+
+// startProxyLogging starts the proxy in-process on 127.0.0.1 with its log
+// kept at level, and returns the log so tests can read what it writes.
+func startProxyLogging(t testing.TB, cfg Config, level slog.Level) (*proxyUnderTest, *syncBuffer) {
+	t.Helper()
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := newApp(ctx, cfg, logger)
@@ -111,7 +119,11 @@ func startProxy(t testing.TB, cfg Config) *proxyUnderTest {
 			t.Logf("proxy log:\n%s", clip([]byte(logs.String())))
 		}
 	})
-	return &proxyUnderTest{URL: "http://" + ln.Addr().String(), app: a}
+	scheme := "http"
+	if cfg.Server.TLS.CertFile != "" {
+		scheme = "https"
+	}
+	return &proxyUnderTest{URL: scheme + "://" + ln.Addr().String(), app: a}, logs
 }
 
 func baseConfig(f *fleet) Config {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -263,25 +261,9 @@ func metricSum(t *testing.T, p *proxyUnderTest, name string, fragments ...string
 	if a.code != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d", a.code)
 	}
-	sum := 0.0
-	sc := bufio.NewScanner(bytes.NewReader(a.body))
-	sc.Buffer(nil, 1<<20)
-lines:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		for _, frag := range fragments {
-			if !strings.Contains(line, frag) {
-				continue lines
-			}
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("/metrics line %q: %v", line, err)
-		}
-		sum += v
+	sum, err := testenv.SumMetric(bytes.NewReader(a.body), name, fragments...)
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
 	}
 	return sum
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -628,19 +627,7 @@ func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *fleet) {
 	}
 
 	at := formatTime(f.data.Start.Add(time.Hour))
-	count := func(ns, expr string) (int, string) {
-		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {expr}, "time": {at}}, header: tenantHeader(ns)})
-		if a.code != http.StatusOK {
-			return -a.code, string(a.body)
-		}
-		var v struct {
-			Data struct {
-				Result []json.RawMessage `json:"result"`
-			} `json:"data"`
-		}
-		_ = json.Unmarshal(a.body, &v)
-		return len(v.Data.Result), string(a.body)
-	}
+	count := func(ns, expr string) (int, string) { return resultCount(t, p, ns, expr, at) }
 	sees := func(ns, expr string, want bool) func() error {
 		return func() error {
 			n, body := count(ns, expr)

@@ -246,19 +246,7 @@ func testTenancyRuleChanges(t *testing.T, f *fleet) {
 	dir := tenantFiles(t)
 	p := startProxy(t, tenantConfig(f, dir))
 	at := formatTime(f.data.Start.Add(time.Hour))
-	count := func(ns, expr string) (int, string) {
-		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {expr}, "time": {at}}, header: tenantHeader(ns)})
-		if a.code != http.StatusOK {
-			return -a.code, string(a.body)
-		}
-		var v struct {
-			Data struct {
-				Result []json.RawMessage `json:"result"`
-			} `json:"data"`
-		}
-		_ = json.Unmarshal(a.body, &v)
-		return len(v.Data.Result), string(a.body)
-	}
+	count := func(ns, expr string) (int, string) { return resultCount(t, p, ns, expr, at) }
 	eventually := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -361,3 +349,20 @@ spec:
 func modelDuration(d time.Duration) model.Duration { return model.Duration(d) }
 
 var ioCopy = io.Copy
+
+// resultCount asks an instant query at time at as tenant ns and returns how
+// many series answered, or minus the HTTP status when it failed, with the body.
+func resultCount(t testing.TB, p *proxyUnderTest, ns, expr, at string) (int, string) {
+	t.Helper()
+	a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {expr}, "time": {at}}, header: tenantHeader(ns)})
+	if a.code != http.StatusOK {
+		return -a.code, string(a.body)
+	}
+	var v struct {
+		Data struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal(a.body, &v)
+	return len(v.Data.Result), string(a.body)
+}
