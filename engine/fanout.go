@@ -122,6 +122,19 @@ func (f *Fanout) Probe(ctx context.Context, url string) error {
 	return c.Ready(ctx)
 }
 
+// CallObserver hears of every backend call made for a request: the group,
+// the replica's URL and the outcome (nil error: answered).
+type CallObserver func(group, backend string, err error)
+
+type callObserverKey struct{}
+
+// WithCallObserver makes the fan-out report each backend call of requests
+// run with the returned context (for request logs). It may be called from
+// several goroutines at once.
+func WithCallObserver(ctx context.Context, observe CallObserver) context.Context {
+	return context.WithValue(ctx, callObserverKey{}, observe)
+}
+
 type partialKey struct{}
 
 // WithPartialResponse overrides discovery.partial_response for one request
@@ -336,6 +349,9 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		v, err := fn(ctx, c)
 		took := time.Since(start)
 		f.metrics.duration.WithLabelValues(kind).Observe(took.Seconds())
+		if observe, ok := ctx.Value(callObserverKey{}).(CallObserver); ok {
+			observe(g.Name, r.URL, err)
+		}
 		if err == nil {
 			f.metrics.requests.WithLabelValues(g.Name, r.URL, kind, "success").Inc()
 			f.backends.ObserveCall(r, nil, took)

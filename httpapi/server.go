@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -205,6 +207,21 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		ctx, reads := withReadStats(c.Request().Context())
+		var (
+			targetsMu sync.Mutex
+			targets   []string
+		)
+		ctx = engine.WithCallObserver(ctx, func(group, backend string, err error) {
+			t := group + "=" + backend
+			if err != nil {
+				t += " (failed)"
+			}
+			targetsMu.Lock()
+			if !slices.Contains(targets, t) {
+				targets = append(targets, t)
+			}
+			targetsMu.Unlock()
+		})
 		c.SetRequest(c.Request().WithContext(ctx))
 		err := next(c)
 		if err != nil {
@@ -249,6 +266,9 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			if strings.HasPrefix(endpoint, "/api/v1/") {
 				attrs = append(attrs, "series", reads.series.Load(), "samples", reads.samples.Load())
+				targetsMu.Lock()
+				attrs = append(attrs, "target", slices.Clone(targets))
+				targetsMu.Unlock()
 			}
 			s.opts.Logger.Info("request", attrs...)
 		}

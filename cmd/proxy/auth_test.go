@@ -411,17 +411,20 @@ func checkLogs(t *testing.T, logs string, secrets []string, subject string) {
 			t.Errorf("a credential appears in the log: %.12s…", s)
 		}
 	}
-	seen := 0
+	seen, withTargets := 0, 0
 	for line := range strings.SplitSeq(logs, "\n") {
 		var rec map[string]any
 		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "request" || rec["path"] != "/api/v1/query" || rec["status"] != 200.0 {
 			continue
 		}
 		seen++
-		for _, k := range []string{"tenant", "subject", "method", "path", "remote_ip", "duration", "status", "series", "samples", "query"} {
+		for _, k := range []string{"tenant", "subject", "method", "path", "target", "remote_ip", "duration", "status", "series", "samples", "query"} {
 			if _, ok := rec[k]; !ok {
 				t.Errorf("request log line lacks %q: %s", k, line)
 			}
+		}
+		if targets, _ := rec["target"].([]any); len(targets) > 0 {
+			withTargets++
 		}
 		if sub, _ := rec["subject"].(string); !strings.HasPrefix(sub, subject) {
 			t.Errorf("request log subject %q, want %s…", sub, subject)
@@ -429,6 +432,9 @@ func checkLogs(t *testing.T, logs string, secrets []string, subject string) {
 	}
 	if seen == 0 {
 		t.Errorf("no request log line for a successful /api/v1/query")
+	}
+	if seen > 0 && withTargets == 0 {
+		t.Errorf("no request log line names the backends it read (target)")
 	}
 }
 
