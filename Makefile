@@ -87,9 +87,19 @@ dev-test-request:
 
 ci: lint test
 
+# Benchmark against real Prometheus servers with generated data (~5 min; the
+# dataset is cached in .cache/bench/). Writes bench/results/latest.{md,json,svg}.
+bench: tools
+	$(GO) run ./bench $(BENCH_FLAGS)
+
+# The same pipeline on a few thousand series (under a minute); results in
+# .cache/bench/results-quick/.
+bench-quick: tools
+	$(GO) run ./bench --quick $(BENCH_FLAGS)
+
 IMAGE ?= prometheus-multi-tenant-proxy
 docker-build:
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
 
 clean:
-	rm -rf bin/ .cache/demo
+	rm -rf bin/ .cache/demo .cache/bench

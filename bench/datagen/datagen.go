@@ -168,6 +168,44 @@ func WriteOpenMetrics(w io.Writer, cfg Config, shard int, keep func(labels.Label
 	return nil
 }
 
+// ForEachSeriesSamples calls fn once per series of one shard (-1: the union)
+// that keep accepts (nil keeps everything), in output order, with the samples
+// WriteOpenMetrics would write for it: timestamps in milliseconds and values.
+// It skips the text, for writers that append to a TSDB directly. fn may keep
+// lset but not ts or vs, which are reused; an error from fn stops the walk.
+func ForEachSeriesSamples(cfg Config, shard int, keep func(labels.Labels) bool, fn func(lset labels.Labels, ts []int64, vs []float64) error) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if shard < -1 || shard >= cfg.Shards() {
+		return fmt.Errorf("datagen: shard %d out of range [-1, %d)", shard, cfg.Shards())
+	}
+	g := newGenerator(cfg, shard)
+	start, interval := cfg.Start.UnixMilli(), cfg.Interval.Milliseconds()
+	ts, vs := make([]int64, 0, g.steps), make([]float64, 0, g.steps)
+	var err error
+	for _, f := range families {
+		g.forEachSeries(f, func(s *series) {
+			if err != nil || (keep != nil && !keep(s.lset)) {
+				return
+			}
+			ts, vs = ts[:0], vs[:0]
+			for step := 0; step < s.tg.to; step++ {
+				v := s.next(step) // earlier steps still run: the value depends on them
+				if step >= s.tg.from {
+					ts = append(ts, start+int64(step)*interval)
+					vs = append(vs, v)
+				}
+			}
+			err = fn(s.lset, ts, vs)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Reader streams WriteOpenMetrics through a pipe, e.g. straight into a
 // backfill, without holding the data in memory. Close it if not read to the end.
 func Reader(cfg Config, shard int, keep func(labels.Labels) bool) io.ReadCloser {

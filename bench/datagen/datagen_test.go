@@ -2,7 +2,9 @@ package datagen_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -482,5 +484,46 @@ func TestReader(t *testing.T) {
 	bad := datagen.Reader(cfg, 7, nil)
 	if _, err := got.ReadFrom(bad); err == nil {
 		t.Error("Reader of a bad shard: no error")
+	}
+}
+
+// TestForEachSeriesSamples checks that the sample walk yields exactly what
+// WriteOpenMetrics writes, series by series, for every shard and the union.
+func TestForEachSeriesSamples(t *testing.T) {
+	cfg := smallConfig()
+	keep := func(l labels.Labels) bool { return l.Get("code") != "404" }
+	for shard := -1; shard < cfg.Shards(); shard++ {
+		want := parse(t, write(t, cfg, shard, keep))
+		var got []sample
+		err := datagen.ForEachSeriesSamples(cfg, shard, keep, func(lset labels.Labels, ts []int64, vs []float64) error {
+			if len(ts) != len(vs) || len(ts) == 0 {
+				t.Fatalf("%v: %d timestamps, %d values", lset, len(ts), len(vs))
+			}
+			for i := range ts {
+				got = append(got, sample{name: lset.Get(labels.MetricName), labels: lset.WithoutEmpty().Map(), value: vs[i], ts: float64(ts[i]) / 1000})
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("shard %d: %d samples, WriteOpenMetrics wrote %d", shard, len(got), len(want))
+		}
+		for i := range got {
+			w := want[i]
+			w.labels[labels.MetricName] = w.name
+			if got[i].name != w.name || got[i].value != w.value || got[i].ts != w.ts || !maps.Equal(got[i].labels, w.labels) {
+				t.Fatalf("shard %d sample %d: got %+v, want %+v", shard, i, got[i], w)
+			}
+		}
+	}
+	if err := datagen.ForEachSeriesSamples(cfg, cfg.Shards(), nil, nil); err == nil {
+		t.Error("shard out of range accepted")
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := datagen.ForEachSeriesSamples(cfg, 0, nil, func(labels.Labels, []int64, []float64) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("error from fn: %v after %d calls", err, calls)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/fsutil"
 )
 
 // Kind is a Prometheus major version; real fleets mix them.
@@ -171,7 +172,7 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	}
 	if openMetrics != nil {
 		if blocks := backfill(t, openMetrics); blocks != "" {
-			if err := copyTree(blocks, p.DataDir); err != nil {
+			if err := fsutil.CopyTree(blocks, p.DataDir); err != nil {
 				t.Fatalf("testenv: copy blocks into %s: %v", o.name, err)
 			}
 		}
@@ -372,39 +373,4 @@ func blockCacheDir() (string, error) {
 	}
 	blockCache.dir = dir
 	return dir, nil
-}
-
-// copyTree copies the files below src into dst (which exists).
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		return copyFile(path, target)
-	})
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		_ = out.Close()
-		return err
-	}
-	return out.Close()
 }

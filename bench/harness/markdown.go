@@ -1,0 +1,379 @@
+package harness
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func ratioString(x float64) string {
+	switch {
+	case x <= 0:
+		return "–"
+	case x >= 100:
+		return strconv.FormatFloat(x, 'f', 0, 64) + "×"
+	case x >= 10:
+		return strconv.FormatFloat(x, 'f', 1, 64) + "×"
+	case x >= 0.1:
+		return strconv.FormatFloat(x, 'f', 2, 64) + "×"
+	}
+	return strconv.FormatFloat(x, 'g', 2, 64) + "×" // two significant digits: 0.0004×
+
+}
+
+func percentString(x float64) string {
+	if x <= 0 {
+		return "–"
+	}
+	if x < 0.1 {
+		return strconv.FormatFloat(100*x, 'f', 1, 64) + "%"
+	}
+	return strconv.FormatFloat(100*x, 'f', 0, 64) + "%"
+}
+
+func msOrDash(ms float64) string {
+	if ms <= 0 {
+		return "–"
+	}
+	return formatMillis(ms)
+}
+
+func qpsString(q float64) string {
+	switch {
+	case q <= 0:
+		return "–"
+	case q >= 100:
+		return strconv.FormatFloat(q, 'f', 0, 64)
+	case q >= 10:
+		return strconv.FormatFloat(q, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(q, 'f', 2, 64)
+}
+
+func durString(seconds float64) string {
+	if seconds <= 0 {
+		return ""
+	}
+	return promDuration(secondsDuration(seconds))
+}
+
+// result finds one result of a query.
+func (q QueryReport) result(phase, target string, conc int) (Result, bool) {
+	for _, r := range q.Results {
+		if r.Phase == phase && r.Target == target && r.Concurrency == conc && r.Samples > 0 {
+			return r, true
+		}
+	}
+	return Result{}, false
+}
+
+func (rep *Report) phase(phase, target string, conc int) (PhaseReport, bool) {
+	for _, p := range rep.Phases {
+		if p.Phase == phase && p.Target == target && p.Concurrency == conc {
+			return p, true
+		}
+	}
+	return PhaseReport{}, false
+}
+
+// columns are the summary columns present in this report.
+func (rep *Report) columns() []struct{ name, phase, target string } {
+	var cols []struct{ name, phase, target string }
+	for _, c := range summaryColumns {
+		if c.target == TargetCompare && rep.Settings.Compare == "" {
+			continue
+		}
+		cols = append(cols, c)
+	}
+	return cols
+}
+
+func columnTitle(name string) string {
+	if name == "reference" || name == "compare" {
+		return name
+	}
+	return "proxy " + name
+}
+
+// Markdown renders the report for humans: headline numbers first, then
+// per-query and per-phase detail.
+func (rep *Report) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	d, m, set := rep.Dataset, rep.Machine, rep.Settings
+	cols := rep.columns()
+
+	title := "Benchmark: the proxy against one Prometheus holding all the data"
+	if set.Quick {
+		title += " (quick)"
+	}
+	w("# %s\n\n", title)
+	w("Run %s on %d CPUs (%s/%s, %s), load average %s at the start and %s at the end; took %.0f s.  \n",
+		rep.Started.Format("2006-01-02 15:04 MST"), m.CPUs, m.OS, m.Arch, m.GoVersion, m.LoadAvgStart, m.LoadAvgEnd, rep.Seconds)
+	w("Backends and reference: %s. Proxy: %s.  \n", orUnknown(m.Prometheus), orUnknown(m.Proxy))
+	w("Data: %d series × %d samples (%s, one every %s) in %d shards, one Prometheus each, and a reference Prometheus holding the union; %s of blocks (dataset %s).\n\n",
+		d.Series, d.SamplesPerSeries, durString(d.Hours*3600), durString(d.IntervalSeconds), d.Shards,
+		formatBytes(float64(d.BlockBytes)), d.Hash)
+
+	rep.summarySection(&b)
+	w("\n![latency per query](latest.svg)\n\n")
+
+	for _, c := range set.Concurrency {
+		rep.perQueryTable(&b, c, cols)
+	}
+	rep.percentileTable(&b, cols)
+	rep.phaseTable(&b)
+	rep.slidingTable(&b)
+
+	w("## Queries\n\nAs sent at the dashboard's \"now\" (%s), the end of the data; POST to /api/v1/query_range or /api/v1/query.\n\n", d.End.Format("2006-01-02 15:04 MST"))
+	w("| query | panel | range / step | PromQL |\n|---|---|---|---|\n")
+	for _, q := range rep.Queries {
+		shape := "instant"
+		if q.Kind == "range" {
+			shape = durString(q.RangeSeconds) + " / " + durString(q.StepSeconds)
+		}
+		w("| %s | %s | %s | `%s` |\n", q.ID, escapeCell(q.Title), shape, escapeCell(q.Expr))
+	}
+	w("\n")
+
+	w("## Memory (peak RSS, VmHWM)\n\n| process | role | peak RSS |\n|---|---|---:|\n")
+	for _, mm := range rep.Memory {
+		w("| %s | %s | %s |\n", mm.Name, mm.Role, formatBytes(float64(mm.PeakRSSBytes)))
+	}
+	w("\n## Notes\n\n")
+	for _, n := range append(append([]string(nil), methodNotes...), rep.Notes...) {
+		w("- %s\n", n)
+	}
+	w("- Rounds: uncached %d, cold %d (warm %d passes each), sliding %d refreshes, %d per phase at concurrency > 1; a phase stops early after %.0f s.\n",
+		set.UncachedRounds, set.ColdRounds, set.WarmRounds, set.SlidingRounds, set.ConcRounds, set.PhaseBudgetSeconds)
+	if len(rep.Warnings) > 0 {
+		w("\n## Warnings\n\n")
+		for _, x := range rep.Warnings {
+			w("- %s\n", strings.ReplaceAll(x, "\n", " "))
+		}
+	}
+	w("\n## Reproduce\n\n```sh\nmake tools         # Prometheus and promtool of the module version the proxy links (once)\nmake bench         # this report: go run ./bench\nmake bench-quick   # a smaller run into .cache/bench/results-quick: go run ./bench --quick\ngo run ./bench --help\n```\n")
+	return b.String()
+}
+
+// Headline is what a run prints when it ends: the summary and the per-query
+// table at concurrency 1.
+func (rep *Report) Headline() string {
+	var b strings.Builder
+	rep.summarySection(&b)
+	b.WriteString("\n")
+	rep.perQueryTable(&b, 1, rep.columns())
+	return b.String()
+}
+
+func (rep *Report) summarySection(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	cols := rep.columns()
+	w("## Summary\n\n")
+	w("|   |")
+	for _, c := range cols {
+		w(" %s |", columnTitle(c.name))
+	}
+	w("\n|---|")
+	for range cols {
+		w("---:|")
+	}
+	w("\n")
+	for _, cs := range rep.Summary.PerConcurrency {
+		w("| dashboard load, concurrency %d (ms per pass) |", cs.Concurrency)
+		for _, c := range cols {
+			w(" %s |", msOrDash(cs.DashboardMs[c.name]))
+		}
+		w("\n| p50 / reference, concurrency %d (geomean) |", cs.Concurrency)
+		for _, c := range cols {
+			if c.name == "reference" {
+				w(" 1× |")
+				continue
+			}
+			p, _ := rep.phase(c.phase, c.target, cs.Concurrency)
+			w(" %s |", ratioString(p.RatioGeomean))
+		}
+		w("\n| throughput, concurrency %d (queries/s) |", cs.Concurrency)
+		for _, c := range cols {
+			w(" %s |", qpsString(cs.QPS[c.name]))
+		}
+		w("\n")
+	}
+	w("\n")
+	s := rep.Summary
+	for _, cs := range s.PerConcurrency {
+		w("- Warm over cold, concurrency %d: %s faster (geomean of per-query p50 ratios).\n", cs.Concurrency, ratioString(cs.WarmSpeedup))
+	}
+	w("- Sliding window (range panels, each refresh one step later): a refresh asks the backends for %s of the first load's time span and reads %s of its bytes (%.0f remote-read requests per refresh, %.0f per load).\n",
+		percentString(s.SlidingSpanFraction), percentString(s.SlidingBytesFraction), s.SlidingReadsPerRefr, s.SlidingReadsPerLoad)
+	w("- Peak RSS: largest proxy instance %s, largest backend %s, reference %s.\n",
+		formatBytes(float64(s.PeakRSSProxy)), formatBytes(float64(s.PeakRSSBackend)), formatBytes(float64(s.PeakRSSReference)))
+	w("- Answers checked against the reference: %d, of which %d differed.\n\n", s.AnswersChecked, s.AnswersDiffer)
+
+	w("| target | measured | met |\n|---|---|---|\n")
+	for _, g := range s.Targets {
+		met := "no"
+		if g.Met {
+			met = "yes"
+		}
+		w("| %s | %s | %s |\n", g.Goal, g.Measured, met)
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(version unknown)"
+	}
+	return s
+}
+
+func (q QueryReport) shortTitle() string {
+	if q.Kind == "instant" {
+		return q.Title + " (instant)"
+	}
+	return q.Title + " (" + durString(q.RangeSeconds) + ")"
+}
+
+func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []struct{ name, phase, target string }) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Per query, concurrency %d: p50 in ms (× reference)\n\n", conc)
+	w("| query | panel | step | series |")
+	for _, c := range cols {
+		w(" %s |", columnTitle(c.name))
+	}
+	w(" cold / warm | same answer |\n|---|---|---:|---:|")
+	for range cols {
+		w("---:|")
+	}
+	w("---:|---|\n")
+	for _, q := range rep.Queries {
+		w("| %s | %s | %s | %d |", q.ID, escapeCell(q.shortTitle()), durString(q.StepSeconds), q.Series)
+		for _, c := range cols {
+			r, ok := q.result(c.phase, c.target, conc)
+			switch {
+			case !ok:
+				w(" – |")
+			case r.Ratio > 0:
+				w(" %s (%s) |", formatMillis(r.P50), ratioString(r.Ratio))
+			default:
+				w(" %s |", formatMillis(r.P50))
+			}
+		}
+		cold, _ := q.result(PhaseCold, TargetProxy, conc)
+		warm, _ := q.result(PhaseWarm, TargetProxy, conc)
+		sp := "–"
+		if cold.P50 > 0 && warm.P50 > 0 {
+			sp = ratioString(cold.P50 / warm.P50)
+		}
+		same, differ := 0, 0
+		for _, r := range q.Results {
+			if r.Concurrency == conc {
+				same += r.AnswersSame
+				differ += r.AnswersDiffer
+			}
+		}
+		answer := "–"
+		if same+differ > 0 {
+			answer = fmt.Sprintf("%d/%d", same, same+differ)
+		}
+		w(" %s | %s |\n", sp, answer)
+	}
+	w("\n")
+}
+
+func (rep *Report) percentileTable(b *strings.Builder, cols []struct{ name, phase, target string }) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	for _, conc := range rep.Settings.Concurrency {
+		w("## Per query, concurrency %d: p50 / p90 / p99 in ms, queries/s\n\n| query |", conc)
+		for _, c := range cols {
+			w(" %s |", columnTitle(c.name))
+		}
+		w("\n|---|")
+		for range cols {
+			w("---:|")
+		}
+		w("\n")
+		for _, q := range rep.Queries {
+			w("| %s |", q.ID)
+			for _, c := range cols {
+				if r, ok := q.result(c.phase, c.target, conc); ok {
+					w(" %s / %s / %s, %s/s |", formatMillis(r.P50), formatMillis(r.P90), formatMillis(r.P99), qpsString(r.QPS))
+				} else {
+					w(" – |")
+				}
+			}
+			w("\n")
+		}
+		w("\n")
+	}
+}
+
+func (rep *Report) phaseTable(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Per phase\n\n")
+	w("| phase | target | concurrency | passes | requests | p50 ms | p90 ms | p99 ms | queries/s | × reference | backend reads / pass | backend bytes / pass | cache hits / misses per pass |\n")
+	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, p := range rep.Phases {
+		reads, bytes, cache := "–", "–", "–"
+		if p.BackendReadsPerPass != nil {
+			reads = countString(*p.BackendReadsPerPass)
+			bytes = formatBytes(*p.BackendBytesPerPass)
+		}
+		if p.CacheHitsPerPass != nil {
+			cache = countString(*p.CacheHitsPerPass) + " / " + countString(*p.CacheMissesPerPass)
+		}
+		ratio := "–"
+		if p.RatioGeomean > 0 {
+			ratio = ratioString(p.RatioGeomean)
+		}
+		w("| %s | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.Phase, p.Target, p.Concurrency, p.Passes, p.Requests,
+			msOrDash(p.P50), msOrDash(p.P90), msOrDash(p.P99), qpsString(p.QPS), ratio, reads, bytes, cache)
+	}
+	w("\n`load` is the first load of the sliding-window dashboard, one step per refresh before `sliding`.\n\n")
+}
+
+func (rep *Report) slidingTable(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Sliding window: what the backends were asked for (concurrency 1)\n\n")
+	w("| query | range / step | load: time span | load: bytes | load: reads (backends / proxy) | refresh: time span | refresh: bytes | refresh: reads (backends / proxy) |\n")
+	w("|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, q := range rep.Queries {
+		load, okL := q.result(phaseLoad, TargetProxy, 1)
+		refr, okR := q.result(PhaseSliding, TargetProxy, 1)
+		if !okL || !okR || load.BackendBytes == nil || refr.BackendBytes == nil {
+			continue
+		}
+		shape := "instant"
+		if q.Kind == "range" {
+			shape = durString(q.RangeSeconds) + " / " + durString(q.StepSeconds)
+		}
+		ls, rs := "–", "–"
+		if q.Spans != nil {
+			ls = minutesString(q.Spans.LoadSpanMinutes)
+			rs = minutesString(q.Spans.RefreshSpanMinute)
+		}
+		w("| %s | %s | %s | %s | %s / %s | %s | %s | %s / %s |\n", q.ID, shape, ls, formatBytes(*load.BackendBytes),
+			countString(*load.BackendReads), countString(*load.ProxyBackendRequests),
+			rs, formatBytes(*refr.BackendBytes), countString(*refr.BackendReads), countString(*refr.ProxyBackendRequests))
+	}
+	w("\nA time span is the sum over remote-read queries of end − start; bytes are whole chunks as the backends sent them. Reads are counted by the backends (remote-read requests served) and by the proxy (`prometheus_proxy_backend_requests_total`).\n\n")
+}
+
+// countString prints a mean count: whole when it is one.
+func countString(x float64) string {
+	if x == float64(int64(x)) {
+		return strconv.FormatInt(int64(x), 10)
+	}
+	return strconv.FormatFloat(x, 'f', 1, 64)
+}
+
+func minutesString(m float64) string {
+	if m >= 120 {
+		return strconv.FormatFloat(m/60, 'f', 1, 64) + " h"
+	}
+	return strconv.FormatFloat(m, 'f', 0, 64) + " min"
+}
+
+func escapeCell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }

@@ -1,0 +1,264 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// counters are cumulative backend reads, from both ends: the backends'
+// own instrumentation of their remote-read handler, and the proxy's
+// counters of its calls.
+type counters struct {
+	reads, bytes          float64 // backends: remote-read requests, response bytes
+	proxyReqs, proxyBytes float64 // proxy: calls to backends, bytes (if exported)
+	hits, misses          float64 // proxy: cache lookups, once the cache is in
+}
+
+func (c counters) sub(o counters) counters {
+	return counters{c.reads - o.reads, c.bytes - o.bytes, c.proxyReqs - o.proxyReqs, c.proxyBytes - o.proxyBytes,
+		c.hits - o.hits, c.misses - o.misses}
+}
+
+func (c counters) add(o counters) counters {
+	return counters{c.reads + o.reads, c.bytes + o.bytes, c.proxyReqs + o.proxyReqs, c.proxyBytes + o.proxyBytes,
+		c.hits + o.hits, c.misses + o.misses}
+}
+
+var remoteReadHandler = map[string]string{"handler": "/api/v1/read"}
+
+// counters scrapes every backend and the proxy. The scrapes happen between
+// timed requests, never during one.
+func (r *runner) counters(ctx context.Context, proxyURL string) (counters, error) {
+	var (
+		mu   sync.Mutex
+		c    counters
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, b := range r.backends {
+		wg.Go(func() {
+			text, err := fetch(ctx, r.hc, b.URL+"/metrics")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			reads, _ := scrapeSum(text, "prometheus_http_requests_total", remoteReadHandler)
+			bytes, _ := scrapeSum(text, "prometheus_http_response_size_bytes_sum", remoteReadHandler)
+			c.reads += reads
+			c.bytes += bytes
+		})
+	}
+	wg.Go(func() {
+		text, err := fetch(ctx, r.hc, proxyURL+"/metrics")
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		c.proxyReqs, _ = scrapeSum(text, "prometheus_proxy_backend_requests_total", nil)
+		c.hits, _ = scrapeSum(text, "prometheus_proxy_cache_requests_total", map[string]string{"result": "hit"})
+		c.misses, _ = scrapeSum(text, "prometheus_proxy_cache_requests_total", map[string]string{"result": "miss"})
+		if r.proxyBytesMetric == "" {
+			r.proxyBytesMetric = findBytesCounter(text)
+		}
+		if r.proxyBytesMetric != "" {
+			c.proxyBytes, _ = scrapeSum(text, r.proxyBytesMetric, nil)
+		}
+	})
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("scrape counters: %w", err)
+	}
+	return c, nil
+}
+
+// findBytesCounter picks the proxy's counter of bytes read from backends,
+// if this build has one (e.g. prometheus_proxy_backend_read_bytes_total).
+func findBytesCounter(text []byte) string {
+	for _, name := range metricNames(text, "prometheus_proxy_backend_") {
+		if len(name) > len("_bytes_total") && name[len(name)-len("_bytes_total"):] == "_bytes_total" {
+			return name
+		}
+	}
+	return ""
+}
+
+func (r *runner) cell(k cellKey) *cell {
+	c := r.cells[k]
+	if c == nil {
+		c = &cell{}
+		r.cells[k] = c
+	}
+	return c
+}
+
+func (r *runner) passStats(k passKey) *passStats {
+	p := r.passes[k]
+	if p == nil {
+		p = &passStats{}
+		r.passes[k] = p
+	}
+	return p
+}
+
+// one times a single request at concurrency 1, counting the backend reads
+// it caused when t is a proxy. With keep, it returns the answer's shape.
+func (r *runner) one(ctx context.Context, phase string, t endpoint, rq request, keep bool) (*answerShape, error) {
+	var before counters
+	if t.proxy {
+		var err error
+		if before, err = r.counters(ctx, t.url); err != nil {
+			return nil, err
+		}
+	}
+	d, body, err := query(ctx, r.hc, t.url, rq, keep)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.warn("%s %s %s: %v", phase, t.name, r.panels[rq.panel].ID, err)
+		r.mu.Lock()
+		r.cell(cellKey{phase, t.name, 1, rq.panel}).errors++
+		r.mu.Unlock()
+		return nil, nil
+	}
+	var delta counters
+	if t.proxy {
+		after, err := r.counters(ctx, t.url)
+		if err != nil {
+			return nil, err
+		}
+		delta = after.sub(before)
+	}
+	r.mu.Lock()
+	c := r.cell(cellKey{phase, t.name, 1, rq.panel})
+	c.lat = append(c.lat, d)
+	ps := r.passStats(passKey{phase, t.name, 1})
+	ps.execs++
+	ps.busy += d
+	if t.proxy {
+		c.deltas = append(c.deltas, delta)
+		ps.total = ps.total.add(delta)
+		ps.counted = true
+	}
+	r.mu.Unlock()
+	if !keep {
+		return nil, nil
+	}
+	s, err := shapeOf(body)
+	if err != nil {
+		r.warn("%s %s %s: %v", phase, t.name, r.panels[rq.panel].ID, err)
+		return nil, nil
+	}
+	return &s, nil
+}
+
+// sequential runs the dashboard once at concurrency 1; with verify, every
+// answer is checked against the reference's answer at now.
+func (r *runner) sequential(ctx context.Context, phase string, t endpoint, reqs []request, verify bool) error {
+	for _, rq := range reqs {
+		s, err := r.one(ctx, phase, t, rq, verify)
+		if err != nil {
+			return err
+		}
+		if s != nil {
+			r.compareShape(cellKey{phase, t.name, 1, rq.panel}, r.refShapes[rq.panel], *s)
+		}
+	}
+	r.mu.Lock()
+	r.passStats(passKey{phase, t.name, 1}).passes++
+	r.mu.Unlock()
+	return nil
+}
+
+// pass loads the dashboard once with conc requests in flight, as Grafana
+// loads the panels of a dashboard in parallel: every query is asked once,
+// the next one as soon as a request ends.
+func (r *runner) pass(ctx context.Context, phase string, t endpoint, conc int, reqs []request) error {
+	var before counters
+	if t.proxy {
+		var err error
+		if before, err = r.counters(ctx, t.url); err != nil {
+			return err
+		}
+	}
+	queue := make(chan request, len(reqs))
+	for _, rq := range reqs {
+		queue <- rq
+	}
+	close(queue)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range conc {
+		wg.Go(func() {
+			for rq := range queue {
+				d, _, err := query(ctx, r.hc, t.url, rq, false)
+				r.mu.Lock()
+				c := r.cell(cellKey{phase, t.name, conc, rq.panel})
+				if err != nil {
+					c.errors++
+				} else {
+					c.lat = append(c.lat, d)
+				}
+				r.mu.Unlock()
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					r.warn("%s %s c=%d %s: %v", phase, t.name, conc, r.panels[rq.panel].ID, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(t0)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var delta counters
+	if t.proxy {
+		after, err := r.counters(ctx, t.url)
+		if err != nil {
+			return err
+		}
+		delta = after.sub(before)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ps := r.passStats(passKey{phase, t.name, conc})
+	ps.passes++
+	ps.execs += len(reqs)
+	ps.busy += wall
+	if t.proxy {
+		ps.total = ps.total.add(delta)
+		ps.counted = true
+	}
+	return nil
+}
+
+// compareShape records whether an answer equals the reference's.
+func (r *runner) compareShape(k cellKey, want, got answerShape) {
+	r.mu.Lock()
+	ch := r.checks[k]
+	if ch == nil {
+		ch = &check{}
+		r.checks[k] = ch
+	}
+	same := want.Digest != "" && want.Digest == got.Digest
+	if same {
+		ch.same++
+	} else {
+		ch.differ++
+	}
+	r.mu.Unlock()
+	if !same {
+		r.warn("%s %s %s: answer differs from the reference (%d series/%d points, reference %d/%d)",
+			k.phase, k.target, r.panels[k.panel].ID, got.Series, got.Points, want.Series, want.Points)
+	}
+}

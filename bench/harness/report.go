@@ -1,0 +1,601 @@
+package harness
+
+import (
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is everything a run measured; it is written as JSON as is, and
+// rendered to Markdown and SVG.
+type Report struct {
+	Started      time.Time          `json:"started"`
+	Seconds      float64            `json:"seconds"`
+	PhaseSeconds map[string]float64 `json:"phase_seconds"`
+	Machine      Machine            `json:"machine"`
+	Dataset      DatasetInfo        `json:"dataset"`
+	Settings     Settings           `json:"settings"`
+	Queries      []QueryReport      `json:"queries"`
+	Phases       []PhaseReport      `json:"phases"`
+	Memory       []MemoryReport     `json:"memory"`
+	Summary      Summary            `json:"summary"`
+	Notes        []string           `json:"notes,omitempty"`
+	Warnings     []string           `json:"warnings,omitempty"`
+}
+
+// Machine says where the numbers come from.
+type Machine struct {
+	CPUs         int    `json:"cpus"`
+	OS           string `json:"os"`
+	Arch         string `json:"arch"`
+	GoVersion    string `json:"go_version"`
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end"`
+	Prometheus   string `json:"prometheus"`
+	Proxy        string `json:"proxy"`
+}
+
+// DatasetInfo describes the generated data.
+type DatasetInfo struct {
+	Hash             string    `json:"hash"`
+	Series           int       `json:"series"`
+	SamplesPerSeries int       `json:"samples_per_series"`
+	Samples          int64     `json:"samples"`
+	Hours            float64   `json:"hours"`
+	IntervalSeconds  float64   `json:"interval_seconds"`
+	Shards           int       `json:"shards"`
+	Namespaces       int       `json:"namespaces"`
+	Start            time.Time `json:"start"`
+	End              time.Time `json:"end"`
+	BuildSeconds     float64   `json:"build_seconds"`
+	BlockBytes       int64     `json:"block_bytes"`
+}
+
+// Settings are the run's knobs.
+type Settings struct {
+	Quick              bool    `json:"quick"`
+	Concurrency        []int   `json:"concurrency"`
+	UncachedRounds     int     `json:"uncached_rounds"`
+	ColdRounds         int     `json:"cold_rounds"`
+	WarmRounds         int     `json:"warm_rounds"`
+	SlidingRounds      int     `json:"sliding_rounds"`
+	ConcRounds         int     `json:"concurrent_rounds"`
+	PhaseBudgetSeconds float64 `json:"phase_budget_seconds"`
+	Compare            string  `json:"compare,omitempty"`
+}
+
+// QueryReport is one dashboard panel and what it measured.
+type QueryReport struct {
+	ID           string   `json:"id"`
+	Title        string   `json:"title"`
+	Expr         string   `json:"expr"`
+	Kind         string   `json:"kind"`
+	RangeSeconds float64  `json:"range_seconds,omitempty"`
+	StepSeconds  float64  `json:"step_seconds,omitempty"`
+	Series       int      `json:"series"`
+	Points       int      `json:"points"`
+	Results      []Result `json:"results"`
+	// Spans compares what the first load and a refresh asked the backends
+	// for (range of time summed over remote-read queries, and bytes).
+	Spans *SpanReport `json:"spans,omitempty"`
+}
+
+// Result is one query on one target in one phase at one concurrency.
+// Latencies are in milliseconds.
+type Result struct {
+	Phase       string  `json:"phase"`
+	Target      string  `json:"target"`
+	Concurrency int     `json:"concurrency"`
+	Samples     int     `json:"samples"`
+	Errors      int     `json:"errors,omitempty"`
+	P50         float64 `json:"p50_ms"`
+	P90         float64 `json:"p90_ms"`
+	P99         float64 `json:"p99_ms"`
+	Mean        float64 `json:"mean_ms"`
+	Max         float64 `json:"max_ms"`
+	// QPS is concurrency / mean latency: what this query alone would
+	// sustain at this concurrency.
+	QPS float64 `json:"qps"`
+	// Ratio is P50 over the reference's P50 for the same query and
+	// concurrency (in the same phase when the reference ran in it, else in
+	// the uncached phase). 0 for the reference itself.
+	Ratio float64 `json:"ratio_to_reference,omitempty"`
+	// Backend reads per execution (proxy targets at concurrency 1).
+	BackendReads         *float64 `json:"backend_reads,omitempty"`
+	BackendBytes         *float64 `json:"backend_bytes,omitempty"`
+	ProxyBackendRequests *float64 `json:"proxy_backend_requests,omitempty"`
+	ProxyBackendBytes    *float64 `json:"proxy_backend_bytes,omitempty"`
+	// Cache lookups per execution (one per instant query or range extent),
+	// when the proxy exports prometheus_proxy_cache_requests_total.
+	CacheHits   *float64 `json:"cache_hits,omitempty"`
+	CacheMisses *float64 `json:"cache_misses,omitempty"`
+	// Answers compared with the reference's: equal and different.
+	AnswersSame   int `json:"answers_same,omitempty"`
+	AnswersDiffer int `json:"answers_differ,omitempty"`
+}
+
+// SpanReport is the untimed tap pass of the sliding-window phase.
+type SpanReport struct {
+	LoadQueries       int     `json:"load_queries"`
+	LoadSpanMinutes   float64 `json:"load_span_minutes"`
+	LoadBytes         float64 `json:"load_bytes"`
+	RefreshQueries    float64 `json:"refresh_queries"`
+	RefreshSpanMinute float64 `json:"refresh_span_minutes"`
+	RefreshBytes      float64 `json:"refresh_bytes"`
+}
+
+// PhaseReport adds up a phase for one target and concurrency.
+type PhaseReport struct {
+	Phase       string  `json:"phase"`
+	Target      string  `json:"target"`
+	Concurrency int     `json:"concurrency"`
+	Passes      int     `json:"passes"`
+	Requests    int     `json:"requests"`
+	Errors      int     `json:"errors,omitempty"`
+	BusySeconds float64 `json:"busy_seconds"`
+	QPS         float64 `json:"qps"`
+	P50         float64 `json:"p50_ms"`
+	P90         float64 `json:"p90_ms"`
+	P99         float64 `json:"p99_ms"`
+	// DashboardMillis is the mean time of one pass over the dashboard: at
+	// concurrency 1 the sum of its latencies, above that the wall time
+	// with that many panels loading at once.
+	DashboardMillis float64 `json:"dashboard_ms"`
+	// RatioGeomean is the geometric mean over queries of Result.Ratio.
+	RatioGeomean float64 `json:"ratio_geomean,omitempty"`
+	// Per pass over the dashboard, when counted (proxy targets).
+	BackendReadsPerPass         *float64 `json:"backend_reads_per_pass,omitempty"`
+	BackendBytesPerPass         *float64 `json:"backend_bytes_per_pass,omitempty"`
+	ProxyBackendRequestsPerPass *float64 `json:"proxy_backend_requests_per_pass,omitempty"`
+	CacheHitsPerPass            *float64 `json:"cache_hits_per_pass,omitempty"`
+	CacheMissesPerPass          *float64 `json:"cache_misses_per_pass,omitempty"`
+}
+
+// MemoryReport is the peak resident memory (VmHWM) of one server process.
+type MemoryReport struct {
+	Name         string `json:"name"`
+	Role         string `json:"role"`
+	PeakRSSBytes int64  `json:"peak_rss_bytes"`
+}
+
+// Summary holds the headline numbers.
+type Summary struct {
+	PerConcurrency []ConcSummary `json:"per_concurrency"`
+	// Sliding window, range panels, concurrency 1: one refresh against the
+	// first load of the dashboard.
+	SlidingBytesFraction float64 `json:"sliding_bytes_fraction"`
+	SlidingSpanFraction  float64 `json:"sliding_span_fraction"`
+	SlidingReadsPerLoad  float64 `json:"sliding_reads_per_load"`
+	SlidingReadsPerRefr  float64 `json:"sliding_reads_per_refresh"`
+	PeakRSSProxy         int64   `json:"peak_rss_proxy_bytes"`
+	PeakRSSBackend       int64   `json:"peak_rss_backend_bytes"`
+	PeakRSSReference     int64   `json:"peak_rss_reference_bytes"`
+	Targets              []Goal  `json:"targets"`
+	AnswersChecked       int     `json:"answers_checked"`
+	AnswersDiffer        int     `json:"answers_differ"`
+}
+
+// ConcSummary is one concurrency level: geometric means over queries of
+// p50 ratios, dashboard times and throughput per phase.
+type ConcSummary struct {
+	Concurrency   int                `json:"concurrency"`
+	UncachedRatio float64            `json:"uncached_ratio"`
+	ColdRatio     float64            `json:"cold_ratio"`
+	WarmRatio     float64            `json:"warm_ratio"`
+	SlidingRatio  float64            `json:"sliding_ratio,omitempty"`
+	CompareRatio  float64            `json:"compare_ratio,omitempty"`
+	WarmSpeedup   float64            `json:"warm_speedup"`
+	DashboardMs   map[string]float64 `json:"dashboard_ms"`
+	QPS           map[string]float64 `json:"qps"`
+}
+
+// Goal is a target of the issue and whether this run met it.
+type Goal struct {
+	Name     string `json:"name"`
+	Goal     string `json:"goal"`
+	Measured string `json:"measured"`
+	Met      bool   `json:"met"`
+}
+
+// Order of phases and targets in every listing.
+var (
+	phaseOrder  = []string{PhaseUncached, PhaseCold, PhaseWarm, phaseLoad, PhaseSliding}
+	targetOrder = []string{TargetReference, TargetProxy, TargetCompare}
+)
+
+func orderOf(list []string, s string) int {
+	if i := slices.Index(list, s); i >= 0 {
+		return i
+	}
+	return len(list)
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile uses the nearest rank, so with few samples p99 is the maximum.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func sortedMillis(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = millis(d)
+	}
+	sort.Float64s(out)
+	return out
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+func geomean(xs []float64) float64 {
+	var s float64
+	n := 0
+	for _, x := range xs {
+		if x > 0 {
+			s += math.Log(x)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return math.Exp(s / float64(n))
+}
+
+func ptr(v float64) *float64 { return &v }
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func versionOf(bin string) string {
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimSpace(line)
+}
+
+func (r *runner) report(started time.Time) *Report {
+	cfg := r.ds.Config
+	rep := &Report{
+		Started:      started.UTC().Truncate(time.Second),
+		Seconds:      time.Since(started).Seconds(),
+		PhaseSeconds: r.phaseSeconds,
+		Machine: Machine{
+			CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version(),
+			LoadAvgStart: r.loadStart, LoadAvgEnd: loadAvg(),
+			Prometheus: versionOf(r.opts.Prometheus), Proxy: versionOf(r.proxyBin),
+		},
+		Dataset: DatasetInfo{
+			Hash: r.ds.Hash, Series: r.ds.Series, SamplesPerSeries: cfg.Steps(), Samples: r.ds.Samples,
+			Hours: cfg.Duration.Hours(), IntervalSeconds: cfg.Interval.Seconds(), Shards: cfg.Shards(),
+			Namespaces: len(cfg.Namespaces), Start: cfg.Start, End: cfg.Start.Add(cfg.Duration),
+			BuildSeconds: r.ds.BuildSeconds, BlockBytes: r.ds.BlockBytes,
+		},
+		Settings: Settings{
+			Quick: r.opts.Quick, Concurrency: r.opts.Concurrency, UncachedRounds: r.opts.UncachedRounds,
+			ColdRounds: r.opts.ColdRounds, WarmRounds: r.opts.WarmRounds, SlidingRounds: r.opts.SlidingRounds,
+			ConcRounds: r.opts.ConcRounds, PhaseBudgetSeconds: r.opts.PhaseBudget.Seconds(), Compare: r.opts.Compare,
+		},
+		Notes:    r.notes(),
+		Warnings: r.warnings,
+	}
+
+	// Per query.
+	keys := make([]cellKey, 0, len(r.cells))
+	for k := range r.cells {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.panel != b.panel {
+			return a.panel < b.panel
+		}
+		if a.conc != b.conc {
+			return a.conc < b.conc
+		}
+		if pa, pb := orderOf(phaseOrder, a.phase), orderOf(phaseOrder, b.phase); pa != pb {
+			return pa < pb
+		}
+		return orderOf(targetOrder, a.target) < orderOf(targetOrder, b.target)
+	})
+	p50 := map[cellKey]float64{}
+	for _, k := range keys {
+		if lat := r.cells[k].lat; len(lat) > 0 {
+			p50[k] = percentile(sortedMillis(lat), 0.5)
+		}
+	}
+	refP50 := func(k cellKey) float64 {
+		if v := p50[cellKey{k.phase, TargetReference, k.conc, k.panel}]; v > 0 {
+			return v
+		}
+		return p50[cellKey{PhaseUncached, TargetReference, k.conc, k.panel}]
+	}
+	for i, p := range r.panels {
+		rq := r.reqs[i]
+		q := QueryReport{ID: p.ID, Title: p.Title, Expr: rq.expr, Kind: "range"}
+		if p.Instant {
+			q.Kind = "instant"
+		} else {
+			q.RangeSeconds = rq.end.Sub(rq.start).Seconds()
+			q.StepSeconds = rq.step.Seconds()
+		}
+		if i < len(r.refShapes) {
+			q.Series, q.Points = r.refShapes[i].Series, r.refShapes[i].Points
+		}
+		for _, k := range keys {
+			if k.panel != i {
+				continue
+			}
+			c := r.cells[k]
+			ms := sortedMillis(c.lat)
+			res := Result{Phase: k.phase, Target: k.target, Concurrency: k.conc, Samples: len(ms), Errors: c.errors,
+				P50: percentile(ms, 0.5), P90: percentile(ms, 0.9), P99: percentile(ms, 0.99), Mean: mean(ms)}
+			if len(ms) > 0 {
+				res.Max = ms[len(ms)-1]
+			}
+			if res.Mean > 0 {
+				res.QPS = float64(k.conc) * 1000 / res.Mean
+			}
+			if ref := refP50(k); k.target != TargetReference && ref > 0 && res.P50 > 0 {
+				res.Ratio = res.P50 / ref
+			}
+			if n := float64(len(c.deltas)); n > 0 {
+				var sum counters
+				for _, d := range c.deltas {
+					sum = sum.add(d)
+				}
+				res.BackendReads, res.BackendBytes = ptr(sum.reads/n), ptr(sum.bytes/n)
+				res.ProxyBackendRequests = ptr(sum.proxyReqs / n)
+				if r.proxyBytesMetric != "" {
+					res.ProxyBackendBytes = ptr(sum.proxyBytes / n)
+				}
+				if sum.hits+sum.misses > 0 {
+					res.CacheHits, res.CacheMisses = ptr(sum.hits/n), ptr(sum.misses/n)
+				}
+			}
+			if ch := r.checks[k]; ch != nil {
+				res.AnswersSame, res.AnswersDiffer = ch.same, ch.differ
+			}
+			q.Results = append(q.Results, res)
+		}
+		if i < len(r.spans) && r.spans[i].refreshes > 0 {
+			s := r.spans[i]
+			n := float64(s.refreshes)
+			q.Spans = &SpanReport{
+				LoadQueries: s.load.Queries, LoadSpanMinutes: s.load.SpanMs / 60000, LoadBytes: s.load.Bytes,
+				RefreshQueries: float64(s.refresh.Queries) / n, RefreshSpanMinute: s.refresh.SpanMs / 60000 / n,
+				RefreshBytes: s.refresh.Bytes / n,
+			}
+		}
+		// Checks of the uncached verification pass have no timed cell.
+		for _, t := range []string{TargetProxy, TargetCompare} {
+			k := cellKey{PhaseUncached, t, 1, i}
+			if ch := r.checks[k]; ch != nil && r.cells[k] == nil {
+				q.Results = append(q.Results, Result{Phase: PhaseUncached, Target: t, Concurrency: 1,
+					AnswersSame: ch.same, AnswersDiffer: ch.differ})
+			}
+		}
+		rep.Queries = append(rep.Queries, q)
+	}
+
+	// Per phase.
+	pkeys := make([]passKey, 0, len(r.passes))
+	for k := range r.passes {
+		pkeys = append(pkeys, k)
+	}
+	sort.Slice(pkeys, func(i, j int) bool {
+		a, b := pkeys[i], pkeys[j]
+		if a.conc != b.conc {
+			return a.conc < b.conc
+		}
+		if pa, pb := orderOf(phaseOrder, a.phase), orderOf(phaseOrder, b.phase); pa != pb {
+			return pa < pb
+		}
+		return orderOf(targetOrder, a.target) < orderOf(targetOrder, b.target)
+	})
+	for _, k := range pkeys {
+		ps := r.passes[k]
+		var all []time.Duration
+		var ratios []float64
+		errs := 0
+		for i := range r.panels {
+			ck := cellKey{k.phase, k.target, k.conc, i}
+			c := r.cells[ck]
+			if c == nil {
+				continue
+			}
+			all = append(all, c.lat...)
+			errs += c.errors
+			if ref := refP50(ck); k.target != TargetReference && ref > 0 && p50[ck] > 0 {
+				ratios = append(ratios, p50[ck]/ref)
+			}
+		}
+		ms := sortedMillis(all)
+		pr := PhaseReport{Phase: k.phase, Target: k.target, Concurrency: k.conc, Passes: ps.passes,
+			Requests: len(ms), Errors: errs, BusySeconds: ps.busy.Seconds(),
+			P50: percentile(ms, 0.5), P90: percentile(ms, 0.9), P99: percentile(ms, 0.99),
+			RatioGeomean: geomean(ratios)}
+		if ps.passes > 0 {
+			pr.DashboardMillis = millis(ps.busy) / float64(ps.passes)
+		}
+		if ps.busy > 0 {
+			pr.QPS = float64(ps.execs) / ps.busy.Seconds()
+		}
+		if t := ps.total; ps.counted && ps.passes > 0 {
+			n := float64(ps.passes)
+			pr.BackendReadsPerPass, pr.BackendBytesPerPass = ptr(t.reads/n), ptr(t.bytes/n)
+			pr.ProxyBackendRequestsPerPass = ptr(t.proxyReqs / n)
+			if t.hits+t.misses > 0 {
+				pr.CacheHitsPerPass, pr.CacheMissesPerPass = ptr(t.hits/n), ptr(t.misses/n)
+			}
+		}
+		rep.Phases = append(rep.Phases, pr)
+	}
+
+	// Memory: every server, and the peaks per role.
+	for _, s := range r.servers {
+		m := MemoryReport{Name: s.Name, Role: s.Role, PeakRSSBytes: s.PeakRSS()}
+		rep.Memory = append(rep.Memory, m)
+		switch s.Role {
+		case "proxy":
+			rep.Summary.PeakRSSProxy = max(rep.Summary.PeakRSSProxy, m.PeakRSSBytes)
+		case "backend":
+			rep.Summary.PeakRSSBackend = max(rep.Summary.PeakRSSBackend, m.PeakRSSBytes)
+		case "reference":
+			rep.Summary.PeakRSSReference = m.PeakRSSBytes
+		}
+	}
+
+	r.summarize(rep)
+	return rep
+}
+
+// methodNotes say how the numbers were taken; they are the same for every
+// run, so they are rendered rather than stored.
+var methodNotes = []string{
+	"Data comes from bench/datagen, written into TSDB blocks with Prometheus' own block writer (the one promtool's backfill uses) and cached under .cache/bench/<dataset>.",
+	"The proxy runs with its defaults and request logs off; the caching proxy with `cache: {backend: memory}` (default size, split interval and freshness).",
+	"Latency is the time until the whole answer was read, asked with POST like Grafana, without compression on either side.",
+	"At concurrency 1 the queries run one after another; at concurrency N a pass loads the whole dashboard with N requests in flight, as Grafana loads panels in parallel. Phase throughput is requests over wall time; per query it is N / mean latency.",
+	"Ratios are p50 over the reference's p50 for the same query and concurrency; phase ratios are geometric means over queries.",
+	"Backend reads and bytes come from the backends' own counters of their remote-read handler (prometheus_http_requests_total and prometheus_http_response_size_bytes_sum, handler=\"/api/v1/read\").",
+	"Cold samples are the first pass on a freshly started caching proxy (empty in-memory cache); the backends' page cache is warm throughout.",
+	"Time spans per refresh come from an untimed repeat of the sliding-window phase through taps in front of the backends.",
+}
+
+// notes are what is particular to this run.
+func (r *runner) notes() []string {
+	var notes []string
+	if r.proxyBytesMetric != "" {
+		notes = append(notes, "The proxy exports "+r.proxyBytesMetric+"; its per-execution deltas are in the JSON (proxy_backend_bytes).")
+	}
+	return append(notes, r.proxyNotes...)
+}
+
+func (r *runner) summarize(rep *Report) {
+	s := &rep.Summary
+	byKey := map[cellKey]Result{}
+	for i, q := range rep.Queries {
+		for _, res := range q.Results {
+			byKey[cellKey{res.Phase, res.Target, res.Concurrency, i}] = res
+		}
+	}
+	phaseByKey := map[passKey]PhaseReport{}
+	for _, p := range rep.Phases {
+		phaseByKey[passKey{p.Phase, p.Target, p.Concurrency}] = p
+	}
+	for _, c := range r.opts.Concurrency {
+		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}}
+		cs.UncachedRatio = phaseByKey[passKey{PhaseUncached, TargetProxy, c}].RatioGeomean
+		cs.ColdRatio = phaseByKey[passKey{PhaseCold, TargetProxy, c}].RatioGeomean
+		cs.WarmRatio = phaseByKey[passKey{PhaseWarm, TargetProxy, c}].RatioGeomean
+		cs.SlidingRatio = phaseByKey[passKey{PhaseSliding, TargetProxy, c}].RatioGeomean
+		cs.CompareRatio = phaseByKey[passKey{PhaseUncached, TargetCompare, c}].RatioGeomean
+		var speedups []float64
+		for i := range rep.Queries {
+			cold, warm := byKey[cellKey{PhaseCold, TargetProxy, c, i}], byKey[cellKey{PhaseWarm, TargetProxy, c, i}]
+			if cold.P50 > 0 && warm.P50 > 0 {
+				speedups = append(speedups, cold.P50/warm.P50)
+			}
+		}
+		cs.WarmSpeedup = geomean(speedups)
+		for _, col := range summaryColumns {
+			if p, ok := phaseByKey[passKey{col.phase, col.target, c}]; ok {
+				cs.DashboardMs[col.name] = p.DashboardMillis
+				cs.QPS[col.name] = p.QPS
+			}
+		}
+		s.PerConcurrency = append(s.PerConcurrency, cs)
+	}
+
+	// Sliding window: range panels only; instant panels ask a new instant
+	// every refresh, which no cache can reuse.
+	var loadBytes, refrBytes, loadReads, refrReads, loadSpan, refrSpan float64
+	for i, q := range rep.Queries {
+		if q.Kind != "range" {
+			continue
+		}
+		load, refr := byKey[cellKey{phaseLoad, TargetProxy, 1, i}], byKey[cellKey{PhaseSliding, TargetProxy, 1, i}]
+		if load.BackendBytes != nil && refr.BackendBytes != nil {
+			loadBytes += *load.BackendBytes
+			refrBytes += *refr.BackendBytes
+			loadReads += *load.BackendReads
+			refrReads += *refr.BackendReads
+		}
+		if q.Spans != nil {
+			loadSpan += q.Spans.LoadSpanMinutes
+			refrSpan += q.Spans.RefreshSpanMinute
+		}
+	}
+	if loadBytes > 0 {
+		s.SlidingBytesFraction = refrBytes / loadBytes
+	}
+	if loadSpan > 0 {
+		s.SlidingSpanFraction = refrSpan / loadSpan
+	}
+	s.SlidingReadsPerLoad, s.SlidingReadsPerRefr = loadReads, refrReads
+
+	for _, q := range rep.Queries {
+		for _, res := range q.Results {
+			s.AnswersChecked += res.AnswersSame + res.AnswersDiffer
+			s.AnswersDiffer += res.AnswersDiffer
+		}
+	}
+
+	if len(s.PerConcurrency) > 0 {
+		c1 := s.PerConcurrency[0]
+		s.Targets = append(s.Targets,
+			Goal{Name: "uncached", Goal: "uncached p50 ≤ 1.3× the reference",
+				Measured: ratioString(c1.UncachedRatio) + " (geometric mean over queries, concurrency " + itoa(c1.Concurrency) + ")",
+				Met:      c1.UncachedRatio > 0 && c1.UncachedRatio <= 1.3},
+			Goal{Name: "warm", Goal: "warm ≥ 50× faster than cold",
+				Measured: ratioString(c1.WarmSpeedup) + " faster (geometric mean of cold p50 / warm p50)",
+				Met:      c1.WarmSpeedup >= 50},
+		)
+	}
+	s.Targets = append(s.Targets, Goal{Name: "sliding",
+		Goal: "a sliding-window refresh reads only the new tail (range panels: backend time span per refresh ≤ 10% of the first load's)",
+		Measured: percentString(s.SlidingSpanFraction) + " of the load's time span, " + percentString(s.SlidingBytesFraction) +
+			" of its bytes (bytes come in whole chunks)",
+		Met: s.SlidingSpanFraction > 0 && s.SlidingSpanFraction <= 0.10})
+}
+
+// summaryColumns name the (phase, target) pairs of the summary tables.
+var summaryColumns = []struct{ name, phase, target string }{
+	{"reference", PhaseUncached, TargetReference},
+	{"compare", PhaseUncached, TargetCompare},
+	{"uncached", PhaseUncached, TargetProxy},
+	{"cold", PhaseCold, TargetProxy},
+	{"warm", PhaseWarm, TargetProxy},
+	{"sliding", PhaseSliding, TargetProxy},
+}

@@ -1,0 +1,584 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Phases and targets as named in the report.
+const (
+	PhaseUncached = "uncached"
+	PhaseCold     = "cold"
+	PhaseWarm     = "warm"
+	PhaseSliding  = "sliding"
+
+	// phaseLoad is the first load of the sliding-window dashboard: its
+	// backend reads are what a refresh is compared with.
+	phaseLoad = "load"
+
+	TargetReference = "reference"
+	TargetProxy     = "proxy"
+	TargetCompare   = "compare"
+)
+
+// endpoint is where a measurement goes.
+type endpoint struct {
+	name string // a Target* constant
+	url  string
+	// proxy endpoints have their backend reads counted around each request.
+	proxy bool
+}
+
+type cellKey struct {
+	phase, target string
+	conc, panel   int
+}
+
+// cell holds what one query measured on one target in one phase.
+type cell struct {
+	lat    []time.Duration
+	errors int
+	// Counter deltas per execution at concurrency 1, where reads can be
+	// told apart.
+	deltas []counters
+}
+
+type passKey struct {
+	phase, target string
+	conc          int
+}
+
+// passStats adds up whole passes over the dashboard.
+type passStats struct {
+	passes, execs int
+	// busy is the time spent answering: the sum of latencies at
+	// concurrency 1 (counter scrapes in between are left out), the wall
+	// time of the concurrent passes otherwise.
+	busy    time.Duration
+	total   counters
+	counted bool
+}
+
+type runner struct {
+	opts  Options
+	log   *progress
+	hc    *http.Client
+	procs *procSet
+
+	workDir  string
+	ds       *Dataset
+	backends []*server
+	ref      *server
+	proxyBin string
+	servers  []*server // everything started, for the memory table
+
+	now    time.Time
+	panels []Panel
+	reqs   []request
+
+	mu     sync.Mutex
+	cells  map[cellKey]*cell
+	passes map[passKey]*passStats
+	// refShapes are the reference's answers at now, what every other
+	// answer at now must equal.
+	refShapes []answerShape
+	checks    map[cellKey]*check
+	// proxyBytesMetric is a counter of bytes the proxy read from backends,
+	// when its build exports one.
+	proxyBytesMetric string
+	proxyNotes       []string
+	spans            []panelSpans
+	warnings         []string
+	phaseSeconds     map[string]float64
+	loadStart        string
+}
+
+// check counts answers that equalled, or differed from, the reference's.
+type check struct{ same, differ int }
+
+// Run executes the whole benchmark and returns its report. Every child
+// process is stopped before it returns, on success, error or cancellation.
+func Run(ctx context.Context, opts Options, stderr io.Writer) (*Report, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	r := &runner{
+		opts: opts, log: newProgress(stderr), procs: &procSet{},
+		cells: map[cellKey]*cell{}, passes: map[passKey]*passStats{}, checks: map[cellKey]*check{},
+		phaseSeconds: map[string]float64{}, loadStart: loadAvg(),
+	}
+	maxConc := 1
+	for _, c := range opts.Concurrency {
+		maxConc = max(maxConc, c)
+	}
+	r.hc = newHTTPClient(maxConc + 4)
+	defer r.hc.CloseIdleConnections()
+	started := time.Now()
+	// Servers first, then their directories, on every way out.
+	defer func() {
+		r.procs.stopAll()
+		if r.workDir != "" && !opts.KeepWorkDir {
+			_ = os.RemoveAll(r.workDir)
+		}
+	}()
+
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.measure(ctx); err != nil {
+		return nil, err
+	}
+	// Stopping records every server's peak RSS.
+	r.procs.stopAll()
+	return r.report(started), nil
+}
+
+func (r *runner) setup(ctx context.Context) error {
+	o := r.opts
+	if o.RepoRoot == "" {
+		root, err := FindRepoRoot()
+		if err != nil {
+			return err
+		}
+		o.RepoRoot = root
+	}
+	if o.CacheDir == "" {
+		o.CacheDir = filepath.Join(o.RepoRoot, ".cache", "bench")
+	}
+	if o.Prometheus == "" {
+		dir, err := defaultPrometheusDir(o.RepoRoot)
+		if err != nil {
+			return err
+		}
+		o.Prometheus = filepath.Join(dir, "prometheus")
+	}
+	if err := checkBinary(o.Prometheus, "run `make tools`, or pass --prometheus"); err != nil {
+		return err
+	}
+	r.opts = o
+
+	data := o.DataConfig()
+	ds, err := prepareDataset(ctx, o.CacheDir, data, r.log)
+	if err != nil {
+		return err
+	}
+	r.ds = ds
+	r.now = data.Start.Add(data.Duration)
+	r.panels = Dashboard()
+	for i, p := range r.panels {
+		r.reqs = append(r.reqs, resolve(p, i, r.now, data.Interval, data.Duration))
+	}
+
+	if r.proxyBin = o.ProxyBinary; r.proxyBin == "" {
+		r.log.printf("building the proxy (go build ./cmd/proxy)")
+		if r.proxyBin, err = buildProxy(ctx, o.RepoRoot, o.CacheDir); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	if r.workDir, err = os.MkdirTemp("", "proxy-bench-"); err != nil {
+		return fmt.Errorf("work directory: %w", err)
+	}
+	r.log.printf("starting %d backends and the reference (work directory %s)", data.Shards(), r.workDir)
+	r.backends = make([]*server, data.Shards())
+	errs := make([]error, data.Shards()+1)
+	var wg sync.WaitGroup
+	for i := range r.backends {
+		wg.Go(func() {
+			s, err := startPrometheus(o.Prometheus, data.Clusters[i], ds.ShardDir(i), r.workDir, r.procs)
+			if err == nil {
+				s.Role = "backend"
+			}
+			r.backends[i], errs[i] = s, err
+		})
+	}
+	wg.Go(func() {
+		s, err := startPrometheus(o.Prometheus, "reference", ds.UnionDir(), r.workDir, r.procs)
+		if err == nil {
+			s.Role = "reference"
+		}
+		r.ref, errs[len(errs)-1] = s, err
+	})
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	r.servers = append(append(r.servers, r.backends...), r.ref)
+	return ctx.Err()
+}
+
+// startProxy starts a proxy instance and remembers it for the memory table.
+func (r *runner) startProxy(name string, caching bool) (*server, error) {
+	var groups []group
+	for _, s := range r.backends {
+		groups = append(groups, group{s.Name, s.URL})
+	}
+	return r.startProxyOver(name, caching, groups)
+}
+
+func (r *runner) startProxyOver(name string, caching bool, groups []group) (*server, error) {
+	s, err := startProxy(r.proxyBin, name, r.workDir, groups, caching, r.procs)
+	if err != nil {
+		return nil, err
+	}
+	if caching && !s.cacheSection {
+		r.note("This proxy build does not accept a `cache` section: the caching proxy ran with `proxy.enable_caching: true` alone.")
+	}
+	r.mu.Lock()
+	r.servers = append(r.servers, s)
+	r.mu.Unlock()
+	return s, nil
+}
+
+func (r *runner) note(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.proxyNotes {
+		if n == s {
+			return
+		}
+	}
+	r.proxyNotes = append(r.proxyNotes, s)
+}
+
+func (r *runner) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.log.printf("WARNING: %s", msg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.warnings) < 50 {
+		r.warnings = append(r.warnings, msg)
+	}
+}
+
+func (r *runner) measure(ctx context.Context) error {
+	steps := []struct {
+		phase string
+		run   func(context.Context) error
+	}{
+		{PhaseUncached, r.uncachedPhase},
+		{PhaseCold + "+" + PhaseWarm, r.coldWarmPhase},
+		{PhaseSliding, r.slidingPhase},
+	}
+	for _, s := range steps {
+		t0 := time.Now()
+		if err := s.run(ctx); err != nil {
+			return fmt.Errorf("%s phase: %w", s.phase, err)
+		}
+		r.phaseSeconds[s.phase] = time.Since(t0).Seconds()
+	}
+	return nil
+}
+
+func (r *runner) refEndpoint() endpoint { return endpoint{name: TargetReference, url: r.ref.URL} }
+
+func proxyEndpoint(s *server) endpoint { return endpoint{name: TargetProxy, url: s.URL, proxy: true} }
+
+// uncachedPhase compares the proxy without cache to the reference, per query
+// in alternating order so that drift of the machine hits both alike.
+func (r *runner) uncachedPhase(ctx context.Context) error {
+	p, err := r.startProxy("proxy-uncached", false)
+	if err != nil {
+		return err
+	}
+	defer p.stop(5 * time.Second)
+	targets := []endpoint{r.refEndpoint(), proxyEndpoint(p)}
+	if r.opts.Compare != "" {
+		targets = append(targets, endpoint{name: TargetCompare, url: r.opts.Compare})
+	}
+
+	// One pass to warm page caches and connections, and to record the
+	// reference answers the other targets must match.
+	r.log.printf("uncached: checking answers against the reference (%d queries)", len(r.reqs))
+	r.refShapes = make([]answerShape, len(r.reqs))
+	for i, rq := range r.reqs {
+		for _, t := range targets {
+			_, body, err := query(ctx, r.hc, t.url, rq, true)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r.warn("%s %s: %v", t.name, r.panels[i].ID, err)
+				continue
+			}
+			shape, err := shapeOf(body)
+			if err != nil {
+				r.warn("%s %s: %v", t.name, r.panels[i].ID, err)
+				continue
+			}
+			if t.name == TargetReference {
+				r.refShapes[i] = shape
+				continue
+			}
+			r.compareShape(cellKey{PhaseUncached, t.name, 1, i}, r.refShapes[i], shape)
+		}
+	}
+
+	b := newBudget(r.opts.PhaseBudget)
+	for round := range r.opts.UncachedRounds {
+		if round > 0 && b.spent() {
+			r.log.printf("uncached: phase budget spent after %d rounds", round)
+			break
+		}
+		r.log.printf("uncached: round %d/%d, concurrency 1", round+1, r.opts.UncachedRounds)
+		for i, rq := range r.reqs {
+			for _, t := range rotate(targets, round+i) {
+				if _, err := r.one(ctx, PhaseUncached, t, rq, false); err != nil {
+					return err
+				}
+			}
+		}
+		r.countPass(PhaseUncached, targets)
+	}
+	for _, c := range r.opts.Concurrency {
+		if c == 1 {
+			continue
+		}
+		b := newBudget(r.opts.PhaseBudget)
+		for round := range r.opts.ConcRounds {
+			if round > 0 && b.spent() {
+				break
+			}
+			r.log.printf("uncached: round %d/%d, concurrency %d", round+1, r.opts.ConcRounds, c)
+			for _, t := range rotate(targets, round) {
+				if err := r.pass(ctx, PhaseUncached, t, c, r.reqs); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// coldWarmPhase restarts a caching proxy for every cold sample: a fresh
+// process has an empty in-memory cache. Warm passes follow on the same
+// process.
+func (r *runner) coldWarmPhase(ctx context.Context) error {
+	for _, c := range r.opts.Concurrency {
+		if err := r.coldWarm(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) coldWarm(ctx context.Context, conc int) error {
+	warmPasses := r.opts.WarmRounds
+	if conc > 1 {
+		warmPasses = r.opts.ConcRounds
+	}
+	b := newBudget(r.opts.PhaseBudget)
+	for round := range r.opts.ColdRounds {
+		if round > 0 && b.spent() {
+			r.log.printf("cold: phase budget spent after %d rounds", round)
+			break
+		}
+		p, err := r.startProxy(fmt.Sprintf("proxy-cold-c%d-%d", conc, round+1), true)
+		if err != nil {
+			return err
+		}
+		r.log.printf("cold: round %d/%d at concurrency %d (fresh caching proxy), then up to %d warm passes", round+1, r.opts.ColdRounds, conc, warmPasses)
+		// The first round's answers are checked against the reference.
+		verify := round == 0
+		for w := -1; w < warmPasses; w++ {
+			phase := PhaseWarm
+			if w < 0 {
+				phase = PhaseCold
+			}
+			// Every round has its cold pass and at least one warm pass;
+			// more while the budget lasts.
+			if w > 0 && b.spent() {
+				break
+			}
+			if conc == 1 {
+				err = r.sequential(ctx, phase, proxyEndpoint(p), r.reqs, verify && w <= 0)
+			} else {
+				err = r.pass(ctx, phase, proxyEndpoint(p), conc, r.reqs)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		p.stop(5 * time.Second)
+	}
+	return nil
+}
+
+// budget tells a phase when to stop starting new rounds. Each loop runs its
+// first round regardless, so every measurement has at least one sample.
+type budget struct {
+	start time.Time
+	limit time.Duration
+}
+
+func newBudget(limit time.Duration) budget { return budget{time.Now(), limit} }
+
+func (b budget) spent() bool { return time.Since(b.start) > b.limit }
+
+// slidingPhase loads the dashboard once on a fresh caching proxy, then
+// refreshes it with every end advanced by one step, as a dashboard with
+// auto-refresh does. The reference answers each refresh too, interleaved,
+// both to time it and to check the stitched answers.
+func (r *runner) slidingPhase(ctx context.Context) error {
+	n := r.opts.SlidingRounds
+	base := make([]request, len(r.reqs))
+	for i, rq := range r.reqs {
+		base[i] = rq.shifted(-n)
+	}
+	p, err := r.startProxy("proxy-sliding", true)
+	if err != nil {
+		return err
+	}
+	r.log.printf("sliding: loading the dashboard %d steps back", n)
+	if err := r.sequential(ctx, phaseLoad, proxyEndpoint(p), base, false); err != nil {
+		return err
+	}
+	b := newBudget(r.opts.PhaseBudget)
+	for k := 1; k <= n; k++ {
+		if k > 1 && b.spent() {
+			r.log.printf("sliding: phase budget spent after %d refreshes", k-1)
+			break
+		}
+		r.log.printf("sliding: refresh %d/%d, concurrency 1", k, n)
+		for i, first := range base {
+			rq := first.shifted(k)
+			shapes := map[string]*answerShape{}
+			for _, t := range rotate([]endpoint{r.refEndpoint(), proxyEndpoint(p)}, k+i) {
+				s, err := r.one(ctx, PhaseSliding, t, rq, true)
+				if err != nil {
+					return err
+				}
+				shapes[t.name] = s
+			}
+			if shapes[TargetReference] != nil && shapes[TargetProxy] != nil {
+				r.compareShape(cellKey{PhaseSliding, TargetProxy, 1, i}, *shapes[TargetReference], *shapes[TargetProxy])
+			}
+		}
+		r.countPass(PhaseSliding, []endpoint{r.refEndpoint(), proxyEndpoint(p)})
+	}
+	p.stop(5 * time.Second)
+	if err := r.spanPass(ctx, base, n); err != nil {
+		return err
+	}
+
+	for _, c := range r.opts.Concurrency {
+		if c == 1 {
+			continue
+		}
+		p, err := r.startProxy("proxy-sliding-c"+strconv.Itoa(c), true)
+		if err != nil {
+			return err
+		}
+		r.log.printf("sliding: concurrency %d, up to %d refreshes", c, min(n, r.opts.ConcRounds))
+		b := newBudget(r.opts.PhaseBudget)
+		if err := r.pass(ctx, phaseLoad, proxyEndpoint(p), c, base); err != nil {
+			return err
+		}
+		for k := 1; k <= min(n, r.opts.ConcRounds); k++ {
+			if k > 1 && b.spent() {
+				break
+			}
+			shifted := make([]request, len(base))
+			for i, first := range base {
+				shifted[i] = first.shifted(k)
+			}
+			if err := r.pass(ctx, PhaseSliding, proxyEndpoint(p), c, shifted); err != nil {
+				return err
+			}
+		}
+		p.stop(5 * time.Second)
+	}
+	return nil
+}
+
+func (r *runner) countPass(phase string, targets []endpoint) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range targets {
+		r.passStats(passKey{phase, t.name, 1}).passes++
+	}
+}
+
+// panelSpans is what one panel asked the backends for, seen by taps.
+type panelSpans struct {
+	load, refresh tapStats // refresh: summed over refreshes
+	refreshes     int
+}
+
+// maxSpanRefreshes bounds the untimed span pass.
+const maxSpanRefreshes = 2
+
+// spanPass repeats the load and a few refreshes, untimed, on a fresh caching
+// proxy that reaches the backends through taps, to see which time span each
+// refresh asks the backends for.
+func (r *runner) spanPass(ctx context.Context, base []request, n int) error {
+	var taps []*tap
+	defer func() {
+		for _, t := range taps {
+			t.close()
+		}
+	}()
+	var groups []group
+	for _, s := range r.backends {
+		t, err := startTap(s.URL)
+		if err != nil {
+			return err
+		}
+		taps = append(taps, t)
+		groups = append(groups, group{s.Name, t.URL})
+	}
+	p, err := r.startProxyOver("proxy-tapped", true, groups)
+	if err != nil {
+		return err
+	}
+	defer p.stop(5 * time.Second)
+	total := func() tapStats {
+		var s tapStats
+		for _, t := range taps {
+			s = s.add(t.snapshot())
+		}
+		return s
+	}
+	refreshes := min(n, maxSpanRefreshes)
+	r.log.printf("sliding: backend time spans of a load and %d refreshes (untimed, through taps)", refreshes)
+	r.spans = make([]panelSpans, len(base))
+	for k := 0; k <= refreshes; k++ {
+		for i, first := range base {
+			before := total()
+			if _, _, err := query(ctx, r.hc, p.URL, first.shifted(k), false); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r.warn("span pass %s: %v", r.panels[i].ID, err)
+				continue
+			}
+			d := total().sub(before)
+			if k == 0 {
+				r.spans[i].load = d
+			} else {
+				r.spans[i].refresh = r.spans[i].refresh.add(d)
+				r.spans[i].refreshes++
+			}
+		}
+	}
+	return nil
+}
+
+func rotate(ts []endpoint, k int) []endpoint {
+	out := make([]endpoint, 0, len(ts))
+	for i := range ts {
+		out = append(out, ts[(i+k)%len(ts)])
+	}
+	return out
+}
