@@ -71,6 +71,7 @@ func (s countingSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
 	// The engine hands back the previous series' iterator for reuse:
 	// pass the wrapped one down, so the reuse still works.
 	if ci, ok := it.(*countingIterator); ok {
+		ci.flush()
 		ci.Iterator = s.Series.Iterator(ci.Iterator)
 		ci.st = s.st
 		return ci
@@ -78,15 +79,33 @@ func (s countingSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
 	return &countingIterator{Iterator: s.Series.Iterator(it), st: s.st}
 }
 
+// countingIterator counts samples locally and adds them to the request's
+// total in batches: an atomic add per sample costs a tenth of a query's time.
+// Samples after the last batch of a series the engine stops reading early
+// are not counted, so the total is a close lower bound.
 type countingIterator struct {
 	chunkenc.Iterator
 	st *readStats
+	n  int64
 }
+
+const countBatch = 1024
 
 func (it *countingIterator) Next() chunkenc.ValueType {
 	v := it.Iterator.Next()
-	if v != chunkenc.ValNone {
-		it.st.samples.Add(1)
+	if v == chunkenc.ValNone {
+		it.flush()
+		return v
+	}
+	if it.n++; it.n == countBatch {
+		it.flush()
 	}
 	return v
+}
+
+func (it *countingIterator) flush() {
+	if it.n > 0 {
+		it.st.samples.Add(it.n)
+		it.n = 0
+	}
 }
