@@ -20,9 +20,6 @@ import (
 // a temporary directory and checks that the report is complete and
 // consistent. It says nothing about speed: the machine may be busy.
 func TestQuickReport(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real servers and builds the proxy; skipped with -short")
-	}
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

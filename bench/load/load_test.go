@@ -80,9 +80,6 @@ type Report struct {
 // one replica is killed. Every answer must be complete and equal to the
 // answer given before the load started.
 func TestLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("load test: skipped with -short")
-	}
 	data := datagen.DefaultConfig()
 	var groups [][]*testenv.Prometheus
 	for shard, cluster := range data.Clusters {

@@ -130,7 +130,7 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 	t.Run("Deployment", func(t *testing.T) {
 		d := kinds["Deployment/prometheus-multi-tenant-proxy"]
 		if d == nil {
-			t.Skip("no Deployment")
+			t.Fatal("deploy/kubernetes has no Deployment prometheus-multi-tenant-proxy")
 		}
 		if n, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas"); n != 2 {
 			t.Errorf("replicas %d, want 2", n)
@@ -165,7 +165,7 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 	t.Run("ConfigMapConfigLoads", func(t *testing.T) {
 		cm := kinds["ConfigMap/prometheus-multi-tenant-proxy"]
 		if cm == nil {
-			t.Skip("no ConfigMap")
+			t.Fatal("deploy/kubernetes has no ConfigMap prometheus-multi-tenant-proxy")
 		}
 		text, _, _ := unstructured.NestedString(cm.Object, "data", "config.yaml")
 		path := filepath.Join(t.TempDir(), "config.yaml")
