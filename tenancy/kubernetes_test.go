@@ -139,18 +139,7 @@ func TestKubernetesSourceAgainstAPIServer(t *testing.T) {
 
 	eventually := func(what string, cond func() error) {
 		t.Helper()
-		start := time.Now()
-		for {
-			err := cond()
-			if err == nil {
-				t.Logf("%s: after %v", what, time.Since(start).Round(time.Millisecond))
-				return
-			}
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("%s: not within 5 s: %v", what, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testenv.Eventually(t, 5*time.Second, what, cond)
 	}
 	eventually("synced", func() error {
 		if !reg.Ready() {

@@ -565,18 +565,7 @@ func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *fleet) {
 
 	eventually := func(what string, cond func() error) {
 		t.Helper()
-		start := time.Now()
-		for {
-			err := cond()
-			if err == nil {
-				t.Logf("%s: after %v", what, time.Since(start).Round(time.Millisecond))
-				return
-			}
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("%s: not within 5 s: %v", what, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		testenv.Eventually(t, 5*time.Second, what, cond)
 	}
 	ready := func() error {
 		if a := doRequest(t, p.URL, apiRequest{path: "/ready"}); a.code != http.StatusOK {

@@ -249,13 +249,7 @@ func testTenancyRuleChanges(t *testing.T, f *fleet) {
 	count := func(ns, expr string) (int, string) { return resultCount(t, p, ns, expr, at) }
 	eventually := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 5 s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitFor(t, 5*time.Second, what, cond)
 	}
 	write := func(name, body string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {

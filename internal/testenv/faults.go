@@ -303,3 +303,22 @@ func goroutineDump() string {
 	}
 	return out.String()
 }
+
+// Eventually polls cond until it returns nil, failing the test with cond's
+// last error when within has passed; it logs how long the wait took, since
+// "how fast does X follow" is often what a test shows.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			t.Logf("%s: after %v", what, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v: %v", what, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
