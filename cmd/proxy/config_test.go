@@ -1,0 +1,113 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+// seedExample is the configuration example the project started from; every
+// key of it must stay valid.
+const seedExample = `
+discovery:
+  kubernetes:
+    namespaces:
+      - monitoring
+      - kube-system
+    label_selectors:
+      app: prometheus
+    annotation_selectors:
+      prometheus.io/scrape: "true"
+    port: "9090"
+    resource_types:
+      - Service
+      - Pod
+  refresh_interval: 30s
+tenants:
+  watch_all_namespaces: true
+proxy:
+  enable_caching: true
+  cache_ttl: 5m
+  enable_metrics: true
+  enable_request_logging: true
+  max_concurrent_requests: 100
+  backend_timeout: 30s
+auth:
+  type: "jwt"
+  jwt:
+    secret_key: "your-secret-key"
+    issuer: "prometheus-proxy"
+    audience: "prometheus-users"
+`
+
+func TestConfigFilesLoad(t *testing.T) {
+	root := testenv.RepoRoot(t)
+	files := map[string]string{"seed example": seedExample}
+	for _, name := range []string{"examples/config.yaml", "examples/kubernetes/config.yaml"} {
+		b, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = string(b)
+	}
+	// The README's complete example, the first yaml block under "## Configuration".
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(readme)[strings.Index(string(readme), "## Configuration"):]
+	block := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindStringSubmatch(section)
+	if block == nil {
+		t.Fatal("README has no yaml block under ## Configuration")
+	}
+	files["README example"] = block[1]
+	for name, text := range files {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := loadConfig(path); err != nil {
+				t.Fatalf("%s does not load: %v", name, err)
+			}
+		})
+	}
+}
+
+func TestConfigSeedKeysTakeEffect(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(seedExample), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Cache.Enabled || time.Duration(cfg.Cache.TTL) != 5*time.Minute {
+		t.Errorf("proxy.enable_caching/cache_ttl did not reach the cache: %+v", cfg.Cache)
+	}
+	if time.Duration(cfg.Backend.Timeout) != 30*time.Second {
+		t.Errorf("proxy.backend_timeout did not reach the backends: %v", cfg.Backend.Timeout)
+	}
+	if cfg.Discovery.Kubernetes == nil || cfg.Discovery.Kubernetes.Port != "9090" || len(cfg.Discovery.Kubernetes.ResourceTypes) != 2 {
+		t.Errorf("discovery.kubernetes not read: %+v", cfg.Discovery.Kubernetes)
+	}
+	if cfg.Auth.Type != "jwt" || cfg.Auth.JWT.Issuer != "prometheus-proxy" {
+		t.Errorf("auth not read: %+v", cfg.Auth.Type)
+	}
+}
+
+func TestConfigRejectsUnknownKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("proxy:\n  enable_cachng: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig(path); err == nil || !strings.Contains(err.Error(), "enable_cachng") {
+		t.Fatalf("a misspelt key was accepted: %v", err)
+	}
+}
