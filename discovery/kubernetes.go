@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/kubewatch"
 )
 
 // Resource types discovery.kubernetes.resource_types accepts. "Endpoints"
@@ -317,7 +319,7 @@ func (k *Kubernetes) Run(ctx context.Context, update func([]*Group)) {
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return
 	}
-	k.logger.Info("kubernetes discovery synced", "namespaces", namespacesText(k.s.namespaces), "selector", k.s.selector.String())
+	k.logger.Info("kubernetes discovery synced", "namespaces", kubewatch.NamespacesText(k.s.namespaces), "selector", k.s.selector.String())
 
 	var (
 		last      string
@@ -336,15 +338,8 @@ func (k *Kubernetes) Run(ctx context.Context, update func([]*Group)) {
 				update(groups)
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !kubewatch.NextChange(ctx, changed, kubeDebounce) {
 			return
-		case <-changed:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(kubeDebounce):
 		}
 	}
 }
@@ -732,12 +727,4 @@ func groupsFingerprint(gs []*Group) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
-}
-
-// namespacesText names the watched namespaces for logs: "*" for all.
-func namespacesText(nss []string) string {
-	if len(nss) == 1 && nss[0] == metav1.NamespaceAll {
-		return "*"
-	}
-	return strings.Join(nss, ",")
 }

@@ -24,6 +24,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/kubewatch"
 )
 
 // ErrDegraded: the Kubernetes API cannot be read; the MetricAccess objects
@@ -248,17 +250,10 @@ func (s *KubernetesSource) Run(ctx context.Context, update func([]*MetricAccess)
 		if first {
 			first = false
 			s.synced.Store(true)
-			s.logger.Info("MetricAccess objects read from Kubernetes", "objects", len(objs), "namespaces", namespacesText(s.namespaces))
+			s.logger.Info("MetricAccess objects read from Kubernetes", "objects", len(objs), "namespaces", kubewatch.NamespacesText(s.namespaces))
 		}
-		select {
-		case <-ctx.Done():
+		if !kubewatch.NextChange(ctx, changed, kubeDebounce) {
 			return
-		case <-changed:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(kubeDebounce):
 		}
 	}
 }
@@ -487,12 +482,4 @@ func clipMessage(s string) string {
 		cut--
 	}
 	return s[:cut] + "…"
-}
-
-// namespacesText names the watched namespaces for logs: "*" for all.
-func namespacesText(nss []string) string {
-	if len(nss) == 1 && nss[0] == metav1.NamespaceAll {
-		return "*"
-	}
-	return strings.Join(nss, ",")
 }
