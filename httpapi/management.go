@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -106,7 +107,7 @@ func (s *Server) metadata(c echo.Context) error {
 	}
 	md, warns, err := s.opts.Fanout.Metadata(c.Request().Context(), form.Get("metric"), limit, perMetric)
 	if err != nil {
-		if ue := (*engine.UnavailableError)(nil); errorsAs(err, &ue) {
+		if ue := (*engine.UnavailableError)(nil); errors.As(err, &ue) {
 			return apiError(http.StatusServiceUnavailable, "unavailable", err.Error())
 		}
 		return apiError(422, "execution", err.Error())

@@ -1,13 +1,10 @@
 package httpapi
 
 import (
-	"errors"
 	"runtime/debug"
 	"strconv"
 	"strings"
 )
-
-var errorsAs = errors.As
 
 // promVersion turns the imported prometheus module version (v0.316.0) into
 // the Prometheus release it is (3.16.0).
