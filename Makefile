@@ -27,7 +27,9 @@ bin/$(BINARY): $(shell find . -name '*.go' -not -path './.cache/*' -not -name '*
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/proxy
 
 # Debian packages the tests run for real: Prometheus 2.42 (a second backend
-# version) and redis-server. Installed only when missing.
+# version) and redis-server. Installed only when
+# missing, without starting their services: tests start their own servers,
+# and nothing here stops a process it did not start.
 deps:
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
@@ -35,8 +37,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (apt-get install -y$$missing)"; exit 1; fi; \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  pkill -x prometheus 2>/dev/null || true; pkill -x redis-server 2>/dev/null || true; \
+	  ./scripts/apt-install-no-start.sh $$missing; \
 	fi
 	$(GO) mod download
 
