@@ -1,155 +1,190 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"net/url"
+	"slices"
 	"strings"
-	"time"
 
-	config_util "github.com/prometheus/common/config"
-	"github.com/prometheus/common/model"
+	"github.com/labstack/echo/v4"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
-// Authentication types.
-const (
-	AuthNone   = "none"
-	AuthJWT    = "jwt"
-	AuthAPIKey = "api_key"
-)
-
-// APIKeyHeader is the header an API key may come in, besides Authorization: Bearer.
-const APIKeyHeader = "X-API-Key"
-
-// realm names the proxy in WWW-Authenticate challenges.
-const realm = "prometheus-multi-tenant-proxy"
-
-// AuthConfig is the `auth` section.
-type AuthConfig struct {
-	// Type is none (trust the X-Tenant-Namespace header), jwt or api_key.
-	Type string    `yaml:"type"`
-	JWT  JWTConfig `yaml:"jwt"`
-	// APIKeysFile holds lines "<sha256 hex of key> <namespace>", re-read
-	// when it changes (a mounted Secret).
-	APIKeysFile string `yaml:"api_keys_file"`
-	// APIKeys holds lines of the same form, for keys kept in the config itself.
-	APIKeys []string `yaml:"api_keys"`
+// Identifier authenticates a request (see package authn).
+type Identifier interface {
+	Identify(r *http.Request) (authn.Identity, error)
+	// Challenge is the WWW-Authenticate value sent with 401 answers.
+	Challenge() string
 }
 
-// JWTConfig configures bearer-token authentication.
-type JWTConfig struct {
-	// SecretKey verifies HS256/384/512 tokens.
-	SecretKey string `yaml:"secret_key"`
-	// PublicKeyFile holds PEM public keys or certificates (RSA or ECDSA) for
-	// RS*/PS*/ES* tokens; re-read when it changes.
-	PublicKeyFile string `yaml:"public_key_file"`
-	// JWKSURL is an identity provider's key set, fetched at start, every
-	// JWKSRefreshInterval, and when a token names a key it does not hold.
-	JWKSURL             string                       `yaml:"jwks_url"`
-	JWKSRefreshInterval model.Duration               `yaml:"jwks_refresh_interval"`
-	JWKSHTTPClient      config_util.HTTPClientConfig `yaml:"jwks_http_client"`
-	Issuer              string                       `yaml:"issuer"`
-	Audience            string                       `yaml:"audience"`
-	// NamespaceClaim holds the namespace (a string) or namespaces (a list).
-	NamespaceClaim string `yaml:"namespace_claim"`
-	// AdminClaim makes a token admin: "claim=value" (a string claim equal to
-	// value, or a list claim holding it) or "claim" (a boolean claim, true).
-	AdminClaim string `yaml:"admin_claim"`
+// NamespaceAuthorizer is an Identifier that may grant namespaces beyond an
+// identity's own (Kubernetes RBAC); see authn.NamespaceAuthorizer.
+type NamespaceAuthorizer interface {
+	MayActAs(ctx context.Context, id authn.Identity, namespace string) error
 }
 
-// Validate fills defaults and checks the configuration.
-func (c *AuthConfig) Validate() error {
-	switch c.Type {
-	case "":
-		c.Type = AuthNone
-	case AuthNone, AuthJWT, AuthAPIKey:
-	default:
-		return fmt.Errorf("type %q is none of %s, %s, %s", c.Type, AuthNone, AuthJWT, AuthAPIKey)
-	}
-	if c.JWT.NamespaceClaim == "" {
-		c.JWT.NamespaceClaim = "namespace"
-	}
-	if c.JWT.JWKSRefreshInterval <= 0 {
-		c.JWT.JWKSRefreshInterval = model.Duration(5 * time.Minute)
-	}
-	if _, _, err := parseAdminClaim(c.JWT.AdminClaim); err != nil {
-		return fmt.Errorf("jwt.admin_claim: %w", err)
-	}
-	switch c.Type {
-	case AuthJWT:
-		j := c.JWT
-		if j.SecretKey == "" && j.PublicKeyFile == "" && j.JWKSURL == "" {
-			return errors.New("jwt: one of secret_key, public_key_file or jwks_url is required")
+// NamespaceParam chooses the namespace, like the X-Tenant-Namespace header
+// (the parameter the OpenShift tenancy port reads).
+const NamespaceParam = "namespace"
+
+// identityKey keeps the authenticated identity in the echo context between
+// authenticate and chooseTenant.
+const identityKey = "proxy.identity"
+
+// authenticate finds who is asking before anything of the request body is
+// read: an unauthenticated client cannot make the proxy buffer a body.
+// With no tenant source configured and the header trusted, requests are let
+// through unrestricted; a configured authenticator still has to accept them.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	_, trustsHeader := s.opts.Identify.(authn.HeaderIdentifier)
+	return func(c echo.Context) error {
+		if s.opts.Policies == nil && trustsHeader {
+			return next(c)
 		}
-		if j.JWKSURL != "" {
-			u, err := url.Parse(j.JWKSURL)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fmt.Errorf("jwt.jwks_url: %q is not an http(s) URL", j.JWKSURL)
+		id, err := s.opts.Identify.Identify(c.Request())
+		if err != nil {
+			return s.authError(c, err)
+		}
+		c.Set(subjectKey, id.Subject)
+		c.Set(identityKey, id)
+		return next(c)
+	}
+}
+
+// chooseTenant picks the namespace the request acts as and puts its policy in
+// the context. It runs after the form is parsed (the namespace parameter may
+// come in a POST body).
+func (s *Server) chooseTenant(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.opts.Policies == nil {
+			return next(c)
+		}
+		r := c.Request()
+		id, _ := c.Get(identityKey).(authn.Identity)
+		asked, err := requestedNamespace(r)
+		if err != nil {
+			return s.authError(c, err)
+		}
+		ns, err := s.chooseNamespace(r.Context(), id, asked)
+		if err != nil {
+			return s.authError(c, err)
+		}
+		var policy *tenancy.Policy
+		if id.Admin {
+			policy = &tenancy.Policy{Namespace: ns, Admin: true, Fingerprint: "admin"}
+		} else if policy, err = s.opts.Policies.Policy(ns); err != nil {
+			s.metrics.authFailures.WithLabelValues("forbidden").Inc()
+			return apiError(http.StatusForbidden, "forbidden", err.Error())
+		}
+		c.SetRequest(r.WithContext(tenancy.NewContext(r.Context(), policy)))
+		return next(c)
+	}
+}
+
+// requestedNamespace is the namespace the header or the namespace parameter
+// names ("" for none). Each may be given once; both must agree.
+func requestedNamespace(r *http.Request) (string, error) {
+	header, err := authn.SingleHeader(r, authn.TenantHeader)
+	if err != nil {
+		return "", err
+	}
+	params := r.Form[NamespaceParam]
+	if len(params) > 1 {
+		return "", fmt.Errorf("%w: parameter %q given %d times", authn.ErrAmbiguous, NamespaceParam, len(params))
+	}
+	if len(params) == 1 {
+		p := strings.TrimSpace(params[0])
+		if header != "" && p != header {
+			return "", fmt.Errorf("%w: header %s (%q) and parameter %q (%q) differ", authn.ErrAmbiguous, authn.TenantHeader, header, NamespaceParam, p)
+		}
+		return p, nil
+	}
+	return header, nil
+}
+
+// chooseNamespace picks the namespace a request acts as: the asked one,
+// which must be one of the identity's (or granted by the authorizer), or the
+// identity's only one.
+func (s *Server) chooseNamespace(ctx context.Context, id authn.Identity, asked string) (string, error) {
+	switch {
+	case asked != "" && (slices.Contains(id.Namespaces, asked) || id.Admin):
+		return asked, nil
+	case asked != "":
+		if az, ok := s.opts.Identify.(NamespaceAuthorizer); ok {
+			if err := az.MayActAs(ctx, id, asked); err != nil {
+				return "", err
 			}
-			if err := c.JWT.JWKSHTTPClient.Validate(); err != nil {
-				return fmt.Errorf("jwt.jwks_http_client: %w", err)
-			}
+			return asked, nil
 		}
-	case AuthAPIKey:
-		if c.APIKeysFile == "" && len(c.APIKeys) == 0 {
-			return errors.New("api_key: api_keys_file or api_keys is required")
-		}
-		if _, err := parseAPIKeys(strings.Join(c.APIKeys, "\n")); err != nil {
-			return fmt.Errorf("api_keys: %w", err)
-		}
-	}
-	return nil
-}
-
-// parseAdminClaim splits "claim=value"; an empty value asks for a boolean claim.
-func parseAdminClaim(s string) (name, value string, err error) {
-	if s == "" {
-		return "", "", nil
-	}
-	name, value, hasValue := strings.Cut(s, "=")
-	name = strings.TrimSpace(name)
-	value = strings.TrimSpace(value)
-	if name == "" || (hasValue && value == "") {
-		return "", "", fmt.Errorf("%q is neither \"claim=value\" nor \"claim\"", s)
-	}
-	return name, value, nil
-}
-
-// NewIdentifier returns the Identifier for the configured authentication.
-// cfg must have passed Validate.
-func NewIdentifier(cfg AuthConfig, logger *slog.Logger) (Identifier, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	switch cfg.Type {
-	case AuthNone, "":
-		logger.Warn("auth.type is none: the X-Tenant-Namespace header is trusted as is; run the proxy only behind a proxy that authenticates callers and sets that header")
-		return HeaderIdentifier{}, nil
-	case AuthJWT:
-		return newJWTIdentifier(cfg.JWT, logger.With("component", "auth-jwt"))
-	case AuthAPIKey:
-		return newAPIKeyIdentifier(cfg, logger.With("component", "auth-api-key"))
+		return "", fmt.Errorf("%w: namespace %q is not one of the caller's", authn.ErrForbidden, asked)
+	case len(id.Namespaces) == 1:
+		return id.Namespaces[0], nil
+	case id.Admin:
+		return "", nil
+	case len(id.Namespaces) == 0:
+		return "", fmt.Errorf("%w: the credentials name no namespace: choose one with the %s header or the %q parameter", authn.ErrForbidden, authn.TenantHeader, NamespaceParam)
 	default:
-		return nil, fmt.Errorf("auth.type %q is not supported", cfg.Type)
+		return "", fmt.Errorf("%w: the caller may act as several namespaces: choose one with the %s header or the %q parameter", authn.ErrForbidden, authn.TenantHeader, NamespaceParam)
 	}
 }
 
-// ErrInvalidCredentials is returned by an Identifier when the request
-// carries credentials that do not authenticate anyone.
-var ErrInvalidCredentials = errors.New("invalid credentials")
-
-// bearerChallenge is the WWW-Authenticate value of token-based identifiers.
-const bearerChallenge = `Bearer realm="` + realm + `"`
-
-// bearerToken returns the token of an "Authorization: Bearer" header.
-func bearerToken(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	scheme, token, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
+// authError answers an authentication or tenant-choice failure: 400 for an
+// ambiguous request, 503 when the credentials cannot be checked (nothing is
+// let through), 403 for a namespace the caller may not act as, else 401.
+func (s *Server) authError(c echo.Context, err error) error {
+	msg := clipString(err.Error(), 300)
+	c.Set(authErrorKey, msg)
+	switch {
+	case errors.Is(err, authn.ErrAmbiguous):
+		s.metrics.authFailures.WithLabelValues("ambiguous").Inc()
+		return apiError(http.StatusBadRequest, "bad_data", msg)
+	case errors.Is(err, authn.ErrUnavailable):
+		s.metrics.authFailures.WithLabelValues("unavailable").Inc()
+		return apiError(http.StatusServiceUnavailable, "unavailable", msg)
+	case errors.Is(err, authn.ErrForbidden):
+		s.metrics.authFailures.WithLabelValues("forbidden").Inc()
+		return apiError(http.StatusForbidden, "forbidden", strings.TrimPrefix(msg, authn.ErrForbidden.Error()+": "))
 	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
+	return s.unauthorized(c, err, msg)
+}
+
+// unauthorized answers 401 with a challenge; a rejected credential adds
+// error="invalid_token" (RFC 6750) so clients know not to retry it.
+func (s *Server) unauthorized(c echo.Context, err error, msg string) error {
+	challenge := s.opts.Identify.Challenge()
+	if errors.Is(err, authn.ErrNoCredentials) {
+		s.metrics.authFailures.WithLabelValues("missing").Inc()
+		return &promError{Code: http.StatusUnauthorized, Type: "unauthorized", Msg: "authentication required: " + msg, Challenge: challenge}
+	}
+	s.metrics.authFailures.WithLabelValues("invalid").Inc()
+	if strings.HasPrefix(challenge, "Bearer ") {
+		challenge += `, error="invalid_token"`
+	}
+	return &promError{Code: http.StatusUnauthorized, Type: "unauthorized", Msg: "authentication failed: " + msg, Challenge: challenge}
+}
+
+// requireAdmin lets only admin namespaces reach management endpoints when a
+// tenant source is configured: one tenant must not learn another's rules or
+// backends.
+func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.opts.Policies == nil {
+			return next(c)
+		}
+		if p := tenancy.FromContext(c.Request().Context()); p == nil || !p.Admin {
+			return apiError(http.StatusForbidden, "forbidden", "only admin namespaces may read this endpoint")
+		}
+		return next(c)
+	}
+}
+
+func clipString(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }

@@ -65,9 +65,21 @@ func (c *ProxyConfig) Validate() error {
 type ServerConfig struct {
 	TLS TLSConfig `yaml:"tls"`
 	// CORSOrigin is a regexp of allowed browser origins, as Prometheus' --web.cors.origin.
-	CORSOrigin      string         `yaml:"cors_origin"`
-	ReadTimeout     model.Duration `yaml:"read_timeout"`
+	CORSOrigin string `yaml:"cors_origin"`
+	// ReadHeaderTimeout bounds the wait for a request's headers.
+	ReadHeaderTimeout model.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout model.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of the answer: it must exceed the longest query (engine.timeout).
+	WriteTimeout model.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes keep-alive connections idle that long.
+	IdleTimeout     model.Duration `yaml:"idle_timeout"`
 	ShutdownTimeout model.Duration `yaml:"shutdown_timeout"`
+	// ManagementAddress (e.g. ":9091") serves /metrics, /health and /ready
+	// without credentials, for ServiceMonitors and kubelet probes; the main
+	// port then keeps them admin-only when tenancy is on. Empty: none.
+	ManagementAddress string `yaml:"management_address"`
 }
 
 // TLSConfig is the server's certificate and, for mTLS, the client CA.
@@ -85,8 +97,17 @@ func (c *ServerConfig) Validate() error {
 	if _, err := regexp.Compile("^(?s:" + c.CORSOrigin + ")$"); err != nil {
 		return fmt.Errorf("server.cors_origin: %w", err)
 	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = model.Duration(10 * time.Second)
+	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = model.Duration(5 * time.Minute)
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = model.Duration(5 * time.Minute)
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = model.Duration(2 * time.Minute)
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = model.Duration(15 * time.Second)

@@ -8,7 +8,7 @@ func newServerMetrics() *serverMetrics {
 	return &serverMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_proxy_requests_total",
-			Help: "HTTP requests served, by endpoint, method and status code.",
+			Help: "HTTP requests served, by endpoint, method (GET, POST or other) and status code.",
 		}, []string{"endpoint", "method", "code"}),
 		tenantRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_proxy_tenant_requests_total",
@@ -29,7 +29,7 @@ func newServerMetrics() *serverMetrics {
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_proxy_auth_failures_total",
-			Help: "Requests refused by authentication or tenant choice: missing or invalid credentials (401), or a namespace the caller may not act as or that has no policy (forbidden, 403).",
+			Help: "Requests refused by authentication or tenant choice: missing or invalid credentials (401), a namespace the caller may not act as or that has no policy (forbidden, 403), a credential or tenant given twice (ambiguous, 400), or credentials that could not be checked (unavailable, 503).",
 		}, []string{"reason"}),
 	}
 }
@@ -38,7 +38,7 @@ func newServerMetrics() *serverMetrics {
 // from discovery and tenancy at scrape time.
 func (s *Server) registerMetrics() error {
 	m := s.metrics
-	for _, r := range []string{"missing", "invalid", "forbidden"} {
+	for _, r := range []string{"missing", "invalid", "forbidden", "ambiguous", "unavailable"} {
 		m.authFailures.WithLabelValues(r)
 	}
 	tenants := s.opts.TenantsActive

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
@@ -58,7 +59,8 @@ type Options struct {
 	// Policies is nil when no tenant source is configured: the proxy is then
 	// an open federation gateway and every request sees everything.
 	Policies Policies
-	// Identify finds who is asking; nil trusts the X-Tenant-Namespace header.
+	// Identify finds who is asking (package authn); nil trusts the
+	// X-Tenant-Namespace header.
 	Identify Identifier
 	Tenants  Debugger // for /debug/tenants; may be nil
 	// Ready adds conditions to /ready (e.g. tenant sources synced); may be nil.
@@ -75,6 +77,7 @@ type Options struct {
 type Server struct {
 	opts    Options
 	echo    *echo.Echo
+	mgmt    *echo.Echo // the management listener's routes
 	promAPI *route.Router
 	slots   chan struct{}
 	metrics *serverMetrics
@@ -111,7 +114,7 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Identify == nil {
-		opts.Identify = HeaderIdentifier{}
+		opts.Identify = authn.HeaderIdentifier{}
 	}
 	s := &Server{opts: opts, slots: make(chan struct{}, opts.Proxy.MaxConcurrentRequests), started: time.Now()}
 	s.metrics = newServerMetrics()
@@ -122,6 +125,7 @@ func New(opts Options) (*Server, error) {
 	build := &v1.PrometheusVersion{Version: PrometheusCompatVersion(), Revision: opts.Version, Branch: "prometheus-multi-tenant-proxy", GoVersion: goVersion()}
 	s.promAPI = newPrometheusAPI(opts.QueryEngine, countingQueryable{opts.Fanout}, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
 	s.echo = s.routes()
+	s.mgmt = s.managementRoutes()
 	return s, nil
 }
 
@@ -139,25 +143,41 @@ func (s *Server) routes() *echo.Echo {
 	e.IPExtractor = echo.ExtractIPFromXFFHeader()
 	e.Use(s.recoverPanics, s.instrument)
 
-	api := e.Group("/api/v1", s.limitBody, s.identify, s.limitConcurrency, s.partialResponse)
+	// Who is asking is settled before the body is read; the namespace the
+	// request acts as may come in the body, so it is chosen after.
+	api := e.Group("/api/v1", s.authenticate, s.limitBody, s.chooseTenant, s.limitConcurrency, s.partialResponse)
 	prom := echo.WrapHandler(s.promAPI)
 	for _, p := range []string{"/query", "/query_range", "/series", "/labels", "/format_query", "/parse_query"} {
 		api.GET(p, prom)
 		api.POST(p, prom)
 	}
-	api.GET("/label/:name/values", prom)
-	api.GET("/status/buildinfo", prom)
-	api.GET("/metadata", s.metadata)
+	// Served over GET only, as Prometheus does: other methods get its 405.
+	for _, p := range []string{"/label/:name/values", "/status/buildinfo", "/metadata"} {
+		h := prom
+		if p == "/metadata" {
+			h = s.metadata
+		}
+		api.GET(p, h)
+		api.Match(otherMethods, p, methodNotAllowed)
+	}
 	// Exemplars are not read from backends: answer an empty list rather than
 	// pass anything through unenforced.
 	api.GET("/query_exemplars", s.exemplars)
 	api.POST("/query_exemplars", s.exemplars)
 
-	e.GET("/health", s.health)
-	e.GET("/ready", s.ready)
-	mgmt := e.Group("", s.identify, s.requireAdmin)
+	admin := []echo.MiddlewareFunc{s.authenticate, s.limitBody, s.chooseTenant, s.requireAdmin}
+	if s.opts.Server.ManagementAddress == "" {
+		// Probes reach these without credentials; with a management
+		// listener they go there and the main port keeps them admin-only.
+		e.GET("/health", s.health)
+		e.GET("/ready", s.ready)
+	} else {
+		e.GET("/health", s.health, admin...)
+		e.GET("/ready", s.ready, admin...)
+	}
+	mgmt := e.Group("", admin...)
 	if s.opts.Proxy.EnableMetrics {
-		mgmt.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry})))
+		mgmt.GET("/metrics", s.metricsHandler())
 	}
 	mgmt.GET("/debug/targets", s.debugTargets)
 	mgmt.GET("/debug", s.debugIndex)
@@ -165,15 +185,41 @@ func (s *Server) routes() *echo.Echo {
 	return e
 }
 
-// Serve listens on addr until ctx is cancelled, then shuts down gracefully:
-// in-flight requests get server.shutdown_timeout to finish.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.echo,
-		ReadHeaderTimeout: 30 * time.Second,
-		ReadTimeout:       time.Duration(s.opts.Server.ReadTimeout),
-		ErrorLog:          slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
+// otherMethods are the methods a GET-only endpoint answers with 405.
+var otherMethods = []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}
+
+func methodNotAllowed(echo.Context) error {
+	return apiError(http.StatusMethodNotAllowed, "bad_data", "method not allowed")
+}
+
+func (s *Server) metricsHandler() echo.HandlerFunc {
+	return echo.WrapHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry}))
+}
+
+// managementRoutes is what the management listener serves: metrics and
+// probes, without credentials (a ServiceMonitor and the kubelet have none).
+// Nothing there belongs to a tenant; /debug stays on the main port, admin-only.
+func (s *Server) managementRoutes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.recoverPanics)
+	e.GET("/health", s.health)
+	e.GET("/ready", s.ready)
+	if s.opts.Proxy.EnableMetrics {
+		e.GET("/metrics", s.metricsHandler())
 	}
+	return e
+}
+
+// ManagementHandler returns the management listener's handler.
+func (s *Server) ManagementHandler() http.Handler { return s.mgmt }
+
+// Serve answers on ln, and on mgmt (may be nil) the management endpoints,
+// until ctx is cancelled, then shuts down gracefully: in-flight requests get
+// server.shutdown_timeout to finish.
+func (s *Server) Serve(ctx context.Context, ln, mgmt net.Listener) error {
 	tlsCfg, err := s.tlsConfig()
 	if err != nil {
 		return err
@@ -181,19 +227,52 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	servers := []*http.Server{s.httpServer(s.echo)}
+	listeners := []net.Listener{ln}
+	if mgmt != nil {
+		// The management port holds no tenant data and is scraped and
+		// probed from inside the cluster: plain HTTP.
+		servers = append(servers, s.httpServer(s.mgmt))
+		listeners = append(listeners, mgmt)
+	}
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(listeners[i]) }()
+	}
 	select {
 	case err := <-errc:
+		for _, srv := range servers {
+			_ = srv.Close()
+		}
 		return err
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.opts.Server.ShutdownTimeout))
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// httpServer bounds what a slow or idle client can hold: headers must
+// arrive within read_header_timeout, the body within read_timeout, the
+// answer must be written within write_timeout (long enough for the longest
+// query), and idle keep-alive connections close after idle_timeout.
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	c := s.opts.Server
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: time.Duration(c.ReadHeaderTimeout),
+		ReadTimeout:       time.Duration(c.ReadTimeout),
+		WriteTimeout:      time.Duration(c.WriteTimeout),
+		IdleTimeout:       time.Duration(c.IdleTimeout),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // Keys of values the middleware leaves in the echo context for the request log.
@@ -233,7 +312,7 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		code := c.Response().Status
 		took := time.Since(start)
-		s.metrics.requests.WithLabelValues(endpoint, c.Request().Method, strconv.Itoa(code)).Inc()
+		s.metrics.requests.WithLabelValues(endpoint, methodLabel(c.Request().Method), strconv.Itoa(code)).Inc()
 		s.metrics.duration.WithLabelValues(endpoint).Observe(took.Seconds())
 		r := c.Request()
 		p := tenancy.FromContext(r.Context())
@@ -274,6 +353,16 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return nil
 	}
+}
+
+// methodLabel buckets the request method: clients may send any string as
+// a method, and each would otherwise become a series of its own.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost:
+		return m
+	}
+	return "other"
 }
 
 func tenantLabel(p *tenancy.Policy) string {

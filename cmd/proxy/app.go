@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
@@ -86,9 +87,26 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		Logger:      logger.With("component", "http"),
 		Version:     version,
 	}
-	if opts.Identify, err = httpapi.NewIdentifier(cfg.Auth, logger); err != nil {
+	for _, w := range trustWarnings(cfg) {
+		logger.Warn(w)
+	}
+	authOpts := authn.Options{Logger: logger}
+	if cfg.Auth.Type == authn.TypeKubernetes {
+		kubeconfig := cfg.Auth.Kubernetes.Kubeconfig
+		if k := cfg.Discovery.Kubernetes; kubeconfig == "" && k != nil {
+			kubeconfig = k.Kubeconfig
+		}
+		if authOpts.KubeConfig, err = discovery.RESTConfig(kubeconfig); err != nil {
+			a.cancel()
+			return nil, fmt.Errorf("auth.kubernetes: %w", err)
+		}
+	}
+	if opts.Identify, err = authn.New(cfg.Auth, authOpts); err != nil {
 		a.cancel()
 		return nil, err
+	}
+	if headerAdmin(cfg) {
+		a.wg.Go(func() { warnEvery(ctx, headerWarnInterval, logger, headerAdminWarning) })
 	}
 	if cfg.Tenants.Enabled() {
 		tenants, err := tenancy.NewRegistry(cfg.Tenants, logger.With("component", "tenancy"))
@@ -148,9 +166,13 @@ type tenantsDebug struct{ *tenancy.Registry }
 
 func (d tenantsDebug) Debug() any { return d.Registry.Debug() }
 
-// Serve answers HTTP on ln until ctx ends.
-func (a *app) Serve(ctx context.Context, ln net.Listener) error {
-	return a.server.Serve(ctx, ln)
+// Serve answers HTTP on ln, and the management endpoints on mgmt (may be
+// nil), until ctx ends.
+func (a *app) Serve(ctx context.Context, ln, mgmt net.Listener) error {
+	if err := checkListener(a.cfg, ln.Addr()); err != nil {
+		return err
+	}
+	return a.server.Serve(ctx, ln, mgmt)
 }
 
 // Close stops the background work and waits for it.

@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
@@ -26,7 +27,7 @@ type Config struct {
 	Engine    engine.Config        `yaml:"engine"`
 	Backend   remote.Config        `yaml:"backend"`
 	Tenants   tenancy.Config       `yaml:"tenants"`
-	Auth      httpapi.AuthConfig   `yaml:"auth"`
+	Auth      authn.Config         `yaml:"auth"`
 	Cache     cache.Config         `yaml:"cache"`
 }
 
@@ -89,6 +90,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return fmt.Errorf("auth: %w", err)
+	}
+	if c.Server.WriteTimeout <= c.Engine.Timeout {
+		return fmt.Errorf("server.write_timeout (%s) must be longer than engine.timeout (%s), or the longest queries are cut off", c.Server.WriteTimeout, c.Engine.Timeout)
 	}
 	// The seed's proxy.enable_caching and proxy.cache_ttl drive the cache.
 	c.Cache.Enabled = c.Proxy.EnableCaching

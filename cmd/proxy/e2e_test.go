@@ -63,8 +63,10 @@ func (f *fleet) staticConfig() []discovery.StaticGroup {
 // proxyUnderTest is an in-process proxy listening on 127.0.0.1.
 type proxyUnderTest struct {
 	URL string
-	app *app
-	log *bytes.Buffer
+	// ManagementURL is the management listener's, when configured.
+	ManagementURL string
+	app           *app
+	log           *bytes.Buffer
 }
 
 type syncBuffer struct {
@@ -107,8 +109,17 @@ func startProxyLogging(t testing.TB, cfg Config, level slog.Level) (*proxyUnderT
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mgmt net.Listener
+	mgmtURL := ""
+	if cfg.Server.ManagementAddress != "" {
+		// Whatever the configured address, tests listen on loopback.
+		if mgmt, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		mgmtURL = "http://" + mgmt.Addr().String()
+	}
 	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
+	go func() { done <- a.Serve(ctx, ln, mgmt) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -123,7 +134,7 @@ func startProxyLogging(t testing.TB, cfg Config, level slog.Level) (*proxyUnderT
 	if cfg.Server.TLS.CertFile != "" {
 		scheme = "https"
 	}
-	return &proxyUnderTest{URL: scheme + "://" + ln.Addr().String(), app: a}, logs
+	return &proxyUnderTest{URL: scheme + "://" + ln.Addr().String(), ManagementURL: mgmtURL, app: a}, logs
 }
 
 func baseConfig(f *fleet) Config {

@@ -72,8 +72,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var mgmt net.Listener
+	if a := cfg.Server.ManagementAddress; a != "" {
+		if mgmt, err = net.Listen("tcp", a); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("server.management_address: %w", err)
+		}
+		logger.Info("management endpoints listening", "address", mgmt.Addr().String())
+	}
 	logger.Info("listening", "address", ln.Addr().String(), "version", version)
-	err = app.Serve(ctx, ln)
+	err = app.Serve(ctx, ln, mgmt)
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}

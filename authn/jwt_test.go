@@ -1,4 +1,4 @@
-package httpapi
+package authn
 
 import (
 	"crypto/ecdsa"
@@ -77,20 +77,20 @@ func requestWith(h http.Header) *http.Request {
 
 func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
 
-func newTestIdentifier(t testing.TB, cfg AuthConfig) Identifier {
+func newTestIdentifier(t testing.TB, cfg Config) Identifier {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("validate: %v", err)
 	}
-	id, err := NewIdentifier(cfg, slog.New(slog.DiscardHandler))
+	id, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("identifier: %v", err)
 	}
 	return id
 }
 
-func jwtConfig(mod func(*JWTConfig)) AuthConfig {
-	c := AuthConfig{Type: AuthJWT, JWT: JWTConfig{
+func jwtConfig(mod func(*JWTConfig)) Config {
+	c := Config{Type: TypeJWT, JWT: JWTConfig{
 		SecretKey:  testSecret,
 		Issuer:     "prometheus-proxy",
 		Audience:   "prometheus-users",
@@ -434,21 +434,21 @@ func TestParseJWKS(t *testing.T) {
 	}
 }
 
-func TestAuthConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	for _, c := range []struct {
-		cfg AuthConfig
+		cfg Config
 		ok  bool
 	}{
-		{AuthConfig{}, true},
-		{AuthConfig{Type: "ldap"}, false},
-		{AuthConfig{Type: AuthJWT}, false},
-		{AuthConfig{Type: AuthJWT, JWT: JWTConfig{SecretKey: "x"}}, true},
-		{AuthConfig{Type: AuthJWT, JWT: JWTConfig{JWKSURL: "file:///etc/keys"}}, false},
-		{AuthConfig{Type: AuthJWT, JWT: JWTConfig{SecretKey: "x", AdminClaim: "groups="}}, false},
-		{AuthConfig{Type: AuthJWT, JWT: JWTConfig{SecretKey: "x", AdminClaim: "is_admin"}}, true},
-		{AuthConfig{Type: AuthAPIKey}, false},
-		{AuthConfig{Type: AuthAPIKey, APIKeys: []string{"abc team-a"}}, false},
-		{AuthConfig{Type: AuthAPIKey, APIKeys: []string{strings.Repeat("ab", 32) + " team-a"}}, true},
+		{Config{}, true},
+		{Config{Type: "ldap"}, false},
+		{Config{Type: TypeJWT}, false},
+		{Config{Type: TypeJWT, JWT: JWTConfig{SecretKey: "x"}}, true},
+		{Config{Type: TypeJWT, JWT: JWTConfig{JWKSURL: "file:///etc/keys"}}, false},
+		{Config{Type: TypeJWT, JWT: JWTConfig{SecretKey: "x", AdminClaim: "groups="}}, false},
+		{Config{Type: TypeJWT, JWT: JWTConfig{SecretKey: "x", AdminClaim: "is_admin"}}, true},
+		{Config{Type: TypeAPIKey}, false},
+		{Config{Type: TypeAPIKey, APIKeys: []string{"abc team-a"}}, false},
+		{Config{Type: TypeAPIKey, APIKeys: []string{strings.Repeat("ab", 32) + " team-a"}}, true},
 	} {
 		err := c.cfg.Validate()
 		if (err == nil) != c.ok {

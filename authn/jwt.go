@@ -1,4 +1,4 @@
-package httpapi
+package authn
 
 import (
 	"crypto"
@@ -52,7 +52,12 @@ func newJWTIdentifier(cfg JWTConfig, logger *slog.Logger) (*JWTIdentifier, error
 			logger.Warn("auth.jwt.secret_key is shorter than 32 bytes: HMAC tokens are easier to forge by guessing it")
 		}
 	}
-	if cfg.PublicKeyFile != "" || cfg.JWKSURL != "" {
+	if cfg.Issuer == "" {
+		// The discovery document vouches for this issuer only.
+		cfg.Issuer = cfg.OIDCIssuerURL
+	}
+	j.cfg = cfg
+	if cfg.PublicKeyFile != "" || cfg.JWKSURL != "" || cfg.OIDCIssuerURL != "" {
 		methods = append(methods, asymmetricAlgs...)
 	}
 	if cfg.PublicKeyFile != "" {
@@ -61,9 +66,9 @@ func newJWTIdentifier(cfg JWTConfig, logger *slog.Logger) (*JWTIdentifier, error
 			return nil, err
 		}
 	}
-	if cfg.JWKSURL != "" {
+	if cfg.JWKSURL != "" || cfg.OIDCIssuerURL != "" {
 		var err error
-		if j.jwks, err = newJWKS(cfg.JWKSURL, cfg.JWKSHTTPClient, time.Duration(cfg.JWKSRefreshInterval), logger); err != nil {
+		if j.jwks, err = newJWKS(cfg.JWKSURL, cfg.OIDCIssuerURL, cfg.JWKSHTTPClient, time.Duration(cfg.JWKSRefreshInterval), logger); err != nil {
 			return nil, err
 		}
 	}
@@ -88,7 +93,10 @@ func newJWTIdentifier(cfg JWTConfig, logger *slog.Logger) (*JWTIdentifier, error
 
 // Identify implements Identifier.
 func (j *JWTIdentifier) Identify(r *http.Request) (Identity, error) {
-	raw, ok := bearerToken(r)
+	raw, ok, err := bearerToken(r)
+	if err != nil {
+		return Identity{}, err
+	}
 	if !ok {
 		return Identity{}, fmt.Errorf("%w: send a token as \"Authorization: Bearer <token>\"", ErrNoCredentials)
 	}
@@ -259,11 +267,4 @@ func parsePublicKeys(b []byte) ([]crypto.PublicKey, error) {
 		return nil, errors.New("no PEM public key or certificate found")
 	}
 	return keys, nil
-}
-
-func clipString(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }

@@ -1,8 +1,9 @@
-package httpapi
+package authn
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,7 +25,7 @@ func TestAPIKeys(t *testing.T) {
 		}
 	}
 	write("# team keys\n\n" + keyLine("key-a", "team-a") + keyLine("key-ab", "team-a") + keyLine("key-ab", "team-b"))
-	id := newTestIdentifier(t, AuthConfig{Type: AuthAPIKey, APIKeysFile: file, APIKeys: []string{keyLine("inline-key", "monitoring")}})
+	id := newTestIdentifier(t, Config{Type: TypeAPIKey, APIKeysFile: file, APIKeys: []string{keyLine("inline-key", "monitoring")}})
 
 	runIdentifyCases(t, id, []identifyCase{
 		{name: "bearer", header: bearer("key-a"), wantNS: []string{"team-a"}},
@@ -46,14 +47,32 @@ func TestAPIKeys(t *testing.T) {
 	if _, err := id.Identify(requestWith(bearer("key-a"))); err == nil {
 		t.Error("the removed key still works")
 	}
-	// A broken update keeps the last good keys.
+	// A broken update revokes: no key of the file works until it is valid
+	// again; inline keys are not the file's and keep working.
 	write("not a key file at all\n")
-	time.Sleep(1100 * time.Millisecond)
-	if _, err := id.Identify(requestWith(bearer("key-a2"))); err != nil {
-		t.Errorf("a broken file locked the good key out: %v", err)
+	eventually(t, 5*time.Second, "broken file revokes its keys", func() bool {
+		_, err := id.Identify(requestWith(bearer("key-a2")))
+		return errors.Is(err, ErrInvalidCredentials)
+	})
+	if _, err := id.Identify(requestWith(bearer("inline-key"))); err != nil {
+		t.Errorf("inline key refused while the file is broken: %v", err)
 	}
+	write(keyLine("key-a2", "team-a"))
+	eventually(t, 5*time.Second, "repaired file accepted", func() bool {
+		_, err := id.Identify(requestWith(bearer("key-a2")))
+		return err == nil
+	})
+	// A deleted file revokes too.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "deleted file revokes its keys", func() bool {
+		_, err := id.Identify(requestWith(bearer("key-a2")))
+		return errors.Is(err, ErrInvalidCredentials)
+	})
+	write("not a key file at all\n")
 	// A file broken from the start is an error.
-	if _, err := NewIdentifier(AuthConfig{Type: AuthAPIKey, APIKeysFile: file}, nil); err == nil {
+	if _, err := New(Config{Type: TypeAPIKey, APIKeysFile: file}, Options{}); err == nil {
 		t.Error("a broken key file was accepted at start")
 	}
 }

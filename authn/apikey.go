@@ -1,4 +1,4 @@
-package httpapi
+package authn
 
 import (
 	"bufio"
@@ -54,7 +54,7 @@ type APIKeyIdentifier struct {
 	file   *watchedFile[[]apiKey]
 }
 
-func newAPIKeyIdentifier(cfg AuthConfig, logger *slog.Logger) (*APIKeyIdentifier, error) {
+func newAPIKeyIdentifier(cfg Config, logger *slog.Logger) (*APIKeyIdentifier, error) {
 	inline, err := parseAPIKeys(strings.Join(cfg.APIKeys, "\n"))
 	if err != nil {
 		return nil, fmt.Errorf("auth.api_keys: %w", err)
@@ -72,9 +72,14 @@ func newAPIKeyIdentifier(cfg AuthConfig, logger *slog.Logger) (*APIKeyIdentifier
 // Identify implements Identifier. The key comes as "Authorization: Bearer"
 // or in the X-API-Key header.
 func (a *APIKeyIdentifier) Identify(r *http.Request) (Identity, error) {
-	key, ok := bearerToken(r)
+	key, ok, err := bearerToken(r)
+	if err != nil {
+		return Identity{}, err
+	}
 	if !ok {
-		key = strings.TrimSpace(r.Header.Get(APIKeyHeader))
+		if key, err = SingleHeader(r, APIKeyHeader); err != nil {
+			return Identity{}, err
+		}
 	}
 	if key == "" {
 		return Identity{}, fmt.Errorf("%w: send an API key as \"Authorization: Bearer <key>\" or in the %s header", ErrNoCredentials, APIKeyHeader)

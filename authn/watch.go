@@ -1,4 +1,4 @@
-package httpapi
+package authn
 
 import (
 	"fmt"
@@ -12,10 +12,11 @@ import (
 // take effect within it, and a busy server stats the file at most this often.
 const fileRecheck = time.Second
 
-// watchedFile holds the parsed content of a file and re-reads it when its
-// size or modification time changes (a mounted Secret is swapped through a
-// symlink, which changes both). A file that turns unreadable or invalid keeps
-// the last good content in force, so a half-written update locks nobody out.
+// watchedFile holds the parsed content of a file of credentials and re-reads
+// it when its size or modification time changes (a mounted Secret is swapped
+// through a symlink, which changes both). A file that is deleted or turns
+// unreadable or invalid holds nothing from then on: removing or breaking a
+// key file revokes its keys, it never leaves the last ones in force.
 type watchedFile[T any] struct {
 	path   string
 	what   string
@@ -68,6 +69,18 @@ func (f *watchedFile[T]) get() T {
 			return f.val
 		}
 	}
-	f.logger.Error("cannot reload "+f.what+"; the previous content stays in force", "file", f.path, "err", err)
+	var zero T
+	f.val = zero
+	f.logger.Error("cannot reload "+f.what+"; every credential it held is refused until it is readable and valid again", "file", f.path, "err", err)
 	return f.val
+}
+
+// fileStamp changes whenever the file's size or modification time does; it
+// is empty for a file that cannot be read.
+func fileStamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", fi.Size(), fi.ModTime().UnixNano())
 }

@@ -1,4 +1,4 @@
-package httpapi
+package authn
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,8 @@ const (
 // failed fetch keeps the previous keys: an outage of the identity provider
 // does not log everybody out.
 type jwks struct {
-	url     string
+	url     string // the key set's; empty until discovered when issuer is set
+	issuer  string // an OIDC issuer whose discovery document names the key set
 	client  *http.Client
 	refresh time.Duration
 	minGap  time.Duration
@@ -64,7 +66,7 @@ type jwk struct {
 	key crypto.PublicKey
 }
 
-func newJWKS(url string, hc config_util.HTTPClientConfig, refresh time.Duration, logger *slog.Logger) (*jwks, error) {
+func newJWKS(url, issuer string, hc config_util.HTTPClientConfig, refresh time.Duration, logger *slog.Logger) (*jwks, error) {
 	// Fetches are minutes apart: a kept-alive connection would only sit
 	// idle, holding goroutines past the proxy's shutdown.
 	client, err := config_util.NewClientFromConfig(hc, "jwks", config_util.WithKeepAlivesDisabled(), config_util.WithUserAgent("prometheus-multi-tenant-proxy"))
@@ -72,11 +74,11 @@ func newJWKS(url string, hc config_util.HTTPClientConfig, refresh time.Duration,
 		return nil, fmt.Errorf("auth.jwt.jwks_http_client: %w", err)
 	}
 	client.Timeout = jwksTimeout
-	k := &jwks{url: url, client: client, refresh: refresh, minGap: min(jwksMinGap, refresh), logger: logger}
+	k := &jwks{url: url, issuer: issuer, client: client, refresh: refresh, minGap: min(jwksMinGap, refresh), logger: logger}
 	// The provider may be down while the proxy starts: tokens fail until it
 	// answers, and the proxy itself still comes up.
 	if err := k.fetch(context.Background()); err != nil {
-		logger.Warn("cannot fetch the JWKS key set; will retry when tokens arrive", "url", url, "err", err)
+		logger.Warn("cannot fetch the JWKS key set; will retry when tokens arrive", "url", url, "issuer", issuer, "err", err)
 	}
 	return k, nil
 }
@@ -127,7 +129,7 @@ func (k *jwks) fetchThrottled() {
 		return
 	}
 	if err := k.fetchLocked(context.Background()); err != nil {
-		k.logger.Warn("cannot refresh the JWKS key set; keeping the previous keys", "url", k.url, "err", err)
+		k.logger.Warn("cannot refresh the JWKS key set; keeping the previous keys", "url", k.url, "issuer", k.issuer, "err", err)
 	}
 }
 
@@ -141,25 +143,17 @@ func (k *jwks) fetchLocked(ctx context.Context) error {
 	k.lastTry.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(ctx, jwksTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	if k.issuer != "" {
+		// Read at every refresh, so a provider that moves its key set is followed.
+		u, err := k.discover(ctx)
+		if err != nil {
+			return err
+		}
+		k.url = u
+	}
+	body, err := k.get(ctx, k.url)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, jwksMaxBytes+1))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %s", resp.Status)
-	}
-	if len(body) > jwksMaxBytes {
-		return fmt.Errorf("key set larger than %d bytes", jwksMaxBytes)
 	}
 	keys, skipped, err := parseJWKS(body)
 	if err != nil {
@@ -174,6 +168,57 @@ func (k *jwks) fetchLocked(ctx context.Context) error {
 		k.logger.Info("JWKS key set loaded", "url", k.url, "kids", kids, "skipped", skipped)
 	}
 	return nil
+}
+
+// get fetches a JSON document of at most jwksMaxBytes.
+func (k *jwks) get(ctx context.Context, u string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, jwksMaxBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %s", u, resp.Status)
+	}
+	if len(body) > jwksMaxBytes {
+		return nil, fmt.Errorf("%s: document larger than %d bytes", u, jwksMaxBytes)
+	}
+	return body, nil
+}
+
+// discover reads the issuer's OpenID Connect discovery document and returns
+// its jwks_uri. The document must name the configured issuer itself
+// (OpenID Connect Discovery 1.0, section 4.3): anything else could hand out
+// another provider's keys.
+func (k *jwks) discover(ctx context.Context) (string, error) {
+	body, err := k.get(ctx, strings.TrimSuffix(k.issuer, "/")+"/.well-known/openid-configuration")
+	if err != nil {
+		return "", fmt.Errorf("OIDC discovery: %w", err)
+	}
+	var doc struct {
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return "", fmt.Errorf("OIDC discovery document is not JSON: %w", err)
+	}
+	if doc.Issuer != k.issuer {
+		return "", fmt.Errorf("OIDC discovery document names issuer %q, not %q", clipString(doc.Issuer, 200), k.issuer)
+	}
+	u, err := url.Parse(doc.JWKSURI)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("OIDC discovery document: jwks_uri %q is not an http(s) URL", clipString(doc.JWKSURI, 200))
+	}
+	return doc.JWKSURI, nil
 }
 
 func sameKids(a, b []jwk) bool {

@@ -1,0 +1,246 @@
+package authn
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	config_util "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"k8s.io/client-go/rest"
+)
+
+// Authentication types.
+const (
+	TypeNone       = "none"
+	TypeJWT        = "jwt"
+	TypeAPIKey     = "api_key"
+	TypeKubernetes = "kubernetes"
+)
+
+// APIKeyHeader is the header an API key may come in, besides Authorization: Bearer.
+const APIKeyHeader = "X-API-Key"
+
+// realm names the proxy in WWW-Authenticate challenges.
+const realm = "prometheus-multi-tenant-proxy"
+
+// Config is the `auth` section.
+type Config struct {
+	// Type is none (trust the X-Tenant-Namespace header), jwt, api_key or
+	// kubernetes.
+	Type string     `yaml:"type"`
+	None NoneConfig `yaml:"none"`
+	JWT  JWTConfig  `yaml:"jwt"`
+	// APIKeysFile holds lines "<sha256 hex of key> <namespace>", re-read
+	// when it changes (a mounted Secret).
+	APIKeysFile string `yaml:"api_keys_file"`
+	// APIKeys holds lines of the same form, for keys kept in the config itself.
+	APIKeys    []string         `yaml:"api_keys"`
+	Kubernetes KubernetesConfig `yaml:"kubernetes"`
+}
+
+// NoneConfig is the `auth.none` section.
+type NoneConfig struct {
+	// AllowUnauthenticatedAdmin lets auth.type none run with admin
+	// namespaces on a non-loopback address, where anyone who can reach the
+	// port can claim an admin namespace in a header.
+	AllowUnauthenticatedAdmin bool `yaml:"allow_unauthenticated_admin"`
+}
+
+// JWTConfig configures bearer-token authentication.
+type JWTConfig struct {
+	// SecretKey verifies HS256/384/512 tokens.
+	SecretKey string `yaml:"secret_key"`
+	// PublicKeyFile holds PEM public keys or certificates (RSA or ECDSA) for
+	// RS*/PS*/ES* tokens; re-read when it changes.
+	PublicKeyFile string `yaml:"public_key_file"`
+	// JWKSURL is an identity provider's key set, fetched at start, every
+	// JWKSRefreshInterval, and when a token names a key it does not hold.
+	JWKSURL string `yaml:"jwks_url"`
+	// OIDCIssuerURL finds the key set through the issuer's discovery
+	// document (<issuer>/.well-known/openid-configuration), read again at
+	// every refresh; it is also the required issuer unless Issuer is set.
+	OIDCIssuerURL       string                       `yaml:"oidc_issuer_url"`
+	JWKSRefreshInterval model.Duration               `yaml:"jwks_refresh_interval"`
+	JWKSHTTPClient      config_util.HTTPClientConfig `yaml:"jwks_http_client"`
+	Issuer              string                       `yaml:"issuer"`
+	Audience            string                       `yaml:"audience"`
+	// NamespaceClaim holds the namespace (a string) or namespaces (a list).
+	NamespaceClaim string `yaml:"namespace_claim"`
+	// AdminClaim makes a token admin: "claim=value" (a string claim equal to
+	// value, or a list claim holding it) or "claim" (a boolean claim, true).
+	AdminClaim string `yaml:"admin_claim"`
+}
+
+// KubernetesConfig is the `auth.kubernetes` section: bearer tokens checked
+// by the API server (TokenReview), namespaces granted by RBAC
+// (SubjectAccessReview).
+type KubernetesConfig struct {
+	// Kubeconfig reaches the API server; empty: in-cluster, or $KUBECONFIG
+	// outside a cluster.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Audiences the token must be meant for; empty: the API server's own.
+	Audiences []string `yaml:"audiences"`
+	// CacheTTL is how long a review's answer is reused (at most 5m):
+	// the longest a revoked token or RoleBinding still works.
+	CacheTTL model.Duration `yaml:"cache_ttl"`
+	// CacheSize bounds the number of cached answers.
+	CacheSize int `yaml:"cache_size"`
+	// Timeout bounds each review; an API server slower than this fails the
+	// request with 503, never lets it through.
+	Timeout model.Duration `yaml:"timeout"`
+	// NamespaceAccess is what a caller must be allowed in namespace N to act
+	// as N (besides a ServiceAccount's own namespace).
+	NamespaceAccess AccessCheck `yaml:"namespace_access"`
+	// AdminAccess is the cluster-scoped check (all namespaces) that makes a
+	// caller admin.
+	AdminAccess AccessCheck `yaml:"admin_access"`
+}
+
+// AccessCheck is the resource attributes of a SubjectAccessReview.
+type AccessCheck struct {
+	Verb        string `yaml:"verb"`
+	Group       string `yaml:"group"`
+	Resource    string `yaml:"resource"`
+	Subresource string `yaml:"subresource"`
+}
+
+func (a AccessCheck) String() string {
+	r := a.Resource
+	if a.Group != "" {
+		r += "." + a.Group
+	}
+	if a.Subresource != "" {
+		r += "/" + a.Subresource
+	}
+	return a.Verb + " " + r
+}
+
+// MetricAccessCheck is the default of both checks: get on MetricAccess
+// objects, the resource whose namespace a tenant is.
+var MetricAccessCheck = AccessCheck{Verb: "get", Group: "observability.ethos.io", Resource: "metricaccesses"}
+
+const maxKubeCacheTTL = 5 * time.Minute
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	switch c.Type {
+	case "":
+		c.Type = TypeNone
+	case TypeNone, TypeJWT, TypeAPIKey, TypeKubernetes:
+	default:
+		return fmt.Errorf("type %q is none of %s, %s, %s, %s", c.Type, TypeNone, TypeJWT, TypeAPIKey, TypeKubernetes)
+	}
+	if c.JWT.NamespaceClaim == "" {
+		c.JWT.NamespaceClaim = "namespace"
+	}
+	if c.JWT.JWKSRefreshInterval <= 0 {
+		c.JWT.JWKSRefreshInterval = model.Duration(5 * time.Minute)
+	}
+	if _, _, err := parseAdminClaim(c.JWT.AdminClaim); err != nil {
+		return fmt.Errorf("jwt.admin_claim: %w", err)
+	}
+	k := &c.Kubernetes
+	if k.CacheTTL <= 0 {
+		k.CacheTTL = model.Duration(10 * time.Second)
+	}
+	if time.Duration(k.CacheTTL) > maxKubeCacheTTL {
+		return fmt.Errorf("kubernetes.cache_ttl: %s is longer than %s: revoked access would keep working that long", k.CacheTTL, model.Duration(maxKubeCacheTTL))
+	}
+	if k.CacheSize <= 0 {
+		k.CacheSize = 10000
+	}
+	if k.Timeout <= 0 {
+		k.Timeout = model.Duration(5 * time.Second)
+	}
+	for _, a := range []*AccessCheck{&k.NamespaceAccess, &k.AdminAccess} {
+		if a.Verb == "" && a.Resource == "" && a.Group == "" {
+			*a = MetricAccessCheck
+		}
+		if a.Verb == "" || a.Resource == "" {
+			return errors.New("kubernetes: namespace_access and admin_access need verb and resource")
+		}
+	}
+	switch c.Type {
+	case TypeJWT:
+		j := c.JWT
+		if j.SecretKey == "" && j.PublicKeyFile == "" && j.JWKSURL == "" && j.OIDCIssuerURL == "" {
+			return errors.New("jwt: one of secret_key, public_key_file, jwks_url or oidc_issuer_url is required")
+		}
+		if j.JWKSURL != "" && j.OIDCIssuerURL != "" {
+			return errors.New("jwt: jwks_url and oidc_issuer_url exclude each other (the issuer's discovery document names its key set)")
+		}
+		for key, v := range map[string]string{"jwks_url": j.JWKSURL, "oidc_issuer_url": j.OIDCIssuerURL} {
+			if v == "" {
+				continue
+			}
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("jwt.%s: %q is not an http(s) URL", key, v)
+			}
+			if err := c.JWT.JWKSHTTPClient.Validate(); err != nil {
+				return fmt.Errorf("jwt.jwks_http_client: %w", err)
+			}
+		}
+	case TypeAPIKey:
+		if c.APIKeysFile == "" && len(c.APIKeys) == 0 {
+			return errors.New("api_key: api_keys_file or api_keys is required")
+		}
+		if _, err := parseAPIKeys(strings.Join(c.APIKeys, "\n")); err != nil {
+			return fmt.Errorf("api_keys: %w", err)
+		}
+	}
+	return nil
+}
+
+// parseAdminClaim splits "claim=value"; an empty value asks for a boolean claim.
+func parseAdminClaim(s string) (name, value string, err error) {
+	if s == "" {
+		return "", "", nil
+	}
+	name, value, hasValue := strings.Cut(s, "=")
+	name = strings.TrimSpace(name)
+	value = strings.TrimSpace(value)
+	if name == "" || (hasValue && value == "") {
+		return "", "", fmt.Errorf("%q is neither \"claim=value\" nor \"claim\"", s)
+	}
+	return name, value, nil
+}
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Logger *slog.Logger
+	// KubeConfig reaches the API server for auth.type kubernetes.
+	KubeConfig *rest.Config
+}
+
+// New returns the Identifier for the configured authentication. cfg must
+// have passed Validate.
+func New(cfg Config, opts Options) (Identifier, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	switch cfg.Type {
+	case TypeNone, "":
+		logger.Warn("auth.type is none: the X-Tenant-Namespace header is trusted as is; run the proxy only behind a proxy that authenticates callers and sets that header")
+		return HeaderIdentifier{}, nil
+	case TypeJWT:
+		return newJWTIdentifier(cfg.JWT, logger.With("component", "auth-jwt"))
+	case TypeAPIKey:
+		return newAPIKeyIdentifier(cfg, logger.With("component", "auth-api-key"))
+	case TypeKubernetes:
+		if opts.KubeConfig == nil {
+			return nil, errors.New("auth.type kubernetes: no API server configuration")
+		}
+		return NewKubernetesIdentifier(cfg.Kubernetes, opts.KubeConfig, logger.With("component", "auth-kubernetes"))
+	default:
+		return nil, fmt.Errorf("auth.type %q is not supported", cfg.Type)
+	}
+}
+
+// bearerChallenge is the WWW-Authenticate value of token-based identifiers.
+const bearerChallenge = `Bearer realm="` + realm + `"`
