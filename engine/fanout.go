@@ -19,6 +19,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
 // Backends is what the fan-out needs from discovery.
@@ -287,7 +288,7 @@ func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind st
 		if ge := (*GroupError)(nil); errors.As(r.err, &ge) {
 			failed.put(ge.Group, r.err)
 		}
-		errs = append(errs, r.err)
+		errs = append(errs, tenantSafe(ctx, r.err))
 	}
 	if len(errs) == 0 {
 		return out, nil, nil
@@ -303,6 +304,37 @@ func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind st
 	}
 	return out, warns, nil
 }
+
+// tenantSafe is what a tenant may read of a backend failure: the group's
+// name, never a backend's URL, name or answer (a URL may hold credentials,
+// an answer another tenant's data). Admins and a proxy without tenancy get
+// the whole error; operators find it in the log and /debug/targets either way.
+func tenantSafe(ctx context.Context, err error) error {
+	if tenancy.FromContext(ctx).Unrestricted() {
+		return err
+	}
+	re := &RedactedError{Err: err}
+	if ge := (*GroupError)(nil); errors.As(err, &ge) {
+		re.Group = ge.Group
+	}
+	return re
+}
+
+// RedactedError is a backend failure as a tenant sees it. It unwraps to the
+// whole error, for errors.Is/As.
+type RedactedError struct {
+	Group string
+	Err   error
+}
+
+func (e *RedactedError) Error() string {
+	if e.Group == "" {
+		return "a backend failed (details in the proxy's log)"
+	}
+	return fmt.Sprintf("group %s unavailable (details in the proxy's log)", e.Group)
+}
+
+func (e *RedactedError) Unwrap() error { return e.Err }
 
 // contextError is what the engine itself says when a query's context ends,
 // so the API answers errorType "timeout" (503) or "canceled" as Prometheus
@@ -340,6 +372,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		return zero, &GroupError{Group: g.Name, Errs: []error{errors.New("no replicas")}}
 	}
 	for _, r := range replicas {
+		backend := remote.RedactURL(r.URL)
 		c, err := f.client(r.URL)
 		if err != nil {
 			errs = append(errs, err)
@@ -350,25 +383,25 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		took := time.Since(start)
 		f.metrics.duration.WithLabelValues(kind).Observe(took.Seconds())
 		if observe, ok := ctx.Value(callObserverKey{}).(CallObserver); ok {
-			observe(g.Name, r.URL, err)
+			observe(g.Name, backend, err)
 		}
 		if err == nil {
-			f.metrics.requests.WithLabelValues(g.Name, r.URL, kind, "success").Inc()
+			f.metrics.requests.WithLabelValues(g.Name, backend, kind, "success").Inc()
 			f.backends.ObserveCall(r, nil, took)
 			return v, nil
 		}
 		if ctx.Err() != nil {
 			// The client went away or the query timed out: not the replica's fault.
-			f.metrics.requests.WithLabelValues(g.Name, r.URL, kind, "canceled").Inc()
+			f.metrics.requests.WithLabelValues(g.Name, backend, kind, "canceled").Inc()
 			return zero, err
 		}
-		f.metrics.requests.WithLabelValues(g.Name, r.URL, kind, "error").Inc()
+		f.metrics.requests.WithLabelValues(g.Name, backend, kind, "error").Inc()
 		if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Type == "bad_data" {
 			// Every replica would refuse the same request.
 			return zero, err
 		}
 		f.backends.ObserveCall(r, err, took)
-		f.opts.Logger.Warn("backend call failed", "group", g.Name, "backend", r.URL, "kind", kind, "err", err)
+		f.opts.Logger.Warn("backend call failed", "group", g.Name, "backend", backend, "kind", kind, "err", err)
 		errs = append(errs, err)
 	}
 	return zero, &GroupError{Group: g.Name, Errs: errs}

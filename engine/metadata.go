@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"math"
+	"regexp"
 	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -18,7 +19,9 @@ import (
 func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMetric int) (map[string][]remote.Metadata, annotations.Annotations, error) {
 	var ms []*labels.Matcher
 	if metric != "" {
-		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)}
+		// metric names a family; its series may carry suffixed names
+		// (a histogram has no series named after the family itself).
+		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, regexp.QuoteMeta(metric)+familySuffixes)}
 	}
 	failed := &failedGroups{}
 	answers, warns, err := fanOut(ctx, f, failed, "metadata", nil, func(ctx context.Context, c *remote.Client) (map[string][]remote.Metadata, error) {
@@ -44,10 +47,10 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	out := map[string][]remote.Metadata{}
 	for _, md := range answers {
 		for name, entries := range md {
-			if visible != nil && !familyVisible(name, visible) {
-				continue
-			}
 			for _, e := range entries {
+				if visible != nil && !familyVisible(name, e.Type, visible) {
+					continue
+				}
 				if !slices.Contains(out[name], e) {
 					out[name] = append(out[name], e)
 				}
@@ -74,13 +77,29 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	return out, warns, nil
 }
 
-// familyVisible reports whether a metric family's metadata may be shown: the
-// family name is metadata's key, while series carry suffixed names.
-func familyVisible(family string, visible map[string]bool) bool {
+// familySuffixes are the endings of series names within a family, as a
+// regular expression.
+const familySuffixes = "(_bucket|_sum|_count|_total|_created|_info|_gsum|_gcount)?"
+
+// seriesOfType says which series names a family of each metadata type has,
+// besides the family's own name: a suffix shows a family only when the
+// family's type has series with that suffix, so a visible gauge x_count
+// does not reveal the HELP of an unrelated histogram x.
+var seriesOfType = map[string][]string{
+	"counter":        {"_total", "_created"},
+	"histogram":      {"_bucket", "_sum", "_count", "_created"},
+	"gaugehistogram": {"_bucket", "_gsum", "_gcount"},
+	"summary":        {"_sum", "_count", "_created"},
+	"info":           {"_info"},
+}
+
+// familyVisible reports whether metadata of this type for a family may be
+// shown: the family name is metadata's key, while series carry suffixed names.
+func familyVisible(family, typ string, visible map[string]bool) bool {
 	if visible[family] {
 		return true
 	}
-	for _, suffix := range []string{"_bucket", "_sum", "_count", "_total", "_created", "_info"} {
+	for _, suffix := range seriesOfType[typ] {
 		if visible[family+suffix] {
 			return true
 		}

@@ -129,6 +129,9 @@ func (s *policySeriesSet) Warnings() annotations.Annotations {
 
 // LabelNames implements storage.Querier.
 func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	if !tenancy.FromContext(ctx).Unrestricted() {
+		return q.labelsFromSeries(ctx, "labels", ms, namesOf)
+	}
 	return q.labelCall(ctx, "labels", ms, func(ctx context.Context, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		return c.LabelNames(ctx, q.mint, q.maxt, sets, hintLimit(hints))
 	})
@@ -136,6 +139,9 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 
 // LabelValues implements storage.Querier.
 func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	if !tenancy.FromContext(ctx).Unrestricted() {
+		return q.labelsFromSeries(ctx, "label_values", ms, valuesOf(name))
+	}
 	return q.labelCall(ctx, "label_values", ms, func(ctx context.Context, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		return c.LabelValues(ctx, name, q.mint, q.maxt, sets, hintLimit(hints))
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 )
 
 func goVersion() string { return runtime.Version() }
@@ -58,6 +59,11 @@ func (s *Server) ready(c echo.Context) error {
 
 func (s *Server) debugTargets(c echo.Context) error {
 	st := s.opts.Backends.Status()
+	for i := range st {
+		for j := range st[i].Replicas {
+			st[i].Replicas[j].URL = remote.RedactURL(st[i].Replicas[j].URL)
+		}
+	}
 	if wantsHTML(c.Request()) {
 		return renderHTML(c, targetsPage, st)
 	}

@@ -79,26 +79,28 @@ type Client struct {
 func New(rawURL string, cfg Config) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("backend %q: %w", rawURL, err)
+		// url.Error quotes the URL whole, password included.
+		return nil, fmt.Errorf("backend %q: not a URL", RedactURL(rawURL))
 	}
+	redacted := u.Redacted()
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("backend %q: scheme must be http or https", rawURL)
+		return nil, fmt.Errorf("backend %q: scheme must be http or https", redacted)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	readURL := *u
 	readURL.Path += "/api/v1/read"
-	rc, err := promremote.NewReadClient(rawURL, &promremote.ClientConfig{
+	rc, err := promremote.NewReadClient(redacted, &promremote.ClientConfig{
 		URL:              &config_util.URL{URL: &readURL},
 		Timeout:          cfg.Timeout,
 		HTTPClientConfig: cfg.HTTPClient,
 		ChunkedReadLimit: cfg.ChunkedReadLimit,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("backend %s: remote read client: %w", rawURL, err)
+		return nil, fmt.Errorf("backend %s: remote read client: %w", redacted, err)
 	}
 	hc, err := config_util.NewClientFromConfig(cfg.HTTPClient, "prometheus_proxy_backend")
 	if err != nil {
-		return nil, fmt.Errorf("backend %s: http client: %w", rawURL, err)
+		return nil, fmt.Errorf("backend %s: http client: %w", redacted, err)
 	}
 	// One connection pool per backend for remote read, API calls and probes.
 	// The read client's own transport is wrapped for tracing in a way that
@@ -110,7 +112,39 @@ func New(rawURL string, cfg Config) (*Client, error) {
 }
 
 // URL is the backend's base URL, as configured.
-func (c *Client) URL() string { return c.base.String() }
+// The password of a URL with credentials reads "xxxxx".
+func (c *Client) URL() string { return c.base.Redacted() }
+
+// scrub hides the backend's password in an error of the remote-read
+// library, which quotes the URL it was given whole.
+func (c *Client) scrub(err error) error {
+	if c.base.User == nil {
+		return err
+	}
+	if _, hasPassword := c.base.User.Password(); !hasPassword {
+		return err
+	}
+	return &scrubbedError{err: err, raw: c.base.String(), redacted: c.base.Redacted()}
+}
+
+type scrubbedError struct {
+	err           error
+	raw, redacted string
+}
+
+func (e *scrubbedError) Error() string { return strings.ReplaceAll(e.err.Error(), e.raw, e.redacted) }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+// RedactURL hides the password of a URL with credentials; a string that is
+// not a URL is hidden whole after its scheme, since it may hold one anyway.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		scheme, _, _ := strings.Cut(s, "://")
+		return scheme + "://(unparsable URL)"
+	}
+	return u.Redacted()
+}
 
 // Close drops the client's idle connections, so nothing of it outlives the
 // proxy (each kept-alive connection holds two goroutines).
@@ -150,11 +184,11 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	}()
 	ss, err := c.read.ReadMultiple(ctx, queries, true)
 	if err != nil {
-		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), err)
+		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), c.scrub(err))
 	}
 	runs, err := sortedRuns(ss)
 	if err != nil {
-		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), err)
+		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), c.scrub(err))
 	}
 	if len(runs) == 1 {
 		return runs[0], nil

@@ -159,6 +159,7 @@ func TestE2E(t *testing.T) {
 	t.Run("CacheRedis", func(t *testing.T) { testCacheRedis(t, f) })
 	t.Run("CacheSlidingWindow", func(t *testing.T) { testCacheSlidingWindow(t, f) })
 	t.Run("CachePolicyChange", func(t *testing.T) { testCachePolicyChange(t, f) })
+	t.Run("Doors", func(t *testing.T) { testDoors(t, f) })
 }
 
 func testQueryPath(t *testing.T, f *fleet) {

@@ -322,3 +322,51 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() err
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// IgnoreLabelMatchers passes every request on to the real Prometheus at
+// upstream, but drops match[] from label-name and label-value calls, as a
+// backend too old to honour it there does: it answers the names and values
+// of every series it holds.
+func IgnoreLabelMatchers(t testing.TB, upstream string) *Fault {
+	t.Helper()
+	transport := &http.Transport{}
+	client := &http.Client{Transport: transport}
+	t.Cleanup(transport.CloseIdleConnections)
+	return serveFault(t, "ignore-label-matchers", func(w http.ResponseWriter, r *http.Request) {
+		target := strings.TrimRight(upstream, "/") + r.URL.RequestURI()
+		var body io.Reader = r.Body
+		contentType := r.Header.Get("Content-Type")
+		if p := r.URL.Path; p == "/api/v1/labels" || (strings.HasPrefix(p, "/api/v1/label/") && strings.HasSuffix(p, "/values")) {
+			if err := r.ParseForm(); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Form.Del("match[]")
+			// Label values are served over GET only.
+			target = strings.TrimRight(upstream, "/") + p + "?" + r.Form.Encode()
+			body, contentType = nil, ""
+			r.Method = http.MethodGet
+		}
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, target, body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		req.Header = r.Header.Clone()
+		req.Header.Del("Content-Length")
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vs := range resp.Header {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})
+}

@@ -119,10 +119,15 @@ func firstLine(s string) string {
 type Option func(*promOptions)
 
 type promOptions struct {
+	config       string
 	name         string
 	flags        []string
 	readyTimeout time.Duration
 }
+
+// WithConfig replaces the server's configuration file (by default one that
+// scrapes nothing), e.g. to scrape a target so metadata exists.
+func WithConfig(yaml string) Option { return func(o *promOptions) { o.config = yaml } }
 
 // WithName labels the server in logs and failure messages (e.g. "shard-1").
 func WithName(name string) Option { return func(o *promOptions) { o.name = name } }
@@ -179,7 +184,11 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	}
 	configFile := filepath.Join(dir, "prometheus.yml")
 	// Nothing is scraped: the backfilled data is all the server holds.
-	if err := os.WriteFile(configFile, []byte("scrape_configs: []\n"), 0o644); err != nil {
+	config := "scrape_configs: []\n"
+	if o.config != "" {
+		config = o.config
+	}
+	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 

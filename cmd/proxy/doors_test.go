@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+// testDoors: each way a hostile client or tenant could get more than it
+// should, or hold the proxy's resources, is closed.
+func testDoors(t *testing.T, f *fleet) {
+	t.Run("MethodLabelBounded", func(t *testing.T) { testMethodLabelBounded(t, f) })
+	t.Run("RepeatedTenantOrCredential", func(t *testing.T) { testRepeatedTenantOrCredential(t, f) })
+	t.Run("AuthenticateBeforeBody", func(t *testing.T) { testAuthenticateBeforeBody(t, f) })
+	t.Run("SlowHeaders", func(t *testing.T) { testSlowHeaders(t, f) })
+	t.Run("BackendURLsRedacted", func(t *testing.T) { testBackendURLsRedacted(t, f) })
+	t.Run("LabelsRecheckedAgainstPolicy", func(t *testing.T) { testLabelsRechecked(t, f) })
+	t.Run("PostToGetOnlyEndpoints", func(t *testing.T) { testPostToGetOnly(t, f) })
+	t.Run("ManagementListener", func(t *testing.T) { testManagementListener(t, f) })
+	t.Run("HeaderAdminRefusedBeyondLoopback", func(t *testing.T) { testHeaderAdminRefused(t, f) })
+}
+
+// testMethodLabelBounded: a made-up method does not become a series.
+func testMethodLabelBounded(t *testing.T, f *fleet) {
+	p := startProxy(t, baseConfig(f))
+	for _, m := range []string{"BREW", "X-" + strings.Repeat("A", 40), "get"} {
+		req, _ := http.NewRequest(m, p.URL+"/api/v1/query?query=up", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	a := doRequest(t, p.URL, apiRequest{path: "/metrics"})
+	var methods []string
+	for _, line := range strings.Split(string(a.body), "\n") {
+		if strings.HasPrefix(line, "prometheus_proxy_requests_total{") {
+			_, rest, _ := strings.Cut(line, `method="`)
+			m, _, _ := strings.Cut(rest, `"`)
+			methods = append(methods, m)
+		}
+	}
+	for _, m := range methods {
+		if m != "GET" && m != "POST" && m != "other" {
+			t.Errorf("prometheus_proxy_requests_total has method=%q; want GET, POST or other", m)
+		}
+	}
+	if !strings.Contains(string(a.body), `method="other"`) {
+		t.Errorf("made-up methods are not counted as other:\n%s", clip(a.body))
+	}
+}
+
+// testRepeatedTenantOrCredential: two tenant headers, two namespace
+// parameters, or header and parameter disagreeing: 400, never the first.
+func testRepeatedTenantOrCredential(t *testing.T, f *fleet) {
+	p := startProxy(t, tenantConfig(f, tenantFiles(t)))
+	q := p.URL + "/api/v1/query?query=up"
+	for _, c := range []struct {
+		name   string
+		url    string
+		header http.Header
+	}{
+		{"two tenant headers", q, http.Header{"X-Tenant-Namespace": {"team-a", "monitoring"}}},
+		{"two namespace parameters", q + "&namespace=team-a&namespace=monitoring", tenantHeader("team-a")},
+		{"header and parameter differ", q + "&namespace=monitoring", tenantHeader("team-a")},
+	} {
+		a := rawRequest(t, http.MethodGet, c.url, "", c.header)
+		if a.code != http.StatusBadRequest || !strings.Contains(string(a.body), `"status":"error"`) {
+			t.Errorf("%s: HTTP %d %s, want 400 Prometheus JSON", c.name, a.code, a.body)
+		}
+	}
+	if a := rawRequest(t, http.MethodGet, q+"&namespace=team-a", "", tenantHeader("team-a")); a.code != http.StatusOK {
+		t.Errorf("header and parameter agreeing: HTTP %d %s", a.code, a.body)
+	}
+	// A JWT proxy: two Authorization headers.
+	cfg := tenantConfig(f, tenantFiles(t))
+	cfg.Auth = authn.Config{Type: authn.TypeJWT, JWT: authn.JWTConfig{SecretKey: strings.Repeat("k", 32)}}
+	jp := startProxy(t, cfg)
+	a := rawRequest(t, http.MethodGet, jp.URL+"/api/v1/query?query=up", "", http.Header{"Authorization": {"Bearer a", "Bearer b"}})
+	if a.code != http.StatusBadRequest {
+		t.Errorf("two Authorization headers: HTTP %d %s, want 400", a.code, a.body)
+	}
+}
+
+// testAuthenticateBeforeBody: a client without credentials is refused
+// before the proxy reads (or waits for) its body.
+func testAuthenticateBeforeBody(t *testing.T, f *fleet) {
+	cfg := tenantConfig(f, tenantFiles(t))
+	cfg.Auth = authn.Config{Type: authn.TypeAPIKey, APIKeys: []string{sha256Hex("key") + " team-a"}}
+	cfg.Proxy.MaxBodyBytes = 1024
+	p := startProxy(t, cfg)
+	big := "query=" + strings.Repeat("x", 4096)
+	if a := rawRequest(t, http.MethodPost, p.URL+"/api/v1/query", big, nil); a.code != http.StatusUnauthorized {
+		t.Errorf("large body without credentials: HTTP %d %s, want 401", a.code, a.body)
+	}
+	if a := rawRequest(t, http.MethodPost, p.URL+"/api/v1/query", big, bearerHeader("key")); a.code != http.StatusRequestEntityTooLarge {
+		t.Errorf("large body with credentials: HTTP %d %s, want 413", a.code, a.body)
+	}
+	// Headers announce a large body that never comes: the answer must not
+	// wait for it.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10485760\r\n\r\nquery=")
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a request without credentials whose body never comes: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("body never sent, no credentials: HTTP %d, want 401", resp.StatusCode)
+	}
+}
+
+// testSlowHeaders: a client trickling headers is cut off after
+// server.read_header_timeout, and an idle connection after idle_timeout.
+func testSlowHeaders(t *testing.T, f *fleet) {
+	cfg := baseConfig(f)
+	cfg.Server.ReadHeaderTimeout = model.Duration(300 * time.Millisecond)
+	cfg.Server.IdleTimeout = model.Duration(300 * time.Millisecond)
+	p := startProxy(t, cfg)
+	addr := strings.TrimPrefix(p.URL, "http://")
+	closedWithin := func(what string, send string) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, send); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.Copy(io.Discard, conn)
+		if took := time.Since(start); err != nil || took > 3*time.Second {
+			t.Errorf("%s: connection still open after %v (err %v)", what, took.Round(time.Millisecond), err)
+		}
+	}
+	closedWithin("headers never finished", "GET /api/v1/query?query=up HTTP/1.1\r\nHost: x\r\n")
+	closedWithin("idle keep-alive connection", "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+// testBackendURLsRedacted: a group fails; the tenant's warning names the
+// group, not the backend (whose URL holds a password); an admin's names the
+// backend with the password hidden; /debug/targets never shows the password.
+func testBackendURLsRedacted(t *testing.T, f *fleet) {
+	fault := testenv.Status500(t)
+	withPassword := "http://proxy:s3cr3t-pw@" + fault.Addr
+	cfg := faultConfig(f, withPassword)
+	cfg.Tenants.Files = []string{filepath.Join(tenantFiles(t), "*.yaml")}
+	cfg.Tenants.AdminNamespaces = []string{"monitoring"}
+	p := startProxy(t, cfg)
+	group := f.data.Clusters[2]
+	r := instant(f, "http_requests_total") // granted to team-a
+	for _, c := range []struct {
+		ns    string
+		admin bool
+	}{{"team-a", false}, {"monitoring", true}} {
+		r.header = tenantHeader(c.ns)
+		a := doRequest(t, p.URL, r)
+		body := string(a.body)
+		if a.code != http.StatusOK || !strings.Contains(body, "group "+group) {
+			t.Errorf("%s: HTTP %d %s, want a warning naming group %s", c.ns, a.code, clip(a.body), group)
+		}
+		if strings.Contains(body, "s3cr3t-pw") {
+			t.Errorf("%s sees the backend's password: %s", c.ns, clip(a.body))
+		}
+		if seesBackend := strings.Contains(body, fault.Addr); seesBackend != c.admin {
+			t.Errorf("%s sees the backend address: %v, want %v: %s", c.ns, seesBackend, c.admin, clip(a.body))
+		}
+		r.params = cloneValues(r.params)
+		r.params.Set("partial_response", "false")
+		if a := doRequest(t, p.URL, r); c.ns == "team-a" && (strings.Contains(string(a.body), fault.Addr) || a.code != http.StatusServiceUnavailable) {
+			t.Errorf("%s, aborted: HTTP %d %s", c.ns, a.code, clip(a.body))
+		}
+		r.params.Del("partial_response")
+	}
+	a := doRequest(t, p.URL, apiRequest{path: "/debug/targets", header: tenantHeader("monitoring")})
+	if a.code != http.StatusOK || strings.Contains(string(a.body), "s3cr3t-pw") || !strings.Contains(string(a.body), "xxxxx@"+fault.Addr) {
+		t.Errorf("/debug/targets: HTTP %d %s, want the backend with its password hidden", a.code, clip(a.body))
+	}
+	m := doRequest(t, p.URL, apiRequest{path: "/metrics", header: tenantHeader("monitoring")})
+	if strings.Contains(string(m.body), "s3cr3t-pw") {
+		t.Error("/metrics shows the backend's password")
+	}
+}
+
+// testLabelsRechecked: behind a backend that ignores match[] on its label
+// endpoints, a tenant still gets exactly its own label names and values.
+func testLabelsRechecked(t *testing.T, f *fleet) {
+	dir := tenantFiles(t)
+	cfg := tenantConfig(f, dir)
+	for i := range cfg.Discovery.Static {
+		cfg.Discovery.Static[i].URLs = []string{testenv.IgnoreLabelMatchers(t, f.shards[i].URL).URL}
+	}
+	p := startProxy(t, cfg)
+	const ns = "team-a"
+	oracle := oracleFor(t, f, ns, policyOf(t, p, ns))
+	for _, r := range []apiRequest{
+		{path: "/api/v1/labels"},
+		{path: "/api/v1/labels", params: url.Values{"match[]": {`{namespace="team-b"}`}}},
+		{path: "/api/v1/label/namespace/values"},
+		{path: "/api/v1/label/__name__/values"},
+		{path: "/api/v1/label/job/values", params: url.Values{"match[]": {`{__name__=~".+"}`}}},
+	} {
+		want := doRequest(t, oracle.URL, r)
+		r.header = tenantHeader(ns)
+		compareAnswers(t, r.String(), want, doRequest(t, p.URL, r))
+	}
+}
+
+// testPostToGetOnly: endpoints Prometheus serves over GET only answer
+// other methods as Prometheus does (405), not 404.
+func testPostToGetOnly(t *testing.T, f *fleet) {
+	p := startProxy(t, baseConfig(f))
+	for _, path := range []string{"/api/v1/label/job/values", "/api/v1/metadata", "/api/v1/status/buildinfo"} {
+		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+			code := func(base string) int {
+				req, _ := http.NewRequest(method, base+path, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			want, got := code(f.reference.URL), code(p.URL)
+			if want != got {
+				t.Errorf("%s %s: HTTP %d, Prometheus answers %d", method, path, got, want)
+			}
+		}
+	}
+}
+
+// testManagementListener: /metrics, /health and /ready answer on the
+// management listener without credentials; the main port keeps them (and
+// /debug) admin-only, and /debug is not on the management listener.
+func testManagementListener(t *testing.T, f *fleet) {
+	cfg := tenantConfig(f, tenantFiles(t))
+	cfg.Server.ManagementAddress = "127.0.0.1:0"
+	p := startProxy(t, cfg)
+	for _, path := range []string{"/metrics", "/health", "/ready"} {
+		testenv.Eventually(t, 5*time.Second, path+" on the management listener", func() error {
+			if a := doRequest(t, p.ManagementURL, apiRequest{path: path}); a.code != http.StatusOK {
+				return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
+			}
+			return nil
+		})
+		for _, h := range []http.Header{nil, tenantHeader("team-a")} {
+			if a := doRequest(t, p.URL, apiRequest{path: path, header: h}); a.code != http.StatusUnauthorized && a.code != http.StatusForbidden {
+				t.Errorf("%s on the main port with %v: HTTP %d, want 401 or 403", path, h, a.code)
+			}
+		}
+		if a := doRequest(t, p.URL, apiRequest{path: path, header: tenantHeader("monitoring")}); a.code != http.StatusOK {
+			t.Errorf("%s on the main port as admin: HTTP %d", path, a.code)
+		}
+	}
+	for _, path := range []string{"/debug/tenants", "/debug/targets", "/api/v1/query"} {
+		if a := doRequest(t, p.ManagementURL, apiRequest{path: path, header: tenantHeader("monitoring")}); a.code != http.StatusNotFound {
+			t.Errorf("%s on the management listener: HTTP %d, want 404", path, a.code)
+		}
+	}
+}
+
+// loopbackLie is a loopback listener that says it listens on every
+// address, so the check can be tested without leaving loopback.
+type loopbackLie struct{ net.Listener }
+
+func (loopbackLie) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero, Port: 8080} }
+
+// testHeaderAdminRefused: a trusted tenant header with admin namespaces does
+// not serve beyond loopback unless explicitly allowed, and says so.
+func testHeaderAdminRefused(t *testing.T, f *fleet) {
+	cfg := tenantConfig(f, tenantFiles(t))
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(cfg Config) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		a, err := newApp(ctx, cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- a.Serve(ctx, loopbackLie{ln}, nil) }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(500 * time.Millisecond):
+			cancel()
+			return <-done
+		}
+	}
+	if err := serve(cfg); err == nil || !strings.Contains(err.Error(), "allow_unauthenticated_admin") {
+		t.Errorf("auth none with admin namespaces on 0.0.0.0: err = %v, want a refusal", err)
+	}
+	cfg.Auth.None.AllowUnauthenticatedAdmin = true
+	if err := serve(cfg); err != nil {
+		t.Errorf("explicitly allowed: %v", err)
+	}
+	cfg.Auth.None.AllowUnauthenticatedAdmin = false
+	cfg.Tenants.AdminNamespaces = nil
+	if err := serve(cfg); err != nil {
+		t.Errorf("no admin namespaces: %v", err)
+	}
+	// And the warning repeats while it runs.
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		warnEvery(ctx, 50*time.Millisecond, slog.New(slog.NewJSONHandler(&logs, nil)), headerAdminWarning)
+		close(done)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	if n := strings.Count(logs.String(), "anyone who can reach the proxy"); n < 3 {
+		t.Errorf("warned %d times in 300ms at a 50ms interval", n)
+	}
+}
+
+// TestTrustWarnings: settings that widen who is trusted are said at start.
+func TestTrustWarnings(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Discovery.Kubernetes = &discovery.KubernetesConfig{}
+	if w := trustWarnings(cfg); len(w) != 1 || !strings.Contains(w[0], "discovery.kubernetes.namespaces") {
+		t.Errorf("every namespace searched for backends: warnings %q", w)
+	}
+	cfg.Discovery.Kubernetes.Namespaces = []string{"monitoring"}
+	if w := trustWarnings(cfg); len(w) != 0 {
+		t.Errorf("namespaces listed: warnings %q", w)
+	}
+}
+
+// TestMetadataOfHistogramFamily: a tenant granted a histogram by name gets
+// its metadata (the family has no series of its own name), and never the
+// HELP/TYPE of families it cannot see. The metadata is real: a Prometheus
+// scrapes a proxy's own metrics.
+func TestMetadataOfHistogramFamily(t *testing.T) {
+	target := startProxy(t, func() Config {
+		cfg := defaultConfig()
+		cfg.Discovery.Static = []discovery.StaticGroup{{Name: "none", URLs: []string{testenv.ClosedPort(t)}}}
+		cfg.Server.ManagementAddress = "127.0.0.1:0"
+		return cfg
+	}())
+	// Some traffic, so the histograms have buckets.
+	for range 3 {
+		doRequest(t, target.URL, apiRequest{path: "/health"})
+	}
+	scraper := testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName("scraper"), testenv.WithConfig(fmt.Sprintf(`global: {scrape_interval: 1s}
+scrape_configs:
+  - job_name: proxy
+    static_configs:
+      - targets: [%q]
+        labels: {namespace: team-a}
+`, strings.TrimPrefix(target.ManagementURL, "http://"))))
+	const family = "prometheus_proxy_request_duration_seconds"
+	testenv.Eventually(t, 20*time.Second, "scraped metadata", func() error {
+		a := doRequest(t, scraper.URL, apiRequest{path: "/api/v1/metadata", params: url.Values{"metric": {family}}})
+		if !strings.Contains(string(a.body), "histogram") {
+			return fmt.Errorf("HTTP %d %s", a.code, a.body)
+		}
+		return nil
+	})
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "team-a.yaml"), []byte(`apiVersion: observability.ethos.io/v1alpha1
+kind: MetricAccess
+metadata: {name: histogram, namespace: team-a}
+spec:
+  source: team-a
+  metrics: [`+family+`]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "team-b.yaml"), []byte(`apiVersion: observability.ethos.io/v1alpha1
+kind: MetricAccess
+metadata: {name: other, namespace: team-b}
+spec:
+  source: team-b
+  metrics: [`+family+`]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultConfig()
+	cfg.Discovery.Static = []discovery.StaticGroup{{Name: "scraper", URLs: []string{scraper.URL}}}
+	cfg.Tenants.Files = []string{filepath.Join(dir, "*.yaml")}
+	p := startProxy(t, cfg)
+	families := func(ns string, params url.Values) map[string]json.RawMessage {
+		t.Helper()
+		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/metadata", params: params, header: tenantHeader(ns)})
+		var v struct {
+			Data map[string]json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(a.body, &v); err != nil || a.code != http.StatusOK {
+			t.Fatalf("metadata as %s: HTTP %d %s", ns, a.code, a.body)
+		}
+		return v.Data
+	}
+	if got := families("team-a", url.Values{"metric": {family}}); !bytes.Contains(got[family], []byte(`"histogram"`)) {
+		t.Errorf("team-a, metric=%s: %v, want the histogram family", family, got)
+	}
+	all := families("team-a", nil)
+	if len(all) != 1 || all[family] == nil {
+		t.Errorf("team-a, every family: %d families, want only %s", len(all), family)
+	}
+	// team-b is granted the same name, but no series of its namespace exist.
+	if got := families("team-b", url.Values{"metric": {family}}); len(got) != 0 {
+		t.Errorf("team-b sees metadata of a family it has no series of: %v", got)
+	}
+	if got := families("team-a", url.Values{"metric": {"prometheus_proxy_requests_total"}}); len(got) != 0 {
+		t.Errorf("team-a sees metadata of a family it is not granted: %v", got)
+	}
+}

@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"context"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// labelsFromSeries answers a tenant's label-names or label-values call from
+// the series the tenant may see, each checked against the policy the way
+// Select checks series. A backend's own label endpoints cannot be
+// re-checked (a name or value says nothing of the series it came from), and
+// one that ignores match[] there would hand out every other tenant's label
+// values; its series endpoint answers label sets, which can be checked.
+func (q *querier) labelsFromSeries(ctx context.Context, kind string, ms []*labels.Matcher, pick func(labels.Labels, func(string))) ([]string, annotations.Annotations, error) {
+	policy := tenancy.FromContext(ctx)
+	sets := MatcherSets(policy, ms)
+	if len(sets) == 0 {
+		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
+		return []string{}, nil, nil
+	}
+	type answer struct {
+		vals  []string
+		warns remote.Warnings
+	}
+	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, ms, func(ctx context.Context, c *remote.Client) (answer, error) {
+		lsets, w, err := c.Series(ctx, q.mint, q.maxt, sets)
+		if err != nil {
+			return answer{}, err
+		}
+		seen := map[string]struct{}{}
+		for _, ls := range lsets {
+			if !policy.Matches(ls) {
+				continue
+			}
+			pick(ls, func(v string) { seen[v] = struct{}{} })
+		}
+		vals := make([]string, 0, len(seen))
+		for v := range seen {
+			vals = append(vals, v)
+		}
+		return answer{vals, w}, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var all []string
+	for _, a := range answers {
+		all = append(all, a.vals...)
+		for _, w := range a.warns {
+			warns.Add(backendWarning(w))
+		}
+	}
+	slices.Sort(all)
+	return slices.Compact(all), warns, nil
+}
+
+func namesOf(ls labels.Labels, add func(string)) {
+	ls.Range(func(l labels.Label) { add(l.Name) })
+}
+
+func valuesOf(name string) func(labels.Labels, func(string)) {
+	return func(ls labels.Labels, add func(string)) {
+		if v := ls.Get(name); v != "" {
+			add(v)
+		}
+	}
+}
