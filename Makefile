@@ -55,15 +55,16 @@ test: deps tools k8s-tools
 	$(GO) test -p $(TEST_P) -timeout $(TEST_TIMEOUT) -count=1 ./...
 	$(MAKE) fuzz
 
-# kube-apiserver and etcd for the Kubernetes integration tests, built once
+# kube-apiserver, kubectl and etcd for the Kubernetes integration tests
+# (kubectl applies deploy/kubernetes with -k), built once
 # from tools/ (modules of their own, outside the proxy's go.mod) into
 # .cache/kube-<version>/, the folder the tests (and KUBEBUILDER_ASSETS) use.
 KUBE_VERSION := $(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/p' tools/kube-apiserver/go.mod)
 KUBE_DIR := .cache/kube-$(KUBE_VERSION)
 
-k8s-tools: $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/etcd
+k8s-tools: $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd
 
-$(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/etcd:
+$(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd:
 	GO=$(GO) ./tools/build.sh $(abspath $(KUBE_DIR))
 
 # Installs the CRD, RBAC and the proxy into the current kubectl context.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd for the integration tests into DIR (default
+# Builds kube-apiserver, kubectl (for `kubectl apply -k deploy/kubernetes`)
+# and etcd for the integration tests into DIR (default
 # .cache/kube-<kubernetes version>/), the folder KUBEBUILDER_ASSETS names.
 # Each binary is built only when missing, so a kept cache costs nothing.
 set -euo pipefail
@@ -22,6 +23,17 @@ if [ ! -x "$dir/kube-apiserver" ]; then
 		-ldflags "-s -w -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
 		-o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
 	mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"
+fi
+
+if [ ! -x "$dir/kubectl" ]; then
+	major="$(echo "$kube_version" | sed -E 's/^v([0-9]+)\..*/\1/')"
+	minor="$(echo "$kube_version" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')"
+	pkg=k8s.io/component-base/version
+	echo "building kubectl $kube_version into $dir"
+	(cd "$root/tools/kube-apiserver" && "$GO" build -trimpath \
+		-ldflags "-s -w -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+		-o "$dir/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
+	mv "$dir/kubectl.tmp" "$dir/kubectl"
 fi
 
 if [ ! -x "$dir/etcd" ]; then

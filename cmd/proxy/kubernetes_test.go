@@ -72,6 +72,9 @@ func TestKubernetes(t *testing.T) {
 	t.Run("DiscoveryPodsAndExternalName", func(t *testing.T) { testDiscoveryPods(t, w, f) })
 	t.Run("DiscoveryEndpointSlices", func(t *testing.T) { testDiscoveryEndpointSlices(t, w, f) })
 	t.Run("MetricAccessObjects", func(t *testing.T) { testMetricAccessObjects(t, w, f) })
+	t.Run("KubectlApplyKustomize", func(t *testing.T) { testKubectlApply(t, w) })
+	t.Run("KubernetesAuth", func(t *testing.T) { testKubernetesAuth(t, w, f) })
+	t.Run("TenancyUnderKubernetesAuth", func(t *testing.T) { testTenancyKubernetesAuth(t, w, f) })
 }
 
 func deployDir(t testing.TB) string {
@@ -143,6 +146,8 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 		for path, want := range map[string]any{
 			"livenessProbe.httpGet.path":               "/health",
 			"readinessProbe.httpGet.path":              "/ready",
+			"livenessProbe.httpGet.port":               "management",
+			"readinessProbe.httpGet.port":              "management",
 			"securityContext.readOnlyRootFilesystem":   true,
 			"securityContext.runAsNonRoot":             true,
 			"securityContext.allowPrivilegeEscalation": false,
@@ -209,6 +214,10 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 			{"", "secrets", "", "list", "", false},
 			{"", "configmaps", "", "get", proxyNamespace, false},
 			{"", "services", "", "create", "prom", false},
+			{"authentication.k8s.io", "tokenreviews", "", "create", "", true},
+			{"authorization.k8s.io", "subjectaccessreviews", "", "create", "", true},
+			{"authorization.k8s.io", "localsubjectaccessreviews", "", "create", "team-a", false},
+			{"", "serviceaccounts", "token", "create", "team-a", false},
 		} {
 			review, err := sa.AuthorizationV1().SelfSubjectAccessReviews().Create(context.Background(), &authorizationv1.SelfSubjectAccessReview{
 				Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{

@@ -176,8 +176,13 @@ func assertNoForeignNamespace(t testing.TB, what string, a apiAnswer, allowed st
 }
 
 func testTenancy(t *testing.T, f *fleet) {
-	dir := tenantFiles(t)
-	p := startProxy(t, tenantConfig(f, dir))
+	testTenancyAs(t, f, tenantConfig(f, tenantFiles(t)), tenantHeader)
+}
+
+// testTenancyAs is the tenancy differential suite for a proxy configured
+// with cfg, whose requests act as namespace ns with the headers as(ns).
+func testTenancyAs(t *testing.T, f *fleet, cfg Config, as func(ns string) http.Header) {
+	p := startProxy(t, cfg)
 	reqs := suiteRequests(f.data)
 	attacks := attackRequests(f)
 
@@ -187,10 +192,10 @@ func testTenancy(t *testing.T, f *fleet) {
 			oracle := oracleFor(t, f, ns, pol)
 			for _, name := range []string{"cold", "warm"} {
 				t.Run(name, func(t *testing.T) {
-					runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader(ns), 40)
+					runSuiteMinData(t, oracle.URL, p.URL, reqs, as(ns), 40)
 					for _, r := range attacks {
 						want := doRequest(t, oracle.URL, r)
-						r.header = tenantHeader(ns)
+						r.header = as(ns)
 						got := doRequest(t, p.URL, r)
 						compareAnswers(t, "attack "+r.String(), want, got)
 						// absent() and label_replace() write label values
@@ -210,29 +215,29 @@ func testTenancy(t *testing.T, f *fleet) {
 				{"POST", "/api/v1/labels?match[]={namespace=\"team-b\"}", "match[]=up"},
 			} {
 				want := rawRequest(t, c.method, oracle.URL+c.query, c.body, nil)
-				got := rawRequest(t, c.method, p.URL+c.query, c.body, tenantHeader(ns))
+				got := rawRequest(t, c.method, p.URL+c.query, c.body, as(ns))
 				compareAnswers(t, "duplicated params "+c.method+" "+c.query+" "+c.body, want, got)
 				assertNoForeignNamespace(t, c.query, got, ns)
 			}
 		})
 	}
 	t.Run("admin-equals-union", func(t *testing.T) {
-		runSuite(t, f.reference.URL, p.URL, reqs, tenantHeader("monitoring"))
+		runSuite(t, f.reference.URL, p.URL, reqs, as("monitoring"))
 	})
 	t.Run("refusals", func(t *testing.T) {
 		q := apiRequest{path: "/api/v1/query", params: url.Values{"query": {"up"}}}
 		if a := doRequest(t, p.URL, q); a.code != http.StatusUnauthorized || !strings.Contains(string(a.body), `"status":"error"`) {
 			t.Errorf("no tenant: HTTP %d %s, want 401 Prometheus JSON", a.code, a.body)
 		}
-		q.header = tenantHeader("nobody")
+		q.header = as("nobody")
 		if a := doRequest(t, p.URL, q); a.code != http.StatusForbidden || !strings.Contains(string(a.body), `"errorType":"forbidden"`) {
 			t.Errorf("unknown namespace: HTTP %d %s, want 403 Prometheus JSON", a.code, a.body)
 		}
 		for _, path := range []string{"/debug/tenants", "/debug/targets", "/metrics"} {
-			if a := doRequest(t, p.URL, apiRequest{path: path, header: tenantHeader("team-a")}); a.code != http.StatusForbidden {
+			if a := doRequest(t, p.URL, apiRequest{path: path, header: as("team-a")}); a.code != http.StatusForbidden {
 				t.Errorf("%s as team-a: HTTP %d, want 403", path, a.code)
 			}
-			if a := doRequest(t, p.URL, apiRequest{path: path, header: tenantHeader("monitoring")}); a.code != http.StatusOK {
+			if a := doRequest(t, p.URL, apiRequest{path: path, header: as("monitoring")}); a.code != http.StatusOK {
 				t.Errorf("%s as monitoring: HTTP %d, want 200", path, a.code)
 			}
 		}

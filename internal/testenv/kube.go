@@ -89,9 +89,14 @@ type Kube struct {
 
 	t         testing.TB
 	dir       string
+	saKey     string // the service-account signing key (PEM)
 	apiserver *process
 	etcd      *process
 }
+
+// ServiceAccountIssuer is the issuer (and default audience) of the
+// ServiceAccount tokens the API server signs.
+const ServiceAccountIssuer = "https://kubernetes.default.svc"
 
 // KubeAdminUser is the user name Token authenticates as.
 const KubeAdminUser = "testenv-admin"
@@ -140,6 +145,7 @@ func StartKube(t testing.TB) *Kube {
 
 	saKey := filepath.Join(dir, "service-account.key")
 	writeRSAKey(t, saKey)
+	k.saKey = saKey
 	tokens := filepath.Join(dir, "tokens.csv")
 	if err := os.WriteFile(tokens, []byte(k.Token+","+KubeAdminUser+",testenv-admin-uid,\"system:masters\"\n"), 0o600); err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -157,9 +163,10 @@ func StartKube(t testing.TB) *Kube {
 			"--cert-dir=" + filepath.Join(dir, "certs"),
 			"--token-auth-file=" + tokens,
 			"--authorization-mode=RBAC",
-			"--service-account-issuer=https://kubernetes.default.svc",
+			"--service-account-issuer=" + ServiceAccountIssuer,
 			"--service-account-key-file=" + saKey,
 			"--service-account-signing-key-file=" + saKey,
+			"--api-audiences=" + ServiceAccountIssuer,
 			"--service-cluster-ip-range=10.0.0.0/24",
 			// Nothing would reconcile the kubernetes Service's endpoints, and
 			// the reconciler refuses a loopback advertise address.

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+// proxyAudience is the audience the shipped configuration asks tokens for.
+const proxyAudience = "prometheus-multi-tenant-proxy"
+
+// kubeAuthConfig makes cfg check tokens with the test API server, as the
+// proxy's ServiceAccount (RBAC of deploy/kubernetes decides what it may ask).
+func kubeAuthConfig(w *kubeWorld, cfg Config) Config {
+	cfg.Auth = authn.Config{Type: authn.TypeKubernetes, Kubernetes: authn.KubernetesConfig{
+		Kubeconfig: w.proxyKubeconfig,
+		Audiences:  []string{proxyAudience},
+		CacheTTL:   model.Duration(time.Second),
+	}}
+	return cfg
+}
+
+// saTokens hands out one ServiceAccount token per namespace (made once).
+type saTokens struct {
+	w  *kubeWorld
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (s *saTokens) header(t testing.TB, ns string) http.Header {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]string{}
+	}
+	tok, ok := s.m[ns]
+	if !ok {
+		tok = s.w.kube.ServiceAccountToken(t, ns, "tenant", proxyAudience)
+		s.m[ns] = tok
+	}
+	return bearerHeader(tok)
+}
+
+// testTenancyKubernetesAuth: the whole tenancy differential suite, every
+// request authenticated by a ServiceAccount token of its namespace.
+func testTenancyKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
+	tokens := &saTokens{w: w}
+	cfg := kubeAuthConfig(w, tenantConfig(f, tenantFiles(t)))
+	testTenancyAs(t, f, cfg, func(ns string) http.Header { return tokens.header(t, ns) })
+}
+
+// testKubernetesAuth: ServiceAccount tokens (TokenRequest) of two
+// namespaces; each reads its own; a foreign namespace is 403 until a
+// RoleBinding grants get metricaccesses there; expired, forged and
+// other-audience tokens are 401; with the API server down nothing is
+// answered that it would not have allowed.
+func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
+	p := startProxy(t, kubeAuthConfig(w, tenantConfig(f, tenantFiles(t))))
+	tokA := w.kube.ServiceAccountToken(t, "team-a", "grafana", proxyAudience)
+	tokB := w.kube.ServiceAccountToken(t, "team-b", "grafana", proxyAudience)
+	at := formatTime(f.data.Start.Add(time.Hour))
+	query := func(h http.Header, params ...string) apiAnswer {
+		v := url.Values{"query": {`count by (namespace) ({__name__=~".+"})`}, "time": {at}}
+		for i := 0; i+1 < len(params); i += 2 {
+			v.Set(params[i], params[i+1])
+		}
+		return doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: v, header: h})
+	}
+	// seesOnly checks an answer holds data of exactly one namespace.
+	seesOnly := func(what string, a apiAnswer, ns string) {
+		t.Helper()
+		if a.code != http.StatusOK || !strings.Contains(string(a.body), `"namespace":"`+ns+`"`) {
+			t.Errorf("%s: HTTP %d %s, want data of %s", what, a.code, clip(a.body), ns)
+		}
+		assertNoForeignNamespace(t, what, a, ns)
+	}
+	seesOnly("team-a's token", query(bearerHeader(tokA)), "team-a")
+	seesOnly("team-b's token", query(bearerHeader(tokB)), "team-b")
+
+	asB := withHeader(bearerHeader(tokA), "X-Tenant-Namespace", "team-b")
+	if a := query(asB); a.code != http.StatusForbidden || !strings.Contains(string(a.body), "metricaccesses") {
+		t.Errorf("team-a's token as team-b before any grant: HTTP %d %s, want 403 naming the permission", a.code, a.body)
+	}
+	if a := query(bearerHeader(tokA), "namespace", "team-b"); a.code != http.StatusForbidden {
+		t.Errorf("team-a's token, namespace=team-b, before any grant: HTTP %d %s, want 403", a.code, a.body)
+	}
+
+	// A RoleBinding in team-b grants team-a's ServiceAccount the viewer role.
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "team-a-reads-metrics", Namespace: "team-b"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "metricaccess-viewer"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "grafana", Namespace: "team-a"}},
+	}
+	start := time.Now()
+	if _, err := w.admin.RbacV1().RoleBindings("team-b").Create(context.Background(), rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "RoleBinding grants team-b", func() error {
+		if a := query(asB); a.code != http.StatusOK {
+			return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
+		}
+		return nil
+	})
+	t.Logf("granted after %v", time.Since(start).Round(time.Millisecond))
+	seesOnly("team-a's token as team-b, granted", query(asB), "team-b")
+	seesOnly("team-a's token, namespace=team-b, granted", query(bearerHeader(tokA), "namespace", "team-b"), "team-b")
+	seesOnly("team-a's token without a choice", query(bearerHeader(tokA)), "team-a")
+	if a := query(withHeader(bearerHeader(tokB), "X-Tenant-Namespace", "team-a")); a.code != http.StatusForbidden {
+		t.Errorf("the grant is one way: team-b's token as team-a: HTTP %d", a.code)
+	}
+	if err := w.admin.RbacV1().RoleBindings("team-b").Delete(context.Background(), rb.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "deleted RoleBinding revokes", func() error {
+		if a := query(asB); a.code != http.StatusForbidden {
+			return fmt.Errorf("HTTP %d", a.code)
+		}
+		return nil
+	})
+
+	// Tokens that must not authenticate anyone.
+	uid := w.kube.ServiceAccountUID(t, "team-a", "grafana")
+	now := time.Now()
+	for name, tok := range map[string]string{
+		"expired":                w.kube.SignServiceAccountToken(t, testenv.ServiceAccountClaims("team-a", "grafana", uid, []string{proxyAudience}, now.Add(-2*time.Hour), now.Add(-time.Hour)), false),
+		"forged":                 w.kube.SignServiceAccountToken(t, testenv.ServiceAccountClaims("team-a", "grafana", uid, []string{proxyAudience}, now, now.Add(time.Hour)), true),
+		"for another audience":   w.kube.ServiceAccountToken(t, "team-a", "grafana", "some-other-service"),
+		"for the API server":     w.kube.ServiceAccountToken(t, "team-a", "grafana"),
+		"not a token":            "garbage",
+		"the admin's static one": w.kube.Token,
+	} {
+		a := query(bearerHeader(tok))
+		if a.code != http.StatusUnauthorized || !strings.Contains(string(a.body), `"status":"error"`) {
+			t.Errorf("%s token: HTTP %d %s, want 401", name, a.code, clip(a.body))
+		}
+	}
+	if a := query(nil); a.code != http.StatusUnauthorized {
+		t.Errorf("no token: HTTP %d, want 401", a.code)
+	}
+	// The well-formed token is still good: the refusals above are the tokens'.
+	if a := query(bearerHeader(tokA)); a.code != http.StatusOK {
+		t.Errorf("team-a's token after the refusals: HTTP %d", a.code)
+	}
+
+	// Admin: get metricaccesses in every namespace.
+	tokAdmin := w.kube.ServiceAccountToken(t, "platform", "oncall", proxyAudience)
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "platform-oncall-reads-all-metrics"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "metricaccess-viewer"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "oncall", Namespace: "platform"}},
+	}
+	if _, err := w.admin.RbacV1().ClusterRoleBindings().Create(context.Background(), crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "cluster-wide grant makes an admin", func() error {
+		a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokAdmin)})
+		if a.code != http.StatusOK {
+			return fmt.Errorf("/debug/tenants: HTTP %d", a.code)
+		}
+		return nil
+	})
+	countNS := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`count by (namespace) ({__name__=~".+"})`}, "time": {at}}}
+	want := doRequest(t, f.reference.URL, countNS)
+	countNS.header = bearerHeader(tokAdmin)
+	compareAnswers(t, "admin sees the union", want, doRequest(t, p.URL, countNS))
+	if a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokA)}); a.code != http.StatusForbidden {
+		t.Errorf("/debug/tenants as team-a: HTTP %d, want 403", a.code)
+	}
+
+	// The API server stops: a token not reviewed yet gets 503, and once the
+	// cached answers expire so does every other; nothing answers with data.
+	fresh := w.kube.ServiceAccountToken(t, "team-c", "grafana", proxyAudience)
+	w.kube.StopAPIServer()
+	defer w.kube.StartAPIServer()
+	if a := query(bearerHeader(fresh)); a.code != http.StatusServiceUnavailable || strings.Contains(string(a.body), `"success"`) {
+		t.Errorf("new token, API server down: HTTP %d %s, want 503", a.code, clip(a.body))
+	}
+	time.Sleep(1500 * time.Millisecond) // past cache_ttl
+	for name, h := range map[string]http.Header{"team-a": bearerHeader(tokA), "team-a as team-b": asB, "admin": bearerHeader(tokAdmin)} {
+		if a := query(h); a.code != http.StatusServiceUnavailable {
+			t.Errorf("%s, API server down, cache expired: HTTP %d %s, want 503", name, a.code, clip(a.body))
+		}
+	}
+}
+
+// testKubectlApply: `kubectl apply -k deploy/kubernetes` against the API
+// server, then the ConfigMap it created runs (no pod: in this process) and
+// refuses unauthenticated requests, serving probes and metrics on its
+// management port.
+func testKubectlApply(t *testing.T, w *kubeWorld) {
+	kubectl := testenv.KubectlBinary(t)
+	cmd := exec.Command(kubectl, "--kubeconfig="+w.kube.Kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", deployDir(t))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl apply -k: %v\n%s", err, out)
+	}
+	t.Logf("kubectl apply -k deploy/kubernetes:\n%s", out)
+	cm, err := w.admin.CoreV1().ConfigMaps(proxyNamespace).Get(context.Background(), "prometheus-multi-tenant-proxy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatalf("the applied ConfigMap's config: %v", err)
+	}
+	if cfg.Auth.Type != authn.TypeKubernetes || cfg.Server.ManagementAddress == "" || len(cfg.Tenants.AdminNamespaces) != 0 {
+		t.Errorf("shipped config: auth.type %q, management_address %q, admin_namespaces %v", cfg.Auth.Type, cfg.Server.ManagementAddress, cfg.Tenants.AdminNamespaces)
+	}
+	// Outside a pod the in-cluster configuration is $KUBECONFIG: the proxy's
+	// ServiceAccount, so the shipped RBAC decides.
+	t.Setenv("KUBECONFIG", w.proxyKubeconfig)
+	cfg.Proxy.EnableRequestLogging = false
+	p := startProxy(t, cfg)
+	for _, h := range []http.Header{nil, bearerHeader("garbage"), bearerHeader(w.kube.ServiceAccountToken(t, "team-a", "grafana"))} {
+		for _, path := range []string{"/api/v1/query?query=up", "/metrics", "/debug/tenants", "/ready"} {
+			req, _ := http.NewRequest(http.MethodGet, p.URL+path, nil)
+			for k, v := range h {
+				req.Header[k] = v
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s with %v: HTTP %d, want 401", path, h, resp.StatusCode)
+			}
+		}
+	}
+	// A token meant for the proxy works.
+	if a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {"vector(1)"}}, header: bearerHeader(w.kube.ServiceAccountToken(t, "team-a", "grafana", proxyAudience))}); a.code == http.StatusUnauthorized {
+		t.Errorf("token for the proxy's audience: HTTP %d %s", a.code, a.body)
+	}
+	for _, path := range []string{"/health", "/metrics"} {
+		if a := doRequest(t, p.ManagementURL, apiRequest{path: path}); a.code != http.StatusOK {
+			t.Errorf("%s on the management port: HTTP %d", path, a.code)
+		}
+	}
+
+	// The ServiceMonitor scrapes the Service's management port.
+	var sm struct {
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"selector"`
+			Endpoints []struct {
+				Port, Path string
+			} `yaml:"endpoints"`
+		} `yaml:"spec"`
+	}
+	if err := yamlUnmarshalFile(filepath.Join(testenv.RepoRoot(t), "deploy", "prometheus-operator", "servicemonitor.yaml"), &sm); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := w.admin.CoreV1().Services(proxyNamespace).Get(context.Background(), "prometheus-multi-tenant-proxy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if svc.Labels[k] != v {
+			t.Errorf("the ServiceMonitor selects %s=%s; the Service has %q", k, v, svc.Labels[k])
+		}
+	}
+	ports := map[string]int32{}
+	for _, sp := range svc.Spec.Ports {
+		ports[sp.Name] = sp.Port
+	}
+	if len(sm.Spec.Endpoints) != 1 || ports[sm.Spec.Endpoints[0].Port] != 9091 || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("the ServiceMonitor scrapes %+v; the Service's ports are %v", sm.Spec.Endpoints, ports)
+	}
+}
