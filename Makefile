@@ -82,7 +82,7 @@ demo: build tools deps
 	./scripts/demo.sh
 
 dev-run: build
-	./bin/$(BINARY) --config=examples/config.yaml --port=8080 --log-level=debug
+	./bin/$(BINARY) --config=examples/config.yaml --listen-address=127.0.0.1:8080 --log-level=debug
 
 dev-test-request:
 	curl -s -H 'X-Tenant-Namespace: team-a' 'http://127.0.0.1:8080/api/v1/query?query=up' ; echo

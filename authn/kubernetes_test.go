@@ -1,0 +1,52 @@
+package authn
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// TestTTLCache: answers expire, and the cache never holds more than its size.
+func TestTTLCache(t *testing.T) {
+	c := newTTLCache(100, 200*time.Millisecond)
+	for i := range 1000 {
+		c.put(fmt.Sprint(i), i)
+		if len(c.m) > 100 {
+			t.Fatalf("%d entries after %d puts, bound 100", len(c.m), i+1)
+		}
+	}
+	if v, ok := c.get("999"); !ok || v != 999 {
+		t.Fatalf("the newest entry: %v %v", v, ok)
+	}
+	time.Sleep(250 * time.Millisecond)
+	if _, ok := c.get("999"); ok {
+		t.Fatal("an entry outlived its TTL")
+	}
+}
+
+func TestKubernetesConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"defaults", Config{Type: TypeKubernetes}, true},
+		{"cache longer than 5m", Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{CacheTTL: model.Duration(time.Hour)}}, false},
+		{"check without a verb", Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{AdminAccess: AccessCheck{Resource: "pods"}}}, false},
+		{"jwks_url and oidc_issuer_url", Config{Type: TypeJWT, JWT: JWTConfig{JWKSURL: "https://a/keys", OIDCIssuerURL: "https://a"}}, false},
+		{"oidc_issuer_url alone", Config{Type: TypeJWT, JWT: JWTConfig{OIDCIssuerURL: "https://dex.example"}}, true},
+		{"oidc_issuer_url not http", Config{Type: TypeJWT, JWT: JWTConfig{OIDCIssuerURL: "dex.example"}}, false},
+	} {
+		err := c.cfg.Validate()
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err = %v, want ok=%v", c.name, err, c.ok)
+		}
+	}
+	cfg := Config{Type: TypeKubernetes}
+	_ = cfg.Validate()
+	if k := cfg.Kubernetes; k.NamespaceAccess != MetricAccessCheck || k.AdminAccess != MetricAccessCheck || k.CacheTTL <= 0 || k.Timeout <= 0 {
+		t.Errorf("defaults not filled: %+v", k)
+	}
+}
