@@ -23,6 +23,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/prometheus-multi-tenant-proxy /usr/local/bin/prometheus-multi-tenant-proxy
 USER 65532:65532
-EXPOSE 8080
+# 8080: the query API; 9091: metrics and probes when server.management_address is ":9091".
+EXPOSE 8080 9091
 ENTRYPOINT ["/usr/local/bin/prometheus-multi-tenant-proxy"]
 CMD ["--config=/etc/prometheus-multi-tenant-proxy/config.yaml", "--port=8080"]
