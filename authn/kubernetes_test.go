@@ -1,11 +1,15 @@
 package authn
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
+	"k8s.io/client-go/rest"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 )
 
 // TestTTLCache: answers expire, and the cache never holds more than its size.
@@ -48,5 +52,36 @@ func TestKubernetesConfigValidate(t *testing.T) {
 	_ = cfg.Validate()
 	if k := cfg.Kubernetes; k.NamespaceAccess != MetricAccessCheck || k.AdminAccess != MetricAccessCheck || k.CacheTTL <= 0 || k.Timeout <= 0 {
 		t.Errorf("defaults not filled: %+v", k)
+	}
+}
+
+// TestKubernetesSlowAPIServerFailsClosed: an API server that never answers
+// (a hung listener) costs one timeout and refuses the request as
+// unavailable; nothing is let through or cached.
+func TestKubernetesSlowAPIServerFailsClosed(t *testing.T) {
+	hang := testenv.Hang(t)
+	cfg := Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{Timeout: model.Duration(300 * time.Millisecond)}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := New(cfg, Options{KubeConfig: &rest.Config{Host: hang.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		start := time.Now()
+		_, err := id.Identify(requestWith(bearer("some-token")))
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("attempt %d: err = %v, want ErrUnavailable", i, err)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("attempt %d took %v with a 300ms timeout", i, took)
+		}
+	}
+	if n := hang.Requests(); n < 2 {
+		t.Errorf("%d connections reached the API server: a failure was cached", n)
+	}
+	if _, err := id.Identify(requestWith(nil)); !errors.Is(err, ErrNoCredentials) {
+		t.Errorf("no token: err = %v", err)
 	}
 }
