@@ -22,6 +22,12 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
+// maxConcurrentReviews bounds the reviews in flight: every unknown token
+// costs the API server a TokenReview, and made-up tokens need no key, so a
+// flood of them must queue here (and fail after the timeout) rather than
+// pile onto the API server.
+const maxConcurrentReviews = 32
+
 // serviceAccountPrefix starts the user name of every ServiceAccount:
 // system:serviceaccount:<namespace>:<name>.
 const serviceAccountPrefix = "system:serviceaccount:"
@@ -37,6 +43,7 @@ type KubernetesIdentifier struct {
 	logger *slog.Logger
 	cache  *ttlCache
 	flight singleflight.Group
+	slots  chan struct{}
 }
 
 // NewKubernetesIdentifier returns the identifier; cfg must have passed Validate.
@@ -56,7 +63,8 @@ func newKubernetesIdentifier(cfg KubernetesConfig, client kubernetes.Interface, 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &KubernetesIdentifier{cfg: cfg, client: client, logger: logger, cache: newTTLCache(cfg.CacheSize, time.Duration(cfg.CacheTTL))}
+	return &KubernetesIdentifier{cfg: cfg, client: client, logger: logger, cache: newTTLCache(cfg.CacheSize, time.Duration(cfg.CacheTTL)),
+		slots: make(chan struct{}, maxConcurrentReviews)}
 }
 
 // Challenge implements Identifier.
@@ -126,6 +134,12 @@ func (k *KubernetesIdentifier) lookup(ctx context.Context, key string, fn func(c
 	ch := k.flight.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(k.cfg.Timeout))
 		defer cancel()
+		select {
+		case k.slots <- struct{}{}:
+			defer func() { <-k.slots }()
+		case <-fctx.Done():
+			return nil, fmt.Errorf("%w: too many reviews waiting for the Kubernetes API server", ErrUnavailable)
+		}
 		v, err := fn(fctx)
 		if err == nil {
 			k.cache.put(key, v)

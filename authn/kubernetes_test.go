@@ -3,6 +3,8 @@ package authn
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,4 +86,54 @@ func TestKubernetesSlowAPIServerFailsClosed(t *testing.T) {
 	if _, err := id.Identify(requestWith(nil)); !errors.Is(err, ErrNoCredentials) {
 		t.Errorf("no token: err = %v", err)
 	}
+}
+
+// TestKubernetesReviewFloodBounded: made-up tokens cost nothing to make;
+// however many arrive at once, at most maxConcurrentReviews reviews reach
+// the API server, and every one of the requests is refused.
+func TestKubernetesReviewFloodBounded(t *testing.T) {
+	hang := testenv.Hang(t)
+	cfg := Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{Timeout: model.Duration(500 * time.Millisecond)}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := New(cfg, Options{KubeConfig: &rest.Config{Host: hang.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4 * maxConcurrentReviews
+	var (
+		wg      sync.WaitGroup
+		refused atomic.Int64
+		peak    atomic.Int64
+		stop    = make(chan struct{})
+	)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				if c := hang.OpenConns(); c > peak.Load() {
+					peak.Store(c)
+				}
+			}
+		}
+	}()
+	for i := range n {
+		wg.Go(func() {
+			if _, err := id.Identify(requestWith(bearer(fmt.Sprintf("made-up-%d", i)))); errors.Is(err, ErrUnavailable) {
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if refused.Load() != n {
+		t.Errorf("%d of %d requests refused as unavailable", refused.Load(), n)
+	}
+	if p := peak.Load(); p > maxConcurrentReviews || p == 0 {
+		t.Errorf("peak %d connections to the API server, bound %d", p, maxConcurrentReviews)
+	}
+	t.Logf("peak %d concurrent reviews for %d made-up tokens", peak.Load(), n)
 }
