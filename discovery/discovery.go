@@ -11,12 +11,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -42,13 +45,23 @@ type Config struct {
 	// a row, and healthy again after as many good probes (hysteresis).
 	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
 	HealthyThreshold   int `yaml:"healthy_threshold"`
+	// ReplicaLabels are removed from every answer, so the replicas of an HA
+	// pair (which differ only in them) give one set of series. nil means
+	// DefaultReplicaLabels; an empty list removes nothing.
+	ReplicaLabels []string `yaml:"replica_labels"`
 }
 
 // StaticGroup is a group given by hand: replicas holding the same data.
 type StaticGroup struct {
-	Name   string            `yaml:"name"`
-	URLs   []string          `yaml:"urls"`
+	Name string   `yaml:"name"`
+	URLs []string `yaml:"urls"`
+	// Labels are added to every answer of the group, like external labels.
 	Labels map[string]string `yaml:"labels"`
+	// PathPrefix is appended to every URL (a Prometheus behind
+	// https://host/prometheus, or a Cortex/Mimir tenant's /prometheus).
+	PathPrefix string `yaml:"path_prefix"`
+	// HTTPClient replaces backend.http_client for this group's replicas.
+	HTTPClient *config_util.HTTPClientConfig `yaml:"http_client"`
 }
 
 // KubernetesConfig is the seed's `discovery.kubernetes` section.
@@ -77,6 +90,14 @@ func (c *Config) Validate() error {
 	}
 	if c.HealthyThreshold <= 0 {
 		c.HealthyThreshold = 2
+	}
+	if c.ReplicaLabels == nil {
+		c.ReplicaLabels = slices.Clone(DefaultReplicaLabels)
+	}
+	for _, l := range c.ReplicaLabels {
+		if !model.LegacyValidation.IsValidLabelName(l) {
+			return fmt.Errorf("discovery.replica_labels: bad label name %q", l)
+		}
 	}
 	switch c.LoadBalancing {
 	case "":
@@ -120,6 +141,14 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("discovery.static[%d] (%s): bad label name %q", i, g.Name, k)
 			}
 		}
+		if g.PathPrefix != "" && !strings.HasPrefix(g.PathPrefix, "/") {
+			return fmt.Errorf("discovery.static[%d] (%s): path_prefix %q must start with /", i, g.Name, g.PathPrefix)
+		}
+		if g.HTTPClient != nil {
+			if err := g.HTTPClient.Validate(); err != nil {
+				return fmt.Errorf("discovery.static[%d] (%s): http_client: %w", i, g.Name, err)
+			}
+		}
 	}
 	return nil
 }
@@ -130,8 +159,15 @@ type Group struct {
 	Labels   labels.Labels
 	Source   string // "static" or the Kubernetes object it came from
 	Replicas []*Replica
+	// HTTPClient, when set, replaces backend.http_client for the replicas.
+	HTTPClient *config_util.HTTPClientConfig
+	// Transport, when set, carries every call to the replicas (a Kubernetes
+	// API server's service proxy with the kubeconfig's credentials).
+	Transport http.RoundTripper
 
-	next atomic.Uint64 // round-robin position
+	next          atomic.Uint64 // round-robin position
+	replicaLabels []string      // set by the Manager
+	ext           atomic.Pointer[groupView]
 }
 
 // Replica is one backend URL and what the proxy knows of its health.
@@ -145,24 +181,49 @@ type Replica struct {
 	lastError   string
 	lastCheck   time.Time
 	lastLatency time.Duration
+	// External labels the backend reported (known: it answered at all).
+	extLabels labels.Labels
+	extKnown  bool
+}
+
+func (r *Replica) reportedLabels() (labels.Labels, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.extLabels, r.extKnown
+}
+
+// setReportedLabels records the external labels a probe read; it reports
+// whether they changed.
+func (r *Replica) setReportedLabels(lset labels.Labels) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed := !r.extKnown || !labels.Equal(r.extLabels, lset)
+	r.extLabels, r.extKnown = lset, true
+	return changed
 }
 
 func newReplica(u string) *Replica { return &Replica{URL: u, healthy: true} }
 
 // ReplicaStatus is a snapshot of a replica for /debug/targets.
 type ReplicaStatus struct {
-	URL       string        `json:"url"`
-	Healthy   bool          `json:"healthy"`
-	LastError string        `json:"last_error,omitempty"`
-	LastCheck time.Time     `json:"last_check"`
-	Latency   time.Duration `json:"latency_ns"`
+	URL     string `json:"url"`
+	Healthy bool   `json:"healthy"`
+	// ExternalLabels are the backend's global.external_labels (nil: not read yet).
+	ExternalLabels map[string]string `json:"external_labels,omitempty"`
+	LastError      string            `json:"last_error,omitempty"`
+	LastCheck      time.Time         `json:"last_check"`
+	Latency        time.Duration     `json:"latency_ns"`
 }
 
 // Status returns a snapshot.
 func (r *Replica) Status() ReplicaStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return ReplicaStatus{URL: r.URL, Healthy: r.healthy, LastError: r.lastError, LastCheck: r.lastCheck, Latency: r.lastLatency}
+	st := ReplicaStatus{URL: r.URL, Healthy: r.healthy, LastError: r.lastError, LastCheck: r.lastCheck, Latency: r.lastLatency}
+	if r.extKnown {
+		st.ExternalLabels = r.extLabels.Map()
+	}
+	return st
 }
 
 // Healthy reports the replica's current state.
@@ -225,25 +286,16 @@ func (g *Group) Order(mode string) []*Replica {
 }
 
 // Matches reports whether a query with these matchers can find data in the
-// group, and if not, why: a group labelled cluster="a" cannot answer
-// {cluster="b"}.
+// group, and if not, why: a group labelled cluster="a" (configured or
+// external) cannot answer {cluster="b"}. See RewriteMatchers.
 func (g *Group) Matches(ms []*labels.Matcher) (bool, string) {
-	for _, m := range ms {
-		v, ok := g.labelValue(m.Name)
-		if ok && !m.Matches(v) {
-			return false, fmt.Sprintf("group label %s=%q contradicts matcher %s", m.Name, v, m)
-		}
-	}
-	return true, ""
+	_, ok, reason := g.RewriteMatchers([][]*labels.Matcher{ms})
+	return ok, reason
 }
 
-func (g *Group) labelValue(name string) (string, bool) {
-	v := g.Labels.Get(name)
-	if v == "" {
-		return "", false
-	}
-	return v, true
-}
+// Probe checks one replica of a group: nil when it can answer, with the
+// external labels it reports (empty when it does not say).
+type Probe func(ctx context.Context, g *Group, r *Replica) (labels.Labels, error)
 
 // Provider yields groups; the static list and Kubernetes are providers.
 type Provider interface {
@@ -256,7 +308,7 @@ type Provider interface {
 type Manager struct {
 	cfg    Config
 	logger *slog.Logger
-	probe  func(ctx context.Context, url string) error
+	probe  Probe
 
 	mu       sync.Mutex
 	bySource map[string][]*Group
@@ -266,8 +318,8 @@ type Manager struct {
 }
 
 // NewManager validates cfg. probe is called for every replica each health
-// check interval (e.g. GET /-/ready).
-func NewManager(cfg Config, probe func(ctx context.Context, url string) error, logger *slog.Logger) (*Manager, error) {
+// check interval (e.g. GET /-/ready, then the external labels).
+func NewManager(cfg Config, probe Probe, logger *slog.Logger) (*Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -290,9 +342,9 @@ func (m *Manager) Config() Config { return m.cfg }
 func StaticGroups(static []StaticGroup) []*Group {
 	out := make([]*Group, 0, len(static))
 	for _, sg := range static {
-		g := &Group{Name: sg.Name, Labels: labels.FromMap(sg.Labels), Source: "static"}
+		g := &Group{Name: sg.Name, Labels: labels.FromMap(sg.Labels), Source: "static", HTTPClient: sg.HTTPClient}
 		for _, u := range sg.URLs {
-			g.Replicas = append(g.Replicas, newReplica(u))
+			g.Replicas = append(g.Replicas, newReplica(strings.TrimRight(u, "/")+strings.TrimRight(sg.PathPrefix, "/")))
 		}
 		out = append(out, g)
 	}
@@ -355,6 +407,10 @@ func (m *Manager) set(source string, gs []*Group) {
 			}
 		}
 	}
+	for _, g := range gs {
+		g.replicaLabels = m.cfg.ReplicaLabels
+		g.refreshView()
+	}
 	m.bySource[source] = gs
 	m.synced[source] = true
 	all := []*Group{}
@@ -363,9 +419,15 @@ func (m *Manager) set(source string, gs []*Group) {
 	}
 	slices.SortFunc(all, func(a, b *Group) int { return cmp.Compare(a.Name, b.Name) })
 	m.groups.Store(&all)
+	m.storeTopology(all)
+}
+
+// storeTopology hashes the groups with the labels answers show, which
+// change when a backend reports new external labels.
+func (m *Manager) storeTopology(all []*Group) {
 	h := sha256.New()
 	for _, g := range all {
-		fmt.Fprintf(h, "%q %s\n", g.Name, g.Labels)
+		fmt.Fprintf(h, "%q %s %s\n", g.Name, g.Labels, g.ExternalLabels())
 	}
 	topo := hex.EncodeToString(h.Sum(nil))
 	m.topology.Store(&topo)
@@ -397,9 +459,12 @@ func (m *Manager) CheckNow(ctx context.Context) {
 				pctx, cancel := context.WithTimeout(ctx, interval)
 				defer cancel()
 				start := time.Now()
-				err := m.probe(pctx, r.URL)
+				ext, err := m.probe(pctx, g, r)
 				if ctx.Err() != nil {
 					return
+				}
+				if err == nil && r.setReportedLabels(ext) {
+					m.logger.Info("replica external labels", "group", g.Name, "replica", r.URL, "external_labels", ext.String())
 				}
 				if err != nil && pctx.Err() != nil {
 					err = fmt.Errorf("%w (no answer within health_check_interval %s)", err, interval)
@@ -413,6 +478,21 @@ func (m *Manager) CheckNow(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	changed := false
+	for _, g := range m.Groups() {
+		c, conflict := g.refreshView()
+		changed = changed || c
+		if conflict != "" && c {
+			// Queries decide matchers on one value per group; replicas that
+			// disagree answer the same query differently.
+			m.logger.Error("replicas of a group disagree on their external labels", "group", g.Name, "conflict", conflict)
+		}
+	}
+	if changed {
+		m.mu.Lock()
+		m.storeTopology(m.Groups())
+		m.mu.Unlock()
+	}
 }
 
 // ObserveCall records the outcome of a probe or a query call on a replica.
@@ -422,10 +502,14 @@ func (m *Manager) ObserveCall(r *Replica, err error, latency time.Duration) {
 
 // GroupStatus is a group in /debug/targets.
 type GroupStatus struct {
-	Group    string            `json:"group"`
-	Source   string            `json:"source"`
-	Labels   map[string]string `json:"labels"`
-	Replicas []ReplicaStatus   `json:"replicas"`
+	Group  string            `json:"group"`
+	Source string            `json:"source"`
+	Labels map[string]string `json:"labels"`
+	// ExternalLabels are the labels every answer of the group carries.
+	ExternalLabels map[string]string `json:"external_labels,omitempty"`
+	// ExternalLabelsConflict says how the replicas disagree, if they do.
+	ExternalLabelsConflict string          `json:"external_labels_conflict,omitempty"`
+	Replicas               []ReplicaStatus `json:"replicas"`
 }
 
 // Status returns a snapshot of every group for /debug/targets.
@@ -433,7 +517,8 @@ func (m *Manager) Status() []GroupStatus {
 	gs := m.Groups()
 	out := make([]GroupStatus, 0, len(gs))
 	for _, g := range gs {
-		st := GroupStatus{Group: g.Name, Source: g.Source, Labels: g.Labels.Map()}
+		st := GroupStatus{Group: g.Name, Source: g.Source, Labels: g.Labels.Map(),
+			ExternalLabels: g.ExternalLabels().Map(), ExternalLabelsConflict: g.ExternalLabelsConflict()}
 		for _, r := range g.Replicas {
 			st.Replicas = append(st.Replicas, r.Status())
 		}

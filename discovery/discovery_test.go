@@ -96,11 +96,11 @@ func TestGroupMatches(t *testing.T) {
 
 func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
 	probeErr := errors.New("refused")
-	m, err := NewManager(Config{}, func(_ context.Context, url string) error {
-		if url == "http://bad" {
-			return probeErr
+	m, err := NewManager(Config{}, func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) {
+		if r.URL == "http://bad" {
+			return labels.EmptyLabels(), probeErr
 		}
-		return nil
+		return labels.EmptyLabels(), nil
 	}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
 }
 
 func TestTopologyFollowsGroupsNotReplicas(t *testing.T) {
-	m, err := NewManager(Config{}, func(context.Context, string) error { return nil }, slog.New(slog.DiscardHandler))
+	m, err := NewManager(Config{}, func(context.Context, *Group, *Replica) (labels.Labels, error) { return labels.EmptyLabels(), nil }, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // TestHungProbeIsBoundedByInterval: a replica whose probe never returns must
@@ -17,12 +18,12 @@ func TestHungProbeIsBoundedByInterval(t *testing.T) {
 		HealthCheckInterval: model.Duration(50 * time.Millisecond),
 		Static:              []StaticGroup{{Name: "g", URLs: []string{"http://hung", "http://fine"}}},
 	}
-	m, err := NewManager(cfg, func(ctx context.Context, url string) error {
-		if url == "http://hung" {
+	m, err := NewManager(cfg, func(ctx context.Context, _ *Group, r *Replica) (labels.Labels, error) {
+		if r.URL == "http://hung" {
 			<-ctx.Done()
-			return ctx.Err()
+			return labels.EmptyLabels(), ctx.Err()
 		}
-		return nil
+		return labels.EmptyLabels(), nil
 	}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

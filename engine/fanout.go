@@ -102,25 +102,52 @@ func (f *Fanout) Close() {
 	})
 }
 
-func (f *Fanout) client(url string) (*remote.Client, error) {
-	if c, ok := f.clients.Load(url); ok {
+// client returns the client of one replica of g. Groups may carry their
+// own HTTP client settings or transport, so the key holds the group too.
+func (f *Fanout) client(g *discovery.Group, url string) (*remote.Client, error) {
+	key := url
+	if g.HTTPClient != nil || g.Transport != nil {
+		key = g.Name + "\x00" + url
+	}
+	if c, ok := f.clients.Load(key); ok {
 		return c.(*remote.Client), nil
 	}
-	c, err := remote.New(url, f.opts.Remote)
+	cfg := f.opts.Remote
+	var opts []remote.Option
+	if g.HTTPClient != nil {
+		cfg.HTTPClient = *g.HTTPClient
+	}
+	if g.Transport != nil {
+		opts = append(opts, remote.WithTransport(g.Transport))
+	}
+	c, err := remote.New(url, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
-	actual, _ := f.clients.LoadOrStore(url, c)
+	actual, loaded := f.clients.LoadOrStore(key, c)
+	if loaded {
+		c.Close()
+	}
 	return actual.(*remote.Client), nil
 }
 
-// Probe is a readiness probe for discovery's health checks.
-func (f *Fanout) Probe(ctx context.Context, url string) error {
-	c, err := f.client(url)
+// Probe is discovery's health check: readiness, then the replica's
+// external labels. A backend that does not tell its configuration (not a
+// Prometheus, or one that hides it) is taken to have none.
+func (f *Fanout) Probe(ctx context.Context, g *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
+	c, err := f.client(g, r.URL)
 	if err != nil {
-		return err
+		return labels.EmptyLabels(), err
 	}
-	return c.Ready(ctx)
+	if err := c.Ready(ctx); err != nil {
+		return labels.EmptyLabels(), err
+	}
+	ext, err := c.ExternalLabels(ctx)
+	if err != nil {
+		f.opts.Logger.Debug("backend does not tell its external labels; taking none", "group", g.Name, "backend", r.URL, "err", err)
+		return labels.EmptyLabels(), nil
+	}
+	return ext, nil
 }
 
 // CallObserver hears of every backend call made for a request: the group,
@@ -234,19 +261,23 @@ type groupResult[T any] struct {
 	err error
 }
 
-// fanOut calls fn on one replica of every group that can hold data for ms,
-// failing over between replicas, in parallel. It returns the answers of the
+// fanOut calls fn on one replica of every group that can hold data for the
+// matcher sets (nil: no matchers), failing over between replicas, in
+// parallel. Each group is given the sets rewritten for its external labels
+// (discovery.Group.RewriteMatchers); a group none of them can match is not
+// asked. It returns the answers of the
 // groups that answered and either an error or warnings naming the groups
 // that did not. It fails when partial answers are not allowed, and also when
 // every group asked failed: an answer made of nothing is not a partial one.
 // Groups that failed earlier in the same query (failed) are not asked again.
-func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind string, ms []*labels.Matcher, fn func(context.Context, *remote.Client) (T, error)) ([]T, annotations.Annotations, error) {
+func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind string, sets [][]*labels.Matcher, fn func(context.Context, *discovery.Group, [][]*labels.Matcher, *remote.Client) (T, error)) ([]T, annotations.Annotations, error) {
 	groups := f.backends.Groups()
 	results := make([]groupResult[T], len(groups))
 	asked := make([]bool, len(groups))
 	var wg sync.WaitGroup
 	for i, g := range groups {
-		if ok, reason := g.Matches(ms); !ok {
+		gsets, ok, reason := g.RewriteMatchers(sets)
+		if !ok {
 			f.metrics.skipped.WithLabelValues("group_labels").Inc()
 			f.opts.Logger.Debug("group skipped", "group", g.Name, "reason", reason)
 			continue
@@ -265,7 +296,9 @@ func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind st
 					results[i].err = &GroupError{Group: g.Name, Errs: []error{fmt.Errorf("internal error: %v", p)}}
 				}
 			}()
-			results[i].val, results[i].err = callGroup(ctx, f, g, kind, fn)
+			results[i].val, results[i].err = callGroup(ctx, f, g, kind, func(ctx context.Context, c *remote.Client) (T, error) {
+				return fn(ctx, g, gsets, c)
+			})
 		})
 	}
 	wg.Wait()
@@ -373,7 +406,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 	}
 	for _, r := range replicas {
 		backend := remote.RedactURL(r.URL)
-		c, err := f.client(r.URL)
+		c, err := f.client(g, r.URL)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -45,7 +46,7 @@ func newTestFanout(t *testing.T, partial string, groups ...discovery.StaticGroup
 }
 
 // answer returns the backend's URL, or fails for URLs holding "bad".
-func answer(_ context.Context, c *remote.Client) (string, error) {
+func answer(_ context.Context, _ *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (string, error) {
 	if strings.Contains(c.URL(), "bad") {
 		return "", errors.New("backend " + c.URL() + ": refused")
 	}
@@ -115,9 +116,9 @@ func TestFanOutRemembersFailedGroups(t *testing.T) {
 		discovery.StaticGroup{Name: "a", URLs: []string{"http://good-a"}},
 		discovery.StaticGroup{Name: "b", URLs: []string{"http://bad-b"}})
 	var calls atomic.Int64
-	counting := func(ctx context.Context, c *remote.Client) (string, error) {
+	counting := func(ctx context.Context, g *discovery.Group, s [][]*labels.Matcher, c *remote.Client) (string, error) {
 		calls.Add(1)
-		return answer(ctx, c)
+		return answer(ctx, g, s, c)
 	}
 	failed := &failedGroups{}
 	for i := range 3 {
@@ -133,7 +134,7 @@ func TestFanOutRemembersFailedGroups(t *testing.T) {
 
 func TestFanOutContextEnds(t *testing.T) {
 	f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "a", URLs: []string{"http://slow"}})
-	block := func(ctx context.Context, _ *remote.Client) (string, error) {
+	block := func(ctx context.Context, _ *discovery.Group, _ [][]*labels.Matcher, _ *remote.Client) (string, error) {
 		<-ctx.Done()
 		return "", ctx.Err()
 	}
@@ -155,11 +156,11 @@ func TestFanOutPanicIsAGroupError(t *testing.T) {
 	f, _ := newTestFanout(t, discovery.PartialWarn,
 		discovery.StaticGroup{Name: "a", URLs: []string{"http://good-a"}},
 		discovery.StaticGroup{Name: "b", URLs: []string{"http://panics"}})
-	out, warns, err := fanOut(context.Background(), f, nil, "read", nil, func(ctx context.Context, c *remote.Client) (string, error) {
+	out, warns, err := fanOut(context.Background(), f, nil, "read", nil, func(ctx context.Context, _ *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (string, error) {
 		if strings.Contains(c.URL(), "panics") {
 			panic("decoder bug")
 		}
-		return answer(ctx, c)
+		return answer(ctx, nil, nil, c)
 	})
 	if err != nil || len(out) != 1 || !strings.Contains(warnings(warns), "group b unavailable: internal error: decoder bug") {
 		t.Errorf("out=%v err=%v warnings=%q", out, err, warnings(warns))

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/util/annotations"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -28,11 +29,14 @@ func (q *querier) labelsFromSeries(ctx context.Context, kind string, ms []*label
 		vals  []string
 		warns remote.Warnings
 	}
-	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, ms, func(ctx context.Context, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		lsets, w, err := c.Series(ctx, q.mint, q.maxt, sets)
 		if err != nil {
 			return answer{}, err
 		}
+		// Checked and picked as answers show them: external labels on,
+		// replica labels off.
+		lsets = applyToLabelSets(g, lsets)
 		seen := map[string]struct{}{}
 		for _, ls := range lsets {
 			if !policy.Matches(ls) {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -76,9 +77,9 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			warns remote.Warnings
 		}
 		var answers []answer
-		answers, warns, err = fanOut(ctx, q.f, q.failed, "series", ms, func(ctx context.Context, c *remote.Client) (answer, error) {
+		answers, warns, err = fanOut(ctx, q.f, q.failed, "series", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
 			lsets, w, err := c.Series(ctx, mint, maxt, sets)
-			return answer{lsets, w}, err
+			return answer{applyToLabelSets(g, lsets), w}, err
 		})
 		for _, a := range answers {
 			parts = append(parts, newLabelsSeriesSet(a.lsets))
@@ -87,8 +88,12 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			}
 		}
 	} else {
-		parts, warns, err = fanOut(ctx, q.f, q.failed, "read", ms, func(ctx context.Context, c *remote.Client) (storage.SeriesSet, error) {
-			return c.Read(ctx, mint, maxt, hints, sets)
+		parts, warns, err = fanOut(ctx, q.f, q.failed, "read", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
+			ss, err := c.Read(ctx, mint, maxt, hints, sets)
+			if err != nil {
+				return nil, err
+			}
+			return applyToSeriesSet(g, ss), nil
 		})
 	}
 	if err != nil {
@@ -127,24 +132,67 @@ func (s *policySeriesSet) Warnings() annotations.Annotations {
 	return out
 }
 
-// LabelNames implements storage.Querier.
+// LabelNames implements storage.Querier. A group's external labels are on
+// every series it has, so their names join its answer when it has any
+// series; replica labels are on none.
 func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
 		return q.labelsFromSeries(ctx, "labels", ms, namesOf)
 	}
-	return q.labelCall(ctx, "labels", ms, func(ctx context.Context, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
-		return c.LabelNames(ctx, q.mint, q.maxt, sets, hintLimit(hints))
+	return q.labelCall(ctx, "labels", ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+		names, w, err := c.LabelNames(ctx, q.mint, q.maxt, sets, hintLimit(hints))
+		if err != nil || len(names) == 0 {
+			return names, w, err
+		}
+		names = slices.DeleteFunc(names, g.IsReplicaLabel)
+		g.ExternalLabels().Range(func(l labels.Label) { names = append(names, l.Name) })
+		return names, w, nil
 	})
 }
 
-// LabelValues implements storage.Querier.
+// LabelValues implements storage.Querier. For an external label of a group
+// the values are those stored on its series plus the group's own value when
+// some matching series lacks the label (as remote read would show it).
 func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
 		return q.labelsFromSeries(ctx, "label_values", ms, valuesOf(name))
 	}
-	return q.labelCall(ctx, "label_values", ms, func(ctx context.Context, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
-		return c.LabelValues(ctx, name, q.mint, q.maxt, sets, hintLimit(hints))
+	return q.labelCall(ctx, "label_values", ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+		if g.IsReplicaLabel(name) {
+			return nil, nil, nil
+		}
+		vals, w, err := c.LabelValues(ctx, name, q.mint, q.maxt, sets, hintLimit(hints))
+		ext, ok := g.ExternalLabel(name)
+		if err != nil || !ok || slices.Contains(vals, ext) {
+			return vals, w, err
+		}
+		names, w2, err := c.LabelValues(ctx, labels.MetricName, q.mint, q.maxt, withoutLabel(sets, name), 1)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(names) > 0 {
+			vals = append(vals, ext)
+		}
+		return vals, append(w, w2...), nil
 	})
+}
+
+// withoutLabel narrows every set to series that do not store label name
+// (nil sets: all series).
+func withoutLabel(sets [][]*labels.Matcher, name string) [][]*labels.Matcher {
+	absent := labels.MustNewMatcher(labels.MatchEqual, name, "")
+	anyName := labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")
+	if len(sets) == 0 {
+		return [][]*labels.Matcher{{absent, anyName}}
+	}
+	out := make([][]*labels.Matcher, len(sets))
+	for i, s := range sets {
+		out[i] = append(slices.Clip(s), absent)
+		if !slices.ContainsFunc(out[i], func(m *labels.Matcher) bool { return !m.Matches("") }) {
+			out[i] = append(out[i], anyName)
+		}
+	}
+	return out
 }
 
 func hintLimit(h *storage.LabelHints) int {
@@ -156,7 +204,7 @@ func hintLimit(h *storage.LabelHints) int {
 
 // labelCall fans a label-names or label-values call out with one match[] per
 // allowed matcher set, and merges the sorted, de-duplicated answers.
-func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Matcher, call func(context.Context, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
+func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Matcher, call func(context.Context, *discovery.Group, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
 	policy := tenancy.FromContext(ctx)
 	var sets [][]*labels.Matcher
 	if len(ms) > 0 || !policy.Unrestricted() {
@@ -169,8 +217,8 @@ func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Match
 		vals  []string
 		warns remote.Warnings
 	}
-	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, ms, func(ctx context.Context, c *remote.Client) (answer, error) {
-		v, w, err := call(ctx, c, sets)
+	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
+		v, w, err := call(ctx, g, c, sets)
 		return answer{v, w}, err
 	})
 	if err != nil {
@@ -213,3 +261,75 @@ func (s *labelsSeriesSet) At() storage.Series {
 }
 func (*labelsSeriesSet) Err() error                        { return nil }
 func (*labelsSeriesSet) Warnings() annotations.Annotations { return nil }
+
+// applyToSeriesSet shows a group's series as its answers must look
+// (discovery.Group.ApplyExternalLabels). Adding or dropping labels can
+// reorder series and make two of them one (an HA pair's replica label
+// gone), so the result is sorted again and equal label sets merged.
+func applyToSeriesSet(g *discovery.Group, ss storage.SeriesSet) storage.SeriesSet {
+	var (
+		out    []storage.Series
+		sorted = true
+		prev   labels.Labels
+	)
+	for ss.Next() {
+		s := ss.At()
+		lset := g.ApplyExternalLabels(s.Labels())
+		if len(out) > 0 && labels.Compare(prev, lset) >= 0 {
+			sorted = false
+		}
+		out = append(out, relabeledSeries{Series: s, lset: lset})
+		prev = lset
+	}
+	if err := ss.Err(); err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	if !sorted {
+		slices.SortStableFunc(out, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+		merged := out[:0]
+		for i := 0; i < len(out); {
+			j := i + 1
+			for j < len(out) && labels.Equal(out[i].Labels(), out[j].Labels()) {
+				j++
+			}
+			if j-i == 1 {
+				merged = append(merged, out[i])
+			} else {
+				merged = append(merged, storage.ChainedSeriesMerge(out[i:j]...))
+			}
+			i = j
+		}
+		out = merged
+	}
+	return &seriesList{series: out, warns: ss.Warnings()}
+}
+
+// applyToLabelSets is applyToSeriesSet for label sets alone.
+func applyToLabelSets(g *discovery.Group, lsets []labels.Labels) []labels.Labels {
+	for i, l := range lsets {
+		lsets[i] = g.ApplyExternalLabels(l)
+	}
+	slices.SortFunc(lsets, labels.Compare)
+	return slices.CompactFunc(lsets, labels.Equal)
+}
+
+type relabeledSeries struct {
+	storage.Series
+	lset labels.Labels
+}
+
+func (s relabeledSeries) Labels() labels.Labels { return s.lset }
+
+type seriesList struct {
+	series []storage.Series
+	i      int
+	warns  annotations.Annotations
+}
+
+func (l *seriesList) Next() bool {
+	l.i++
+	return l.i <= len(l.series)
+}
+func (l *seriesList) At() storage.Series                { return l.series[l.i-1] }
+func (*seriesList) Err() error                          { return nil }
+func (l *seriesList) Warnings() annotations.Annotations { return l.warns }

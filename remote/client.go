@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	promremote "github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/util/annotations"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is how the proxy talks to every backend.
@@ -74,9 +75,26 @@ type Client struct {
 	http *http.Client
 }
 
+// Option changes how New builds a client.
+type Option func(*options)
+
+type options struct{ transport http.RoundTripper }
+
+// WithTransport sends every call (remote read, API calls, probes) through rt
+// instead of a transport built from cfg.HTTPClient: a Kubernetes API server's
+// service proxy, for one, authenticates with a kubeconfig's credentials,
+// which prometheus/common's HTTP client config cannot express.
+func WithTransport(rt http.RoundTripper) Option {
+	return func(o *options) { o.transport = rt }
+}
+
 // New returns a client for the Prometheus at rawURL (e.g. http://host:9090 or
 // https://host/prefix). cfg must have passed Validate.
-func New(rawURL string, cfg Config) (*Client, error) {
+func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Error quotes the URL whole, password included.
@@ -98,8 +116,10 @@ func New(rawURL string, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: remote read client: %w", redacted, err)
 	}
-	hc, err := config_util.NewClientFromConfig(cfg.HTTPClient, "prometheus_proxy_backend")
-	if err != nil {
+	var hc *http.Client
+	if o.transport != nil {
+		hc = &http.Client{Transport: o.transport}
+	} else if hc, err = config_util.NewClientFromConfig(cfg.HTTPClient, "prometheus_proxy_backend"); err != nil {
 		return nil, fmt.Errorf("backend %s: http client: %w", redacted, err)
 	}
 	// One connection pool per backend for remote read, API calls and probes.
@@ -307,6 +327,27 @@ func (c *Client) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	data := map[string][]Metadata{}
 	w, err := c.apiGet(ctx, "/api/v1/metadata", p, &data)
 	return data, w, err
+}
+
+// ExternalLabels reads the backend's global.external_labels from
+// /api/v1/status/config (both 2.x and 3.x answer it with the loaded YAML).
+// An answer without external labels is an empty set, not an error.
+func (c *Client) ExternalLabels(ctx context.Context) (labels.Labels, error) {
+	var data struct {
+		YAML string `json:"yaml"`
+	}
+	if _, err := c.apiGet(ctx, "/api/v1/status/config", nil, &data); err != nil {
+		return labels.EmptyLabels(), err
+	}
+	var cfg struct {
+		Global struct {
+			ExternalLabels map[string]string `yaml:"external_labels"`
+		} `yaml:"global"`
+	}
+	if err := yaml.Unmarshal([]byte(data.YAML), &cfg); err != nil {
+		return labels.EmptyLabels(), fmt.Errorf("backend %s: /api/v1/status/config: %w: %v", c.URL(), ErrBadResponse, err)
+	}
+	return labels.FromMap(cfg.Global.ExternalLabels), nil
 }
 
 // Ready probes /-/ready: nil when the backend answers 200.

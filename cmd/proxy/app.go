@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
@@ -40,8 +41,10 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a := &app{cfg: cfg, logger: logger, registry: reg}
 
-	var probe func(context.Context, string) error
-	backends, err := discovery.NewManager(cfg.Discovery, func(ctx context.Context, url string) error { return probe(ctx, url) }, logger.With("component", "discovery"))
+	var probe discovery.Probe
+	backends, err := discovery.NewManager(cfg.Discovery, func(ctx context.Context, g *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
+		return probe(ctx, g, r)
+	}, logger.With("component", "discovery"))
 	if err != nil {
 		return nil, err
 	}

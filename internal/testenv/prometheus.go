@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,10 +121,17 @@ func firstLine(s string) string {
 type Option func(*promOptions)
 
 type promOptions struct {
-	config       string
-	name         string
-	flags        []string
-	readyTimeout time.Duration
+	config         string
+	name           string
+	flags          []string
+	readyTimeout   time.Duration
+	externalLabels map[string]string
+}
+
+// WithExternalLabels sets global.external_labels in the server's
+// configuration: remote read adds them to every series it returns.
+func WithExternalLabels(lbls map[string]string) Option {
+	return func(o *promOptions) { o.externalLabels = lbls }
 }
 
 // WithConfig replaces the server's configuration file (by default one that
@@ -187,6 +196,15 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	config := "scrape_configs: []\n"
 	if o.config != "" {
 		config = o.config
+	}
+	if len(o.externalLabels) > 0 {
+		if strings.Contains(config, "global:") {
+			t.Fatalf("testenv: %s: WithExternalLabels and a WithConfig holding global: conflict; put external_labels in the config", o.name)
+		}
+		config += "global:\n  external_labels:\n"
+		for _, k := range slices.Sorted(maps.Keys(o.externalLabels)) {
+			config += "    " + k + ": " + strconv.Quote(o.externalLabels[k]) + "\n"
+		}
 	}
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		t.Fatalf("testenv: %v", err)
