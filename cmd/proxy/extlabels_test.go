@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// extFleet is a fleet as prometheus-operator builds them: the series carry
+// no cluster label, each Prometheus has it in global.external_labels (with
+// prometheus and, for the HA pair, prometheus_replica), and the reference
+// holds the union with those labels stored.
+type extFleet struct {
+	data      datagen.Config
+	groups    []discovery.StaticGroup
+	pair      []*testenv.Prometheus // the HA pair (group 0)
+	reference *testenv.Prometheus
+}
+
+const extPrometheusLabel = "monitoring/k8s"
+
+// shardSeries relabels one shard's series: without the cluster label for a
+// backend (stored: false), with the labels its external labels would add
+// for the reference (stored: true).
+func shardRelabel(cfg datagen.Config, shard int, stored bool) func(labels.Labels) labels.Labels {
+	return func(l labels.Labels) labels.Labels {
+		b := labels.NewBuilder(l).Del("cluster")
+		if stored {
+			b.Set("cluster", cfg.Clusters[shard]).Set("prometheus", extPrometheusLabel)
+		}
+		return b.Labels()
+	}
+}
+
+// relabeledOpenMetrics writes the series of several shards, each relabeled,
+// as one OpenMetrics text (every family once, as OpenMetrics requires).
+// keep (nil: all) filters on the relabeled series.
+func relabeledOpenMetrics(t testing.TB, cfg datagen.Config, shards []int, stored bool, keep func(labels.Labels) bool) io.Reader {
+	t.Helper()
+	var order []string
+	families := map[string]*bytes.Buffer{}
+	for _, shard := range shards {
+		relabel := shardRelabel(cfg, shard, stored)
+		err := datagen.ForEachSeriesSamples(cfg, shard, nil, func(l labels.Labels, ts []int64, vs []float64) error {
+			l = relabel(l)
+			if keep != nil && !keep(l) {
+				return nil
+			}
+			name := l.Get(labels.MetricName)
+			buf := families[name]
+			if buf == nil {
+				buf = &bytes.Buffer{}
+				families[name] = buf
+				order = append(order, name)
+			}
+			var prefix strings.Builder
+			prefix.WriteString(name)
+			prefix.WriteByte('{')
+			first := true
+			l.Range(func(lb labels.Label) {
+				if lb.Name == labels.MetricName {
+					return
+				}
+				if !first {
+					prefix.WriteByte(',')
+				}
+				first = false
+				prefix.WriteString(lb.Name + "=" + strconv.Quote(lb.Value))
+			})
+			prefix.WriteString("} ")
+			for i := range ts {
+				buf.WriteString(prefix.String())
+				buf.WriteString(strconv.FormatFloat(vs[i], 'g', -1, 64))
+				buf.WriteString(" " + strconv.FormatInt(ts[i]/1000, 10) + "." + strconv.FormatInt(1000+ts[i]%1000, 10)[1:] + "\n")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("datagen: %v", err)
+		}
+	}
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	for _, name := range order {
+		w.WriteString("# TYPE " + name + " unknown\n")
+		w.Write(families[name].Bytes())
+	}
+	w.WriteString("# EOF\n")
+	w.Flush()
+	return &out
+}
+
+func allShards(cfg datagen.Config) []int {
+	out := make([]int, cfg.Shards())
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// startExtFleet: group 0 is an HA pair (3.x and 2.42, differing only in
+// prometheus_replica), group 1 a 2.42, group 2 a 3.x; no group is given
+// labels in the proxy's configuration.
+func startExtFleet(t testing.TB) *extFleet {
+	t.Helper()
+	f := &extFleet{data: datagen.DefaultConfig()}
+	kinds := [][]testenv.Kind{{testenv.V3, testenv.V2}, {testenv.V2}, {testenv.V3}}
+	for shard, ks := range kinds {
+		g := discovery.StaticGroup{Name: "prometheus-" + f.data.Clusters[shard]}
+		for replica, kind := range ks {
+			ext := map[string]string{"cluster": f.data.Clusters[shard], "prometheus": extPrometheusLabel}
+			if len(ks) > 1 {
+				ext["prometheus_replica"] = "prometheus-k8s-" + strconv.Itoa(replica)
+			}
+			p := testenv.StartPrometheus(t, kind, relabeledOpenMetrics(t, f.data, []int{shard}, false, nil),
+				testenv.WithName(g.Name+"-"+strconv.Itoa(replica)), testenv.WithExternalLabels(ext))
+			g.URLs = append(g.URLs, p.URL)
+			if shard == 0 {
+				f.pair = append(f.pair, p)
+			}
+		}
+		f.groups = append(f.groups, g)
+	}
+	f.reference = testenv.StartPrometheus(t, testenv.V3, relabeledOpenMetrics(t, f.data, allShards(f.data), true, nil), testenv.WithName("reference-stored-labels"))
+	return f
+}
+
+func (f *extFleet) config() Config {
+	cfg := defaultConfig()
+	cfg.Discovery.Static = f.groups
+	cfg.Proxy.EnableRequestLogging = false
+	return cfg
+}
+
+// startExtProxy starts a proxy over the fleet and waits until it has read
+// every replica's external labels.
+func startExtProxy(t testing.TB, cfg Config) *proxyUnderTest {
+	t.Helper()
+	p := startProxy(t, cfg)
+	waitExternalLabels(t, p)
+	return p
+}
+
+func waitExternalLabels(t testing.TB, p *proxyUnderTest) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		missing := ""
+		for _, g := range p.app.backends.Status() {
+			for _, r := range g.Replicas {
+				if r.ExternalLabels == nil {
+					missing = g.Group + " " + r.URL
+				}
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy has not read the external labels of %s", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// extRequests are the requests about external labels: every matcher type
+// on cluster, aggregation by it, replica labels, and the label endpoints.
+func extRequests(cfg datagen.Config) []apiRequest {
+	instants, ranges := suiteTimes(cfg)
+	exprs := []string{
+		`up{cluster=~"cluster-a|cluster-b"}`,
+		`up{cluster!="cluster-a"}`,
+		`up{cluster!~"cluster-a|cluster-c"}`,
+		`up{cluster=~"cluster-.*"}`,
+		`up{cluster=~"cluster-(b|z)"}`,
+		`up{cluster=""}`,
+		`up{cluster="cluster-b"}`,
+		`up{cluster="nowhere"}`,
+		`{cluster="cluster-c", __name__=~"memory_.*"}`,
+		`count by (cluster) (up)`,
+		`count by (cluster, prometheus) ({__name__=~".+"})`,
+		`sum by (cluster) (rate(http_requests_total{cluster!~"cluster-c"}[5m]))`,
+		`up{prometheus="monitoring/k8s", cluster!=""}`,
+		`up{prometheus_replica="prometheus-k8s-0"}`,
+		`count(up{prometheus_replica=""})`,
+		`count(up{prometheus_replica!~"prometheus-k8s-.*"})`,
+		`up{cluster!~"cluster-a.*"} or on () vector(0)`,
+		`absent(up{cluster="cluster-d"})`,
+	}
+	var reqs []apiRequest
+	for i, e := range exprs {
+		reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {e}, "time": {formatTime(instants[i%len(instants)])}}, post: i%2 == 0})
+		r := ranges[i%len(ranges)]
+		reqs = append(reqs, apiRequest{path: "/api/v1/query_range", params: url.Values{
+			"query": {e}, "start": {formatTime(r.start)}, "end": {formatTime(r.end)}, "step": {strconv.FormatFloat(r.step.Seconds(), 'f', -1, 64)},
+		}})
+	}
+	start, end := formatTime(cfg.Start.Add(20*time.Minute)), formatTime(cfg.Start.Add(40*time.Minute))
+	for _, ms := range [][]string{
+		nil,
+		{`up`},
+		{`up{cluster=~"cluster-a|cluster-c"}`},
+		{`{cluster!="cluster-a", __name__="memory_usage_bytes"}`},
+		{`{cluster=~"cluster-b", namespace="team-a"}`, `memory_usage_bytes{cluster!~"cluster-b"}`},
+		{`up{cluster=""}`},
+		{`up{prometheus_replica="prometheus-k8s-1"}`},
+	} {
+		p := url.Values{"start": {start}, "end": {end}}
+		for _, m := range ms {
+			p.Add("match[]", m)
+		}
+		reqs = append(reqs,
+			apiRequest{path: "/api/v1/labels", params: p},
+			apiRequest{path: "/api/v1/label/cluster/values", params: p},
+			apiRequest{path: "/api/v1/label/prometheus/values", params: p},
+			apiRequest{path: "/api/v1/label/prometheus_replica/values", params: p},
+			apiRequest{path: "/api/v1/label/job/values", params: p},
+		)
+		if len(ms) > 0 {
+			reqs = append(reqs, apiRequest{path: "/api/v1/series", params: p, post: true})
+		}
+	}
+	return reqs
+}
+
+// TestExternalLabels runs the differential suites over a fleet whose
+// cluster label lives only in the backends' external labels.
+func TestExternalLabels(t *testing.T) {
+	f := startExtFleet(t)
+	t.Run("QueryPathEqualsReference", func(t *testing.T) {
+		p := startExtProxy(t, f.config())
+		runSuite(t, f.reference.URL, p.URL, suiteRequests(f.data), nil)
+	})
+	t.Run("ExternalLabelMatchersEqualReference", func(t *testing.T) {
+		p := startExtProxy(t, f.config())
+		n := runSuiteMinData(t, f.reference.URL, p.URL, extRequests(f.data), nil, 30)
+		// The answers must have been about clusters at all.
+		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/label/cluster/values"})
+		for _, c := range f.data.Clusters {
+			if !strings.Contains(string(a.body), `"`+c+`"`) {
+				t.Errorf("/api/v1/label/cluster/values lacks %s: %s", c, a.body)
+			}
+		}
+		t.Logf("%d requests on external labels compared", n)
+	})
+	t.Run("DebugTargetsShowExternalLabels", func(t *testing.T) {
+		p := startExtProxy(t, f.config())
+		for _, g := range p.app.backends.Status() {
+			if g.ExternalLabels["cluster"] == "" || g.ExternalLabels["prometheus_replica"] != "" {
+				t.Errorf("group %s shows external labels %v; want cluster and no replica label", g.Group, g.ExternalLabels)
+			}
+			if g.ExternalLabelsConflict != "" {
+				t.Errorf("group %s: unexpected conflict %s", g.Group, g.ExternalLabelsConflict)
+			}
+		}
+	})
+	t.Run("HAPairByteIdentical", func(t *testing.T) { testHAPairByteIdentical(t, f) })
+	t.Run("Tenancy", func(t *testing.T) { testExtTenancy(t, f) })
+}
+
+// testHAPairByteIdentical: with round-robin over the HA pair, 20 identical
+// queries in a row give byte-identical JSON; without replica labels the same
+// run shows the flapping legend (the negative control).
+func testHAPairByteIdentical(t *testing.T, f *extFleet) {
+	at := formatTime(f.data.Start.Add(45 * time.Minute))
+	reqs := []apiRequest{
+		{path: "/api/v1/query", params: url.Values{"query": {`up`}, "time": {at}}},
+		{path: "/api/v1/query_range", params: url.Values{"query": {`rate(http_requests_total{cluster="cluster-a"}[5m])`},
+			"start": {formatTime(f.data.Start.Add(10 * time.Minute))}, "end": {formatTime(f.data.Start.Add(60 * time.Minute))}, "step": {"60"}}},
+		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {at}, "end": {at}}},
+	}
+	run := func(cfg Config) (identical bool, replicasUsed int) {
+		p := startExtProxy(t, cfg)
+		identical = true
+		for _, r := range reqs {
+			first := doRequest(t, p.URL, r)
+			if first.code != http.StatusOK || !hasData(t, first) {
+				t.Fatalf("%s: HTTP %d %s", r, first.code, clip(first.body))
+			}
+			for i := 1; i < 20; i++ {
+				if got := doRequest(t, p.URL, r); !bytes.Equal(got.body, first.body) {
+					identical = false
+					t.Logf("%s: answer %d differs:\n%s\nfirst:\n%s", r, i, clip(got.body), clip(first.body))
+					break
+				}
+			}
+		}
+		metrics := doRequest(t, p.URL, apiRequest{path: "/metrics"})
+		for _, rp := range f.pair {
+			if bytes.Contains(metrics.body, []byte(`backend="`+rp.URL+`"`)) {
+				replicasUsed++
+			}
+		}
+		return identical, replicasUsed
+	}
+	cfg := f.config()
+	cfg.Proxy.EnableCaching = false
+	identical, used := run(cfg)
+	if !identical {
+		t.Error("answers through the HA pair are not byte-identical")
+	}
+	if used != 2 {
+		t.Errorf("round-robin used %d of the pair's replicas; the test needs both", used)
+	}
+	cfg.Discovery.ReplicaLabels = []string{}
+	if identical, _ := run(cfg); identical {
+		t.Error("negative control: with no replica labels the pair's answers should alternate between replicas")
+	}
+}
+
+// testExtTenancy: tenant rules naming the external label cluster (in
+// labelSelectors and in a selector) give what a Prometheus holding only
+// the tenant's series (labels stored) gives.
+func testExtTenancy(t *testing.T, f *extFleet) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"team-a.yaml": `apiVersion: observability.ethos.io/v1alpha1
+kind: MetricAccess
+metadata: {name: cluster-b-only, namespace: team-a}
+spec:
+  source: team-a
+  labelSelectors: {cluster: cluster-b}
+  metrics: [up, http_requests_total, memory_usage_bytes, http_request_duration_seconds]
+`,
+		"team-b.yaml": `apiVersion: observability.ethos.io/v1alpha1
+kind: MetricAccess
+metadata: {name: not-cluster-a, namespace: team-b}
+spec:
+  source: team-b
+  metrics:
+    - '{__name__=~"memory_.*|up", cluster!="cluster-a"}'
+    - '{__name__="http_requests_total", cluster=~"cluster-a|cluster-c"}'
+`,
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := f.config()
+	cfg.Tenants.Files = []string{filepath.Join(dir, "*.yaml")}
+	cfg.Tenants.AdminNamespaces = []string{"monitoring"}
+	p := startExtProxy(t, cfg)
+	reqs := append(suiteRequests(f.data), extRequests(f.data)...)
+	for _, ns := range []string{"team-a", "team-b"} {
+		t.Run(ns, func(t *testing.T) {
+			pol, err := p.app.tenants.Policy(ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oracle := extOracle(t, f, ns, pol)
+			runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader(ns), 40)
+		})
+	}
+}
+
+func extOracle(t testing.TB, f *extFleet, ns string, pol *tenancy.Policy) *testenv.Prometheus {
+	t.Helper()
+	return testenv.StartPrometheus(t, testenv.V3, relabeledOpenMetrics(t, f.data, allShards(f.data), true, pol.Matches), testenv.WithName("oracle-"+ns))
+}
