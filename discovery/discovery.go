@@ -3,6 +3,7 @@
 package discovery
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -22,6 +23,7 @@ import (
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"go.yaml.in/yaml/v3"
 )
 
 // Load-balancing and partial-response modes.
@@ -35,12 +37,13 @@ const (
 
 // Config is the `discovery` section of the proxy's configuration.
 type Config struct {
-	RefreshInterval     model.Duration    `yaml:"refresh_interval"`
-	Static              []StaticGroup     `yaml:"static"`
-	Kubernetes          *KubernetesConfig `yaml:"kubernetes"`
-	LoadBalancing       string            `yaml:"load_balancing"`
-	PartialResponse     string            `yaml:"partial_response"`
-	HealthCheckInterval model.Duration    `yaml:"health_check_interval"`
+	RefreshInterval model.Duration `yaml:"refresh_interval"`
+	Static          []StaticGroup  `yaml:"static"`
+	// Kubernetes is one cluster entry, or a list of them (several clusters).
+	Kubernetes          KubernetesClusters `yaml:"kubernetes"`
+	LoadBalancing       string             `yaml:"load_balancing"`
+	PartialResponse     string             `yaml:"partial_response"`
+	HealthCheckInterval model.Duration     `yaml:"health_check_interval"`
 	// Replicas are marked unhealthy after this many failed probes or calls in
 	// a row, and healthy again after as many good probes (hysteresis).
 	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
@@ -64,8 +67,21 @@ type StaticGroup struct {
 	HTTPClient *config_util.HTTPClientConfig `yaml:"http_client"`
 }
 
-// KubernetesConfig is the seed's `discovery.kubernetes` section.
+// KubernetesConfig is the seed's `discovery.kubernetes` section, or one
+// entry of its list form.
 type KubernetesConfig struct {
+	// Name tells the cluster entries apart (required with more than one);
+	// it prefixes the names of the entry's groups.
+	Name string `yaml:"name"`
+	// Labels are added to every group of the entry and to its answers,
+	// like external labels (e.g. cluster: prod-eu).
+	Labels map[string]string `yaml:"labels"`
+	// Access is how backends are reached: direct (default), loadbalancer
+	// or apiserver.
+	Access string `yaml:"access"`
+	// HTTPClient replaces backend.http_client for the entry's backends.
+	HTTPClient *config_util.HTTPClientConfig `yaml:"http_client"`
+
 	Kubeconfig          string            `yaml:"kubeconfig"`
 	Namespaces          []string          `yaml:"namespaces"`
 	LabelSelectors      map[string]string `yaml:"label_selectors"`
@@ -113,10 +129,18 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("discovery.partial_response: %q is neither %q nor %q", c.PartialResponse, PartialWarn, PartialAbort)
 	}
-	if c.Kubernetes != nil {
-		if err := c.Kubernetes.Validate(); err != nil {
+	names := map[string]bool{}
+	for i, k := range c.Kubernetes {
+		if err := k.Validate(); err != nil {
 			return err
 		}
+		if len(c.Kubernetes) > 1 && k.Name == "" {
+			return fmt.Errorf("discovery.kubernetes[%d]: name is required when several clusters are listed", i)
+		}
+		if names[k.Name] {
+			return fmt.Errorf("discovery.kubernetes[%d]: duplicate name %q", i, k.Name)
+		}
+		names[k.Name] = true
 	}
 	seen := map[string]bool{}
 	for i, g := range c.Static {
@@ -525,4 +549,53 @@ func (m *Manager) Status() []GroupStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// KubernetesClusters is discovery.kubernetes: one entry written as a
+// mapping (the original form), or a list of entries.
+type KubernetesClusters []KubernetesConfig
+
+// UnmarshalYAML accepts both forms, rejecting unknown keys like the rest of
+// the configuration.
+func (k *KubernetesClusters) UnmarshalYAML(node *yaml.Node) error {
+	strict := func(n *yaml.Node, into any) error {
+		b, err := yaml.Marshal(n)
+		if err != nil {
+			return err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		return dec.Decode(into)
+	}
+	switch node.Kind {
+	case yaml.MappingNode:
+		var one KubernetesConfig
+		if err := strict(node, &one); err != nil {
+			return fmt.Errorf("discovery.kubernetes: %w", err)
+		}
+		*k = KubernetesClusters{one}
+	case yaml.SequenceNode:
+		var list []KubernetesConfig
+		if err := strict(node, &list); err != nil {
+			return fmt.Errorf("discovery.kubernetes: %w", err)
+		}
+		*k = list
+	case yaml.ScalarNode:
+		if node.Tag == "!!null" {
+			*k = nil
+			return nil
+		}
+		return fmt.Errorf("discovery.kubernetes: line %d: want a mapping or a list of mappings", node.Line)
+	default:
+		return fmt.Errorf("discovery.kubernetes: line %d: want a mapping or a list of mappings", node.Line)
+	}
+	return nil
+}
+
+// ProviderName is the name under which an entry's groups are kept.
+func (c KubernetesConfig) ProviderName() string {
+	if c.Name == "" {
+		return "kubernetes"
+	}
+	return "kubernetes/" + c.Name
 }

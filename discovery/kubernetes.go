@@ -8,12 +8,16 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	config_util "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -101,6 +105,19 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 	return rc, nil
 }
 
+// How a cluster entry's backends are reached (discovery.kubernetes[].access).
+const (
+	// AccessDirect: endpoint and pod IPs, or an ExternalName's host (the
+	// proxy runs where they route).
+	AccessDirect = "direct"
+	// AccessLoadBalancer: a Service's status.loadBalancer.ingress.
+	AccessLoadBalancer = "loadbalancer"
+	// AccessAPIServer: through the cluster's API server service (or pod)
+	// proxy with the kubeconfig's credentials; no network path to the
+	// cluster's pods is needed.
+	AccessAPIServer = "apiserver"
+)
+
 // Kubernetes is a Provider of groups found in a cluster: Services, Pods and
 // EndpointSlices, watched through informers.
 type Kubernetes struct {
@@ -108,6 +125,9 @@ type Kubernetes struct {
 	client kubernetes.Interface
 	resync time.Duration
 	logger *slog.Logger
+	// apiHost and apiTransport reach the API server (access: apiserver).
+	apiHost      string
+	apiTransport http.RoundTripper
 }
 
 // kubeSettings is a KubernetesConfig checked and with defaults filled.
@@ -123,6 +143,10 @@ type kubeSettings struct {
 	scheme      string
 	pathPrefix  string
 	groupLabels []string // pod labels tried in order
+	name        string   // the cluster entry's name, prefixed to group names
+	labels      labels.Labels
+	access      string
+	httpClient  *config_util.HTTPClientConfig
 }
 
 // NewKubernetes connects to the cluster cfg names (in-cluster when
@@ -131,13 +155,34 @@ type kubeSettings struct {
 func NewKubernetes(cfg KubernetesConfig, resync time.Duration, logger *slog.Logger) (*Kubernetes, error) {
 	rc, err := RESTConfig(cfg.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("discovery.kubernetes: %w", err)
+		return nil, fmt.Errorf("discovery.kubernetes%s: %w", cfg.where(), err)
 	}
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("discovery.kubernetes: %w", err)
+		return nil, fmt.Errorf("discovery.kubernetes%s: %w", cfg.where(), err)
 	}
-	return NewKubernetesWithClient(cfg, client, resync, logger)
+	k, err := NewKubernetesWithClient(cfg, client, resync, logger)
+	if err != nil {
+		return nil, err
+	}
+	if k.s.access == AccessAPIServer {
+		// The backends' calls carry the kubeconfig's credentials, like kubectl's.
+		if k.apiTransport, err = rest.TransportFor(rc); err != nil {
+			return nil, fmt.Errorf("discovery.kubernetes%s: API server transport: %w", cfg.where(), err)
+		}
+		k.apiHost = strings.TrimRight(rc.Host, "/")
+		if !strings.Contains(k.apiHost, "://") {
+			k.apiHost = "https://" + k.apiHost
+		}
+	}
+	return k, nil
+}
+
+func (c KubernetesConfig) where() string {
+	if c.Name == "" {
+		return ""
+	}
+	return "[" + c.Name + "]"
 }
 
 // NewKubernetesWithClient is NewKubernetes with a client given by the caller;
@@ -167,8 +212,27 @@ func (c KubernetesConfig) settings() (kubeSettings, error) {
 	var s kubeSettings
 	var errs []error
 	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("discovery.kubernetes."+format, args...))
+		errs = append(errs, fmt.Errorf("discovery.kubernetes"+c.where()+"."+format, args...))
 	}
+
+	s.name = c.Name
+	if c.Name != "" {
+		if msgs := validation.IsDNS1123Subdomain(c.Name); len(msgs) > 0 {
+			bad("name: %q: %s", c.Name, strings.Join(msgs, "; "))
+		}
+	}
+	for k := range c.Labels {
+		if !model.LegacyValidation.IsValidLabelName(k) || strings.HasPrefix(k, "__") {
+			bad("labels: bad label name %q", k)
+		}
+	}
+	s.labels = labels.FromMap(c.Labels)
+	if c.HTTPClient != nil {
+		if err := c.HTTPClient.Validate(); err != nil {
+			bad("http_client: %v", err)
+		}
+	}
+	s.httpClient = c.HTTPClient
 
 	s.namespaces = []string{metav1.NamespaceAll}
 	if len(c.Namespaces) > 0 {
@@ -242,6 +306,22 @@ func (c KubernetesConfig) settings() (kubeSettings, error) {
 		s.groupLabels = []string{c.PodGroupLabel}
 	} else {
 		s.groupLabels = []string{operatorPrometheusLabel, instanceLabel}
+	}
+	switch s.access = cmp.Or(c.Access, AccessDirect); s.access {
+	case AccessDirect:
+	case AccessLoadBalancer:
+		if s.pods || s.slices {
+			bad("access: %s reaches Services only; resource_types must be [Service]", AccessLoadBalancer)
+		}
+	case AccessAPIServer:
+		if s.slices {
+			bad("access: %s reaches Services and Pods; the API server has no EndpointSlice proxy", AccessAPIServer)
+		}
+		if c.HTTPClient != nil {
+			bad("http_client: with access %s the kubeconfig's credentials are used", AccessAPIServer)
+		}
+	default:
+		bad("access: %q is none of %s, %s, %s", c.Access, AccessDirect, AccessLoadBalancer, AccessAPIServer)
 	}
 	return s, errors.Join(errs...)
 }
@@ -441,9 +521,39 @@ func (k *Kubernetes) groups(o kubeObjects) []*Group {
 	for _, g := range out {
 		slices.SortFunc(g.Replicas, func(a, b *Replica) int { return cmp.Compare(a.URL, b.URL) })
 		g.Replicas = slices.CompactFunc(g.Replicas, func(a, b *Replica) bool { return a.URL == b.URL })
+		k.decorate(g)
 	}
 	slices.SortFunc(out, func(a, b *Group) int { return cmp.Compare(a.Name, b.Name) })
 	return out
+}
+
+// decorate gives a group what its cluster entry says of all its groups:
+// the entry's name (group names stay unique across clusters), labels, HTTP
+// client settings and, through the API server, its transport.
+func (k *Kubernetes) decorate(g *Group) {
+	if k.s.name != "" {
+		g.Name = k.s.name + "/" + g.Name
+		g.Source = "kubernetes " + k.s.name + ": " + strings.TrimPrefix(g.Source, "kubernetes ")
+	}
+	if !k.s.labels.IsEmpty() {
+		b := labels.NewBuilder(g.Labels)
+		k.s.labels.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+		g.Labels = b.Labels()
+	}
+	g.HTTPClient = k.s.httpClient
+	if k.s.access == AccessAPIServer {
+		g.Transport = k.apiTransport
+	}
+}
+
+// proxyURL is a backend reached through the API server: kind is "services"
+// or "pods", port a port name or number.
+func (k *Kubernetes) proxyURL(kind, ns, name, port string) string {
+	target := name + ":" + port
+	if k.s.scheme == "https" {
+		target = "https:" + target
+	}
+	return k.apiHost + "/api/v1/namespaces/" + url.PathEscape(ns) + "/" + kind + "/" + url.PathEscape(target) + "/proxy" + k.s.pathPrefix
 }
 
 func (k *Kubernetes) annotationsMatch(have map[string]string) bool {
@@ -471,6 +581,28 @@ func (k *Kubernetes) serviceGroup(svc *corev1.Service, eps []*discoveryv1.Endpoi
 		Labels: labels.FromStrings(LabelNamespace, svc.Namespace, LabelServiceName, svc.Name),
 	}
 	sp := k.servicePort(svc)
+	switch k.s.access {
+	case AccessAPIServer:
+		if sp == nil {
+			return nil, "service has no port " + k.portString()
+		}
+		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			return nil, "the API server does not proxy to ExternalName services"
+		}
+		// The API server picks one ready endpoint per request.
+		g.Replicas = []*Replica{newReplica(k.proxyURL("services", svc.Namespace, svc.Name, cmp.Or(sp.Name, strconv.Itoa(int(sp.Port)))))}
+		return g, ""
+	case AccessLoadBalancer:
+		if sp == nil {
+			return nil, "service has no port " + k.portString()
+		}
+		for _, ing := range svc.Status.LoadBalancer.Ingress {
+			if host := cmp.Or(ing.IP, ing.Hostname); host != "" {
+				g.Replicas = append(g.Replicas, newReplica(k.url(host, sp.Port)))
+			}
+		}
+		return g, ""
+	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		port := k.s.portNumber
 		if sp != nil {
@@ -636,7 +768,11 @@ func (k *Kubernetes) podGroups(pods []*corev1.Pod) []*Group {
 		}
 		pg.owners[owner] = true
 		if podReady(pod) {
-			pg.g.Replicas = append(pg.g.Replicas, newReplica(k.url(pod.Status.PodIP, port)))
+			u := k.url(pod.Status.PodIP, port)
+			if k.s.access == AccessAPIServer {
+				u = k.proxyURL("pods", pod.Namespace, pod.Name, strconv.Itoa(int(port)))
+			}
+			pg.g.Replicas = append(pg.g.Replicas, newReplica(u))
 		}
 	}
 	out := make([]*Group, 0, len(byName))

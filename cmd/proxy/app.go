@@ -69,15 +69,16 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	}
 	a.cache = results
 	ctx, a.cancel = context.WithCancel(ctx)
-	if k := cfg.Discovery.Kubernetes; k != nil {
-		kd, err := discovery.NewKubernetes(*k, time.Duration(cfg.Discovery.RefreshInterval), logger.With("component", "discovery-kubernetes"))
+	for _, k := range cfg.Discovery.Kubernetes {
+		kd, err := discovery.NewKubernetes(k, time.Duration(cfg.Discovery.RefreshInterval), logger.With("component", "discovery-kubernetes", "cluster", k.Name))
 		if err != nil {
 			a.cancel()
 			return nil, err
 		}
-		// /ready waits for the informers' first complete list.
-		backends.ExpectProvider("kubernetes")
-		a.wg.Go(func() { backends.RunProvider(ctx, "kubernetes", kd) })
+		// /ready waits for the informers' first complete list of every cluster.
+		name := k.ProviderName()
+		backends.ExpectProvider(name)
+		a.wg.Go(func() { backends.RunProvider(ctx, name, kd) })
 	}
 	opts := httpapi.Options{
 		Proxy:       cfg.Proxy,
@@ -136,9 +137,10 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 			a.wg.Go(func() { tenants.Run(ctx, "files", files) })
 		}
 		if cfg.Tenants.Kubernetes {
+			// MetricAccess objects live in the first (or only) cluster listed.
 			var kubeconfig string
-			if k := cfg.Discovery.Kubernetes; k != nil {
-				kubeconfig = k.Kubeconfig
+			if len(cfg.Discovery.Kubernetes) > 0 {
+				kubeconfig = cfg.Discovery.Kubernetes[0].Kubeconfig
 			}
 			rc, err := discovery.RESTConfig(kubeconfig)
 			if err != nil {

@@ -94,7 +94,7 @@ func TestConfigSeedKeysTakeEffect(t *testing.T) {
 	if time.Duration(cfg.Backend.Timeout) != 30*time.Second {
 		t.Errorf("proxy.backend_timeout did not reach the backends: %v", cfg.Backend.Timeout)
 	}
-	if cfg.Discovery.Kubernetes == nil || cfg.Discovery.Kubernetes.Port != "9090" || len(cfg.Discovery.Kubernetes.ResourceTypes) != 2 {
+	if len(cfg.Discovery.Kubernetes) != 1 || cfg.Discovery.Kubernetes[0].Port != "9090" || len(cfg.Discovery.Kubernetes[0].ResourceTypes) != 2 {
 		t.Errorf("discovery.kubernetes not read: %+v", cfg.Discovery.Kubernetes)
 	}
 	if cfg.Auth.Type != "jwt" || cfg.Auth.JWT.Issuer != "prometheus-proxy" {

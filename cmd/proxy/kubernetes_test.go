@@ -310,7 +310,7 @@ func kubeProxyConfig(w *kubeWorld, k discovery.KubernetesConfig) Config {
 	cfg := defaultConfig()
 	cfg.Proxy.EnableRequestLogging = false
 	k.Kubeconfig = w.proxyKubeconfig
-	cfg.Discovery.Kubernetes = &k
+	cfg.Discovery.Kubernetes = discovery.KubernetesClusters{k}
 	return cfg
 }
 
