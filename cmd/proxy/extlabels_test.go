@@ -3,13 +3,17 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,12 +56,31 @@ func shardRelabel(cfg datagen.Config, shard int, stored bool) func(labels.Labels
 // keep (nil: all) filters on the relabeled series.
 func relabeledOpenMetrics(t testing.TB, cfg datagen.Config, shards []int, stored bool, keep func(labels.Labels) bool) io.Reader {
 	t.Helper()
+	return writeRelabeled(t, cfg, shards, stored, keep, nil)
+}
+
+// relabeledOpenMetricsExtra is the reference's data with more labels
+// stored per shard (those a cluster entry of the proxy's config adds).
+func relabeledOpenMetricsExtra(t testing.TB, cfg datagen.Config, shards []int, extra map[int]map[string]string) io.Reader {
+	t.Helper()
+	return writeRelabeled(t, cfg, shards, true, nil, extra)
+}
+
+func writeRelabeled(t testing.TB, cfg datagen.Config, shards []int, stored bool, keep func(labels.Labels) bool, extra map[int]map[string]string) io.Reader {
+	t.Helper()
 	var order []string
 	families := map[string]*bytes.Buffer{}
 	for _, shard := range shards {
 		relabel := shardRelabel(cfg, shard, stored)
 		err := datagen.ForEachSeriesSamples(cfg, shard, nil, func(l labels.Labels, ts []int64, vs []float64) error {
 			l = relabel(l)
+			if len(extra[shard]) > 0 {
+				b := labels.NewBuilder(l)
+				for k, v := range extra[shard] {
+					b.Set(k, v)
+				}
+				l = b.Labels()
+			}
 			if keep != nil && !keep(l) {
 				return nil
 			}
@@ -271,6 +294,7 @@ func TestExternalLabels(t *testing.T) {
 	})
 	t.Run("HAPairByteIdentical", func(t *testing.T) { testHAPairByteIdentical(t, f) })
 	t.Run("Tenancy", func(t *testing.T) { testExtTenancy(t, f) })
+	t.Run("GroupOwnHTTPClientAndPathPrefix", func(t *testing.T) { testGroupHTTPClient(t, f) })
 }
 
 // testHAPairByteIdentical: with round-robin over the HA pair, 20 identical
@@ -372,4 +396,110 @@ spec:
 func extOracle(t testing.TB, f *extFleet, ns string, pol *tenancy.Policy) *testenv.Prometheus {
 	t.Helper()
 	return testenv.StartPrometheus(t, testenv.V3, relabeledOpenMetrics(t, f.data, allShards(f.data), true, pol.Matches), testenv.WithName("oracle-"+ns))
+}
+
+// backendFront is a reverse proxy in front of one real Prometheus, as a
+// gateway in front of a hosted Prometheus or Mimir tenant would be. It
+// serves the backend under prefix and, when token is set, only to requests
+// carrying it (and header X-Scope-OrgID: orgID).
+type backendFront struct {
+	URL                string
+	authorized, denied atomic.Int64
+	withAuthorization  atomic.Int64 // requests that carried any Authorization header
+}
+
+func startBackendFront(t testing.TB, backend, prefix, token, orgID string) *backendFront {
+	t.Helper()
+	target, err := url.Parse(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf := &backendFront{}
+	rev := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.URL.Path = strings.TrimPrefix(pr.In.URL.Path, prefix)
+			pr.Out.URL.RawPath = ""
+			pr.Out.Header.Del("Authorization")
+		},
+		FlushInterval: -1, // remote read streams
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			bf.withAuthorization.Add(1)
+		}
+		if !strings.HasPrefix(r.URL.Path, prefix+"/") {
+			bf.denied.Add(1)
+			http.Error(w, "not under "+prefix, http.StatusNotFound)
+			return
+		}
+		if token != "" && (r.Header.Get("Authorization") != "Bearer "+token || r.Header.Get("X-Scope-OrgID") != orgID) {
+			bf.denied.Add(1)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		bf.authorized.Add(1)
+		// Read the body first (see startRedirectingProxy): otherwise the
+		// server may drop the backend connection mid-stream.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		rev.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	bf.URL = srv.URL
+	return bf
+}
+
+// testGroupHTTPClient: one group sits behind an authenticating gateway
+// under a path prefix and is configured (in YAML, as a user would) with its
+// own bearer token file and header; another sits behind a gateway that only
+// records what it is sent. Answers equal the reference; the token goes to
+// its group only.
+func testGroupHTTPClient(t *testing.T, f *extFleet) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	guarded := startBackendFront(t, f.groups[2].URLs[0], "/prometheus", "s3cret", "tenant-1")
+	open := startBackendFront(t, f.groups[1].URLs[0], "/prom", "", "")
+	config := fmt.Sprintf(`discovery:
+  health_check_interval: 1s
+  static:
+    - name: %s
+      urls: [%q, %q]
+    - name: %s
+      urls: [%q]
+      path_prefix: /prom
+    - name: %s
+      urls: [%q]
+      path_prefix: /prometheus
+      http_client:
+        authorization: {credentials_file: %q}
+        http_headers:
+          X-Scope-OrgID: {values: [tenant-1]}
+proxy:
+  enable_request_logging: false
+`, f.groups[0].Name, f.groups[0].URLs[0], f.groups[0].URLs[1], f.groups[1].Name, open.URL, f.groups[2].Name, guarded.URL, tokenFile)
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startExtProxy(t, cfg)
+	runSuite(t, f.reference.URL, p.URL, append(suiteRequests(f.data), extRequests(f.data)...), nil)
+	if guarded.authorized.Load() == 0 || guarded.denied.Load() != 0 {
+		t.Errorf("guarded group: %d authorized, %d denied requests; want all authorized", guarded.authorized.Load(), guarded.denied.Load())
+	}
+	if open.withAuthorization.Load() != 0 || open.denied.Load() != 0 || open.authorized.Load() == 0 {
+		t.Errorf("other group: %d requests with credentials, %d outside the prefix, %d served; want none, none, some",
+			open.withAuthorization.Load(), open.denied.Load(), open.authorized.Load())
+	}
 }

@@ -101,10 +101,26 @@ const ServiceAccountIssuer = "https://kubernetes.default.svc"
 // KubeAdminUser is the user name Token authenticates as.
 const KubeAdminUser = "testenv-admin"
 
+// KubeOption changes how StartKube runs the API server.
+type KubeOption func(*kubeOptions)
+
+type kubeOptions struct{ flags []string }
+
+// WithAPIServerFlags adds kube-apiserver flags (e.g. an
+// --egress-selector-config-file that sends the API server's proxy traffic
+// through a test's own HTTP CONNECT proxy).
+func WithAPIServerFlags(flags ...string) KubeOption {
+	return func(o *kubeOptions) { o.flags = append(o.flags, flags...) }
+}
+
 // StartKube starts etcd and kube-apiserver and waits until the API server
 // is ready (built-in RBAC roles included). Both are killed when the test ends.
-func StartKube(t testing.TB) *Kube {
+func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	t.Helper()
+	var o kubeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	apiserverBin, etcdBin := KubeBinaries(t)
 	dir := t.TempDir()
 	k := &Kube{t: t, dir: dir, Token: randomHex(t, 16)}
@@ -176,6 +192,7 @@ func StartKube(t testing.TB) *Kube {
 			// which only the (absent) controller manager creates.
 			"--disable-admission-plugins=ServiceAccount",
 		}
+		k.apiserver.args = append(k.apiserver.args, o.flags...)
 		err := k.startAPIServer()
 		if err == nil {
 			break
