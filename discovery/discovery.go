@@ -339,6 +339,9 @@ type Manager struct {
 	groups   atomic.Pointer[[]*Group]
 	topology atomic.Pointer[string]
 	synced   map[string]bool
+	// changed asks the health checks for a round now: new replicas' external
+	// labels are needed before queries can decide matchers on them.
+	changed chan struct{}
 }
 
 // NewManager validates cfg. probe is called for every replica each health
@@ -350,7 +353,7 @@ func NewManager(cfg Config, probe Probe, logger *slog.Logger) (*Manager, error) 
 	if probe == nil {
 		return nil, errors.New("discovery: probe is required")
 	}
-	m := &Manager{cfg: cfg, logger: logger, probe: probe, bySource: map[string][]*Group{}, synced: map[string]bool{}}
+	m := &Manager{cfg: cfg, logger: logger, probe: probe, bySource: map[string][]*Group{}, synced: map[string]bool{}, changed: make(chan struct{}, 1)}
 	empty := []*Group{}
 	m.groups.Store(&empty)
 	if len(cfg.Static) > 0 {
@@ -444,6 +447,10 @@ func (m *Manager) set(source string, gs []*Group) {
 	slices.SortFunc(all, func(a, b *Group) int { return cmp.Compare(a.Name, b.Name) })
 	m.groups.Store(&all)
 	m.storeTopology(all)
+	select {
+	case m.changed <- struct{}{}:
+	default: // a round is already due
+	}
 }
 
 // storeTopology hashes the groups with the labels answers show, which
@@ -467,6 +474,7 @@ func (m *Manager) RunHealthChecks(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-m.changed:
 		}
 	}
 }

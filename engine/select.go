@@ -288,7 +288,8 @@ func applyToSeriesSet(g *discovery.Group, ss storage.SeriesSet) storage.SeriesSe
 	}
 	if !sorted {
 		slices.SortStableFunc(out, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
-		merged := out[:0]
+		// A new slice: the merged series keep their parts' slice.
+		merged := make([]storage.Series, 0, len(out))
 		for i := 0; i < len(out); {
 			j := i + 1
 			for j < len(out) && labels.Equal(out[i].Labels(), out[j].Labels()) {
@@ -297,7 +298,7 @@ func applyToSeriesSet(g *discovery.Group, ss storage.SeriesSet) storage.SeriesSe
 			if j-i == 1 {
 				merged = append(merged, out[i])
 			} else {
-				merged = append(merged, storage.ChainedSeriesMerge(out[i:j]...))
+				merged = append(merged, storage.ChainedSeriesMerge(slices.Clone(out[i:j])...))
 			}
 			i = j
 		}

@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+)
+
+// haGroup is a group whose replicas reported cluster="eu" and their own
+// replica label, as after a health-check round.
+func haGroup(t *testing.T) *discovery.Group {
+	t.Helper()
+	m, err := discovery.NewManager(discovery.Config{Static: []discovery.StaticGroup{{Name: "eu", URLs: []string{"http://r0", "http://r1"}}}},
+		func(_ context.Context, _ *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
+			return labels.FromStrings("cluster", "eu", "prometheus_replica", r.URL), nil
+		}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.CheckNow(context.Background())
+	return m.Groups()[0]
+}
+
+// mockSeries has n samples at start, start+1, ...
+func mockSeries(lset []string, start, n int) storage.Series {
+	return storage.NewListSeries(labels.FromStrings(lset...), chunks.GenerateSamples(start, n))
+}
+
+// TestApplyToSeriesSetSortsAndMerges: adding cluster and dropping the
+// replica label reorders series and makes two of them one; the result must
+// still be a sorted set with every series once, samples merged.
+func TestApplyToSeriesSetSortsAndMerges(t *testing.T) {
+	g := haGroup(t)
+	in := []storage.Series{
+		// Sorted as a backend sends them.
+		mockSeries([]string{"__name__", "up", "job", "a"}, 1, 2),
+		mockSeries([]string{"__name__", "up", "job", "a", "prometheus_replica", "x"}, 2, 2),
+		mockSeries([]string{"__name__", "up", "cluster", "us", "job", "b"}, 5, 1),
+	}
+	slices.SortFunc(in, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+	out := applyToSeriesSet(g, &seriesList{series: in})
+	var got []string
+	var prev labels.Labels
+	for i := 0; out.Next(); i++ {
+		s := out.At()
+		if i > 0 && labels.Compare(prev, s.Labels()) >= 0 {
+			t.Errorf("not sorted: %s after %s", s.Labels(), prev)
+		}
+		prev = s.Labels()
+		var ts []int64
+		it := s.Iterator(nil)
+		for it.Next() == chunkenc.ValFloat {
+			tt, _ := it.At()
+			ts = append(ts, tt)
+		}
+		got = append(got, s.Labels().String()+" "+fmtInts(ts))
+	}
+	if err := out.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`{__name__="up", cluster="eu", job="a"} [1 2 3]`,
+		`{__name__="up", cluster="us", job="b"} [5]`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got\n%v\nwant\n%v", got, want)
+	}
+}
+
+func fmtInts(v []int64) string {
+	s := "["
+	for i, x := range v {
+		if i > 0 {
+			s += " "
+		}
+		s += strconv.FormatInt(x, 10)
+	}
+	return s + "]"
+}
+
+// TestApplyToLabelSets: label sets get the same treatment (series API).
+func TestApplyToLabelSets(t *testing.T) {
+	g := haGroup(t)
+	got := applyToLabelSets(g, []labels.Labels{
+		labels.FromStrings("__name__", "up", "job", "a", "prometheus_replica", "r"),
+		labels.FromStrings("__name__", "up", "job", "a"),
+	})
+	if len(got) != 1 || !labels.Equal(got[0], labels.FromStrings("__name__", "up", "cluster", "eu", "job", "a")) {
+		t.Errorf("got %v", got)
+	}
+}
