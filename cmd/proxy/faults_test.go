@@ -278,7 +278,8 @@ func testDeadReplica(t *testing.T, f *fleet, mode string) {
 	spare.Kill()
 	pair := func(cfg *Config) {
 		cfg.Discovery.Static[0].URLs = []string{spare.URL, f.shards[0].URL}
-		cfg.Discovery.Static[0].Labels = map[string]string{"region": "eu-1"}
+		// Configured labels show on answers: the value the series store.
+		cfg.Discovery.Static[0].Labels = map[string]string{"cluster": group}
 		cfg.Discovery.LoadBalancing = mode
 	}
 	every := 1
@@ -307,7 +308,7 @@ func testDeadReplica(t *testing.T, f *fleet, mode string) {
 			t.Errorf("/debug/targets replica has no %q: %v", key, st.raw)
 		}
 	}
-	if st.Group != group || st.Labels["region"] != "eu-1" || !strings.Contains(st.LastError, "connection refused") ||
+	if st.Group != group || st.Labels["cluster"] != group || !strings.Contains(st.LastError, "connection refused") ||
 		!strings.Contains(st.LastError, spare.URL) || time.Since(st.LastCheck) > 5*time.Second || st.Latency <= 0 {
 		t.Errorf("/debug/targets for the dead replica: %+v", st)
 	}

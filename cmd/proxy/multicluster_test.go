@@ -29,7 +29,7 @@ import (
 // test servers and refuses every other address, so nothing leaves the
 // machine while the API server's own service proxy carries the requests.
 type connectProxy struct {
-	URL     string
+	Socket  string // unix socket (kube-apiserver's TCP egress insists on TLS client certificates)
 	to      map[string]string // host:port the API server dials → 127.0.0.1:port
 	mu      sync.Mutex
 	tunnels map[string]int
@@ -38,8 +38,13 @@ type connectProxy struct {
 
 func startConnectProxy(t testing.TB, to map[string]string) *connectProxy {
 	t.Helper()
-	cp := &connectProxy{to: to, tunnels: map[string]int{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	dir, err := os.MkdirTemp("", "egress-") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	cp := &connectProxy{to: to, tunnels: map[string]int{}, Socket: filepath.Join(dir, "s")}
+	ln, err := net.Listen("unix", cp.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +79,6 @@ func startConnectProxy(t testing.TB, to map[string]string) *connectProxy {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	cp.URL = "http://" + ln.Addr().String()
 	return cp
 }
 
@@ -105,8 +109,8 @@ egressSelections:
   connection:
     proxyProtocol: HTTPConnect
     transport:
-      tcp:
-        url: `+egress.URL+"\n"), 0o600); err != nil {
+      uds:
+        udsName: `+egress.Socket+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	eu := testenv.StartKube(t)
