@@ -29,7 +29,7 @@ import (
 // test servers and refuses every other address, so nothing leaves the
 // machine while the API server's own service proxy carries the requests.
 type connectProxy struct {
-	Socket  string // unix socket (kube-apiserver's TCP egress insists on TLS client certificates)
+	Socket  string            // unix socket (kube-apiserver's TCP egress insists on TLS client certificates)
 	to      map[string]string // host:port the API server dials → 127.0.0.1:port
 	mu      sync.Mutex
 	tunnels map[string]int
@@ -89,10 +89,10 @@ func (cp *connectProxy) count(addr string) int {
 }
 
 // TestKubernetesClusters: one proxy discovers Prometheus in two clusters
-// (two real API servers). Cluster "eu" holds the HA pair as Pods and shard 1
-// behind an ExternalName Service, reached directly; cluster "us" holds
-// shard 2 behind a Service reached only through its API server's service
-// proxy. Each entry adds its own region label. Answers equal a reference
+// (two real API servers). Cluster "eu" holds the HA pair as Pods (access
+// direct) and shard 1 behind a LoadBalancer Service (a second entry, access
+// loadbalancer); cluster "us" holds shard 2 behind a Service reached only
+// through its API server's service proxy. Each entry adds a region label. Answers equal a reference
 // holding the union with cluster, prometheus and region stored.
 func TestKubernetesClusters(t *testing.T) {
 	f := startExtFleet(t)
@@ -134,11 +134,21 @@ egressSelections:
 	}
 	_, portB, _ := net.SplitHostPort(strings.TrimPrefix(f.groups[1].URLs[0], "http://"))
 	nb, _ := strconv.Atoi(portB)
-	if _, err := euc.CoreV1().Services("monitoring").Create(ctx, &corev1.Service{
+	// Shard 1 behind a LoadBalancer Service whose ingress the test writes
+	// (no cloud controller runs), read by a third entry with access
+	// loadbalancer.
+	if _, err := euc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := euc.CoreV1().Services("edge").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-b", Labels: sel},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "localhost",
-			Ports: []corev1.ServicePort{{Name: "web", Port: int32(nb)}}},
-	}, metav1.CreateOptions{}); err != nil {
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Name: "web", Port: int32(nb)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{Hostname: "localhost"}}
+	if _, err := euc.CoreV1().Services("edge").UpdateStatus(ctx, lb, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -151,7 +161,7 @@ egressSelections:
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err := createPodSlice(usc, "monitoring", "prometheus-c", "prometheus-c-0", "127.0.0.1", int32(nc))
+	err = createPodSlice(usc, "monitoring", "prometheus-c", "prometheus-c-0", "127.0.0.1", int32(nc))
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("an EndpointSlice with 127.0.0.1 was not refused as loopback: %v", err)
 	}
@@ -174,6 +184,14 @@ egressSelections:
       resource_types: [Pod, Service]
       port: web
       labels: {region: eu}
+    - name: eu-edge
+      kubeconfig: %q
+      namespaces: [edge]
+      label_selectors: {app.kubernetes.io/name: prometheus}
+      resource_types: [Service]
+      port: web
+      access: loadbalancer
+      labels: {region: eu}
     - name: us
       kubeconfig: %q
       namespaces: [monitoring]
@@ -184,7 +202,7 @@ egressSelections:
       labels: {region: us}
 proxy:
   enable_request_logging: false
-`, eu.Kubeconfig, us.Kubeconfig)
+`, eu.Kubeconfig, eu.Kubeconfig, us.Kubeconfig)
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -196,8 +214,8 @@ proxy:
 	p := startProxy(t, cfg)
 	viaAPIServer := strings.TrimRight(us.URL, "/") + "/api/v1/namespaces/monitoring/services/prometheus-c:web/proxy"
 	waitGroups(t, p, "two clusters", map[string][]string{
+		"eu-edge/service/edge/prometheus-b":  {"http://localhost:" + portB},
 		"eu/pods/monitoring/prometheus=k8s":  {"http://127.0.0.1:" + portOf(f.groups[0].URLs[0]), "http://127.0.0.1:" + portOf(f.groups[0].URLs[1])},
-		"eu/service/monitoring/prometheus-b": {"http://localhost:" + portB},
 		"us/service/monitoring/prometheus-c": {viaAPIServer},
 	})
 	waitExternalLabels(t, p)
@@ -219,8 +237,10 @@ proxy:
 	}
 	metrics := doRequest(t, p.URL, apiRequest{path: "/metrics"})
 	for _, kind := range []string{"read", "series", "label_values"} {
-		if !strings.Contains(string(metrics.body), `backend="`+viaAPIServer+`",group="us/service/monitoring/prometheus-c",kind="`+kind+`",result="success"`) {
-			t.Errorf("no successful %s call through the API server in the proxy's metrics", kind)
+		for backend, group := range map[string]string{viaAPIServer: "us/service/monitoring/prometheus-c", "http://localhost:" + portB: "eu-edge/service/edge/prometheus-b"} {
+			if !strings.Contains(string(metrics.body), `backend="`+backend+`",group="`+group+`",kind="`+kind+`",result="success"`) {
+				t.Errorf("no successful %s call to %s in the proxy's metrics", kind, backend)
+			}
 		}
 	}
 }
