@@ -89,31 +89,46 @@ func (g *Group) IsReplicaLabel(name string) bool { return slices.Contains(g.repl
 // group's external labels added where lset has no such label (a stored value
 // wins, as in Prometheus' remote-read answers, which merge external labels
 // under the series' own), and every replica label removed, so both replicas
-// of an HA pair give the same series.
+// of an HA pair give the same series. It returns lset itself when nothing
+// changes.
 func (g *Group) ApplyExternalLabels(lset labels.Labels) labels.Labels {
+	return g.ExternalLabelsApplier()(lset)
+}
+
+// ExternalLabelsApplier returns ApplyExternalLabels for many label sets in
+// a row (one answer): it reuses one builder, so it is not safe for
+// concurrent use.
+func (g *Group) ExternalLabelsApplier() func(labels.Labels) labels.Labels {
 	ext := g.view().labels
-	change := false
-	lset.Range(func(l labels.Label) {
-		if !change && g.IsReplicaLabel(l.Name) {
-			change = true
+	var b *labels.Builder
+	return func(lset labels.Labels) labels.Labels {
+		change := false
+		lset.Range(func(l labels.Label) {
+			if !change && g.IsReplicaLabel(l.Name) {
+				change = true
+			}
+		})
+		ext.Range(func(l labels.Label) {
+			if !change && !lset.Has(l.Name) {
+				change = true
+			}
+		})
+		if !change {
+			return lset
 		}
-	})
-	ext.Range(func(l labels.Label) {
-		if !change && !lset.Has(l.Name) {
-			change = true
+		if b == nil {
+			b = labels.NewBuilder(lset)
+		} else {
+			b.Reset(lset)
 		}
-	})
-	if !change {
-		return lset
+		ext.Range(func(l labels.Label) {
+			if !lset.Has(l.Name) {
+				b.Set(l.Name, l.Value)
+			}
+		})
+		b.Del(g.replicaLabels...)
+		return b.Labels()
 	}
-	b := labels.NewBuilder(lset)
-	ext.Range(func(l labels.Label) {
-		if !lset.Has(l.Name) {
-			b.Set(l.Name, l.Value)
-		}
-	})
-	b.Del(g.replicaLabels...)
-	return b.Labels()
 }
 
 // RewriteMatchers turns the matcher sets a query asks (OR of ANDs) into

@@ -17,7 +17,7 @@ import (
 
 // haGroup is a group whose replicas reported cluster="eu" and their own
 // replica label, as after a health-check round.
-func haGroup(t *testing.T) *discovery.Group {
+func haGroup(t testing.TB) *discovery.Group {
 	t.Helper()
 	m, err := discovery.NewManager(discovery.Config{Static: []discovery.StaticGroup{{Name: "eu", URLs: []string{"http://r0", "http://r1"}}}},
 		func(_ context.Context, _ *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
@@ -97,4 +97,47 @@ func TestApplyToLabelSets(t *testing.T) {
 	if len(got) != 1 || !labels.Equal(got[0], labels.FromStrings("__name__", "up", "cluster", "eu", "job", "a")) {
 		t.Errorf("got %v", got)
 	}
+}
+
+// BenchmarkApplyToSeriesSet measures what showing external labels costs a
+// remote-read answer of 10k series, against passing the same answer on
+// untouched (baseline) and against a group with no labels to add.
+func BenchmarkApplyToSeriesSet(b *testing.B) {
+	in := make([]storage.Series, 10_000)
+	for i := range in {
+		in[i] = storage.NewListSeries(labels.FromStrings("__name__", "up", "instance", strconv.Itoa(100000+i), "job", "api", "prometheus_replica", "r0"), nil)
+	}
+	noLabels, err := discovery.NewManager(discovery.Config{Static: []discovery.StaticGroup{{Name: "plain", URLs: []string{"http://p"}}}, ReplicaLabels: []string{}},
+		func(context.Context, *discovery.Group, *discovery.Replica) (labels.Labels, error) {
+			return labels.EmptyLabels(), nil
+		}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	drain := func(ss storage.SeriesSet) {
+		n := 0
+		for ss.Next() {
+			n += ss.At().Labels().Len()
+		}
+		if n == 0 {
+			b.Fatal("empty")
+		}
+	}
+	b.Run("baseline-untouched", func(b *testing.B) {
+		for b.Loop() {
+			drain(&seriesList{series: in})
+		}
+	})
+	b.Run("group-without-labels", func(b *testing.B) {
+		g := noLabels.Groups()[0]
+		for b.Loop() {
+			drain(applyToSeriesSet(g, &seriesList{series: in}))
+		}
+	})
+	b.Run("external-and-replica-labels", func(b *testing.B) {
+		g := haGroup(b)
+		for b.Loop() {
+			drain(applyToSeriesSet(g, &seriesList{series: in}))
+		}
+	})
 }

@@ -274,13 +274,18 @@ func applyToSeriesSet(g *discovery.Group, ss storage.SeriesSet) storage.SeriesSe
 		sorted = true
 		prev   labels.Labels
 	)
+	apply := g.ExternalLabelsApplier()
 	for ss.Next() {
 		s := ss.At()
-		lset := g.ApplyExternalLabels(s.Labels())
+		old := s.Labels()
+		lset := apply(old)
 		if len(out) > 0 && labels.Compare(prev, lset) >= 0 {
 			sorted = false
 		}
-		out = append(out, relabeledSeries{Series: s, lset: lset})
+		if !labels.Equal(old, lset) {
+			s = relabeledSeries{Series: s, lset: lset}
+		}
+		out = append(out, s)
 		prev = lset
 	}
 	if err := ss.Err(); err != nil {
@@ -309,8 +314,9 @@ func applyToSeriesSet(g *discovery.Group, ss storage.SeriesSet) storage.SeriesSe
 
 // applyToLabelSets is applyToSeriesSet for label sets alone.
 func applyToLabelSets(g *discovery.Group, lsets []labels.Labels) []labels.Labels {
+	apply := g.ExternalLabelsApplier()
 	for i, l := range lsets {
-		lsets[i] = g.ApplyExternalLabels(l)
+		lsets[i] = apply(l)
 	}
 	slices.SortFunc(lsets, labels.Compare)
 	return slices.CompactFunc(lsets, labels.Equal)
