@@ -391,6 +391,30 @@ spec:
 			runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader(ns), 40)
 		})
 	}
+	// Tenants that are clusters: tenants.namespace_label names the external
+	// label, so spec.source is decided against each group's cluster.
+	t.Run("source-is-external-label", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "cluster-b.yaml"), []byte(`apiVersion: observability.ethos.io/v1alpha1
+kind: MetricAccess
+metadata: {name: own-cluster, namespace: cluster-b}
+spec:
+  source: cluster-b
+  metrics: [up, memory_usage_bytes, 'http_.*']
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg := f.config()
+		cfg.Tenants.Files = []string{filepath.Join(dir, "*.yaml")}
+		cfg.Tenants.NamespaceLabel = "cluster"
+		p := startExtProxy(t, cfg)
+		pol, err := p.app.tenants.Policy("cluster-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		oracle := extOracle(t, f, "cluster-b", pol)
+		runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader("cluster-b"), 40)
+	})
 }
 
 func extOracle(t testing.TB, f *extFleet, ns string, pol *tenancy.Policy) *testenv.Prometheus {
