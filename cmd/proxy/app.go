@@ -97,8 +97,8 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	authOpts := authn.Options{Logger: logger}
 	if cfg.Auth.Type == authn.TypeKubernetes {
 		kubeconfig := cfg.Auth.Kubernetes.Kubeconfig
-		if k := cfg.Discovery.Kubernetes; kubeconfig == "" && k != nil {
-			kubeconfig = k.Kubeconfig
+		if k := cfg.Discovery.Kubernetes; kubeconfig == "" && len(k) > 0 {
+			kubeconfig = k[0].Kubeconfig // the first (or only) cluster listed
 		}
 		if authOpts.KubeConfig, err = discovery.RESTConfig(kubeconfig); err != nil {
 			a.cancel()

@@ -350,11 +350,11 @@ func testHeaderAdminRefused(t *testing.T, f *fleet) {
 // TestTrustWarnings: settings that widen who is trusted are said at start.
 func TestTrustWarnings(t *testing.T) {
 	cfg := defaultConfig()
-	cfg.Discovery.Kubernetes = &discovery.KubernetesConfig{}
+	cfg.Discovery.Kubernetes = discovery.KubernetesClusters{{}}
 	if w := trustWarnings(cfg); len(w) != 1 || !strings.Contains(w[0], "discovery.kubernetes.namespaces") {
 		t.Errorf("every namespace searched for backends: warnings %q", w)
 	}
-	cfg.Discovery.Kubernetes.Namespaces = []string{"monitoring"}
+	cfg.Discovery.Kubernetes[0].Namespaces = []string{"monitoring"}
 	if w := trustWarnings(cfg); len(w) != 0 {
 		t.Errorf("namespaces listed: warnings %q", w)
 	}

@@ -181,7 +181,7 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 		if err != nil {
 			t.Fatalf("the ConfigMap's config.yaml: %v", err)
 		}
-		if cfg.Discovery.Kubernetes == nil || !cfg.Tenants.Kubernetes {
+		if len(cfg.Discovery.Kubernetes) == 0 || !cfg.Tenants.Kubernetes {
 			t.Errorf("the ConfigMap's config does not use Kubernetes: discovery %+v tenants.kubernetes %v", cfg.Discovery.Kubernetes, cfg.Tenants.Kubernetes)
 		}
 		if _, err := loadConfig(filepath.Join(testenv.RepoRoot(t), "examples", "kubernetes", "config.yaml")); err != nil {

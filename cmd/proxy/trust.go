@@ -42,8 +42,15 @@ func isLoopback(addr net.Addr) bool {
 // operator may think, said once at start.
 func trustWarnings(cfg Config) []string {
 	var out []string
-	if k := cfg.Discovery.Kubernetes; k != nil && len(k.Namespaces) == 0 {
-		out = append(out, "discovery.kubernetes.namespaces is empty, so every namespace is searched for backends: "+
+	for _, k := range cfg.Discovery.Kubernetes {
+		if len(k.Namespaces) != 0 {
+			continue
+		}
+		where := "discovery.kubernetes.namespaces"
+		if k.Name != "" {
+			where = "discovery.kubernetes[" + k.Name + "].namespaces"
+		}
+		out = append(out, where+" is empty, so every namespace is searched for backends: "+
 			"anyone who may create a Service or Pod with the selected labels anywhere in the cluster becomes a backend, "+
 			"receives the proxy's backend credentials and can answer queries with made-up data; list the namespaces Prometheus runs in")
 	}
