@@ -1,0 +1,124 @@
+package admission
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Budget is what one request may still read from backends. It is charged as
+// answers are decoded, from several goroutines at once (one per backend
+// group). The first charge over a limit cancels the request's context with
+// the LimitError as its cause, so every other backend read of the request
+// stops at once instead of running to its end.
+type Budget struct {
+	limits Limits
+	cancel context.CancelCauseFunc
+
+	bytes atomic.Int64
+
+	mu     sync.Mutex
+	series map[uint64]struct{}
+	err    error
+}
+
+// NewBudget returns a context carrying cancellation by the budget, and the
+// budget for limits l. Call the returned budget's Done when the request ends.
+func NewBudget(ctx context.Context, l Limits) (context.Context, *Budget) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	b := &Budget{limits: l, cancel: cancel}
+	if l.MaxFetchedSeriesPerQuery > 0 {
+		b.series = make(map[uint64]struct{})
+	}
+	return ctx, b
+}
+
+// Done releases the budget's context.
+func (b *Budget) Done() { b.cancel(context.Canceled) }
+
+// Limits returns the limits the budget enforces.
+func (b *Budget) Limits() Limits { return b.limits }
+
+// Err is the LimitError the budget failed with, or nil.
+func (b *Budget) Err() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+func (b *Budget) fail(err *LimitError) error {
+	b.mu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	first := b.err
+	b.mu.Unlock()
+	b.cancel(first)
+	return first
+}
+
+// AddSeries counts a series by the hash of its labels. A series answered by
+// several groups, replicas or selectors counts once.
+func (b *Budget) AddSeries(hash uint64) error {
+	max := b.limits.MaxFetchedSeriesPerQuery
+	if max <= 0 {
+		return b.Err()
+	}
+	b.mu.Lock()
+	if b.err != nil {
+		err := b.err
+		b.mu.Unlock()
+		return err
+	}
+	b.series[hash] = struct{}{}
+	over := len(b.series) > max
+	b.mu.Unlock()
+	if over {
+		return b.fail(&LimitError{Limit: "max_fetched_series_per_query", Value: strconv.Itoa(max), What: "series fetched from backends"})
+	}
+	return nil
+}
+
+// AddBytes counts n bytes of a remote-read answer as they arrive.
+func (b *Budget) AddBytes(n int) error {
+	total := b.bytes.Add(int64(n))
+	max := b.limits.MaxFetchedChunkBytesPerQuery
+	if max <= 0 || total <= max {
+		return b.Err()
+	}
+	return b.fail(&LimitError{Limit: "max_fetched_chunk_bytes_per_query", Value: strconv.FormatInt(max, 10), What: "bytes of chunks fetched from backends"})
+}
+
+// CheckSpan refuses a read of [mint, maxt] (milliseconds) longer than
+// max_query_length, before it is sent.
+func (b *Budget) CheckSpan(mint, maxt int64) error {
+	max := b.limits.maxQueryLength()
+	if max <= 0 || time.Duration(maxt-mint)*time.Millisecond <= max {
+		return b.Err()
+	}
+	return b.fail(&LimitError{Limit: "max_query_length", Value: b.limits.MaxQueryLength.String(), What: "the time range a selector reads"})
+}
+
+// Fetched is what the request has read so far.
+func (b *Budget) Fetched() (series int, bytes int64) {
+	b.mu.Lock()
+	series = len(b.series)
+	b.mu.Unlock()
+	return series, b.bytes.Load()
+}
+
+// CheckMatchers refuses a request with more match[] parameters than
+// allowed, before anything is sent to a backend.
+func CheckMatchers(l Limits, n int) error {
+	if l.MaxMatchPerRequest > 0 && n > l.MaxMatchPerRequest {
+		return &LimitError{Limit: "max_match_per_request", Value: strconv.Itoa(l.MaxMatchPerRequest), What: "match[] parameters of one request (got " + strconv.Itoa(n) + ")"}
+	}
+	return nil
+}
+
+// ResponseTooLarge is the error for an answer over max_response_bytes.
+func ResponseTooLarge(l Limits) error {
+	return &LimitError{Limit: "max_response_bytes", Value: strconv.FormatInt(l.MaxResponseBytes, 10), What: "the size of the answer"}
+}

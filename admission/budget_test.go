@@ -1,0 +1,140 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+func TestBudgetSeriesCountsDistinctAndCancels(t *testing.T) {
+	l := Limits{MaxFetchedSeriesPerQuery: 3}
+	ctx, b := NewBudget(context.Background(), l)
+	defer b.Done()
+	for _, h := range []uint64{1, 2, 1, 3, 2, 3} { // the same series from several groups counts once
+		if err := b.AddSeries(h); err != nil {
+			t.Fatalf("series %d: %v", h, err)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("context canceled within the limit")
+	}
+	err := b.AddSeries(4)
+	le := (*LimitError)(nil)
+	if !errors.As(err, &le) || le.Limit != "max_fetched_series_per_query" || le.Value != "3" {
+		t.Fatalf("fourth series: %v", err)
+	}
+	if !strings.Contains(err.Error(), "max_fetched_series_per_query=3") {
+		t.Errorf("message %q does not name the limit and its value", err)
+	}
+	if context.Cause(ctx) != err {
+		t.Errorf("context cause %v, want the limit error", context.Cause(ctx))
+	}
+	if err := b.AddBytes(1); err == nil {
+		t.Error("a failed budget accepts more")
+	}
+}
+
+func TestBudgetBytes(t *testing.T) {
+	ctx, b := NewBudget(context.Background(), Limits{MaxFetchedChunkBytesPerQuery: 100})
+	defer b.Done()
+	if err := b.AddBytes(60); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddBytes(40); err != nil {
+		t.Fatal("exactly the limit must pass:", err)
+	}
+	err := b.AddBytes(1)
+	if le := (*LimitError)(nil); !errors.As(err, &le) || le.Limit != "max_fetched_chunk_bytes_per_query" || le.Value != "100" {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if !errors.Is(context.Cause(ctx), err) || ctx.Err() == nil {
+		t.Error("going over the limit did not cancel the query")
+	}
+	if _, n := b.Fetched(); n != 101 {
+		t.Errorf("fetched %d bytes, want 101", n)
+	}
+}
+
+func TestBudgetUnlimited(t *testing.T) {
+	ctx, b := NewBudget(context.Background(), Limits{})
+	defer b.Done()
+	for i := range 1000 {
+		if err := b.AddSeries(uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.AddBytes(1 << 20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.CheckSpan(0, (365 * 24 * time.Hour).Milliseconds()); err != nil || ctx.Err() != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBudgetSpanAndMatchers(t *testing.T) {
+	l := Limits{MaxQueryLength: model.Duration(time.Hour), MaxMatchPerRequest: 2}
+	_, b := NewBudget(context.Background(), l)
+	defer b.Done()
+	if err := b.CheckSpan(0, time.Hour.Milliseconds()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckSpan(0, time.Hour.Milliseconds()+1); err == nil || !strings.Contains(err.Error(), "max_query_length=1h") {
+		t.Fatalf("span over an hour: %v", err)
+	}
+	if err := CheckMatchers(l, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckMatchers(l, 3); err == nil || !strings.Contains(err.Error(), "max_match_per_request=2") {
+		t.Fatalf("three match[]: %v", err)
+	}
+}
+
+func TestConfigOverridesInheritDefaults(t *testing.T) {
+	src := `
+scheduler: fair
+defaults:
+  max_concurrent_requests: 8
+  max_fetched_series_per_query: 1000
+tenants:
+  team-a:
+    max_concurrent_requests: 2
+  team-b: {}
+`
+	cfg := DefaultConfig()
+	if err := yaml.Unmarshal([]byte(src), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a, b, other := cfg.For("team-a"), cfg.For("team-b"), cfg.For("team-c")
+	if a.MaxConcurrentRequests != 2 || a.MaxFetchedSeriesPerQuery != 1000 || a.MaxQueuedRequests != 100 {
+		t.Errorf("team-a %+v: want its own concurrency and the defaults' rest", a)
+	}
+	if b != other || other.MaxConcurrentRequests != 8 || other.MaxFetchedChunkBytesPerQuery != 512<<20 {
+		t.Errorf("team-b %+v, others %+v: want the defaults", b, other)
+	}
+	if !cfg.Configured("team-b") || cfg.Configured("team-c") {
+		t.Error("Configured")
+	}
+	for _, bad := range []string{
+		"defaults: {max_concurent_requests: 1}",
+		"tenants: {x: {max_fetched_series: 1}}",
+		"scheduler: lifo",
+		"defaults: {max_queued_requests: -1}",
+	} {
+		c := DefaultConfig()
+		err := yaml.Unmarshal([]byte(bad), &c)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,178 @@
+// Package admission keeps one tenant from starving the others: per-tenant
+// queues with fair hand-out of the global request slots, and per-query cost
+// budgets (series, chunk bytes, time span, match[] count, response size).
+package admission
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Scheduler modes.
+const (
+	// Fair queues requests per tenant and hands free slots out round-robin
+	// across tenants with queued work.
+	Fair = "fair"
+	// FIFO is one queue for everyone, first come first served, with no
+	// per-tenant limit on slots or queue: the behaviour of a bare global pool.
+	FIFO = "fifo"
+)
+
+// Limits bound what one tenant may use. Zero means unlimited for every
+// field (as in Mimir's limits).
+type Limits struct {
+	// MaxConcurrentRequests is how many of the tenant's requests run at once;
+	// the global proxy.max_concurrent_requests still applies on top.
+	MaxConcurrentRequests int `yaml:"max_concurrent_requests" json:"max_concurrent_requests"`
+	// MaxQueuedRequests is how many of the tenant's requests may wait for a
+	// slot; one more is refused at once with 429.
+	MaxQueuedRequests int `yaml:"max_queued_requests" json:"max_queued_requests"`
+	// MaxFetchedSeriesPerQuery bounds the distinct series one query reads
+	// from all backend groups together.
+	MaxFetchedSeriesPerQuery int `yaml:"max_fetched_series_per_query" json:"max_fetched_series_per_query"`
+	// MaxFetchedChunkBytesPerQuery bounds the bytes of remote-read answers
+	// (chunks and their series' labels, as sent) one query reads from all
+	// backend groups together.
+	MaxFetchedChunkBytesPerQuery int64 `yaml:"max_fetched_chunk_bytes_per_query" json:"max_fetched_chunk_bytes_per_query"`
+	// MaxMatchPerRequest bounds the match[] parameters of one request.
+	MaxMatchPerRequest int `yaml:"max_match_per_request" json:"max_match_per_request"`
+	// MaxQueryLength bounds the time span one selector reads (range,
+	// lookback and offset included).
+	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
+	// MaxResponseBytes bounds the JSON answer sent to the client.
+	MaxResponseBytes int64 `yaml:"max_response_bytes" json:"max_response_bytes"`
+}
+
+// DefaultLimits are the limits of a tenant nothing is configured for.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxQueuedRequests:            100,
+		MaxFetchedChunkBytesPerQuery: 512 << 20,
+		MaxMatchPerRequest:           1000,
+	}
+}
+
+// Config is the `limits` section.
+type Config struct {
+	// Scheduler is Fair (default) or FIFO.
+	Scheduler string `yaml:"scheduler" json:"scheduler"`
+	// Defaults apply to every tenant.
+	Defaults Limits `yaml:"defaults" json:"defaults"`
+	// Tenants override Defaults per namespace; a key left out of a tenant's
+	// entry keeps the default.
+	Tenants map[string]Limits `yaml:"tenants" json:"tenants,omitempty"`
+}
+
+// DefaultConfig is what no `limits` section means.
+func DefaultConfig() Config {
+	return Config{Scheduler: Fair, Defaults: DefaultLimits()}
+}
+
+// UnmarshalYAML decodes defaults first, then each tenant's entry on top of
+// them, so a tenant names only what differs. Unknown keys are errors.
+func (c *Config) UnmarshalYAML(node *yaml.Node) error {
+	var raw struct {
+		Scheduler string               `yaml:"scheduler"`
+		Defaults  yaml.Node            `yaml:"defaults"`
+		Tenants   map[string]yaml.Node `yaml:"tenants"`
+	}
+	if err := strictDecode(node, &raw); err != nil {
+		return err
+	}
+	if c.Defaults == (Limits{}) && c.Scheduler == "" {
+		*c = DefaultConfig()
+	}
+	if raw.Scheduler != "" {
+		c.Scheduler = raw.Scheduler
+	}
+	if !raw.Defaults.IsZero() {
+		if err := strictDecode(&raw.Defaults, &c.Defaults); err != nil {
+			return fmt.Errorf("defaults: %w", err)
+		}
+	}
+	c.Tenants = make(map[string]Limits, len(raw.Tenants))
+	for ns, n := range raw.Tenants {
+		l := c.Defaults
+		if err := strictDecode(&n, &l); err != nil {
+			return fmt.Errorf("tenants.%s: %w", ns, err)
+		}
+		c.Tenants[ns] = l
+	}
+	return nil
+}
+
+// strictDecode decodes a node refusing unknown keys; Node.Decode alone
+// would not, and a typo must not silently turn a limit off.
+func strictDecode(n *yaml.Node, into any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	return dec.Decode(into)
+}
+
+// Validate fills defaults and checks the values.
+func (c *Config) Validate() error {
+	switch c.Scheduler {
+	case "":
+		c.Scheduler = Fair
+	case Fair, FIFO:
+	default:
+		return fmt.Errorf("limits.scheduler: %q is neither %q nor %q", c.Scheduler, Fair, FIFO)
+	}
+	if err := c.Defaults.validate(); err != nil {
+		return fmt.Errorf("limits.defaults: %w", err)
+	}
+	for _, ns := range slices.Sorted(maps.Keys(c.Tenants)) {
+		l := c.Tenants[ns]
+		if err := l.validate(); err != nil {
+			return fmt.Errorf("limits.tenants.%s: %w", ns, err)
+		}
+	}
+	return nil
+}
+
+func (l Limits) validate() error {
+	switch {
+	case l.MaxConcurrentRequests < 0:
+		return fmt.Errorf("max_concurrent_requests must not be negative")
+	case l.MaxQueuedRequests < 0:
+		return fmt.Errorf("max_queued_requests must not be negative")
+	case l.MaxFetchedSeriesPerQuery < 0:
+		return fmt.Errorf("max_fetched_series_per_query must not be negative")
+	case l.MaxFetchedChunkBytesPerQuery < 0:
+		return fmt.Errorf("max_fetched_chunk_bytes_per_query must not be negative")
+	case l.MaxMatchPerRequest < 0:
+		return fmt.Errorf("max_match_per_request must not be negative")
+	case l.MaxQueryLength < 0:
+		return fmt.Errorf("max_query_length must not be negative")
+	case l.MaxResponseBytes < 0:
+		return fmt.Errorf("max_response_bytes must not be negative")
+	}
+	return nil
+}
+
+// For returns the limits of a namespace: its own entry, else the defaults.
+func (c *Config) For(namespace string) Limits {
+	if l, ok := c.Tenants[namespace]; ok {
+		return l
+	}
+	return c.Defaults
+}
+
+// Configured reports whether the namespace has an entry of its own.
+func (c *Config) Configured(namespace string) bool {
+	_, ok := c.Tenants[namespace]
+	return ok
+}
+
+// maxQueryLength is MaxQueryLength as a time.Duration (zero: unlimited).
+func (l Limits) maxQueryLength() time.Duration { return time.Duration(l.MaxQueryLength) }

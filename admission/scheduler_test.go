@@ -1,0 +1,248 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newTestScheduler(t *testing.T, cfg Config, slots int) *Scheduler {
+	t.Helper()
+	s, err := NewScheduler(cfg, slots, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// harness drives the scheduler's queue without goroutines or clocks: it
+// enqueues requests by name and releases them, and says which ones hold a
+// slot. Every step is synchronous, so the tests are deterministic.
+type harness struct {
+	t       *testing.T
+	s       *Scheduler
+	waiters map[string]*waiter
+	order   []string // names in the order they were granted
+}
+
+func newHarness(t *testing.T, cfg Config, slots int) *harness {
+	return &harness{t: t, s: newTestScheduler(t, cfg, slots), waiters: map[string]*waiter{}}
+}
+
+// add enqueues request name of tenant (the tenant is the name up to "-").
+func (h *harness) add(names ...string) {
+	h.t.Helper()
+	for _, name := range names {
+		tenant, _, _ := strings.Cut(name, "-")
+		w, err := h.s.enqueue(tenant, time.Time{})
+		if err != nil {
+			h.t.Fatalf("enqueue %s: %v", name, err)
+		}
+		h.waiters[name] = w
+		h.collect()
+	}
+}
+
+// done releases the slot of a running request.
+func (h *harness) done(name string) {
+	h.t.Helper()
+	w := h.waiters[name]
+	if w == nil || !w.granted {
+		h.t.Fatalf("%s does not hold a slot", name)
+	}
+	delete(h.waiters, name)
+	h.s.release(w.q)
+	h.collect()
+}
+
+// collect records newly granted requests, in name order for those granted
+// by the same step (only one can be, except at enqueue).
+func (h *harness) collect() {
+	for name, w := range h.waiters {
+		select {
+		case <-w.ready:
+			if !containsName(h.order, name) {
+				h.order = append(h.order, name)
+			}
+		default:
+		}
+	}
+}
+
+func containsName(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRoundRobinAcrossTenants(t *testing.T) {
+	h := newHarness(t, DefaultConfig(), 1)
+	h.add("a-0")                                    // runs
+	h.add("a-1", "a-2", "a-3", "a-4", "a-5", "a-6") // a floods the queue first
+	h.add("b-1", "b-2")
+	h.add("c-1")
+	// Releasing the one slot over and over: each tenant with queued work
+	// gets a turn, however many requests a has queued.
+	for _, name := range []string{"a-0", "a-1", "b-1", "c-1", "a-2", "b-2", "a-3", "a-4", "a-5"} {
+		h.done(name)
+	}
+	want := "a-0 a-1 b-1 c-1 a-2 b-2 a-3 a-4 a-5 a-6"
+	if got := strings.Join(h.order, " "); got != want {
+		t.Errorf("grant order\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestShareIndependentOfDemand: with two slots and tenant a sending ten
+// times more requests than b, b still gets every other slot that frees.
+func TestShareIndependentOfDemand(t *testing.T) {
+	h := newHarness(t, DefaultConfig(), 2)
+	h.add("a-0", "a-1")
+	for i := 2; i < 22; i++ {
+		h.add(fmt.Sprintf("a-%d", i))
+	}
+	h.add("b-0", "b-1")
+	granted := map[string]int{}
+	running := []string{"a-0", "a-1"}
+	for step := 0; step < 8; step++ {
+		n := len(h.order)
+		h.done(running[0])
+		running = running[1:]
+		if len(h.order) != n+1 {
+			t.Fatalf("step %d: releasing a slot granted %d requests, want 1", step, len(h.order)-n)
+		}
+		next := h.order[n]
+		granted[next[:1]]++
+		running = append(running, next)
+	}
+	// b had two requests: both must have run within the first four grants.
+	if granted["b"] != 2 {
+		t.Errorf("b got %d of 8 freed slots with 2 queued, want 2 (order %v)", granted["b"], h.order)
+	}
+	if i, j := indexOf(h.order, "b-0"), indexOf(h.order, "b-1"); i > 3 || j > 5 {
+		t.Errorf("b's requests granted at positions %d and %d of %v; round-robin gives 2 and 4", i, j, h.order)
+	}
+}
+
+func indexOf(xs []string, x string) int {
+	for i, y := range xs {
+		if y == x {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestPerTenantConcurrencyLeavesSlotsForOthers(t *testing.T) {
+	cfg := DefaultConfig()
+	a := cfg.Defaults
+	a.MaxConcurrentRequests = 2
+	cfg.Tenants = map[string]Limits{"a": a}
+	h := newHarness(t, cfg, 4)
+	h.add("a-0", "a-1", "a-2", "a-3")
+	if got := strings.Join(h.order, " "); got != "a-0 a-1" {
+		t.Fatalf("a runs %q, want only its limit of 2", got)
+	}
+	h.add("b-0")
+	if !h.waiters["b-0"].granted {
+		t.Fatal("b waits although slots are free")
+	}
+	h.done("a-0")
+	if !h.waiters["a-2"].granted || h.waiters["a-3"].granted {
+		t.Errorf("after one of a's requests ended: a-2 granted %v, a-3 granted %v; want true, false",
+			h.waiters["a-2"].granted, h.waiters["a-3"].granted)
+	}
+	st := h.s.State()
+	if st.Tenants["a"] != (TenantState{Running: 2, Queued: 1}) || st.Running != 3 {
+		t.Errorf("state %+v", st)
+	}
+}
+
+// TestTenantAtLimitDoesNotBlockOthers: a tenant at its own limit is skipped
+// by the round-robin, so a freed slot goes to the next tenant.
+func TestTenantAtLimitDoesNotBlockOthers(t *testing.T) {
+	cfg := DefaultConfig()
+	a := cfg.Defaults
+	a.MaxConcurrentRequests = 1
+	cfg.Tenants = map[string]Limits{"a": a}
+	h := newHarness(t, cfg, 2)
+	h.add("a-0", "c-0", "a-1", "b-0")
+	h.done("c-0")
+	if !h.waiters["b-0"].granted || h.waiters["a-1"].granted {
+		t.Errorf("freed slot went to %v, want b-0 (a is at its limit)", h.order[len(h.order)-1])
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Defaults.MaxQueuedRequests = 2
+	s := newTestScheduler(t, cfg, 1)
+	if _, err := s.enqueue("a", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := s.enqueue("a", time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := s.enqueue("a", time.Time{})
+	qe := (*QueueError)(nil)
+	if !errors.As(err, &qe) || qe.Reason != ReasonQueueFull || !strings.Contains(qe.Msg, "max_queued_requests=2") {
+		t.Fatalf("third queued request: %v, want a queue_full QueueError naming the limit", err)
+	}
+	// Another tenant's queue is its own.
+	if _, err := s.enqueue("b", time.Time{}); err != nil {
+		t.Errorf("b refused because a's queue is full: %v", err)
+	}
+}
+
+func TestFIFOIsOneQueue(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Scheduler = FIFO
+	cfg.Defaults.MaxConcurrentRequests = 1 // ignored in FIFO mode
+	h := newHarness(t, cfg, 2)
+	h.add("a-0", "a-1", "a-2", "a-3", "b-0")
+	h.done("a-0")
+	h.done("a-1")
+	if got := strings.Join(h.order, " "); got != "a-0 a-1 a-2 a-3" {
+		t.Errorf("FIFO order %q, want a-0 a-1 a-2 a-3 (b waits behind a)", got)
+	}
+}
+
+func TestAcquireTimeoutAndCancel(t *testing.T) {
+	s, err := NewScheduler(DefaultConfig(), 1, time.Nanosecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := s.Acquire(context.Background(), "a", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Acquire(context.Background(), "b", "b")
+	qe := (*QueueError)(nil)
+	if !errors.As(err, &qe) || qe.Reason != ReasonQueueTimeout || qe.RetryAfter < time.Second {
+		t.Fatalf("waiting past the queue timeout: %v, want queue_timeout with Retry-After", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.timeout = time.Hour
+	if _, err := s.Acquire(ctx, "b", "b"); !errors.Is(err, ErrCanceled) {
+		t.Fatalf("canceled while waiting: %v", err)
+	}
+	release()
+	release() // a second call must not free a second slot
+	st := s.State()
+	if st.Running != 0 || len(st.Tenants) != 0 {
+		t.Errorf("after everything ended: %+v, want nothing running or remembered", st)
+	}
+	r2, err := s.Acquire(context.Background(), "b", "b")
+	if err != nil {
+		t.Fatalf("the slot was not given back: %v", err)
+	}
+	r2()
+}
