@@ -121,7 +121,8 @@ func (s *Scheduler) Acquire(ctx context.Context, tenant, label string) (release 
 	case <-w.ready:
 	case <-t.C:
 		reason = &QueueError{Reason: ReasonQueueTimeout, RetryAfter: s.retryAfter(),
-			Msg: fmt.Sprintf("too many outstanding requests: no slot within queue_timeout=%s", s.timeout)}
+			Msg: fmt.Sprintf("too many outstanding requests: no slot free within queue_timeout=%s (max_concurrent_requests=%d for the proxy, %d for the tenant, 0: no own limit)",
+				s.timeout, s.slots, w.q.limits.MaxConcurrentRequests)}
 	case <-ctx.Done():
 		reason = ErrCanceled
 	}

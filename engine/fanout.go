@@ -372,7 +372,12 @@ func (e *RedactedError) Unwrap() error { return e.Err }
 // contextError is what the engine itself says when a query's context ends,
 // so the API answers errorType "timeout" (503) or "canceled" as Prometheus
 // does, rather than "execution".
+// A query canceled for a reason of its own (a cost limit, see
+// remote.Budget) fails with that reason.
 func contextError(ctx context.Context, kind string) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+		return cause
+	}
 	where := kind + " fan-out to backends"
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return promql.ErrQueryTimeout(where)

@@ -78,7 +78,7 @@ func (s *Server) debugTenants(c echo.Context) error {
 	if wantsHTML(c.Request()) {
 		return renderHTML(c, tenantsPage, tenantsPageData(v))
 	}
-	return writeJSON(c, http.StatusOK, v)
+	return writeJSON(c, http.StatusOK, withLimits(v, s.limitsDebug()))
 }
 
 func (s *Server) debugIndex(c echo.Context) error {

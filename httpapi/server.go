@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
@@ -50,8 +51,11 @@ type Backends interface {
 
 // Options assembles a Server.
 type Options struct {
-	Proxy       ProxyConfig
-	Server      ServerConfig
+	Proxy  ProxyConfig
+	Server ServerConfig
+	// Limits are the per-tenant limits; the zero value means
+	// admission.DefaultConfig().
+	Limits      admission.Config
 	Engine      engine.Config
 	QueryEngine promql.QueryEngine // the PromQL engine, or the cache wrapping it
 	Fanout      *engine.Fanout
@@ -79,7 +83,7 @@ type Server struct {
 	echo    *echo.Echo
 	mgmt    *echo.Echo // the management listener's routes
 	promAPI *route.Router
-	slots   chan struct{}
+	sched   *admission.Scheduler
 	metrics *serverMetrics
 	started time.Time
 }
@@ -116,14 +120,22 @@ func New(opts Options) (*Server, error) {
 	if opts.Identify == nil {
 		opts.Identify = authn.HeaderIdentifier{}
 	}
-	s := &Server{opts: opts, slots: make(chan struct{}, opts.Proxy.MaxConcurrentRequests), started: time.Now()}
+	if opts.Limits.Scheduler == "" && opts.Limits.Defaults == (admission.Limits{}) && opts.Limits.Tenants == nil {
+		opts.Limits = admission.DefaultConfig()
+	}
+	s := &Server{opts: opts, started: time.Now()}
 	s.metrics = newServerMetrics()
 	if err := s.registerMetrics(); err != nil {
 		return nil, err
 	}
+	sched, err := admission.NewScheduler(opts.Limits, opts.Proxy.MaxConcurrentRequests, time.Duration(opts.Proxy.QueueTimeout), opts.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s.sched = sched
 	cors := regexp.MustCompile("^(?s:" + opts.Server.CORSOrigin + ")$")
 	build := &v1.PrometheusVersion{Version: PrometheusCompatVersion(), Revision: opts.Version, Branch: "prometheus-multi-tenant-proxy", GoVersion: goVersion()}
-	s.promAPI = newPrometheusAPI(opts.QueryEngine, countingQueryable{opts.Fanout}, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
+	s.promAPI = newPrometheusAPI(budgetEngine{opts.QueryEngine}, countingQueryable{opts.Fanout}, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
 	s.echo = s.routes()
 	s.mgmt = s.managementRoutes()
 	return s, nil
@@ -145,7 +157,7 @@ func (s *Server) routes() *echo.Echo {
 
 	// Who is asking is settled before the body is read; the namespace the
 	// request acts as may come in the body, so it is chosen after.
-	api := e.Group("/api/v1", s.authenticate, s.limitBody, s.chooseTenant, s.limitConcurrency, s.partialResponse)
+	api := e.Group("/api/v1", s.authenticate, s.limitBody, s.chooseTenant, s.admit, s.partialResponse)
 	prom := echo.WrapHandler(s.promAPI)
 	for _, p := range []string{"/query", "/query_range", "/series", "/labels", "/format_query", "/parse_query"} {
 		api.GET(p, prom)
@@ -399,33 +411,6 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			return apiError(http.StatusBadRequest, "bad_data", "invalid form: "+err.Error())
 		}
-		return next(c)
-	}
-}
-
-// limitConcurrency lets max_concurrent_requests run; others wait up to
-// queue_timeout for a slot, then get 503.
-func (s *Server) limitConcurrency(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			t := time.NewTimer(time.Duration(s.opts.Proxy.QueueTimeout))
-			defer t.Stop()
-			select {
-			case s.slots <- struct{}{}:
-			case <-t.C:
-				s.metrics.rejected.Inc()
-				return apiError(http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("too many concurrent requests (max_concurrent_requests=%d)", cap(s.slots)))
-			case <-c.Request().Context().Done():
-				return apiError(499, "canceled", "client went away while waiting for a slot")
-			}
-		}
-		s.metrics.inflight.Inc()
-		defer func() {
-			<-s.slots
-			s.metrics.inflight.Dec()
-		}()
 		return next(c)
 	}
 }

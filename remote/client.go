@@ -126,7 +126,7 @@ func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
 	// The read client's own transport is wrapped for tracing in a way that
 	// cannot close idle connections, so they would outlive Close.
 	if prc, ok := rc.(*promremote.Client); ok {
-		prc.Client = hc
+		prc.Client = &http.Client{Transport: budgetTransport{next: hc.Transport}, CheckRedirect: hc.CheckRedirect, Jar: hc.Jar}
 	}
 	return &Client{base: u, cfg: cfg, read: rc, http: hc}, nil
 }
@@ -182,6 +182,12 @@ func (c *Client) callContext(ctx context.Context) (context.Context, context.Canc
 // merged. The whole answer is read before returning, so a stream that breaks
 // half way is an error here (and can fail over) rather than silently short.
 func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.SelectHints, matcherSets [][]*labels.Matcher) (_ storage.SeriesSet, err error) {
+	budget := budgetFrom(ctx)
+	if budget != nil {
+		if err := budget.CheckSpan(mint, maxt); err != nil {
+			return nil, err
+		}
+	}
 	queries := make([]*prompb.Query, 0, len(matcherSets))
 	for _, ms := range matcherSets {
 		q, err := promremote.ToQuery(mint, maxt, ms, hints)
@@ -202,11 +208,14 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 			err = fmt.Errorf("backend %s: remote read: %w: %v", c.URL(), ErrBadResponse, r)
 		}
 	}()
+	if budget != nil {
+		ctx = context.WithValue(ctx, chargeBytesKey{}, budget)
+	}
 	ss, err := c.read.ReadMultiple(ctx, queries, true)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), c.scrub(err))
 	}
-	runs, err := sortedRuns(ss)
+	runs, err := sortedRuns(ss, budget)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), c.scrub(err))
 	}
@@ -220,7 +229,8 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 // sets. A streamed answer to several queries is one sorted run per query, and
 // a long series may span frames that repeat its labels; merging the runs
 // yields one sorted set with every series once.
-func sortedRuns(ss storage.SeriesSet) ([]storage.SeriesSet, error) {
+// Each series is charged to budget (may be nil) as it is decoded.
+func sortedRuns(ss storage.SeriesSet, budget Budget) ([]storage.SeriesSet, error) {
 	var (
 		runs []storage.SeriesSet
 		cur  []storage.Series
@@ -229,6 +239,11 @@ func sortedRuns(ss storage.SeriesSet) ([]storage.SeriesSet, error) {
 	for ss.Next() {
 		s := ss.At()
 		lset := s.Labels()
+		if budget != nil {
+			if err := budget.AddSeries(lset.Hash()); err != nil {
+				return nil, err
+			}
+		}
 		if len(cur) > 0 && labels.Compare(prev, lset) >= 0 {
 			runs = append(runs, &listSeriesSet{series: cur})
 			cur = nil
@@ -274,8 +289,15 @@ func (c *Client) Series(ctx context.Context, mint, maxt int64, matcherSets [][]*
 		return nil, w, err
 	}
 	out := make([]labels.Labels, 0, len(data))
+	budget := budgetFrom(ctx)
 	for _, m := range data {
-		out = append(out, labels.FromMap(m))
+		lset := labels.FromMap(m)
+		if budget != nil {
+			if err := budget.AddSeries(lset.Hash()); err != nil {
+				return nil, w, err
+			}
+		}
+		out = append(out, lset)
 	}
 	slices.SortFunc(out, labels.Compare)
 	return out, w, nil

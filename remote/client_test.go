@@ -38,7 +38,7 @@ func TestSortedRunsMergesQueriesAndFrames(t *testing.T) {
 		series("a", 1), series("b", 1), series("b", 2), series("c", 1),
 		series("a", 1), series("d", 1),
 	}}
-	runs, err := sortedRuns(in)
+	runs, err := sortedRuns(in, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

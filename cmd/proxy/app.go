@@ -83,6 +83,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	opts := httpapi.Options{
 		Proxy:       cfg.Proxy,
 		Server:      cfg.Server,
+		Limits:      cfg.Limits,
 		Engine:      cfg.Engine,
 		QueryEngine: results,
 		Fanout:      fanout,

@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
@@ -29,6 +30,7 @@ type Config struct {
 	Tenants   tenancy.Config       `yaml:"tenants"`
 	Auth      authn.Config         `yaml:"auth"`
 	Cache     cache.Config         `yaml:"cache"`
+	Limits    admission.Config     `yaml:"limits"`
 }
 
 // defaultConfig is what an empty file means.
@@ -40,6 +42,7 @@ func defaultConfig() Config {
 		Backend: backend,
 		Tenants: tenancy.Defaults(),
 		Cache:   cache.DefaultConfig(),
+		Limits:  admission.DefaultConfig(),
 	}
 }
 
@@ -87,6 +90,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Tenants.Validate(); err != nil {
 		return fmt.Errorf("tenants: %w", err)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return fmt.Errorf("auth: %w", err)

@@ -590,7 +590,7 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 }
 
 // testConcurrencyLimit: beyond max_concurrent_requests a request waits
-// queue_timeout, then gets a Prometheus-style 503.
+// queue_timeout, then gets a Prometheus-style 429 with Retry-After.
 func testConcurrencyLimit(t *testing.T, f *fleet) {
 	hang := testenv.Hang(t)
 	cfg := faultConfig(f, hang.URL)
@@ -609,9 +609,9 @@ func testConcurrencyLimit(t *testing.T, f *fleet) {
 		t.Fatal("the first query never reached the hung backend")
 	}
 	second := ask(t, p.URL, instant(f, "up"))
-	if second.code != http.StatusServiceUnavailable || second.ErrorType != "unavailable" ||
-		!strings.Contains(second.Error, "max_concurrent_requests") || second.took > time.Second {
-		t.Errorf("second request: %s; want 503 unavailable after the 200ms queue timeout", second)
+	if second.code != http.StatusTooManyRequests || second.ErrorType != "too_many_requests" ||
+		!strings.Contains(second.Error, "max_concurrent_requests=1") || second.took > time.Second {
+		t.Errorf("second request: %s; want 429 too_many_requests after the 200ms queue timeout", second)
 	}
 	if a := <-first; a.code != http.StatusOK || len(a.Warnings) == 0 {
 		t.Errorf("first request: %s; want a warned partial answer", a)

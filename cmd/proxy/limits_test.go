@@ -1,0 +1,245 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+// TestLimits runs the per-tenant limits against real backends: every cost
+// limit answers 422 naming the limit and its value (and, for reads, stops
+// the other groups' reads at once), a tenant's override applies to it only
+// and its answers stay those of the reference, and a full queue answers 429
+// with Retry-After while other tenants go on.
+func TestLimits(t *testing.T) {
+	f := startFleet(t)
+	checkLeaks := testenv.LeakCheck(t, 5, http.DefaultClient.CloseIdleConnections)
+	t.Run("TooManyMatchers", func(t *testing.T) { testTooManyMatchers(t, f) })
+	t.Run("CostLimits", func(t *testing.T) { testCostLimits(t, f) })
+	t.Run("ChunkBytesCancelOtherGroups", func(t *testing.T) { testChunkBytesCancel(t, f) })
+	t.Run("QueueFull", func(t *testing.T) { testQueueFull(t, f) })
+	checkLeaks()
+}
+
+func limitsConfig(f *fleet, defaults func(*admission.Limits), tenants map[string]func(*admission.Limits)) Config {
+	cfg := baseConfig(f)
+	cfg.Proxy.EnableCaching = false
+	defaults(&cfg.Limits.Defaults)
+	cfg.Limits.Tenants = map[string]admission.Limits{}
+	for ns, set := range tenants {
+		l := cfg.Limits.Defaults
+		set(&l)
+		cfg.Limits.Tenants[ns] = l
+	}
+	return cfg
+}
+
+func asTenant(r apiRequest, ns string) apiRequest {
+	r.header = http.Header{"X-Tenant-Namespace": {ns}}
+	return r
+}
+
+// wantLimit checks a 422 "execution" answer naming limit=value.
+func wantLimit(t *testing.T, what string, a promAnswer, limit, value string) {
+	t.Helper()
+	if a.code != http.StatusUnprocessableEntity || a.ErrorType != "execution" || !strings.Contains(a.Error, limit+"="+value) {
+		t.Errorf("%s: %s; want 422 execution naming %s=%s", what, a, limit, value)
+	}
+	if strings.Contains(a.Error, "http://") {
+		t.Errorf("%s: the error names a backend: %q", what, a.Error)
+	}
+}
+
+// fetchAs is fetch with the request's header.
+func fetchAs(t *testing.T, base string, r apiRequest) promAnswer {
+	t.Helper()
+	a := doRequest(t, base, r)
+	var pa promAnswer
+	if err := json.Unmarshal(a.body, &pa); err != nil {
+		t.Fatalf("%s: HTTP %d, not JSON: %s", r, a.code, clip(a.body))
+	}
+	pa.code = a.code
+	return pa
+}
+
+// testTooManyMatchers: 10,000 match[] in one POST are refused before any
+// backend is asked.
+func testTooManyMatchers(t *testing.T, f *fleet) {
+	p := startProxy(t, limitsConfig(f, func(*admission.Limits) {}, nil))
+	params := url.Values{}
+	for i := range 10_000 {
+		params.Add("match[]", fmt.Sprintf(`up{job="j%d"}`, i))
+	}
+	start := time.Now()
+	a := fetchAs(t, p.URL, apiRequest{path: "/api/v1/series", params: params, post: true})
+	took := time.Since(start)
+	wantLimit(t, "10,000 match[]", a, "max_match_per_request", "1000")
+	if n := metricSum(t, p, "prometheus_proxy_backend_requests_total", `kind="series"`); n != 0 {
+		t.Errorf("%v backend series calls were made for a refused request", n)
+	}
+	if took > 2*time.Second {
+		t.Errorf("refusing took %v", took)
+	}
+	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="max_match_per_request"`); n != 1 {
+		t.Errorf("rejections by reason max_match_per_request = %v, want 1", n)
+	}
+	// At the limit the request runs and answers like the reference.
+	few := url.Values{"match[]": append(params["match[]"][:999], `up{namespace="team-a"}`)}
+	r := apiRequest{path: "/api/v1/series", params: few, post: true}
+	compareAnswers(t, "1,000 match[]", doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
+}
+
+// testCostLimits: series, query length and response size limits, with a
+// tenant whose overrides lift them.
+func testCostLimits(t *testing.T, f *fleet) {
+	cfg := limitsConfig(f, func(l *admission.Limits) {
+		l.MaxFetchedSeriesPerQuery = 50
+		l.MaxQueryLength = model.Duration(time.Hour)
+		l.MaxResponseBytes = 4096
+	}, map[string]func(*admission.Limits){
+		"big": func(l *admission.Limits) {
+			l.MaxFetchedSeriesPerQuery = 0
+			l.MaxQueryLength = 0
+			l.MaxResponseBytes = 0
+		},
+	})
+	p := startProxy(t, cfg)
+	end := f.data.Start.Add(f.data.Duration)
+	all := instant(f, `count({__name__=~".+"})`)
+	whole := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`count_over_time(up[2h])`}, "time": {formatTime(end)}}}
+	big := apiRequest{path: "/api/v1/query_range", params: url.Values{"query": {`up{namespace="team-a"}`}, "start": {formatTime(f.data.Start)}, "end": {formatTime(f.data.Start.Add(50 * time.Minute))}, "step": {"15"}}}
+
+	wantLimit(t, "every series", fetchAs(t, p.URL, asTenant(all, "small")), "max_fetched_series_per_query", "50")
+	wantLimit(t, "a 2h range selector", fetchAs(t, p.URL, asTenant(whole, "small")), "max_query_length", "1h")
+	// The limit counts the bytes sent, compressed when the client asks for it.
+	plain := asTenant(big, "small")
+	plain.header.Set("Accept-Encoding", "identity")
+	wantLimit(t, "a large answer", fetchAs(t, p.URL, plain), "max_response_bytes", "4096")
+	// Within the limits, the same tenant is answered as the reference.
+	small := instant(f, `sum(up{namespace="team-a"})`)
+	compareAnswers(t, "within the limits", doRequest(t, f.reference.URL, small), doRequest(t, p.URL, asTenant(small, "small")))
+	// The tenant with overrides gets full answers, equal to the reference's.
+	for _, r := range []apiRequest{all, whole, big} {
+		compareAnswers(t, "tenant big: "+r.String(), doRequest(t, f.reference.URL, r), doRequest(t, p.URL, asTenant(r, "big")))
+	}
+	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `tenant="other"`, `reason="max_fetched_series_per_query"`); n != 1 {
+		t.Errorf("series-limit rejections of unnamed tenants = %v, want 1", n)
+	}
+
+	// /debug/tenants shows the limits in force, overrides included.
+	a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants"})
+	var dbg struct {
+		Limits struct {
+			Scheduler string                      `json:"scheduler"`
+			Defaults  admission.Limits            `json:"defaults"`
+			Tenants   map[string]admission.Limits `json:"tenants"`
+			Now       admission.State             `json:"now"`
+		} `json:"limits"`
+	}
+	if err := json.Unmarshal(a.body, &dbg); err != nil {
+		t.Fatalf("/debug/tenants: %v: %s", err, clip(a.body))
+	}
+	if dbg.Limits.Scheduler != "fair" || dbg.Limits.Defaults.MaxFetchedSeriesPerQuery != 50 ||
+		dbg.Limits.Tenants["big"].MaxFetchedSeriesPerQuery != 0 || dbg.Limits.Tenants["big"].MaxQueuedRequests != 100 || dbg.Limits.Now.Slots != 100 {
+		t.Errorf("/debug/tenants limits: %+v", dbg.Limits)
+	}
+}
+
+// testChunkBytesCancel: cluster-c hangs. A query over the chunk-bytes
+// limit fails as soon as the other groups' answers pass it, and the read
+// from the hung group is cancelled then, not at the backend timeout.
+func testChunkBytesCancel(t *testing.T, f *fleet) {
+	hang := testenv.Hang(t)
+	cfg := faultConfig(f, hang.URL)
+	cfg.Proxy.BackendTimeout = model.Duration(30 * time.Second)
+	cfg.Limits.Defaults.MaxFetchedChunkBytesPerQuery = 64 << 10
+	p := startProxy(t, cfg)
+	errc := make(chan promAnswer, 1)
+	end := f.data.Start.Add(f.data.Duration)
+	q := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`count_over_time({__name__=~".+"}[2h])`}, "time": {formatTime(end)}}}
+	go func() {
+		a, err := fetch(p.URL, q)
+		if err != nil {
+			a.Error = err.Error()
+		}
+		errc <- a
+	}()
+	var a promAnswer
+	select {
+	case a = <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer within 10s although the limit was passed")
+	}
+	wantLimit(t, "whole window of every series", a, "max_fetched_chunk_bytes_per_query", "65536")
+	if !testenv.WaitFor(2*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") == 0 }) {
+		t.Errorf("the hung group's read is still open after the query failed: %d", hang.OpenConnsTo("/api/v1/read"))
+	}
+	if n := metricSum(t, p, "prometheus_proxy_backend_requests_total", `result="error"`); n != 0 {
+		t.Errorf("%v backend calls counted as errors: a refused query is not the backends' fault", n)
+	}
+	if got := targets(t, p); len(got) == 0 {
+		t.Fatal("no targets")
+	} else {
+		for _, ts := range got {
+			if !ts.Healthy && ts.URL != hang.URL {
+				t.Errorf("replica %s marked unhealthy by a query over its limit", ts.URL)
+			}
+		}
+	}
+}
+
+// testQueueFull: tenant a may run one request and queue one; its third
+// gets 429 too_many_requests with Retry-After at once, while tenant b is
+// answered.
+func testQueueFull(t *testing.T, f *fleet) {
+	hang := testenv.Hang(t)
+	cfg := faultConfig(f, hang.URL)
+	cfg.Proxy.BackendTimeout = model.Duration(3 * time.Second)
+	cfg.Proxy.QueueTimeout = model.Duration(10 * time.Second)
+	cfg.Limits.Tenants = map[string]admission.Limits{"a": {MaxConcurrentRequests: 1, MaxQueuedRequests: 1}}
+	p := startProxy(t, cfg)
+	hung := asTenant(instant(f, "up"), "a")
+	done := make(chan apiAnswer, 2)
+	for range 2 {
+		go func() { done <- doRequest(t, p.URL, hung) }()
+	}
+	if !testenv.WaitFor(5*time.Second, func() bool {
+		return hang.OpenConnsTo("/api/v1/read") > 0 && metricSum(t, p, "prometheus_proxy_queue_length") == 1
+	}) {
+		t.Fatal("a's first request never reached the hung backend with the second queued")
+	}
+	req, _ := http.NewRequest(http.MethodGet, p.URL+"/api/v1/query?"+hung.params.Encode(), nil)
+	req.Header.Set("X-Tenant-Namespace", "a")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var third promAnswer
+	_ = json.NewDecoder(resp.Body).Decode(&third)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || third.ErrorType != "too_many_requests" ||
+		!strings.Contains(third.Error, "max_queued_requests=1") || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a's third request: HTTP %d %+v Retry-After %q; want 429 too_many_requests naming max_queued_requests=1 with Retry-After",
+			resp.StatusCode, third, resp.Header.Get("Retry-After"))
+	}
+	if b := fetchAs(t, p.URL, asTenant(instant(f, "vector(1)"), "b")); b.code != http.StatusOK {
+		t.Errorf("tenant b while a is queued: %s", b)
+	}
+	for range 2 {
+		if a := <-done; a.code != http.StatusOK {
+			t.Errorf("a's queued requests: HTTP %d %s; want answered once the hung group timed out", a.code, clip(a.body))
+		}
+	}
+	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="queue_full"`); n != 1 {
+		t.Errorf("queue_full rejections = %v, want 1", n)
+	}
+}

@@ -1,0 +1,205 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// errorType for requests refused for load, as Mimir answers them (429);
+// clients such as Grafana retry them after Retry-After.
+const errorTooManyRequests = "too_many_requests"
+
+// admit runs each API request under its tenant's limits: it refuses too
+// many match[] before anything is sent to a backend, waits for a slot of
+// the fair scheduler (429 with Retry-After when the tenant's queue is full
+// or the wait exceeds queue_timeout), and runs the request with a budget
+// that the remote reads charge as they decode. Limit errors are 422
+// "execution" errors naming the limit and its value.
+func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		tenant, label := s.admissionTenant(r)
+		limits := s.sched.Config().For(tenant)
+		if err := admission.CheckMatchers(limits, len(r.Form["match[]"])); err != nil {
+			return s.limitError(label, err)
+		}
+		release, err := s.sched.Acquire(r.Context(), tenant, label)
+		if err != nil {
+			s.metrics.rejected.Inc()
+			if qe := (*admission.QueueError)(nil); errors.As(err, &qe) {
+				c.Response().Header().Set("Retry-After", admission.RetryAfterSeconds(qe.RetryAfter))
+				return apiError(http.StatusTooManyRequests, errorTooManyRequests, qe.Msg)
+			}
+			return apiError(499, "canceled", err.Error())
+		}
+		defer release()
+		s.metrics.inflight.Inc()
+		defer s.metrics.inflight.Dec()
+
+		ctx, budget := admission.NewBudget(r.Context(), limits)
+		defer budget.Done()
+		ctx = remote.WithBudget(context.WithValue(ctx, budgetKey{}, budget), budget)
+		c.SetRequest(r.WithContext(ctx))
+
+		var sized *sizeLimitWriter
+		if limits.MaxResponseBytes > 0 {
+			sized = &sizeLimitWriter{ResponseWriter: c.Response().Writer, max: limits.MaxResponseBytes}
+			c.Response().Writer = sized
+		}
+		err = next(c)
+		if berr := budget.Err(); berr != nil {
+			s.countLimit(label, berr)
+		}
+		if sized != nil {
+			resp := c.Response()
+			resp.Writer = sized.ResponseWriter
+			if sized.over {
+				// Nothing reached the client yet: answer the limit instead.
+				resp.Committed, resp.Status, resp.Size = false, 0, 0
+				return s.limitError(label, admission.ResponseTooLarge(limits))
+			}
+			if err == nil {
+				sized.flush()
+			}
+		}
+		return err
+	}
+}
+
+// admissionTenant names the request's tenant for the scheduler and its
+// metrics label. With a tenant source it is the policy's namespace (the
+// label is bounded by the policies); without one every request sees
+// everything and the header is unverified, so it picks a queue but is a
+// label only when limits.tenants names it.
+func (s *Server) admissionTenant(r *http.Request) (tenant, label string) {
+	if p := tenancy.FromContext(r.Context()); p != nil {
+		return p.Namespace, tenantLabel(p)
+	}
+	tenant = r.Header.Get(authn.TenantHeader)
+	if s.sched.Config().Configured(tenant) {
+		return tenant, tenant
+	}
+	return tenant, "other"
+}
+
+func (s *Server) countLimit(label string, err error) {
+	if le := (*admission.LimitError)(nil); errors.As(err, &le) {
+		s.sched.Rejected(label, le.Reason())
+	}
+}
+
+func (s *Server) limitError(label string, err error) error {
+	s.countLimit(label, err)
+	return apiError(http.StatusUnprocessableEntity, "execution", err.Error())
+}
+
+type budgetKey struct{}
+
+// budgetEngine makes a query stopped by its budget fail with the limit it
+// went over: the PromQL engine may notice the cancelled context before the
+// storage error arrives and would then report "query was canceled".
+type budgetEngine struct{ promql.QueryEngine }
+
+func (e budgetEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
+	qry, err := e.QueryEngine.NewInstantQuery(ctx, q, opts, qs, ts)
+	if err != nil {
+		return nil, err
+	}
+	return budgetQuery{qry}, nil
+}
+
+func (e budgetEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, interval time.Duration) (promql.Query, error) {
+	qry, err := e.QueryEngine.NewRangeQuery(ctx, q, opts, qs, start, end, interval)
+	if err != nil {
+		return nil, err
+	}
+	return budgetQuery{qry}, nil
+}
+
+type budgetQuery struct{ promql.Query }
+
+func (q budgetQuery) Exec(ctx context.Context) *promql.Result {
+	res := q.Query.Exec(ctx)
+	if res.Err != nil {
+		if b, ok := ctx.Value(budgetKey{}).(*admission.Budget); ok {
+			if berr := b.Err(); berr != nil {
+				res.Err = berr
+			}
+		}
+	}
+	return res
+}
+
+// sizeLimitWriter holds the answer until the handler is done, so an answer
+// over max_response_bytes can still be replaced by an error. Prometheus'
+// handlers marshal the whole answer before writing it, so holding it costs
+// one copy of at most the limit.
+type sizeLimitWriter struct {
+	http.ResponseWriter
+	max  int64
+	code int
+	buf  bytes.Buffer
+	over bool
+}
+
+func (w *sizeLimitWriter) WriteHeader(code int) { w.code = code }
+
+func (w *sizeLimitWriter) Write(p []byte) (int, error) {
+	if w.over {
+		return len(p), nil
+	}
+	if int64(w.buf.Len()+len(p)) > w.max {
+		w.over = true
+		w.buf = bytes.Buffer{}
+		return len(p), nil
+	}
+	return w.buf.Write(p)
+}
+
+func (w *sizeLimitWriter) flush() {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	w.ResponseWriter.WriteHeader(w.code)
+	_, _ = w.ResponseWriter.Write(w.buf.Bytes())
+}
+
+// limitsView is the "limits" entry of /debug/tenants: the configured
+// limits (defaults and per-tenant overrides, as in force) and who runs and
+// waits right now.
+type limitsView struct {
+	admission.Config
+	Now admission.State `json:"now"`
+}
+
+func (s *Server) limitsDebug() limitsView {
+	return limitsView{Config: *s.sched.Config(), Now: s.sched.State()}
+}
+
+// withLimits adds the limits to a /debug/tenants view, keeping the view's
+// own keys at the top level.
+func withLimits(v any, limits limitsView) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return v
+	}
+	m["limits"] = limits
+	return m
+}
