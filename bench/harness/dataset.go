@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -51,6 +52,13 @@ func datasetHash(cfg datagen.Config) (string, error) {
 	}
 	h := sha256.Sum256(fmt.Appendf(nil, "layout %d\n%s\n", datasetLayout, cfgJSON))
 	return hex.EncodeToString(h[:])[:16], nil
+}
+
+// PrepareDataset returns the dataset of cfg kept under cacheDir (as `make
+// bench` keeps it), generating it first when it is not there; progress
+// lines go to w (may be nil).
+func PrepareDataset(ctx context.Context, cacheDir string, cfg datagen.Config, w io.Writer) (*Dataset, error) {
+	return prepareDataset(ctx, cacheDir, cfg, newProgress(w))
 }
 
 // prepareDataset returns the cached dataset of cfg, generating it first

@@ -183,6 +183,7 @@ func workload(data datagen.Config) []request {
 // answer is a successful, complete answer, or what was wrong with it.
 type answer struct {
 	code       int
+	retryAfter time.Duration
 	raw        []byte
 	normalized []byte
 	warnings   []string
@@ -221,6 +222,9 @@ func send(c *http.Client, base string, r request) (answer, error) {
 		return answer{}, err
 	}
 	a := answer{code: resp.StatusCode, raw: body}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		a.retryAfter = time.Duration(secs) * time.Second
+	}
 	if a.code == http.StatusOK {
 		var env struct {
 			Warnings []string `json:"warnings"`
@@ -376,24 +380,60 @@ type proxyProcess struct {
 	cmd *exec.Cmd
 }
 
-// startProxyBinary builds the proxy (or takes PROXY_BINARY), configures one
-// group per cluster with the given replicas and starts it.
-func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prometheus) *proxyProcess {
+// proxyBinary builds the proxy once per test binary (or takes PROXY_BINARY).
+func proxyBinary(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	bin := os.Getenv("PROXY_BINARY")
-	if bin == "" {
-		bin = filepath.Join(dir, "prometheus-multi-tenant-proxy")
+	if bin := os.Getenv("PROXY_BINARY"); bin != "" {
+		return bin
+	}
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "proxy-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.dir = dir
+		bin := filepath.Join(dir, "prometheus-multi-tenant-proxy")
 		gobin, err := exec.LookPath("go")
 		if err != nil {
-			t.Fatalf("go not found to build the proxy (or set PROXY_BINARY): %v", err)
+			built.err = fmt.Errorf("go not found to build the proxy (or set PROXY_BINARY): %w", err)
+			return
 		}
 		build := exec.Command(gobin, "build", "-o", bin, "./cmd/proxy")
 		build.Dir = testenv.RepoRoot(t)
 		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/proxy: %v\n%s", err, out)
+			built.err = fmt.Errorf("go build ./cmd/proxy: %w\n%s", err, out)
+			return
 		}
+		built.bin = bin
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
+	return built.bin
+}
+
+var built struct {
+	once     sync.Once
+	bin, dir string
+	err      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// startProxyBinary starts the proxy binary with one group per cluster of
+// the given replicas. sections are more top-level YAML sections; one
+// starting with "proxy:" replaces the default proxy section.
+func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prometheus, sections ...string) *proxyProcess {
+	t.Helper()
+	dir := t.TempDir()
+	bin := proxyBinary(t)
 	var cfg strings.Builder
 	cfg.WriteString("discovery:\n  load_balancing: round-robin\n  health_check_interval: 1s\n  static:\n")
 	for i, replicas := range groups {
@@ -402,7 +442,16 @@ func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prome
 			fmt.Fprintf(&cfg, "        - %s\n", p.URL)
 		}
 	}
-	cfg.WriteString("proxy:\n  enable_caching: false\n  enable_request_logging: false\n  max_concurrent_requests: 256\n  backend_timeout: 10s\n")
+	proxySection := "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  max_concurrent_requests: 256\n  backend_timeout: 10s\n"
+	for _, sec := range sections {
+		if strings.HasPrefix(sec, "proxy:") {
+			proxySection = ""
+		}
+	}
+	cfg.WriteString(proxySection)
+	for _, sec := range sections {
+		cfg.WriteString(strings.TrimSuffix(sec, "\n") + "\n")
+	}
 	cfgPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
 		t.Fatal(err)
@@ -466,7 +515,10 @@ func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prome
 }
 
 // peakRSS is the proxy's high-water mark of resident memory, in bytes.
-func (p *proxyProcess) peakRSS(t *testing.T) uint64 {
+func (p *proxyProcess) peakRSS(t *testing.T) uint64 { return p.procStatus(t, "VmHWM:") }
+
+// procStatus reads one kB field of the proxy's /proc/PID/status, in bytes.
+func (p *proxyProcess) procStatus(t *testing.T, field string) uint64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		t.Errorf("proxy memory: %v", err)
@@ -475,13 +527,16 @@ func (p *proxyProcess) peakRSS(t *testing.T) uint64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10
 		}
 	}
 	return 0
 }
+
+// rss is the proxy's resident memory now, in bytes.
+func (p *proxyProcess) rss(t *testing.T) uint64 { return p.procStatus(t, "VmRSS:") }
 
 // heapInUse reads the proxy's go_memstats_heap_inuse_bytes (0 if absent).
 func (p *proxyProcess) heapInUse(c *http.Client) uint64 {

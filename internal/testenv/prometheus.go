@@ -126,6 +126,7 @@ type promOptions struct {
 	flags          []string
 	readyTimeout   time.Duration
 	externalLabels map[string]string
+	blocks         string
 }
 
 // WithExternalLabels sets global.external_labels in the server's
@@ -137,6 +138,10 @@ func WithExternalLabels(lbls map[string]string) Option {
 // WithConfig replaces the server's configuration file (by default one that
 // scrapes nothing), e.g. to scrape a target so metadata exists.
 func WithConfig(yaml string) Option { return func(o *promOptions) { o.config = yaml } }
+
+// WithBlocks serves a copy of the TSDB blocks in dir (e.g. a bench
+// dataset's shard) in addition to any backfilled data.
+func WithBlocks(dir string) Option { return func(o *promOptions) { o.blocks = dir } }
 
 // WithName labels the server in logs and failure messages (e.g. "shard-1").
 func WithName(name string) Option { return func(o *promOptions) { o.name = name } }
@@ -189,6 +194,11 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 			if err := fsutil.CopyTree(blocks, p.DataDir); err != nil {
 				t.Fatalf("testenv: copy blocks into %s: %v", o.name, err)
 			}
+		}
+	}
+	if o.blocks != "" {
+		if err := fsutil.CopyTree(o.blocks, p.DataDir); err != nil {
+			t.Fatalf("testenv: copy blocks into %s: %v", o.name, err)
 		}
 	}
 	configFile := filepath.Join(dir, "prometheus.yml")

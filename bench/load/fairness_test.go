@@ -1,0 +1,212 @@
+//go:build linux
+
+package load
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+var (
+	fairDuration = envDuration("FAIR_DURATION", 30*time.Second)
+	fairIdle     = envDuration("FAIR_IDLE", 15*time.Second)
+)
+
+// FairnessReport is what one scheduler configuration measured.
+type FairnessReport struct {
+	Config string `json:"config"`
+	// B alone, then B while A runs its heavy loops.
+	BIdleP50, BIdleP95 float64
+	BLoadP50, BLoadP95 float64
+	BRequests, BFailed int
+	BFirstFailure      string `json:",omitempty"`
+	// A's answers by HTTP status.
+	A map[string]int
+}
+
+func (r FairnessReport) ratio() float64 {
+	if r.BIdleP95 == 0 {
+		return 0
+	}
+	return r.BLoadP95 / r.BIdleP95
+}
+
+// TestFairness: tenant team-a runs 8 parallel loops of a heavy range query
+// for FAIR_DURATION (30s) while tenant team-b sends a light query every
+// 200ms. With the fair scheduler, B gets no error and its p95 stays within
+// 3× of its p95 while A is idle; with the global pool only (FIFO, same
+// slots) the same load leaves B failing or slow — the negative control that
+// shows the measurement can fail. Loopback only; bounded in time.
+func TestFairness(t *testing.T) {
+	data := datagen.DefaultConfig()
+	var groups [][]*testenv.Prometheus
+	for shard, cluster := range data.Clusters {
+		om := datagen.Reader(data, shard, nil)
+		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, om, testenv.WithName(cluster))})
+		om.Close()
+	}
+	proxy := "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  max_concurrent_requests: 4\n  queue_timeout: 5s\n  backend_timeout: 30s\n"
+	configs := []struct {
+		name, limits string
+	}{
+		{"fair (4 slots; team-a: 1 in flight, 4 queued)", "limits:\n  scheduler: fair\n  tenants:\n    team-a: {max_concurrent_requests: 1, max_queued_requests: 4}\n"},
+		{"global pool only (FIFO, 4 slots)", "limits:\n  scheduler: fifo\n"},
+	}
+	at := func(d time.Duration) string { return strconv.FormatInt(data.Start.Add(d).Unix(), 10) }
+	heavy := request{path: "/api/v1/query_range", post: true, params: url.Values{
+		"query": {`sum by (__name__, namespace) ({__name__=~".+"})`},
+		"start": {at(0)}, "end": {at(data.Duration)}, "step": {"15"}}}
+	light := request{path: "/api/v1/query", params: url.Values{"query": {`sum(up{namespace="team-b"})`}, "time": {at(time.Hour)}}}
+
+	var reports []FairnessReport
+	for _, c := range configs {
+		p := startProxyBinary(t, data.Clusters, groups, proxy, c.limits)
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+		for _, r := range []request{heavy, light} {
+			if a, err := sendAs(client, p.url, r, "team-a"); err != nil || a.problem() != "" {
+				t.Fatalf("%s: %s before the load: %v %s", c.name, r, err, a.problem())
+			}
+		}
+		rep := FairnessReport{Config: c.name, A: map[string]int{}}
+		idle := lightLoop(client, p.url, light, fairIdle)
+		rep.BIdleP50, rep.BIdleP95 = idle.pct(0.5), idle.pct(0.95)
+
+		stop := make(chan struct{})
+		var (
+			mu sync.Mutex
+			wg sync.WaitGroup
+		)
+		for range 8 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					a, err := sendAs(client, p.url, heavy, "team-a")
+					key := "error"
+					if err == nil {
+						key = strconv.Itoa(a.code)
+					}
+					mu.Lock()
+					rep.A[key]++
+					mu.Unlock()
+					if err == nil && a.code == http.StatusTooManyRequests {
+						// A impatient neighbour: retries after at most 1s,
+						// whatever Retry-After says.
+						select {
+						case <-stop:
+							return
+						case <-time.After(min(a.retryAfter, time.Second)):
+						}
+					}
+				}
+			})
+		}
+		loaded := lightLoop(client, p.url, light, fairDuration)
+		close(stop)
+		wg.Wait()
+		rep.BLoadP50, rep.BLoadP95 = loaded.pct(0.5), loaded.pct(0.95)
+		rep.BRequests, rep.BFailed, rep.BFirstFailure = len(loaded.lat), loaded.failed, loaded.first
+		reports = append(reports, rep)
+		client.CloseIdleConnections()
+		t.Logf("%s: B idle p50 %.1f ms p95 %.1f ms; B under load p50 %.1f ms p95 %.1f ms (%.1f× idle p95), %d of %d failed %s; A answers %v",
+			c.name, rep.BIdleP50, rep.BIdleP95, rep.BLoadP50, rep.BLoadP95, rep.ratio(), rep.BFailed, rep.BRequests, rep.BFirstFailure, rep.A)
+	}
+	out, _ := json.MarshalIndent(reports, "", "  ")
+	fmt.Printf("fairness report:\n%s\n", out)
+	if path := os.Getenv("FAIR_REPORT"); path != "" {
+		_ = os.WriteFile(path, append(out, '\n'), 0o644)
+	}
+
+	fair, pool := reports[0], reports[1]
+	if fair.BFailed != 0 {
+		t.Errorf("fair scheduler: %d of B's %d requests failed, first: %s", fair.BFailed, fair.BRequests, fair.BFirstFailure)
+	}
+	if fair.ratio() > 3 {
+		t.Errorf("fair scheduler: B's p95 under load %.1f ms is %.1f× its idle p95 %.1f ms, want at most 3×", fair.BLoadP95, fair.ratio(), fair.BIdleP95)
+	}
+	if fair.A["200"] == 0 || fair.A["429"] == 0 {
+		t.Errorf("fair scheduler: A's answers %v; want some answered and some refused with 429", fair.A)
+	}
+	for k := range fair.A {
+		if k != "200" && k != "429" {
+			t.Errorf("fair scheduler: A got %d answers %s; want only 200 or 429", fair.A[k], k)
+		}
+	}
+	if pool.BFailed == 0 && pool.ratio() <= 3 {
+		t.Errorf("global pool only: B had no failure and p95 %.1f× idle; the control shows no starvation, so the measurement proves nothing", pool.ratio())
+	}
+}
+
+type lightRun struct {
+	lat    []time.Duration
+	failed int
+	first  string
+}
+
+func (r lightRun) pct(p float64) float64 {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.lat)
+	slices.Sort(s)
+	return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000
+}
+
+// lightLoop sends r as team-b every 200ms for d and records latencies and
+// failures.
+func lightLoop(c *http.Client, base string, r request, d time.Duration) lightRun {
+	var run lightRun
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		t0 := time.Now()
+		a, err := sendAs(c, base, r, "team-b")
+		run.lat = append(run.lat, time.Since(t0))
+		problem := ""
+		switch {
+		case err != nil:
+			problem = err.Error()
+		case a.problem() != "":
+			problem = a.problem()
+		}
+		if problem != "" {
+			run.failed++
+			if run.first == "" {
+				run.first = problem
+			}
+		}
+		<-tick.C
+	}
+	return run
+}
+
+// sendAs is send with X-Tenant-Namespace set and Retry-After read.
+func sendAs(c *http.Client, base string, r request, tenant string) (answer, error) {
+	return send(&http.Client{Transport: tenantTransport{c.Transport, tenant}}, base, r)
+}
+
+type tenantTransport struct {
+	next   http.RoundTripper
+	tenant string
+}
+
+func (t tenantTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("X-Tenant-Namespace", t.tenant)
+	return t.next.RoundTrip(req)
+}

@@ -1,0 +1,103 @@
+//go:build linux
+
+package load
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/harness"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+var chunkLimitMiB = envInt("MEM_CHUNK_LIMIT_MIB", 32)
+
+// TestChunkBytesLimitMemory: count_over_time over every series of the bench
+// dataset (about 104k series, 6h; the blocks of `make bench`, generated
+// into .cache/bench when missing) and the whole window, through a proxy
+// with max_fetched_chunk_bytes_per_query. The query must fail with 422
+// naming the limit, and the proxy's peak RSS must stay under twice its idle
+// RSS plus the limit: the answers are charged while they stream, not after
+// they are held whole. MEM_BASELINE=1 also runs the query through a proxy
+// without the limit, for comparison.
+func TestChunkBytesLimitMemory(t *testing.T) {
+	root := testenv.RepoRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ds, err := harness.PrepareDataset(ctx, filepath.Join(root, ".cache", "bench"), harness.DefaultOptions().DataConfig(), testWriter{t})
+	if err != nil {
+		t.Fatalf("bench dataset: %v", err)
+	}
+	cfg := ds.Config
+	var groups [][]*testenv.Prometheus
+	for i, cluster := range cfg.Clusters {
+		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName(cluster), testenv.WithBlocks(ds.ShardDir(i)))})
+	}
+	limit := int64(chunkLimitMiB) << 20
+	proxy := "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  backend_timeout: 2m\n"
+	end := strconv.FormatInt(cfg.Start.Add(cfg.Duration).Unix(), 10)
+	window := model(cfg.Duration)
+	heavy := request{path: "/api/v1/query", params: url.Values{"query": {`count_over_time({__name__=~".+"}[` + window + `])`}, "time": {end}}}
+	light := request{path: "/api/v1/query", params: url.Values{"query": {`count(up{namespace="team-a"})`}, "time": {end}}}
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+
+	measure := func(limits string) (idle, peak uint64, a answer, took time.Duration) {
+		p := startProxyBinary(t, cfg.Clusters, groups, proxy, limits, "engine:\n  max_samples: 100000000\n  timeout: 5m\n")
+		// Idle: started, every group asked once, settled.
+		if a, err := send(client, p.url, light); err != nil || a.problem() != "" {
+			t.Fatalf("light query: %v %s", err, a.problem())
+		}
+		time.Sleep(time.Second)
+		idle = p.rss(t)
+		t0 := time.Now()
+		a, err := send(client, p.url, heavy)
+		if err != nil {
+			t.Fatalf("%s: %v", heavy, err)
+		}
+		return idle, p.peakRSS(t), a, time.Since(t0)
+	}
+	idle, peak, a, took := measure(fmt.Sprintf("limits:\n  defaults: {max_fetched_chunk_bytes_per_query: %d}\n", limit))
+	bound := 2*idle + uint64(limit)
+	t.Logf("dataset %s: %d series, %d samples, %.0f MiB of blocks", ds.Hash, ds.Series, ds.Samples, float64(ds.BlockBytes)/(1<<20))
+	t.Logf("with max_fetched_chunk_bytes_per_query=%d (%d MiB): HTTP %d after %v; idle RSS %.1f MiB, peak RSS %.1f MiB, bound 2×idle+limit %.1f MiB",
+		limit, chunkLimitMiB, a.code, took.Round(time.Millisecond), mib(idle), mib(peak), mib(bound))
+	fmt.Printf("memory: limit %d MiB: HTTP %d in %v, idle RSS %.1f MiB, peak RSS %.1f MiB (bound %.1f MiB)\n", chunkLimitMiB, a.code, took.Round(time.Millisecond), mib(idle), mib(peak), mib(bound))
+	want := fmt.Sprintf("max_fetched_chunk_bytes_per_query=%d", limit)
+	if a.code != http.StatusUnprocessableEntity || !strings.Contains(string(a.raw), want) || !strings.Contains(string(a.raw), `"errorType":"execution"`) {
+		t.Errorf("answer HTTP %d %.300s; want 422 execution naming %s", a.code, a.raw, want)
+	}
+	if peak >= bound {
+		t.Errorf("peak RSS %.1f MiB is not under 2×idle (%.1f MiB) + the limit (%d MiB)", mib(peak), mib(idle), chunkLimitMiB)
+	}
+	if os.Getenv("MEM_BASELINE") != "" {
+		idle, peak, a, took := measure("limits:\n  defaults: {max_fetched_chunk_bytes_per_query: 0}\n")
+		t.Logf("without the limit: HTTP %d after %v; idle RSS %.1f MiB, peak RSS %.1f MiB", a.code, took.Round(time.Millisecond), mib(idle), mib(peak))
+		fmt.Printf("memory: no limit: HTTP %d in %v, idle RSS %.1f MiB, peak RSS %.1f MiB\n", a.code, took.Round(time.Millisecond), mib(idle), mib(peak))
+	}
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// model renders a duration as PromQL does (whole hours here).
+func model(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	}
+	return strconv.Itoa(int(d/time.Second)) + "s"
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
