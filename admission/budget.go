@@ -122,3 +122,9 @@ func CheckMatchers(l Limits, n int) error {
 func ResponseTooLarge(l Limits) error {
 	return &LimitError{Limit: "max_response_bytes", Value: strconv.FormatInt(l.MaxResponseBytes, 10), What: "the size of the answer"}
 }
+
+// SamplesExceeded records that the engine stopped the query at
+// max_samples_per_query and returns the error naming it.
+func (b *Budget) SamplesExceeded() error {
+	return b.fail(&LimitError{Limit: "max_samples_per_query", Value: strconv.FormatInt(b.limits.MaxSamplesPerQuery, 10), What: "samples read by the query engine"})
+}

@@ -47,6 +47,9 @@ type Limits struct {
 	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
 	// MaxResponseBytes bounds the JSON answer sent to the client.
 	MaxResponseBytes int64 `yaml:"max_response_bytes" json:"max_response_bytes"`
+	// MaxSamplesPerQuery bounds the samples the PromQL engine reads for one
+	// evaluation (Prometheus' own query-cost accounting).
+	MaxSamplesPerQuery int64 `yaml:"max_samples_per_query" json:"max_samples_per_query"`
 }
 
 // DefaultLimits are the limits of a tenant nothing is configured for.
@@ -156,6 +159,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("max_query_length must not be negative")
 	case l.MaxResponseBytes < 0:
 		return fmt.Errorf("max_response_bytes must not be negative")
+	case l.MaxSamplesPerQuery < 0:
+		return fmt.Errorf("max_samples_per_query must not be negative")
 	}
 	return nil
 }

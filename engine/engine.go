@@ -64,6 +64,10 @@ func NewPromQL(cfg Config, reg prometheus.Registerer, logger *slog.Logger) *prom
 		NoStepSubqueryIntervalFn: func(int64) int64 { return step },
 		EnableAtModifier:         true,
 		EnableNegativeOffset:     true,
-		Parser:                   Parser(),
+		// Prometheus' query-cost accounting, with no ceiling of its own:
+		// it enforces a tenant's max_samples_per_query handed in with the
+		// query's options.
+		EnableQueryCost: true,
+		Parser:          Parser(),
 	})
 }

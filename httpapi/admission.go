@@ -108,13 +108,31 @@ func (s *Server) limitError(label string, err error) error {
 
 type budgetKey struct{}
 
-// budgetEngine makes a query stopped by its budget fail with the limit it
-// went over: the PromQL engine may notice the cancelled context before the
-// storage error arrives and would then report "query was canceled".
+// budgetEngine hands the tenant's max_samples_per_query to the PromQL
+// engine's own accounting, and makes a query stopped by its budget fail with
+// the limit it went over: the engine may notice the cancelled context before
+// the storage error arrives and would then report "query was canceled".
 type budgetEngine struct{ promql.QueryEngine }
 
+// withSampleLimit returns opts carrying the tenant's samples limit, if any.
+func withSampleLimit(ctx context.Context, opts promql.QueryOpts) promql.QueryOpts {
+	b, ok := ctx.Value(budgetKey{}).(*admission.Budget)
+	if !ok || b.Limits().MaxSamplesPerQuery <= 0 {
+		return opts
+	}
+	var (
+		perStep  bool
+		lookback time.Duration
+		startTS  *bool
+	)
+	if opts != nil {
+		perStep, lookback, startTS = opts.EnablePerStepStats(), opts.LookbackDelta(), opts.UseStartTimestamps()
+	}
+	return promql.NewPrometheusQueryOptsWithLimits(perStep, lookback, 0, uint64(b.Limits().MaxSamplesPerQuery), 0, startTS)
+}
+
 func (e budgetEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
-	qry, err := e.QueryEngine.NewInstantQuery(ctx, q, opts, qs, ts)
+	qry, err := e.QueryEngine.NewInstantQuery(ctx, q, withSampleLimit(ctx, opts), qs, ts)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +140,7 @@ func (e budgetEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, 
 }
 
 func (e budgetEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, interval time.Duration) (promql.Query, error) {
-	qry, err := e.QueryEngine.NewRangeQuery(ctx, q, opts, qs, start, end, interval)
+	qry, err := e.QueryEngine.NewRangeQuery(ctx, q, withSampleLimit(ctx, opts), qs, start, end, interval)
 	if err != nil {
 		return nil, err
 	}
@@ -133,11 +151,14 @@ type budgetQuery struct{ promql.Query }
 
 func (q budgetQuery) Exec(ctx context.Context) *promql.Result {
 	res := q.Query.Exec(ctx)
-	if res.Err != nil {
-		if b, ok := ctx.Value(budgetKey{}).(*admission.Budget); ok {
-			if berr := b.Err(); berr != nil {
-				res.Err = berr
-			}
+	if res.Err == nil {
+		return res
+	}
+	if b, ok := ctx.Value(budgetKey{}).(*admission.Budget); ok {
+		if berr := b.Err(); berr != nil {
+			res.Err = berr
+		} else if tooMany := promql.ErrTooManySamplesRead(""); errors.As(res.Err, &tooMany) && b.Limits().MaxSamplesPerQuery > 0 {
+			res.Err = b.SamplesExceeded()
 		}
 	}
 	return res

@@ -25,6 +25,7 @@ func TestLimits(t *testing.T) {
 	checkLeaks := testenv.LeakCheck(t, 5, http.DefaultClient.CloseIdleConnections)
 	t.Run("TooManyMatchers", func(t *testing.T) { testTooManyMatchers(t, f) })
 	t.Run("CostLimits", func(t *testing.T) { testCostLimits(t, f) })
+	t.Run("SamplesLimit", func(t *testing.T) { testSamplesLimit(t, f) })
 	t.Run("ChunkBytesCancelOtherGroups", func(t *testing.T) { testChunkBytesCancel(t, f) })
 	t.Run("QueueFull", func(t *testing.T) { testQueueFull(t, f) })
 	checkLeaks()
@@ -241,5 +242,22 @@ func testQueueFull(t *testing.T, f *fleet) {
 	}
 	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="queue_full"`); n != 1 {
 		t.Errorf("queue_full rejections = %v, want 1", n)
+	}
+}
+
+// testSamplesLimit: max_samples_per_query reaches the PromQL engine's own
+// accounting and answers 422 naming the limit; below it the answer is the
+// reference's.
+func testSamplesLimit(t *testing.T, f *fleet) {
+	p := startProxy(t, limitsConfig(f, func(l *admission.Limits) { l.MaxSamplesPerQuery = 1000 }, nil))
+	over := instant(f, `sum(count_over_time(up{namespace="team-a"}[30m]))`) // 12 series × 120 samples
+	wantLimit(t, "1,440 samples", fetchAs(t, p.URL, over), "max_samples_per_query", "1000")
+	under := instant(f, `sum(count_over_time(up{namespace="team-a"}[5m]))`) // 12 × 20
+	compareAnswers(t, "240 samples", doRequest(t, f.reference.URL, under), doRequest(t, p.URL, under))
+	rng := apiRequest{path: "/api/v1/query_range", params: url.Values{"query": {`sum(up{namespace="team-a"})`},
+		"start": {formatTime(f.data.Start)}, "end": {formatTime(f.data.Start.Add(10 * time.Minute))}, "step": {"15"}}} // 12 × 41
+	compareAnswers(t, "range under the limit", doRequest(t, f.reference.URL, rng), doRequest(t, p.URL, rng))
+	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="max_samples_per_query"`); n != 1 {
+		t.Errorf("max_samples_per_query rejections = %v, want 1", n)
 	}
 }
