@@ -34,12 +34,13 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		tenant, label := s.admissionTenant(r)
 		limits := s.sched.Config().For(tenant)
 		if err := admission.CheckMatchers(limits, len(r.Form["match[]"])); err != nil {
-			return s.limitError(label, err)
+			return s.limitError(c, label, err)
 		}
 		release, err := s.sched.Acquire(r.Context(), tenant, label)
 		if err != nil {
 			s.metrics.rejected.Inc()
 			if qe := (*admission.QueueError)(nil); errors.As(err, &qe) {
+				c.Set(limitKey, qe.Reason)
 				c.Response().Header().Set("Retry-After", admission.RetryAfterSeconds(qe.RetryAfter))
 				return apiError(http.StatusTooManyRequests, errorTooManyRequests, qe.Msg)
 			}
@@ -61,7 +62,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		err = next(c)
 		if berr := budget.Err(); berr != nil {
-			s.countLimit(label, berr)
+			s.countLimit(c, label, berr)
 		}
 		if sized != nil {
 			resp := c.Response()
@@ -69,7 +70,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 			if sized.over {
 				// Nothing reached the client yet: answer the limit instead.
 				resp.Committed, resp.Status, resp.Size = false, 0, 0
-				return s.limitError(label, admission.ResponseTooLarge(limits))
+				return s.limitError(c, label, admission.ResponseTooLarge(limits))
 			}
 			if err == nil {
 				sized.flush()
@@ -95,14 +96,17 @@ func (s *Server) admissionTenant(r *http.Request) (tenant, label string) {
 	return tenant, "other"
 }
 
-func (s *Server) countLimit(label string, err error) {
+// countLimit counts a refusal by a cost limit and names the limit in the
+// request log.
+func (s *Server) countLimit(c echo.Context, label string, err error) {
 	if le := (*admission.LimitError)(nil); errors.As(err, &le) {
 		s.sched.Rejected(label, le.Reason())
+		c.Set(limitKey, le.Reason())
 	}
 }
 
-func (s *Server) limitError(label string, err error) error {
-	s.countLimit(label, err)
+func (s *Server) limitError(c echo.Context, label string, err error) error {
+	s.countLimit(c, label, err)
 	return apiError(http.StatusUnprocessableEntity, "execution", err.Error())
 }
 

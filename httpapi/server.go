@@ -291,6 +291,7 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 const (
 	subjectKey   = "proxy.subject"
 	authErrorKey = "proxy.auth_error"
+	limitKey     = "proxy.limit" // the limit that refused the request
 )
 
 // instrument counts and times every request and writes the request log.
@@ -348,6 +349,9 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			if msg, _ := c.Get(authErrorKey).(string); msg != "" {
 				attrs = append(attrs, "auth_error", msg)
+			}
+			if reason, _ := c.Get(limitKey).(string); reason != "" {
+				attrs = append(attrs, "limit", reason)
 			}
 			if q := r.Form.Get("query"); q != "" {
 				attrs = append(attrs, "query", q)
