@@ -53,7 +53,7 @@ func TestChunkBytesLimitMemory(t *testing.T) {
 	defer client.CloseIdleConnections()
 
 	measure := func(limits string) (idle, peak uint64, a answer, took time.Duration) {
-		p := startProxyBinary(t, cfg.Clusters, groups, proxy, limits, "engine:\n  max_samples: 100000000\n  timeout: 5m\n")
+		p := startProxyBinary(t, cfg.Clusters, groups, proxy, limits, "engine:\n  max_samples: 100000000\n  timeout: 2m\n")
 		// Idle: started, every group asked once, settled.
 		if a, err := send(client, p.url, light); err != nil || a.problem() != "" {
 			t.Fatalf("light query: %v %s", err, a.problem())
