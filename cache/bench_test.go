@@ -253,7 +253,10 @@ func BenchmarkSplitInterval(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/split=%s", backend, model.Duration(split)), func(b *testing.B) {
 				var store Store = NewMemoryStore(1 << 30)
 				if backend == BackendRedis {
-					rs := NewRedisStore(RedisConfig{Addresses: []string{redisAddr}, Timeout: model.Duration(time.Second)})
+					rs, err := NewRedisStore(RedisConfig{Addresses: []string{redisAddr}, Timeout: model.Duration(time.Second)})
+					if err != nil {
+						b.Fatal(err)
+					}
 					store = rs
 					_ = rs.client.FlushAll(context.Background()).Err()
 				}

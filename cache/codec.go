@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -14,7 +16,7 @@ import (
 
 // A stored value is
 //
-//	magic(4) version(1) kind(1) digest(32) payload crc32c(4)
+//	magic(4) version(1) kind(1) digest(32) payload crc32c(4) | hmac-sha256(32)
 //
 // The digest is the key's own hash, so an entry written under another key
 // (a collision of key strings, a foreign writer) is recognised and ignored.
@@ -29,6 +31,7 @@ const (
 
 	headerLen  = len(codecMagic) + 2 + digestLen
 	trailerLen = 4
+	macLen     = sha256.Size
 )
 
 var (
@@ -46,18 +49,43 @@ func newValue(kind byte, d digest) []byte {
 	return append(b, d[:]...)
 }
 
-func seal(b []byte) []byte {
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+func seal(b []byte) []byte { return sealer{}.seal(b) }
+
+func open(b []byte, kind byte, d digest) ([]byte, bool) { return sealer{}.open(b, kind, d) }
+
+// sealer closes values with a CRC-32C, or with an HMAC-SHA256 when it has a
+// key: then only a writer holding the same cache.signing_key makes an entry
+// this proxy believes, so whoever else can write to a shared Redis can at
+// worst cause misses, never a forged answer.
+type sealer struct{ key []byte }
+
+func (s sealer) trailerLen() int {
+	if s.key != nil {
+		return macLen
+	}
+	return trailerLen
 }
+
+func (s sealer) sum(b []byte) []byte {
+	if s.key == nil {
+		return binary.LittleEndian.AppendUint32(nil, crc32.Checksum(b, crcTable))
+	}
+	m := hmac.New(sha256.New, s.key)
+	m.Write(b)
+	return m.Sum(nil)
+}
+
+func (s sealer) seal(b []byte) []byte { return append(b, s.sum(b)...) }
 
 // open checks the frame of a stored value and returns its payload; ok is
 // false for anything that is not a sound value of this kind for this key.
-func open(b []byte, kind byte, d digest) (payload []byte, ok bool) {
-	if len(b) < headerLen+trailerLen {
+func (s sealer) open(b []byte, kind byte, d digest) (payload []byte, ok bool) {
+	tl := s.trailerLen()
+	if len(b) < headerLen+tl {
 		return nil, false
 	}
-	body, sum := b[:len(b)-trailerLen], b[len(b)-trailerLen:]
-	if crc32.Checksum(body, crcTable) != binary.LittleEndian.Uint32(sum) {
+	body, sum := b[:len(b)-tl], b[len(b)-tl:]
+	if !hmac.Equal(s.sum(body), sum) {
 		return nil, false
 	}
 	if string(body[:4]) != codecMagic || body[4] != codecVersion || body[5] != kind {

@@ -1,10 +1,15 @@
 package cache
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
+	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -29,6 +34,18 @@ type Config struct {
 	// query; each extent holds a whole number of the query's steps.
 	SplitInterval model.Duration `yaml:"split_interval"`
 
+	// KeyPrefix starts every key, so that two deployments sharing one Redis
+	// never share entries (their tenants and backends may differ in ways
+	// the keys cannot see). It must not hold a {hash tag}: that would put
+	// every key in one Redis Cluster slot.
+	KeyPrefix string `yaml:"key_prefix"`
+	// SigningKey (or the file SigningKeyFile) makes every value carry an
+	// HMAC-SHA256 under it: an entry written by anything not holding the
+	// key is a miss. Proxies sharing entries need the same key.
+	SigningKey     config.Secret `yaml:"signing_key"`
+	SigningKeyFile string        `yaml:"signing_key_file"`
+	signingKey     []byte
+
 	// EngineID names the wrapped engine's answer-changing settings (default
 	// lookback delta, subquery step, feature flags). It is part of every key,
 	// so proxies configured differently never share entries in one Redis.
@@ -38,6 +55,11 @@ type Config struct {
 	// backend groups. When it changes, older entries are no longer found, so
 	// a group that appears or goes away is never hidden by the cache.
 	Scope func() string `yaml:"-"`
+	// FlightScope, when set, is read from each execution's context and
+	// keeps identical queries apart in request coalescing: what changes an
+	// answer for one request but never reaches a stored entry, such as
+	// whether a partial answer is acceptable.
+	FlightScope func(context.Context) string `yaml:"-"`
 }
 
 // MemoryConfig bounds the in-process store.
@@ -48,14 +70,22 @@ type MemoryConfig struct {
 // RedisConfig reaches a single Redis, a cluster (several addresses) or a
 // Sentinel-managed master (master_name set, addresses are the sentinels).
 type RedisConfig struct {
-	Addresses        []string       `yaml:"addresses"`
-	Username         string         `yaml:"username"`
-	Password         string         `yaml:"password"`
-	DB               int            `yaml:"db"`
-	MasterName       string         `yaml:"master_name"`
-	SentinelPassword string         `yaml:"sentinel_password"`
+	Addresses        []string `yaml:"addresses"`
+	Username         string   `yaml:"username"`
+	Password         string   `yaml:"password"`
+	DB               int      `yaml:"db"`
+	MasterName       string   `yaml:"master_name"`
+	SentinelPassword string   `yaml:"sentinel_password"`
+	// SentinelUsername is the ACL user for the sentinels; Username and
+	// Password are the data nodes' ACL user.
+	SentinelUsername string         `yaml:"sentinel_username"`
 	Timeout          model.Duration `yaml:"timeout"`
 	PoolSize         int            `yaml:"pool_size"`
+	// TLSEnabled speaks TLS to every node (and sentinel), checked as
+	// TLSConfig says: Prometheus' usual ca_file, cert_file, key_file,
+	// server_name, insecure_skip_verify, min_version.
+	TLSEnabled bool             `yaml:"tls_enabled"`
+	TLSConfig  config.TLSConfig `yaml:"tls_config"`
 }
 
 // Defaults.
@@ -152,5 +182,41 @@ func (c Config) Validate() error {
 	if c.SplitInterval <= 0 {
 		return errors.New("cache.split_interval must be positive")
 	}
+	if strings.ContainsAny(c.KeyPrefix, "{}") {
+		return fmt.Errorf("cache.key_prefix %q: must not contain { or }: a Redis Cluster would put every key in the one slot of that hash tag", c.KeyPrefix)
+	}
+	if c.SigningKey != "" && c.SigningKeyFile != "" {
+		return errors.New("cache.signing_key and cache.signing_key_file are mutually exclusive")
+	}
+	if c.Backend == BackendRedis && c.Redis.TLSEnabled {
+		if err := c.Redis.TLSConfig.Validate(); err != nil {
+			return fmt.Errorf("cache.redis.tls_config: %w", err)
+		}
+	}
+	return nil
+}
+
+// minSigningKeyLen keeps a guessable key from giving a false sense of
+// safety: HMAC-SHA256 wants at least as many bytes as it outputs.
+const minSigningKeyLen = 32
+
+// loadSigningKey reads the key the values are signed with, if any.
+func (c *Config) loadSigningKey() error {
+	key := []byte(c.SigningKey)
+	if c.SigningKeyFile != "" {
+		b, err := os.ReadFile(c.SigningKeyFile)
+		if err != nil {
+			return fmt.Errorf("cache.signing_key_file: %w", err)
+		}
+		key = bytes.TrimSpace(b)
+	}
+	if len(key) == 0 {
+		c.signingKey = nil
+		return nil
+	}
+	if len(key) < minSigningKeyLen {
+		return fmt.Errorf("cache signing key: %d bytes, want at least %d", len(key), minSigningKeyLen)
+	}
+	c.signingKey = key
 	return nil
 }

@@ -46,10 +46,15 @@ type Engine struct {
 	now       func() time.Time
 
 	engineID  string
+	keyPrefix string
+	sealer    sealer
 	scope     func() string
-	split     time.Duration
-	freshness time.Duration
-	ttl       time.Duration
+	// flightScope separates coalesced executions whose answers differ
+	// although their keys agree (see Config.FlightScope).
+	flightScope func(context.Context) string
+	split       time.Duration
+	freshness   time.Duration
+	ttl         time.Duration
 }
 
 // New builds the cache described by cfg in front of next. With caching
@@ -68,13 +73,23 @@ func New(cfg Config, next QueryEngine, reg prometheus.Registerer, logger *slog.L
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.loadSigningKey(); err != nil {
+		return nil, err
+	}
 	var store Store
 	switch cfg.Backend {
 	case BackendMemory:
 		store = NewMemoryStore(cfg.Memory.MaxBytes)
 	case BackendRedis:
 		redis.SetLogger(redisLog{logger.With("component", "redis")}) // process-wide in go-redis
-		store = NewRedisStore(cfg.Redis)
+		rs, err := NewRedisStore(cfg.Redis)
+		if err != nil {
+			return nil, err
+		}
+		store = rs
+		if cfg.signingKey == nil {
+			logger.Warn("cache.backend is redis without cache.signing_key: anything that can write to this Redis can plant answers the proxy will serve")
+		}
 	}
 	return newEngine(cfg, next, store, cfg.Backend, reg, logger), nil
 }
@@ -82,18 +97,21 @@ func New(cfg Config, next QueryEngine, reg prometheus.Registerer, logger *slog.L
 // newEngine wraps next with an existing store; cfg must be valid.
 func newEngine(cfg Config, next QueryEngine, store Store, storeName string, reg prometheus.Registerer, logger *slog.Logger) *Engine {
 	e := &Engine{
-		next:      next,
-		store:     store,
-		storeName: storeName,
-		parser:    parser.NewParser(parser.Options{EnableExperimentalFunctions: true}),
-		logger:    logger.With("component", "cache", "store", storeName),
-		metrics:   newMetrics(reg, storeName, store),
-		now:       time.Now,
-		engineID:  cfg.EngineID,
-		scope:     cfg.Scope,
-		split:     time.Duration(cfg.SplitInterval),
-		freshness: time.Duration(cfg.MaxFreshness),
-		ttl:       time.Duration(cfg.TTL),
+		next:        next,
+		store:       store,
+		storeName:   storeName,
+		parser:      parser.NewParser(parser.Options{EnableExperimentalFunctions: true}),
+		logger:      logger.With("component", "cache", "store", storeName),
+		metrics:     newMetrics(reg, storeName, store),
+		now:         time.Now,
+		engineID:    cfg.EngineID,
+		keyPrefix:   cfg.KeyPrefix,
+		sealer:      sealer{key: cfg.signingKey},
+		flightScope: cfg.FlightScope,
+		scope:       cfg.Scope,
+		split:       time.Duration(cfg.SplitInterval),
+		freshness:   time.Duration(cfg.MaxFreshness),
+		ttl:         time.Duration(cfg.TTL),
 	}
 	e.logger.Info("results cache enabled", "split_interval", e.split, "max_freshness", e.freshness, "ttl", e.ttl)
 	return e
@@ -146,7 +164,7 @@ func (e *Engine) prepare(ctx context.Context, opts promql.QueryOpts, qs string, 
 	if e.scope != nil {
 		scope = e.scope()
 	}
-	k := keyFields(nil).str(keySchema).str(kind).str(e.engineID).str(scope).str(tenant).str(s.normalized)
+	k := keyFields(nil).str(keySchema).str(e.keyPrefix).str(kind).str(e.engineID).str(scope).str(tenant).str(s.normalized)
 	return optsFields(k, opts), s, expr, true
 }
 
@@ -294,7 +312,14 @@ func (q *query) Exec(ctx context.Context) *promql.Result {
 		defer inner.Close()
 		return q.exec(ctx, inner)
 	}
-	v, _, shared := q.e.flight.Do(q.flightKey, func() (any, error) { return run(), nil })
+	flightKey := q.flightKey
+	if q.e.flightScope != nil {
+		// Without this a query that refuses partial answers could be handed
+		// a partial one computed for a caller that accepts them, or the
+		// other way round an error it would not have had.
+		flightKey += "\x00" + q.e.flightScope(ctx)
+	}
+	v, _, shared := q.e.flight.Do(flightKey, func() (any, error) { return run(), nil })
 	r := v.(*execResult)
 	if shared && r.err != nil && isCancellation(r.err) && ctx.Err() == nil {
 		// The caller that ran the shared execution went away; that is no
@@ -421,10 +446,10 @@ type instantQuery struct {
 
 func (iq *instantQuery) exec(ctx context.Context, inner promql.Query) *execResult {
 	e := iq.e
-	key := storeKey(iq.key)
+	key := e.storeKey(iq.key)
 	vals, ok := e.get(ctx, []string{key})
 	if b := vals[0]; b != nil {
-		if p, ok := open(b, kindInstant, iq.key); ok {
+		if p, ok := e.sealer.open(b, kindInstant, iq.key); ok {
 			v, err := decodeInstant(p)
 			if err == nil {
 				e.countLookup(true)
@@ -443,7 +468,7 @@ func (iq *instantQuery) exec(ctx context.Context, inner promql.Query) *execResul
 		return r
 	}
 	if b, ok := appendInstant(newValue(kindInstant, iq.key), r.value); ok {
-		e.set(ctx, []Entry{{Key: key, Value: seal(b)}})
+		e.set(ctx, []Entry{{Key: key, Value: e.sealer.seal(b)}})
 	}
 	return r
 }

@@ -38,7 +38,13 @@ func (k keyFields) int(v int64) keyFields {
 
 func (k keyFields) digest() digest { return sha256.Sum256(k) }
 
-func storeKey(d digest) string { return keyPrefix + hex.EncodeToString(d[:]) }
+// storeKey names an entry: the deployment's cache.key_prefix, then the hash.
+// No part of it is a {hash tag}, so a Redis Cluster spreads the extents of
+// one dashboard over all its slots; every operation is on one key, so none
+// needs two keys in one slot.
+func (e *Engine) storeKey(d digest) string {
+	return e.keyPrefix + keyPrefix + hex.EncodeToString(d[:])
+}
 
 // tenantField identifies what the request may see. Unrestricted requests
 // all see the same data, so they share entries; a restricted policy is

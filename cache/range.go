@@ -174,7 +174,7 @@ func (rq *rangeQuery) lookup(ctx context.Context, settledTo int64) []slot {
 		sl := slot{idx: i, from: max(g.start, g.extentStart(i)), to: min(g.last, g.extentEnd(i))}
 		if sl.from <= settledTo {
 			sl.digest = rq.key.int(g.extentStart(i)).digest()
-			sl.key = storeKey(sl.digest)
+			sl.key = rq.e.storeKey(sl.digest)
 			keys = append(keys, sl.key)
 		}
 		slots = append(slots, sl)
@@ -212,7 +212,7 @@ func (rq *rangeQuery) lookup(ctx context.Context, settledTo int64) []slot {
 // grid inside the extent; it is clipped to what is settled now.
 func (rq *rangeQuery) decode(b []byte, sl *slot, settledTo int64) (*extent, error) {
 	g := rq.grid
-	p, ok := open(b, kindExtent, sl.digest)
+	p, ok := rq.e.sealer.open(b, kindExtent, sl.digest)
 	if !ok {
 		return nil, errCorrupt
 	}
@@ -265,7 +265,7 @@ func (rq *rangeQuery) entries(slots []slot, run []series, runFrom, runTo, settle
 			a.add(c.series, max(from, rt+g.step), to, true)
 		}
 		ext := &extent{from: from, to: to, series: a.finish()}
-		out = append(out, Entry{Key: sl.key, Value: seal(appendExtent(newValue(kindExtent, sl.digest), ext))})
+		out = append(out, Entry{Key: sl.key, Value: rq.e.sealer.seal(appendExtent(newValue(kindExtent, sl.digest), ext))})
 	}
 	return out
 }

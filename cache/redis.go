@@ -2,12 +2,14 @@ package cache
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/prometheus/common/config"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -29,10 +31,17 @@ type RedisStore struct {
 
 // NewRedisStore builds the client; it does not connect until first used, so
 // a Redis that is down at start-up only makes the cache miss.
-func NewRedisStore(cfg RedisConfig) *RedisStore {
+func NewRedisStore(cfg RedisConfig) (*RedisStore, error) {
 	timeout := time.Duration(cfg.Timeout)
 	if timeout <= 0 {
 		timeout = DefaultRedisTimeout
+	}
+	var tlsCfg *tls.Config
+	if cfg.TLSEnabled {
+		var err error
+		if tlsCfg, err = config.NewTLSConfig(&cfg.TLSConfig); err != nil {
+			return nil, fmt.Errorf("cache.redis.tls_config: %w", err)
+		}
 	}
 	client := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:            cfg.Addresses,
@@ -40,8 +49,10 @@ func NewRedisStore(cfg RedisConfig) *RedisStore {
 		Password:         cfg.Password,
 		DB:               cfg.DB,
 		MasterName:       cfg.MasterName,
+		SentinelUsername: cfg.SentinelUsername,
 		SentinelPassword: cfg.SentinelPassword,
 		PoolSize:         cfg.PoolSize,
+		TLSConfig:        tlsCfg,
 		// Every wait is bounded by the short timeout: the cache must never
 		// make a query slower than the backends would.
 		DialTimeout:           timeout,
@@ -52,7 +63,7 @@ func NewRedisStore(cfg RedisConfig) *RedisStore {
 		MaxRetries:            1,
 		DialerRetries:         1,
 	})
-	return &RedisStore{client: client, timeout: timeout, now: time.Now}
+	return &RedisStore{client: client, timeout: timeout, now: time.Now}, nil
 }
 
 func (s *RedisStore) available() bool {

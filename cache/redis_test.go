@@ -29,7 +29,10 @@ func newRedisFixture(t *testing.T, addr string) (*fixture, *RedisStore) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	rs := NewRedisStore(cfg.Redis)
+	rs, err := NewRedisStore(cfg.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return newFixture(t, cfg, rs), rs
 }
 
@@ -168,7 +171,11 @@ func TestRedisHanging(t *testing.T) {
 	}()
 	cfg := redisConfig(ln.Addr().String())
 	cfg.Redis.Timeout = model.Duration(100 * time.Millisecond)
-	f := newFixture(t, cfg, NewRedisStore(cfg.Redis))
+	rs, err := NewRedisStore(cfg.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, cfg, rs)
 	ctx := context.Background()
 	start, end, step := dataEnd.Add(-2*time.Hour), dataEnd.Add(-5*time.Minute), time.Minute
 	for i, qs := range suite[:5] {

@@ -171,6 +171,20 @@ func WithPartialResponse(ctx context.Context, allow bool) context.Context {
 	return context.WithValue(ctx, partialKey{}, allow)
 }
 
+// PartialResponseScope names a request's partial_response override ("" when
+// it has none), for whoever must keep requests with different choices apart.
+func PartialResponseScope(ctx context.Context) string {
+	v, ok := ctx.Value(partialKey{}).(bool)
+	switch {
+	case !ok:
+		return ""
+	case v:
+		return discovery.PartialWarn
+	default:
+		return discovery.PartialAbort
+	}
+}
+
 func (f *Fanout) allowPartial(ctx context.Context) bool {
 	if v, ok := ctx.Value(partialKey{}).(bool); ok {
 		return v

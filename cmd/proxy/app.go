@@ -63,6 +63,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	a.fanout = fanout
 
 	cfg.Cache.Scope = backends.Topology
+	cfg.Cache.FlightScope = engine.PartialResponseScope
 	results, err := cache.New(cfg.Cache, engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql")), reg, logger.With("component", "cache"))
 	if err != nil {
 		return nil, err
