@@ -341,7 +341,18 @@ type Manager struct {
 	synced   map[string]bool
 	// changed asks the health checks for a round now: new replicas' external
 	// labels are needed before queries can decide matchers on them.
-	changed chan struct{}
+	changed  chan struct{}
+	onUpdate []func([]*Group)
+}
+
+// OnUpdate registers fn to be called with the merged groups after every
+// change (in order, never concurrently), e.g. to drop what belonged to
+// replicas that left. Register before the providers run.
+func (m *Manager) OnUpdate(fn func([]*Group)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onUpdate = append(m.onUpdate, fn)
+	fn(*m.groups.Load())
 }
 
 // NewManager validates cfg. probe is called for every replica each health
@@ -462,6 +473,9 @@ func (m *Manager) storeTopology(all []*Group) {
 	}
 	topo := hex.EncodeToString(h.Sum(nil))
 	m.topology.Store(&topo)
+	for _, fn := range m.onUpdate {
+		fn(all)
+	}
 }
 
 // RunHealthChecks probes every replica each health_check_interval until ctx ends.

@@ -43,8 +43,20 @@ type FanoutOptions struct {
 type Fanout struct {
 	backends Backends
 	opts     FanoutOptions
-	clients  sync.Map // url -> *remote.Client
 	metrics  *fanoutMetrics
+
+	// One client (and connection pool) per replica URL in discovery. When a
+	// URL leaves discovery its client is dropped and closed as soon as no
+	// call uses it, so pods rescheduled for weeks leave no pools behind.
+	mu      sync.Mutex
+	clients map[string]*clientRef
+	wanted  map[string]bool // URLs in discovery; nil until the first Retain
+}
+
+type clientRef struct {
+	c       *remote.Client
+	users   int
+	retired bool // dropped from clients; closed when users reaches 0
 }
 
 type fanoutMetrics struct {
@@ -91,54 +103,110 @@ func NewFanout(backends Backends, opts FanoutOptions) (*Fanout, error) {
 			}
 		}
 	}
-	return &Fanout{backends: backends, opts: opts, metrics: m}, nil
+	return &Fanout{backends: backends, opts: opts, metrics: m, clients: map[string]*clientRef{}}, nil
 }
 
 // Close drops the idle connections to every backend.
 func (f *Fanout) Close() {
-	f.clients.Range(func(_, c any) bool {
-		c.(*remote.Client).Close()
-		return true
-	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for url, r := range f.clients {
+		r.c.Close()
+		delete(f.clients, url)
+	}
 }
 
-// client returns the client of one replica of g. Groups may carry their
+// clientKey names the client of one replica of g. Groups may carry their
 // own HTTP client settings or transport, so the key holds the group too.
-func (f *Fanout) client(g *discovery.Group, url string) (*remote.Client, error) {
-	key := url
+func clientKey(g *discovery.Group, url string) string {
 	if g.HTTPClient != nil || g.Transport != nil {
-		key = g.Name + "\x00" + url
+		return g.Name + "\x00" + url
 	}
-	if c, ok := f.clients.Load(key); ok {
-		return c.(*remote.Client), nil
+	return url
+}
+
+// Retain keeps the clients of the replicas in groups and drops the others;
+// discovery calls it with every new list of groups.
+func (f *Fanout) Retain(groups []*discovery.Group) {
+	wanted := map[string]bool{}
+	for _, g := range groups {
+		for _, r := range g.Replicas {
+			wanted[clientKey(g, r.URL)] = true
+		}
 	}
-	cfg := f.opts.Remote
-	var opts []remote.Option
-	if g.HTTPClient != nil {
-		cfg.HTTPClient = *g.HTTPClient
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.wanted = wanted
+	for key, r := range f.clients {
+		if wanted[key] {
+			continue
+		}
+		delete(f.clients, key)
+		r.retired = true
+		if r.users == 0 {
+			r.c.Close()
+		}
 	}
-	if g.Transport != nil {
-		opts = append(opts, remote.WithTransport(g.Transport))
+}
+
+// Clients is the number of backend clients held (for tests and debugging).
+func (f *Fanout) Clients() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.clients)
+}
+
+// acquire returns the client of one replica of g and a release to call when
+// the call is over; a client of a replica no longer in discovery lives only
+// for that call.
+func (f *Fanout) acquire(g *discovery.Group, url string) (*remote.Client, func(), error) {
+	key := clientKey(g, url)
+	f.mu.Lock()
+	r, ok := f.clients[key]
+	if !ok {
+		cfg := f.opts.Remote
+		var opts []remote.Option
+		if g.HTTPClient != nil {
+			cfg.HTTPClient = *g.HTTPClient
+		}
+		if g.Transport != nil {
+			opts = append(opts, remote.WithTransport(g.Transport))
+		}
+		c, err := remote.New(url, cfg, opts...)
+		if err != nil {
+			f.mu.Unlock()
+			return nil, nil, err
+		}
+		r = &clientRef{c: c}
+		if f.wanted == nil || f.wanted[key] {
+			f.clients[key] = r
+		} else {
+			// A probe or call that raced with the replica leaving discovery.
+			r.retired = true
+		}
 	}
-	c, err := remote.New(url, cfg, opts...)
-	if err != nil {
-		return nil, err
-	}
-	actual, loaded := f.clients.LoadOrStore(key, c)
-	if loaded {
-		c.Close()
-	}
-	return actual.(*remote.Client), nil
+	r.users++
+	f.mu.Unlock()
+	return r.c, func() {
+		f.mu.Lock()
+		r.users--
+		closeIt := r.retired && r.users == 0
+		f.mu.Unlock()
+		if closeIt {
+			r.c.Close()
+		}
+	}, nil
 }
 
 // Probe is discovery's health check: readiness, then the replica's
 // external labels. A backend that does not tell its configuration (not a
 // Prometheus, or one that hides it) is taken to have none.
 func (f *Fanout) Probe(ctx context.Context, g *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
-	c, err := f.client(g, r.URL)
+	c, release, err := f.acquire(g, r.URL)
 	if err != nil {
 		return labels.EmptyLabels(), err
 	}
+	defer release()
 	if err := c.Ready(ctx); err != nil {
 		return labels.EmptyLabels(), err
 	}
@@ -425,7 +493,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 	}
 	for _, r := range replicas {
 		backend := remote.RedactURL(r.URL)
-		c, err := f.client(g, r.URL)
+		c, release, err := f.acquire(g, r.URL)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -433,6 +501,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		start := time.Now()
 		v, err := fn(ctx, c)
 		took := time.Since(start)
+		release()
 		f.metrics.duration.WithLabelValues(kind).Observe(took.Seconds())
 		if observe, ok := ctx.Value(callObserverKey{}).(CallObserver); ok {
 			observe(g.Name, backend, err)

@@ -61,6 +61,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	}
 	probe = fanout.Probe
 	a.fanout = fanout
+	backends.OnUpdate(fanout.Retain)
 
 	cfg.Cache.Scope = backends.Topology
 	cfg.Cache.FlightScope = engine.PartialResponseScope
