@@ -80,6 +80,11 @@ type ServerConfig struct {
 	// without credentials, for ServiceMonitors and kubelet probes; the main
 	// port then keeps them admin-only when tenancy is on. Empty: none.
 	ManagementAddress string `yaml:"management_address"`
+	// DrainDelay: on SIGTERM /ready turns 503 at once, but the listener
+	// keeps serving for this long, so that load balancers (a Kubernetes
+	// Service following readiness) stop sending new requests before it
+	// closes; then in-flight requests get shutdown_timeout to finish.
+	DrainDelay model.Duration `yaml:"drain_delay"`
 }
 
 // TLSConfig is the server's certificate and, for mTLS, the client CA.
@@ -111,6 +116,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = model.Duration(15 * time.Second)
+	}
+	if c.DrainDelay < 0 {
+		return fmt.Errorf("server.drain_delay must not be negative")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("server.tls: cert_file and key_file go together")

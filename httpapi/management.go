@@ -41,6 +41,9 @@ func (s *Server) health(c echo.Context) error {
 // holds; otherwise 503 with the reason.
 func (s *Server) ready(c echo.Context) error {
 	var reasons []string
+	if s.draining.Load() {
+		reasons = append(reasons, "shutting down")
+	}
 	if !s.opts.Backends.Synced() {
 		reasons = append(reasons, "backend discovery has not synced yet")
 	} else if len(s.opts.Backends.Groups()) == 0 {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -86,6 +87,8 @@ type Server struct {
 	sched   *admission.Scheduler
 	metrics *serverMetrics
 	started time.Time
+	// draining is set when shutdown begins: /ready fails from then on.
+	draining atomic.Bool
 }
 
 type serverMetrics struct {
@@ -229,7 +232,8 @@ func (s *Server) managementRoutes() *echo.Echo {
 func (s *Server) ManagementHandler() http.Handler { return s.mgmt }
 
 // Serve answers on ln, and on mgmt (may be nil) the management endpoints,
-// until ctx is cancelled, then shuts down gracefully: in-flight requests get
+// until ctx is cancelled, then drains (/ready fails, serving goes on for
+// server.drain_delay) and shuts down gracefully: in-flight requests get
 // server.shutdown_timeout to finish.
 func (s *Server) Serve(ctx context.Context, ln, mgmt net.Listener) error {
 	tlsCfg, err := s.tlsConfig()
@@ -259,6 +263,24 @@ func (s *Server) Serve(ctx context.Context, ln, mgmt net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
+	s.Drain()
+	// New connections still come while load balancers notice /ready;
+	// answering "Connection: close" makes clients open the next request's
+	// connection afresh, to wherever they are sent now.
+	// The management listener keeps serving /ready (now 503) meanwhile.
+	servers[0].SetKeepAlivesEnabled(false)
+	if d := time.Duration(s.opts.Server.DrainDelay); d > 0 {
+		s.opts.Logger.Info("draining: /ready fails, still serving", "drain_delay", d)
+		select {
+		case err := <-errc:
+			for _, srv := range servers {
+				_ = srv.Close()
+			}
+			return err
+		case <-time.After(d):
+		}
+	}
+	s.opts.Logger.Info("shutting down: no new connections, waiting for requests in flight", "shutdown_timeout", time.Duration(s.opts.Server.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.opts.Server.ShutdownTimeout))
 	defer cancel()
 	var errs []error
@@ -286,6 +308,10 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 		ErrorLog:          slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
 	}
 }
+
+// Drain makes /ready fail from now on, so that no new traffic is sent here;
+// Serve calls it when its context ends.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // Keys of values the middleware leaves in the echo context for the request log.
 const (
