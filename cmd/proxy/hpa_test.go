@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+// TestKustomizeApplyWithHPA: `kubectl apply -k deploy/kubernetes`, as an
+// operator would run it, is accepted by a real API server, and what it
+// creates includes the autoscaler scaling the proxy's Deployment on CPU and
+// on requests in flight, never below two replicas.
+func TestKustomizeApplyWithHPA(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl not found (%v): apt-get install kubectl, or put a kubectl binary (with kustomize built in) on PATH", err)
+	}
+	kube := testenv.StartKube(t)
+	kubeconfig := kube.WriteKubeconfig(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig", kubeconfig, "apply", "--server-side", "-k", deployDir(t)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl apply -k deploy/kubernetes: %v\n%s", err, out)
+	}
+	t.Logf("kubectl apply -k:\n%s", out)
+
+	dyn := dynamic.NewForConfigOrDie(kube.RESTConfig(t))
+	hpa, err := dyn.Resource(schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}).
+		Namespace(proxyNamespace).Get(ctx, "prometheus-multi-tenant-proxy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the HPA was not created: %v", err)
+	}
+	if kind, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "kind"); kind != "Deployment" {
+		t.Errorf("scaleTargetRef kind %q", kind)
+	}
+	name, _, _ := unstructured.NestedString(hpa.Object, "spec", "scaleTargetRef", "name")
+	if _, err := dyn.Resource(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}).
+		Namespace(proxyNamespace).Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Errorf("the HPA scales %q, which the kustomization did not create: %v", name, err)
+	}
+	if n, _, _ := unstructured.NestedInt64(hpa.Object, "spec", "minReplicas"); n < 2 {
+		t.Errorf("minReplicas %d: one pod restarting would leave none", n)
+	}
+	metrics, _, _ := unstructured.NestedSlice(hpa.Object, "spec", "metrics")
+	var cpu, inflight bool
+	for _, m := range metrics {
+		m := m.(map[string]any)
+		if r, _, _ := unstructured.NestedString(m, "resource", "name"); m["type"] == "Resource" && r == "cpu" {
+			cpu = true
+		}
+		if p, _, _ := unstructured.NestedString(m, "pods", "metric", "name"); m["type"] == "Pods" && p == "prometheus_proxy_requests_in_flight" {
+			inflight = true
+		}
+	}
+	if !cpu || !inflight {
+		t.Errorf("HPA metrics %v: want CPU and the pods metric prometheus_proxy_requests_in_flight", metrics)
+	}
+	// The label the kustomization adds shows the object came through it.
+	if l := hpa.GetLabels()["app.kubernetes.io/part-of"]; l != "prometheus-multi-tenant-proxy" {
+		t.Errorf("HPA labels %v: not applied through the kustomization", hpa.GetLabels())
+	}
+}
