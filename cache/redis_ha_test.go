@@ -103,6 +103,45 @@ func TestRedisCluster(t *testing.T) {
 		}
 	}
 
+	// Resharding under load: the client's slot map goes stale, MOVED and
+	// ASK are followed, answers stay exact, and the moved entries are
+	// still found.
+	errs0 := f.counterValue("prometheus_proxy_cache_errors_total", "store", "redis")
+	bypassR := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "bypass")
+	stop := make(chan struct{})
+	resharded := make(chan struct{})
+	go func() {
+		defer close(resharded)
+		cl.Reshard(0, 2, 2000)
+		close(stop)
+	}()
+	for passes := 0; ; passes++ {
+		select {
+		case <-stop:
+			t.Logf("%d suite passes during the reshard", passes)
+		default:
+			answerAll(t, f)
+			continue
+		}
+		break
+	}
+	<-resharded
+	errs := f.counterValue("prometheus_proxy_cache_errors_total", "store", "redis") - errs0
+	bypassed := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "bypass") - bypassR
+	t.Logf("during the reshard: %.0f store errors, %.0f lookups bypassed", errs, bypassed)
+	if errs != 0 {
+		t.Errorf("%.0f store errors while slots moved: MOVED/ASK must be followed, not fail", errs)
+	}
+	advance(2 * redisHoldOff)
+	testenv.Eventually(t, 10*time.Second, "hits after the reshard", func() error {
+		advance(2 * redisHoldOff)
+		if runs := answerAll(t, f); runs != 0 {
+			return fmt.Errorf("%d engine runs on a warm pass", runs)
+		}
+		return nil
+	})
+	t.Logf("keys per master after moving 2000 slots from 0 to 2: %v", cl.KeysPerNode())
+
 	cl.Nodes[1].Kill()
 	bypass0 := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "bypass")
 	answerAll(t, f) // any wrong answer or error fails the test

@@ -157,3 +157,44 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 		t.Errorf("the control did not leak (%d→%d connections, %d→%d goroutines): the measurement cannot see a leak", cbc, cec, cbg, ceg)
 	}
 }
+
+// TestRetainWhileInUse: a client dropped from discovery while a call uses
+// it stays usable for that call and is closed (forgotten) after; a call
+// racing with the removal gets a client of its own that is not kept.
+func TestRetainWhileInUse(t *testing.T) {
+	f, _ := newTestFanout(t, discovery.PartialWarn)
+	groups := discovery.StaticGroups([]discovery.StaticGroup{{Name: "g", URLs: []string{"http://a", "http://b"}}})
+	f.Retain(groups)
+	ca, releaseA, err := f.acquire("http://a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, releaseB, _ := f.acquire("http://b"); releaseB != nil {
+		releaseB()
+	}
+	if f.Clients() != 2 {
+		t.Fatalf("%d clients, want 2", f.Clients())
+	}
+	f.Retain(discovery.StaticGroups([]discovery.StaticGroup{{Name: "g", URLs: []string{"http://b"}}}))
+	if f.Clients() != 1 {
+		t.Fatalf("%d clients after a left, want 1", f.Clients())
+	}
+	if ca.URL() != "http://a" {
+		t.Fatal("the client in use changed")
+	}
+	f.mu.Lock()
+	if len(f.clients) != 1 || f.clients["http://a"] != nil {
+		t.Error("a is still held")
+	}
+	f.mu.Unlock()
+	releaseA()
+	// A probe of a after it left: served, not kept.
+	if _, release, err := f.acquire("http://a"); err != nil {
+		t.Fatal(err)
+	} else {
+		release()
+	}
+	if f.Clients() != 1 {
+		t.Fatalf("%d clients after a late call to a, want 1", f.Clients())
+	}
+}

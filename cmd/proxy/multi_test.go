@@ -98,7 +98,8 @@ func (p *proxyProc) start() {
 	})
 }
 
-// term sends SIGTERM and waits for a clean exit.
+// term sends SIGTERM, checks that /ready fails while the proxy still
+// serves (the drain), and waits for a clean exit.
 func (p *proxyProc) term() {
 	p.t.Helper()
 	p.mu.Lock()
@@ -106,6 +107,18 @@ func (p *proxyProc) term() {
 	p.cmd = nil
 	p.mu.Unlock()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	testenv.Eventually(p.t, 900*time.Millisecond, "proxy "+p.name+" fails /ready while draining", func() error {
+		resp, err := http.Get(p.URL + "/ready")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "shutting down") {
+			return fmt.Errorf("/ready: HTTP %d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
 	select {
 	case err := <-done:
 		if err != nil {

@@ -240,6 +240,27 @@ func (r *Redis) Log() string { return r.proc.logTail(logTailBytes) }
 type RedisCluster struct {
 	Nodes []*Redis
 	t     testing.TB
+	cli   string
+}
+
+// Reshard moves slots slots, with their keys, from node from to node to
+// (redis-cli --cluster reshard): clients with the old slot map meet MOVED
+// and, for keys in migration, ASK.
+func (c *RedisCluster) Reshard(from, to, slots int) {
+	c.t.Helper()
+	id := func(n *Redis) string {
+		s, err := n.Do("CLUSTER", "MYID")
+		if err != nil {
+			c.t.Fatalf("testenv: CLUSTER MYID on %s: %v", n.Addr, err)
+		}
+		return s
+	}
+	out, err := exec.Command(c.cli, "--cluster", "reshard", c.Nodes[from].Addr,
+		"--cluster-from", id(c.Nodes[from]), "--cluster-to", id(c.Nodes[to]),
+		"--cluster-slots", strconv.Itoa(slots), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("testenv: redis-cli --cluster reshard: %v\n%s", err, out)
+	}
 }
 
 // Addrs lists the nodes' addresses, the seeds a cluster client takes.
@@ -257,7 +278,7 @@ func (c *RedisCluster) Addrs() []string {
 func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	t.Helper()
 	cli := lookBinary(t, "REDIS_CLI", "redis-cli", "apt-get install redis-tools (Debian's redis-server depends on it)")
-	c := &RedisCluster{t: t}
+	c := &RedisCluster{t: t, cli: cli}
 	for range masters {
 		n := newRedis(t, RedisArgs("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"))
 		dir := filepath.Dir(n.proc.logPath)
