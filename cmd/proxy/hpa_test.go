@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,9 +21,18 @@ import (
 // creates includes the autoscaler scaling the proxy's Deployment on CPU and
 // on requests in flight, never below two replicas.
 func TestKustomizeApplyWithHPA(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatalf("kubectl not found (%v): apt-get install kubectl, or put a kubectl binary (with kustomize built in) on PATH", err)
+	// KUBECTL, else one built next to kube-apiserver (same version), else PATH.
+	kubectl := os.Getenv("KUBECTL")
+	if kubectl == "" {
+		if p := filepath.Join(testenv.KubeAssetsDir(t), "kubectl"); fileExists(p) {
+			kubectl = p
+		}
+	}
+	if kubectl == "" {
+		var err error
+		if kubectl, err = exec.LookPath("kubectl"); err != nil {
+			t.Fatalf("kubectl not found (%v): apt-get install kubectl (make deps), or set KUBECTL to a kubectl with kustomize built in", err)
+		}
 	}
 	kube := testenv.StartKube(t)
 	kubeconfig := kube.WriteKubeconfig(t, "")
@@ -68,4 +79,9 @@ func TestKustomizeApplyWithHPA(t *testing.T) {
 	if l := hpa.GetLabels()["app.kubernetes.io/part-of"]; l != "prometheus-multi-tenant-proxy" {
 		t.Errorf("HPA labels %v: not applied through the kustomization", hpa.GetLabels())
 	}
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
 }
