@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +82,67 @@ func TestKustomizeApplyWithHPA(t *testing.T) {
 	if l := hpa.GetLabels()["app.kubernetes.io/part-of"]; l != "prometheus-multi-tenant-proxy" {
 		t.Errorf("HPA labels %v: not applied through the kustomization", hpa.GetLabels())
 	}
+
+	t.Run("ReadyOnlyOnceSynced", func(t *testing.T) { testReadyOnlyOnceSynced(t, kube, dyn) })
+}
+
+// testReadyOnlyOnceSynced: the shipped configuration, acting as the shipped
+// ServiceAccount, keeps /ready false (naming discovery and the tenant
+// source) while the API server cannot be reached, and true once both have
+// synced, so an HPA-added or restarted pod gets no traffic before it can
+// answer like the others.
+func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Interface) {
+	ctx := context.Background()
+	svc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Service",
+		"metadata": map[string]any{"name": "prometheus-sync", "namespace": proxyNamespace, "labels": map[string]any{"app.kubernetes.io/name": "prometheus"}},
+		"spec":     map[string]any{"type": "ExternalName", "externalName": "localhost", "ports": []any{map[string]any{"name": "web", "port": int64(9090)}}},
+	}}
+	if _, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "services"}).Namespace(proxyNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace(proxyNamespace).Get(ctx, "prometheus-multi-tenant-proxy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _, _ := unstructured.NestedString(cm.Object, "data", "config.yaml")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatalf("the ConfigMap's config.yaml: %v", err)
+	}
+	if cfg.Discovery.Kubernetes == nil || !cfg.Tenants.Kubernetes {
+		t.Fatal("the shipped config does not use Kubernetes discovery and tenants")
+	}
+	cfg.Discovery.Kubernetes.Kubeconfig = kube.WriteKubeconfig(t, testenv.ServiceAccountUser(proxyNamespace, proxyServiceAccount), testenv.ServiceAccountGroups(proxyNamespace)...)
+	cfg.Proxy.EnableRequestLogging = false
+	cfg.Server.DrainDelay = 0 // the test stops it, no Service to leave
+
+	kube.StopAPIServer()
+	restarted := false
+	defer func() {
+		if !restarted {
+			kube.StartAPIServer()
+		}
+	}()
+	p := startProxy(t, cfg)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		a := doRequest(t, p.URL, apiRequest{path: "/ready"})
+		if a.code != http.StatusServiceUnavailable || !strings.Contains(string(a.body), "discovery") || !strings.Contains(string(a.body), "tenant") {
+			t.Fatalf("/ready with the API server down: HTTP %d %s; want 503 naming discovery and the tenant source", a.code, a.body)
+		}
+	}
+	kube.StartAPIServer()
+	restarted = true
+	testenv.Eventually(t, 30*time.Second, "ready once synced", func() error {
+		if a := doRequest(t, p.URL, apiRequest{path: "/ready"}); a.code != http.StatusOK {
+			return fmt.Errorf("/ready: HTTP %d %s", a.code, a.body)
+		}
+		return nil
+	})
 }
 
 func fileExists(p string) bool {
