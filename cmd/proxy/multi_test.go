@@ -331,19 +331,28 @@ func TestMultiProxy(t *testing.T) {
 
 // warmAcross: a dashboard warmed through a is answered by b from the cache,
 // with no backend read at all, and equal to the reference.
-func warmAcross(t *testing.T, dash answered, a, b *proxyProc) {
+// It returns the backend reads of the cold pass.
+func warmAcross(t *testing.T, dash answered, a, b *proxyProc) float64 {
 	t.Helper()
+	coldReads := a.reads()
+	began := time.Now()
 	dash.check(t, a.URL, "cold via a")
+	cold := time.Since(began)
+	coldReads = a.reads() - coldReads
 	reads, hits := b.reads(), b.cacheResult("hit")
+	began = time.Now()
 	dash.check(t, b.URL, "warm via b")
+	warm := time.Since(began)
 	dr, dh := b.reads()-reads, b.cacheResult("hit")-hits
-	t.Logf("b after a warmed the dashboard: %.0f backend reads, %.0f cache hits", dr, dh)
+	t.Logf("cold via a: %.0f backend reads in %s; warm via b: %.0f backend reads, %.0f cache hits in %s (%.1fx faster)",
+		coldReads, cold.Round(time.Millisecond), dr, dh, warm.Round(time.Millisecond), float64(cold)/float64(warm))
 	if dr != 0 {
 		t.Errorf("b read the backends %.0f times for a dashboard a had warmed", dr)
 	}
 	if dh == 0 {
 		t.Error("b hit no cache entry")
 	}
+	return coldReads
 }
 
 // hitsAgain waits until the dashboard, refilled through a, is answered by b
@@ -372,7 +381,7 @@ func testSharedRedisCluster(t *testing.T, f *fleet) {
 	a, b := startProxyProc(t, "a", cfg), startProxyProc(t, "b", cfg)
 	dash := referenceAnswers(t, f, dashboard(f.data))
 
-	warmAcross(t, dash, a, b)
+	coldReads := warmAcross(t, dash, a, b)
 	per := cl.KeysPerNode()
 	t.Logf("keys per master: %v", per)
 	for i, n := range per {
@@ -396,6 +405,26 @@ func testSharedRedisCluster(t *testing.T, f *fleet) {
 	cl.Nodes[1].Restart()
 	cl.WaitOK()
 	hitsAgain(t, dash, a, b)
+
+	// The miss storm: with the cache emptied (a failover to an empty node,
+	// a flush), both proxies asked for the same dashboard at once each
+	// compute it, since singleflight is per process.
+	for _, n := range cl.Nodes {
+		if _, err := n.Do("FLUSHALL"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := a.reads() + b.reads()
+	var wg sync.WaitGroup
+	for _, p := range []*proxyProc{a, b} {
+		wg.Go(func() { dash.check(t, p.URL, "cold again via "+p.name) })
+	}
+	wg.Wait()
+	storm := a.reads() + b.reads() - before
+	t.Logf("cache emptied, dashboard asked through both proxies at once: %.0f backend reads; one cold pass through one proxy: %.0f (%.2fx)", storm, coldReads, storm/coldReads)
+	if storm < coldReads {
+		t.Errorf("%.0f backend reads for two cold passes, fewer than one cold pass (%.0f)", storm, coldReads)
+	}
 }
 
 func testSharedRedisSentinel(t *testing.T, f *fleet) {
