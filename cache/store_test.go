@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,37 @@ func TestConfigValidate(t *testing.T) {
 		if _, err := New(c, newPromEngine(), nil, nil); err == nil {
 			t.Errorf("New accepted a config failing with %s", tc.want)
 		}
+	}
+}
+
+// TestConfigYAMLSharedRedis: the keys for a shared, authenticated Redis
+// parse, and the signing key is read from its file.
+func TestConfigYAMLSharedRedis(t *testing.T) {
+	keyFile := t.TempDir() + "/key"
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("s", 40)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := "backend: redis\nkey_prefix: 'prod:'\nsigning_key_file: " + keyFile + "\n" +
+		"redis:\n  addresses: [a:1, b:2]\n  master_name: m\n  username: proxy\n  password: pw\n" +
+		"  sentinel_username: s\n  sentinel_password: spw\n  tls_enabled: true\n  tls_config: {server_name: redis.example, insecure_skip_verify: false}\n"
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(in))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.loadSigningKey(); err != nil {
+		t.Fatal(err)
+	}
+	if c.KeyPrefix != "prod:" || string(c.signingKey) != strings.Repeat("s", 40) || c.Redis.Username != "proxy" ||
+		c.Redis.SentinelUsername != "s" || !c.Redis.TLSEnabled || c.Redis.TLSConfig.ServerName != "redis.example" {
+		t.Fatalf("decoded %+v", c)
+	}
+	c.SigningKey = "also inline"
+	if err := c.Validate(); err == nil {
+		t.Error("signing_key and signing_key_file together were accepted")
 	}
 }
