@@ -27,8 +27,8 @@ bin/$(BINARY): $(shell find . -name '*.go' -not -path './.cache/*' -not -name '*
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/proxy
 
 # Debian packages the tests run for real: Prometheus 2.42 (a second backend
-# version), redis-server with redis-cli (Redis Cluster and Sentinel tests) and
-# kubectl (kubectl apply -k deploy/kubernetes). Installed only when
+# version) and redis-server with redis-cli (Redis Cluster and Sentinel
+# tests). Installed only when
 # missing, without starting their services: tests start their own servers,
 # and nothing here stops a process it did not start.
 deps:
@@ -36,7 +36,6 @@ deps:
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
-	command -v kubectl >/dev/null || missing="$$missing kubectl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (apt-get install -y$$missing)"; exit 1; fi; \
 	  echo "installing:$$missing"; \

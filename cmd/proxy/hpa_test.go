@@ -24,19 +24,7 @@ import (
 // creates includes the autoscaler scaling the proxy's Deployment on CPU and
 // on requests in flight, never below two replicas.
 func TestKustomizeApplyWithHPA(t *testing.T) {
-	// KUBECTL, else one built next to kube-apiserver (same version), else PATH.
-	kubectl := os.Getenv("KUBECTL")
-	if kubectl == "" {
-		if p := filepath.Join(testenv.KubeAssetsDir(t), "kubectl"); fileExists(p) {
-			kubectl = p
-		}
-	}
-	if kubectl == "" {
-		var err error
-		if kubectl, err = exec.LookPath("kubectl"); err != nil {
-			t.Fatalf("kubectl not found (%v): apt-get install kubectl (make deps), or set KUBECTL to a kubectl with kustomize built in", err)
-		}
-	}
+	kubectl := testenv.KubectlBinary(t)
 	kube := testenv.StartKube(t)
 	kubeconfig := kube.WriteKubeconfig(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -117,7 +105,10 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Inter
 	if cfg.Discovery.Kubernetes == nil || !cfg.Tenants.Kubernetes {
 		t.Fatal("the shipped config does not use Kubernetes discovery and tenants")
 	}
-	cfg.Discovery.Kubernetes.Kubeconfig = kube.WriteKubeconfig(t, testenv.ServiceAccountUser(proxyNamespace, proxyServiceAccount), testenv.ServiceAccountGroups(proxyNamespace)...)
+	saKubeconfig := kube.WriteKubeconfig(t, testenv.ServiceAccountUser(proxyNamespace, proxyServiceAccount), testenv.ServiceAccountGroups(proxyNamespace)...)
+	cfg.Discovery.Kubernetes.Kubeconfig = saKubeconfig
+	// Outside a pod the in-cluster configuration (token reviews) is $KUBECONFIG.
+	t.Setenv("KUBECONFIG", saKubeconfig)
 	cfg.Proxy.EnableRequestLogging = false
 	cfg.Server.DrainDelay = 0 // the test stops it, no Service to leave
 
@@ -129,8 +120,12 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Inter
 		}
 	}()
 	p := startProxy(t, cfg)
+	probe := p.URL // probes go to the management listener when there is one
+	if p.ManagementURL != "" {
+		probe = p.ManagementURL
+	}
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		a := doRequest(t, p.URL, apiRequest{path: "/ready"})
+		a := doRequest(t, probe, apiRequest{path: "/ready"})
 		if a.code != http.StatusServiceUnavailable || !strings.Contains(string(a.body), "discovery") || !strings.Contains(string(a.body), "tenant") {
 			t.Fatalf("/ready with the API server down: HTTP %d %s; want 503 naming discovery and the tenant source", a.code, a.body)
 		}
@@ -138,14 +133,9 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Inter
 	kube.StartAPIServer()
 	restarted = true
 	testenv.Eventually(t, 30*time.Second, "ready once synced", func() error {
-		if a := doRequest(t, p.URL, apiRequest{path: "/ready"}); a.code != http.StatusOK {
+		if a := doRequest(t, probe, apiRequest{path: "/ready"}); a.code != http.StatusOK {
 			return fmt.Errorf("/ready: HTTP %d %s", a.code, a.body)
 		}
 		return nil
 	})
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
 }
