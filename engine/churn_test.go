@@ -165,11 +165,11 @@ func TestRetainWhileInUse(t *testing.T) {
 	f, _ := newTestFanout(t, discovery.PartialWarn)
 	groups := discovery.StaticGroups([]discovery.StaticGroup{{Name: "g", URLs: []string{"http://a", "http://b"}}})
 	f.Retain(groups)
-	ca, releaseA, err := f.acquire("http://a")
+	ca, releaseA, err := f.acquire(groups[0], "http://a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, releaseB, _ := f.acquire("http://b"); releaseB != nil {
+	if _, releaseB, _ := f.acquire(groups[0], "http://b"); releaseB != nil {
 		releaseB()
 	}
 	if f.Clients() != 2 {
@@ -189,7 +189,7 @@ func TestRetainWhileInUse(t *testing.T) {
 	f.mu.Unlock()
 	releaseA()
 	// A probe of a after it left: served, not kept.
-	if _, release, err := f.acquire("http://a"); err != nil {
+	if _, release, err := f.acquire(groups[0], "http://a"); err != nil {
 		t.Fatal(err)
 	} else {
 		release()

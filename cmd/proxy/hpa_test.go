@@ -102,11 +102,13 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Inter
 	if err != nil {
 		t.Fatalf("the ConfigMap's config.yaml: %v", err)
 	}
-	if cfg.Discovery.Kubernetes == nil || !cfg.Tenants.Kubernetes {
+	if len(cfg.Discovery.Kubernetes) == 0 || !cfg.Tenants.Kubernetes {
 		t.Fatal("the shipped config does not use Kubernetes discovery and tenants")
 	}
 	saKubeconfig := kube.WriteKubeconfig(t, testenv.ServiceAccountUser(proxyNamespace, proxyServiceAccount), testenv.ServiceAccountGroups(proxyNamespace)...)
-	cfg.Discovery.Kubernetes.Kubeconfig = saKubeconfig
+	for i := range cfg.Discovery.Kubernetes {
+		cfg.Discovery.Kubernetes[i].Kubeconfig = saKubeconfig
+	}
 	// Outside a pod the in-cluster configuration (token reviews) is $KUBECONFIG.
 	t.Setenv("KUBECONFIG", saKubeconfig)
 	cfg.Proxy.EnableRequestLogging = false
