@@ -1,0 +1,165 @@
+package engine
+
+import (
+	"context"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// ExemplarQuerier implements storage.ExemplarQueryable, for Prometheus' own
+// /api/v1/query_exemplars handler. The tenant's policy comes with ctx.
+func (f *Fanout) ExemplarQuerier(ctx context.Context) (storage.ExemplarQuerier, error) {
+	return &exemplarQuerier{f: f, ctx: ctx}, nil
+}
+
+type exemplarQuerier struct {
+	f   *Fanout
+	ctx context.Context
+}
+
+type warningsKey struct{}
+
+// WithWarnings lets calls whose interface has no room for warnings (the
+// exemplar querier) report them: they are added to *w. The caller reads
+// *w after the call returned.
+func WithWarnings(ctx context.Context, w *annotations.Annotations) context.Context {
+	return context.WithValue(ctx, warningsKey{}, w)
+}
+
+func addWarnings(ctx context.Context, w annotations.Annotations) {
+	if dst, ok := ctx.Value(warningsKey{}).(*annotations.Annotations); ok && dst != nil && len(w) > 0 {
+		if *dst == nil {
+			*dst = annotations.Annotations{}
+		}
+		dst.Merge(w)
+	}
+}
+
+// Select asks every group once for the exemplars of all selectors, each
+// restricted by the tenant's rules exactly as for samples (MatcherSets),
+// merges the answers, drops duplicates and checks every series against the
+// policy once more.
+func (q *exemplarQuerier) Select(start, end int64, selectors ...[]*labels.Matcher) ([]exemplar.QueryResult, error) {
+	ctx := q.ctx
+	policy := tenancy.FromContext(ctx)
+	var sets [][]*labels.Matcher
+	for _, ms := range selectors {
+		sets = append(sets, MatcherSets(policy, ms)...)
+	}
+	if len(sets) == 0 {
+		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
+		return []exemplar.QueryResult{}, nil
+	}
+	type answer struct {
+		group *discovery.Group
+		res   []exemplar.QueryResult
+		warns remote.Warnings
+	}
+	byURL := replicaGroups(q.f.backends.Groups())
+	answers, warns, err := fanOut(ctx, q.f, &failedGroups{}, "exemplars", commonMatchers(sets), func(ctx context.Context, c *remote.Client) (answer, error) {
+		g := byURL[c.URL()]
+		mine := sets
+		if g != nil {
+			// A set the group's labels contradict cannot match there.
+			mine = nil
+			for _, s := range sets {
+				if ok, _ := g.Matches(s); ok {
+					mine = append(mine, s)
+				}
+			}
+			if len(mine) == 0 {
+				return answer{group: g}, nil
+			}
+		}
+		res, w, err := c.Exemplars(ctx, start, end, mine)
+		return answer{g, res, w}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range answers {
+		for _, w := range a.warns {
+			warns.Add(backendWarning(w))
+		}
+	}
+	addWarnings(ctx, warns)
+
+	merged := map[string]*exemplar.QueryResult{}
+	for _, a := range answers {
+		for _, r := range a.res {
+			lset := withGroupLabels(a.group, r.SeriesLabels)
+			if !policy.Matches(lset) {
+				continue
+			}
+			key := string(lset.Bytes(nil))
+			m := merged[key]
+			if m == nil {
+				m = &exemplar.QueryResult{SeriesLabels: lset}
+				merged[key] = m
+			}
+			m.Exemplars = append(m.Exemplars, r.Exemplars...)
+		}
+	}
+	out := make([]exemplar.QueryResult, 0, len(merged))
+	for _, m := range merged {
+		slices.SortStableFunc(m.Exemplars, compareExemplars)
+		m.Exemplars = slices.CompactFunc(m.Exemplars, func(a, b exemplar.Exemplar) bool { return compareExemplars(a, b) == 0 })
+		out = append(out, *m)
+	}
+	slices.SortFunc(out, func(a, b exemplar.QueryResult) int { return labels.Compare(a.SeriesLabels, b.SeriesLabels) })
+	return out, nil
+}
+
+// compareExemplars orders by time, then value, then labels: replicas of an
+// HA pair (or overlapping groups) send the same exemplar twice.
+func compareExemplars(a, b exemplar.Exemplar) int {
+	switch {
+	case a.Ts != b.Ts:
+		return cmpInt(a.Ts, b.Ts)
+	case a.Value < b.Value:
+		return -1
+	case a.Value > b.Value:
+		return 1
+	}
+	return labels.Compare(a.Labels, b.Labels)
+}
+
+func cmpInt(a, b int64) int {
+	if a < b {
+		return -1
+	}
+	if a > b {
+		return 1
+	}
+	return 0
+}
+
+// commonMatchers returns the matchers every set shares, so that a group
+// whose labels contradict all of them is skipped before it is called.
+func commonMatchers(sets [][]*labels.Matcher) []*labels.Matcher {
+	if len(sets) == 0 {
+		return nil
+	}
+	var out []*labels.Matcher
+	for _, m := range sets[0] {
+		inAll := true
+		for _, s := range sets[1:] {
+			if !slices.ContainsFunc(s, func(o *labels.Matcher) bool { return o.String() == m.String() }) {
+				inAll = false
+				break
+			}
+		}
+		if inAll {
+			out = append(out, m)
+		}
+	}
+	return out
+}
