@@ -103,6 +103,9 @@ func (s *Server) exemplars(c echo.Context) error {
 	var warns annotations.Annotations
 	r := c.Request()
 	r = r.WithContext(engine.WithWarnings(r.Context(), &warns))
+	// The answer is amended below, so it must come uncompressed.
+	r.Header = r.Header.Clone()
+	r.Header.Del("Accept-Encoding")
 	rec := httptest.NewRecorder()
 	s.promAPI.ServeHTTP(rec, r)
 	body := rec.Body.Bytes()
