@@ -243,6 +243,7 @@ func TestAlertingAndExemplars(t *testing.T) {
 	t.Run("Exemplars", func(t *testing.T) { testExemplars(t, w) })
 	t.Run("GrafanaAlertList", func(t *testing.T) { testGrafanaAlertList(t, w) })
 	t.Run("PartialRules", func(t *testing.T) { testPartialRules(t, w) })
+	t.Run("GroupLabels", func(t *testing.T) { testAlertingGroupLabels(t, w) })
 	t.Run("TenantStatus", func(t *testing.T) { testTenantStatus(t, w) })
 	t.Run("Browser", func(t *testing.T) { testBrowserPage(t, w) })
 }
@@ -667,5 +668,52 @@ func testPartialRules(t *testing.T, w *alertingWorld) {
 		if code, body := w.get(t, p.URL, path, params, ""); code != 503 || !strings.Contains(string(body), `"errorType":"unavailable"`) {
 			t.Errorf("%s partial_response=false: HTTP %d %s", path, code, clip(body))
 		}
+	}
+}
+
+// testAlertingGroupLabels: a group's labels are on its alerts, rules and
+// exemplar series, as on its series.
+func testAlertingGroupLabels(t *testing.T, w *alertingWorld) {
+	cfg := defaultConfig()
+	shardOf := map[string]string{}
+	for i, p := range w.backends {
+		cluster := fmt.Sprintf("c%d", i)
+		cfg.Discovery.Static = append(cfg.Discovery.Static, discovery.StaticGroup{Name: fmt.Sprintf("shard%d", i), URLs: []string{p.URL}, Labels: map[string]string{"cluster": cluster}})
+		for _, s := range alertingSeries[i] {
+			shardOf[s.counter["instance"]] = cluster
+		}
+	}
+	p := startProxy(t, cfg)
+	_, body := w.get(t, p.URL, "/api/v1/alerts", nil, "")
+	alerts := decodeAlerts(t, body)
+	if len(alerts) == 0 {
+		t.Fatal("no alerts")
+	}
+	for _, a := range alerts {
+		if want := shardOf[a.Labels["instance"]]; a.Labels["cluster"] != want {
+			t.Errorf("alert %v: cluster %q, want %q", a.Labels, a.Labels["cluster"], want)
+		}
+	}
+	_, body = w.get(t, p.URL, "/api/v1/rules", nil, "")
+	for _, g := range decodeRules(t, body).Data.Groups {
+		want := "c" + strings.TrimPrefix(strings.TrimSuffix(g.Name, "/app"), "shard")
+		for _, r := range g.Rules {
+			if r.Labels["cluster"] != want {
+				t.Errorf("group %s rule %s: labels %v, want cluster=%s", g.Name, r.Name, r.Labels, want)
+			}
+		}
+	}
+	_, body = w.get(t, p.URL, "/api/v1/query_exemplars", url.Values{"query": {"app_requests_total"}}, "")
+	ex := decodeExemplars(t, body)
+	clusters := map[string]int{}
+	for _, s := range ex {
+		clusters[s.SeriesLabels["cluster"]]++
+		if s.SeriesLabels["instance"] != "s" && s.SeriesLabels["cluster"] != shardOf[s.SeriesLabels["instance"]] {
+			t.Errorf("exemplar series %v: wrong cluster", s.SeriesLabels)
+		}
+	}
+	// The shared series is one per group now: the groups' labels tell them apart.
+	if clusters["c0"] != 3 || clusters["c1"] != 3 {
+		t.Errorf("exemplar series per cluster: %v, want 3 and 3", clusters)
 	}
 }
