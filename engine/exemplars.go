@@ -93,10 +93,12 @@ func (q *exemplarQuerier) Select(start, end int64, selectors ...[]*labels.Matche
 	addWarnings(ctx, warns)
 
 	merged := map[string]*exemplar.QueryResult{}
+	dropped := 0
 	for _, a := range answers {
 		for _, r := range a.res {
 			lset := withGroupLabels(a.group, r.SeriesLabels)
 			if !policy.Matches(lset) {
+				dropped++
 				continue
 			}
 			key := string(lset.Bytes(nil))
@@ -107,6 +109,11 @@ func (q *exemplarQuerier) Select(start, end int64, selectors ...[]*labels.Matche
 			}
 			m.Exemplars = append(m.Exemplars, r.Exemplars...)
 		}
+	}
+	if dropped > 0 {
+		// Backends were asked only for allowed series: one ignored a matcher.
+		q.f.opts.Logger.Warn("exemplar series dropped by the policy check", "tenant", policy.Namespace, "series", dropped,
+			"reason", "a backend answered series outside the tenant's rules")
 	}
 	out := make([]exemplar.QueryResult, 0, len(merged))
 	for _, m := range merged {

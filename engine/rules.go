@@ -103,7 +103,10 @@ func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery,
 		return nil, nil, err
 	}
 	policy := tenancy.FromContext(ctx)
-	var out []*v1.RuleGroup
+	var (
+		out    []*v1.RuleGroup
+		hidden int
+	)
 	for _, a := range answers {
 		for _, w := range a.warns {
 			warns.Add(backendWarning(w))
@@ -118,7 +121,11 @@ func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery,
 			kept := rg.Rules[:0]
 			for _, r := range rg.Rules {
 				labelRule(a.group, r)
-				if !RuleVisible(policy, r) || !flt.keepsRule(r) {
+				if !RuleVisible(policy, r) {
+					hidden++
+					continue
+				}
+				if !flt.keepsRule(r) {
 					continue
 				}
 				if ar, ok := r.(*v1.AlertingRule); ok {
@@ -137,6 +144,10 @@ func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery,
 				out = append(out, rg)
 			}
 		}
+	}
+	if hidden > 0 {
+		f.opts.Logger.Debug("rules hidden from tenant", "tenant", policy.Namespace, "rules", hidden,
+			"reason", "neither the rule's labels nor any of its alerts are visible under the tenant's policy")
 	}
 	// Prometheus lists groups by file, then name.
 	slices.SortStableFunc(out, func(a, b *v1.RuleGroup) int {
@@ -256,6 +267,7 @@ func (f *Fanout) Alerts(ctx context.Context) (*v1.AlertDiscovery, annotations.An
 	}
 	policy := tenancy.FromContext(ctx)
 	out := []*v1.Alert{}
+	hidden := 0
 	for _, a := range answers {
 		for _, w := range a.warns {
 			warns.Add(backendWarning(w))
@@ -264,8 +276,14 @@ func (f *Fanout) Alerts(ctx context.Context) (*v1.AlertDiscovery, annotations.An
 			al.Labels = withGroupLabels(a.group, al.Labels)
 			if AlertVisible(policy, al) {
 				out = append(out, al)
+			} else {
+				hidden++
 			}
 		}
+	}
+	if hidden > 0 {
+		f.opts.Logger.Debug("alerts hidden from tenant", "tenant", policy.Namespace, "alerts", hidden,
+			"reason", "the alert's ALERTS series is not visible under the tenant's policy")
 	}
 	slices.SortStableFunc(out, func(a, b *v1.Alert) int { return labels.Compare(a.Labels, b.Labels) })
 	return &v1.AlertDiscovery{Alerts: out}, warns, nil
