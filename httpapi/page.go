@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"math"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -121,7 +120,7 @@ func (s *Server) tenantStatus(c echo.Context) error {
 	if len(names) > maxMetricNames {
 		names, st.Truncated = names[:maxMetricNames], true
 	}
-	st.MetricNames = append(st.MetricNames, slices.Compact(names)...)
+	st.MetricNames = append(st.MetricNames, names...)
 	return promSuccess(c, st, warns)
 }
 

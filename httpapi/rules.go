@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 
@@ -106,20 +105,31 @@ func (s *Server) exemplars(c echo.Context) error {
 	// The answer is amended below, so it must come uncompressed.
 	r.Header = r.Header.Clone()
 	r.Header.Del("Accept-Encoding")
-	rec := httptest.NewRecorder()
+	rec := &bufferedResponse{header: http.Header{}, code: http.StatusOK}
 	s.promAPI.ServeHTTP(rec, r)
-	body := rec.Body.Bytes()
-	if w, i := warns.AsStrings("", 10, 10); rec.Code == http.StatusOK && (len(w) > 0 || len(i) > 0) {
+	body := rec.body.Bytes()
+	if w, i := warns.AsStrings("", 10, 10); rec.code == http.StatusOK && (len(w) > 0 || len(i) > 0) {
 		body = appendWarnings(body, w, i)
 	}
-	for k, v := range rec.Header() {
+	for k, v := range rec.header {
 		c.Response().Header()[k] = v
 	}
 	c.Response().Header().Del("Content-Length")
-	c.Response().WriteHeader(rec.Code)
+	c.Response().WriteHeader(rec.code)
 	_, err := c.Response().Write(body)
 	return err
 }
+
+// bufferedResponse keeps a handler's answer so it can be amended.
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header         { return b.header }
+func (b *bufferedResponse) WriteHeader(code int)        { b.code = code }
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
 
 // appendWarnings adds "warnings" and "infos" to a JSON object answer.
 func appendWarnings(body []byte, warns, infos []string) []byte {

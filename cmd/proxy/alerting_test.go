@@ -102,7 +102,7 @@ var visibleTo = map[string]func(l map[string]string) bool{
 	},
 }
 
-func serveAlertingTarget(t *testing.T) string {
+func serveAlertingTarget(t testing.TB) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	for shard := range alertingSeries {
@@ -170,7 +170,7 @@ type alertingWorld struct {
 
 const alertingSecret = "alerting-test-secret-0123456789abcdef"
 
-func startAlertingWorld(t *testing.T) *alertingWorld {
+func startAlertingWorld(t testing.TB) *alertingWorld {
 	target := serveAlertingTarget(t)
 	flags := testenv.WithFlags("--enable-feature=exemplar-storage")
 	files := map[string]string{"rules.yml": alertingRules}
@@ -250,7 +250,7 @@ func TestAlertingAndExemplars(t *testing.T) {
 
 // waitSettled waits until every rule of every server has been evaluated
 // and the firing alerts are there, and exemplars cover some buckets.
-func (w *alertingWorld) waitSettled(t *testing.T) {
+func (w *alertingWorld) waitSettled(t testing.TB) {
 	waitFor(t, 90*time.Second, "rules evaluated and alerts firing everywhere", func() bool {
 		for _, p := range append([]*testenv.Prometheus{w.reference}, w.backends...) {
 			_, body := w.get(t, p.URL, "/api/v1/rules", nil, "")
@@ -715,5 +715,37 @@ func testAlertingGroupLabels(t *testing.T, w *alertingWorld) {
 	// The shared series is one per group now: the groups' labels tell them apart.
 	if clusters["c0"] != 3 || clusters["c1"] != 3 {
 		t.Errorf("exemplar series per cluster: %v, want 3 and 3", clusters)
+	}
+}
+
+// BenchmarkAlertingVsReference measures rules, alerts and exemplars through
+// the proxy (two groups, merged and filtered) against the reference
+// Prometheus answering the same calls alone: compare ns/op of the
+// sub-benchmarks of one run.
+func BenchmarkAlertingVsReference(b *testing.B) {
+	w := startAlertingWorld(b)
+	w.waitSettled(b)
+	calls := []struct {
+		name, path string
+		params     url.Values
+	}{
+		{"rules", "/api/v1/rules", nil},
+		{"alerts", "/api/v1/alerts", nil},
+		{"exemplars", "/api/v1/query_exemplars", url.Values{"query": {"app_requests_total"}}},
+	}
+	for _, c := range calls {
+		for _, target := range []struct{ name, base, token string }{
+			{"reference", w.reference.URL, ""},
+			{"proxy-admin", w.proxy.URL, w.tokens["admin"]},
+			{"proxy-tenant", w.proxy.URL, w.tokens["team-a"]},
+		} {
+			b.Run(c.name+"/"+target.name, func(b *testing.B) {
+				for b.Loop() {
+					if code, body := w.get(b, target.base, c.path, c.params, target.token); code != 200 {
+						b.Fatalf("HTTP %d %s", code, clip(body))
+					}
+				}
+			})
+		}
 	}
 }
