@@ -87,7 +87,7 @@ func RuleVisible(p *tenancy.Policy, r v1.Rule) bool {
 
 // Rules fans /api/v1/rules out to every group, names groups so they never
 // collide, puts the group's labels on rules and alerts, keeps what the
-// tenant may see (RuleVisible, AlertVisible) and applies f.
+// tenant may see (RuleVisible, AlertVisible) and applies flt.
 func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery, annotations.Annotations, error) {
 	type answer struct {
 		group  *discovery.Group
