@@ -63,23 +63,10 @@ func (q *exemplarQuerier) Select(start, end int64, selectors ...[]*labels.Matche
 		res   []exemplar.QueryResult
 		warns remote.Warnings
 	}
-	byURL := replicaGroups(q.f.backends.Groups())
-	answers, warns, err := fanOut(ctx, q.f, &failedGroups{}, "exemplars", commonMatchers(sets), func(ctx context.Context, c *remote.Client) (answer, error) {
-		g := byURL[c.URL()]
-		mine := sets
-		if g != nil {
-			// A set the group's labels contradict cannot match there.
-			mine = nil
-			for _, s := range sets {
-				if ok, _ := g.Matches(s); ok {
-					mine = append(mine, s)
-				}
-			}
-			if len(mine) == 0 {
-				return answer{group: g}, nil
-			}
-		}
-		res, w, err := c.Exemplars(ctx, start, end, mine)
+	// Each group is asked for the sets rewritten for its external labels
+	// (fanOut); a group none of them can match is not asked.
+	answers, warns, err := fanOut(ctx, q.f, &failedGroups{}, "exemplars", sets, func(ctx context.Context, g *discovery.Group, gsets [][]*labels.Matcher, c *remote.Client) (answer, error) {
+		res, w, err := c.Exemplars(ctx, start, end, gsets)
 		return answer{g, res, w}, err
 	})
 	if err != nil {
@@ -147,26 +134,4 @@ func cmpInt(a, b int64) int {
 		return 1
 	}
 	return 0
-}
-
-// commonMatchers returns the matchers every set shares, so that a group
-// whose labels contradict all of them is skipped before it is called.
-func commonMatchers(sets [][]*labels.Matcher) []*labels.Matcher {
-	if len(sets) == 0 {
-		return nil
-	}
-	var out []*labels.Matcher
-	for _, m := range sets[0] {
-		inAll := true
-		for _, s := range sets[1:] {
-			if !slices.ContainsFunc(s, func(o *labels.Matcher) bool { return o.String() == m.String() }) {
-				inAll = false
-				break
-			}
-		}
-		if inAll {
-			out = append(out, m)
-		}
-	}
-	return out
 }

@@ -94,10 +94,9 @@ func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery,
 		groups []*v1.RuleGroup
 		warns  remote.Warnings
 	}
-	byURL := replicaGroups(f.backends.Groups())
-	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "rules", nil, func(ctx context.Context, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "rules", nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		gs, w, err := c.Rules(ctx)
-		return answer{byURL[c.URL()], gs, w}, err
+		return answer{g, gs, w}, err
 	})
 	if err != nil {
 		return nil, nil, err
@@ -257,10 +256,9 @@ func (f *Fanout) Alerts(ctx context.Context) (*v1.AlertDiscovery, annotations.An
 		alerts []*v1.Alert
 		warns  remote.Warnings
 	}
-	byURL := replicaGroups(f.backends.Groups())
-	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "alerts", nil, func(ctx context.Context, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "alerts", nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		as, w, err := c.Alerts(ctx)
-		return answer{byURL[c.URL()], as, w}, err
+		return answer{g, as, w}, err
 	})
 	if err != nil {
 		return nil, nil, err

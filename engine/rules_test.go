@@ -6,7 +6,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -92,26 +91,11 @@ func TestPaginate(t *testing.T) {
 	}
 }
 
-func TestWithGroupLabels(t *testing.T) {
-	g := &discovery.Group{Name: "a", Labels: labels.FromStrings("cluster", "a", "region", "eu")}
-	got := withGroupLabels(g, labels.FromStrings("__name__", "x", "cluster", "own"))
-	want := labels.FromStrings("__name__", "x", "cluster", "own", "region", "eu")
-	if !labels.Equal(got, want) {
-		t.Errorf("got %s, want %s (a label the answer has keeps its value)", got, want)
-	}
-	if l := labels.FromStrings("a", "b"); !labels.Equal(withGroupLabels(nil, l), l) {
-		t.Error("no group: labels must stay as they are")
-	}
-}
-
-func TestExemplarQueryAndCommonMatchers(t *testing.T) {
+func TestExemplarQuery(t *testing.T) {
 	a := labels.MustNewMatcher(labels.MatchEqual, "__name__", "x")
 	b := labels.MustNewMatcher(labels.MatchEqual, "namespace", "team-a")
 	c := labels.MustNewMatcher(labels.MatchRegexp, "job", "api|web")
 	sets := [][]*labels.Matcher{{a, b}, {a, c}}
-	if got := commonMatchers(sets); len(got) != 1 || got[0] != a {
-		t.Errorf("common matchers: %v", got)
-	}
 	// The backend parses what it is sent: it must be valid PromQL.
 	q := remote.ExemplarQuery(sets)
 	if _, err := Parser().ParseExpr(q); err != nil {

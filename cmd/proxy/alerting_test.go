@@ -151,8 +151,13 @@ func omLabels(l map[string]string) string {
 // scrapeConfig scrapes the given shards of the target; honor_labels keeps
 // the exposed instance, so a shard's series are the same everywhere.
 func scrapeConfig(target string, shards ...int) string {
+	return scrapeConfigExt(target, "{}", shards...)
+}
+
+// scrapeConfigExt is scrapeConfig with global.external_labels (YAML flow map).
+func scrapeConfigExt(target, externalLabels string, shards ...int) string {
 	var sb strings.Builder
-	sb.WriteString("global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [rules.yml]\nscrape_configs:\n")
+	fmt.Fprintf(&sb, "global: {scrape_interval: 1s, evaluation_interval: 1s, external_labels: %s}\nrule_files: [rules.yml]\nscrape_configs:\n", externalLabels)
 	for _, s := range shards {
 		fmt.Fprintf(&sb, "  - job_name: shard%d\n    honor_labels: true\n    metrics_path: /metrics/%d\n    static_configs: [{targets: [%q]}]\n", s, s, target)
 	}
@@ -160,6 +165,7 @@ func scrapeConfig(target string, shards ...int) string {
 }
 
 type alertingWorld struct {
+	target    string
 	reference *testenv.Prometheus
 	backends  []*testenv.Prometheus
 	proxy     *proxyUnderTest
@@ -174,7 +180,7 @@ func startAlertingWorld(t testing.TB) *alertingWorld {
 	target := serveAlertingTarget(t)
 	flags := testenv.WithFlags("--enable-feature=exemplar-storage")
 	files := map[string]string{"rules.yml": alertingRules}
-	w := &alertingWorld{tokens: map[string]string{}}
+	w := &alertingWorld{tokens: map[string]string{}, target: target}
 	var groups []discovery.StaticGroup
 	for i := range alertingSeries {
 		p := testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName(fmt.Sprintf("shard%d", i)), flags, testenv.WithConfig(scrapeConfig(target, i)), testenv.WithFiles(files))
@@ -244,6 +250,7 @@ func TestAlertingAndExemplars(t *testing.T) {
 	t.Run("GrafanaAlertList", func(t *testing.T) { testGrafanaAlertList(t, w) })
 	t.Run("PartialRules", func(t *testing.T) { testPartialRules(t, w) })
 	t.Run("GroupLabels", func(t *testing.T) { testAlertingGroupLabels(t, w) })
+	t.Run("ExternalLabels", func(t *testing.T) { testAlertingExternalLabels(t, w) })
 	t.Run("TenantStatus", func(t *testing.T) { testTenantStatus(t, w) })
 	t.Run("Browser", func(t *testing.T) { testBrowserPage(t, w) })
 }
@@ -746,6 +753,60 @@ func BenchmarkAlertingVsReference(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// testAlertingExternalLabels: backends whose external labels name their
+// cluster (and replica) show them on alerts, rules and exemplars like on
+// series: the cluster label added, the replica label dropped, and a
+// matcher on the cluster decided by the proxy.
+func testAlertingExternalLabels(t *testing.T, w *alertingWorld) {
+	cfg := defaultConfig()
+	for i := range alertingSeries {
+		ext := fmt.Sprintf("{cluster: e%d, prometheus_replica: r%d}", i, i)
+		p := testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName(fmt.Sprintf("ext%d", i)), testenv.WithFlags("--enable-feature=exemplar-storage"),
+			testenv.WithConfig(scrapeConfigExt(w.target, ext, i)), testenv.WithFiles(map[string]string{"rules.yml": alertingRules}))
+		cfg.Discovery.Static = append(cfg.Discovery.Static, discovery.StaticGroup{Name: fmt.Sprintf("ext%d", i), URLs: []string{p.URL}})
+	}
+	p := startProxy(t, cfg)
+	var alerts []alertJSON
+	waitFor(t, time.Minute, "alerts of both clusters, with their cluster label", func() bool {
+		_, body := w.get(t, p.URL, "/api/v1/alerts", nil, "")
+		alerts = decodeAlerts(t, body)
+		seen := map[string]bool{}
+		for _, a := range alerts {
+			seen[a.Labels["cluster"]] = true
+		}
+		return seen["e0"] && seen["e1"]
+	})
+	shardOf := map[string]string{}
+	for i := range alertingSeries {
+		for _, s := range alertingSeries[i] {
+			shardOf[s.counter["instance"]] = fmt.Sprintf("e%d", i)
+		}
+	}
+	for _, a := range alerts {
+		if a.Labels["cluster"] != shardOf[a.Labels["instance"]] || a.Labels["prometheus_replica"] != "" {
+			t.Errorf("alert %v: want cluster %s and no replica label", a.Labels, shardOf[a.Labels["instance"]])
+		}
+	}
+	_, body := w.get(t, p.URL, "/api/v1/rules", nil, "")
+	for _, g := range decodeRules(t, body).Data.Groups {
+		for _, r := range g.Rules {
+			if r.Labels["cluster"] == "" || r.Labels["prometheus_replica"] != "" {
+				t.Errorf("group %s rule %s: labels %v", g.Name, r.Name, r.Labels)
+			}
+		}
+	}
+	waitFor(t, time.Minute, "exemplars of cluster e1", func() bool {
+		_, body := w.get(t, p.URL, "/api/v1/query_exemplars", url.Values{"query": {`app_requests_total{cluster="e1"}`}}, "")
+		return len(decodeExemplars(t, body)) == 3
+	})
+	_, body = w.get(t, p.URL, "/api/v1/query_exemplars", url.Values{"query": {`app_requests_total{cluster="e1"}`}}, "")
+	for _, s := range decodeExemplars(t, body) {
+		if s.SeriesLabels["cluster"] != "e1" || s.SeriesLabels["prometheus_replica"] != "" {
+			t.Errorf("exemplar series %v: want cluster e1 only, no replica label", s.SeriesLabels)
 		}
 	}
 }
