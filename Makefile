@@ -27,8 +27,8 @@ bin/$(BINARY): $(shell find . -name '*.go' -not -path './.cache/*' -not -name '*
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/proxy
 
 # Debian packages the tests run for real: Prometheus 2.42 (a second backend
-# version) and redis-server with redis-cli (Redis Cluster and Sentinel
-# tests). Installed only when
+# version), redis-server with redis-cli (Redis Cluster and Sentinel tests)
+# and chromium (the page's headless browser test). Installed only when
 # missing, without starting their services: tests start their own servers,
 # and nothing here stops a process it did not start.
 deps:
@@ -36,6 +36,7 @@ deps:
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (apt-get install -y$$missing)"; exit 1; fi; \
 	  echo "installing:$$missing"; \

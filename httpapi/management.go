@@ -124,10 +124,6 @@ func (s *Server) metadata(c echo.Context) error {
 	return success(c, md, warns)
 }
 
-func (s *Server) exemplars(c echo.Context) error {
-	return success(c, []any{}, nil)
-}
-
 func intParam(v, name string) (int, error) {
 	if v == "" {
 		return 0, nil

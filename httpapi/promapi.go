@@ -21,15 +21,15 @@ import (
 // changes between Prometheus versions, so it is called here and nowhere else.
 // Only the routes Server mounts explicitly are reachable; everything this API
 // offers that the proxy does not enforce (admin, remote read/write, targets,
-// rules, status) stays unrouted.
-func newPrometheusAPI(qe promql.QueryEngine, q storage.SampleAndChunkQueryable, corsOrigin *regexp.Regexp,
+// status) stays unrouted; rules and alerts are the proxy's own handlers.
+func newPrometheusAPI(qe promql.QueryEngine, q storage.SampleAndChunkQueryable, eq storage.ExemplarQueryable, corsOrigin *regexp.Regexp,
 	lookback time.Duration, timeout time.Duration, build *v1.PrometheusVersion, reg *prometheus.Registry, logger *slog.Logger,
 ) *route.Router {
 	api := v1.NewAPI(
 		qe,
 		q,
 		nil,           // appendable: the proxy accepts no writes
-		nil,           // exemplar queryable: /query_exemplars is served by the proxy itself
+		eq,            // exemplars: fanned out with the tenant's rules (engine.Fanout)
 		nil, nil, nil, // scrape pools, targets, alertmanagers: not routed
 		func() config.Config { return config.Config{} },
 		map[string]string{},

@@ -138,7 +138,7 @@ func New(opts Options) (*Server, error) {
 	s.sched = sched
 	cors := regexp.MustCompile("^(?s:" + opts.Server.CORSOrigin + ")$")
 	build := &v1.PrometheusVersion{Version: PrometheusCompatVersion(), Revision: opts.Version, Branch: "prometheus-multi-tenant-proxy", GoVersion: goVersion()}
-	s.promAPI = newPrometheusAPI(budgetEngine{opts.QueryEngine}, countingQueryable{opts.Fanout}, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
+	s.promAPI = newPrometheusAPI(budgetEngine{opts.QueryEngine}, countingQueryable{opts.Fanout}, opts.Fanout, cors, time.Duration(opts.Engine.LookbackDelta), time.Duration(opts.Engine.Timeout), build, opts.Registry, opts.Logger)
 	s.echo = s.routes()
 	s.mgmt = s.managementRoutes()
 	return s, nil
@@ -167,16 +167,18 @@ func (s *Server) routes() *echo.Echo {
 		api.POST(p, prom)
 	}
 	// Served over GET only, as Prometheus does: other methods get its 405.
-	for _, p := range []string{"/label/:name/values", "/status/buildinfo", "/metadata"} {
-		h := prom
-		if p == "/metadata" {
-			h = s.metadata
-		}
+	getOnly := map[string]echo.HandlerFunc{
+		"/label/:name/values": prom,
+		"/status/buildinfo":   prom,
+		"/metadata":           s.metadata,
+		"/rules":              s.rules,
+		"/alerts":             s.alerts,
+		"/status/tenant":      s.tenantStatus,
+	}
+	for p, h := range getOnly {
 		api.GET(p, h)
 		api.Match(otherMethods, p, methodNotAllowed)
 	}
-	// Exemplars are not read from backends: answer an empty list rather than
-	// pass anything through unenforced.
 	api.GET("/query_exemplars", s.exemplars)
 	api.POST("/query_exemplars", s.exemplars)
 
@@ -197,6 +199,7 @@ func (s *Server) routes() *echo.Echo {
 	mgmt.GET("/debug/targets", s.debugTargets)
 	mgmt.GET("/debug", s.debugIndex)
 	mgmt.GET("/debug/tenants", s.debugTenants)
+	s.pageRoutes(e)
 	return e
 }
 

@@ -192,7 +192,7 @@ func testUnroutedPaths(t *testing.T, f *fleet) {
 	p := startProxy(t, baseConfig(f))
 	for _, path := range []string{
 		"/api/v1/read", "/api/v1/write", "/api/v1/admin/tsdb/delete_series", "/api/v1/admin/tsdb/snapshot",
-		"/api/v1/targets", "/api/v1/rules", "/api/v1/alerts", "/api/v1/status/config", "/api/v1/status/flags",
+		"/api/v1/targets", "/api/v1/status/config", "/api/v1/status/flags",
 		"/api/v1/status/tsdb", "/federate", "/api/v1/otlp/v1/metrics", "/graph", "/-/quit", "/api/v1/notifications",
 	} {
 		for _, method := range []string{http.MethodGet, http.MethodPost} {

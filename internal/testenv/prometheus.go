@@ -127,6 +127,7 @@ type promOptions struct {
 	readyTimeout   time.Duration
 	externalLabels map[string]string
 	blocks         string
+	files          map[string]string
 }
 
 // WithExternalLabels sets global.external_labels in the server's
@@ -149,6 +150,12 @@ func WithName(name string) Option { return func(o *promOptions) { o.name = name 
 // WithFlags adds command-line flags (e.g. "--query.lookback-delta=1m").
 func WithFlags(flags ...string) Option {
 	return func(o *promOptions) { o.flags = append(o.flags, flags...) }
+}
+
+// WithFiles writes files (e.g. rule files, by name) next to the server's
+// configuration, so relative rule_files paths in WithConfig resolve to them.
+func WithFiles(files map[string]string) Option {
+	return func(o *promOptions) { o.files = files }
 }
 
 // WithReadyTimeout bounds the wait for /-/ready (default 60 s; large data
@@ -202,7 +209,7 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 		}
 	}
 	configFile := filepath.Join(dir, "prometheus.yml")
-	// Nothing is scraped: the backfilled data is all the server holds.
+	// Unless told otherwise nothing is scraped: the backfilled data is all the server holds.
 	config := "scrape_configs: []\n"
 	if o.config != "" {
 		config = o.config
@@ -218,6 +225,11 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	}
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		t.Fatalf("testenv: %v", err)
+	}
+	for name, body := range o.files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
 	}
 
 	p.proc = &process{path: bin, logPath: filepath.Join(dir, "prometheus.log")}
