@@ -40,6 +40,10 @@ type Config struct {
 type Group struct {
 	Name   string
 	Labels labels.Labels
+	// LabelsAdded: the backends do not store Labels; the proxy adds them
+	// to series that lack them (external labels). Otherwise the series
+	// store them and a pushed query may name them.
+	LabelsAdded bool
 }
 
 // Groups is the consumer-side view of discovery the planner reads.
@@ -113,6 +117,11 @@ type GroupQuery struct {
 	Group   Group
 	Query   string
 	Skipped string // non-empty: the group holds nothing the tenant may see
+	// Probe must find no series on the group before its answer is used:
+	// each set is a pushed selector with the disjointness label required
+	// to differ from the group's value. Disjointness is read from the
+	// group's labels; the probe proves it for the series the query reads.
+	Probe [][]*labels.Matcher
 }
 
 // Decision is one node's fate, for explain output.
@@ -247,8 +256,15 @@ func (pl *Planner) Plan(expr parser.Expr, groups []Group, policy *tenancy.Policy
 		return p
 	}
 	p.Label = label
+	if why := reserved(expr); why != "" {
+		p.Decisions = append(p.Decisions, Decision{Node: expr.String(), Reason: why})
+		return p
+	}
 	w := &walker{pl: pl, plan: p, groups: groups, policy: policy, label: label}
 	for _, g := range groups {
+		if !g.LabelsAdded {
+			continue // stored labels: the backends evaluate matchers on them
+		}
 		g.Labels.Range(func(l labels.Label) {
 			if !slices.Contains(w.groupLabels, l.Name) {
 				w.groupLabels = append(w.groupLabels, l.Name)
@@ -256,8 +272,39 @@ func (pl *Planner) Plan(expr parser.Expr, groups []Group, policy *tenancy.Policy
 		})
 	}
 	sort.Strings(w.groupLabels)
+	for _, g := range groups {
+		g.Labels.Range(func(l labels.Label) {
+			if !slices.Contains(w.allLabels, l.Name) {
+				w.allLabels = append(w.allLabels, l.Name)
+			}
+		})
+	}
+	sort.Strings(w.allLabels)
 	p.Expr = w.rewrite(expr)
 	return p
+}
+
+// reserved refuses queries that name the planner's own labels: the proxy
+// would answer such a selector from a fragment.
+func reserved(expr parser.Expr) string {
+	why := ""
+	bad := func(name string) bool { return name == SelectorLabel || name == GroupLabel }
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		switch e := n.(type) {
+		case *parser.VectorSelector:
+			for _, m := range e.LabelMatchers {
+				if bad(m.Name) {
+					why = "the query names label " + m.Name + ", reserved for push-down"
+				}
+			}
+		case *parser.AggregateExpr:
+			if slices.ContainsFunc(e.Grouping, bad) {
+				why = "the query names a label reserved for push-down"
+			}
+		}
+		return nil
+	})
+	return why
 }
 
 type walker struct {
@@ -266,7 +313,8 @@ type walker struct {
 	groups      []Group
 	policy      *tenancy.Policy
 	label       string
-	groupLabels []string
+	groupLabels []string // labels the proxy adds (the backends do not store them)
+	allLabels   []string // every group label name
 }
 
 func (w *walker) decide(n parser.Node, pushed bool, reason string) {
@@ -496,7 +544,7 @@ func keepsLabel(grouping []string, without bool, label string) bool {
 // keeps lists the group label names that n's output series carry.
 func (w *walker) keeps(n parser.Expr) []string {
 	var out []string
-	for _, l := range w.groupLabels {
+	for _, l := range w.allLabels {
 		if keepsName(n, l) {
 			out = append(out, l)
 		}
@@ -555,14 +603,35 @@ func keepsName(n parser.Expr, l string) bool {
 // returns the selector standing for it; false (with the decision recorded)
 // when some group cannot be asked exactly.
 func (w *walker) fragment(node, pushed parser.Expr, combined bool) (parser.Expr, bool) {
-	f := &Fragment{ID: strconv.Itoa(len(w.plan.Fragments) + 1), Expr: pushed, Combined: combined, Keep: w.keeps(pushed)}
+	f := &Fragment{ID: strconv.Itoa(len(w.plan.Fragments) + 1), Expr: pushed, Combined: combined}
+	for _, name := range w.keeps(pushed) {
+		if name == w.label {
+			f.Keep = append(f.Keep, name)
+			continue
+		}
+		if !slices.Contains(w.groupLabels, name) {
+			continue // stored on the series: the backend's answer has it
+		}
+		// Another label the proxy adds: where a series stores its own
+		// value, that value wins, and the planner cannot see which do.
+		w.decide(node, false, fmt.Sprintf("the answer keeps group label %q, whose stored values only the backends know", name))
+		return nil, false
+	}
 	for _, g := range w.groups {
 		q, skipped, err := w.pl.groupQuery(pushed, g, w.groupLabels, w.policy)
 		if err != nil {
 			w.decide(node, false, err.Error())
 			return nil, false
 		}
-		f.Queries = append(f.Queries, GroupQuery{Group: g, Query: q, Skipped: skipped})
+		gq := GroupQuery{Group: g, Query: q, Skipped: skipped}
+		if skipped == "" {
+			gq.Probe, err = w.pl.probe(q, g, w.label)
+			if err != nil {
+				w.decide(node, false, err.Error())
+				return nil, false
+			}
+		}
+		f.Queries = append(f.Queries, gq)
 	}
 	w.plan.Fragments = append(w.plan.Fragments, f)
 	return &parser.VectorSelector{
@@ -665,6 +734,43 @@ func decideGroupMatchers(ms []*labels.Matcher, g Group, groupLabels []string) ([
 	return out, nil
 }
 
+// probe lists, for the query sent to g, every selector with the
+// disjointness label required to differ from g's value (and, where the proxy
+// adds the label, to be stored at all): series the group's answer would
+// wrongly attribute to g.
+func (pl *Planner) probe(q string, g Group, label string) ([][]*labels.Matcher, error) {
+	e, err := pl.parser.ParseExpr(q)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]*labels.Matcher
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok || selectsNothing(vs.LabelMatchers) {
+			return nil
+		}
+		set := slices.Clone(vs.LabelMatchers)
+		if g.LabelsAdded {
+			set = append(set, labels.MustNewMatcher(labels.MatchNotEqual, label, ""))
+		}
+		set = append(set, labels.MustNewMatcher(labels.MatchNotEqual, label, g.Labels.Get(label)))
+		if !contradicts(set) {
+			out = append(out, set)
+		}
+		return nil
+	})
+	return out, nil
+}
+
+func selectsNothing(ms []*labels.Matcher) bool {
+	for _, m := range ms {
+		if m.Name == labels.MetricName && m.Type == labels.MatchEqual && m.Value == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // checkEnforced re-parses the query to be sent and checks that every
 // selector carries one of the tenant's rules whole: the rewrite above is
 // not trusted alone.
@@ -682,12 +788,12 @@ func (pl *Planner) checkEnforced(q string, rules [][]*labels.Matcher) error {
 		if !ok {
 			return nil
 		}
+		if selectsNothing(vs.LabelMatchers) {
+			return nil
+		}
 		have := map[string]bool{}
 		for _, m := range vs.LabelMatchers {
 			have[m.String()] = true
-		}
-		if have[labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "").String()] {
-			return nil // selects nothing
 		}
 		for _, r := range rules {
 			all := true

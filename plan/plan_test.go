@@ -15,7 +15,7 @@ var testParser = parser.NewParser(parser.Options{EnableExperimentalFunctions: tr
 func groups(kv ...string) []Group {
 	var out []Group
 	for i := 0; i < len(kv); i += 2 {
-		out = append(out, Group{Name: "g-" + kv[i+1], Labels: labels.FromStrings(kv[i], kv[i+1])})
+		out = append(out, Group{Name: "g-" + kv[i+1], Labels: labels.FromStrings(kv[i], kv[i+1]), LabelsAdded: true})
 	}
 	return out
 }
@@ -186,26 +186,61 @@ func TestCheckEnforcedCatchesMissingRule(t *testing.T) {
 }
 
 func TestKeeps(t *testing.T) {
-	gs := []Group{
-		{Name: "a", Labels: labels.FromStrings("cluster", "a", "region", "eu")},
-		{Name: "b", Labels: labels.FromStrings("cluster", "b", "region", "eu")},
+	for _, added := range []bool{false, true} {
+		gs := []Group{
+			{Name: "a", Labels: labels.FromStrings("cluster", "a", "region", "eu"), LabelsAdded: added},
+			{Name: "b", Labels: labels.FromStrings("cluster", "b", "region", "eu"), LabelsAdded: added},
+		}
+		for q, keepsRegion := range map[string]bool{
+			`rate(x[5m])`:                        true,
+			`sum by (cluster) (x)`:               false,
+			`x / on (cluster, i) group_left y`:   true, // many-to-one keeps the many side whole
+			`x / on (cluster, i) y`:              false,
+			`sum without (region) (rate(x[5m]))`: false,
+		} {
+			p := planOf(t, q, gs, nil)
+			if added && keepsRegion {
+				// The proxy would add region where a series lacks it:
+				// which series store their own, only the backends know.
+				if p.Pushed() {
+					t.Errorf("%s pushed although it keeps an added group label: %s", q, p.Explain())
+				}
+				continue
+			}
+			if !p.Pushed() {
+				t.Errorf("%s (labels added %v): not pushed: %s", q, added, p.Explain())
+				continue
+			}
+			if got := strings.Join(p.Fragments[0].Keep, ","); got != "cluster" {
+				t.Errorf("%s keeps %q, want cluster", q, got)
+			}
+		}
 	}
-	for q, want := range map[string]string{
-		`rate(x[5m])`:                        "cluster,region",
-		`sum by (cluster) (x)`:               "cluster",
-		`max by (region) (x)`:                "region",
-		`group without (cluster) (x)`:        "region",
-		`x / on (cluster, i) group_left y`:   "cluster,region", // many-to-one keeps the many side whole
-		`x / on (cluster, i) y`:              "cluster",
-		`sum without (region) (rate(x[5m]))`: "cluster",
-	} {
-		p := planOf(t, q, gs, nil)
-		if !p.Pushed() {
-			t.Errorf("%s: not pushed: %s", q, p.Explain())
-			continue
+}
+
+// With labels stored on the series, matchers on them are the backends' to
+// evaluate, and the probe asks each group for series that would break the
+// disjointness the labels claim.
+func TestStoredLabelsProbe(t *testing.T) {
+	gs := []Group{{Name: "a", Labels: labels.FromStrings("cluster", "a")}, {Name: "b", Labels: labels.FromStrings("cluster", "b")}}
+	p := planOf(t, `rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y`, gs, nil)
+	if !p.Pushed() {
+		t.Fatal(p.Explain())
+	}
+	gq := p.Fragments[0].Queries[0]
+	if gq.Query != `rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y` {
+		t.Errorf("query %s", gq.Query)
+	}
+	var probes []string
+	for _, set := range gq.Probe {
+		var ms []string
+		for _, m := range set {
+			ms = append(ms, m.String())
 		}
-		if got := strings.Join(p.Fragments[0].Keep, ","); got != want {
-			t.Errorf("%s keeps %q, want %q", q, got, want)
-		}
+		probes = append(probes, strings.Join(ms, ","))
+	}
+	want := `cluster=~"a|b",__name__="x",cluster!="a"` + "|" + `__name__="y",cluster!="a"`
+	if got := strings.Join(probes, "|"); got != want {
+		t.Errorf("probe %s\nwant  %s", got, want)
 	}
 }

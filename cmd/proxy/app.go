@@ -63,7 +63,16 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	a.fanout = fanout
 
 	cfg.Cache.Scope = backends.Topology
-	results, err := cache.New(cfg.Cache, engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql")), reg, logger.With("component", "cache"))
+	ng := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
+	var qe cache.QueryEngine = ng
+	if cfg.Engine.PushDown.Enabled {
+		pd, err := engine.NewPushDown(ng, fanout, cfg.Engine, reg, logger.With("component", "push-down"))
+		if err != nil {
+			return nil, err
+		}
+		qe = pd
+	}
+	results, err := cache.New(cfg.Cache, qe, reg, logger.With("component", "cache"))
 	if err != nil {
 		return nil, err
 	}
