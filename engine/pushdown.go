@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
@@ -235,18 +236,27 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookba
 				if !sameEngine(v) {
 					return answer{refused: fmt.Errorf("%w: group %s runs Prometheus %q; the proxy evaluates with %s, and releases evaluate differently", errNotExact, g.Name, v, engineRelease)}, nil
 				}
+				// The probe and the query run at once; the answer waits
+				// for the probe's verdict.
+				var (
+					found    []labels.Labels
+					probeErr error
+					probed   sync.WaitGroup
+				)
 				if len(j.gq.Probe) > 0 {
-					found, _, err := c.Series(ctx, math.MinInt64, math.MaxInt64, j.gq.Probe)
-					if err != nil {
-						return answer{}, err
-					}
-					if len(found) > 0 {
-						return answer{refused: fmt.Errorf("%w: group %s holds %s, which is not of the group's %s", errNotExact, g.Name, found[0], pl.Label)}, nil
-					}
+					mint, maxt := probeWindow(j.gq.Query, r, lookback)
+					probed.Go(func() { found, _, probeErr = c.Series(ctx, mint, maxt, j.gq.Probe) })
 				}
 				ans, err := c.Query(ctx, remote.QueryParams{
 					Query: j.gq.Query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
 				})
+				probed.Wait()
+				if probeErr != nil {
+					return answer{}, probeErr
+				}
+				if len(found) > 0 {
+					return answer{refused: fmt.Errorf("%w: group %s holds %s, which is not of the group's %s", errNotExact, g.Name, found[0], pl.Label)}, nil
+				}
 				if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Code < 500 {
 					return answer{refused: fmt.Errorf("%w: %w", errNotExact, err)}, nil
 				}
@@ -282,6 +292,17 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookba
 		}
 	}
 	return out, nil
+}
+
+// probeWindow is the time span query reads at r: every series the query
+// could read has samples in it (Prometheus' own computation of what a
+// statement reads). A query that does not parse gets no bounds.
+func probeWindow(query string, r evalRange, lookback time.Duration) (int64, int64) {
+	e, err := Parser().ParseExpr(query)
+	if err != nil {
+		return math.MinInt64, math.MaxInt64
+	}
+	return promql.FindMinMaxTime(&parser.EvalStmt{Expr: e, Start: r.start, End: r.end, Interval: r.step, LookbackDelta: lookback})
 }
 
 // fragmentSeries turns one group's answer into series for the synthetic

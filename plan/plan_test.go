@@ -33,13 +33,13 @@ func TestPlans(t *testing.T) {
 	gs := groups("cluster", "a", "cluster", "b", "cluster", "c")
 	for _, tc := range []struct{ q, want string }{
 		// Whole queries whose answer keeps the disjointness label.
-		{`rate(x[5m])`, `remote(rate(x[5m]))`},
+		{`rate(x[5m])`, `rate(x[5m])`}, // no aggregation: nothing to gain
 		{`sum by (cluster, job) (rate(x[5m]))`, `remote(sum by (cluster, job) (rate(x[5m])))`},
 		{`sum without (job) (rate(x[5m]))`, `remote(sum without (job) (rate(x[5m])))`},
 		{`histogram_quantile(0.9, sum by (le, cluster) (rate(x_bucket[5m])))`, `remote(histogram_quantile(0.9, sum by (le, cluster) (rate(x_bucket[5m]))))`},
-		{`x / on (cluster, instance) y`, `remote(x / on (cluster, instance) y)`},
-		{`x / y`, `remote(x / y)`},
-		{`max_over_time(rate(x[5m])[30m:1m])`, `remote(max_over_time(rate(x[5m])[30m:1m]))`},
+		{`max by (cluster) (x / on (cluster, instance) y)`, `remote(max by (cluster) (x / on (cluster, instance) y))`},
+		{`count by (cluster) (x / y)`, `remote(count by (cluster) (x / y))`},
+		{`max by (cluster) (max_over_time(rate(x[5m])[30m:1m]))`, `remote(max by (cluster) (max_over_time(rate(x[5m])[30m:1m])))`},
 		{`topk by (cluster) (3, x)`, `remote(topk by (cluster) (3, x))`},
 		// Exact distributive aggregations combine the groups' answers.
 		{`max by (job) (rate(x[5m]))`, `max by (job) (remote(max by (job) (rate(x[5m]))))`},
@@ -47,13 +47,15 @@ func TestPlans(t *testing.T) {
 		{`group without (cluster) (x)`, `group without (cluster, __pushdown_group__) (remote(group without (cluster) (x)))`},
 		{`min(rate(x[5m])) > 0`, `min(remote(min(rate(x[5m])))) > 0`},
 		// Not exact across groups: the proxy evaluates, pushing what it can below.
-		{`sum by (job) (rate(x[5m]))`, `sum by (job) (remote(rate(x[5m])))`},
+		{`sum by (job) (rate(x[5m]))`, `sum by (job) (rate(x[5m]))`},
+		{`sum by (job) (sum by (cluster, job) (x))`, `sum by (job) (remote(sum by (cluster, job) (x)))`},
 		{`topk(3, x)`, `topk(3, x)`},
-		{`x / on (instance) y`, `x / on (instance) y`},
+		{`count(x / on (instance) y)`, `count(x / on (instance) y)`},
 		{`sort_desc(count by (cluster) (x))`, `sort_desc(remote(count by (cluster) (x)))`},
-		{`absent(rate(x[5m]))`, `absent(rate(x[5m]))`},
+		{`absent(count by (cluster) (x))`, `absent(count by (cluster) (x))`},
 		{`x * scalar(y)`, `x * scalar(y)`},
-		{`label_replace(rate(x[5m]), "cluster", "$1", "job", "(.*)")`, `label_replace(remote(rate(x[5m])), "cluster", "$1", "job", "(.*)")`},
+		{`count(label_replace(x, "cluster", "$1", "job", "(.*)"))`, `count(label_replace(x, "cluster", "$1", "job", "(.*)"))`},
+		{`label_replace(count by (cluster) (x), "a", "$1", "cluster", "(.*)")`, `label_replace(remote(count by (cluster) (x)), "a", "$1", "cluster", "(.*)")`}, // in the proxy, over the answer with cluster added
 		{`x`, `x`},
 		{`x[5m]`, `x[5m]`},
 		{`vector(1)`, `vector(1)`},
@@ -88,7 +90,7 @@ func TestNotDisjointRefused(t *testing.T) {
 			}
 		})
 	}
-	p := New(Config{Enabled: true, Label: "region"}, testParser).Plan(mustParse(t, `rate(x[5m])`), groups("cluster", "a", "cluster", "b"), nil)
+	p := New(Config{Enabled: true, Label: "region"}, testParser).Plan(mustParse(t, `max(rate(x[5m]))`), groups("cluster", "a", "cluster", "b"), nil)
 	if p.Pushed() || !strings.Contains(p.Explain(), `no label "region"`) {
 		t.Fatalf("the configured label is missing, yet: %s", p.Explain())
 	}
@@ -126,14 +128,14 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 		return GroupQuery{}
 	}
 	t.Run("one rule", func(t *testing.T) {
-		p := planOf(t, `x / on (cluster, i) y`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{namespace="team-a"}`)}})
-		if got := q(p, "g-a").Query; got != `x{namespace="team-a"} / on (cluster, i) y{namespace="team-a"}` {
+		p := planOf(t, `count(x / on (cluster, i) y)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{namespace="team-a"}`)}})
+		if got := q(p, "g-a").Query; got != `count(x{namespace="team-a"} / on (cluster, i) y{namespace="team-a"})` {
 			t.Errorf("query %s", got)
 		}
 	})
 	t.Run("rule naming a group label", func(t *testing.T) {
-		p := planOf(t, `rate(x[5m])`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{cluster="a", namespace="n"}`)}})
-		if got := q(p, "g-a").Query; got != `rate(x{namespace="n"}[5m])` {
+		p := planOf(t, `max(rate(x[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{cluster="a", namespace="n"}`)}})
+		if got := q(p, "g-a").Query; got != `max(rate(x{namespace="n"}[5m]))` {
 			t.Errorf("query for the admitted group %s", got)
 		}
 		if got := q(p, "g-b"); got.Skipped == "" {
@@ -141,13 +143,13 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 		}
 	})
 	t.Run("several rules, one fits each selector", func(t *testing.T) {
-		p := planOf(t, `x / y`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`), rule(t, `{__name__="y", job="j"}`)}})
-		if got := q(p, "g-a").Query; got != `x{__name__="x"} / y{__name__="y",job="j"}` && got != `x / y{job="j"}` {
+		p := planOf(t, `max(x / y)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`), rule(t, `{__name__="y", job="j"}`)}})
+		if got := q(p, "g-a").Query; got != `max(x{__name__="x"} / y{__name__="y",job="j"})` && got != `max(x / y{job="j"})` {
 			t.Errorf("query %s", got)
 		}
 	})
 	t.Run("several rules fit one selector: refused", func(t *testing.T) {
-		p := planOf(t, `rate({__name__=~"x|y"}[5m])`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`), rule(t, `y`)}})
+		p := planOf(t, `max(rate({__name__=~"x|y"}[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`), rule(t, `y`)}})
 		if p.Pushed() {
 			t.Fatalf("pushed: %s", p.Explain())
 		}
@@ -156,18 +158,18 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 		}
 	})
 	t.Run("no rule fits a selector: it selects nothing", func(t *testing.T) {
-		p := planOf(t, `x or y`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`)}})
+		p := planOf(t, `count(x or y)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`)}})
 		got := q(p, "g-a").Query
 		if !strings.Contains(got, `__name__=""`) {
 			t.Errorf("query %s", got)
 		}
 	})
 	t.Run("query matcher on group label", func(t *testing.T) {
-		p := planOf(t, `rate(x{cluster=~"a|b"}[5m])`, gs, nil)
-		if got := q(p, "g-b").Query; got != `rate(x[5m])` {
+		p := planOf(t, `max(rate(x{cluster=~"a|b"}[5m]))`, gs, nil)
+		if got := q(p, "g-b").Query; got != `max(rate(x[5m]))` {
 			t.Errorf("query %s", got)
 		}
-		p = planOf(t, `rate(x{cluster="a"}[5m])`, gs, nil)
+		p = planOf(t, `max(rate(x{cluster="a"}[5m]))`, gs, nil)
 		if p.Pushed() {
 			t.Errorf("pushed a selector that is empty in a group: %s", p.Explain())
 		}
@@ -186,35 +188,31 @@ func TestCheckEnforcedCatchesMissingRule(t *testing.T) {
 }
 
 func TestKeeps(t *testing.T) {
-	for _, added := range []bool{false, true} {
-		gs := []Group{
-			{Name: "a", Labels: labels.FromStrings("cluster", "a", "region", "eu"), LabelsAdded: added},
-			{Name: "b", Labels: labels.FromStrings("cluster", "b", "region", "eu"), LabelsAdded: added},
+	for q, want := range map[string]string{
+		`rate(x[5m])`:                        "cluster,region",
+		`sum by (cluster) (x)`:               "cluster",
+		`x / on (cluster, i) group_left y`:   "cluster,region", // many-to-one keeps the many side whole
+		`x / on (cluster, i) y`:              "cluster",
+		`sum without (region) (rate(x[5m]))`: "cluster",
+		`x or y`:                             "cluster,region",
+		`count_values("v", x)`:               "",
+	} {
+		w := &walker{allLabels: []string{"cluster", "region"}}
+		if got := strings.Join(w.keeps(mustParse(t, q)), ","); got != want {
+			t.Errorf("%s keeps %q, want %q", q, got, want)
 		}
-		for q, keepsRegion := range map[string]bool{
-			`rate(x[5m])`:                        true,
-			`sum by (cluster) (x)`:               false,
-			`x / on (cluster, i) group_left y`:   true, // many-to-one keeps the many side whole
-			`x / on (cluster, i) y`:              false,
-			`sum without (region) (rate(x[5m]))`: false,
-		} {
-			p := planOf(t, q, gs, nil)
-			if added && keepsRegion {
-				// The proxy would add region where a series lacks it:
-				// which series store their own, only the backends know.
-				if p.Pushed() {
-					t.Errorf("%s pushed although it keeps an added group label: %s", q, p.Explain())
-				}
-				continue
-			}
-			if !p.Pushed() {
-				t.Errorf("%s (labels added %v): not pushed: %s", q, added, p.Explain())
-				continue
-			}
-			if got := strings.Join(p.Fragments[0].Keep, ","); got != "cluster" {
-				t.Errorf("%s keeps %q, want cluster", q, got)
-			}
-		}
+	}
+	// The proxy adds region where a series lacks it: which series store
+	// their own, only the backends know, so such an answer is not pushed.
+	gs := []Group{
+		{Name: "a", Labels: labels.FromStrings("cluster", "a", "region", "eu"), LabelsAdded: true},
+		{Name: "b", Labels: labels.FromStrings("cluster", "b", "region", "eu"), LabelsAdded: true},
+	}
+	if p := planOf(t, `max by (cluster, region) (x)`, gs, nil); p.Pushed() {
+		t.Errorf("pushed although it keeps an added group label: %s", p.Explain())
+	}
+	if p := planOf(t, `max by (cluster) (x)`, gs, nil); !p.Pushed() || strings.Join(p.Fragments[0].Keep, ",") != "cluster" {
+		t.Errorf("not pushed keeping cluster: %s", p.Explain())
 	}
 }
 
@@ -223,12 +221,12 @@ func TestKeeps(t *testing.T) {
 // disjointness the labels claim.
 func TestStoredLabelsProbe(t *testing.T) {
 	gs := []Group{{Name: "a", Labels: labels.FromStrings("cluster", "a")}, {Name: "b", Labels: labels.FromStrings("cluster", "b")}}
-	p := planOf(t, `rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y`, gs, nil)
+	p := planOf(t, `count(rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y)`, gs, nil)
 	if !p.Pushed() {
 		t.Fatal(p.Explain())
 	}
 	gq := p.Fragments[0].Queries[0]
-	if gq.Query != `rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y` {
+	if gq.Query != `count(rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y)` {
 		t.Errorf("query %s", gq.Query)
 	}
 	var probes []string
