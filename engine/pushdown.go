@@ -81,6 +81,16 @@ func (p *PushDown) Explain(ctx context.Context, qs string) (*plan.Plan, error) {
 	return p.planner.Plan(expr, p.fanout.PlanGroups(), tenancy.FromContext(ctx)), nil
 }
 
+// ExplainQuery renders the plan of qs under the request's tenant: what
+// each group would evaluate and why the rest stays in the proxy.
+func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) {
+	pl, err := p.Explain(ctx, qs)
+	if err != nil {
+		return "", err
+	}
+	return pl.Explain(), nil
+}
+
 // NewInstantQuery implements promql.QueryEngine.
 func (p *PushDown) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
 	orig, err := p.ng.NewInstantQuery(ctx, q, opts, qs, ts)

@@ -681,7 +681,17 @@ func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string,
 			vs.LabelMatchers = append(own, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"), labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, ""))
 			vs.Name = ""
 		case 1:
-			vs.LabelMatchers = append(own, fit[0]...)
+			vs.LabelMatchers = own
+			for _, m := range fit[0] {
+				if slices.ContainsFunc(own, func(o *labels.Matcher) bool { return o.String() == m.String() }) {
+					continue
+				}
+				vs.LabelMatchers = append(vs.LabelMatchers, m)
+				if m.Name == labels.MetricName {
+					// x{__name__=~"x|y"} does not parse: all in braces.
+					vs.Name = ""
+				}
+			}
 		default:
 			werr = fmt.Errorf("selector %s: %d tenant rules apply and their union is not one selector", vs, len(fit))
 		}

@@ -148,6 +148,12 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 			t.Errorf("query %s", got)
 		}
 	})
+	t.Run("rule on the metric name of a named selector", func(t *testing.T) {
+		p := planOf(t, `max(rate(x[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{__name__=~"x|x_sum"}`)}})
+		if got := q(p, "g-a").Query; got != `max(rate({__name__="x",__name__=~"x|x_sum"}[5m]))` {
+			t.Errorf("query %s\n%s", got, p.Explain())
+		}
+	})
 	t.Run("several rules fit one selector: refused", func(t *testing.T) {
 		p := planOf(t, `max(rate({__name__=~"x|y"}[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`), rule(t, `y`)}})
 		if p.Pushed() {

@@ -64,13 +64,14 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 
 	cfg.Cache.Scope = backends.Topology
 	ng := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
+	// The planner also answers explain=true when push-down is off (saying so).
+	pushDown, err := engine.NewPushDown(ng, fanout, cfg.Engine, reg, logger.With("component", "push-down"))
+	if err != nil {
+		return nil, err
+	}
 	var qe cache.QueryEngine = ng
 	if cfg.Engine.PushDown.Enabled {
-		pd, err := engine.NewPushDown(ng, fanout, cfg.Engine, reg, logger.With("component", "push-down"))
-		if err != nil {
-			return nil, err
-		}
-		qe = pd
+		qe = pushDown
 	}
 	results, err := cache.New(cfg.Cache, qe, reg, logger.With("component", "cache"))
 	if err != nil {
@@ -96,6 +97,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		Engine:      cfg.Engine,
 		QueryEngine: results,
 		Fanout:      fanout,
+		Explain:     pushDown,
 		Backends:    backends,
 		Registry:    reg,
 		Logger:      logger.With("component", "http"),

@@ -97,6 +97,11 @@ func TestPushDown(t *testing.T) {
 				if on && pushed < 30 {
 					t.Errorf("push-down on: only %v of %d queries pushed", pushed, len(reqs))
 				}
+				ex := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {`count by (__name__) ({__name__=~".+"})`}, "explain": {"true"}}})
+				wantText := map[bool]string{true: `sum by (__name__) (remote(count by (__name__) ({__name__=~\".+\"})))`, false: "push-down is off"}[on]
+				if ex.code != 200 || !strings.Contains(string(ex.body), wantText) {
+					t.Errorf("explain: HTTP %d %s; want it to hold %s", ex.code, ex.body, wantText)
+				}
 				if !on && pushed+fallback != 0 {
 					t.Errorf("push-down off, yet %v queries pushed", pushed+fallback)
 				}
@@ -124,6 +129,13 @@ func TestPushDown(t *testing.T) {
 						compareAnswers(t, "attack "+r.String(), want, doRequest(t, p.URL, r))
 					}
 					t.Logf("tenant %s: %v queries pushed", ns, pushDownCount(t, p, "pushed")-before)
+					// The plan a tenant sees carries its own rule in every
+					// pushed selector.
+					q := map[string]string{"team-a": `max by (cluster) (rate(http_requests_total[5m]))`, "team-b": `max by (cluster) (memory_usage_bytes)`, "team-c": `count by (cluster) (http_requests_total{job="api"})`}[ns]
+					ex := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {q}, "explain": {"true"}}, header: tenantHeader(ns)})
+					if ex.code != 200 || !strings.Contains(string(ex.body), "remote(") || !strings.Contains(string(ex.body), `namespace=\"`+ns+`\"`) {
+						t.Errorf("explain for %s: HTTP %d %s", ns, ex.code, ex.body)
+					}
 				})
 			}
 		})
