@@ -350,8 +350,8 @@ func fragmentSeries(f *plan.Fragment, g plan.Group, ans *remote.QueryAnswer, r e
 		samples := make([]chunks.Sample, 0, len(steps))
 		i := 0
 		for _, t := range steps {
-			for i < len(s.T) && s.T[i] < t {
-				i++ // not on the query's steps: cannot be (the backend evaluates the same steps)
+			if i < len(s.T) && s.T[i] < t {
+				break // off the query's steps: refused below
 			}
 			if i < len(s.T) && s.T[i] == t {
 				samples = append(samples, floatSample{t: t, f: s.F[i]})
@@ -360,7 +360,7 @@ func fragmentSeries(f *plan.Fragment, g plan.Group, ans *remote.QueryAnswer, r e
 			}
 			samples = append(samples, floatSample{t: t, f: math.Float64frombits(value.StaleNaN)})
 		}
-		if i < len(s.T) || len(s.T) > len(steps) {
+		if i < len(s.T) {
 			return nil, fmt.Errorf("%w: group %s answered samples off the query's steps", errNotExact, g.Name)
 		}
 		out = append(out, storage.NewListSeries(b.Labels(), samples))
