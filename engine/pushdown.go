@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
-	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/stats"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
@@ -61,13 +60,15 @@ func NewPushDown(ng *promql.Engine, f *Fanout, cfg Config, reg prometheus.Regist
 	return p, nil
 }
 
-// PlanGroups implements plan.Groups: the group labels are on every series
-// the proxy returns from a group.
+// PlanGroups implements plan.Groups: a group's external and configured
+// labels, which the proxy adds to every series of the group that does not
+// store them (discovery's ApplyExternalLabels), and its replica labels,
+// which it drops.
 func (f *Fanout) PlanGroups() []plan.Group {
 	gs := f.backends.Groups()
 	out := make([]plan.Group, 0, len(gs))
 	for _, g := range gs {
-		out = append(out, plan.Group{Name: g.Name, Labels: g.Labels})
+		out = append(out, plan.Group{Name: g.Name, Labels: g.ExternalLabels(), LabelsAdded: true, IsReplicaLabel: g.IsReplicaLabel})
 	}
 	return out
 }
@@ -409,16 +410,3 @@ func (q *pushedQuerier) Select(ctx context.Context, sortSeries bool, hints *stor
 	}
 	return q.Querier.Select(ctx, sortSeries, hints, ms...)
 }
-
-type seriesList struct {
-	series []storage.Series
-	i      int
-}
-
-func (l *seriesList) Next() bool {
-	l.i++
-	return l.i <= len(l.series)
-}
-func (l *seriesList) At() storage.Series              { return l.series[l.i-1] }
-func (*seriesList) Err() error                        { return nil }
-func (*seriesList) Warnings() annotations.Annotations { return nil }

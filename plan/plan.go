@@ -44,6 +44,9 @@ type Group struct {
 	// to series that lack them (external labels). Otherwise the series
 	// store them and a pushed query may name them.
 	LabelsAdded bool
+	// IsReplicaLabel (may be nil) tells the labels dropped from every
+	// answer of the group: a query naming one is not pushed.
+	IsReplicaLabel func(name string) bool
 }
 
 // Groups is the consumer-side view of discovery the planner reads.
@@ -256,7 +259,15 @@ func (pl *Planner) Plan(expr parser.Expr, groups []Group, policy *tenancy.Policy
 		return p
 	}
 	p.Label = label
-	if why := reserved(expr); why != "" {
+	replica := func(name string) bool {
+		for _, g := range groups {
+			if g.IsReplicaLabel != nil && g.IsReplicaLabel(name) {
+				return true
+			}
+		}
+		return false
+	}
+	if why := reserved(expr, replica); why != "" {
 		p.Decisions = append(p.Decisions, Decision{Node: expr.String(), Reason: why})
 		return p
 	}
@@ -286,20 +297,29 @@ func (pl *Planner) Plan(expr parser.Expr, groups []Group, policy *tenancy.Policy
 
 // reserved refuses queries that name the planner's own labels: the proxy
 // would answer such a selector from a fragment.
-func reserved(expr parser.Expr) string {
+// Replica labels are refused too: answers drop them, backends store them.
+func reserved(expr parser.Expr, replica func(string) bool) string {
 	why := ""
-	bad := func(name string) bool { return name == SelectorLabel || name == GroupLabel }
+	bad := func(name string) bool {
+		return name == SelectorLabel || name == GroupLabel || replica(name)
+	}
 	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
 		switch e := n.(type) {
 		case *parser.VectorSelector:
 			for _, m := range e.LabelMatchers {
 				if bad(m.Name) {
-					why = "the query names label " + m.Name + ", reserved for push-down"
+					why = "the query names label " + m.Name + ", reserved for push-down or a replica label"
 				}
 			}
 		case *parser.AggregateExpr:
 			if slices.ContainsFunc(e.Grouping, bad) {
-				why = "the query names a label reserved for push-down"
+				why = "the query groups by a label reserved for push-down or a replica label"
+			}
+		case *parser.Call:
+			for _, a := range e.Args {
+				if s, ok := a.(*parser.StringLiteral); ok && bad(s.Val) {
+					why = "the query names label " + s.Val + ", reserved for push-down or a replica label"
+				}
 			}
 		}
 		return nil

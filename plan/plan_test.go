@@ -248,3 +248,15 @@ func TestStoredLabelsProbe(t *testing.T) {
 		t.Errorf("probe %s\nwant  %s", got, want)
 	}
 }
+
+func TestReplicaLabelRefused(t *testing.T) {
+	gs := groups("cluster", "a", "cluster", "b")
+	for i := range gs {
+		gs[i].IsReplicaLabel = func(n string) bool { return n == "prometheus_replica" }
+	}
+	for _, q := range []string{`count by (prometheus_replica) (x)`, `max(x{prometheus_replica="r0"})`} {
+		if p := planOf(t, q, gs, nil); p.Pushed() || !strings.Contains(p.Explain(), "replica label") {
+			t.Errorf("%s: %s", q, p.Explain())
+		}
+	}
+}
