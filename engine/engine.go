@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
 
 // Config is the `engine` section: the PromQL engine's limits. Defaults are
@@ -22,6 +24,9 @@ type Config struct {
 	// SubqueryStep is the step of subqueries written without one (x[5m:]);
 	// Prometheus uses its global evaluation interval.
 	SubqueryStep model.Duration `yaml:"default_subquery_step"`
+	// PushDown lets backends evaluate the parts of a query the planner
+	// proves exact (off by default).
+	PushDown plan.Config `yaml:"push_down"`
 }
 
 // Validate fills defaults. Zero values here are not "unlimited": a zero

@@ -60,7 +60,9 @@ type Options struct {
 	Engine      engine.Config
 	QueryEngine promql.QueryEngine // the PromQL engine, or the cache wrapping it
 	Fanout      *engine.Fanout
-	Backends    Backends
+	// Explain answers /api/v1/query?…&explain=true; may be nil.
+	Explain  Explainer
+	Backends Backends
 	// Policies is nil when no tenant source is configured: the proxy is then
 	// an open federation gateway and every request sees everything.
 	Policies Policies
@@ -162,7 +164,11 @@ func (s *Server) routes() *echo.Echo {
 	// request acts as may come in the body, so it is chosen after.
 	api := e.Group("/api/v1", s.authenticate, s.limitBody, s.chooseTenant, s.admit, s.partialResponse)
 	prom := echo.WrapHandler(s.promAPI)
-	for _, p := range []string{"/query", "/query_range", "/series", "/labels", "/format_query", "/parse_query"} {
+	for _, p := range []string{"/query", "/query_range"} {
+		api.GET(p, s.explainOr(prom))
+		api.POST(p, s.explainOr(prom))
+	}
+	for _, p := range []string{"/series", "/labels", "/format_query", "/parse_query"} {
 		api.GET(p, prom)
 		api.POST(p, prom)
 	}

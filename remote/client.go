@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -73,6 +74,8 @@ type Client struct {
 	cfg  Config
 	read promremote.ReadClient
 	http *http.Client
+	// version is the backend's Prometheus version, once known (query.go).
+	version atomic.Pointer[string]
 }
 
 // Option changes how New builds a client.

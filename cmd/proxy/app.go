@@ -65,7 +65,17 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 
 	cfg.Cache.Scope = backends.Topology
 	cfg.Cache.FlightScope = engine.PartialResponseScope
-	results, err := cache.New(cfg.Cache, engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql")), reg, logger.With("component", "cache"))
+	ng := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
+	// The planner also answers explain=true when push-down is off (saying so).
+	pushDown, err := engine.NewPushDown(ng, fanout, cfg.Engine, reg, logger.With("component", "push-down"))
+	if err != nil {
+		return nil, err
+	}
+	var qe cache.QueryEngine = ng
+	if cfg.Engine.PushDown.Enabled {
+		qe = pushDown
+	}
+	results, err := cache.New(cfg.Cache, qe, reg, logger.With("component", "cache"))
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +99,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		Engine:      cfg.Engine,
 		QueryEngine: results,
 		Fanout:      fanout,
+		Explain:     pushDown,
 		Backends:    backends,
 		Registry:    reg,
 		Logger:      logger.With("component", "http"),

@@ -4,6 +4,11 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 )
 
 // BenchmarkProxyVsReference times the same uncached queries against the
@@ -47,4 +52,59 @@ func BenchmarkProxyVsReference(b *testing.B) {
 	b.ReportMetric(float64(ref.Nanoseconds())/float64(b.N), "ref-ns/set")
 	b.ReportMetric(float64(proxy.Nanoseconds())/float64(b.N), "proxy-ns/set")
 	b.ReportMetric(float64(proxy)/float64(ref), "proxy/ref")
+}
+
+// BenchmarkPushDown times the same uncached queries against the reference,
+// the proxy without push-down and the proxy with it, interleaved, over
+// backends disjoint by cluster (each holds only its cluster's series). It
+// reports each side's time per query set and the ratios to the reference.
+func BenchmarkPushDown(b *testing.B) {
+	data := datagen.DefaultConfig()
+	f := &fleet{data: data}
+	f.shards = make([]*testenv.Prometheus, data.Shards())
+	for i := range f.shards {
+		own := data.Clusters[i]
+		f.shards[i] = testenv.StartPrometheus(b, testenv.V3, openMetrics(b, data, i, func(l labels.Labels) bool { return l.Get("cluster") == own }), testenv.WithName("bench-"+own))
+	}
+	f.reference = testenv.StartPrometheus(b, testenv.V3, openMetrics(b, data, -1, ownCluster), testenv.WithName("bench-reference"))
+	off, on := pushDownConfig(f, false), pushDownConfig(f, true)
+	off.Proxy.EnableCaching, on.Proxy.EnableCaching = false, false
+	pOff, pOn := startProxy(b, off), startProxy(b, on)
+	start, end := data.Start.Add(10*time.Minute), data.Start.Add(110*time.Minute)
+	var queries []apiRequest
+	for _, q := range []string{
+		`sum by (namespace, code) (rate(http_requests_total[5m]))`,
+		`histogram_quantile(0.9, sum by (le, namespace) (rate(http_request_duration_seconds_bucket[5m])))`,
+		`max by (namespace) (rate(http_requests_total[5m]))`,
+		`count by (__name__) ({__name__=~".+"})`,
+		`sum by (cluster, namespace) (rate(http_requests_total[5m]))`,
+		`topk(3, memory_usage_bytes)`,
+	} {
+		queries = append(queries,
+			apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{"query": {q}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"60"}}},
+			apiRequest{path: "/api/v1/query", post: true, params: url.Values{"query": {q}, "time": {formatTime(end)}}})
+	}
+	run := func(base string) time.Duration {
+		t0 := time.Now()
+		for _, q := range queries {
+			if a := doRequest(b, base, q); a.code != 200 {
+				b.Fatalf("%s: HTTP %d: %s", q, a.code, clip(a.body))
+			}
+		}
+		return time.Since(t0)
+	}
+	for _, u := range []string{f.reference.URL, pOff.URL, pOn.URL} {
+		run(u) // warm page caches and connections
+	}
+	var ref, tOff, tOn time.Duration
+	b.ResetTimer()
+	for range b.N {
+		ref += run(f.reference.URL)
+		tOff += run(pOff.URL)
+		tOn += run(pOn.URL)
+	}
+	b.ReportMetric(float64(ref.Nanoseconds())/float64(b.N), "ref-ns/set")
+	b.ReportMetric(float64(tOff)/float64(ref), "off/ref")
+	b.ReportMetric(float64(tOn)/float64(ref), "on/ref")
+	b.ReportMetric(pushDownCount(b, pOn, "pushed")/float64(b.N+1), "pushed/set")
 }

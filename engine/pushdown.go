@@ -1,0 +1,412 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/stats"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// PushDown is a promql.QueryEngine that lets the backends evaluate what the
+// planner proves they may (plan package), and Prometheus' engine in the
+// proxy evaluate the rest over their answers. A query whose pushed parts
+// cannot be answered exactly (a backend error, an annotation, a native
+// histogram, a group down) is evaluated in the proxy as without push-down.
+type PushDown struct {
+	outcomes *prometheus.CounterVec
+	ng       *promql.Engine
+	fanout   *Fanout
+	planner  *plan.Planner
+	lookback time.Duration
+	logger   *slog.Logger
+}
+
+// NewPushDown wraps ng. cfg is the engine config (validated).
+func NewPushDown(ng *promql.Engine, f *Fanout, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*PushDown, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &PushDown{ng: ng, fanout: f, planner: plan.New(cfg.PushDown, Parser()), lookback: time.Duration(cfg.LookbackDelta), logger: logger}
+	p.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "prometheus_proxy_pushdown_queries_total",
+		Help: "Queries with parts the backends may evaluate, by outcome: pushed (their answers used) or fallback (evaluated in the proxy: a backend could not answer exactly).",
+	}, []string{"outcome"})
+	if reg != nil {
+		if err := reg.Register(p.outcomes); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// PlanGroups implements plan.Groups: a group's external and configured
+// labels, which the proxy adds to every series of the group that does not
+// store them (discovery's ApplyExternalLabels), and its replica labels,
+// which it drops.
+func (f *Fanout) PlanGroups() []plan.Group {
+	gs := f.backends.Groups()
+	out := make([]plan.Group, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, plan.Group{Name: g.Name, Labels: g.ExternalLabels(), LabelsAdded: true, IsReplicaLabel: g.IsReplicaLabel})
+	}
+	return out
+}
+
+// Explain returns the plan for qs under the request's tenant.
+func (p *PushDown) Explain(ctx context.Context, qs string) (*plan.Plan, error) {
+	expr, err := Parser().ParseExpr(qs)
+	if err != nil {
+		return nil, err
+	}
+	return p.planner.Plan(expr, p.fanout.PlanGroups(), tenancy.FromContext(ctx)), nil
+}
+
+// ExplainQuery renders the plan of qs under the request's tenant: what
+// each group would evaluate and why the rest stays in the proxy.
+func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) {
+	pl, err := p.Explain(ctx, qs)
+	if err != nil {
+		return "", err
+	}
+	return pl.Explain(), nil
+}
+
+// NewInstantQuery implements promql.QueryEngine.
+func (p *PushDown) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
+	orig, err := p.ng.NewInstantQuery(ctx, q, opts, qs, ts)
+	if err != nil {
+		return nil, err
+	}
+	return p.wrap(ctx, orig, q, opts, qs, evalRange{start: ts, end: ts}), nil
+}
+
+// NewRangeQuery implements promql.QueryEngine.
+func (p *PushDown) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
+	orig, err := p.ng.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	if err != nil {
+		return nil, err
+	}
+	return p.wrap(ctx, orig, q, opts, qs, evalRange{start: start, end: end, step: step}), nil
+}
+
+type evalRange struct {
+	start, end time.Time
+	step       time.Duration // 0: instant
+}
+
+func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Queryable, opts promql.QueryOpts, qs string, r evalRange) promql.Query {
+	pl, err := p.Explain(ctx, qs)
+	if err != nil || !pl.Pushed() {
+		return orig
+	}
+	return &pushedQuery{Query: orig, p: p, plan: pl, q: q, opts: opts, r: r}
+}
+
+// pushedQuery runs the plan's fragments on the backends first; then either
+// the rewritten query over their answers or, when a fragment cannot be
+// answered exactly, the original query.
+type pushedQuery struct {
+	promql.Query // the original: Statement, String, and the fallback
+	p            *PushDown
+	plan         *plan.Plan
+	q            storage.Queryable
+	opts         promql.QueryOpts
+	r            evalRange
+	ran          promql.Query // the rewritten query, once run
+}
+
+func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
+	answers, err := pq.p.fetch(ctx, pq.plan, pq.r, pq.lookback())
+	if err != nil {
+		if ctx.Err() != nil {
+			return &promql.Result{Err: contextError(ctx, "push-down")}
+		}
+		pq.p.logger.Debug("push-down not used", "query", pq.plan.Expr.String(), "reason", err.Error())
+		pq.p.outcomes.WithLabelValues("fallback").Inc()
+		return pq.Query.Exec(ctx)
+	}
+	rq := &pushedQueryable{Queryable: pq.q, answers: answers}
+	var rewritten promql.Query
+	if pq.r.step == 0 {
+		rewritten, err = pq.p.ng.NewInstantQuery(ctx, rq, pq.opts, pq.plan.Expr.String(), pq.r.start)
+	} else {
+		rewritten, err = pq.p.ng.NewRangeQuery(ctx, rq, pq.opts, pq.plan.Expr.String(), pq.r.start, pq.r.end, pq.r.step)
+	}
+	if err != nil {
+		// The rewritten query is the planner's own text: it must parse.
+		pq.p.logger.Error("push-down: rewritten query refused", "query", pq.plan.Expr.String(), "err", err)
+		return pq.Query.Exec(ctx)
+	}
+	pq.ran = rewritten
+	pq.p.outcomes.WithLabelValues("pushed").Inc()
+	return rewritten.Exec(ctx)
+}
+
+func (pq *pushedQuery) lookback() time.Duration {
+	if pq.opts != nil && pq.opts.LookbackDelta() > 0 {
+		return pq.opts.LookbackDelta()
+	}
+	return pq.p.lookback
+}
+
+func (pq *pushedQuery) Stats() *stats.Statistics {
+	if pq.ran != nil {
+		return pq.ran.Stats()
+	}
+	return pq.Query.Stats()
+}
+
+func (pq *pushedQuery) Close() {
+	if pq.ran != nil {
+		pq.ran.Close()
+	}
+	pq.Query.Close()
+}
+
+// engineRelease is the major.minor release of the Prometheus module the
+// proxy's engine comes from (v0.316.x is Prometheus 3.16). Build info does
+// not reach test binaries, so it is written here; TestEngineRelease fails
+// when go.mod moves without it.
+const engineRelease = "3.16"
+
+// sameEngine reports whether a backend of version v (e.g. "3.16.0")
+// evaluates PromQL with the proxy's engine release.
+func sameEngine(v string) bool {
+	return engineRelease != "" && (v == engineRelease || strings.HasPrefix(v, engineRelease+"."))
+}
+
+// errNotExact says why a fragment's answer is not used.
+var errNotExact = errors.New("push-down answer not exact")
+
+// fetch runs every fragment on every group it names, in parallel, and
+// turns the answers into series for the synthetic selectors.
+func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
+	byName := map[string]*discovery.Group{}
+	for _, g := range p.fanout.backends.Groups() {
+		byName[g.Name] = g
+	}
+	type job struct {
+		f  *plan.Fragment
+		gq plan.GroupQuery
+	}
+	var jobs []job
+	for _, f := range pl.Fragments {
+		for _, gq := range f.Queries {
+			if gq.Skipped == "" {
+				jobs = append(jobs, job{f, gq})
+			}
+		}
+	}
+	results := make([][]storage.Series, len(jobs))
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		g := byName[j.gq.Group.Name]
+		if g == nil {
+			return nil, fmt.Errorf("%w: group %s is gone", errNotExact, j.gq.Group.Name)
+		}
+		wg.Go(func() {
+			defer func() {
+				if rec := recover(); rec != nil {
+					errs[i] = fmt.Errorf("internal error: %v", rec)
+				}
+			}()
+			// A probe that finds series, or a query the backend refuses,
+			// is the query's matter, not the replica's: an answer, not an
+			// error that would fail over and count against its health.
+			type answer struct {
+				ans     *remote.QueryAnswer
+				refused error
+			}
+			a, err := callGroup(ctx, p.fanout, g, "query", func(ctx context.Context, c *remote.Client) (answer, error) {
+				v, err := c.Version(ctx)
+				if err != nil {
+					return answer{}, err
+				}
+				if !sameEngine(v) {
+					return answer{refused: fmt.Errorf("%w: group %s runs Prometheus %q; the proxy evaluates with %s, and releases evaluate differently", errNotExact, g.Name, v, engineRelease)}, nil
+				}
+				// The probe and the query run at once; the answer waits
+				// for the probe's verdict.
+				var (
+					found    []labels.Labels
+					probeErr error
+					probed   sync.WaitGroup
+				)
+				if len(j.gq.Probe) > 0 {
+					mint, maxt := probeWindow(j.gq.Query, r, lookback)
+					probed.Go(func() { found, _, probeErr = c.Series(ctx, mint, maxt, j.gq.Probe) })
+				}
+				ans, err := c.Query(ctx, remote.QueryParams{
+					Query: j.gq.Query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
+				})
+				probed.Wait()
+				if probeErr != nil {
+					return answer{}, probeErr
+				}
+				if len(found) > 0 {
+					return answer{refused: fmt.Errorf("%w: group %s holds %s, which is not of the group's %s", errNotExact, g.Name, found[0], pl.Label)}, nil
+				}
+				if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Code < 500 {
+					return answer{refused: fmt.Errorf("%w: %w", errNotExact, err)}, nil
+				}
+				return answer{ans: ans}, err
+			})
+			if err == nil {
+				err = a.refused
+			}
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ans := a.ans
+			results[i], errs[i] = fragmentSeries(j.f, j.gq.Group, ans, r)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := map[string][]storage.Series{}
+	for i, j := range jobs {
+		out[j.f.ID] = append(out[j.f.ID], results[i]...)
+	}
+	for id, ss := range out {
+		slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+		for k := 1; k < len(ss); k++ {
+			if labels.Equal(ss[k-1].Labels(), ss[k].Labels()) {
+				// Disjoint groups cannot answer the same series; if they
+				// do, the groups are not what their labels say.
+				return nil, fmt.Errorf("%w: fragment %s: two groups answered series %s", errNotExact, id, ss[k].Labels())
+			}
+		}
+	}
+	return out, nil
+}
+
+// probeWindow is the time span query reads at r: every series the query
+// could read has samples in it (Prometheus' own computation of what a
+// statement reads). A query that does not parse gets no bounds.
+func probeWindow(query string, r evalRange, lookback time.Duration) (int64, int64) {
+	e, err := Parser().ParseExpr(query)
+	if err != nil {
+		return math.MinInt64, math.MaxInt64
+	}
+	return promql.FindMinMaxTime(&parser.EvalStmt{Expr: e, Start: r.start, End: r.end, Interval: r.step, LookbackDelta: lookback})
+}
+
+// fragmentSeries turns one group's answer into series for the synthetic
+// selector: the group's labels the fragment keeps added (as on any series
+// read from it), and a sample at every step of the query — a stale marker
+// where the group had no value, so the proxy's engine never carries a value
+// over to a later step by lookback.
+func fragmentSeries(f *plan.Fragment, g plan.Group, ans *remote.QueryAnswer, r evalRange) ([]storage.Series, error) {
+	if ans.Histograms {
+		return nil, fmt.Errorf("%w: group %s answered native histograms", errNotExact, g.Name)
+	}
+	if len(ans.Warnings) > 0 {
+		// Annotations name positions in the query text, which differ in
+		// the pushed query: the proxy's own evaluation says them right.
+		return nil, fmt.Errorf("%w: group %s answered with annotations: %v", errNotExact, g.Name, ans.Warnings)
+	}
+	steps := []int64{r.start.UnixMilli()}
+	if r.step > 0 {
+		steps = steps[:0]
+		for t := r.start; !t.After(r.end); t = t.Add(r.step) {
+			steps = append(steps, t.UnixMilli())
+		}
+	}
+	out := make([]storage.Series, 0, len(ans.Series))
+	for _, s := range ans.Series {
+		b := labels.NewBuilder(s.Labels)
+		for _, name := range f.Keep {
+			if v := g.Labels.Get(name); v != "" {
+				b.Set(name, v)
+			}
+		}
+		if f.Combined {
+			b.Set(plan.GroupLabel, g.Name)
+		}
+		samples := make([]chunks.Sample, 0, len(steps))
+		i := 0
+		for _, t := range steps {
+			if i < len(s.T) && s.T[i] < t {
+				break // off the query's steps: refused below
+			}
+			if i < len(s.T) && s.T[i] == t {
+				samples = append(samples, floatSample{t: t, f: s.F[i]})
+				i++
+				continue
+			}
+			samples = append(samples, floatSample{t: t, f: math.Float64frombits(value.StaleNaN)})
+		}
+		if i < len(s.T) {
+			return nil, fmt.Errorf("%w: group %s answered samples off the query's steps", errNotExact, g.Name)
+		}
+		out = append(out, storage.NewListSeries(b.Labels(), samples))
+	}
+	return out, nil
+}
+
+type floatSample struct {
+	t int64
+	f float64
+}
+
+func (s floatSample) T() int64                    { return s.t }
+func (floatSample) ST() int64                     { return 0 }
+func (s floatSample) F() float64                  { return s.f }
+func (floatSample) H() *histogram.Histogram       { return nil }
+func (floatSample) FH() *histogram.FloatHistogram { return nil }
+func (floatSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s floatSample) Copy() chunks.Sample         { return s }
+
+// pushedQueryable serves the synthetic selectors from the fragments'
+// answers and everything else from the fan-out.
+type pushedQueryable struct {
+	storage.Queryable
+	answers map[string][]storage.Series
+}
+
+func (q *pushedQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
+	inner, err := q.Queryable.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	return &pushedQuerier{Querier: inner, answers: q.answers}, nil
+}
+
+type pushedQuerier struct {
+	storage.Querier
+	answers map[string][]storage.Series
+}
+
+func (q *pushedQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	for _, m := range ms {
+		if m.Name == plan.SelectorLabel {
+			return &seriesList{series: q.answers[m.Value]}
+		}
+	}
+	return q.Querier.Select(ctx, sortSeries, hints, ms...)
+}

@@ -1,0 +1,860 @@
+// Package plan decides which parts of a PromQL query the backends may
+// evaluate themselves (push-down) and rewrites the query so that Prometheus'
+// own engine, in the proxy, evaluates the rest over their answers.
+//
+// A subtree is pushed only where the answer is provably the one the proxy
+// would compute: the groups hold disjoint series (a label every series of a
+// group carries, with a distinct value per group), every pushed selector
+// carries the tenant's rule, and the operations combining groups are exact
+// (table below). Everything else is evaluated as before; every decision
+// carries its reason (Plan.Explain).
+package plan
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// Config is the `engine.push_down` section.
+type Config struct {
+	// Enabled turns push-down on. Off, every query is evaluated in the proxy.
+	Enabled bool `yaml:"enabled"`
+	// Label, when set, is the only group label accepted as proof that the
+	// groups are disjoint; empty accepts any label every group has with
+	// distinct values.
+	Label string `yaml:"label"`
+}
+
+// Group is what the planner needs to know of a backend group: its name and
+// the labels the proxy puts on every series it returns from it (external
+// labels, configured group labels). The backends do not store them, so a
+// pushed query must not mention them.
+type Group struct {
+	Name   string
+	Labels labels.Labels
+	// LabelsAdded: the backends do not store Labels; the proxy adds them
+	// to series that lack them (external labels). Otherwise the series
+	// store them and a pushed query may name them.
+	LabelsAdded bool
+	// IsReplicaLabel (may be nil) tells the labels dropped from every
+	// answer of the group: a query naming one is not pushed.
+	IsReplicaLabel func(name string) bool
+}
+
+// Groups is the consumer-side view of discovery the planner reads.
+type Groups interface {
+	PlanGroups() []Group
+}
+
+// SelectorLabel is the label of the synthetic selector that stands for a
+// pushed fragment in the rewritten query; its value is the fragment's ID.
+const SelectorLabel = "__pushdown__"
+
+// GroupLabel tells apart the partial answers of different groups to a
+// combined aggregation, so Prometheus' merge does not take them for one
+// series; the outer aggregation drops it.
+const GroupLabel = "__pushdown_group__"
+
+// combine says how an aggregation distributes: the backends evaluate Inner,
+// the proxy aggregates their answers with Outer. Only operations whose
+// result does not depend on the order of the inputs are listed, so the
+// answer is bit for bit the one of a single evaluation. sum and avg are not
+// here: float addition is not associative, so partial sums differ from one
+// sum in the last bits; stddev, stdvar, quantile need every input; topk,
+// bottomk and limitk choose among ties by input order.
+type combine struct{ Inner, Outer parser.ItemType }
+
+var distributive = map[parser.ItemType]combine{
+	parser.MIN:   {parser.MIN, parser.MIN},
+	parser.MAX:   {parser.MAX, parser.MAX},
+	parser.COUNT: {parser.COUNT, parser.SUM}, // counts are integers: their sum is exact below 2^53
+	parser.GROUP: {parser.GROUP, parser.GROUP},
+}
+
+// notLocal lists functions whose answer is not made series by series from
+// their input: they read no series (time, vector, pi), build labels from the
+// query (absent*), cross series (scalar, info), or order (sort*: kept in the
+// proxy, whose engine sorts the merged answer).
+var notLocal = map[string]string{
+	"absent":             "builds its series from the selector, not from data",
+	"absent_over_time":   "builds its series from the selector, not from data",
+	"scalar":             "needs every series of the vector",
+	"info":               "joins series the planner does not see",
+	"vector":             "reads no series",
+	"time":               "reads no series",
+	"pi":                 "reads no series",
+	"sort":               "orders the whole answer",
+	"sort_desc":          "orders the whole answer",
+	"sort_by_label":      "orders the whole answer",
+	"sort_by_label_desc": "orders the whole answer",
+}
+
+// labelArgs are the functions whose string arguments name labels.
+var labelArgs = map[string]bool{"label_replace": true, "label_join": true}
+
+// Fragment is a subtree the backends evaluate.
+type Fragment struct {
+	ID string
+	// Expr is the subtree as written (tenant rules not yet added).
+	Expr parser.Expr
+	// Combined: the outer aggregation combines the groups' answers, told
+	// apart by GroupLabel.
+	Combined bool
+	// Keep are the group label names the fragment's answer keeps: the
+	// proxy adds the group's values, as it would on a series read from it.
+	Keep []string
+	// Queries holds, per group asked, the query sent to it.
+	Queries []GroupQuery
+}
+
+// GroupQuery is the query one group evaluates, or why it is not asked.
+type GroupQuery struct {
+	Group   Group
+	Query   string
+	Skipped string // non-empty: the group holds nothing the tenant may see
+	// Probe must find no series on the group before its answer is used:
+	// each set is a pushed selector with the disjointness label required
+	// to differ from the group's value. Disjointness is read from the
+	// group's labels; the probe proves it for the series the query reads.
+	Probe [][]*labels.Matcher
+}
+
+// Decision is one node's fate, for explain output.
+type Decision struct {
+	Node   string
+	Pushed bool
+	Reason string
+}
+
+// Plan is the rewritten query and how it came about.
+type Plan struct {
+	// Expr is the query to evaluate in the proxy: pushed fragments replaced
+	// by {__pushdown__="<id>"} selectors. It is the input unchanged when
+	// nothing is pushed.
+	Expr      parser.Expr
+	Fragments []*Fragment
+	Decisions []Decision
+	// Label is the label that made the groups disjoint ("" if none).
+	Label string
+}
+
+// Pushed reports whether any fragment is evaluated by the backends.
+func (p *Plan) Pushed() bool { return len(p.Fragments) > 0 }
+
+// Fragment returns the fragment with the given ID.
+func (p *Plan) Fragment(id string) *Fragment {
+	for _, f := range p.Fragments {
+		if f.ID == id {
+			return f
+		}
+	}
+	return nil
+}
+
+// String renders the plan as one line, remote(…) standing for a fragment:
+// max by (job) (remote(max by (job) (rate(x[5m])))).
+func (p *Plan) String() string {
+	s := p.Expr.String()
+	for _, f := range p.Fragments {
+		s = strings.ReplaceAll(s, fmt.Sprintf("{%s=%q}", SelectorLabel, f.ID), "remote("+f.Expr.String()+")")
+	}
+	return s
+}
+
+// Explain renders the plan for people: what runs where, and why.
+func (p *Plan) Explain() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "plan: %s\n", p)
+	if p.Label != "" {
+		fmt.Fprintf(&b, "groups disjoint by label %q\n", p.Label)
+	}
+	for _, f := range p.Fragments {
+		fmt.Fprintf(&b, "fragment %s (combined=%v, keeps %v):\n", f.ID, f.Combined, f.Keep)
+		for _, q := range f.Queries {
+			if q.Skipped != "" {
+				fmt.Fprintf(&b, "  %s: not asked: %s\n", q.Group.Name, q.Skipped)
+				continue
+			}
+			fmt.Fprintf(&b, "  %s: %s\n", q.Group.Name, q.Query)
+		}
+	}
+	for _, d := range p.Decisions {
+		verb := "kept in proxy"
+		if d.Pushed {
+			verb = "pushed"
+		}
+		fmt.Fprintf(&b, "%s: %s: %s\n", verb, d.Node, d.Reason)
+	}
+	return b.String()
+}
+
+// Planner makes plans. It is safe for concurrent use.
+type Planner struct {
+	cfg    Config
+	parser parser.Parser
+}
+
+// New returns a planner. p must be the parser the proxy evaluates with, so a
+// pushed query parses the same on the way back.
+func New(cfg Config, p parser.Parser) *Planner {
+	return &Planner{cfg: cfg, parser: p}
+}
+
+// Disjoint finds the label proving that no series is in two groups: every
+// group has it, with a value no other group has. It returns the reason when
+// there is none.
+func Disjoint(groups []Group, want string) (string, string) {
+	if len(groups) < 2 {
+		return "", "fewer than two groups: nothing to gain"
+	}
+	var names []string
+	if want != "" {
+		names = []string{want}
+	} else {
+		groups[0].Labels.Range(func(l labels.Label) { names = append(names, l.Name) })
+	}
+	for _, name := range names {
+		seen := map[string]string{}
+		ok := true
+		for _, g := range groups {
+			v := g.Labels.Get(name)
+			if other, dup := seen[v]; v == "" || dup {
+				ok = false
+				if want != "" && v == "" {
+					return "", fmt.Sprintf("group %s has no label %q", g.Name, name)
+				}
+				if want != "" {
+					return "", fmt.Sprintf("groups %s and %s share %s=%q: a series may be in both", other, g.Name, name, v)
+				}
+				break
+			}
+			seen[v] = g.Name
+		}
+		if ok {
+			return name, ""
+		}
+	}
+	return "", "no label has a distinct value in every group: a series may be in two groups"
+}
+
+// Plan decides for expr under policy over groups. It never fails: what it
+// cannot prove is evaluated in the proxy, with the reason in Decisions.
+func (pl *Planner) Plan(expr parser.Expr, groups []Group, policy *tenancy.Policy) *Plan {
+	p := &Plan{Expr: expr}
+	if !pl.cfg.Enabled {
+		p.Decisions = append(p.Decisions, Decision{Node: expr.String(), Reason: "push-down is off (engine.push_down.enabled)"})
+		return p
+	}
+	label, why := Disjoint(groups, pl.cfg.Label)
+	if label == "" {
+		p.Decisions = append(p.Decisions, Decision{Node: expr.String(), Reason: why})
+		return p
+	}
+	p.Label = label
+	replica := func(name string) bool {
+		for _, g := range groups {
+			if g.IsReplicaLabel != nil && g.IsReplicaLabel(name) {
+				return true
+			}
+		}
+		return false
+	}
+	if why := reserved(expr, replica); why != "" {
+		p.Decisions = append(p.Decisions, Decision{Node: expr.String(), Reason: why})
+		return p
+	}
+	w := &walker{pl: pl, plan: p, groups: groups, policy: policy, label: label}
+	for _, g := range groups {
+		if !g.LabelsAdded {
+			continue // stored labels: the backends evaluate matchers on them
+		}
+		g.Labels.Range(func(l labels.Label) {
+			if !slices.Contains(w.groupLabels, l.Name) {
+				w.groupLabels = append(w.groupLabels, l.Name)
+			}
+		})
+	}
+	sort.Strings(w.groupLabels)
+	for _, g := range groups {
+		g.Labels.Range(func(l labels.Label) {
+			if !slices.Contains(w.allLabels, l.Name) {
+				w.allLabels = append(w.allLabels, l.Name)
+			}
+		})
+	}
+	sort.Strings(w.allLabels)
+	p.Expr = w.rewrite(expr)
+	return p
+}
+
+// reserved refuses queries that name the planner's own labels: the proxy
+// would answer such a selector from a fragment.
+// Replica labels are refused too: answers drop them, backends store them.
+func reserved(expr parser.Expr, replica func(string) bool) string {
+	why := ""
+	bad := func(name string) bool {
+		return name == SelectorLabel || name == GroupLabel || replica(name)
+	}
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		switch e := n.(type) {
+		case *parser.VectorSelector:
+			for _, m := range e.LabelMatchers {
+				if bad(m.Name) {
+					why = "the query names label " + m.Name + ", reserved for push-down or a replica label"
+				}
+			}
+		case *parser.AggregateExpr:
+			if slices.ContainsFunc(e.Grouping, bad) {
+				why = "the query groups by a label reserved for push-down or a replica label"
+			}
+		case *parser.Call:
+			for _, a := range e.Args {
+				if s, ok := a.(*parser.StringLiteral); ok && bad(s.Val) {
+					why = "the query names label " + s.Val + ", reserved for push-down or a replica label"
+				}
+			}
+		}
+		return nil
+	})
+	return why
+}
+
+type walker struct {
+	pl          *Planner
+	plan        *Plan
+	groups      []Group
+	policy      *tenancy.Policy
+	label       string
+	groupLabels []string // labels the proxy adds (the backends do not store them)
+	allLabels   []string // every group label name
+}
+
+func (w *walker) decide(n parser.Node, pushed bool, reason string) {
+	w.plan.Decisions = append(w.plan.Decisions, Decision{Node: n.String(), Pushed: pushed, Reason: reason})
+}
+
+// rewrite replaces the largest pushable subtrees of n, top down.
+func (w *walker) rewrite(n parser.Expr) parser.Expr {
+	if n.Type() == parser.ValueTypeVector && readsData(n) {
+		if out, pushed := w.push(n); pushed {
+			return out
+		}
+	}
+	switch e := n.(type) {
+	case *parser.AggregateExpr:
+		e2 := *e
+		e2.Expr = w.rewrite(e.Expr)
+		if e.Param != nil {
+			e2.Param = w.rewrite(e.Param)
+		}
+		return &e2
+	case *parser.BinaryExpr:
+		e2 := *e
+		e2.LHS, e2.RHS = w.rewrite(e.LHS), w.rewrite(e.RHS)
+		return &e2
+	case *parser.Call:
+		if _, bad := notLocal[e.Func.Name]; bad && strings.HasPrefix(e.Func.Name, "absent") {
+			// absent reads its argument's selector matchers: a synthetic
+			// selector there would change its labels.
+			return n
+		}
+		e2 := *e
+		e2.Args = make(parser.Expressions, len(e.Args))
+		for i, a := range e.Args {
+			e2.Args[i] = w.rewrite(a)
+		}
+		return &e2
+	case *parser.ParenExpr:
+		e2 := *e
+		e2.Expr = w.rewrite(e.Expr)
+		return &e2
+	case *parser.UnaryExpr:
+		e2 := *e
+		e2.Expr = w.rewrite(e.Expr)
+		return &e2
+	case *parser.SubqueryExpr, *parser.MatrixSelector, *parser.VectorSelector,
+		*parser.NumberLiteral, *parser.StringLiteral, *parser.StepInvariantExpr, *parser.DurationExpr:
+		// A subquery's inside is evaluated at other instants than the
+		// query's steps: only whole (above) is it pushed.
+		return n
+	default:
+		panic(fmt.Sprintf("plan: unknown node %T", n))
+	}
+}
+
+// push replaces n by a fragment when n may be evaluated by the backends, as
+// a whole (local) or as the groups' parts of a distributive aggregation.
+func (w *walker) push(n parser.Expr) (parser.Expr, bool) {
+	ok, why := w.local(n)
+	if ok {
+		if !worthPushing(n) {
+			w.decide(n, false, "no aggregation: its answer is as large as what remote read brings")
+			return n, false
+		}
+		sel, ok := w.fragment(n, n, false)
+		if ok {
+			w.decide(n, true, fmt.Sprintf("every output series is computed from one group's series (keeps %q)", w.label))
+		}
+		return sel, ok
+	}
+	agg, isAgg := n.(*parser.AggregateExpr)
+	if !isAgg {
+		w.decide(n, false, why)
+		return n, false
+	}
+	c, dist := distributive[agg.Op]
+	if !dist {
+		w.decide(n, false, fmt.Sprintf("%s does not distribute exactly and %s", agg.Op, why))
+		return n, false
+	}
+	if ok, why := w.local(agg.Expr); !ok {
+		w.decide(n, false, why)
+		return n, false
+	}
+	inner := &parser.AggregateExpr{Op: c.Inner, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without}
+	sel, ok := w.fragment(agg, inner, true)
+	if !ok {
+		return n, false
+	}
+	w.decide(n, true, fmt.Sprintf("%s distributes: %s in each group, %s of their answers", agg.Op, c.Inner, c.Outer))
+	grouping := agg.Grouping
+	if agg.Without {
+		grouping = append(slices.Clone(agg.Grouping), GroupLabel)
+	}
+	return &parser.AggregateExpr{Op: c.Outer, Expr: sel, Grouping: grouping, Without: agg.Without, PosRange: agg.PosRange}, true
+}
+
+// worthPushing: a fragment must shrink what travels. Without an
+// aggregation its answer has as many series as it reads, and the JSON of a
+// query answer is larger than the compressed chunks remote read brings, so
+// the proxy evaluates it (measured: BenchmarkPushDown).
+func worthPushing(n parser.Expr) bool {
+	agg := false
+	parser.Inspect(n, func(n parser.Node, _ []parser.Node) error {
+		if _, ok := n.(*parser.AggregateExpr); ok {
+			agg = true
+		}
+		return nil
+	})
+	return agg
+}
+
+// readsData reports whether n reads any series.
+func readsData(n parser.Node) bool {
+	found := false
+	parser.Inspect(n, func(n parser.Node, _ []parser.Node) error {
+		if _, ok := n.(*parser.VectorSelector); ok {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+// local reports whether every output series of n is computed from the
+// series of one group only, and carries the disjointness label: then the
+// groups' answers, side by side, are n's answer.
+func (w *walker) local(n parser.Expr) (bool, string) {
+	switch e := n.(type) {
+	case *parser.VectorSelector, *parser.MatrixSelector:
+		return true, ""
+	case *parser.NumberLiteral, *parser.StringLiteral:
+		return true, ""
+	case *parser.ParenExpr:
+		return w.local(e.Expr)
+	case *parser.UnaryExpr:
+		return w.local(e.Expr)
+	case *parser.SubqueryExpr:
+		return w.local(e.Expr)
+	case *parser.StepInvariantExpr:
+		return w.local(e.Expr)
+	case *parser.Call:
+		if why, bad := notLocal[e.Func.Name]; bad {
+			return false, e.Func.Name + " " + why
+		}
+		if len(e.Args) == 0 {
+			return false, e.Func.Name + "() reads no series"
+		}
+		if labelArgs[e.Func.Name] {
+			for _, a := range e.Args[1:] {
+				if s, ok := a.(*parser.StringLiteral); ok && slices.Contains(w.groupLabels, s.Val) {
+					return false, fmt.Sprintf("%s names group label %q, which the backends do not store", e.Func.Name, s.Val)
+				}
+			}
+		}
+		for _, a := range e.Args {
+			if ok, why := w.local(a); !ok {
+				return false, why
+			}
+		}
+		return true, ""
+	case *parser.AggregateExpr:
+		if e.Param != nil {
+			if ok, why := w.constant(e.Param); !ok {
+				return false, why
+			}
+			if s, ok := e.Param.(*parser.StringLiteral); ok && slices.Contains(w.groupLabels, s.Val) {
+				return false, fmt.Sprintf("%s names group label %q", e.Op, s.Val)
+			}
+		}
+		if ok, why := w.local(e.Expr); !ok {
+			return false, why
+		}
+		if !keepsLabel(e.Grouping, e.Without, w.label) {
+			return false, fmt.Sprintf("%s's grouping drops %q: its groups span backend groups", e.Op, w.label)
+		}
+		return true, ""
+	case *parser.BinaryExpr:
+		lv, rv := e.LHS.Type() != parser.ValueTypeScalar, e.RHS.Type() != parser.ValueTypeScalar
+		switch {
+		case lv && rv:
+			m := e.VectorMatching
+			if m != nil && !keepsLabel(m.MatchingLabels, !m.On, w.label) {
+				return false, fmt.Sprintf("%s matches series across groups: its matching drops %q", e.Op, w.label)
+			}
+		case lv:
+			if ok, why := w.constant(e.RHS); !ok {
+				return false, why
+			}
+		case rv:
+			if ok, why := w.constant(e.LHS); !ok {
+				return false, why
+			}
+		}
+		if ok, why := w.local(e.LHS); !ok {
+			return false, why
+		}
+		return w.local(e.RHS)
+	default:
+		return false, fmt.Sprintf("%T is not pushed", n)
+	}
+}
+
+// constant reports whether a scalar operand reads no series (so each group
+// computes the same value).
+func (w *walker) constant(n parser.Expr) (bool, string) {
+	if readsData(n) {
+		return false, "a scalar operand reads series of every group: " + n.String()
+	}
+	bad := ""
+	parser.Inspect(n, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok && c.Func.Name != "time" && c.Func.Name != "pi" && len(c.Args) == 0 {
+			bad = c.Func.Name
+		}
+		return nil
+	})
+	if bad != "" {
+		return false, bad + "() depends on the evaluation"
+	}
+	return true, ""
+}
+
+func keepsLabel(grouping []string, without bool, label string) bool {
+	return slices.Contains(grouping, label) != without
+}
+
+// keeps lists the group label names that n's output series carry.
+func (w *walker) keeps(n parser.Expr) []string {
+	var out []string
+	for _, l := range w.allLabels {
+		if keepsName(n, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// keepsName reports whether n's output series carry label l of their
+// input series (for the node types local accepts).
+func keepsName(n parser.Expr, l string) bool {
+	switch e := n.(type) {
+	case *parser.VectorSelector, *parser.MatrixSelector:
+		return true
+	case *parser.ParenExpr:
+		return keepsName(e.Expr, l)
+	case *parser.UnaryExpr:
+		return keepsName(e.Expr, l)
+	case *parser.SubqueryExpr:
+		return keepsName(e.Expr, l)
+	case *parser.StepInvariantExpr:
+		return keepsName(e.Expr, l)
+	case *parser.Call:
+		for _, a := range e.Args {
+			if t := a.Type(); t == parser.ValueTypeVector || t == parser.ValueTypeMatrix {
+				return keepsName(a, l)
+			}
+		}
+		return false
+	case *parser.AggregateExpr:
+		return keepsLabel(e.Grouping, e.Without, l) && keepsName(e.Expr, l)
+	case *parser.BinaryExpr:
+		lv, rv := e.LHS.Type() == parser.ValueTypeVector, e.RHS.Type() == parser.ValueTypeVector
+		if !lv {
+			return keepsName(e.RHS, l)
+		}
+		if !rv {
+			return keepsName(e.LHS, l)
+		}
+		m := e.VectorMatching
+		switch {
+		case e.Op.IsSetOperator():
+			// or/unless/and answer series of either side as they are.
+			return keepsName(e.LHS, l) && keepsName(e.RHS, l)
+		case m == nil || m.Card == parser.CardOneToOne:
+			return (m == nil || keepsLabel(m.MatchingLabels, !m.On, l)) && keepsName(e.LHS, l)
+		case m.Card == parser.CardOneToMany:
+			return keepsName(e.RHS, l) || slices.Contains(m.Include, l)
+		default:
+			return keepsName(e.LHS, l) || slices.Contains(m.Include, l)
+		}
+	}
+	return false
+}
+
+// fragment makes the fragment for node (whose pushed form is pushed) and
+// returns the selector standing for it; false (with the decision recorded)
+// when some group cannot be asked exactly.
+func (w *walker) fragment(node, pushed parser.Expr, combined bool) (parser.Expr, bool) {
+	f := &Fragment{ID: strconv.Itoa(len(w.plan.Fragments) + 1), Expr: pushed, Combined: combined}
+	for _, name := range w.keeps(pushed) {
+		if name == w.label {
+			f.Keep = append(f.Keep, name)
+			continue
+		}
+		if !slices.Contains(w.groupLabels, name) {
+			continue // stored on the series: the backend's answer has it
+		}
+		// Another label the proxy adds: where a series stores its own
+		// value, that value wins, and the planner cannot see which do.
+		w.decide(node, false, fmt.Sprintf("the answer keeps group label %q, whose stored values only the backends know", name))
+		return nil, false
+	}
+	for _, g := range w.groups {
+		q, skipped, err := w.pl.groupQuery(pushed, g, w.groupLabels, w.policy)
+		if err != nil {
+			w.decide(node, false, err.Error())
+			return nil, false
+		}
+		gq := GroupQuery{Group: g, Query: q, Skipped: skipped}
+		if skipped == "" {
+			gq.Probe, err = w.pl.probe(q, g, w.label)
+			if err != nil {
+				w.decide(node, false, err.Error())
+				return nil, false
+			}
+		}
+		f.Queries = append(f.Queries, gq)
+	}
+	w.plan.Fragments = append(w.plan.Fragments, f)
+	return &parser.VectorSelector{
+		LabelMatchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, SelectorLabel, f.ID)},
+		PosRange:      node.PositionRange(),
+	}, true
+}
+
+// groupQuery renders pushed for group g: matchers on group labels decided
+// here (the backend does not store those labels), the tenant's rule added to
+// every selector. skipped is set when the tenant sees nothing of g.
+func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string, policy *tenancy.Policy) (query, skipped string, err error) {
+	// A fresh copy per group: the AST is changed in place.
+	e, err := pl.parser.ParseExpr(pushed.String())
+	if err != nil {
+		return "", "", fmt.Errorf("re-parsing the fragment: %w", err)
+	}
+	rules, skipped, err := rulesFor(g, groupLabels, policy)
+	if err != nil || skipped != "" {
+		return "", skipped, err
+	}
+	var werr error
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok || werr != nil {
+			return nil
+		}
+		own, err := decideGroupMatchers(vs.LabelMatchers, g, groupLabels)
+		if err != nil {
+			werr = err
+			return nil
+		}
+		if rules == nil {
+			vs.LabelMatchers = own
+			return nil
+		}
+		var fit [][]*labels.Matcher
+		for _, r := range rules {
+			if !contradicts(append(slices.Clone(own), r...)) {
+				fit = append(fit, r)
+			}
+		}
+		switch len(fit) {
+		case 0:
+			// No rule lets this selector see anything: select nothing.
+			// The empty-name matcher keeps the selector valid and empty.
+			vs.LabelMatchers = append(own, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"), labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, ""))
+			vs.Name = ""
+		case 1:
+			vs.LabelMatchers = own
+			for _, m := range fit[0] {
+				if slices.ContainsFunc(own, func(o *labels.Matcher) bool { return o.String() == m.String() }) {
+					continue
+				}
+				vs.LabelMatchers = append(vs.LabelMatchers, m)
+				if m.Name == labels.MetricName {
+					// x{__name__=~"x|y"} does not parse: all in braces.
+					vs.Name = ""
+				}
+			}
+		default:
+			werr = fmt.Errorf("selector %s: %d tenant rules apply and their union is not one selector", vs, len(fit))
+		}
+		return nil
+	})
+	if werr != nil {
+		return "", "", werr
+	}
+	q := e.String()
+	if err := pl.checkEnforced(q, rules); err != nil {
+		return "", "", err
+	}
+	return q, "", nil
+}
+
+// rulesFor returns the tenant's rules as they apply to group g (matchers on
+// group labels decided against the group's values and dropped); nil for an
+// unrestricted tenant. skipped is set when no rule admits g.
+func rulesFor(g Group, groupLabels []string, policy *tenancy.Policy) ([][]*labels.Matcher, string, error) {
+	if policy.Unrestricted() {
+		return nil, "", nil
+	}
+	var out [][]*labels.Matcher
+	for _, r := range policy.Rules {
+		ms, err := decideGroupMatchers(r.Matchers, g, groupLabels)
+		if err != nil {
+			continue // the rule excludes the whole group
+		}
+		out = append(out, ms)
+	}
+	if len(out) == 0 {
+		return nil, "no tenant rule admits the group's labels", nil
+	}
+	return out, "", nil
+}
+
+// decideGroupMatchers drops the matchers on group labels the group's value
+// satisfies; it fails when one does not (the selector holds nothing of g).
+func decideGroupMatchers(ms []*labels.Matcher, g Group, groupLabels []string) ([]*labels.Matcher, error) {
+	out := make([]*labels.Matcher, 0, len(ms))
+	for _, m := range ms {
+		if !slices.Contains(groupLabels, m.Name) {
+			out = append(out, m)
+			continue
+		}
+		if !m.Matches(g.Labels.Get(m.Name)) {
+			return nil, fmt.Errorf("matcher %s excludes group %s: the selector is empty there, which a pushed query cannot say", m, g.Name)
+		}
+	}
+	return out, nil
+}
+
+// probe lists, for the query sent to g, every selector with the
+// disjointness label required to differ from g's value (and, where the proxy
+// adds the label, to be stored at all): series the group's answer would
+// wrongly attribute to g.
+func (pl *Planner) probe(q string, g Group, label string) ([][]*labels.Matcher, error) {
+	e, err := pl.parser.ParseExpr(q)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]*labels.Matcher
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok || selectsNothing(vs.LabelMatchers) {
+			return nil
+		}
+		set := slices.Clone(vs.LabelMatchers)
+		if g.LabelsAdded {
+			set = append(set, labels.MustNewMatcher(labels.MatchNotEqual, label, ""))
+		}
+		set = append(set, labels.MustNewMatcher(labels.MatchNotEqual, label, g.Labels.Get(label)))
+		if !contradicts(set) {
+			out = append(out, set)
+		}
+		return nil
+	})
+	return out, nil
+}
+
+func selectsNothing(ms []*labels.Matcher) bool {
+	for _, m := range ms {
+		if m.Name == labels.MetricName && m.Type == labels.MatchEqual && m.Value == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkEnforced re-parses the query to be sent and checks that every
+// selector carries one of the tenant's rules whole: the rewrite above is
+// not trusted alone.
+func (pl *Planner) checkEnforced(q string, rules [][]*labels.Matcher) error {
+	if rules == nil {
+		return nil
+	}
+	e, err := pl.parser.ParseExpr(q)
+	if err != nil {
+		return fmt.Errorf("pushed query does not parse: %w", err)
+	}
+	var bad string
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		if selectsNothing(vs.LabelMatchers) {
+			return nil
+		}
+		have := map[string]bool{}
+		for _, m := range vs.LabelMatchers {
+			have[m.String()] = true
+		}
+		for _, r := range rules {
+			all := true
+			for _, m := range r {
+				all = all && have[m.String()]
+			}
+			if all {
+				return nil
+			}
+		}
+		bad = vs.String()
+		return nil
+	})
+	if bad != "" {
+		return fmt.Errorf("pushed selector %s lacks the tenant's rules", bad)
+	}
+	return nil
+}
+
+// contradicts reports whether no label set satisfies all of ms, judged by
+// their equality matchers (never true for a satisfiable set).
+func contradicts(ms []*labels.Matcher) bool {
+	for _, eq := range ms {
+		if eq.Type != labels.MatchEqual {
+			continue
+		}
+		for _, m := range ms {
+			if m.Name == eq.Name && !m.Matches(eq.Value) {
+				return true
+			}
+		}
+	}
+	return false
+}

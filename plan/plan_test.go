@@ -1,0 +1,262 @@
+package plan
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+var testParser = parser.NewParser(parser.Options{EnableExperimentalFunctions: true})
+
+func groups(kv ...string) []Group {
+	var out []Group
+	for i := 0; i < len(kv); i += 2 {
+		out = append(out, Group{Name: "g-" + kv[i+1], Labels: labels.FromStrings(kv[i], kv[i+1]), LabelsAdded: true})
+	}
+	return out
+}
+
+func planOf(t *testing.T, q string, gs []Group, p *tenancy.Policy) *Plan {
+	t.Helper()
+	e, err := testParser.ParseExpr(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Config{Enabled: true}, testParser).Plan(e, gs, p)
+}
+
+func TestPlans(t *testing.T) {
+	gs := groups("cluster", "a", "cluster", "b", "cluster", "c")
+	for _, tc := range []struct{ q, want string }{
+		// Whole queries whose answer keeps the disjointness label.
+		{`rate(x[5m])`, `rate(x[5m])`}, // no aggregation: nothing to gain
+		{`sum by (cluster, job) (rate(x[5m]))`, `remote(sum by (cluster, job) (rate(x[5m])))`},
+		{`sum without (job) (rate(x[5m]))`, `remote(sum without (job) (rate(x[5m])))`},
+		{`histogram_quantile(0.9, sum by (le, cluster) (rate(x_bucket[5m])))`, `remote(histogram_quantile(0.9, sum by (le, cluster) (rate(x_bucket[5m]))))`},
+		{`max by (cluster) (x / on (cluster, instance) y)`, `remote(max by (cluster) (x / on (cluster, instance) y))`},
+		{`count by (cluster) (x / y)`, `remote(count by (cluster) (x / y))`},
+		{`max by (cluster) (max_over_time(rate(x[5m])[30m:1m]))`, `remote(max by (cluster) (max_over_time(rate(x[5m])[30m:1m])))`},
+		{`topk by (cluster) (3, x)`, `remote(topk by (cluster) (3, x))`},
+		// Exact distributive aggregations combine the groups' answers.
+		{`max by (job) (rate(x[5m]))`, `max by (job) (remote(max by (job) (rate(x[5m]))))`},
+		{`count(x)`, `sum(remote(count(x)))`},
+		{`group without (cluster) (x)`, `group without (cluster, __pushdown_group__) (remote(group without (cluster) (x)))`},
+		{`min(rate(x[5m])) > 0`, `min(remote(min(rate(x[5m])))) > 0`},
+		// Not exact across groups: the proxy evaluates, pushing what it can below.
+		{`sum by (job) (rate(x[5m]))`, `sum by (job) (rate(x[5m]))`},
+		{`sum by (job) (sum by (cluster, job) (x))`, `sum by (job) (remote(sum by (cluster, job) (x)))`},
+		{`topk(3, x)`, `topk(3, x)`},
+		{`count(x / on (instance) y)`, `count(x / on (instance) y)`},
+		{`sort_desc(count by (cluster) (x))`, `sort_desc(remote(count by (cluster) (x)))`},
+		{`absent(count by (cluster) (x))`, `absent(count by (cluster) (x))`},
+		{`x * scalar(y)`, `x * scalar(y)`},
+		{`count(label_replace(x, "cluster", "$1", "job", "(.*)"))`, `count(label_replace(x, "cluster", "$1", "job", "(.*)"))`},
+		{`label_replace(count by (cluster) (x), "a", "$1", "cluster", "(.*)")`, `label_replace(remote(count by (cluster) (x)), "a", "$1", "cluster", "(.*)")`}, // in the proxy, over the answer with cluster added
+		{`x`, `x`},
+		{`x[5m]`, `x[5m]`},
+		{`vector(1)`, `vector(1)`},
+	} {
+		t.Run(tc.q, func(t *testing.T) {
+			p := planOf(t, tc.q, gs, nil)
+			if got := p.String(); got != tc.want {
+				t.Errorf("plan %s\nwant %s\n%s", got, tc.want, p.Explain())
+			}
+		})
+	}
+}
+
+// A series may be in two groups when no label tells the groups apart: then
+// nothing is pushed, and the reason says why.
+func TestNotDisjointRefused(t *testing.T) {
+	for name, gs := range map[string][]Group{
+		"shared value": groups("cluster", "a", "cluster", "a", "cluster", "b"),
+		"missing label": {
+			{Name: "g1", Labels: labels.FromStrings("cluster", "a")},
+			{Name: "g2", Labels: labels.EmptyLabels()},
+		},
+		"one group": groups("cluster", "a"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := planOf(t, `max by (job) (rate(x[5m]))`, gs, nil)
+			if p.Pushed() || p.String() != `max by (job) (rate(x[5m]))` {
+				t.Fatalf("pushed over groups that are not disjoint: %s", p)
+			}
+			if len(p.Decisions) == 0 || p.Decisions[0].Reason == "" {
+				t.Fatalf("no reason given: %+v", p.Decisions)
+			}
+		})
+	}
+	p := New(Config{Enabled: true, Label: "region"}, testParser).Plan(mustParse(t, `max(rate(x[5m]))`), groups("cluster", "a", "cluster", "b"), nil)
+	if p.Pushed() || !strings.Contains(p.Explain(), `no label "region"`) {
+		t.Fatalf("the configured label is missing, yet: %s", p.Explain())
+	}
+}
+
+func mustParse(t *testing.T, q string) parser.Expr {
+	t.Helper()
+	e, err := testParser.ParseExpr(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func rule(t *testing.T, sel string) tenancy.Rule {
+	t.Helper()
+	ms, err := testParser.ParseMetricSelector(sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tenancy.Rule{Matchers: ms, Origin: sel}
+}
+
+// Every pushed selector carries the tenant's rule; matchers on group labels
+// are decided per group and never sent.
+func TestTenantRulesInEverySelector(t *testing.T) {
+	gs := groups("cluster", "a", "cluster", "b")
+	q := func(p *Plan, group string) GroupQuery {
+		for _, gq := range p.Fragments[0].Queries {
+			if gq.Group.Name == group {
+				return gq
+			}
+		}
+		t.Fatalf("no query for %s", group)
+		return GroupQuery{}
+	}
+	t.Run("one rule", func(t *testing.T) {
+		p := planOf(t, `count(x / on (cluster, i) y)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{namespace="team-a"}`)}})
+		if got := q(p, "g-a").Query; got != `count(x{namespace="team-a"} / on (cluster, i) y{namespace="team-a"})` {
+			t.Errorf("query %s", got)
+		}
+	})
+	t.Run("rule naming a group label", func(t *testing.T) {
+		p := planOf(t, `max(rate(x[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{cluster="a", namespace="n"}`)}})
+		if got := q(p, "g-a").Query; got != `max(rate(x{namespace="n"}[5m]))` {
+			t.Errorf("query for the admitted group %s", got)
+		}
+		if got := q(p, "g-b"); got.Skipped == "" {
+			t.Errorf("group b asked although the rule excludes it: %s", got.Query)
+		}
+	})
+	t.Run("several rules, one fits each selector", func(t *testing.T) {
+		p := planOf(t, `max(x / y)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`), rule(t, `{__name__="y", job="j"}`)}})
+		if got := q(p, "g-a").Query; got != `max(x{__name__="x"} / y{__name__="y",job="j"})` && got != `max(x / y{job="j"})` {
+			t.Errorf("query %s", got)
+		}
+	})
+	t.Run("rule on the metric name of a named selector", func(t *testing.T) {
+		p := planOf(t, `max(rate(x[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{__name__=~"x|x_sum"}`)}})
+		if got := q(p, "g-a").Query; got != `max(rate({__name__="x",__name__=~"x|x_sum"}[5m]))` {
+			t.Errorf("query %s\n%s", got, p.Explain())
+		}
+	})
+	t.Run("several rules fit one selector: refused", func(t *testing.T) {
+		p := planOf(t, `max(rate({__name__=~"x|y"}[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`), rule(t, `y`)}})
+		if p.Pushed() {
+			t.Fatalf("pushed: %s", p.Explain())
+		}
+		if !strings.Contains(p.Explain(), "tenant rules apply") {
+			t.Errorf("reason missing: %s", p.Explain())
+		}
+	})
+	t.Run("no rule fits a selector: it selects nothing", func(t *testing.T) {
+		p := planOf(t, `count(x or y)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`)}})
+		got := q(p, "g-a").Query
+		if !strings.Contains(got, `__name__=""`) {
+			t.Errorf("query %s", got)
+		}
+	})
+	t.Run("query matcher on group label", func(t *testing.T) {
+		p := planOf(t, `max(rate(x{cluster=~"a|b"}[5m]))`, gs, nil)
+		if got := q(p, "g-b").Query; got != `max(rate(x[5m]))` {
+			t.Errorf("query %s", got)
+		}
+		p = planOf(t, `max(rate(x{cluster="a"}[5m]))`, gs, nil)
+		if p.Pushed() {
+			t.Errorf("pushed a selector that is empty in a group: %s", p.Explain())
+		}
+	})
+}
+
+func TestCheckEnforcedCatchesMissingRule(t *testing.T) {
+	pl := New(Config{Enabled: true}, testParser)
+	r := rule(t, `{namespace="a"}`).Matchers
+	if err := pl.checkEnforced(`rate(x{namespace="a"}[5m]) / y`, [][]*labels.Matcher{r}); err == nil {
+		t.Fatal("a selector without the rule passed the check")
+	}
+	if err := pl.checkEnforced(`rate(x{namespace="a"}[5m]) / y{namespace="a"}`, [][]*labels.Matcher{r}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeeps(t *testing.T) {
+	for q, want := range map[string]string{
+		`rate(x[5m])`:                        "cluster,region",
+		`sum by (cluster) (x)`:               "cluster",
+		`x / on (cluster, i) group_left y`:   "cluster,region", // many-to-one keeps the many side whole
+		`x / on (cluster, i) y`:              "cluster",
+		`sum without (region) (rate(x[5m]))`: "cluster",
+		`x or y`:                             "cluster,region",
+		`count_values("v", x)`:               "",
+	} {
+		w := &walker{allLabels: []string{"cluster", "region"}}
+		if got := strings.Join(w.keeps(mustParse(t, q)), ","); got != want {
+			t.Errorf("%s keeps %q, want %q", q, got, want)
+		}
+	}
+	// The proxy adds region where a series lacks it: which series store
+	// their own, only the backends know, so such an answer is not pushed.
+	gs := []Group{
+		{Name: "a", Labels: labels.FromStrings("cluster", "a", "region", "eu"), LabelsAdded: true},
+		{Name: "b", Labels: labels.FromStrings("cluster", "b", "region", "eu"), LabelsAdded: true},
+	}
+	if p := planOf(t, `max by (cluster, region) (x)`, gs, nil); p.Pushed() {
+		t.Errorf("pushed although it keeps an added group label: %s", p.Explain())
+	}
+	if p := planOf(t, `max by (cluster) (x)`, gs, nil); !p.Pushed() || strings.Join(p.Fragments[0].Keep, ",") != "cluster" {
+		t.Errorf("not pushed keeping cluster: %s", p.Explain())
+	}
+}
+
+// With labels stored on the series, matchers on them are the backends' to
+// evaluate, and the probe asks each group for series that would break the
+// disjointness the labels claim.
+func TestStoredLabelsProbe(t *testing.T) {
+	gs := []Group{{Name: "a", Labels: labels.FromStrings("cluster", "a")}, {Name: "b", Labels: labels.FromStrings("cluster", "b")}}
+	p := planOf(t, `count(rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y)`, gs, nil)
+	if !p.Pushed() {
+		t.Fatal(p.Explain())
+	}
+	gq := p.Fragments[0].Queries[0]
+	if gq.Query != `count(rate(x{cluster=~"a|b"}[5m]) / on (cluster, i) y)` {
+		t.Errorf("query %s", gq.Query)
+	}
+	var probes []string
+	for _, set := range gq.Probe {
+		var ms []string
+		for _, m := range set {
+			ms = append(ms, m.String())
+		}
+		probes = append(probes, strings.Join(ms, ","))
+	}
+	want := `cluster=~"a|b",__name__="x",cluster!="a"` + "|" + `__name__="y",cluster!="a"`
+	if got := strings.Join(probes, "|"); got != want {
+		t.Errorf("probe %s\nwant  %s", got, want)
+	}
+}
+
+func TestReplicaLabelRefused(t *testing.T) {
+	gs := groups("cluster", "a", "cluster", "b")
+	for i := range gs {
+		gs[i].IsReplicaLabel = func(n string) bool { return n == "prometheus_replica" }
+	}
+	for _, q := range []string{`count by (prometheus_replica) (x)`, `max(x{prometheus_replica="r0"})`} {
+		if p := planOf(t, q, gs, nil); p.Pushed() || !strings.Contains(p.Explain(), "replica label") {
+			t.Errorf("%s: %s", q, p.Explain())
+		}
+	}
+}
