@@ -99,10 +99,13 @@ The proxy answers on $P (log: $DIR/proxy.log). Try:
   # no tenant: 401; a namespace without MetricAccess: 403
   curl -s '$P/api/v1/query?query=up'
   curl -s -H 'X-Tenant-Namespace: nobody' '$P/api/v1/query?query=up'
+  # who am I, my rules and the metric names I can see (the same facts as the page at $P/)
+  curl -s -H 'X-Tenant-Namespace: team-a' '$P/api/v1/status/tenant'
   # operators (admin namespace only)
   curl -s -H 'X-Tenant-Namespace: monitoring' '$P/debug/targets'
   curl -s -H 'X-Tenant-Namespace: monitoring' '$P/debug/tenants'
 
+Open $P/ in a browser for the page (enter a namespace, e.g. team-a, and a query).
 Point Grafana at $P as a Prometheus data source with the custom header
 X-Tenant-Namespace. Ctrl-C stops everything.
 TXT
