@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -25,14 +24,10 @@ func (q *querier) labelsFromSeries(ctx context.Context, kind string, ms []*label
 		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
 		return []string{}, nil, nil
 	}
-	type answer struct {
-		vals  []string
-		warns remote.Warnings
-	}
-	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (labelAnswer, error) {
 		lsets, w, err := c.Series(ctx, q.mint, q.maxt, sets)
 		if err != nil {
-			return answer{}, err
+			return labelAnswer{}, err
 		}
 		// Checked and picked as answers show them: external labels on,
 		// replica labels off.
@@ -48,20 +43,12 @@ func (q *querier) labelsFromSeries(ctx context.Context, kind string, ms []*label
 		for v := range seen {
 			vals = append(vals, v)
 		}
-		return answer{vals, w}, nil
+		return labelAnswer{vals, w}, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	var all []string
-	for _, a := range answers {
-		all = append(all, a.vals...)
-		for _, w := range a.warns {
-			warns.Add(backendWarning(w))
-		}
-	}
-	slices.Sort(all)
-	return slices.Compact(all), warns, nil
+	return mergeLabelAnswers(answers, &warns), warns, nil
 }
 
 func namesOf(ls labels.Labels, add func(string)) {

@@ -26,29 +26,12 @@ func MatcherSets(p *tenancy.Policy, ms []*labels.Matcher) [][]*labels.Matcher {
 		set := make([]*labels.Matcher, 0, len(ms)+len(r.Matchers))
 		set = append(set, ms...)
 		set = append(set, r.Matchers...)
-		if Contradicts(set) {
+		if tenancy.Contradicts(set) {
 			continue
 		}
 		sets = append(sets, set)
 	}
 	return sets
-}
-
-// Contradicts reports whether no label set can satisfy all matchers, judged
-// by the equality matchers among them: {__name__="a", __name__="b"} or
-// {job="x", job!~"x|y"}. It never reports a satisfiable set as contradictory.
-func Contradicts(ms []*labels.Matcher) bool {
-	for _, eq := range ms {
-		if eq.Type != labels.MatchEqual {
-			continue
-		}
-		for _, m := range ms {
-			if m.Name == eq.Name && !m.Matches(eq.Value) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // Select implements storage.Querier.
@@ -215,17 +198,25 @@ func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Match
 			return []string{}, nil, nil
 		}
 	}
-	type answer struct {
-		vals  []string
-		warns remote.Warnings
-	}
-	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (labelAnswer, error) {
 		v, w, err := call(ctx, g, c, sets)
-		return answer{v, w}, err
+		return labelAnswer{v, w}, err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	return mergeLabelAnswers(answers, &warns), warns, nil
+}
+
+// labelAnswer is one group's label names or values.
+type labelAnswer struct {
+	vals  []string
+	warns remote.Warnings
+}
+
+// mergeLabelAnswers sorts and de-duplicates the groups' values and adds
+// their warnings to warns.
+func mergeLabelAnswers(answers []labelAnswer, warns *annotations.Annotations) []string {
 	var all []string
 	for _, a := range answers {
 		all = append(all, a.vals...)
@@ -234,7 +225,7 @@ func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Match
 		}
 	}
 	slices.Sort(all)
-	return slices.Compact(all), warns, nil
+	return slices.Compact(all)
 }
 
 // backendWarning carries a backend's warning text unchanged, so identical

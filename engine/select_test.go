@@ -10,27 +10,6 @@ import (
 
 func m(t labels.MatchType, n, v string) *labels.Matcher { return labels.MustNewMatcher(t, n, v) }
 
-func TestContradicts(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		ms   []*labels.Matcher
-		want bool
-	}{
-		{"different names", []*labels.Matcher{m(labels.MatchEqual, "__name__", "a"), m(labels.MatchEqual, "__name__", "b")}, true},
-		{"same name twice", []*labels.Matcher{m(labels.MatchEqual, "__name__", "a"), m(labels.MatchEqual, "__name__", "a")}, false},
-		{"regex excludes value", []*labels.Matcher{m(labels.MatchEqual, "job", "x"), m(labels.MatchNotRegexp, "job", "x|y")}, true},
-		{"regex admits value", []*labels.Matcher{m(labels.MatchEqual, "job", "x"), m(labels.MatchRegexp, "job", "x|y")}, false},
-		{"not equal", []*labels.Matcher{m(labels.MatchEqual, "job", "x"), m(labels.MatchNotEqual, "job", "x")}, true},
-		{"empty vs non-empty", []*labels.Matcher{m(labels.MatchEqual, "ns", ""), m(labels.MatchRegexp, "ns", ".+")}, true},
-		{"two regexes: not judged", []*labels.Matcher{m(labels.MatchRegexp, "a", "x"), m(labels.MatchRegexp, "a", "y")}, false},
-		{"different labels", []*labels.Matcher{m(labels.MatchEqual, "a", "x"), m(labels.MatchEqual, "b", "y")}, false},
-	} {
-		if got := Contradicts(tc.ms); got != tc.want {
-			t.Errorf("%s: Contradicts = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
 func TestMatcherSets(t *testing.T) {
 	sel := []*labels.Matcher{m(labels.MatchEqual, "__name__", "up")}
 	if got := MatcherSets(nil, sel); len(got) != 1 || len(got[0]) != 1 {

@@ -690,7 +690,7 @@ func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string,
 		}
 		var fit [][]*labels.Matcher
 		for _, r := range rules {
-			if !contradicts(append(slices.Clone(own), r...)) {
+			if !tenancy.Contradicts(append(slices.Clone(own), r...)) {
 				fit = append(fit, r)
 			}
 		}
@@ -784,7 +784,7 @@ func (pl *Planner) probe(q string, g Group, label string) ([][]*labels.Matcher, 
 			set = append(set, labels.MustNewMatcher(labels.MatchNotEqual, label, ""))
 		}
 		set = append(set, labels.MustNewMatcher(labels.MatchNotEqual, label, g.Labels.Get(label)))
-		if !contradicts(set) {
+		if !tenancy.Contradicts(set) {
 			out = append(out, set)
 		}
 		return nil
@@ -841,20 +841,4 @@ func (pl *Planner) checkEnforced(q string, rules [][]*labels.Matcher) error {
 		return fmt.Errorf("pushed selector %s lacks the tenant's rules", bad)
 	}
 	return nil
-}
-
-// contradicts reports whether no label set satisfies all of ms, judged by
-// their equality matchers (never true for a satisfiable set).
-func contradicts(ms []*labels.Matcher) bool {
-	for _, eq := range ms {
-		if eq.Type != labels.MatchEqual {
-			continue
-		}
-		for _, m := range ms {
-			if m.Name == eq.Name && !m.Matches(eq.Value) {
-				return true
-			}
-		}
-	}
-	return false
 }
