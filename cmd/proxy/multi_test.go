@@ -223,18 +223,7 @@ func (a answered) check(t *testing.T, base, what string) {
 
 // tryRequest is doRequest without failing the test: for load loops.
 func tryRequest(client *http.Client, base string, r apiRequest) (apiAnswer, error) {
-	var (
-		req *http.Request
-		err error
-	)
-	if r.post {
-		req, err = http.NewRequest(http.MethodPost, base+r.path, strings.NewReader(r.params.Encode()))
-		if err == nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-	} else {
-		req, err = http.NewRequest(http.MethodGet, base+r.path+"?"+r.params.Encode(), nil)
-	}
+	req, err := newAPIRequest(base, r)
 	if err != nil {
 		return apiAnswer{}, err
 	}

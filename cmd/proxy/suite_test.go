@@ -150,18 +150,7 @@ type apiAnswer struct {
 
 func doRequest(t testing.TB, base string, r apiRequest) apiAnswer {
 	t.Helper()
-	var (
-		req *http.Request
-		err error
-	)
-	if r.post {
-		req, err = http.NewRequest(http.MethodPost, base+r.path, strings.NewReader(r.params.Encode()))
-		if err == nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-	} else {
-		req, err = http.NewRequest(http.MethodGet, base+r.path+"?"+r.params.Encode(), nil)
-	}
+	req, err := newAPIRequest(base, r)
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
 	}
@@ -357,4 +346,16 @@ func runSuiteMinData(t *testing.T, reference, proxy string, reqs []apiRequest, h
 	}
 	t.Logf("%d requests compared, %d answers with data", len(reqs), withData)
 	return len(reqs)
+}
+
+// newAPIRequest builds r as a GET with a query string or a form POST.
+func newAPIRequest(base string, r apiRequest) (*http.Request, error) {
+	if !r.post {
+		return http.NewRequest(http.MethodGet, base+r.path+"?"+r.params.Encode(), nil)
+	}
+	req, err := http.NewRequest(http.MethodPost, base+r.path, strings.NewReader(r.params.Encode()))
+	if err == nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	return req, err
 }
