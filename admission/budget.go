@@ -15,7 +15,9 @@ import (
 // stops at once instead of running to its end.
 type Budget struct {
 	limits Limits
+	ctx    context.Context
 	cancel context.CancelCauseFunc
+	turn   *Turn // nil: reads never pause
 
 	bytes atomic.Int64
 
@@ -28,12 +30,18 @@ type Budget struct {
 // budget for limits l. Call the returned budget's Done when the request ends.
 func NewBudget(ctx context.Context, l Limits) (context.Context, *Budget) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	b := &Budget{limits: l, cancel: cancel}
+	b := &Budget{limits: l, ctx: ctx, cancel: cancel}
 	if l.MaxFetchedSeriesPerQuery > 0 {
 		b.series = make(map[uint64]struct{})
 	}
 	return ctx, b
 }
+
+// PauseFor makes the reads charged to b yield to other tenants' requests
+// as turn decides (Turns), before each piece of an answer is read: a
+// paused read stops taking the answer off the connection, so the backend
+// sending it pauses too. Call it before the first read.
+func (b *Budget) PauseFor(turn *Turn) { b.turn = turn }
 
 // Done releases the budget's context.
 func (b *Budget) Done() { b.cancel(context.Canceled) }
@@ -83,6 +91,11 @@ func (b *Budget) AddSeries(hash uint64) error {
 
 // AddBytes counts n bytes of a remote-read answer as they arrive.
 func (b *Budget) AddBytes(n int) error {
+	if b.turn != nil {
+		if err := b.turn.Yield(b.ctx); err != nil {
+			return err
+		}
+	}
 	total := b.bytes.Add(int64(n))
 	max := b.limits.MaxFetchedChunkBytesPerQuery
 	if max <= 0 || total <= max {

@@ -122,6 +122,16 @@ tenants:
 	if !cfg.Configured("team-b") || cfg.Configured("team-c") {
 		t.Error("Configured")
 	}
+	if !cfg.TimeSharing {
+		t.Error("time sharing is on unless turned off")
+	}
+	off := DefaultConfig()
+	if err := yaml.Unmarshal([]byte("time_sharing: false"), &off); err != nil || off.TimeSharing {
+		t.Errorf("time_sharing: false gave %v, %v", off.TimeSharing, err)
+	}
+	if s, _ := NewScheduler(off, 1, time.Second, nil); s.StartTurn("a") != nil {
+		t.Error("a turn without time sharing")
+	}
 	for _, bad := range []string{
 		"defaults: {max_concurent_requests: 1}",
 		"tenants: {x: {max_fetched_series: 1}}",

@@ -65,6 +65,9 @@ func DefaultLimits() Limits {
 type Config struct {
 	// Scheduler is Fair (default) or FIFO.
 	Scheduler string `yaml:"scheduler" json:"scheduler"`
+	// TimeSharing (Fair only, default on): a running request yields the CPU
+	// to another tenant's request that has run for less time (Turns).
+	TimeSharing bool `yaml:"time_sharing" json:"time_sharing"`
 	// Defaults apply to every tenant.
 	Defaults Limits `yaml:"defaults" json:"defaults"`
 	// Tenants override Defaults per namespace; a key left out of a tenant's
@@ -74,16 +77,17 @@ type Config struct {
 
 // DefaultConfig is what no `limits` section means.
 func DefaultConfig() Config {
-	return Config{Scheduler: Fair, Defaults: DefaultLimits()}
+	return Config{Scheduler: Fair, TimeSharing: true, Defaults: DefaultLimits()}
 }
 
 // UnmarshalYAML decodes defaults first, then each tenant's entry on top of
 // them, so a tenant names only what differs. Unknown keys are errors.
 func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 	var raw struct {
-		Scheduler string               `yaml:"scheduler"`
-		Defaults  yaml.Node            `yaml:"defaults"`
-		Tenants   map[string]yaml.Node `yaml:"tenants"`
+		Scheduler   string               `yaml:"scheduler"`
+		TimeSharing *bool                `yaml:"time_sharing"`
+		Defaults    yaml.Node            `yaml:"defaults"`
+		Tenants     map[string]yaml.Node `yaml:"tenants"`
 	}
 	if err := strictDecode(node, &raw); err != nil {
 		return err
@@ -93,6 +97,9 @@ func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 	}
 	if raw.Scheduler != "" {
 		c.Scheduler = raw.Scheduler
+	}
+	if raw.TimeSharing != nil {
+		c.TimeSharing = *raw.TimeSharing
 	}
 	if !raw.Defaults.IsZero() {
 		if err := strictDecode(&raw.Defaults, &c.Defaults); err != nil {

@@ -20,6 +20,7 @@ type Scheduler struct {
 	slots   int
 	timeout time.Duration
 	metrics *schedulerMetrics
+	turns   *Turns // nil: running requests do not yield
 
 	mu      sync.Mutex
 	running int
@@ -86,11 +87,24 @@ func NewScheduler(cfg Config, slots int, queueTimeout time.Duration, reg prometh
 			}
 		}
 	}
-	return &Scheduler{cfg: cfg, slots: slots, timeout: queueTimeout, metrics: m, queues: map[string]*tenantQueue{}}, nil
+	s := &Scheduler{cfg: cfg, slots: slots, timeout: queueTimeout, metrics: m, queues: map[string]*tenantQueue{}}
+	if cfg.Scheduler == Fair && cfg.TimeSharing {
+		s.turns = defaultTurns()
+	}
+	return s, nil
 }
 
 // Config returns the limits configuration the scheduler was built with.
 func (s *Scheduler) Config() *Config { return &s.cfg }
+
+// StartTurn registers a request of tenant that holds a slot and returns
+// its share of the CPU (nil without time sharing); call Done when it ends.
+func (s *Scheduler) StartTurn(tenant string) *Turn {
+	if s.turns == nil {
+		return nil
+	}
+	return s.turns.Start(tenant)
+}
 
 // Rejected counts a refusal for the metrics; label is a bounded tenant label.
 func (s *Scheduler) Rejected(label, reason string) {
@@ -291,6 +305,9 @@ func (s *Scheduler) dropIfIdle(q *tenantQueue) {
 type TenantState struct {
 	Running int `json:"running"`
 	Queued  int `json:"queued"`
+	// Paused are running requests yielding the CPU to another tenant's
+	// (time sharing).
+	Paused int `json:"paused,omitempty"`
 }
 
 // State is the scheduler at a moment, for /debug/tenants.
@@ -298,17 +315,22 @@ type State struct {
 	Scheduler    string                 `json:"scheduler"`
 	Slots        int                    `json:"slots"`
 	Running      int                    `json:"running"`
+	TimeSharing  bool                   `json:"time_sharing"`
 	QueueTimeout string                 `json:"queue_timeout"`
 	Tenants      map[string]TenantState `json:"tenants"`
 }
 
 // State returns who runs and who waits.
 func (s *Scheduler) State() State {
+	var paused map[string]int
+	if s.turns != nil {
+		paused = s.turns.Paused()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := State{Scheduler: s.cfg.Scheduler, Slots: s.slots, Running: s.running, QueueTimeout: s.timeout.String(), Tenants: map[string]TenantState{}}
+	st := State{Scheduler: s.cfg.Scheduler, Slots: s.slots, Running: s.running, TimeSharing: s.turns != nil, QueueTimeout: s.timeout.String(), Tenants: map[string]TenantState{}}
 	for name, q := range s.queues {
-		st.Tenants[name] = TenantState{Running: q.running, Queued: len(q.waiting)}
+		st.Tenants[name] = TenantState{Running: q.running, Queued: len(q.waiting), Paused: paused[name]}
 	}
 	return st
 }

@@ -83,25 +83,50 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 		return storage.ErrSeriesSet(err)
 	}
 	merged := storage.NewMergeSeriesSet(parts, 0, storage.ChainedSeriesMerge)
-	return &policySeriesSet{SeriesSet: merged, policy: policy, warns: warns}
+	return &policySeriesSet{SeriesSet: merged, policy: policy, warns: warns, ctx: ctx, yield: yieldFrom(ctx)}
 }
 
 // policySeriesSet drops every series the policy does not allow. Backends were
 // asked only for allowed series; this is the second line of defence against
 // a backend that ignores a matcher.
+// With a yield function it also pauses for other tenants' requests once per
+// series and while its series' samples are walked.
 type policySeriesSet struct {
 	storage.SeriesSet
 	policy *tenancy.Policy
 	warns  annotations.Annotations
+	ctx    context.Context
+	yield  YieldFunc
+	err    error
 }
 
 func (s *policySeriesSet) Next() bool {
 	for s.SeriesSet.Next() {
-		if s.policy.Matches(s.At().Labels()) {
+		if s.yield != nil {
+			if err := s.yield(s.ctx); err != nil {
+				s.err = err
+				return false
+			}
+		}
+		if s.policy.Matches(s.SeriesSet.At().Labels()) {
 			return true
 		}
 	}
 	return false
+}
+
+func (s *policySeriesSet) At() storage.Series {
+	if s.yield == nil {
+		return s.SeriesSet.At()
+	}
+	return yieldingSeries{Series: s.SeriesSet.At(), ctx: s.ctx, yield: s.yield}
+}
+
+func (s *policySeriesSet) Err() error {
+	if s.err != nil {
+		return s.err
+	}
+	return s.SeriesSet.Err()
 }
 
 func (s *policySeriesSet) Warnings() annotations.Annotations {

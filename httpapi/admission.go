@@ -14,6 +14,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -50,9 +51,15 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		s.metrics.inflight.Inc()
 		defer s.metrics.inflight.Dec()
 
+		turn := s.sched.StartTurn(tenant)
+		defer turn.Done()
 		ctx, budget := admission.NewBudget(r.Context(), limits)
 		defer budget.Done()
 		ctx = remote.WithBudget(context.WithValue(ctx, budgetKey{}, budget), budget)
+		if turn != nil {
+			budget.PauseFor(turn)
+			ctx = engine.WithYield(ctx, turn.Yield)
+		}
 		c.SetRequest(r.WithContext(ctx))
 
 		var sized *sizeLimitWriter

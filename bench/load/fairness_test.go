@@ -66,6 +66,11 @@ func TestFairness(t *testing.T) {
 		{"fair (4 slots; team-a: 1 in flight, 4 queued)", "limits:\n  scheduler: fair\n  tenants:\n    team-a: {max_concurrent_requests: 1, max_queued_requests: 4}\n"},
 		{"global pool only (FIFO, 4 slots)", "limits:\n  scheduler: fifo\n"},
 	}
+	if os.Getenv("FAIR_NO_TIME_SHARING") != "" {
+		// Slots handed out fairly, but A's running query does not yield
+		// the CPU to B's.
+		configs = append(configs, struct{ name, limits string }{"fair without time sharing", "limits:\n  scheduler: fair\n  time_sharing: false\n  tenants:\n    team-a: {max_concurrent_requests: 1, max_queued_requests: 4}\n"})
+	}
 	if os.Getenv("FAIR_OLD_DEFAULT") != "" {
 		// The global pool as configured by default: A's loops all run and
 		// B competes with them for CPU instead of for slots.

@@ -1,0 +1,204 @@
+package admission
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Turns shares the CPU between the tenants' running requests. Slots bound
+// how many requests run; they do not stop one tenant's long query from
+// taking the cores a neighbour's short query needs. So a running request
+// yields, at points the query path offers (each series read, every few
+// hundred samples evaluated), to a request of another tenant that has run
+// for less time than it has (least attained service first: the short query
+// finishes first, the long one pays the short one's run time). The wait
+// ends when the other request finishes, starts waiting itself, or has run
+// as long, and never lasts more than maxWait in a row; after such a wait
+// the request runs for grace without yielding, so a stream of neighbours
+// cannot starve it.
+type Turns struct {
+	quantum, maxWait, grace time.Duration
+
+	// tenants is how many distinct tenants have running requests; below
+	// two, Yield returns at once without taking the lock.
+	tenants atomic.Int32
+
+	mu      sync.Mutex
+	running map[*Turn]struct{}
+	perTen  map[string]int
+	// changed is closed and replaced when a request ends or starts or
+	// stops waiting: what the waiters wait for may have changed.
+	changed chan struct{}
+}
+
+// Turn is one running request's share of Turns. A nil *Turn never yields.
+type Turn struct {
+	turns  *Turns
+	tenant string
+	start  time.Time
+
+	// Guarded by turns.mu.
+	waiting   int       // goroutines of the request waiting in Yield
+	waitStart time.Time // when waiting went from 0 to 1
+	waited    time.Duration
+	graceEnd  time.Time
+}
+
+// NewTurns returns a CPU share where a request yields only to requests
+// that have run at least quantum less than it has.
+func NewTurns(quantum, maxWait, grace time.Duration) *Turns {
+	return &Turns{quantum: quantum, maxWait: maxWait, grace: grace,
+		running: map[*Turn]struct{}{}, perTen: map[string]int{}, changed: make(chan struct{})}
+}
+
+// defaultTurns: a short query (a few ms) is never held back by a long one;
+// a long query waits at most 250 ms in a row, then runs 50 ms unhindered.
+func defaultTurns() *Turns {
+	return NewTurns(5*time.Millisecond, 250*time.Millisecond, 50*time.Millisecond)
+}
+
+// Start registers a running request of tenant; Done ends it.
+func (ts *Turns) Start(tenant string) *Turn {
+	t := &Turn{turns: ts, tenant: tenant, start: time.Now()}
+	ts.mu.Lock()
+	ts.running[t] = struct{}{}
+	if ts.perTen[tenant]++; ts.perTen[tenant] == 1 {
+		ts.tenants.Add(1)
+	}
+	ts.mu.Unlock()
+	return t
+}
+
+// Done ends the request's turn; the requests waiting for it resume.
+func (t *Turn) Done() {
+	if t == nil {
+		return
+	}
+	ts := t.turns
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if _, ok := ts.running[t]; !ok {
+		return
+	}
+	delete(ts.running, t)
+	if ts.perTen[t.tenant]--; ts.perTen[t.tenant] == 0 {
+		delete(ts.perTen, t.tenant)
+		ts.tenants.Add(-1)
+	}
+	ts.notify()
+}
+
+func (ts *Turns) notify() {
+	close(ts.changed)
+	ts.changed = make(chan struct{})
+}
+
+// attained is how long t has run, not counting its waits in Yield.
+func (t *Turn) attained(now time.Time) time.Duration {
+	a := now.Sub(t.start) - t.waited
+	if t.waiting > 0 {
+		a -= now.Sub(t.waitStart)
+	}
+	return a
+}
+
+// blockedFor reports whether t must yield now, and how long until the
+// first request it yields to has run as long as t (when it stops being a
+// reason to wait).
+func (ts *Turns) blockedFor(t *Turn, now time.Time) (time.Duration, bool) {
+	mine := t.attained(now)
+	var until time.Duration
+	blocked := false
+	for o := range ts.running {
+		if o.tenant == t.tenant || o.waiting > 0 {
+			continue
+		}
+		if gap := mine - ts.quantum - o.attained(now); gap > 0 {
+			if !blocked || gap < until {
+				until = gap
+			}
+			blocked = true
+		}
+	}
+	return until, blocked
+}
+
+func (t *Turn) beginWait(now time.Time) {
+	if t.waiting++; t.waiting == 1 {
+		t.waitStart = now
+		t.turns.notify() // who waits for t may run now
+	}
+}
+
+func (t *Turn) endWait(now time.Time) {
+	if t.waiting--; t.waiting == 0 {
+		t.waited += now.Sub(t.waitStart)
+		t.turns.notify()
+	}
+}
+
+// Yield waits while another tenant's request that has run for less time
+// than this one runs (see Turns). It returns ctx's error when ctx ends
+// during the wait, else nil.
+func (t *Turn) Yield(ctx context.Context) error {
+	if t == nil || t.turns.tenants.Load() < 2 {
+		return nil
+	}
+	ts := t.turns
+	began := time.Now()
+	waiting := false
+	for {
+		ts.mu.Lock()
+		now := time.Now()
+		d, blocked := time.Duration(0), false
+		if now.After(t.graceEnd) {
+			d, blocked = ts.blockedFor(t, now)
+		}
+		if blocked && now.Sub(began) >= ts.maxWait {
+			t.graceEnd = now.Add(ts.grace)
+			blocked = false
+		}
+		if !blocked {
+			if waiting {
+				t.endWait(now)
+			}
+			ts.mu.Unlock()
+			return nil
+		}
+		if !waiting {
+			t.beginWait(now)
+			waiting = true
+		}
+		changed := ts.changed
+		ts.mu.Unlock()
+
+		timer := time.NewTimer(min(d, ts.maxWait-now.Sub(began)))
+		select {
+		case <-changed:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			ts.mu.Lock()
+			t.endWait(time.Now())
+			ts.mu.Unlock()
+			return ctx.Err()
+		}
+		timer.Stop()
+	}
+}
+
+// Paused returns, per tenant, how many of its running requests are waiting
+// in Yield now.
+func (ts *Turns) Paused() map[string]int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	out := map[string]int{}
+	for t := range ts.running {
+		if t.waiting > 0 {
+			out[t.tenant]++
+		}
+	}
+	return out
+}
