@@ -2,8 +2,11 @@ package remote
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
+	"math"
 	"net/http"
+	"strings"
 )
 
 // Budget is charged with what one query reads from backends, across all
@@ -47,7 +50,11 @@ func (t budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	if b, ok := req.Context().Value(chargeBytesKey{}).(Budget); ok {
-		resp.Body = &chargedBody{ReadCloser: resp.Body, budget: b}
+		// A SAMPLES answer is one snappy block, decoded whole after it is
+		// read: its decoded size, which the block states up front, is
+		// charged too, before the memory is spent.
+		sampled := strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-protobuf")
+		resp.Body = &chargedBody{ReadCloser: resp.Body, budget: b, sampled: sampled}
 	}
 	return resp, nil
 }
@@ -56,6 +63,10 @@ type chargedBody struct {
 	io.ReadCloser
 	budget Budget
 	err    error
+	// sampled: the decoded length is still to be read from the block's
+	// first bytes (a uvarint), gathered in head.
+	sampled bool
+	head    []byte
 }
 
 func (c *chargedBody) Read(p []byte) (int, error) {
@@ -68,6 +79,27 @@ func (c *chargedBody) Read(p []byte) (int, error) {
 			c.err = berr
 			return 0, berr
 		}
+		if berr := c.chargeDecoded(p[:n]); berr != nil {
+			c.err = berr
+			return 0, berr
+		}
 	}
 	return n, err
+}
+
+func (c *chargedBody) chargeDecoded(p []byte) error {
+	if !c.sampled {
+		return nil
+	}
+	c.head = append(c.head, p[:min(len(p), binary.MaxVarintLen64-len(c.head))]...)
+	decoded, k := binary.Uvarint(c.head)
+	switch {
+	case k == 0 && len(c.head) < binary.MaxVarintLen64:
+		return nil // the length's bytes are still arriving
+	case k <= 0:
+		c.sampled = false // not a length: the decoder refuses the block
+		return nil
+	}
+	c.sampled = false
+	return c.budget.AddBytes(int(min(decoded, math.MaxInt32)))
 }
