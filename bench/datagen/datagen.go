@@ -37,6 +37,12 @@ type Config struct {
 	// Targets per namespace and cluster are JobsPerNamespace*InstancesPerJob.
 	JobsPerNamespace, InstancesPerJob int
 	Seed                              int64
+	// Disjoint leaves out the global and split targets, so every series of
+	// shard i carries cluster=Clusters[i] and no series is in two shards:
+	// the layout where the proxy may push evaluation down to the shards.
+	// Omitted from JSON when false, so the identity of the default data
+	// (datasets are cached by their config's JSON) does not change.
+	Disjoint bool `json:",omitempty"`
 }
 
 // DefaultConfig is small enough for fast tests: 1,516 series of 480 samples.
@@ -338,12 +344,18 @@ func (g *generator) forEachTarget(kinds []targetKind, fn func(t *target)) {
 				}
 			}
 		case globalTarget:
+			if g.cfg.Disjoint {
+				continue
+			}
 			for _, ns := range g.cfg.Namespaces {
 				t = target{kind: kind, cluster: GlobalCluster, namespace: ns, job: "global",
 					instance: "global:9090", to: g.steps}
 				g.visit(&t, fn)
 			}
 		case splitTarget:
+			if g.cfg.Disjoint {
+				continue
+			}
 			from, to := g.splitRange()
 			if from >= to {
 				continue
@@ -490,7 +502,8 @@ func between(r *rand.Rand, lo, hi float64) float64 { return lo + (hi-lo)*r.Float
 // counter), temperature_celsius (may be negative) and up (0 at a restart).
 // Per namespace, a "global" target (build_info, up, temperature_celsius, one
 // http_requests_total) is in every shard and a "split" target (up,
-// temperature_celsius, one http_requests_total) is split in time.
+// temperature_celsius, one http_requests_total) is split in time; neither
+// is written with Config.Disjoint.
 var families = []family{
 	{name: "build_info", kinds: []targetKind{globalTarget}, series: buildInfo},
 	{name: "http_requests_total", kinds: []targetKind{normalTarget, globalTarget, splitTarget}, series: httpRequests},

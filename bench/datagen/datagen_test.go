@@ -2,6 +2,7 @@ package datagen_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -158,6 +159,68 @@ func TestShardsUnion(t *testing.T) {
 		if !union[l] {
 			t.Fatalf("line missing from every shard: %s", l)
 		}
+	}
+}
+
+// TestDisjoint: with Config.Disjoint every series of shard i carries
+// cluster=Clusters[i], no series is in two shards, the union is exactly the
+// shards together, and the series are those of the default layout's own
+// clusters, value for value. The default config's JSON, which names cached
+// datasets, does not mention the option.
+func TestDisjoint(t *testing.T) {
+	t.Parallel()
+	cfg := smallConfig()
+	cfg.Disjoint = true
+	seen := map[string]int{} // series -> shard
+	shardLines := map[string]bool{}
+	for shard := range cfg.Shards() {
+		data := write(t, cfg, shard, nil)
+		samples := parse(t, data)
+		if len(samples) == 0 {
+			t.Fatalf("shard %d is empty", shard)
+		}
+		for _, s := range samples {
+			if c := s.labels["cluster"]; c != cfg.Clusters[shard] || s.labels["split"] != "" {
+				t.Fatalf("shard %d holds %s (cluster %q)", shard, s.series, c)
+			}
+			if other, ok := seen[s.series]; ok && other != shard {
+				t.Fatalf("series %s in shards %d and %d", s.series, other, shard)
+			}
+			seen[s.series] = shard
+		}
+		for l := range sampleLines(data) {
+			shardLines[l] = true
+		}
+	}
+	union := sampleLines(write(t, cfg, -1, nil))
+	if !maps.Equal(union, shardLines) {
+		t.Errorf("union has %d lines, the shards together %d", len(union), len(shardLines))
+	}
+
+	def := smallConfig()
+	own := func(l labels.Labels) bool {
+		c := l.Get("cluster")
+		return c != datagen.GlobalCluster && c != datagen.SplitCluster
+	}
+	if !bytes.Equal(write(t, def, -1, own), write(t, cfg, -1, nil)) {
+		t.Error("disjoint data differs from the default layout's cluster series")
+	}
+	if bytes.Equal(write(t, def, 0, nil), write(t, cfg, 0, nil)) {
+		t.Error("the default layout of shard 0 has no global or split series")
+	}
+	n := 0
+	datagen.ForEachSeries(cfg, func(labels.Labels) { n++ })
+	if n != len(seen) {
+		t.Errorf("ForEachSeries: %d series, the shards hold %d", n, len(seen))
+	}
+
+	defJSON, err := json.Marshal(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onJSON, _ := json.Marshal(cfg)
+	if bytes.Contains(defJSON, []byte("Disjoint")) || !bytes.Contains(onJSON, []byte(`"Disjoint":true`)) {
+		t.Errorf("config JSON: default %s, disjoint %s", defJSON, onJSON)
 	}
 }
 
