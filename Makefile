@@ -17,7 +17,7 @@ TEST_P ?= 2
 TEST_TIMEOUT ?= 40m
 FUZZ_TIME ?= 20s
 
-.PHONY: all build test fuzz demo lint deps tools k8s-tools k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick
+.PHONY: all build test fuzz demo lint deps tools k8s-tools k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
 
 all: build
 
@@ -96,10 +96,15 @@ dev-test-request:
 
 ci: lint test
 
-# Benchmark against real Prometheus servers with generated data (~5 min; the
-# dataset is cached in .cache/bench/). Writes bench/results/latest.{md,json,svg}.
+# Benchmark against real Prometheus servers with generated data (~8 min; the
+# dataset is cached in .cache/bench/). Writes bench/results/latest.{md,json,svg}
+# and the numbers of README.md's Benchmark section.
 bench: tools
-	$(GO) run ./bench $(BENCH_FLAGS)
+	$(GO) run ./bench --readme $(BENCH_FLAGS)
+
+# README.md's benchmark numbers (and latest.md/svg) again from latest.json.
+bench-readme:
+	$(GO) run ./bench --render bench/results/latest.json --readme
 
 # The same pipeline on a few thousand series (under a minute); results in
 # .cache/bench/results-quick/.

@@ -56,17 +56,22 @@ func readReport(t *testing.T, path string) *harness.Report {
 }
 
 // want lists the (phase, target) pairs every query must have at every
-// concurrency level.
+// concurrency level: the uncached proxy with push-down off and on, and the
+// caching proxy with push-down on (the default).
 var want = []struct{ phase, target string }{
 	{harness.PhaseUncached, harness.TargetReference},
 	{harness.PhaseUncached, harness.TargetProxy},
-	{harness.PhaseCold, harness.TargetProxy},
-	{harness.PhaseWarm, harness.TargetProxy},
-	{harness.PhaseSliding, harness.TargetProxy},
+	{harness.PhaseUncached, harness.TargetPushDown},
+	{harness.PhaseCold, harness.TargetPushDown},
+	{harness.PhaseWarm, harness.TargetPushDown},
+	{harness.PhaseSliding, harness.TargetPushDown},
 }
 
 func checkReport(t *testing.T, rep *harness.Report) {
 	t.Helper()
+	if !rep.Dataset.Disjoint || rep.Settings.CachedTarget != harness.TargetPushDown {
+		t.Errorf("dataset disjoint %v, cached phases ran %q; want the defaults (disjoint, push-down on)", rep.Dataset.Disjoint, rep.Settings.CachedTarget)
+	}
 	if rep.Dataset.Series < 1000 || rep.Dataset.SamplesPerSeries < 10 || rep.Dataset.Shards != 3 {
 		t.Errorf("dataset: %+v", rep.Dataset)
 	}
@@ -125,7 +130,7 @@ func checkReport(t *testing.T, rep *harness.Report) {
 			if p.Requests < len(panels) || p.QPS <= 0 || p.P50 <= 0 || p.P99 < p.P50 || p.DashboardMillis <= 0 || p.Errors != 0 {
 				t.Errorf("phase %s/%s c=%d: %+v", w.phase, w.target, c, p)
 			}
-			if w.target == harness.TargetProxy && (p.RatioGeomean <= 0 || p.BackendReadsPerPass == nil) {
+			if w.target != harness.TargetReference && (p.RatioGeomean <= 0 || p.BackendReadsPerPass == nil) {
 				t.Errorf("phase %s/%s c=%d: ratio %v, backend reads %v", w.phase, w.target, c, p.RatioGeomean, p.BackendReadsPerPass)
 			}
 		}
@@ -152,7 +157,13 @@ func checkReport(t *testing.T, rep *harness.Report) {
 		if cs.UncachedRatio <= 0 || cs.ColdRatio <= 0 || cs.WarmRatio <= 0 || cs.WarmSpeedup <= 0 {
 			t.Errorf("summary at concurrency %d: %+v", cs.Concurrency, cs)
 		}
-		for _, col := range []string{"reference", "uncached", "cold", "warm", "sliding"} {
+		if cs.PushDownRatio <= 0 || cs.PushDownInstantRatio <= 0 || cs.PushDownWorstPanel == "" {
+			t.Errorf("push-down summary at concurrency %d: %+v", cs.Concurrency, cs)
+		}
+		if cs.PeakRSSProxy <= 0 || cs.PeakRSSPushDown <= 0 {
+			t.Errorf("peak RSS per configuration at concurrency %d: off %d, on %d", cs.Concurrency, cs.PeakRSSProxy, cs.PeakRSSPushDown)
+		}
+		for _, col := range []string{"reference", "uncached", "uncached push-down", "cold", "warm", "sliding"} {
 			if cs.DashboardMs[col] <= 0 || cs.QPS[col] <= 0 {
 				t.Errorf("summary at concurrency %d: %s dashboard %v ms, %v qps", cs.Concurrency, col, cs.DashboardMs[col], cs.QPS[col])
 			}
@@ -161,8 +172,27 @@ func checkReport(t *testing.T, rep *harness.Report) {
 	if s.SlidingSpanFraction <= 0 || s.SlidingBytesFraction <= 0 || s.SlidingReadsPerLoad <= 0 {
 		t.Errorf("sliding summary: span %v bytes %v reads %v", s.SlidingSpanFraction, s.SlidingBytesFraction, s.SlidingReadsPerLoad)
 	}
-	if len(s.Targets) != 3 {
+	if len(s.Targets) != 7 {
 		t.Errorf("targets: %+v", s.Targets)
+	}
+	// Over disjoint shards the planner's aggregations that keep or combine
+	// across the cluster label must reach the backends, and no check may
+	// have refused one.
+	if len(s.PushedPanels) == 0 || len(s.FallbackPanels) != 0 {
+		t.Errorf("pushed panels %v, fell back %v", s.PushedPanels, s.FallbackPanels)
+	}
+	byTarget := map[string]harness.TargetAnswers{}
+	for _, ta := range s.AnswersByTarget {
+		byTarget[ta.Target] = ta
+	}
+	for _, target := range []string{harness.TargetProxy, harness.TargetPushDown} {
+		// Every timed answer at concurrency 1 plus the checking passes.
+		if ta := byTarget[target]; ta.Checked < 2*len(panels) || ta.Differ != 0 {
+			t.Errorf("answers of %s: %+v", target, ta)
+		}
+	}
+	if s.PeakRSSBackendsSum <= s.PeakRSSBackend || s.PeakRSSBackendsSum > s.PeakRSSBackend*int64(rep.Dataset.Shards) {
+		t.Errorf("sum of backend peaks %d, largest %d", s.PeakRSSBackendsSum, s.PeakRSSBackend)
 	}
 	if s.PeakRSSProxy <= 0 || s.PeakRSSBackend <= 0 || s.PeakRSSReference <= 0 {
 		t.Errorf("peak RSS in summary: %+v", s)
@@ -211,7 +241,8 @@ func checkMarkdown(t *testing.T, rep *harness.Report, path string) {
 	}
 	md := string(b)
 	for _, s := range []string{"## Summary", "## Per query, concurrency 1", "## Per query, concurrency 2", "## Per phase",
-		"## Sliding window", "## Memory", "latest.svg", "| uncached p50 ≤ 1.3× the reference |"} {
+		"## Sliding window", "## Memory", "latest.svg", "proxy uncached, push-down off", "proxy uncached, push-down on",
+		"| uncached, push-down on: p50 ≤ 1.0× the reference", "panels pushed"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("%s lacks %q", path, s)
 		}
@@ -266,7 +297,7 @@ func checkSVG(t *testing.T, rep *harness.Report, path string) {
 		t.Errorf("%s: root element %q", path, root)
 	}
 	for _, q := range rep.Queries {
-		for _, series := range []string{"reference", "proxy cold", "proxy warm"} {
+		for _, series := range []string{"reference", "proxy push-down off", "proxy push-down on", "proxy cold", "proxy warm"} {
 			prefix := q.ID + " " + series + ": "
 			found := false
 			for _, title := range titles {

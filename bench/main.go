@@ -8,6 +8,7 @@
 //	go run ./bench              # default size: ~100k series over 6 h, 3 shards
 //	go run ./bench --quick      # a few thousand series over 1 h
 //	go run ./bench --compare http://127.0.0.1:9999   # add another endpoint's column
+//	go run ./bench --readme     # also rewrite README.md's benchmark numbers (what `make bench` does)
 package main
 
 import (
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.Interval, "interval", o.Interval, "scrape interval of the generated data")
 	fs.IntVar(&o.Shards, "shards", o.Shards, "backends, one shard of the data each")
 	fs.Int64Var(&o.Seed, "seed", o.Seed, "seed of the generated values")
+	fs.BoolVar(&o.Disjoint, "disjoint", o.Disjoint, "every shard holds only its cluster's series, so push-down can apply (false: some series in every shard, some split in time)")
+	fs.BoolVar(&o.CachedPushDown, "cached-push-down", o.CachedPushDown, "run the caching proxies (cold, warm, sliding) with push-down on")
 	conc := fs.Int("concurrency", o.Concurrency[len(o.Concurrency)-1], "concurrent clients of the second level (the first is 1)")
 	fs.IntVar(&o.UncachedRounds, "uncached-rounds", o.UncachedRounds, "interleaved proxy/reference rounds at concurrency 1")
 	fs.IntVar(&o.ColdRounds, "cold-rounds", o.ColdRounds, "cold samples per query (a fresh proxy each)")
@@ -87,11 +90,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.KeepWorkDir, "keep", false, "keep the servers' data directories and logs")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	render := fs.String("render", "", "only render this report JSON again as Markdown and SVG into --out (no servers)")
+	readme := fs.Bool("readme", false, "also write the report's summary into README.md's benchmark section (full-size runs only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *readme && o.Quick && *render == "" {
+		return errors.New("--readme: a --quick run does not replace the README's numbers")
 	}
 	o.Duration = time.Duration(*hours * float64(time.Hour))
 	o.Concurrency = []int{1}
@@ -127,8 +134,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if *readme && rep.Settings.Quick {
+		return errors.New("--readme: a --quick report does not replace the README's numbers")
+	}
 	if err := harness.WriteFiles(*out, rep); err != nil {
 		return err
+	}
+	if *readme {
+		if err := harness.UpdateReadme(filepath.Join(root, "README.md"), rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote the benchmark section of %s\n", filepath.Join(root, "README.md"))
 	}
 	fmt.Fprint(stdout, rep.Headline())
 	fmt.Fprintf(stdout, "\nwrote %s, %s and %s in %s (%.0f s)\n", harness.MarkdownFile, harness.JSONFile, harness.SVGFile, *out, rep.Seconds)

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"net/url"
 	"testing"
 	"time"
 
@@ -10,17 +11,19 @@ import (
 )
 
 func TestSeriesCountMatchesGenerator(t *testing.T) {
-	for _, series := range []int{1, 3000, 25_000} {
-		o := QuickOptions()
-		o.Series = series
-		cfg := o.DataConfig()
-		n := 0
-		datagen.ForEachSeries(cfg, func(labels.Labels) { n++ })
-		if got := SeriesCount(cfg); got != n {
-			t.Errorf("series %d: SeriesCount says %d, the generator writes %d", series, got, n)
-		}
-		if n < series {
-			t.Errorf("series %d: only %d generated", series, n)
+	for _, disjoint := range []bool{false, true} {
+		for _, series := range []int{1, 3000, 25_000} {
+			o := QuickOptions()
+			o.Series, o.Disjoint = series, disjoint
+			cfg := o.DataConfig()
+			n := 0
+			datagen.ForEachSeries(cfg, func(labels.Labels) { n++ })
+			if got := SeriesCount(cfg); got != n {
+				t.Errorf("series %d, disjoint %v: SeriesCount says %d, the generator writes %d", series, disjoint, got, n)
+			}
+			if n < series {
+				t.Errorf("series %d, disjoint %v: only %d generated", series, disjoint, n)
+			}
 		}
 	}
 }
@@ -79,7 +82,7 @@ prometheus_http_requests_total{code="200",handler="/metrics"} 7
 prometheus_http_requests_total_other{handler="/api/v1/read"} 100
 prometheus_proxy_backend_requests_total 2.5
 `)
-	if v, ok := scrapeSum(text, "prometheus_http_requests_total", remoteReadHandler); !ok || v != 4 {
+	if v, ok := scrapeSum(text, "prometheus_http_requests_total", map[string]string{"handler": "/api/v1/read"}); !ok || v != 4 {
 		t.Errorf("remote reads = %v, %v; want 4", v, ok)
 	}
 	if v, ok := scrapeSum(text, "prometheus_proxy_backend_requests_total", nil); !ok || v != 2.5 {
@@ -108,5 +111,22 @@ func TestShapeIgnoresSeriesOrder(t *testing.T) {
 	}
 	if s, err := shapeOf([]byte(`{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}`)); err != nil || s.Points != 1 {
 		t.Errorf("scalar: %+v %v", s, err)
+	}
+}
+
+func TestPushedSpan(t *testing.T) {
+	for _, c := range []struct {
+		form url.Values
+		want float64 // ms
+	}{
+		{url.Values{"query": {`sum(rate(x[5m]))`}, "start": {"1000"}, "end": {"2000"}, "step": {"60"}}, 1_300_000},
+		{url.Values{"query": {`max(x)`}, "time": {"1000.5"}}, 300_000},
+		{url.Values{"query": {`max(x)`}, "time": {"1000"}, "lookback_delta": {"60"}}, 60_000},
+		{url.Values{"query": {`max(x offset 1h)`}, "time": {"7200"}}, 300_000},
+		{url.Values{"query": {`max(x)`}}, 0},
+	} {
+		if got := pushedSpan(c.form); got != c.want {
+			t.Errorf("pushedSpan(%v) = %v ms, want %v", c.form, got, c.want)
+		}
 	}
 }

@@ -78,21 +78,14 @@ func (rep *Report) phase(phase, target string, conc int) (PhaseReport, bool) {
 	return PhaseReport{}, false
 }
 
-// columns are the summary columns present in this report.
-func (rep *Report) columns() []struct{ name, phase, target string } {
-	var cols []struct{ name, phase, target string }
-	for _, c := range summaryColumns {
-		if c.target == TargetCompare && rep.Settings.Compare == "" {
-			continue
-		}
-		cols = append(cols, c)
-	}
-	return cols
-}
-
 func columnTitle(name string) string {
-	if name == "reference" || name == "compare" {
+	switch name {
+	case "reference", "compare":
 		return name
+	case "uncached":
+		return "proxy uncached, push-down off"
+	case "uncached push-down":
+		return "proxy uncached, push-down on"
 	}
 	return "proxy " + name
 }
@@ -113,9 +106,16 @@ func (rep *Report) Markdown() string {
 	w("Run %s on %d CPUs (%s/%s, %s), load average %s at the start and %s at the end; took %.0f s.  \n",
 		rep.Started.Format("2006-01-02 15:04 MST"), m.CPUs, m.OS, m.Arch, m.GoVersion, m.LoadAvgStart, m.LoadAvgEnd, rep.Seconds)
 	w("Backends and reference: %s. Proxy: %s.  \n", orUnknown(m.Prometheus), orUnknown(m.Proxy))
-	w("Data: %d series × %d samples (%s, one every %s) in %d shards, one Prometheus each, and a reference Prometheus holding the union; %s of blocks (dataset %s).\n\n",
+	w("Data: %d series × %d samples (%s, one every %s) in %d shards, one Prometheus each, and a reference Prometheus holding the union; %s of blocks (dataset %s).  \n",
 		d.Series, d.SamplesPerSeries, durString(d.Hours*3600), durString(d.IntervalSeconds), d.Shards,
 		formatBytes(float64(d.BlockBytes)), d.Hash)
+	if d.Disjoint {
+		w("Every series of shard i carries `cluster=<cluster i>`, and each proxy's static group i is configured with `labels: {cluster: <cluster i>}`: the groups are disjoint, so push-down can apply.  \n")
+	} else {
+		w("Some series are in every shard and some split in time between two: push-down's probe refuses every query (the groups still carry `labels: {cluster: …}`).  \n")
+	}
+	w("The uncached phase measures the proxy with push-down off and on (`engine.push_down: {enabled: true, label: cluster}`), interleaved with the reference; cold, warm and sliding run the caching proxy with push-down %s.\n\n",
+		map[bool]string{true: "on", false: "off"}[rep.cachedTarget() == TargetPushDown])
 
 	rep.summarySection(&b)
 	w("\n![latency per query](latest.svg)\n\n")
@@ -140,8 +140,13 @@ func (rep *Report) Markdown() string {
 
 	w("## Memory (peak RSS, VmHWM)\n\n| process | role | peak RSS |\n|---|---|---:|\n")
 	for _, mm := range rep.Memory {
-		w("| %s | %s | %s |\n", mm.Name, mm.Role, formatBytes(float64(mm.PeakRSSBytes)))
+		role := mm.Role
+		if mm.Target != "" {
+			role += fmt.Sprintf(" (uncached, %s, concurrency %d)", targetTitle(mm.Target), mm.Concurrency)
+		}
+		w("| %s | %s | %s |\n", mm.Name, role, formatBytes(float64(mm.PeakRSSBytes)))
 	}
+	w("| all backends | sum | %s |\n", formatBytes(float64(rep.Summary.PeakRSSBackendsSum)))
 	w("\n## Notes\n\n")
 	for _, n := range append(append([]string(nil), methodNotes...), rep.Notes...) {
 		w("- %s\n", n)
@@ -206,11 +211,26 @@ func (rep *Report) summarySection(b *strings.Builder) {
 	for _, cs := range s.PerConcurrency {
 		w("- Warm over cold, concurrency %d: %s faster (geomean of per-query p50 ratios).\n", cs.Concurrency, ratioString(cs.WarmSpeedup))
 	}
-	w("- Sliding window (range panels, each refresh one step later): a refresh asks the backends for %s of the first load's time span and reads %s of its bytes (%.0f remote-read requests per refresh, %.0f per load).\n",
+	w("- Sliding window (range panels, each refresh one step later): a refresh asks the backends for %s of the first load's time span and reads %s of its bytes (%.0f backend requests per refresh, %.0f per load).\n",
 		percentString(s.SlidingSpanFraction), percentString(s.SlidingBytesFraction), s.SlidingReadsPerRefr, s.SlidingReadsPerLoad)
-	w("- Peak RSS: largest proxy instance %s, largest backend %s, reference %s.\n",
-		formatBytes(float64(s.PeakRSSProxy)), formatBytes(float64(s.PeakRSSBackend)), formatBytes(float64(s.PeakRSSReference)))
-	w("- Answers checked against the reference: %d, of which %d differed.\n\n", s.AnswersChecked, s.AnswersDiffer)
+	if rep.hasTarget(TargetPushDown, PhaseUncached) {
+		w("- Push-down (uncached, concurrency 1, from `prometheus_proxy_pushdown_queries_total`): %d of %d panels pushed%s; %d fell back to the proxy's engine%s.\n",
+			len(s.PushedPanels), len(rep.Queries), listOf(s.PushedPanels), len(s.FallbackPanels), listOf(s.FallbackPanels))
+	}
+	for _, cs := range s.PerConcurrency {
+		if cs.PeakRSSProxy > 0 || cs.PeakRSSPushDown > 0 {
+			w("- Peak RSS of the uncached proxy, concurrency %d: push-down off %s, on %s.\n", cs.Concurrency,
+				formatBytes(float64(cs.PeakRSSProxy)), formatBytes(float64(cs.PeakRSSPushDown)))
+		}
+	}
+	w("- Peak RSS: largest proxy instance %s, largest backend %s, all backends together %s, reference %s.\n",
+		formatBytes(float64(s.PeakRSSProxy)), formatBytes(float64(s.PeakRSSBackend)), formatBytes(float64(s.PeakRSSBackendsSum)),
+		formatBytes(float64(s.PeakRSSReference)))
+	w("- Answers checked against the reference: %d, of which %d differed", s.AnswersChecked, s.AnswersDiffer)
+	for _, ta := range s.AnswersByTarget {
+		w("; uncached %s: %d, %d differed", targetTitle(ta.Target), ta.Checked, ta.Differ)
+	}
+	w(".\n\n")
 
 	w("| target | measured | met |\n|---|---|---|\n")
 	for _, g := range s.Targets {
@@ -220,6 +240,14 @@ func (rep *Report) summarySection(b *strings.Builder) {
 		}
 		w("| %s | %s | %s |\n", g.Goal, g.Measured, met)
 	}
+}
+
+// listOf renders panel IDs in parentheses, or nothing.
+func listOf(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(ids, ", ") + ")"
 }
 
 func orUnknown(s string) string {
@@ -236,16 +264,23 @@ func (q QueryReport) shortTitle() string {
 	return q.Title + " (" + durString(q.RangeSeconds) + ")"
 }
 
-func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []struct{ name, phase, target string }) {
+func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []column) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Per query, concurrency %d: p50 in ms (× reference)\n\n", conc)
 	w("| query | panel | step | series |")
 	for _, c := range cols {
 		w(" %s |", columnTitle(c.name))
 	}
+	pushCol := rep.hasTarget(TargetPushDown, PhaseUncached)
+	if pushCol {
+		w(" pushed |")
+	}
 	w(" cold / warm | same answer |\n|---|---|---:|---:|")
 	for range cols {
 		w("---:|")
+	}
+	if pushCol {
+		w("---|")
 	}
 	w("---:|---|\n")
 	for _, q := range rep.Queries {
@@ -261,8 +296,23 @@ func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []struct{ na
 				w(" %s |", formatMillis(r.P50))
 			}
 		}
-		cold, _ := q.result(PhaseCold, TargetProxy, conc)
-		warm, _ := q.result(PhaseWarm, TargetProxy, conc)
+		if pushCol {
+			// Counted per execution at concurrency 1 only.
+			pushed := "–"
+			if on, ok := q.result(PhaseUncached, TargetPushDown, 1); ok && on.PushedDown != nil {
+				switch {
+				case *on.PushedDown > 0:
+					pushed = "yes"
+				case *on.FellBack > 0:
+					pushed = "refused"
+				default:
+					pushed = "no"
+				}
+			}
+			w(" %s |", pushed)
+		}
+		cold, _ := q.result(PhaseCold, rep.cachedTarget(), conc)
+		warm, _ := q.result(PhaseWarm, rep.cachedTarget(), conc)
 		sp := "–"
 		if cold.P50 > 0 && warm.P50 > 0 {
 			sp = ratioString(cold.P50 / warm.P50)
@@ -283,7 +333,7 @@ func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []struct{ na
 	w("\n")
 }
 
-func (rep *Report) percentileTable(b *strings.Builder, cols []struct{ name, phase, target string }) {
+func (rep *Report) percentileTable(b *strings.Builder, cols []column) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	for _, conc := range rep.Settings.Concurrency {
 		w("## Per query, concurrency %d: p50 / p90 / p99 in ms, queries/s\n\n| query |", conc)
@@ -340,8 +390,8 @@ func (rep *Report) slidingTable(b *strings.Builder) {
 	w("| query | range / step | load: time span | load: bytes | load: reads (backends / proxy) | refresh: time span | refresh: bytes | refresh: reads (backends / proxy) |\n")
 	w("|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, q := range rep.Queries {
-		load, okL := q.result(phaseLoad, TargetProxy, 1)
-		refr, okR := q.result(PhaseSliding, TargetProxy, 1)
+		load, okL := q.result(phaseLoad, rep.cachedTarget(), 1)
+		refr, okR := q.result(PhaseSliding, rep.cachedTarget(), 1)
 		if !okL || !okR || load.BackendBytes == nil || refr.BackendBytes == nil {
 			continue
 		}
@@ -358,7 +408,7 @@ func (rep *Report) slidingTable(b *strings.Builder) {
 			countString(*load.BackendReads), countString(*load.ProxyBackendRequests),
 			rs, formatBytes(*refr.BackendBytes), countString(*refr.BackendReads), countString(*refr.ProxyBackendRequests))
 	}
-	w("\nA time span is the sum over remote-read queries of end − start; bytes are whole chunks as the backends sent them. Reads are counted by the backends (remote-read requests served) and by the proxy (`prometheus_proxy_backend_requests_total`).\n\n")
+	w("\nA time span is the sum over remote-read queries of end − start, and over pushed-down queries of the span of data they read (ranges and lookback included); remote-read bytes are whole chunks as the backends sent them, pushed-down bytes JSON answers. Reads are counted by the backends (remote-read, query and series requests served) and by the proxy (`prometheus_proxy_backend_requests_total`).\n\n")
 }
 
 // countString prints a mean count: whole when it is one.

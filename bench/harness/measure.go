@@ -15,19 +15,26 @@ type counters struct {
 	reads, bytes          float64 // backends: remote-read requests, response bytes
 	proxyReqs, proxyBytes float64 // proxy: calls to backends, bytes (if exported)
 	hits, misses          float64 // proxy: cache lookups, once the cache is in
+	pushed, fallback      float64 // proxy: queries pushed down, or evaluated in the proxy after a refusal
 }
 
 func (c counters) sub(o counters) counters {
 	return counters{c.reads - o.reads, c.bytes - o.bytes, c.proxyReqs - o.proxyReqs, c.proxyBytes - o.proxyBytes,
-		c.hits - o.hits, c.misses - o.misses}
+		c.hits - o.hits, c.misses - o.misses, c.pushed - o.pushed, c.fallback - o.fallback}
 }
 
 func (c counters) add(o counters) counters {
 	return counters{c.reads + o.reads, c.bytes + o.bytes, c.proxyReqs + o.proxyReqs, c.proxyBytes + o.proxyBytes,
-		c.hits + o.hits, c.misses + o.misses}
+		c.hits + o.hits, c.misses + o.misses, c.pushed + o.pushed, c.fallback + o.fallback}
 }
 
-var remoteReadHandler = map[string]string{"handler": "/api/v1/read"}
+// backendHandlers are what the proxy asks a backend for data: remote read,
+// and with push-down the query endpoints and the series probe.
+var backendHandlers = []string{"/api/v1/read", "/api/v1/query", "/api/v1/query_range", "/api/v1/series"}
+
+// pushDownMetric counts the proxy's queries with parts the backends
+// evaluated (outcome="pushed") or that fell back to the proxy's engine.
+const pushDownMetric = "prometheus_proxy_pushdown_queries_total"
 
 // counters scrapes every backend and the proxy. The scrapes happen between
 // timed requests, never during one.
@@ -47,10 +54,13 @@ func (r *runner) counters(ctx context.Context, proxyURL string) (counters, error
 				errs = append(errs, err)
 				return
 			}
-			reads, _ := scrapeSum(text, "prometheus_http_requests_total", remoteReadHandler)
-			bytes, _ := scrapeSum(text, "prometheus_http_response_size_bytes_sum", remoteReadHandler)
-			c.reads += reads
-			c.bytes += bytes
+			for _, h := range backendHandlers {
+				match := map[string]string{"handler": h}
+				reads, _ := scrapeSum(text, "prometheus_http_requests_total", match)
+				bytes, _ := scrapeSum(text, "prometheus_http_response_size_bytes_sum", match)
+				c.reads += reads
+				c.bytes += bytes
+			}
 		})
 	}
 	wg.Go(func() {
@@ -64,6 +74,8 @@ func (r *runner) counters(ctx context.Context, proxyURL string) (counters, error
 		c.proxyReqs, _ = scrapeSum(text, "prometheus_proxy_backend_requests_total", nil)
 		c.hits, _ = scrapeSum(text, "prometheus_proxy_cache_requests_total", map[string]string{"result": "hit"})
 		c.misses, _ = scrapeSum(text, "prometheus_proxy_cache_requests_total", map[string]string{"result": "miss"})
+		c.pushed, _ = scrapeSum(text, pushDownMetric, map[string]string{"outcome": "pushed"})
+		c.fallback, _ = scrapeSum(text, pushDownMetric, map[string]string{"outcome": "fallback"})
 		if r.proxyBytesMetric == "" {
 			r.proxyBytesMetric = findBytesCounter(text)
 		}
@@ -240,6 +252,38 @@ func (r *runner) pass(ctx context.Context, phase string, t endpoint, conc int, r
 		ps.counted = true
 	}
 	return nil
+}
+
+// verifyPass asks the dashboard once with conc requests in flight, untimed,
+// and checks every answer against the reference's.
+func (r *runner) verifyPass(ctx context.Context, phase string, t endpoint, conc int, reqs []request) error {
+	queue := make(chan request, len(reqs))
+	for _, rq := range reqs {
+		queue <- rq
+	}
+	close(queue)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for rq := range queue {
+				_, body, err := query(ctx, r.hc, t.url, rq, true)
+				if err != nil {
+					if ctx.Err() == nil {
+						r.warn("%s %s c=%d %s: %v", phase, t.name, conc, r.panels[rq.panel].ID, err)
+					}
+					continue
+				}
+				s, err := shapeOf(body)
+				if err != nil {
+					r.warn("%s %s c=%d %s: %v", phase, t.name, conc, r.panels[rq.panel].ID, err)
+					continue
+				}
+				r.compareShape(cellKey{phase, t.name, conc, rq.panel}, r.refShapes[rq.panel], s)
+			}
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
 }
 
 // compareShape records whether an answer equals the reference's.

@@ -22,6 +22,9 @@ type Options struct {
 	Interval time.Duration
 	Shards   int
 	Seed     int64
+	// Disjoint leaves out the series present in several shards, so every
+	// shard holds only its cluster's series and push-down can apply.
+	Disjoint bool
 
 	// Concurrency levels; the workload runs at each.
 	Concurrency []int
@@ -33,6 +36,10 @@ type Options struct {
 	SlidingRounds  int // refreshes, end advanced by one step each
 	ConcRounds     int // passes per phase at concurrency > 1
 	PhaseBudget    time.Duration
+
+	// CachedPushDown runs the caching proxies (cold, warm, sliding) with
+	// push-down on; the uncached phase always measures both.
+	CachedPushDown bool
 
 	// Compare is another Prometheus-compatible endpoint measured beside the
 	// reference in the uncached phase ("" for none).
@@ -51,7 +58,7 @@ type Options struct {
 }
 
 // DefaultOptions is the full-size run of `make bench`: about 104k series over
-// 6 h at one sample a minute. The blocks take about half a minute to write on
+// 6 h at one sample a minute, each shard holding only its cluster's series. The blocks take about half a minute to write on
 // 2 cores, and the whole run stays well within 15 minutes.
 func DefaultOptions() Options {
 	return Options{
@@ -60,6 +67,8 @@ func DefaultOptions() Options {
 		Interval:       time.Minute,
 		Shards:         3,
 		Seed:           1,
+		Disjoint:       true,
+		CachedPushDown: true,
 		Concurrency:    []int{1, 4},
 		UncachedRounds: 5,
 		ColdRounds:     3,
@@ -125,15 +134,23 @@ func (o Options) Validate() error {
 // target carries this many series.
 const seriesPerTarget = 31
 
-// extraSeriesPerNamespace are the generator's global and split targets.
+// extraSeriesPerNamespace are the generator's global and split targets
+// (none in the disjoint layout).
 const extraSeriesPerNamespace = 7
+
+func extraSeries(cfg datagen.Config) int {
+	if cfg.Disjoint {
+		return 0
+	}
+	return extraSeriesPerNamespace * len(cfg.Namespaces)
+}
 
 // DataConfig lays out Series series over Shards clusters: more namespaces
 // and jobs for big sets (so `sum by (namespace)` has a realistic spread),
 // then as many instances per job as needed to reach Series.
 func (o Options) DataConfig() datagen.Config {
 	cfg := datagen.DefaultConfig()
-	cfg.Duration, cfg.Interval, cfg.Seed = o.Duration, o.Interval, o.Seed
+	cfg.Duration, cfg.Interval, cfg.Seed, cfg.Disjoint = o.Duration, o.Interval, o.Seed, o.Disjoint
 	cfg.Clusters = nil
 	for i := range o.Shards {
 		cfg.Clusters = append(cfg.Clusters, "cluster-"+string(rune('a'+i)))
@@ -149,15 +166,14 @@ func (o Options) DataConfig() datagen.Config {
 	cfg.Namespaces = append(cfg.Namespaces, "monitoring")
 	cfg.JobsPerNamespace = jobs
 	perInstance := seriesPerTarget * o.Shards * namespaces * jobs
-	need := o.Series - extraSeriesPerNamespace*namespaces
+	need := o.Series - extraSeries(cfg)
 	cfg.InstancesPerJob = max(1, int(math.Ceil(float64(need)/float64(perInstance))))
 	return cfg
 }
 
 // SeriesCount is the number of series DataConfig generates (the union).
 func SeriesCount(cfg datagen.Config) int {
-	return seriesPerTarget*len(cfg.Clusters)*len(cfg.Namespaces)*cfg.JobsPerNamespace*cfg.InstancesPerJob +
-		extraSeriesPerNamespace*len(cfg.Namespaces)
+	return seriesPerTarget*len(cfg.Clusters)*len(cfg.Namespaces)*cfg.JobsPerNamespace*cfg.InstancesPerJob + extraSeries(cfg)
 }
 
 func hoursString(d time.Duration) string {

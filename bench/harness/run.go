@@ -25,8 +25,10 @@ const (
 	phaseLoad = "load"
 
 	TargetReference = "reference"
-	TargetProxy     = "proxy"
-	TargetCompare   = "compare"
+	// TargetProxy is the proxy with push-down off, TargetPushDown with it on.
+	TargetProxy    = "proxy"
+	TargetPushDown = "proxy-pushdown"
+	TargetCompare  = "compare"
 )
 
 // endpoint is where a measurement goes.
@@ -219,20 +221,29 @@ func (r *runner) setup(ctx context.Context) error {
 }
 
 // startProxy starts a proxy instance and remembers it for the memory table.
-func (r *runner) startProxy(name string, caching bool) (*server, error) {
-	var groups []group
+func (r *runner) startProxy(name string, kind proxyKind) (*server, error) {
+	var urls []string
 	for _, s := range r.backends {
-		groups = append(groups, group{s.Name, s.URL})
+		urls = append(urls, s.URL)
 	}
-	return r.startProxyOver(name, caching, groups)
+	return r.startProxyOver(name, kind, urls)
 }
 
-func (r *runner) startProxyOver(name string, caching bool, groups []group) (*server, error) {
-	s, err := startProxy(r.proxyBin, name, r.workDir, groups, caching, r.procs)
+// startProxyOver starts a proxy whose group i is reached at urls[i]. Each
+// group is labelled with its shard's cluster, which every series of a
+// disjoint shard stores: the proof of disjointness push-down asks for. In
+// the layout with shared series the label is still set, and the proxy's
+// probe finds those series and refuses push-down.
+func (r *runner) startProxyOver(name string, kind proxyKind, urls []string) (*server, error) {
+	groups := make([]group, len(urls))
+	for i, u := range urls {
+		groups[i] = group{name: r.backends[i].Name, url: u, cluster: r.ds.Config.Clusters[i]}
+	}
+	s, err := startProxy(r.proxyBin, name, r.workDir, groups, kind, r.procs)
 	if err != nil {
 		return nil, err
 	}
-	if caching && !s.cacheSection {
+	if kind.caching && !s.cacheSection {
 		r.note("This proxy build does not accept a `cache` section: the caching proxy ran with `proxy.enable_caching: true` alone.")
 	}
 	r.mu.Lock()
@@ -283,82 +294,139 @@ func (r *runner) measure(ctx context.Context) error {
 
 func (r *runner) refEndpoint() endpoint { return endpoint{name: TargetReference, url: r.ref.URL} }
 
-func proxyEndpoint(s *server) endpoint { return endpoint{name: TargetProxy, url: s.URL, proxy: true} }
+// cachedKind is the configuration of the caching proxies.
+func (r *runner) cachedKind() proxyKind {
+	return proxyKind{caching: true, pushDown: r.opts.CachedPushDown}
+}
 
-// uncachedPhase compares the proxy without cache to the reference, per query
-// in alternating order so that drift of the machine hits both alike.
+// cachedEndpoint is a caching proxy, named for its push-down setting.
+func (r *runner) cachedEndpoint(s *server) endpoint {
+	return endpoint{name: cachedTarget(r.opts.CachedPushDown), url: s.URL, proxy: true}
+}
+
+func cachedTarget(pushDown bool) string {
+	if pushDown {
+		return TargetPushDown
+	}
+	return TargetProxy
+}
+
+// uncachedPhase compares the proxy without cache, with push-down off and on,
+// to the reference, per query in rotating order so that drift of the
+// machine hits all alike. Each concurrency level gets fresh proxies, so
+// their peak memory is that level's. Every answer at concurrency 1, and
+// one untimed pass at each higher level, is checked against the
+// reference's.
 func (r *runner) uncachedPhase(ctx context.Context) error {
-	p, err := r.startProxy("proxy-uncached", false)
+	for _, c := range r.opts.Concurrency {
+		if err := r.uncached(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) uncached(ctx context.Context, conc int) error {
+	off, err := r.startProxy(fmt.Sprintf("proxy-uncached-c%d", conc), proxyKind{})
 	if err != nil {
 		return err
 	}
-	defer p.stop(5 * time.Second)
-	targets := []endpoint{r.refEndpoint(), proxyEndpoint(p)}
+	defer off.stop(5 * time.Second)
+	on, err := r.startProxy(fmt.Sprintf("proxy-pushdown-c%d", conc), proxyKind{pushDown: true})
+	if err != nil {
+		return err
+	}
+	defer on.stop(5 * time.Second)
+	r.measured(off, TargetProxy, conc)
+	r.measured(on, TargetPushDown, conc)
+	targets := []endpoint{r.refEndpoint(), {name: TargetProxy, url: off.URL, proxy: true}, {name: TargetPushDown, url: on.URL, proxy: true}}
 	if r.opts.Compare != "" {
 		targets = append(targets, endpoint{name: TargetCompare, url: r.opts.Compare})
 	}
 
-	// One pass to warm page caches and connections, and to record the
-	// reference answers the other targets must match.
-	r.log.printf("uncached: checking answers against the reference (%d queries)", len(r.reqs))
-	r.refShapes = make([]answerShape, len(r.reqs))
-	for i, rq := range r.reqs {
-		for _, t := range targets {
-			_, body, err := query(ctx, r.hc, t.url, rq, true)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				r.warn("%s %s: %v", t.name, r.panels[i].ID, err)
-				continue
-			}
-			shape, err := shapeOf(body)
-			if err != nil {
-				r.warn("%s %s: %v", t.name, r.panels[i].ID, err)
-				continue
-			}
-			if t.name == TargetReference {
-				r.refShapes[i] = shape
-				continue
-			}
-			r.compareShape(cellKey{PhaseUncached, t.name, 1, i}, r.refShapes[i], shape)
-		}
-	}
-
-	b := newBudget(r.opts.PhaseBudget)
-	for round := range r.opts.UncachedRounds {
-		if round > 0 && b.spent() {
-			r.log.printf("uncached: phase budget spent after %d rounds", round)
-			break
-		}
-		r.log.printf("uncached: round %d/%d, concurrency 1", round+1, r.opts.UncachedRounds)
+	if conc == 1 {
+		// One pass to warm page caches and connections, and to record the
+		// reference answers the other targets must match.
+		r.log.printf("uncached: checking answers against the reference (%d queries)", len(r.reqs))
+		r.refShapes = make([]answerShape, len(r.reqs))
 		for i, rq := range r.reqs {
-			for _, t := range rotate(targets, round+i) {
-				if _, err := r.one(ctx, PhaseUncached, t, rq, false); err != nil {
-					return err
+			for _, t := range targets {
+				_, body, err := query(ctx, r.hc, t.url, rq, true)
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					r.warn("%s %s: %v", t.name, r.panels[i].ID, err)
+					continue
 				}
+				shape, err := shapeOf(body)
+				if err != nil {
+					r.warn("%s %s: %v", t.name, r.panels[i].ID, err)
+					continue
+				}
+				if t.name == TargetReference {
+					r.refShapes[i] = shape
+					continue
+				}
+				r.compareShape(cellKey{PhaseUncached, t.name, 1, i}, r.refShapes[i], shape)
 			}
-		}
-		r.countPass(PhaseUncached, targets)
-	}
-	for _, c := range r.opts.Concurrency {
-		if c == 1 {
-			continue
 		}
 		b := newBudget(r.opts.PhaseBudget)
-		for round := range r.opts.ConcRounds {
+		for round := range r.opts.UncachedRounds {
 			if round > 0 && b.spent() {
+				r.log.printf("uncached: phase budget spent after %d rounds", round)
 				break
 			}
-			r.log.printf("uncached: round %d/%d, concurrency %d", round+1, r.opts.ConcRounds, c)
-			for _, t := range rotate(targets, round) {
-				if err := r.pass(ctx, PhaseUncached, t, c, r.reqs); err != nil {
-					return err
+			r.log.printf("uncached: round %d/%d, concurrency 1", round+1, r.opts.UncachedRounds)
+			for i, rq := range r.reqs {
+				for _, t := range rotate(targets, round+i) {
+					// Every answer is kept and checked; decoding it is not timed.
+					s, err := r.one(ctx, PhaseUncached, t, rq, true)
+					if err != nil {
+						return err
+					}
+					if s != nil && t.name != TargetReference {
+						r.compareShape(cellKey{PhaseUncached, t.name, 1, i}, r.refShapes[i], *s)
+					}
 				}
+			}
+			r.countPass(PhaseUncached, targets)
+		}
+		return nil
+	}
+
+	// An untimed pass at this concurrency, every answer checked; it also
+	// opens the connections the timed passes use.
+	r.log.printf("uncached: checking answers at concurrency %d", conc)
+	for _, t := range targets {
+		if t.name == TargetReference {
+			continue
+		}
+		if err := r.verifyPass(ctx, PhaseUncached, t, conc, r.reqs); err != nil {
+			return err
+		}
+	}
+	b := newBudget(r.opts.PhaseBudget)
+	for round := range r.opts.ConcRounds {
+		if round > 0 && b.spent() {
+			break
+		}
+		r.log.printf("uncached: round %d/%d, concurrency %d", round+1, r.opts.ConcRounds, conc)
+		for _, t := range rotate(targets, round) {
+			if err := r.pass(ctx, PhaseUncached, t, conc, r.reqs); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// measured names the configuration and concurrency a proxy instance ran
+// for, in the memory table.
+func (r *runner) measured(s *server, target string, conc int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s.Target, s.Concurrency = target, conc
 }
 
 // coldWarmPhase restarts a caching proxy for every cold sample: a fresh
@@ -384,7 +452,7 @@ func (r *runner) coldWarm(ctx context.Context, conc int) error {
 			r.log.printf("cold: phase budget spent after %d rounds", round)
 			break
 		}
-		p, err := r.startProxy(fmt.Sprintf("proxy-cold-c%d-%d", conc, round+1), true)
+		p, err := r.startProxy(fmt.Sprintf("proxy-cold-c%d-%d", conc, round+1), r.cachedKind())
 		if err != nil {
 			return err
 		}
@@ -402,9 +470,9 @@ func (r *runner) coldWarm(ctx context.Context, conc int) error {
 				break
 			}
 			if conc == 1 {
-				err = r.sequential(ctx, phase, proxyEndpoint(p), r.reqs, verify && w <= 0)
+				err = r.sequential(ctx, phase, r.cachedEndpoint(p), r.reqs, verify && w <= 0)
 			} else {
-				err = r.pass(ctx, phase, proxyEndpoint(p), conc, r.reqs)
+				err = r.pass(ctx, phase, r.cachedEndpoint(p), conc, r.reqs)
 			}
 			if err != nil {
 				return err
@@ -436,12 +504,12 @@ func (r *runner) slidingPhase(ctx context.Context) error {
 	for i, rq := range r.reqs {
 		base[i] = rq.shifted(-n)
 	}
-	p, err := r.startProxy("proxy-sliding", true)
+	p, err := r.startProxy("proxy-sliding", r.cachedKind())
 	if err != nil {
 		return err
 	}
 	r.log.printf("sliding: loading the dashboard %d steps back", n)
-	if err := r.sequential(ctx, phaseLoad, proxyEndpoint(p), base, false); err != nil {
+	if err := r.sequential(ctx, phaseLoad, r.cachedEndpoint(p), base, false); err != nil {
 		return err
 	}
 	b := newBudget(r.opts.PhaseBudget)
@@ -454,18 +522,18 @@ func (r *runner) slidingPhase(ctx context.Context) error {
 		for i, first := range base {
 			rq := first.shifted(k)
 			shapes := map[string]*answerShape{}
-			for _, t := range rotate([]endpoint{r.refEndpoint(), proxyEndpoint(p)}, k+i) {
+			for _, t := range rotate([]endpoint{r.refEndpoint(), r.cachedEndpoint(p)}, k+i) {
 				s, err := r.one(ctx, PhaseSliding, t, rq, true)
 				if err != nil {
 					return err
 				}
 				shapes[t.name] = s
 			}
-			if shapes[TargetReference] != nil && shapes[TargetProxy] != nil {
-				r.compareShape(cellKey{PhaseSliding, TargetProxy, 1, i}, *shapes[TargetReference], *shapes[TargetProxy])
+			if tn := cachedTarget(r.opts.CachedPushDown); shapes[TargetReference] != nil && shapes[tn] != nil {
+				r.compareShape(cellKey{PhaseSliding, tn, 1, i}, *shapes[TargetReference], *shapes[tn])
 			}
 		}
-		r.countPass(PhaseSliding, []endpoint{r.refEndpoint(), proxyEndpoint(p)})
+		r.countPass(PhaseSliding, []endpoint{r.refEndpoint(), r.cachedEndpoint(p)})
 	}
 	p.stop(5 * time.Second)
 	if err := r.spanPass(ctx, base, n); err != nil {
@@ -476,13 +544,13 @@ func (r *runner) slidingPhase(ctx context.Context) error {
 		if c == 1 {
 			continue
 		}
-		p, err := r.startProxy("proxy-sliding-c"+strconv.Itoa(c), true)
+		p, err := r.startProxy("proxy-sliding-c"+strconv.Itoa(c), r.cachedKind())
 		if err != nil {
 			return err
 		}
 		r.log.printf("sliding: concurrency %d, up to %d refreshes", c, min(n, r.opts.ConcRounds))
 		b := newBudget(r.opts.PhaseBudget)
-		if err := r.pass(ctx, phaseLoad, proxyEndpoint(p), c, base); err != nil {
+		if err := r.pass(ctx, phaseLoad, r.cachedEndpoint(p), c, base); err != nil {
 			return err
 		}
 		for k := 1; k <= min(n, r.opts.ConcRounds); k++ {
@@ -493,7 +561,7 @@ func (r *runner) slidingPhase(ctx context.Context) error {
 			for i, first := range base {
 				shifted[i] = first.shifted(k)
 			}
-			if err := r.pass(ctx, PhaseSliding, proxyEndpoint(p), c, shifted); err != nil {
+			if err := r.pass(ctx, PhaseSliding, r.cachedEndpoint(p), c, shifted); err != nil {
 				return err
 			}
 		}
@@ -529,16 +597,16 @@ func (r *runner) spanPass(ctx context.Context, base []request, n int) error {
 			t.close()
 		}
 	}()
-	var groups []group
+	var urls []string
 	for _, s := range r.backends {
 		t, err := startTap(s.URL)
 		if err != nil {
 			return err
 		}
 		taps = append(taps, t)
-		groups = append(groups, group{s.Name, t.URL})
+		urls = append(urls, t.URL)
 	}
-	p, err := r.startProxyOver("proxy-tapped", true, groups)
+	p, err := r.startProxyOver("proxy-tapped", r.cachedKind(), urls)
 	if err != nil {
 		return err
 	}

@@ -112,10 +112,17 @@ type server struct {
 	Role string
 	// cacheSection tells whether a proxy's config carried a `cache` section.
 	cacheSection bool
+	// Target and Concurrency: the uncached configuration and level a proxy
+	// instance was started for (empty for the others).
+	Target      string
+	Concurrency int
 }
 
-// group is one backend as the proxy's static discovery names it.
-type group struct{ name, url string }
+// group is one backend as the proxy's static discovery names it. cluster,
+// when set, is the group's configured `labels: {cluster: …}`: the value
+// every series of the shard stores, which tells the proxy the groups are
+// disjoint. The series store it, so answers stay the reference's.
+type group struct{ name, url, cluster string }
 
 const startAttempts = 3
 
@@ -162,24 +169,37 @@ func startPrometheus(bin, name, blocks, workDir string, procs *procSet) (*server
 	return nil, lastErr
 }
 
+// proxyKind is how a proxy instance is configured.
+type proxyKind struct {
+	caching, pushDown bool
+}
+
 // proxyConfig is the YAML the proxy runs with. withCacheSection adds the
 // `cache` section; builds of the proxy that do not know it refuse unknown
-// keys, so startProxy retries without it.
-func proxyConfig(groups []group, caching, withCacheSection bool) string {
+// keys, so startProxy retries without it. Push-down is named only when on,
+// and then with the label that proves the groups disjoint.
+func proxyConfig(groups []group, kind proxyKind, withCacheSection bool) string {
 	var b strings.Builder
 	b.WriteString("discovery:\n  static:\n")
 	for _, g := range groups {
 		fmt.Fprintf(&b, "    - name: %s\n      urls: [%q]\n", g.name, g.url)
+		if g.cluster != "" {
+			fmt.Fprintf(&b, "      labels: {cluster: %q}\n", g.cluster)
+		}
 	}
-	fmt.Fprintf(&b, "proxy:\n  enable_caching: %t\n  enable_request_logging: false\n", caching)
-	if caching && withCacheSection {
+	fmt.Fprintf(&b, "proxy:\n  enable_caching: %t\n  enable_request_logging: false\n", kind.caching)
+	if kind.caching && withCacheSection {
 		b.WriteString("cache:\n  backend: memory\n")
+	}
+	if kind.pushDown {
+		b.WriteString("engine:\n  push_down:\n    enabled: true\n    label: cluster\n")
 	}
 	return b.String()
 }
 
 // startProxy runs the proxy binary over the backends and waits for /ready.
-func startProxy(bin, name, workDir string, groups []group, caching bool, procs *procSet) (*server, error) {
+func startProxy(bin, name, workDir string, groups []group, kind proxyKind, procs *procSet) (*server, error) {
+	caching := kind.caching
 	dir := filepath.Join(workDir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -188,7 +208,7 @@ func startProxy(bin, name, workDir string, groups []group, caching bool, procs *
 	var lastErr error
 	for attempt := 0; attempt < startAttempts+1; attempt++ {
 		cfgFile := filepath.Join(dir, "config.yaml")
-		if err := os.WriteFile(cfgFile, []byte(proxyConfig(groups, caching, withCache)), 0o644); err != nil {
+		if err := os.WriteFile(cfgFile, []byte(proxyConfig(groups, kind, withCache)), 0o644); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		addr, err := freeAddr()

@@ -12,18 +12,26 @@ func secondsDuration(s float64) time.Duration {
 	return time.Duration(math.Round(s * float64(time.Second)))
 }
 
-// SVG draws p50 latency per query at concurrency 1: reference, proxy cold
-// and proxy warm (and the compared endpoint), as horizontal bars on a log
-// scale, since warm answers are orders of magnitude faster than cold ones.
+// SVG draws p50 latency per query at concurrency 1: reference, the uncached
+// proxy with push-down off and on, proxy cold and proxy warm (and the
+// compared endpoint), as horizontal bars on a log scale, since warm answers
+// are orders of magnitude faster than cold ones.
 func (rep *Report) SVG() string {
 	type series struct {
 		name, phase, target, color string
 	}
-	bars := []series{
-		{"reference", PhaseUncached, TargetReference, "#4e79a7"},
-		{"proxy cold", PhaseCold, TargetProxy, "#f28e2b"},
-		{"proxy warm", PhaseWarm, TargetProxy, "#59a14f"},
+	cached := rep.cachedTarget()
+	bars := []series{{"reference", PhaseUncached, TargetReference, "#4e79a7"}}
+	if rep.hasTarget(TargetPushDown, PhaseUncached) {
+		bars = append(bars,
+			series{"proxy push-down off", PhaseUncached, TargetProxy, "#e15759"},
+			series{"proxy push-down on", PhaseUncached, TargetPushDown, "#76b7b2"})
+	} else {
+		bars = append(bars, series{"proxy uncached", PhaseUncached, TargetProxy, "#e15759"})
 	}
+	bars = append(bars,
+		series{"proxy cold", PhaseCold, cached, "#f28e2b"},
+		series{"proxy warm", PhaseWarm, cached, "#59a14f"})
 	if rep.Settings.Compare != "" {
 		bars = append(bars, series{"compare", PhaseUncached, TargetCompare, "#b07aa1"})
 	}
@@ -63,13 +71,13 @@ func (rep *Report) SVG() string {
 		esc(fmt.Sprintf("p50 latency per query, concurrency 1 (log scale) — %d series, %s, %d shards",
 			rep.Dataset.Series, durString(rep.Dataset.Hours*3600), rep.Dataset.Shards)))
 	w(`<text x="%d" y="46" font-size="12" fill="#555555">%s</text>`+"\n", 16,
-		esc(fmt.Sprintf("%s, %d CPUs; reference: one Prometheus holding all the data; cold: first pass on a fresh caching proxy; warm: repeated",
-			rep.Started.Format("2006-01-02"), rep.Machine.CPUs)))
+		esc(fmt.Sprintf("%s, %d CPUs; reference: one Prometheus holding all the data; push-down off/on: uncached; cold: first pass on a fresh caching proxy (push-down %s); warm: repeated",
+			rep.Started.Format("2006-01-02"), rep.Machine.CPUs, map[bool]string{true: "on", false: "off"}[cached == TargetPushDown])))
 	lx := 16
 	for _, s := range bars {
 		w(`<rect x="%d" y="58" width="14" height="10" fill="%s"/>`, lx, s.color)
 		w(`<text x="%d" y="67" font-size="12">%s</text>`+"\n", lx+19, esc(s.name))
-		lx += 40 + 8*len(s.name)
+		lx += 34 + 7*len(s.name)
 	}
 
 	// Decade grid with labels above and below the plot.

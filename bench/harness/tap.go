@@ -6,19 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	promremote "github.com/prometheus/prometheus/storage/remote"
 )
 
 // tap sits between the proxy and one backend and records what the proxy
-// asked for over remote read: how many queries, over how much time, and
-// how many bytes came back. Bytes alone cannot show that a refresh reads
+// asked for over remote read and, pushed down, as PromQL queries: how many
+// queries, over how much time of data, and how many bytes came back. Bytes alone cannot show that a refresh reads
 // only the new tail, because a backend always sends whole chunks (two hours
 // of samples at a one-minute interval); the requested time span can.
 // Taps are used only in an untimed pass, so they never add to a latency.
@@ -32,8 +36,8 @@ type tap struct {
 
 type tapStats struct {
 	Requests int     // remote-read HTTP requests
-	Queries  int     // queries inside them (one per selector and tenant rule)
-	SpanMs   float64 // sum over queries of end - start
+	Queries  int     // queries inside them (one per selector and tenant rule), and pushed queries
+	SpanMs   float64 // sum over queries of end - start of the data they read
 	Bytes    float64 // response bytes
 }
 
@@ -64,7 +68,8 @@ func startTap(backend string) (*tap, error) {
 
 func (t *tap) handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path != "/api/v1/read" {
+		path := req.URL.Path
+		if path != "/api/v1/read" && path != "/api/v1/query" && path != "/api/v1/query_range" {
 			next.ServeHTTP(w, req)
 			return
 		}
@@ -75,13 +80,17 @@ func (t *tap) handler(next http.Handler) http.Handler {
 		}
 		var span float64
 		queries := 0
-		decoded := req.Clone(req.Context())
-		decoded.Body = io.NopCloser(bytes.NewReader(body))
-		if rr, err := promremote.DecodeReadRequest(decoded); err == nil {
-			for _, q := range rr.Queries {
-				span += float64(q.EndTimestampMs - q.StartTimestampMs)
-				queries++
+		if path == "/api/v1/read" {
+			decoded := req.Clone(req.Context())
+			decoded.Body = io.NopCloser(bytes.NewReader(body))
+			if rr, err := promremote.DecodeReadRequest(decoded); err == nil {
+				for _, q := range rr.Queries {
+					span += float64(q.EndTimestampMs - q.StartTimestampMs)
+					queries++
+				}
 			}
+		} else if form, err := url.ParseQuery(string(body)); err == nil {
+			span, queries = pushedSpan(form), 1
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		cw := &countingWriter{ResponseWriter: w}
@@ -93,6 +102,47 @@ func (t *tap) handler(next http.Handler) http.Handler {
 		t.stats.Bytes += float64(cw.n)
 		t.mu.Unlock()
 	})
+}
+
+// tapParser parses pushed queries as the proxy writes them (experimental
+// functions on).
+var tapParser = parser.NewParser(parser.Options{EnableExperimentalFunctions: true})
+
+// pushedSpan is the time span of data a pushed-down query reads, in
+// milliseconds: from the earliest sample its selectors can reach (ranges,
+// offsets and lookback included, as Prometheus computes it) to its end.
+func pushedSpan(form url.Values) float64 {
+	at := func(k string) (time.Time, bool) {
+		f, err := strconv.ParseFloat(form.Get(k), 64)
+		if err != nil {
+			return time.Time{}, false
+		}
+		return time.UnixMilli(int64(math.Round(f * 1000))), true
+	}
+	start, ok1 := at("start")
+	end, ok2 := at("end")
+	if !ok1 || !ok2 {
+		if start, ok1 = at("time"); !ok1 {
+			return 0
+		}
+		end = start
+	}
+	lookback := 5 * time.Minute
+	if f, err := strconv.ParseFloat(form.Get("lookback_delta"), 64); err == nil && f > 0 {
+		lookback = time.Duration(f * float64(time.Second))
+	}
+	step, _ := strconv.ParseFloat(form.Get("step"), 64)
+	e, err := tapParser.ParseExpr(form.Get("query"))
+	if err != nil {
+		return float64(end.Sub(start.Add(-lookback)).Milliseconds())
+	}
+	mint, maxt := promql.FindMinMaxTime(&parser.EvalStmt{Expr: e, Start: start, End: end,
+		Interval: time.Duration(step * float64(time.Second)), LookbackDelta: lookback})
+	if maxt < mint {
+		return 0
+	}
+	// Ranges are open on the left: mint is one past the window's start.
+	return float64(maxt - mint + 1)
 }
 
 func (t *tap) snapshot() tapStats {
