@@ -47,7 +47,7 @@ func (c *Config) Validate() error {
 	if time.Duration(c.SubqueryStep) < time.Millisecond {
 		return fmt.Errorf("engine.default_subquery_step must be at least 1ms")
 	}
-	return nil
+	return c.PushDown.Validate()
 }
 
 // Parser returns the PromQL parser the proxy uses everywhere, so the engine,

@@ -31,6 +31,36 @@ type Config struct {
 	// groups are disjoint; empty accepts any label every group has with
 	// distinct values.
 	Label string `yaml:"label"`
+	// FloatSums says whether sum and avg may be combined across groups:
+	// FloatSumsExact (default) keeps them in the proxy, FloatSumsReassociate
+	// pushes them, equal to one evaluation within float rounding only.
+	FloatSums FloatSums `yaml:"float_sums"`
+}
+
+// FloatSums is how the planner treats sums of floats across groups.
+type FloatSums string
+
+const (
+	// FloatSumsExact: sum and avg are not combined across groups, so every
+	// pushed answer is bit for bit the one of a single evaluation.
+	FloatSumsExact FloatSums = "exact"
+	// FloatSumsReassociate: sum is combined as the sum of the groups'
+	// partial sums, avg as the mean of the groups' means weighted by their
+	// counts. Float addition is not associative, so the answer may differ
+	// from a single evaluation in the last bits.
+	FloatSumsReassociate FloatSums = "reassociate"
+)
+
+// Validate fills the default and refuses unknown values.
+func (c *Config) Validate() error {
+	switch c.FloatSums {
+	case "":
+		c.FloatSums = FloatSumsExact
+	case FloatSumsExact, FloatSumsReassociate:
+	default:
+		return fmt.Errorf("engine.push_down.float_sums: %q is neither %q nor %q", c.FloatSums, FloatSumsExact, FloatSumsReassociate)
+	}
+	return nil
 }
 
 // Group is what the planner needs to know of a backend group: its name and
@@ -67,8 +97,8 @@ const GroupLabel = "__pushdown_group__"
 // the proxy aggregates their answers with Outer. Only operations whose
 // result does not depend on the order of the inputs are listed, so the
 // answer is bit for bit the one of a single evaluation. sum and avg are not
-// here: float addition is not associative, so partial sums differ from one
-// sum in the last bits; stddev, stdvar, quantile need every input; topk,
+// here (see reassociative): float addition is not associative, so partial
+// sums differ from one sum in the last bits; stddev, stdvar, quantile need every input; topk,
 // bottomk and limitk choose among ties by input order.
 type combine struct{ Inner, Outer parser.ItemType }
 
@@ -78,6 +108,10 @@ var distributive = map[parser.ItemType]combine{
 	parser.COUNT: {parser.COUNT, parser.SUM}, // counts are integers: their sum is exact below 2^53
 	parser.GROUP: {parser.GROUP, parser.GROUP},
 }
+
+// reassociative lists the aggregations combined across groups only under
+// FloatSumsReassociate: their combination re-orders float additions.
+var reassociative = map[parser.ItemType]bool{parser.SUM: true, parser.AVG: true}
 
 // notLocal lists functions whose answer is not made series by series from
 // their input: they read no series (time, vector, pi), build labels from the
@@ -411,7 +445,13 @@ func (w *walker) push(n parser.Expr) (parser.Expr, bool) {
 		return n, false
 	}
 	c, dist := distributive[agg.Op]
-	if !dist {
+	_, float := reassociative[agg.Op]
+	reassociate := float && w.pl.cfg.FloatSums == FloatSumsReassociate
+	switch {
+	case float && !reassociate:
+		w.decide(n, false, fmt.Sprintf("%s is combined across groups only with engine.push_down.float_sums: %s (float addition is not associative: partial sums differ from one sum in the last bits), and %s", agg.Op, FloatSumsReassociate, why))
+		return n, false
+	case !dist && !reassociate:
 		w.decide(n, false, fmt.Sprintf("%s does not distribute exactly and %s", agg.Op, why))
 		return n, false
 	}
@@ -419,17 +459,71 @@ func (w *walker) push(n parser.Expr) (parser.Expr, bool) {
 		w.decide(n, false, why)
 		return n, false
 	}
+	if agg.Op == parser.AVG {
+		return w.pushAvg(agg)
+	}
+	if reassociate {
+		c = combine{parser.SUM, parser.SUM}
+	}
 	inner := &parser.AggregateExpr{Op: c.Inner, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without}
 	sel, ok := w.fragment(agg, inner, true)
 	if !ok {
 		return n, false
 	}
-	w.decide(n, true, fmt.Sprintf("%s distributes: %s in each group, %s of their answers", agg.Op, c.Inner, c.Outer))
-	grouping := agg.Grouping
-	if agg.Without {
-		grouping = append(slices.Clone(agg.Grouping), GroupLabel)
+	if reassociate {
+		w.decide(n, true, fmt.Sprintf("sum re-associated (engine.push_down.float_sums: %s): partial sums in each group, sum of their answers; equal to one sum within float rounding", FloatSumsReassociate))
+	} else {
+		w.decide(n, true, fmt.Sprintf("%s distributes: %s in each group, %s of their answers", agg.Op, c.Inner, c.Outer))
 	}
-	return &parser.AggregateExpr{Op: c.Outer, Expr: sel, Grouping: grouping, Without: agg.Without, PosRange: agg.PosRange}, true
+	return &parser.AggregateExpr{Op: c.Outer, Expr: sel, Grouping: outerGrouping(agg), Without: agg.Without, PosRange: agg.PosRange}, true
+}
+
+// outerGrouping is the grouping that combines the groups' answers to agg:
+// agg's own, with GroupLabel dropped too where agg groups "without".
+func outerGrouping(agg *parser.AggregateExpr) []string {
+	if agg.Without {
+		return append(slices.Clone(agg.Grouping), GroupLabel)
+	}
+	return agg.Grouping
+}
+
+// pushAvg combines avg across groups as the mean of the groups' means,
+// each weighted by its share of the count:
+//
+//	sum(avg_g × (count_g / sum(count_g)))
+//
+// rather than sum(sum_g) / sum(count_g): Prometheus' avg switches to an
+// incremental mean where the running sum would overflow, and so must this,
+// so no partial sum is ever formed. Each term is at most the group's mean in
+// magnitude and the weights add up to 1, so no step overflows where the
+// means do not; where one group holds a whole output group, its weight is
+// exactly 1 and the answer is that group's avg bit for bit.
+func (w *walker) pushAvg(agg *parser.AggregateExpr) (parser.Expr, bool) {
+	before := len(w.plan.Fragments)
+	mean, ok := w.fragment(agg, &parser.AggregateExpr{Op: parser.AVG, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without}, true)
+	if !ok {
+		return agg, false
+	}
+	count, ok := w.fragment(agg, &parser.AggregateExpr{Op: parser.COUNT, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without}, true)
+	if !ok {
+		w.plan.Fragments = w.plan.Fragments[:before]
+		return agg, false
+	}
+	grouping := "without"
+	if !agg.Without {
+		grouping = "by"
+	}
+	q := fmt.Sprintf("sum %s (%s) (%s * (%s / ignoring (%s) group_left () sum without (%s) (%s)))",
+		grouping, strings.Join(outerGrouping(agg), ", "), mean, count, GroupLabel, GroupLabel, count)
+	e, err := w.pl.parser.ParseExpr(q)
+	if err != nil {
+		// The planner's own text: it must parse.
+		w.plan.Fragments = w.plan.Fragments[:before]
+		w.decide(agg, false, "combining avg: "+err.Error())
+		return agg, false
+	}
+	w.decide(agg, true, fmt.Sprintf("avg re-associated (engine.push_down.float_sums: %s): avg and count in each group, the groups' means weighted by their counts summed in the proxy; equal to one avg within float rounding", FloatSumsReassociate))
+	return e, true
 }
 
 // worthPushing: a fragment must shrink what travels. Without an

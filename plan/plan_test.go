@@ -260,3 +260,93 @@ func TestReplicaLabelRefused(t *testing.T) {
 		}
 	}
 }
+
+func planWith(t *testing.T, cfg Config, q string, gs []Group, p *tenancy.Policy) *Plan {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return New(cfg, testParser).Plan(mustParse(t, q), gs, p)
+}
+
+// With float_sums: reassociate, sum and avg are combined across groups;
+// without it they stay in the proxy, saying which key would push them.
+func TestPlansReassociate(t *testing.T) {
+	gs := groups("cluster", "a", "cluster", "b", "cluster", "c")
+	on := Config{Enabled: true, FloatSums: FloatSumsReassociate}
+	const weighted = `sum by (job) (remote(avg by (job) (rate(x[5m]))) * (remote(count by (job) (rate(x[5m]))) / ignoring (__pushdown_group__) group_left () sum without (__pushdown_group__) (remote(count by (job) (rate(x[5m]))))))`
+	for _, tc := range []struct{ q, want string }{
+		{`sum by (job) (rate(x[5m]))`, `sum by (job) (remote(sum by (job) (rate(x[5m]))))`},
+		{`sum(increase(x[1h]))`, `sum(remote(sum(increase(x[1h]))))`},
+		{`sum without (cluster, instance) (x)`, `sum without (cluster, instance, __pushdown_group__) (remote(sum without (cluster, instance) (x)))`},
+		{`histogram_quantile(0.9, sum by (le, job) (rate(x_bucket[5m])))`, `histogram_quantile(0.9, sum by (le, job) (remote(sum by (le, job) (rate(x_bucket[5m])))))`},
+		{`topk(5, sum by (instance) (rate(x[5m])))`, `topk(5, sum by (instance) (remote(sum by (instance) (rate(x[5m])))))`},
+		{`sum by (job) (sum by (cluster, job) (x))`, `sum by (job) (remote(sum by (job) (sum by (cluster, job) (x))))`},
+		{`sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m]))`, `sum(remote(sum(rate(x{code=~"5.."}[5m])))) / sum(remote(sum(rate(x[5m]))))`},
+		{`avg by (job) (rate(x[5m]))`, weighted},
+		{`1 - avg(x)`, `1 - sum(remote(avg(x)) * (remote(count(x)) / ignoring (__pushdown_group__) group_left () sum without (__pushdown_group__) (remote(count(x)))))`},
+		{`avg without (cluster, instance) (x)`, `sum without (cluster, instance, __pushdown_group__) (remote(avg without (cluster, instance) (x)) * (remote(count without (cluster, instance) (x)) / ignoring (__pushdown_group__) group_left () sum without (__pushdown_group__) (remote(count without (cluster, instance) (x)))))`},
+		// Still exact as before: whole queries keeping the label, min/max/count/group.
+		{`sum by (cluster, job) (rate(x[5m]))`, `remote(sum by (cluster, job) (rate(x[5m])))`},
+		{`count(x)`, `sum(remote(count(x)))`},
+		// Never combined: order-dependent or needing every input.
+		{`topk(3, x)`, `topk(3, x)`},
+		{`stddev(x)`, `stddev(x)`},
+		{`quantile(0.5, x)`, `quantile(0.5, x)`},
+		{`sum(x / on (instance) y)`, `sum(x / on (instance) y)`},
+	} {
+		t.Run(tc.q, func(t *testing.T) {
+			p := planWith(t, on, tc.q, gs, nil)
+			if got := p.String(); got != tc.want {
+				t.Errorf("plan %s\nwant %s\n%s", got, tc.want, p.Explain())
+			}
+			// The rewritten query is evaluated from its text: it must parse.
+			if _, err := testParser.ParseExpr(p.Expr.String()); err != nil {
+				t.Errorf("rewritten query %s: %v", p.Expr, err)
+			}
+		})
+	}
+	t.Run("explain says why", func(t *testing.T) {
+		ex := planWith(t, on, `avg by (job) (x) + sum(x)`, gs, nil).Explain()
+		for _, want := range []string{"pushed: avg by (job) (x): avg re-associated (engine.push_down.float_sums: reassociate)", "pushed: sum(x): sum re-associated", "within float rounding"} {
+			if !strings.Contains(ex, want) {
+				t.Errorf("explain lacks %q:\n%s", want, ex)
+			}
+		}
+		ex = planWith(t, Config{Enabled: true}, `sum by (job) (x)`, gs, nil).Explain()
+		if !strings.Contains(ex, "kept in proxy: sum by (job) (x): sum is combined across groups only with engine.push_down.float_sums: reassociate") {
+			t.Errorf("explain with the opt-in off does not name it:\n%s", ex)
+		}
+	})
+	t.Run("off is unchanged", func(t *testing.T) {
+		for _, q := range []string{`sum by (job) (rate(x[5m]))`, `avg(x)`, `histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))`} {
+			if p := planWith(t, Config{Enabled: true, FloatSums: FloatSumsExact}, q, gs, nil); p.Pushed() {
+				t.Errorf("%s pushed with float_sums: exact: %s", q, p)
+			}
+		}
+	})
+	t.Run("tenant rules in both avg fragments", func(t *testing.T) {
+		p := planWith(t, on, `avg by (job) (x)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{namespace="team-a"}`)}})
+		if len(p.Fragments) != 2 {
+			t.Fatalf("want 2 fragments: %s", p.Explain())
+		}
+		for _, f := range p.Fragments {
+			for _, gq := range f.Queries {
+				if !strings.Contains(gq.Query, `x{namespace="team-a"}`) {
+					t.Errorf("fragment %s group %s: %s", f.ID, gq.Group.Name, gq.Query)
+				}
+			}
+		}
+	})
+	t.Run("avg not half pushed", func(t *testing.T) {
+		// A selector empty in one group cannot be pushed; neither avg
+		// fragment may stay behind in the plan.
+		p := planWith(t, on, `avg(x{cluster="a"})`, gs, nil)
+		if p.Pushed() {
+			t.Errorf("pushed: %s", p.Explain())
+		}
+	})
+	if err := (&Config{FloatSums: "fast"}).Validate(); err == nil || !strings.Contains(err.Error(), "float_sums") {
+		t.Errorf("unknown float_sums accepted: %v", err)
+	}
+}
