@@ -9,6 +9,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
 
 // BenchmarkProxyVsReference times the same uncached queries against the
@@ -67,9 +68,9 @@ func BenchmarkPushDown(b *testing.B) {
 		f.shards[i] = testenv.StartPrometheus(b, testenv.V3, openMetrics(b, data, i, func(l labels.Labels) bool { return l.Get("cluster") == own }), testenv.WithName("bench-"+own))
 	}
 	f.reference = testenv.StartPrometheus(b, testenv.V3, openMetrics(b, data, -1, ownCluster), testenv.WithName("bench-reference"))
-	off, on := pushDownConfig(f, false), pushDownConfig(f, true)
-	off.Proxy.EnableCaching, on.Proxy.EnableCaching = false, false
-	pOff, pOn := startProxy(b, off), startProxy(b, on)
+	off, on, sums := pushDownConfig(f, false), pushDownConfig(f, true), pushDownConfigSums(f, true, plan.FloatSumsReassociate)
+	off.Proxy.EnableCaching, on.Proxy.EnableCaching, sums.Proxy.EnableCaching = false, false, false
+	pOff, pOn, pSums := startProxy(b, off), startProxy(b, on), startProxy(b, sums)
 	start, end := data.Start.Add(10*time.Minute), data.Start.Add(110*time.Minute)
 	var queries []apiRequest
 	for _, q := range []string{
@@ -79,6 +80,12 @@ func BenchmarkPushDown(b *testing.B) {
 		`count by (__name__) ({__name__=~".+"})`,
 		`sum by (cluster, namespace) (rate(http_requests_total[5m]))`,
 		`topk(3, memory_usage_bytes)`,
+		// The dashboards' other shapes: exact push-down leaves them in the
+		// proxy, float_sums: reassociate pushes their sums and means.
+		`avg by (namespace) (memory_usage_bytes{namespace=~"team-.*"})`,
+		`topk(5, sum by (instance) (rate(http_requests_total[5m])))`,
+		`sum(increase(http_requests_total[1h]))`,
+		`1 - avg by (cluster) (rate(node_cpu_seconds_total{mode="idle"}[5m]))`,
 	} {
 		queries = append(queries,
 			apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{"query": {q}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"60"}}},
@@ -93,18 +100,21 @@ func BenchmarkPushDown(b *testing.B) {
 		}
 		return time.Since(t0)
 	}
-	for _, u := range []string{f.reference.URL, pOff.URL, pOn.URL} {
+	for _, u := range []string{f.reference.URL, pOff.URL, pOn.URL, pSums.URL} {
 		run(u) // warm page caches and connections
 	}
-	var ref, tOff, tOn time.Duration
+	var ref, tOff, tOn, tSums time.Duration
 	b.ResetTimer()
 	for range b.N {
 		ref += run(f.reference.URL)
 		tOff += run(pOff.URL)
 		tOn += run(pOn.URL)
+		tSums += run(pSums.URL)
 	}
 	b.ReportMetric(float64(ref.Nanoseconds())/float64(b.N), "ref-ns/set")
 	b.ReportMetric(float64(tOff)/float64(ref), "off/ref")
 	b.ReportMetric(float64(tOn)/float64(ref), "on/ref")
+	b.ReportMetric(float64(tSums)/float64(ref), "sums/ref")
 	b.ReportMetric(pushDownCount(b, pOn, "pushed")/float64(b.N+1), "pushed/set")
+	b.ReportMetric(pushDownCount(b, pSums, "pushed")/float64(b.N+1), "sums-pushed/set")
 }

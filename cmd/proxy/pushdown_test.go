@@ -1,7 +1,12 @@
 package main
 
 import (
+	"fmt"
+	"math"
+	"net/http"
 	"net/url"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +16,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
 
 // pushDownCount reads prometheus_proxy_pushdown_queries_total{outcome}.
@@ -91,7 +97,13 @@ func startShards(t *testing.T, name string, kinds []testenv.Kind, keep func(shar
 // pushDownConfig labels each group with its cluster, the label that makes
 // the groups disjoint when each shard holds only its cluster's series.
 func pushDownConfig(f *fleet, on bool) Config {
+	return pushDownConfigSums(f, on, plan.FloatSumsExact)
+}
+
+// pushDownConfigSums is pushDownConfig with engine.push_down.float_sums.
+func pushDownConfigSums(f *fleet, on bool, sums plan.FloatSums) Config {
 	cfg := baseConfig(f)
+	cfg.Engine.PushDown.FloatSums = sums
 	for i := range cfg.Discovery.Static {
 		cfg.Discovery.Static[i].Labels = map[string]string{"cluster": f.data.Clusters[i]}
 	}
@@ -138,12 +150,37 @@ func TestPushDown(t *testing.T) {
 				}
 			})
 		}
+		t.Run("Reassociate", func(t *testing.T) {
+			// float_sums: reassociate: within sumsTolerance of the
+			// reference, and every sum and avg of the dashboards pushed.
+			p := startProxy(t, pushDownConfigSums(f, true, plan.FloatSumsReassociate))
+			runSuiteWithin(t, f.reference.URL, p.URL, reqs, nil, len(reqs)/2, sumsTolerance)
+			sums := sumRequests(f.data)
+			before, fellBefore := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback")
+			tl := runSuiteWithin(t, f.reference.URL, p.URL, sums, nil, len(sums)*3/4, sumsTolerance)
+			if pushed := pushDownCount(t, p, "pushed") - before; pushed < float64(len(sums)) {
+				t.Errorf("%v of %d sum and avg queries pushed", pushed, len(sums))
+			}
+			if fell := pushDownCount(t, p, "fallback") - fellBefore; fell != 0 {
+				t.Errorf("%v sum and avg queries fell back", fell)
+			}
+			if tl.samplesWithin == 0 {
+				t.Log("every sample bit-equal: this data's partial sums happen to round alike")
+			}
+			ex := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {`avg by (namespace) (memory_usage_bytes)`}, "explain": {"true"}}})
+			if ex.code != 200 || !strings.Contains(string(ex.body), "avg re-associated (engine.push_down.float_sums: reassociate)") {
+				t.Errorf("explain: HTTP %d %s", ex.code, ex.body)
+			}
+		})
 		t.Run("Tenants", func(t *testing.T) {
 			dir := tenantFiles(t)
 			cfg := pushDownConfig(f, true)
 			tc := tenantConfig(f, dir)
 			cfg.Tenants = tc.Tenants
 			p := startProxy(t, cfg)
+			cfgSums := pushDownConfigSums(f, true, plan.FloatSumsReassociate)
+			cfgSums.Tenants = tc.Tenants
+			pSums := startProxy(t, cfgSums)
 			attacks := attackRequests(f)
 			for _, ns := range []string{"team-a", "team-b", "team-c"} {
 				t.Run(ns, func(t *testing.T) {
@@ -160,6 +197,24 @@ func TestPushDown(t *testing.T) {
 						compareAnswers(t, "attack "+r.String(), want, doRequest(t, p.URL, r))
 					}
 					t.Logf("tenant %s: %v queries pushed", ns, pushDownCount(t, p, "pushed")-before)
+					// The same with sums and means re-associated: within
+					// the tolerance of the tenant's oracle.
+					beforeSums := pushDownCount(t, pSums, "pushed")
+					var attackTally tally
+					runSuiteWithin(t, oracle.URL, pSums.URL, append(slices.Clone(reqs), sumRequests(f.data)...), tenantHeader(ns), 40, sumsTolerance)
+					for _, r := range attacks {
+						if !strings.HasPrefix(r.path, "/api/v1/query") {
+							continue
+						}
+						want := doRequest(t, oracle.URL, r)
+						r.header = tenantHeader(ns)
+						compareWithin(t, "attack "+r.String(), want, doRequest(t, pSums.URL, r), sumsTolerance, &attackTally)
+					}
+					pushedSums := pushDownCount(t, pSums, "pushed") - beforeSums
+					t.Logf("tenant %s, float_sums reassociate: %v queries pushed", ns, pushedSums)
+					if pushedSums <= pushDownCount(t, p, "pushed")-before {
+						t.Errorf("tenant %s: float_sums reassociate pushed %v queries, no more than exact", ns, pushedSums)
+					}
 					// The plan a tenant sees carries its own rule in every
 					// pushed selector.
 					q := map[string]string{"team-a": `max by (cluster) (rate(http_requests_total[5m]))`, "team-b": `max by (cluster) (memory_usage_bytes)`, "team-c": `count by (cluster) (http_requests_total{job="api"})`}[ns]
@@ -212,4 +267,145 @@ func TestPushDown(t *testing.T) {
 			t.Errorf("max by (job) (up) was pushed although the global up series is in two groups")
 		}
 	})
+}
+
+// sumExprs are the dashboard shapes float_sums: reassociate pushes: sums
+// and means across groups, and what is built on them.
+var sumExprs = []string{
+	`sum by (namespace) (rate(http_requests_total[5m]))`,
+	`sum by (namespace, code) (rate(http_requests_total{code=~"5.."}[5m]))`,
+	`sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))`,
+	`histogram_quantile(0.99, sum by (le, namespace) (rate(http_request_duration_seconds_bucket[5m])))`,
+	`histogram_quantile(0.9, sum by (le) (rate(http_request_duration_seconds_bucket[1h])))`,
+	`sum by (job) (rate(http_request_duration_seconds_sum[5m])) / sum by (job) (rate(http_request_duration_seconds_count[5m]))`,
+	`topk(5, sum by (instance) (rate(http_requests_total[5m])))`,
+	`avg by (namespace) (memory_usage_bytes{namespace=~"team-.*"})`,
+	`1 - avg by (job) (rate(node_cpu_seconds_total{mode="idle"}[5m]))`,
+	`avg(memory_usage_bytes)`,
+	`avg without (cluster, instance) (memory_usage_bytes)`,
+	`sum(increase(http_requests_total[1h]))`,
+	`sum without (cluster, instance) (rate(http_requests_total[5m]))`,
+}
+
+func sumRequests(data datagen.Config) []apiRequest {
+	instants, ranges := suiteTimes(data)
+	var reqs []apiRequest
+	for _, e := range sumExprs {
+		for _, ts := range instants {
+			reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {e}, "time": {formatTime(ts)}}})
+		}
+		for _, r := range ranges {
+			reqs = append(reqs, apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{
+				"query": {e}, "start": {formatTime(r.start)}, "end": {formatTime(r.end)}, "step": {strconv.FormatFloat(r.step.Seconds(), 'f', -1, 64)},
+			}})
+		}
+	}
+	return reqs
+}
+
+// sumsTolerance is the relative difference allowed between an answer with
+// float_sums: reassociate and the reference. The README's bound for sums
+// of inputs of one sign is 7·2⁻⁵³ (8e-16); histogram_quantile interpolates
+// between buckets and can magnify it, so the test allows more.
+const sumsTolerance = 1e-12
+
+// tally counts how answers compared within a tolerance.
+type tally struct {
+	answers, bitEqual, samplesWithin, samplesExact int
+	maxRel                                         float64
+}
+
+// compareWithin is compareAnswers allowing sample values (and only those)
+// to differ by a relative tol; it counts what was bit-equal.
+func compareWithin(t testing.TB, what string, want, got apiAnswer, tol float64, tl *tally) {
+	t.Helper()
+	tl.answers++
+	if want.code != got.code {
+		t.Errorf("%s: HTTP %d, reference %d\nproxy: %s\nreference: %s", what, got.code, want.code, clip(got.body), clip(want.body))
+		return
+	}
+	w, g := normalize(t, want.body), normalize(t, got.body)
+	if reflect.DeepEqual(w, g) {
+		tl.bitEqual++
+	}
+	if d := within(w, g, tol, false, tl); d != "" {
+		t.Errorf("%s: %s\nproxy:     %s\nreference: %s", what, d, clip(got.body), clip(want.body))
+	}
+}
+
+// within walks two decoded answers; under "value" or "values" a string is
+// a sample value, compared within tol.
+func within(w, g any, tol float64, sample bool, tl *tally) string {
+	switch wv := w.(type) {
+	case map[string]any:
+		gv, ok := g.(map[string]any)
+		if !ok || len(gv) != len(wv) {
+			return fmt.Sprintf("object %v, reference %v", g, w)
+		}
+		for k, x := range wv {
+			y, ok := gv[k]
+			if !ok {
+				return fmt.Sprintf("no %q", k)
+			}
+			if d := within(x, y, tol, sample || k == "value" || k == "values", tl); d != "" {
+				return k + ": " + d
+			}
+		}
+	case []any:
+		gv, ok := g.([]any)
+		if !ok || len(gv) != len(wv) {
+			return fmt.Sprintf("list of %d, reference %d", len(gv), len(wv))
+		}
+		for i := range wv {
+			if d := within(wv[i], gv[i], tol, sample, tl); d != "" {
+				return fmt.Sprintf("[%d]: %s", i, d)
+			}
+		}
+	case string:
+		gs, ok := g.(string)
+		if !ok {
+			return fmt.Sprintf("%v, reference %q", g, wv)
+		}
+		if gs == wv {
+			if sample {
+				tl.samplesExact++
+			}
+			return ""
+		}
+		a, errA := strconv.ParseFloat(wv, 64)
+		b, errB := strconv.ParseFloat(gs, 64)
+		if !sample || errA != nil || errB != nil || math.IsInf(a, 0) || math.IsInf(b, 0) || math.IsNaN(a) || math.IsNaN(b) {
+			return fmt.Sprintf("%q, reference %q", gs, wv)
+		}
+		if rel := math.Abs(a-b) / math.Max(math.Abs(a), math.Abs(b)); rel > tol {
+			return fmt.Sprintf("%s, reference %s: relative difference %.3g above %g", gs, wv, rel, tol)
+		}
+		tl.samplesWithin++
+		tl.maxRel = max(tl.maxRel, math.Abs(a-b)/math.Max(math.Abs(a), math.Abs(b)))
+	default:
+		if !reflect.DeepEqual(w, g) {
+			return fmt.Sprintf("%v, reference %v", g, w)
+		}
+	}
+	return ""
+}
+
+// runSuiteWithin is runSuiteMinData comparing within tol.
+func runSuiteWithin(t *testing.T, reference, proxy string, reqs []apiRequest, header http.Header, minData int, tol float64) tally {
+	t.Helper()
+	var tl tally
+	withData := 0
+	for _, r := range reqs {
+		want := doRequest(t, reference, r)
+		if hasData(t, want) {
+			withData++
+		}
+		r.header = header
+		compareWithin(t, r.String(), want, doRequest(t, proxy, r), tol, &tl)
+	}
+	if withData < minData {
+		t.Errorf("only %d of %d reference answers hold data: the suite does not exercise the data", withData, len(reqs))
+	}
+	t.Logf("%d requests compared within %g: %d answers bit-equal; samples: %d bit-equal, %d within (largest relative difference %.3g)", len(reqs), tol, tl.bitEqual, tl.samplesExact, tl.samplesWithin, tl.maxRel)
+	return tl
 }
