@@ -404,9 +404,28 @@ type pushedQuerier struct {
 
 func (q *pushedQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
 	for _, m := range ms {
-		if m.Name == plan.SelectorLabel {
-			return &seriesList{series: q.answers[m.Value]}
+		if m.Name != plan.SelectorLabel {
+			continue
 		}
+		// The other matchers pick a part of the fragment's answer
+		// (plan.PartLabel).
+		var out []storage.Series
+		for _, s := range q.answers[m.Value] {
+			if matchesAll(s.Labels(), ms, plan.SelectorLabel) {
+				out = append(out, s)
+			}
+		}
+		return &seriesList{series: out}
 	}
 	return q.Querier.Select(ctx, sortSeries, hints, ms...)
+}
+
+// matchesAll reports whether ls matches every matcher but those on skip.
+func matchesAll(ls labels.Labels, ms []*labels.Matcher, skip string) bool {
+	for _, m := range ms {
+		if m.Name != skip && !m.Matches(ls.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
 }

@@ -93,6 +93,10 @@ const SelectorLabel = "__pushdown__"
 // series; the outer aggregation drops it.
 const GroupLabel = "__pushdown_group__"
 
+// PartLabel tells apart the parts of one fragment's answer (an avg's mean
+// and count), selected by {__pushdown__="<id>",__pushdown_part__="<part>"}.
+const PartLabel = "__pushdown_part__"
+
 // combine says how an aggregation distributes: the backends evaluate Inner,
 // the proxy aggregates their answers with Outer. Only operations whose
 // result does not depend on the order of the inputs are listed, so the
@@ -147,6 +151,9 @@ type Fragment struct {
 	Keep []string
 	// Queries holds, per group asked, the query sent to it.
 	Queries []GroupQuery
+	// Parts, when set, names the parts of the answer (by PartLabel) and
+	// what each stands for, for explain output.
+	Parts map[string]parser.Expr
 }
 
 // GroupQuery is the query one group evaluates, or why it is not asked.
@@ -198,6 +205,9 @@ func (p *Plan) Fragment(id string) *Fragment {
 func (p *Plan) String() string {
 	s := p.Expr.String()
 	for _, f := range p.Fragments {
+		for name, e := range f.Parts {
+			s = strings.ReplaceAll(s, fmt.Sprintf("{%s=%q,%s=%q}", SelectorLabel, f.ID, PartLabel, name), "remote("+e.String()+")")
+		}
 		s = strings.ReplaceAll(s, fmt.Sprintf("{%s=%q}", SelectorLabel, f.ID), "remote("+f.Expr.String()+")")
 	}
 	return s
@@ -335,7 +345,7 @@ func (pl *Planner) Plan(expr parser.Expr, groups []Group, policy *tenancy.Policy
 func reserved(expr parser.Expr, replica func(string) bool) string {
 	why := ""
 	bad := func(name string) bool {
-		return name == SelectorLabel || name == GroupLabel || replica(name)
+		return name == SelectorLabel || name == GroupLabel || name == PartLabel || replica(name)
 	}
 	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
 		switch e := n.(type) {
@@ -498,23 +508,42 @@ func outerGrouping(agg *parser.AggregateExpr) []string {
 // magnitude and the weights add up to 1, so no step overflows where the
 // means do not; where one group holds a whole output group, its weight is
 // exactly 1 and the answer is that group's avg bit for bit.
+//
+// Each group answers mean and count in one query, told apart by PartLabel,
+// so a group is asked (and probed) once.
 func (w *walker) pushAvg(agg *parser.AggregateExpr) (parser.Expr, bool) {
+	part := func(op parser.ItemType, name string) parser.Expr {
+		return &parser.Call{
+			Func: parser.Functions["label_replace"],
+			Args: parser.Expressions{
+				&parser.AggregateExpr{Op: op, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without},
+				&parser.StringLiteral{Val: PartLabel}, &parser.StringLiteral{Val: name},
+				&parser.StringLiteral{Val: ""}, &parser.StringLiteral{Val: ""},
+			},
+		}
+	}
+	both := &parser.BinaryExpr{Op: parser.LOR, LHS: part(parser.AVG, "mean"), RHS: part(parser.COUNT, "count"),
+		VectorMatching: &parser.VectorMatching{Card: parser.CardManyToMany}}
 	before := len(w.plan.Fragments)
-	mean, ok := w.fragment(agg, &parser.AggregateExpr{Op: parser.AVG, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without}, true)
+	sel, ok := w.fragment(agg, both, true)
 	if !ok {
 		return agg, false
 	}
-	count, ok := w.fragment(agg, &parser.AggregateExpr{Op: parser.COUNT, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without}, true)
-	if !ok {
-		w.plan.Fragments = w.plan.Fragments[:before]
-		return agg, false
+	f := w.plan.Fragments[before]
+	f.Parts = map[string]parser.Expr{
+		"mean":  &parser.AggregateExpr{Op: parser.AVG, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without},
+		"count": &parser.AggregateExpr{Op: parser.COUNT, Expr: agg.Expr, Grouping: agg.Grouping, Without: agg.Without},
 	}
+	id := sel.(*parser.VectorSelector).LabelMatchers[0].Value
+	mean := fmt.Sprintf("{%s=%q,%s=\"mean\"}", SelectorLabel, id, PartLabel)
+	count := fmt.Sprintf("{%s=%q,%s=\"count\"}", SelectorLabel, id, PartLabel)
 	grouping := "without"
+	outer := append(slices.Clone(agg.Grouping), GroupLabel, PartLabel)
 	if !agg.Without {
-		grouping = "by"
+		grouping, outer = "by", agg.Grouping
 	}
-	q := fmt.Sprintf("sum %s (%s) (%s * (%s / ignoring (%s) group_left () sum without (%s) (%s)))",
-		grouping, strings.Join(outerGrouping(agg), ", "), mean, count, GroupLabel, GroupLabel, count)
+	q := fmt.Sprintf("sum %s (%s) (%s * ignoring (%s) (%s / ignoring (%s, %s) group_left () sum without (%s, %s) (%s)))",
+		grouping, strings.Join(outer, ", "), mean, PartLabel, count, GroupLabel, PartLabel, GroupLabel, PartLabel, count)
 	e, err := w.pl.parser.ParseExpr(q)
 	if err != nil {
 		// The planner's own text: it must parse.

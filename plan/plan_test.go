@@ -274,7 +274,18 @@ func planWith(t *testing.T, cfg Config, q string, gs []Group, p *tenancy.Policy)
 func TestPlansReassociate(t *testing.T) {
 	gs := groups("cluster", "a", "cluster", "b", "cluster", "c")
 	on := Config{Enabled: true, FloatSums: FloatSumsReassociate}
-	const weighted = `sum by (job) (remote(avg by (job) (rate(x[5m]))) * (remote(count by (job) (rate(x[5m]))) / ignoring (__pushdown_group__) group_left () sum without (__pushdown_group__) (remote(count by (job) (rate(x[5m]))))))`
+	// weighted is the combination of avg: the groups' means weighted by
+	// their counts.
+	weighted := func(grouping, outer, inner string) string {
+		agg := func(op, g string) string {
+			if g == "" {
+				return op + "("
+			}
+			return op + " " + g + " ("
+		}
+		mean, count := "remote("+agg("avg", grouping)+inner+"))", "remote("+agg("count", grouping)+inner+"))"
+		return agg("sum", outer) + mean + " * ignoring (__pushdown_part__) (" + count + " / ignoring (__pushdown_group__, __pushdown_part__) group_left () sum without (__pushdown_group__, __pushdown_part__) (" + count + ")))"
+	}
 	for _, tc := range []struct{ q, want string }{
 		{`sum by (job) (rate(x[5m]))`, `sum by (job) (remote(sum by (job) (rate(x[5m]))))`},
 		{`sum(increase(x[1h]))`, `sum(remote(sum(increase(x[1h]))))`},
@@ -283,9 +294,9 @@ func TestPlansReassociate(t *testing.T) {
 		{`topk(5, sum by (instance) (rate(x[5m])))`, `topk(5, sum by (instance) (remote(sum by (instance) (rate(x[5m])))))`},
 		{`sum by (job) (sum by (cluster, job) (x))`, `sum by (job) (remote(sum by (job) (sum by (cluster, job) (x))))`},
 		{`sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m]))`, `sum(remote(sum(rate(x{code=~"5.."}[5m])))) / sum(remote(sum(rate(x[5m]))))`},
-		{`avg by (job) (rate(x[5m]))`, weighted},
-		{`1 - avg(x)`, `1 - sum(remote(avg(x)) * (remote(count(x)) / ignoring (__pushdown_group__) group_left () sum without (__pushdown_group__) (remote(count(x)))))`},
-		{`avg without (cluster, instance) (x)`, `sum without (cluster, instance, __pushdown_group__) (remote(avg without (cluster, instance) (x)) * (remote(count without (cluster, instance) (x)) / ignoring (__pushdown_group__) group_left () sum without (__pushdown_group__) (remote(count without (cluster, instance) (x)))))`},
+		{`avg by (job) (rate(x[5m]))`, weighted("by (job)", "by (job)", "rate(x[5m])")},
+		{`1 - avg(x)`, "1 - " + weighted("", "", "x")},
+		{`avg without (cluster, instance) (x)`, weighted("without (cluster, instance)", "without (cluster, instance, __pushdown_group__, __pushdown_part__)", "x")},
 		// Still exact as before: whole queries keeping the label, min/max/count/group.
 		{`sum by (cluster, job) (rate(x[5m]))`, `remote(sum by (cluster, job) (rate(x[5m])))`},
 		{`count(x)`, `sum(remote(count(x)))`},
@@ -325,16 +336,15 @@ func TestPlansReassociate(t *testing.T) {
 			}
 		}
 	})
-	t.Run("tenant rules in both avg fragments", func(t *testing.T) {
+	t.Run("avg: one query per group, tenant rules in both parts", func(t *testing.T) {
 		p := planWith(t, on, `avg by (job) (x)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{namespace="team-a"}`)}})
-		if len(p.Fragments) != 2 {
-			t.Fatalf("want 2 fragments: %s", p.Explain())
+		if len(p.Fragments) != 1 {
+			t.Fatalf("want 1 fragment: %s", p.Explain())
 		}
-		for _, f := range p.Fragments {
-			for _, gq := range f.Queries {
-				if !strings.Contains(gq.Query, `x{namespace="team-a"}`) {
-					t.Errorf("fragment %s group %s: %s", f.ID, gq.Group.Name, gq.Query)
-				}
+		want := `label_replace(avg by (job) (x{namespace="team-a"}), "__pushdown_part__", "mean", "", "") or label_replace(count by (job) (x{namespace="team-a"}), "__pushdown_part__", "count", "", "")`
+		for _, gq := range p.Fragments[0].Queries {
+			if gq.Query != want {
+				t.Errorf("group %s: %s\nwant %s", gq.Group.Name, gq.Query, want)
 			}
 		}
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,25 +92,43 @@ func BenchmarkPushDown(b *testing.B) {
 			apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{"query": {q}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"60"}}},
 			apiRequest{path: "/api/v1/query", post: true, params: url.Values{"query": {q}, "time": {formatTime(end)}}})
 	}
-	run := func(base string) time.Duration {
-		t0 := time.Now()
-		for _, q := range queries {
+	// each[side][i] is the time side spent on queries[i], summed over b.N.
+	each := make([][]time.Duration, 4)
+	for i := range each {
+		each[i] = make([]time.Duration, len(queries))
+	}
+	run := func(side int, base string) time.Duration {
+		var total time.Duration
+		for i, q := range queries {
+			t0 := time.Now()
 			if a := doRequest(b, base, q); a.code != 200 {
 				b.Fatalf("%s: HTTP %d: %s", q, a.code, clip(a.body))
 			}
+			d := time.Since(t0)
+			each[side][i] += d
+			total += d
 		}
-		return time.Since(t0)
+		return total
 	}
-	for _, u := range []string{f.reference.URL, pOff.URL, pOn.URL, pSums.URL} {
-		run(u) // warm page caches and connections
+	sides := []string{f.reference.URL, pOff.URL, pOn.URL, pSums.URL}
+	for i, u := range sides {
+		run(i, u) // warm page caches and connections
+	}
+	for i := range each {
+		clear(each[i])
 	}
 	var ref, tOff, tOn, tSums time.Duration
 	b.ResetTimer()
 	for range b.N {
-		ref += run(f.reference.URL)
-		tOff += run(pOff.URL)
-		tOn += run(pOn.URL)
-		tSums += run(pSums.URL)
+		ref += run(0, sides[0])
+		tOff += run(1, sides[1])
+		tOn += run(2, sides[2])
+		tSums += run(3, sides[3])
+	}
+	b.StopTimer()
+	for i, q := range queries {
+		r := float64(each[0][i])
+		b.Logf("%-11s off %.2f on %.2f sums %.2f  %s", strings.TrimPrefix(q.path, "/api/v1/"), float64(each[1][i])/r, float64(each[2][i])/r, float64(each[3][i])/r, q.params.Get("query"))
 	}
 	b.ReportMetric(float64(ref.Nanoseconds())/float64(b.N), "ref-ns/set")
 	b.ReportMetric(float64(tOff)/float64(ref), "off/ref")
