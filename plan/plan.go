@@ -797,6 +797,7 @@ func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string,
 		return "", skipped, err
 	}
 	var werr error
+	multi := map[*parser.VectorSelector][]*parser.VectorSelector{}
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		vs, ok := n.(*parser.VectorSelector)
 		if !ok || werr != nil {
@@ -817,37 +818,190 @@ func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string,
 				fit = append(fit, r)
 			}
 		}
-		switch len(fit) {
-		case 0:
+		switch {
+		case len(fit) == 0:
 			// No rule lets this selector see anything: select nothing.
 			// The empty-name matcher keeps the selector valid and empty.
 			vs.LabelMatchers = append(own, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"), labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, ""))
 			vs.Name = ""
-		case 1:
-			vs.LabelMatchers = own
-			for _, m := range fit[0] {
-				if slices.ContainsFunc(own, func(o *labels.Matcher) bool { return o.String() == m.String() }) {
-					continue
-				}
-				vs.LabelMatchers = append(vs.LabelMatchers, m)
-				if m.Name == labels.MetricName {
-					// x{__name__=~"x|y"} does not parse: all in braces.
-					vs.Name = ""
-				}
-			}
+		case len(fit) == 1:
+			*vs = *withRule(vs, own, fit[0])
+		case !namesOneMetric(own):
+			werr = fmt.Errorf("selector %s: %d tenant rules apply, and as it does not name one metric their union is not an `or` (which merges series differing only in their name)", vs, len(fit))
 		default:
-			werr = fmt.Errorf("selector %s: %d tenant rules apply and their union is not one selector", vs, len(fit))
+			for _, r := range fit {
+				multi[vs] = append(multi[vs], withRule(vs, own, r))
+			}
 		}
 		return nil
 	})
 	if werr != nil {
 		return "", "", werr
 	}
+	if len(multi) > 0 {
+		if e, err = orVariants(e, multi); err != nil {
+			return "", "", err
+		}
+	}
 	q := e.String()
 	if err := pl.checkEnforced(q, rules); err != nil {
 		return "", "", err
 	}
 	return q, "", nil
+}
+
+// withRule is vs with the matchers own and rule (the group's own decided).
+func withRule(vs *parser.VectorSelector, own, rule []*labels.Matcher) *parser.VectorSelector {
+	out := *vs
+	out.LabelMatchers = slices.Clone(own)
+	for _, m := range rule {
+		if slices.ContainsFunc(own, func(o *labels.Matcher) bool { return o.String() == m.String() }) {
+			continue
+		}
+		out.LabelMatchers = append(out.LabelMatchers, m)
+		if m.Name == labels.MetricName {
+			// x{__name__=~"x|y"} does not parse: all in braces.
+			out.Name = ""
+		}
+	}
+	return &out
+}
+
+func namesOneMetric(ms []*labels.Matcher) bool {
+	return slices.ContainsFunc(ms, func(m *labels.Matcher) bool {
+		return m.Name == labels.MetricName && m.Type == labels.MatchEqual && m.Value != ""
+	})
+}
+
+// perSeriesRange are the functions of a range selector whose every output
+// series is computed from one input series alone and carries its labels
+// (less the metric name): f(A ∪ B) = f(A) or f(B) for sets of series of
+// one metric.
+var perSeriesRange = map[string]bool{
+	"rate": true, "irate": true, "increase": true, "delta": true, "idelta": true, "deriv": true,
+	"predict_linear": true, "resets": true, "changes": true,
+	"avg_over_time": true, "min_over_time": true, "max_over_time": true, "sum_over_time": true,
+	"count_over_time": true, "last_over_time": true, "present_over_time": true, "quantile_over_time": true,
+	"stddev_over_time": true, "stdvar_over_time": true, "mad_over_time": true,
+}
+
+// orVariants replaces each selector of multi, where several tenant rules
+// apply, by the `or` of its variants, one rule each. The tenant may see a
+// series iff some rule admits it, so it sees exactly the union of the
+// variants. That union is `V1 or V2 or …` because every series of the
+// variants has the one metric name the selector names (namesOneMetric):
+// `or` drops a right-hand series only where a left-hand one has the same
+// labels but for the name, i.e. where it is the same series, read from the
+// same data with the same samples. A range selector has no `or`: the
+// union moves out over the function applied to it, which is exact for
+// perSeriesRange (one output series per input series, labels kept less the
+// common name, so still told apart); anything else is refused.
+func orVariants(e parser.Expr, multi map[*parser.VectorSelector][]*parser.VectorSelector) (parser.Expr, error) {
+	rec := func(e parser.Expr) (parser.Expr, error) { return orVariants(e, multi) }
+	switch n := e.(type) {
+	case *parser.VectorSelector:
+		if vs, ok := multi[n]; ok {
+			alts := make([]parser.Expr, len(vs))
+			for i, v := range vs {
+				alts[i] = v
+			}
+			return orOf(alts), nil
+		}
+		return n, nil
+	case *parser.MatrixSelector:
+		if vs, ok := n.VectorSelector.(*parser.VectorSelector); ok && multi[vs] != nil {
+			return nil, fmt.Errorf("selector %s: %d tenant rules apply, and a range selector whose union is not one selector is pushed only under a function of single series", n, len(multi[vs]))
+		}
+		return n, nil
+	case *parser.Call:
+		for i, a := range n.Args {
+			ms, ok := a.(*parser.MatrixSelector)
+			if !ok {
+				continue
+			}
+			vs, _ := ms.VectorSelector.(*parser.VectorSelector)
+			if multi[vs] == nil {
+				continue
+			}
+			if !perSeriesRange[n.Func.Name] {
+				return nil, fmt.Errorf("selector %s: %d tenant rules apply, and %s is not a function of single series: their union cannot move out of it", ms, len(multi[vs]), n.Func.Name)
+			}
+			var alts []parser.Expr
+			for _, v := range multi[vs] {
+				c := *n
+				c.Args = slices.Clone(n.Args)
+				m := *ms
+				m.VectorSelector = v
+				c.Args[i] = &m
+				alts = append(alts, &c)
+			}
+			return orOf(alts), nil
+		}
+		c := *n
+		c.Args = slices.Clone(n.Args)
+		for i, a := range c.Args {
+			var err error
+			if c.Args[i], err = rec(a); err != nil {
+				return nil, err
+			}
+		}
+		return &c, nil
+	case *parser.AggregateExpr:
+		c := *n
+		var err error
+		if c.Expr, err = rec(n.Expr); err != nil {
+			return nil, err
+		}
+		if n.Param != nil {
+			if c.Param, err = rec(n.Param); err != nil {
+				return nil, err
+			}
+		}
+		return &c, nil
+	case *parser.BinaryExpr:
+		c := *n
+		var err error
+		if c.LHS, err = rec(n.LHS); err != nil {
+			return nil, err
+		}
+		if c.RHS, err = rec(n.RHS); err != nil {
+			return nil, err
+		}
+		return &c, nil
+	case *parser.ParenExpr:
+		c := *n
+		var err error
+		c.Expr, err = rec(n.Expr)
+		return &c, err
+	case *parser.UnaryExpr:
+		c := *n
+		var err error
+		c.Expr, err = rec(n.Expr)
+		return &c, err
+	case *parser.SubqueryExpr:
+		c := *n
+		var err error
+		c.Expr, err = rec(n.Expr)
+		return &c, err
+	case *parser.StepInvariantExpr:
+		c := *n
+		var err error
+		c.Expr, err = rec(n.Expr)
+		return &c, err
+	case *parser.NumberLiteral, *parser.StringLiteral, *parser.DurationExpr:
+		return n, nil
+	default:
+		panic(fmt.Sprintf("plan: unknown node %T", n))
+	}
+}
+
+// orOf is (a or b or …).
+func orOf(alts []parser.Expr) parser.Expr {
+	out := alts[0]
+	for _, a := range alts[1:] {
+		out = &parser.BinaryExpr{Op: parser.LOR, LHS: out, RHS: a, VectorMatching: &parser.VectorMatching{Card: parser.CardManyToMany}}
+	}
+	return &parser.ParenExpr{Expr: out}
 }
 
 // rulesFor returns the tenant's rules as they apply to group g (matchers on

@@ -163,6 +163,33 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 			t.Errorf("reason missing: %s", p.Explain())
 		}
 	})
+	t.Run("several rules fit a selector of one metric: their or", func(t *testing.T) {
+		two := &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{job="api", namespace="n"}`), rule(t, `up{job=~"api|worker", namespace="n"}`)}}
+		for query, want := range map[string]string{
+			`max by (job) (up)`: `max by (job) ((up{job="api",namespace="n"} or up{job=~"api|worker",namespace="n"}))`,
+			`max(rate(up[5m]))`: `max((rate(up{job="api",namespace="n"}[5m]) or rate(up{job=~"api|worker",namespace="n"}[5m])))`,
+			`max(quantile_over_time(0.9, up[5m] offset 1m))`: `max((quantile_over_time(0.9, up{job="api",namespace="n"}[5m] offset 1m) or quantile_over_time(0.9, up{job=~"api|worker",namespace="n"}[5m] offset 1m)))`,
+			`max(max_over_time(up[30m:1m]))`:                 `max(max_over_time((up{job="api",namespace="n"} or up{job=~"api|worker",namespace="n"})[30m:1m]))`,
+			`count(up{instance="i"} / on (cluster, job) x)`:  `count((up{instance="i",job="api",namespace="n"} or up{instance="i",job=~"api|worker",namespace="n"}) / on (cluster, job) x{job="api",namespace="n"})`,
+		} {
+			p := planOf(t, query, gs, two)
+			if !p.Pushed() {
+				t.Errorf("%s not pushed: %s", query, p.Explain())
+				continue
+			}
+			if got := q(p, "g-a").Query; got != want {
+				t.Errorf("%s: query %s\nwant %s", query, got, want)
+			}
+		}
+		// Not one metric, or a range function across series: refused.
+		for _, query := range []string{`max({job="api"})`, `max(double_exponential_smoothing(up[5m], 0.5, 0.5))`, `max(absent_over_time(up[5m]))`} {
+			if p := planOf(t, query, gs, two); p.Pushed() {
+				t.Errorf("%s pushed: %s", query, p.Explain())
+			} else if !strings.Contains(p.Explain(), "tenant rules apply") && !strings.Contains(p.Explain(), "absent") {
+				t.Errorf("%s: reason missing: %s", query, p.Explain())
+			}
+		}
+	})
 	t.Run("no rule fits a selector: it selects nothing", func(t *testing.T) {
 		p := planOf(t, `count(x or y)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `x`)}})
 		got := q(p, "g-a").Query

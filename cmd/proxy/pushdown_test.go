@@ -222,6 +222,24 @@ func TestPushDown(t *testing.T) {
 					if ex.code != 200 || !strings.Contains(string(ex.body), "remote(") || !strings.Contains(string(ex.body), `namespace=\"`+ns+`\"`) {
 						t.Errorf("explain for %s: HTTP %d %s", ns, ex.code, ex.body)
 					}
+					if ns == "team-c" {
+						// Both of team-c's rules admit up: pushed as the or
+						// of the two variants (the suite above compared
+						// such answers with the oracle).
+						r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`max by (job) (rate(up[5m]))`}, "time": {formatTime(f.data.Start.Add(30 * time.Minute))}}, header: tenantHeader(ns)}
+						before := pushDownCount(t, p, "pushed")
+						got := doRequest(t, p.URL, r)
+						r.header = nil
+						compareAnswers(t, r.String(), doRequest(t, oracle.URL, r), got)
+						if !hasData(t, got) || pushDownCount(t, p, "pushed") != before+1 {
+							t.Errorf("max by (job) (rate(up[5m])) for team-c: pushed %v, data %v", pushDownCount(t, p, "pushed")-before, hasData(t, got))
+						}
+						r.params.Set("explain", "true")
+						r.header = tenantHeader(ns)
+						if ex := doRequest(t, p.URL, r); !strings.Contains(string(ex.body), `[5m]) or rate(up{`) {
+							t.Errorf("explain for team-c: want an or of rule variants: %s", ex.body)
+						}
+					}
 				})
 			}
 		})
