@@ -113,6 +113,10 @@ var distributive = map[parser.ItemType]combine{
 	parser.GROUP: {parser.GROUP, parser.GROUP},
 }
 
+// selects lists the aggregations whose answer is some of their input
+// series, unchanged: their grouping only says which compete.
+var selects = map[parser.ItemType]bool{parser.TOPK: true, parser.BOTTOMK: true, parser.LIMITK: true, parser.LIMIT_RATIO: true}
+
 // reassociative lists the aggregations combined across groups only under
 // FloatSumsReassociate: their combination re-orders float additions.
 var reassociative = map[parser.ItemType]bool{parser.SUM: true, parser.AVG: true}
@@ -717,6 +721,10 @@ func keepsName(n parser.Expr, l string) bool {
 		}
 		return false
 	case *parser.AggregateExpr:
+		if selects[e.Op] {
+			// Picks series among its input, labels and all.
+			return keepsName(e.Expr, l)
+		}
 		return keepsLabel(e.Grouping, e.Without, l) && keepsName(e.Expr, l)
 	case *parser.BinaryExpr:
 		lv, rv := e.LHS.Type() == parser.ValueTypeVector, e.RHS.Type() == parser.ValueTypeVector

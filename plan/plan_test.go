@@ -229,6 +229,8 @@ func TestKeeps(t *testing.T) {
 		`sum without (region) (rate(x[5m]))`: "cluster",
 		`x or y`:                             "cluster,region",
 		`count_values("v", x)`:               "",
+		`topk by (cluster) (3, x)`:           "cluster,region", // picks input series whole
+		`bottomk without (region) (3, x)`:    "cluster,region",
 	} {
 		w := &walker{allLabels: []string{"cluster", "region"}}
 		if got := strings.Join(w.keeps(mustParse(t, q)), ","); got != want {
@@ -243,6 +245,9 @@ func TestKeeps(t *testing.T) {
 	}
 	if p := planOf(t, `max by (cluster, region) (x)`, gs, nil); p.Pushed() {
 		t.Errorf("pushed although it keeps an added group label: %s", p.Explain())
+	}
+	if p := planOf(t, `topk by (cluster) (3, x)`, gs, nil); p.Pushed() {
+		t.Errorf("pushed although topk keeps the added group label region: %s", p.Explain())
 	}
 	if p := planOf(t, `max by (cluster) (x)`, gs, nil); !p.Pushed() || strings.Join(p.Fragments[0].Keep, ",") != "cluster" {
 		t.Errorf("not pushed keeping cluster: %s", p.Explain())
