@@ -302,7 +302,55 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookba
 			}
 		}
 	}
+	for _, f := range pl.Fragments {
+		if f.Ranked != nil {
+			if err := rankedDecided(f, out[f.ID]); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return out, nil
+}
+
+// rankedDecided checks a combined topk or bottomk (plan.Ranked): at every
+// step, in every output group, no tie at the k-th value may decide which
+// series win. The series hold a sample at every step (fragmentSeries).
+func rankedDecided(f *plan.Fragment, ss []storage.Series) error {
+	r := f.Ranked
+	byKey := map[string][]int{}
+	var vals [][]float64 // vals[series][step]
+	for i, s := range ss {
+		k := r.Key(s.Labels())
+		byKey[k] = append(byKey[k], i)
+		var v []float64
+		it := s.Iterator(nil)
+		for it.Next() == chunkenc.ValFloat {
+			_, x := it.At()
+			v = append(v, x)
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
+		vals = append(vals, v)
+	}
+	for key, idx := range byKey {
+		if len(idx) <= r.K {
+			continue
+		}
+		var at []float64
+		for step := range vals[idx[0]] {
+			at = at[:0]
+			for _, i := range idx {
+				if step < len(vals[i]) && !value.IsStaleNaN(vals[i][step]) {
+					at = append(at, vals[i][step])
+				}
+			}
+			if !r.Decided(at) {
+				return fmt.Errorf("%w: fragment %s: a tie at the %d-th value of %s decides which series win, and one Prometheus breaks ties by its storage's order", errNotExact, f.ID, r.K, key)
+			}
+		}
+	}
+	return nil
 }
 
 // probeWindow is the time span query reads at r: every series the query

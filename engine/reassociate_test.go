@@ -71,6 +71,12 @@ func reassocData(seed uint64) (groupLoads [3]string, union string) {
 					}
 				}
 				add("gauge", ls, g)
+				// Small whole numbers: ties everywhere.
+				var lv []string
+				for range steps {
+					lv = append(lv, strconv.Itoa(rng.IntN(4)))
+				}
+				add("level", ls, lv)
 				// Counters, for rate and increase.
 				var c []string
 				v := rng.Float64() * 100
@@ -139,6 +145,13 @@ var reassocQueries = []string{
 	`max by (job) (gauge)`,
 	`count(gauge)`,
 	`min(rate(requests_total[5m]))`,
+	// topk and bottomk: used only where no tie decides (level has ties
+	// at most steps, gauge almost never).
+	`topk(3, gauge)`,
+	`bottomk by (job) (2, gauge)`,
+	`topk(2, rate(requests_total[5m]))`,
+	`topk(3, level)`,
+	`bottomk by (instance) (1, level)`,
 }
 
 // TestReassociatedSumsWithinRounding evaluates each query twice with
@@ -169,7 +182,7 @@ func TestReassociatedSumsWithinRounding(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			cfg := plan.Config{Enabled: true, FloatSums: mode}
 			planner := plan.New(cfg, Parser())
-			var exact, within, pushed int
+			var exact, within, pushed, ranked, undecided int
 			for _, q := range reassocQueries {
 				for _, r := range ranges {
 					expr, err := Parser().ParseExpr(q)
@@ -196,6 +209,20 @@ func TestReassociatedSumsWithinRounding(t *testing.T) {
 					for _, ss := range answers {
 						slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
 					}
+					tied := false
+					for _, f := range pl.Fragments {
+						if f.Ranked != nil {
+							ranked++
+							if rankedDecided(f, answers[f.ID]) != nil {
+								// The proxy evaluates it as without push-down.
+								tied = true
+							}
+						}
+					}
+					if tied {
+						undecided++
+						continue
+					}
 					got := evalOn(t, ng, &pushedQueryable{Queryable: union, answers: answers}, pl.Expr.String(), r)
 					e, w, rel, diff := compareWithin(want, got, reassocTolerance)
 					if rel > reassocOneSignBound && strings.Contains(q, "requests_total") {
@@ -209,13 +236,18 @@ func TestReassociatedSumsWithinRounding(t *testing.T) {
 					if diff != "" {
 						t.Errorf("%s at %v: %s\nplan %s", q, r, diff, pl)
 					}
-					if mode == plan.FloatSumsExact && w > 0 {
+					if (mode == plan.FloatSumsExact || strings.Contains(q, "topk") && !strings.Contains(q, "sum")) && w > 0 {
 						t.Errorf("%s at %v: %d values differ with the opt-in off\nplan %s", q, r, w, pl)
 					}
 					exact, within = exact+e, within+w
 				}
 			}
-			t.Logf("float_sums %s: %d query evaluations pushed; %d values bit-equal, %d within %g", mode, pushed, exact, within, reassocTolerance)
+			t.Logf("float_sums %s: %d query evaluations pushed; %d values bit-equal, %d within %g; %d topk/bottomk combined, %d of them refused for a tie", mode, pushed, exact, within, reassocTolerance, ranked, undecided)
+			if undecided == 0 || undecided == ranked {
+				// level has ties at most steps and gauge almost none:
+				// both outcomes of the tie check must occur.
+				t.Errorf("%d of %d topk/bottomk evaluations refused for a tie: the check is not exercised both ways", undecided, ranked)
+			}
 			if mode == plan.FloatSumsReassociate && pushed < len(reassocQueries)*len(ranges)-3 {
 				t.Errorf("only %d of %d evaluations pushed", pushed, len(reassocQueries)*len(ranges))
 			}

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -49,7 +50,13 @@ func TestPlans(t *testing.T) {
 		// Not exact across groups: the proxy evaluates, pushing what it can below.
 		{`sum by (job) (rate(x[5m]))`, `sum by (job) (rate(x[5m]))`},
 		{`sum by (job) (sum by (cluster, job) (x))`, `sum by (job) (remote(sum by (cluster, job) (x)))`},
-		{`topk(3, x)`, `topk(3, x)`},
+		{`topk(3, x)`, `topk(3, remote(topk(4, x)))`}, // used only where no tie decides
+		{`bottomk by (job) (2, rate(x[5m]))`, `bottomk by (job) (2, remote(bottomk by (job) (3, rate(x[5m]))))`},
+		{`topk((3), x)`, `topk((3), remote(topk(4, x)))`},
+		{`topk(scalar(y), x)`, `topk(scalar(y), x)`},
+		{`topk(2.5, x)`, `topk(2.5, x)`},
+		{`limitk(3, x)`, `limitk(3, x)`},
+		{`topk(3, sum by (job) (x))`, `topk(3, sum by (job) (x))`},
 		{`count(x / on (instance) y)`, `count(x / on (instance) y)`},
 		{`sort_desc(count by (cluster) (x))`, `sort_desc(remote(count by (cluster) (x)))`},
 		{`absent(count by (cluster) (x))`, `absent(count by (cluster) (x))`},
@@ -333,7 +340,7 @@ func TestPlansReassociate(t *testing.T) {
 		{`sum by (cluster, job) (rate(x[5m]))`, `remote(sum by (cluster, job) (rate(x[5m])))`},
 		{`count(x)`, `sum(remote(count(x)))`},
 		// Never combined: order-dependent or needing every input.
-		{`topk(3, x)`, `topk(3, x)`},
+		{`limitk(3, x)`, `limitk(3, x)`},
 		{`stddev(x)`, `stddev(x)`},
 		{`quantile(0.5, x)`, `quantile(0.5, x)`},
 		{`sum(x / on (instance) y)`, `sum(x / on (instance) y)`},
@@ -390,5 +397,36 @@ func TestPlansReassociate(t *testing.T) {
 	})
 	if err := (&Config{FloatSums: "fast"}).Validate(); err == nil || !strings.Contains(err.Error(), "float_sums") {
 		t.Errorf("unknown float_sums accepted: %v", err)
+	}
+}
+
+func TestRankedDecided(t *testing.T) {
+	top := &Ranked{K: 2}
+	bottom := &Ranked{K: 2, Bottom: true}
+	for _, tc := range []struct {
+		r    *Ranked
+		vals []float64
+		want bool
+	}{
+		{top, []float64{1, 2}, true},        // at most k: every series wins
+		{top, []float64{3, 2, 1}, true},     // 3, 2 win; 1 does not
+		{top, []float64{3, 2, 2}, false},    // which 2 wins is the storage's order
+		{top, []float64{2, 2, 1}, true},     // both 2s win: the tie does not decide
+		{bottom, []float64{1, 1, 2}, true},  // both 1s win
+		{bottom, []float64{1, 2, 2}, false}, // which 2
+		{top, []float64{3, 2, math.NaN()}, false},
+	} {
+		if got := tc.r.Decided(tc.vals); got != tc.want {
+			t.Errorf("bottom=%v %v: decided %v, want %v", tc.r.Bottom, tc.vals, got, tc.want)
+		}
+	}
+	r := &Ranked{K: 1, Grouping: []string{"job"}}
+	a, b := labels.FromStrings("__name__", "x", "job", "a", "i", "1"), labels.FromStrings("__name__", "y", "job", "a", "i", "2")
+	if r.Key(a) != r.Key(b) {
+		t.Error("by (job): series of one job in different output groups")
+	}
+	r = &Ranked{K: 1, Grouping: []string{"i"}, Without: true}
+	if r.Key(a) != r.Key(b) {
+		t.Error("without (i): the metric name kept in the output group")
 	}
 }

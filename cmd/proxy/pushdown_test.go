@@ -64,6 +64,10 @@ var combinedExprs = []string{
 	`max by (namespace) (rate(http_requests_total[5m] @ end()))`,
 	`sum by (job) (count by (cluster, job) (up))`,
 	`count(sum by (cluster, namespace) (rate(http_requests_total[5m])) > 100)`,
+	// Used only where no tie at the k-th value decides.
+	`topk(3, memory_usage_bytes)`,
+	`bottomk by (namespace) (2, rate(http_requests_total[5m]))`,
+	`topk(2, up)`, // every value 1: ties decide, so never pushed
 }
 
 func combinedRequests(data datagen.Config) []apiRequest {
@@ -137,8 +141,13 @@ func TestPushDown(t *testing.T) {
 				t.Logf("push-down %s: %v queries pushed, %v fell back", name, pushed, fallback)
 				// count(up), sum by (cluster) (up), group by (cluster) (up),
 				// count by (__name__) (…) ×2 at least: 6 requests each.
-				if on && pushed < 30+float64(len(combinedRequests(f.data))) {
+				// Every combined expression but topk(2, up) (ties) pushed.
+				perExpr := float64(len(combinedRequests(f.data)) / len(combinedExprs))
+				if on && pushed < 30+perExpr*float64(len(combinedExprs)-1) {
 					t.Errorf("push-down on: only %v of %d queries pushed", pushed, len(reqs))
+				}
+				if on && fallback < perExpr {
+					t.Errorf("push-down on: %v queries fell back; topk(2, up), decided by ties, must every time", fallback)
 				}
 				ex := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {`count by (__name__) ({__name__=~".+"})`}, "explain": {"true"}}})
 				wantText := map[bool]string{true: `sum by (__name__) (remote(count by (__name__) ({__name__=~\".+\"})))`, false: "push-down is off"}[on]
@@ -226,17 +235,19 @@ func TestPushDown(t *testing.T) {
 						// Both of team-c's rules admit up: pushed as the or
 						// of the two variants (the suite above compared
 						// such answers with the oracle).
-						r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`max by (job) (rate(up[5m]))`}, "time": {formatTime(f.data.Start.Add(30 * time.Minute))}}, header: tenantHeader(ns)}
+						// (rate(up) would fall back: its answer carries the
+						// "not a counter" info.)
+						r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`max by (job) (max_over_time(up[5m]))`}, "time": {formatTime(f.data.Start.Add(30 * time.Minute))}}, header: tenantHeader(ns)}
 						before := pushDownCount(t, p, "pushed")
 						got := doRequest(t, p.URL, r)
 						r.header = nil
 						compareAnswers(t, r.String(), doRequest(t, oracle.URL, r), got)
 						if !hasData(t, got) || pushDownCount(t, p, "pushed") != before+1 {
-							t.Errorf("max by (job) (rate(up[5m])) for team-c: pushed %v, data %v", pushDownCount(t, p, "pushed")-before, hasData(t, got))
+							t.Errorf("max by (job) (max_over_time(up[5m])) for team-c: pushed %v, data %v", pushDownCount(t, p, "pushed")-before, hasData(t, got))
 						}
 						r.params.Set("explain", "true")
 						r.header = tenantHeader(ns)
-						if ex := doRequest(t, p.URL, r); !strings.Contains(string(ex.body), `[5m]) or rate(up{`) {
+						if ex := doRequest(t, p.URL, r); !strings.Contains(string(ex.body), `[5m]) or max_over_time(up{`) {
 							t.Errorf("explain for team-c: want an or of rule variants: %s", ex.body)
 						}
 					}
