@@ -172,7 +172,7 @@ func TestReassociatedSumsWithinRounding(t *testing.T) {
 	for i := range groups {
 		groups[i] = plan.Group{Name: "g" + strconv.Itoa(i), Labels: labels.FromStrings("cluster", "g"+strconv.Itoa(i)), LabelsAdded: true}
 	}
-	ng := promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery)
+	ng := proxyEngine(t)
 	ranges := []evalRange{
 		{start: time.Unix(600, 0), end: time.Unix(4000, 0), step: time.Minute},
 		{start: time.Unix(1234, 0), end: time.Unix(1234, 0)},
@@ -306,8 +306,13 @@ func evalOn(t *testing.T, ng *promql.Engine, q storage.Queryable, qs string, r e
 // query API would carry it (floats only, sorted by labels).
 func groupAnswer(t *testing.T, ng *promql.Engine, q storage.Queryable, qs string, r evalRange) *remote.QueryAnswer {
 	t.Helper()
+	return matrixAnswer(evalOn(t, ng, q, qs, r))
+}
+
+// matrixAnswer is m as the query API carries it to the proxy.
+func matrixAnswer(m promql.Matrix) *remote.QueryAnswer {
 	ans := &remote.QueryAnswer{}
-	for _, s := range evalOn(t, ng, q, qs, r) {
+	for _, s := range m {
 		if len(s.Histograms) > 0 {
 			ans.Histograms = true
 		}
