@@ -991,6 +991,10 @@ var perSeriesRange = map[string]bool{
 	"stddev_over_time": true, "stdvar_over_time": true, "mad_over_time": true,
 }
 
+// selectorTimes are the functions the engine treats apart when their
+// argument is a selector (it reads the samples' timestamps).
+var selectorTimes = map[string]bool{"timestamp": true, "start_timestamp": true}
+
 // orVariants replaces each selector of multi, where several tenant rules
 // apply, by the `or` of its variants, one rule each. The tenant may see a
 // series iff some rule admits it, so it sees exactly the union of the
@@ -1020,6 +1024,20 @@ func orVariants(e parser.Expr, multi map[*parser.VectorSelector][]*parser.Vector
 		}
 		return n, nil
 	case *parser.Call:
+		if selectorTimes[n.Func.Name] {
+			// These read the samples' own timestamps only from a selector
+			// given directly; of an `or` they answer the step's time.
+			var bad *parser.VectorSelector
+			parser.Inspect(n, func(c parser.Node, _ []parser.Node) error {
+				if vs, ok := c.(*parser.VectorSelector); ok && multi[vs] != nil {
+					bad = vs
+				}
+				return nil
+			})
+			if bad != nil {
+				return nil, fmt.Errorf("selector %s: %d tenant rules apply, and %s reads the timestamps of a selector's samples, not of an or", bad, len(multi[bad]), n.Func.Name)
+			}
+		}
 		for i, a := range n.Args {
 			ms, ok := a.(*parser.MatrixSelector)
 			if !ok {

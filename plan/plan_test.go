@@ -189,7 +189,7 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 			}
 		}
 		// Not one metric, or a range function across series: refused.
-		for _, query := range []string{`max({job="api"})`, `max(double_exponential_smoothing(up[5m], 0.5, 0.5))`, `max(absent_over_time(up[5m]))`} {
+		for _, query := range []string{`max({job="api"})`, `max(double_exponential_smoothing(up[5m], 0.5, 0.5))`, `max(absent_over_time(up[5m]))`, `max(timestamp(up))`} {
 			if p := planOf(t, query, gs, two); p.Pushed() {
 				t.Errorf("%s pushed: %s", query, p.Explain())
 			} else if !strings.Contains(p.Explain(), "tenant rules apply") && !strings.Contains(p.Explain(), "absent") {
