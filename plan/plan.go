@@ -6,8 +6,10 @@
 // would compute: the groups hold disjoint series (a label every series of a
 // group carries, with a distinct value per group), every pushed selector
 // carries the tenant's rule, and the operations combining groups are exact
-// (table below). Everything else is evaluated as before; every decision
-// carries its reason (Plan.Explain).
+// (table below; topk and bottomk where no tie decides). Only under
+// Config.FloatSums reassociate are sum and avg combined too, equal to one
+// evaluation within float rounding. Everything else is evaluated as
+// before; every decision carries its reason (Plan.Explain).
 package plan
 
 import (
