@@ -18,6 +18,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -64,6 +65,12 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	backends.OnUpdate(fanout.Retain)
 
 	cfg.Cache.Scope = backends.Topology
+	if cfg.Engine.PushDown.Enabled && cfg.Engine.PushDown.FloatSums == plan.FloatSumsReassociate {
+		// Re-associated sums differ from exact ones in the last bits: such
+		// answers must not be served to a proxy that promises exact ones
+		// (or the reverse) through a shared cache.
+		cfg.Cache.Scope = func() string { return backends.Topology() + "\x00float_sums=reassociate" }
+	}
 	cfg.Cache.FlightScope = engine.PartialResponseScope
 	ng := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
 	// The planner also answers explain=true when push-down is off (saying so).
