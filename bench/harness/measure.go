@@ -120,31 +120,32 @@ func (r *runner) passStats(k passKey) *passStats {
 }
 
 // one times a single request at concurrency 1, counting the backend reads
-// it caused when t is a proxy. With keep, it returns the answer's shape.
-func (r *runner) one(ctx context.Context, phase string, t endpoint, rq request, keep bool) (*answerShape, error) {
+// it caused when t is a proxy. With keep, it returns the answer's shape
+// and body.
+func (r *runner) one(ctx context.Context, phase string, t endpoint, rq request, keep bool) (*answerShape, []byte, error) {
 	var before counters
 	if t.proxy {
 		var err error
 		if before, err = r.counters(ctx, t.url); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	d, body, err := query(ctx, r.hc, t.url, rq, keep)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		r.warn("%s %s %s: %v", phase, t.name, r.panels[rq.panel].ID, err)
 		r.mu.Lock()
 		r.cell(cellKey{phase, t.name, 1, rq.panel}).errors++
 		r.mu.Unlock()
-		return nil, nil
+		return nil, nil, nil
 	}
 	var delta counters
 	if t.proxy {
 		after, err := r.counters(ctx, t.url)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		delta = after.sub(before)
 	}
@@ -161,26 +162,26 @@ func (r *runner) one(ctx context.Context, phase string, t endpoint, rq request, 
 	}
 	r.mu.Unlock()
 	if !keep {
-		return nil, nil
+		return nil, nil, nil
 	}
 	s, err := shapeOf(body)
 	if err != nil {
 		r.warn("%s %s %s: %v", phase, t.name, r.panels[rq.panel].ID, err)
-		return nil, nil
+		return nil, nil, nil
 	}
-	return &s, nil
+	return &s, body, nil
 }
 
 // sequential runs the dashboard once at concurrency 1; with verify, every
 // answer is checked against the reference's answer at now.
 func (r *runner) sequential(ctx context.Context, phase string, t endpoint, reqs []request, verify bool) error {
 	for _, rq := range reqs {
-		s, err := r.one(ctx, phase, t, rq, verify)
+		s, body, err := r.one(ctx, phase, t, rq, verify)
 		if err != nil {
 			return err
 		}
 		if s != nil {
-			r.compareShape(cellKey{phase, t.name, 1, rq.panel}, r.refShapes[rq.panel], *s)
+			r.checkAnswer(cellKey{phase, t.name, 1, rq.panel}, body, *s)
 		}
 	}
 	r.mu.Lock()
@@ -278,7 +279,7 @@ func (r *runner) verifyPass(ctx context.Context, phase string, t endpoint, conc 
 					r.warn("%s %s c=%d %s: %v", phase, t.name, conc, r.panels[rq.panel].ID, err)
 					continue
 				}
-				r.compareShape(cellKey{phase, t.name, conc, rq.panel}, r.refShapes[rq.panel], s)
+				r.checkAnswer(cellKey{phase, t.name, conc, rq.panel}, body, s)
 			}
 		})
 	}
@@ -286,14 +287,50 @@ func (r *runner) verifyPass(ctx context.Context, phase string, t endpoint, conc 
 	return ctx.Err()
 }
 
-// compareShape records whether an answer equals the reference's.
-func (r *runner) compareShape(k cellKey, want, got answerShape) {
+// checkAnswer records how an answer at now compares with the reference's:
+// bit for bit, and for the re-associating proxy, when not, point by point
+// within floatTolerance.
+func (r *runner) checkAnswer(k cellKey, body []byte, got answerShape) {
+	want := r.refShapes[k.panel]
+	if k.target != TargetReassociate || (want.Digest != "" && want.Digest == got.Digest) {
+		r.compareShape(k, want, got)
+		return
+	}
+	why := "the reference did not answer"
+	if ref := r.refValues[k.panel]; ref != nil {
+		v, err := valuesOf(body)
+		if err != nil {
+			why = err.Error()
+		} else {
+			why = compareValues(ref, v, floatTolerance)
+		}
+	}
 	r.mu.Lock()
+	ch := r.checkFor(k)
+	if why == "" {
+		ch.close++
+	} else {
+		ch.differ++
+	}
+	r.mu.Unlock()
+	if why != "" {
+		r.warn("%s %s %s: answer not within %g of the reference: %s", k.phase, k.target, r.panels[k.panel].ID, floatTolerance, why)
+	}
+}
+
+func (r *runner) checkFor(k cellKey) *check {
 	ch := r.checks[k]
 	if ch == nil {
 		ch = &check{}
 		r.checks[k] = ch
 	}
+	return ch
+}
+
+// compareShape records whether an answer equals the reference's.
+func (r *runner) compareShape(k cellKey, want, got answerShape) {
+	r.mu.Lock()
+	ch := r.checkFor(k)
 	same := want.Digest != "" && want.Digest == got.Digest
 	if same {
 		ch.same++

@@ -125,8 +125,11 @@ type Result struct {
 	// check, evaluated itself (prometheus_proxy_pushdown_queries_total).
 	PushedDown *float64 `json:"pushed_down,omitempty"`
 	FellBack   *float64 `json:"fell_back,omitempty"`
-	// Answers compared with the reference's: equal and different.
+	// Answers compared with the reference's: equal bit for bit, within
+	// floatTolerance of it but not bit-equal (the re-associating proxy
+	// only; the others are held to exact equality), and different.
 	AnswersSame   int `json:"answers_same,omitempty"`
+	AnswersClose  int `json:"answers_close,omitempty"`
 	AnswersDiffer int `json:"answers_differ,omitempty"`
 }
 
@@ -201,12 +204,18 @@ type Summary struct {
 	// pushed, and those where a check refused it (evaluated in the proxy).
 	PushedPanels   []string `json:"pushed_panels,omitempty"`
 	FallbackPanels []string `json:"fallback_panels,omitempty"`
+	// The same with `float_sums: reassociate`.
+	ReassociatePushedPanels   []string `json:"reassociate_pushed_panels,omitempty"`
+	ReassociateFallbackPanels []string `json:"reassociate_fallback_panels,omitempty"`
 }
 
-// TargetAnswers counts one target's answers checked against the reference.
+// TargetAnswers counts one target's answers checked against the reference:
+// Checked − Close − Differ were bit-equal, Close within floatTolerance
+// without being bit-equal (re-associating proxy only), Differ neither.
 type TargetAnswers struct {
 	Target  string `json:"target"`
 	Checked int    `json:"checked"`
+	Close   int    `json:"close,omitempty"`
 	Differ  int    `json:"differ"`
 }
 
@@ -224,12 +233,19 @@ type ConcSummary struct {
 	PushDownInstantRatio float64 `json:"pushdown_instant_ratio,omitempty"`
 	PushDownWorstPanel   string  `json:"pushdown_worst_panel,omitempty"`
 	PushDownWorstRatio   float64 `json:"pushdown_worst_ratio,omitempty"`
+	// The same with `float_sums: reassociate`.
+	ReassociateRatio        float64 `json:"reassociate_ratio,omitempty"`
+	ReassociateInstantRatio float64 `json:"reassociate_instant_ratio,omitempty"`
+	ReassociateWorstPanel   string  `json:"reassociate_worst_panel,omitempty"`
+	ReassociateWorstRatio   float64 `json:"reassociate_worst_ratio,omitempty"`
 	// The same for push-down off.
 	UncachedInstantRatio float64 `json:"uncached_instant_ratio,omitempty"`
-	// PeakRSSProxy and PeakRSSPushDown: the uncached proxy instances of
-	// this level, push-down off and on.
-	PeakRSSProxy    int64              `json:"peak_rss_proxy_bytes,omitempty"`
-	PeakRSSPushDown int64              `json:"peak_rss_pushdown_bytes,omitempty"`
+	// PeakRSSProxy, PeakRSSPushDown and PeakRSSReassociate: the uncached
+	// proxy instances of this level, push-down off, on, and on with
+	// re-associated sums.
+	PeakRSSProxy       int64              `json:"peak_rss_proxy_bytes,omitempty"`
+	PeakRSSPushDown    int64              `json:"peak_rss_pushdown_bytes,omitempty"`
+	PeakRSSReassociate int64              `json:"peak_rss_reassociate_bytes,omitempty"`
 	CompareRatio    float64            `json:"compare_ratio,omitempty"`
 	WarmSpeedup     float64            `json:"warm_speedup"`
 	DashboardMs     map[string]float64 `json:"dashboard_ms"`
@@ -247,7 +263,7 @@ type Goal struct {
 // Order of phases and targets in every listing.
 var (
 	phaseOrder  = []string{PhaseUncached, PhaseCold, PhaseWarm, phaseLoad, PhaseSliding}
-	targetOrder = []string{TargetReference, TargetProxy, TargetPushDown, TargetCompare}
+	targetOrder = []string{TargetReference, TargetProxy, TargetPushDown, TargetReassociate, TargetCompare}
 )
 
 func orderOf(list []string, s string) int {
@@ -425,12 +441,12 @@ func (r *runner) report(started time.Time) *Report {
 				if sum.hits+sum.misses > 0 {
 					res.CacheHits, res.CacheMisses = ptr(sum.hits/n), ptr(sum.misses/n)
 				}
-				if k.target == TargetPushDown {
+				if pushesDown(k.target) {
 					res.PushedDown, res.FellBack = ptr(sum.pushed/n), ptr(sum.fallback/n)
 				}
 			}
 			if ch := r.checks[k]; ch != nil {
-				res.AnswersSame, res.AnswersDiffer = ch.same, ch.differ
+				res.AnswersSame, res.AnswersClose, res.AnswersDiffer = ch.same, ch.close, ch.differ
 			}
 			q.Results = append(q.Results, res)
 		}
@@ -444,11 +460,11 @@ func (r *runner) report(started time.Time) *Report {
 			}
 		}
 		// Checks of the uncached verification pass have no timed cell.
-		for _, t := range []string{TargetProxy, TargetPushDown, TargetCompare} {
+		for _, t := range []string{TargetProxy, TargetPushDown, TargetReassociate, TargetCompare} {
 			k := cellKey{PhaseUncached, t, 1, i}
 			if ch := r.checks[k]; ch != nil && r.cells[k] == nil {
 				q.Results = append(q.Results, Result{Phase: PhaseUncached, Target: t, Concurrency: 1,
-					AnswersSame: ch.same, AnswersDiffer: ch.differ})
+					AnswersSame: ch.same, AnswersClose: ch.close, AnswersDiffer: ch.differ})
 			}
 		}
 		rep.Queries = append(rep.Queries, q)
@@ -504,7 +520,7 @@ func (r *runner) report(started time.Time) *Report {
 			if t.hits+t.misses > 0 {
 				pr.CacheHitsPerPass, pr.CacheMissesPerPass = ptr(t.hits/n), ptr(t.misses/n)
 			}
-			if k.target == TargetPushDown {
+			if pushesDown(k.target) {
 				pr.PushedDownPerPass = ptr(t.pushed / n)
 			}
 		}
@@ -569,26 +585,32 @@ func (r *runner) summarize(rep *Report) {
 		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}}
 		cs.UncachedRatio = phaseByKey[passKey{PhaseUncached, TargetProxy, c}].RatioGeomean
 		cs.PushDownRatio = phaseByKey[passKey{PhaseUncached, TargetPushDown, c}].RatioGeomean
+		cs.ReassociateRatio = phaseByKey[passKey{PhaseUncached, TargetReassociate, c}].RatioGeomean
 		cs.ColdRatio = phaseByKey[passKey{PhaseCold, cached, c}].RatioGeomean
 		cs.WarmRatio = phaseByKey[passKey{PhaseWarm, cached, c}].RatioGeomean
 		cs.SlidingRatio = phaseByKey[passKey{PhaseSliding, cached, c}].RatioGeomean
 		cs.CompareRatio = phaseByKey[passKey{PhaseUncached, TargetCompare, c}].RatioGeomean
-		var speedups, instOff, instOn []float64
+		var speedups, instOff, instOn, instRe []float64
 		for i, q := range rep.Queries {
 			cold, warm := byKey[cellKey{PhaseCold, cached, c, i}], byKey[cellKey{PhaseWarm, cached, c, i}]
 			if cold.P50 > 0 && warm.P50 > 0 {
 				speedups = append(speedups, cold.P50/warm.P50)
 			}
 			off, on := byKey[cellKey{PhaseUncached, TargetProxy, c, i}], byKey[cellKey{PhaseUncached, TargetPushDown, c, i}]
+			re := byKey[cellKey{PhaseUncached, TargetReassociate, c, i}]
 			if q.Kind == "instant" {
-				instOff, instOn = append(instOff, off.Ratio), append(instOn, on.Ratio)
+				instOff, instOn, instRe = append(instOff, off.Ratio), append(instOn, on.Ratio), append(instRe, re.Ratio)
 			}
 			if on.Ratio > cs.PushDownWorstRatio {
 				cs.PushDownWorstRatio, cs.PushDownWorstPanel = on.Ratio, q.ID
 			}
+			if re.Ratio > cs.ReassociateWorstRatio {
+				cs.ReassociateWorstRatio, cs.ReassociateWorstPanel = re.Ratio, q.ID
+			}
 		}
 		cs.WarmSpeedup = geomean(speedups)
 		cs.UncachedInstantRatio, cs.PushDownInstantRatio = geomean(instOff), geomean(instOn)
+		cs.ReassociateInstantRatio = geomean(instRe)
 		for _, col := range rep.columns() {
 			if p, ok := phaseByKey[passKey{col.phase, col.target, c}]; ok {
 				cs.DashboardMs[col.name] = p.DashboardMillis
@@ -604,6 +626,8 @@ func (r *runner) summarize(rep *Report) {
 				cs.PeakRSSProxy = m.PeakRSSBytes
 			case TargetPushDown:
 				cs.PeakRSSPushDown = m.PeakRSSBytes
+			case TargetReassociate:
+				cs.PeakRSSReassociate = m.PeakRSSBytes
 			}
 		}
 		s.PerConcurrency = append(s.PerConcurrency, cs)
@@ -639,9 +663,10 @@ func (r *runner) summarize(rep *Report) {
 	byTarget := map[string]*TargetAnswers{}
 	for _, q := range rep.Queries {
 		for _, res := range q.Results {
-			s.AnswersChecked += res.AnswersSame + res.AnswersDiffer
+			n := res.AnswersSame + res.AnswersClose + res.AnswersDiffer
+			s.AnswersChecked += n
 			s.AnswersDiffer += res.AnswersDiffer
-			if res.Phase != PhaseUncached || res.AnswersSame+res.AnswersDiffer == 0 {
+			if res.Phase != PhaseUncached || n == 0 {
 				continue
 			}
 			ta := byTarget[res.Target]
@@ -649,7 +674,8 @@ func (r *runner) summarize(rep *Report) {
 				ta = &TargetAnswers{Target: res.Target}
 				byTarget[res.Target] = ta
 			}
-			ta.Checked += res.AnswersSame + res.AnswersDiffer
+			ta.Checked += n
+			ta.Close += res.AnswersClose
 			ta.Differ += res.AnswersDiffer
 		}
 		if on, ok := q.result(PhaseUncached, TargetPushDown, 1); ok && on.PushedDown != nil {
@@ -658,6 +684,14 @@ func (r *runner) summarize(rep *Report) {
 			}
 			if *on.FellBack > 0 {
 				s.FallbackPanels = append(s.FallbackPanels, q.ID)
+			}
+		}
+		if re, ok := q.result(PhaseUncached, TargetReassociate, 1); ok && re.PushedDown != nil {
+			if *re.PushedDown > 0 {
+				s.ReassociatePushedPanels = append(s.ReassociatePushedPanels, q.ID)
+			}
+			if *re.FellBack > 0 {
+				s.ReassociateFallbackPanels = append(s.ReassociateFallbackPanels, q.ID)
 			}
 		}
 	}
@@ -669,37 +703,74 @@ func (r *runner) summarize(rep *Report) {
 	s.Targets = r.goals(rep)
 }
 
-// goals are the targets the report is held to: the uncached ones with
-// push-down on, then the cache's.
+// goals are the targets the report is held to: the uncached ones, each
+// for push-down on and for push-down on with re-associated sums, then the
+// cache's.
 func (r *runner) goals(rep *Report) []Goal {
 	s := &rep.Summary
 	var goals []Goal
-	var geo, inst, worst []string
-	geoMet, instMet, worstMet := len(s.PerConcurrency) > 0, len(s.PerConcurrency) > 0, len(s.PerConcurrency) > 0
-	for _, cs := range s.PerConcurrency {
-		at := " at concurrency " + itoa(cs.Concurrency)
-		geo = append(geo, ratioString(cs.PushDownRatio)+at+" (push-down off "+ratioString(cs.UncachedRatio)+")")
-		geoMet = geoMet && cs.PushDownRatio > 0 && cs.PushDownRatio <= 1.0
-		inst = append(inst, ratioString(cs.PushDownInstantRatio)+at+" (off "+ratioString(cs.UncachedInstantRatio)+")")
-		instMet = instMet && cs.PushDownInstantRatio > 0 && cs.PushDownInstantRatio <= 1.2
-		worst = append(worst, cs.PushDownWorstPanel+" "+ratioString(cs.PushDownWorstRatio)+at)
-		worstMet = worstMet && cs.PushDownWorstRatio > 0 && cs.PushDownWorstRatio <= 1.3
+	// Each uncached goal is a row per configuration, push-down off
+	// alongside for comparison.
+	configs := []string{TargetPushDown}
+	if rep.hasTarget(TargetReassociate, PhaseUncached) {
+		configs = append(configs, TargetReassociate)
 	}
-	goals = append(goals,
-		Goal{Name: "uncached", Goal: "uncached, push-down on: p50 ≤ 1.0× the reference (geometric mean over queries, every concurrency)",
-			Measured: strings.Join(geo, "; "), Met: geoMet},
-		Goal{Name: "instant", Goal: "uncached, push-down on: instant panels ≤ 1.2× the reference (geometric mean over them)",
-			Measured: strings.Join(inst, "; "), Met: instMet},
-		Goal{Name: "worst", Goal: "uncached, push-down on: no panel above 1.3× the reference",
-			Measured: "worst: " + strings.Join(worst, "; "), Met: worstMet},
-	)
-	if n := len(s.PerConcurrency); n > 0 {
-		top := s.PerConcurrency[n-1]
-		goals = append(goals, Goal{Name: "memory",
-			Goal: "peak RSS of the uncached push-down proxy at concurrency " + itoa(top.Concurrency) + " ≤ the sum of the backends' peaks",
-			Measured: formatBytes(float64(top.PeakRSSPushDown)) + " (push-down off " + formatBytes(float64(top.PeakRSSProxy)) +
-				"), backends " + formatBytes(float64(s.PeakRSSBackendsSum)),
-			Met: top.PeakRSSPushDown > 0 && top.PeakRSSPushDown <= s.PeakRSSBackendsSum})
+	suffix := map[string]string{TargetPushDown: "", TargetReassociate: "-reassociate"}
+	haveLevels := len(s.PerConcurrency) > 0
+	for _, kind := range []string{"uncached", "instant", "worst", "memory"} {
+		for _, t := range configs {
+			g := Goal{Name: kind + suffix[t]}
+			var measured []string
+			met := haveLevels
+			for _, cs := range s.PerConcurrency {
+				u := cs.uncached(t)
+				at := " at concurrency " + itoa(cs.Concurrency)
+				// The re-associating row names push-down on beside off.
+				onRatio, onInstant := "", ""
+				if t == TargetReassociate {
+					onRatio, onInstant = "push-down on "+ratioString(cs.PushDownRatio)+", ", "on "+ratioString(cs.PushDownInstantRatio)+", "
+				}
+				switch kind {
+				case "uncached":
+					measured = append(measured, ratioString(u.ratio)+at+" ("+onRatio+"push-down off "+ratioString(cs.UncachedRatio)+")")
+					met = met && u.ratio > 0 && u.ratio <= 1.0
+				case "instant":
+					measured = append(measured, ratioString(u.instant)+at+" ("+onInstant+"off "+ratioString(cs.UncachedInstantRatio)+")")
+					met = met && u.instant > 0 && u.instant <= 1.2
+				case "worst":
+					measured = append(measured, u.worstPanel+" "+ratioString(u.worst)+at)
+					met = met && u.worst > 0 && u.worst <= 1.3
+				}
+			}
+			label := "uncached, " + targetTitle(t)
+			switch kind {
+			case "uncached":
+				g.Goal = label + ": p50 ≤ 1.0× the reference (geometric mean over queries, every concurrency)"
+			case "instant":
+				g.Goal = label + ": instant panels ≤ 1.2× the reference (geometric mean over them)"
+			case "worst":
+				g.Goal = label + ": no panel above 1.3× the reference"
+				if len(measured) > 0 {
+					measured[0] = "worst: " + measured[0]
+				}
+			case "memory":
+				if !haveLevels {
+					continue
+				}
+				top := s.PerConcurrency[len(s.PerConcurrency)-1]
+				rss := top.uncached(t).rss
+				g.Goal = "peak RSS of the uncached proxy, " + targetTitle(t) + ", at concurrency " + itoa(top.Concurrency) + " ≤ the sum of the backends' peaks"
+				on := ""
+				if t == TargetReassociate {
+					on = "push-down on " + formatBytes(float64(top.PeakRSSPushDown)) + ", "
+				}
+				measured = []string{formatBytes(float64(rss)) + " (" + on + "push-down off " + formatBytes(float64(top.PeakRSSProxy)) +
+					"), backends " + formatBytes(float64(s.PeakRSSBackendsSum))}
+				met = rss > 0 && rss <= s.PeakRSSBackendsSum
+			}
+			g.Measured, g.Met = strings.Join(measured, "; "), met
+			goals = append(goals, g)
+		}
 	}
 	var answers []string
 	answersMet := len(s.AnswersByTarget) > 0
@@ -711,6 +782,17 @@ func (r *runner) goals(rep *Report) []Goal {
 	}
 	goals = append(goals, Goal{Name: "answers", Goal: "every uncached answer equal to the reference's, push-down on and off",
 		Measured: strings.Join(answers, "; "), Met: answersMet})
+	if rep.hasTarget(TargetReassociate, PhaseUncached) {
+		g := Goal{Name: "answers-reassociate",
+			Goal: "every uncached answer with `float_sums: reassociate` within " + toleranceString + " (relative, per point) of the reference's"}
+		for _, ta := range s.AnswersByTarget {
+			if ta.Target == TargetReassociate {
+				g.Measured = ta.closeString()
+				g.Met = ta.Checked > 0 && ta.Differ == 0
+			}
+		}
+		goals = append(goals, g)
+	}
 	if len(s.PerConcurrency) > 0 {
 		c1 := s.PerConcurrency[0]
 		goals = append(goals, Goal{Name: "warm", Goal: "warm ≥ 50× faster than cold",
@@ -748,6 +830,9 @@ func (rep *Report) columns() []column {
 	if rep.hasTarget(TargetPushDown, PhaseUncached) {
 		cols = append(cols, column{"uncached push-down", PhaseUncached, TargetPushDown})
 	}
+	if rep.hasTarget(TargetReassociate, PhaseUncached) {
+		cols = append(cols, column{"uncached reassociate", PhaseUncached, TargetReassociate})
+	}
 	return append(cols,
 		column{"cold", PhaseCold, cached},
 		column{"warm", PhaseWarm, cached},
@@ -770,6 +855,35 @@ func targetTitle(target string) string {
 		return "push-down off"
 	case TargetPushDown:
 		return "push-down on"
+	case TargetReassociate:
+		return "push-down on, `float_sums: reassociate`"
 	}
 	return target
+}
+
+// pushesDown tells the configurations whose push-down counter is read.
+func pushesDown(target string) bool { return target == TargetPushDown || target == TargetReassociate }
+
+// toleranceString is floatTolerance as the report writes it.
+const toleranceString = "1e-12"
+
+// closeString says how a target's answers compared: within the tolerance,
+// bit-equal, beyond.
+func (ta TargetAnswers) closeString() string {
+	return fmt.Sprintf("%d of %d within %s, %d of them bit-equal; %d beyond", ta.Checked-ta.Differ, ta.Checked, toleranceString,
+		ta.Checked-ta.Close-ta.Differ, ta.Differ)
+}
+
+// uncachedResult is one uncached push-down configuration at one level.
+type uncachedResult struct {
+	ratio, instant, worst float64
+	worstPanel            string
+	rss                   int64
+}
+
+func (cs ConcSummary) uncached(target string) uncachedResult {
+	if target == TargetReassociate {
+		return uncachedResult{cs.ReassociateRatio, cs.ReassociateInstantRatio, cs.ReassociateWorstRatio, cs.ReassociateWorstPanel, cs.PeakRSSReassociate}
+	}
+	return uncachedResult{cs.PushDownRatio, cs.PushDownInstantRatio, cs.PushDownWorstRatio, cs.PushDownWorstPanel, cs.PeakRSSPushDown}
 }

@@ -25,10 +25,12 @@ const (
 	phaseLoad = "load"
 
 	TargetReference = "reference"
-	// TargetProxy is the proxy with push-down off, TargetPushDown with it on.
-	TargetProxy    = "proxy"
-	TargetPushDown = "proxy-pushdown"
-	TargetCompare  = "compare"
+	// TargetProxy is the proxy with push-down off, TargetPushDown with it
+	// on, TargetReassociate with it on and `float_sums: reassociate`.
+	TargetProxy       = "proxy"
+	TargetPushDown    = "proxy-pushdown"
+	TargetReassociate = "proxy-reassociate"
+	TargetCompare     = "compare"
 )
 
 // endpoint is where a measurement goes.
@@ -92,6 +94,9 @@ type runner struct {
 	// refShapes are the reference's answers at now, what every other
 	// answer at now must equal.
 	refShapes []answerShape
+	// refValues are the same answers parsed, for the re-associating
+	// proxy, whose floats may differ from them in the last bits.
+	refValues []*answerValues
 	checks    map[cellKey]*check
 	// proxyBytesMetric is a counter of bytes the proxy read from backends,
 	// when its build exports one.
@@ -103,8 +108,10 @@ type runner struct {
 	loadStart        string
 }
 
-// check counts answers that equalled, or differed from, the reference's.
-type check struct{ same, differ int }
+// check counts answers that equalled the reference's bit for bit, were
+// within floatTolerance of it without being bit-equal (only the
+// re-associating proxy is allowed that), or differed.
+type check struct{ same, close, differ int }
 
 // Run executes the whole benchmark and returns its report. Every child
 // process is stopped before it returns, on success, error or cancellation.
@@ -311,8 +318,8 @@ func cachedTarget(pushDown bool) string {
 	return TargetProxy
 }
 
-// uncachedPhase compares the proxy without cache, with push-down off and on,
-// to the reference, per query in rotating order so that drift of the
+// uncachedPhase compares the proxy without cache, with push-down off, on,
+// and on with re-associated float sums, to the reference, per query in rotating order so that drift of the
 // machine hits all alike. Each concurrency level gets fresh proxies, so
 // their peak memory is that level's. Every answer at concurrency 1, and
 // one untimed pass at each higher level, is checked against the
@@ -337,9 +344,16 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 		return err
 	}
 	defer on.stop(5 * time.Second)
+	reassoc, err := r.startProxy(fmt.Sprintf("proxy-reassociate-c%d", conc), proxyKind{pushDown: true, reassociate: true})
+	if err != nil {
+		return err
+	}
+	defer reassoc.stop(5 * time.Second)
 	r.measured(off, TargetProxy, conc)
 	r.measured(on, TargetPushDown, conc)
-	targets := []endpoint{r.refEndpoint(), {name: TargetProxy, url: off.URL, proxy: true}, {name: TargetPushDown, url: on.URL, proxy: true}}
+	r.measured(reassoc, TargetReassociate, conc)
+	targets := []endpoint{r.refEndpoint(), {name: TargetProxy, url: off.URL, proxy: true}, {name: TargetPushDown, url: on.URL, proxy: true},
+		{name: TargetReassociate, url: reassoc.URL, proxy: true}}
 	if r.opts.Compare != "" {
 		targets = append(targets, endpoint{name: TargetCompare, url: r.opts.Compare})
 	}
@@ -349,6 +363,7 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 		// reference answers the other targets must match.
 		r.log.printf("uncached: checking answers against the reference (%d queries)", len(r.reqs))
 		r.refShapes = make([]answerShape, len(r.reqs))
+		r.refValues = make([]*answerValues, len(r.reqs))
 		for i, rq := range r.reqs {
 			for _, t := range targets {
 				_, body, err := query(ctx, r.hc, t.url, rq, true)
@@ -366,9 +381,12 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 				}
 				if t.name == TargetReference {
 					r.refShapes[i] = shape
+					if r.refValues[i], err = valuesOf(body); err != nil {
+						r.warn("%s %s: %v", t.name, r.panels[i].ID, err)
+					}
 					continue
 				}
-				r.compareShape(cellKey{PhaseUncached, t.name, 1, i}, r.refShapes[i], shape)
+				r.checkAnswer(cellKey{PhaseUncached, t.name, 1, i}, body, shape)
 			}
 		}
 		b := newBudget(r.opts.PhaseBudget)
@@ -381,12 +399,12 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 			for i, rq := range r.reqs {
 				for _, t := range rotate(targets, round+i) {
 					// Every answer is kept and checked; decoding it is not timed.
-					s, err := r.one(ctx, PhaseUncached, t, rq, true)
+					s, body, err := r.one(ctx, PhaseUncached, t, rq, true)
 					if err != nil {
 						return err
 					}
 					if s != nil && t.name != TargetReference {
-						r.compareShape(cellKey{PhaseUncached, t.name, 1, i}, r.refShapes[i], *s)
+						r.checkAnswer(cellKey{PhaseUncached, t.name, 1, i}, body, *s)
 					}
 				}
 			}
@@ -523,7 +541,7 @@ func (r *runner) slidingPhase(ctx context.Context) error {
 			rq := first.shifted(k)
 			shapes := map[string]*answerShape{}
 			for _, t := range rotate([]endpoint{r.refEndpoint(), r.cachedEndpoint(p)}, k+i) {
-				s, err := r.one(ctx, PhaseSliding, t, rq, true)
+				s, _, err := r.one(ctx, PhaseSliding, t, rq, true)
 				if err != nil {
 					return err
 				}

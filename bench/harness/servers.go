@@ -172,12 +172,16 @@ func startPrometheus(bin, name, blocks, workDir string, procs *procSet) (*server
 // proxyKind is how a proxy instance is configured.
 type proxyKind struct {
 	caching, pushDown bool
+	// reassociate sets `float_sums: reassociate` (with pushDown): sums and
+	// means combined across groups, equal to the reference within rounding.
+	reassociate bool
 }
 
 // proxyConfig is the YAML the proxy runs with. withCacheSection adds the
 // `cache` section; builds of the proxy that do not know it refuse unknown
 // keys, so startProxy retries without it. Push-down is named only when on,
-// and then with the label that proves the groups disjoint.
+// and then with the label that proves the groups disjoint (and
+// `float_sums: reassociate` when asked).
 func proxyConfig(groups []group, kind proxyKind, withCacheSection bool) string {
 	var b strings.Builder
 	b.WriteString("discovery:\n  static:\n")
@@ -193,6 +197,9 @@ func proxyConfig(groups []group, kind proxyKind, withCacheSection bool) string {
 	}
 	if kind.pushDown {
 		b.WriteString("engine:\n  push_down:\n    enabled: true\n    label: cluster\n")
+		if kind.reassociate {
+			b.WriteString("    float_sums: reassociate\n")
+		}
 	}
 	return b.String()
 }
