@@ -86,6 +86,8 @@ func columnTitle(name string) string {
 		return "proxy uncached, push-down off"
 	case "uncached push-down":
 		return "proxy uncached, push-down on"
+	case "uncached reassociate":
+		return "proxy uncached, push-down on, reassociate"
 	}
 	return "proxy " + name
 }
@@ -114,8 +116,13 @@ func (rep *Report) Markdown() string {
 	} else {
 		w("Some series are in every shard and some split in time between two: push-down's probe refuses every query (the groups still carry `labels: {cluster: …}`).  \n")
 	}
-	w("The uncached phase measures the proxy with push-down off and on (`engine.push_down: {enabled: true, label: cluster}`), interleaved with the reference; cold, warm and sliding run the caching proxy with push-down %s.\n\n",
-		map[bool]string{true: "on", false: "off"}[rep.cachedTarget() == TargetPushDown])
+	reassoc := ""
+	if rep.hasTarget(TargetReassociate, PhaseUncached) {
+		reassoc = ", and on with `float_sums: reassociate` (sum and avg combined across groups too; its answers are checked within " +
+			toleranceString + " relative per point, the others bit for bit)"
+	}
+	w("The uncached phase measures the proxy with push-down off and on (`engine.push_down: {enabled: true, label: cluster}`)%s, interleaved with the reference; cold, warm and sliding run the caching proxy with push-down %s.\n\n",
+		reassoc, map[bool]string{true: "on", false: "off"}[rep.cachedTarget() == TargetPushDown])
 
 	rep.summarySection(&b)
 	w("\n![latency per query](latest.svg)\n\n")
@@ -217,10 +224,19 @@ func (rep *Report) summarySection(b *strings.Builder) {
 		w("- Push-down (uncached, concurrency 1, from `prometheus_proxy_pushdown_queries_total`): %d of %d panels pushed%s; %d fell back to the proxy's engine%s.\n",
 			len(s.PushedPanels), len(rep.Queries), listOf(s.PushedPanels), len(s.FallbackPanels), listOf(s.FallbackPanels))
 	}
+	if rep.hasTarget(TargetReassociate, PhaseUncached) {
+		w("- Push-down with `float_sums: reassociate` (same counter): %d of %d panels pushed%s; %d fell back%s.\n",
+			len(s.ReassociatePushedPanels), len(rep.Queries), listOf(s.ReassociatePushedPanels),
+			len(s.ReassociateFallbackPanels), listOf(s.ReassociateFallbackPanels))
+	}
 	for _, cs := range s.PerConcurrency {
 		if cs.PeakRSSProxy > 0 || cs.PeakRSSPushDown > 0 {
-			w("- Peak RSS of the uncached proxy, concurrency %d: push-down off %s, on %s.\n", cs.Concurrency,
+			w("- Peak RSS of the uncached proxy, concurrency %d: push-down off %s, on %s", cs.Concurrency,
 				formatBytes(float64(cs.PeakRSSProxy)), formatBytes(float64(cs.PeakRSSPushDown)))
+			if cs.PeakRSSReassociate > 0 {
+				w(", on with reassociate %s", formatBytes(float64(cs.PeakRSSReassociate)))
+			}
+			w(".\n")
 		}
 	}
 	w("- Peak RSS: largest proxy instance %s, largest backend %s, all backends together %s, reference %s.\n",
@@ -228,6 +244,10 @@ func (rep *Report) summarySection(b *strings.Builder) {
 		formatBytes(float64(s.PeakRSSReference)))
 	w("- Answers checked against the reference: %d, of which %d differed", s.AnswersChecked, s.AnswersDiffer)
 	for _, ta := range s.AnswersByTarget {
+		if ta.Target == TargetReassociate {
+			w("; uncached %s: %s", targetTitle(ta.Target), ta.closeString())
+			continue
+		}
 		w("; uncached %s: %d, %d differed", targetTitle(ta.Target), ta.Checked, ta.Differ)
 	}
 	w(".\n\n")
@@ -272,17 +292,32 @@ func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []column) {
 		w(" %s |", columnTitle(c.name))
 	}
 	pushCol := rep.hasTarget(TargetPushDown, PhaseUncached)
+	reCol := rep.hasTarget(TargetReassociate, PhaseUncached)
 	if pushCol {
 		w(" pushed |")
 	}
-	w(" cold / warm | same answer |\n|---|---|---:|---:|")
+	if reCol {
+		w(" pushed (reassociate) |")
+	}
+	w(" cold / warm | same answer |")
+	if reCol {
+		w(" reassociate: within %s / bit-equal |", toleranceString)
+	}
+	w("\n|---|---|---:|---:|")
 	for range cols {
 		w("---:|")
 	}
 	if pushCol {
 		w("---|")
 	}
-	w("---:|---|\n")
+	if reCol {
+		w("---|")
+	}
+	w("---:|---|")
+	if reCol {
+		w("---|")
+	}
+	w("\n")
 	for _, q := range rep.Queries {
 		w("| %s | %s | %s | %d |", q.ID, escapeCell(q.shortTitle()), durString(q.StepSeconds), q.Series)
 		for _, c := range cols {
@@ -296,20 +331,12 @@ func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []column) {
 				w(" %s |", formatMillis(r.P50))
 			}
 		}
+		// Counted per execution at concurrency 1 only.
 		if pushCol {
-			// Counted per execution at concurrency 1 only.
-			pushed := "–"
-			if on, ok := q.result(PhaseUncached, TargetPushDown, 1); ok && on.PushedDown != nil {
-				switch {
-				case *on.PushedDown > 0:
-					pushed = "yes"
-				case *on.FellBack > 0:
-					pushed = "refused"
-				default:
-					pushed = "no"
-				}
-			}
-			w(" %s |", pushed)
+			w(" %s |", q.pushedString(TargetPushDown))
+		}
+		if reCol {
+			w(" %s |", q.pushedString(TargetReassociate))
 		}
 		cold, _ := q.result(PhaseCold, rep.cachedTarget(), conc)
 		warm, _ := q.result(PhaseWarm, rep.cachedTarget(), conc)
@@ -317,20 +344,53 @@ func (rep *Report) perQueryTable(b *strings.Builder, conc int, cols []column) {
 		if cold.P50 > 0 && warm.P50 > 0 {
 			sp = ratioString(cold.P50 / warm.P50)
 		}
+		// Bit for bit for every target but the re-associating one, which
+		// has its own column.
 		same, differ := 0, 0
+		reWithin, reSame, reAll := 0, 0, 0
 		for _, r := range q.Results {
-			if r.Concurrency == conc {
-				same += r.AnswersSame
-				differ += r.AnswersDiffer
+			if r.Concurrency != conc {
+				continue
 			}
+			if r.Target == TargetReassociate {
+				reSame += r.AnswersSame
+				reWithin += r.AnswersSame + r.AnswersClose
+				reAll += r.AnswersSame + r.AnswersClose + r.AnswersDiffer
+				continue
+			}
+			same += r.AnswersSame
+			differ += r.AnswersDiffer + r.AnswersClose
 		}
 		answer := "–"
 		if same+differ > 0 {
 			answer = fmt.Sprintf("%d/%d", same, same+differ)
 		}
-		w(" %s | %s |\n", sp, answer)
+		w(" %s | %s |", sp, answer)
+		if reCol {
+			re := "–"
+			if reAll > 0 {
+				re = fmt.Sprintf("%d/%d / %d/%d", reWithin, reAll, reSame, reAll)
+			}
+			w(" %s |", re)
+		}
+		w("\n")
 	}
 	w("\n")
+}
+
+// pushedString says whether target's uncached executions of q at
+// concurrency 1 were pushed down, refused by a check, or neither.
+func (q QueryReport) pushedString(target string) string {
+	on, ok := q.result(PhaseUncached, target, 1)
+	switch {
+	case !ok || on.PushedDown == nil:
+		return "–"
+	case *on.PushedDown > 0:
+		return "yes"
+	case *on.FellBack > 0:
+		return "refused"
+	}
+	return "no"
 }
 
 func (rep *Report) percentileTable(b *strings.Builder, cols []column) {

@@ -69,11 +69,25 @@ func (rep *Report) ReadmeSection() string {
 			w("; %d fell back to the proxy's engine%s", len(s.FallbackPanels), listOf(s.FallbackPanels))
 		}
 		w(". ")
+		reassoc := rep.hasTarget(TargetReassociate, PhaseUncached)
+		if reassoc {
+			w("With `float_sums: reassociate` it pushed %d%s", len(s.ReassociatePushedPanels), listOf(s.ReassociatePushedPanels))
+			if len(s.ReassociateFallbackPanels) > 0 {
+				w("; %d fell back%s", len(s.ReassociateFallbackPanels), listOf(s.ReassociateFallbackPanels))
+			}
+			w(". ")
+		}
 		for _, cs := range s.PerConcurrency {
-			w("Concurrency %d: instant panels %s with push-down on (off %s), worst panel %s %s; peak RSS of the uncached proxy %s on, %s off. ",
+			w("Concurrency %d: instant panels %s with push-down on (off %s), worst panel %s %s; peak RSS of the uncached proxy %s on, %s off",
 				cs.Concurrency, ratioString(cs.PushDownInstantRatio), ratioString(cs.UncachedInstantRatio),
 				cs.PushDownWorstPanel, ratioString(cs.PushDownWorstRatio),
 				formatBytes(float64(cs.PeakRSSPushDown)), formatBytes(float64(cs.PeakRSSProxy)))
+			if reassoc {
+				w("; with reassociate instant panels %s, worst panel %s %s, peak RSS %s",
+					ratioString(cs.ReassociateInstantRatio), cs.ReassociateWorstPanel, ratioString(cs.ReassociateWorstRatio),
+					formatBytes(float64(cs.PeakRSSReassociate)))
+			}
+			w(". ")
 		}
 		w("The backends' peaks add up to %s (largest %s); the reference peaked at %s.\n",
 			formatBytes(float64(s.PeakRSSBackendsSum)), formatBytes(float64(s.PeakRSSBackend)), formatBytes(float64(s.PeakRSSReference)))
@@ -84,7 +98,13 @@ func (rep *Report) ReadmeSection() string {
 	}
 	w("A sliding-window refresh asks the backends for %s of the time span a full load reads (%s of the bytes, since backends send whole chunks). ",
 		percentString(s.SlidingSpanFraction), percentString(s.SlidingBytesFraction))
-	w("%d answers were checked against the reference; %d differed.\n\n", s.AnswersChecked, s.AnswersDiffer)
+	w("%d answers were checked against the reference; %d differed", s.AnswersChecked, s.AnswersDiffer)
+	for _, ta := range s.AnswersByTarget {
+		if ta.Target == TargetReassociate {
+			w(" (push-down off and on bit for bit; with reassociate %s)", ta.closeString())
+		}
+	}
+	w(".\n\n")
 	w("| target | measured | met |\n|---|---|---|\n")
 	for _, g := range s.Targets {
 		w("| %s | %s | %s |\n", g.Goal, g.Measured, map[bool]string{true: "yes", false: "no"}[g.Met])

@@ -246,10 +246,10 @@ type ConcSummary struct {
 	PeakRSSProxy       int64              `json:"peak_rss_proxy_bytes,omitempty"`
 	PeakRSSPushDown    int64              `json:"peak_rss_pushdown_bytes,omitempty"`
 	PeakRSSReassociate int64              `json:"peak_rss_reassociate_bytes,omitempty"`
-	CompareRatio    float64            `json:"compare_ratio,omitempty"`
-	WarmSpeedup     float64            `json:"warm_speedup"`
-	DashboardMs     map[string]float64 `json:"dashboard_ms"`
-	QPS             map[string]float64 `json:"qps"`
+	CompareRatio       float64            `json:"compare_ratio,omitempty"`
+	WarmSpeedup        float64            `json:"warm_speedup"`
+	DashboardMs        map[string]float64 `json:"dashboard_ms"`
+	QPS                map[string]float64 `json:"qps"`
 }
 
 // Goal is a target of the issue and whether this run met it.

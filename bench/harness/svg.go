@@ -13,7 +13,7 @@ func secondsDuration(s float64) time.Duration {
 }
 
 // SVG draws p50 latency per query at concurrency 1: reference, the uncached
-// proxy with push-down off and on, proxy cold and proxy warm (and the
+// proxy with push-down off, on, and on with re-associated sums, proxy cold and proxy warm (and the
 // compared endpoint), as horizontal bars on a log scale, since warm answers
 // are orders of magnitude faster than cold ones.
 func (rep *Report) SVG() string {
@@ -26,6 +26,9 @@ func (rep *Report) SVG() string {
 		bars = append(bars,
 			series{"proxy push-down off", PhaseUncached, TargetProxy, "#e15759"},
 			series{"proxy push-down on", PhaseUncached, TargetPushDown, "#76b7b2"})
+		if rep.hasTarget(TargetReassociate, PhaseUncached) {
+			bars = append(bars, series{"proxy push-down on, reassociate", PhaseUncached, TargetReassociate, "#edc948"})
+		}
 	} else {
 		bars = append(bars, series{"proxy uncached", PhaseUncached, TargetProxy, "#e15759"})
 	}
@@ -71,7 +74,7 @@ func (rep *Report) SVG() string {
 		esc(fmt.Sprintf("p50 latency per query, concurrency 1 (log scale) — %d series, %s, %d shards",
 			rep.Dataset.Series, durString(rep.Dataset.Hours*3600), rep.Dataset.Shards)))
 	w(`<text x="%d" y="46" font-size="12" fill="#555555">%s</text>`+"\n", 16,
-		esc(fmt.Sprintf("%s, %d CPUs; reference: one Prometheus holding all the data; push-down off/on: uncached; cold: first pass on a fresh caching proxy (push-down %s); warm: repeated",
+		esc(fmt.Sprintf("%s, %d CPUs; reference: one Prometheus holding all the data; push-down off/on/reassociate: uncached; cold: first pass on a fresh caching proxy (push-down %s); warm: repeated",
 			rep.Started.Format("2006-01-02"), rep.Machine.CPUs, map[bool]string{true: "on", false: "off"}[cached == TargetPushDown])))
 	lx := 16
 	for _, s := range bars {
