@@ -56,12 +56,14 @@ func readReport(t *testing.T, path string) *harness.Report {
 }
 
 // want lists the (phase, target) pairs every query must have at every
-// concurrency level: the uncached proxy with push-down off and on, and the
-// caching proxy with push-down on (the default).
+// concurrency level: the uncached proxy with push-down off, on, and on with
+// `float_sums: reassociate`, and the caching proxy with push-down on (the
+// default).
 var want = []struct{ phase, target string }{
 	{harness.PhaseUncached, harness.TargetReference},
 	{harness.PhaseUncached, harness.TargetProxy},
 	{harness.PhaseUncached, harness.TargetPushDown},
+	{harness.PhaseUncached, harness.TargetReassociate},
 	{harness.PhaseCold, harness.TargetPushDown},
 	{harness.PhaseWarm, harness.TargetPushDown},
 	{harness.PhaseSliding, harness.TargetPushDown},
@@ -160,10 +162,14 @@ func checkReport(t *testing.T, rep *harness.Report) {
 		if cs.PushDownRatio <= 0 || cs.PushDownInstantRatio <= 0 || cs.PushDownWorstPanel == "" {
 			t.Errorf("push-down summary at concurrency %d: %+v", cs.Concurrency, cs)
 		}
-		if cs.PeakRSSProxy <= 0 || cs.PeakRSSPushDown <= 0 {
-			t.Errorf("peak RSS per configuration at concurrency %d: off %d, on %d", cs.Concurrency, cs.PeakRSSProxy, cs.PeakRSSPushDown)
+		if cs.ReassociateRatio <= 0 || cs.ReassociateInstantRatio <= 0 || cs.ReassociateWorstPanel == "" {
+			t.Errorf("reassociate summary at concurrency %d: %+v", cs.Concurrency, cs)
 		}
-		for _, col := range []string{"reference", "uncached", "uncached push-down", "cold", "warm", "sliding"} {
+		if cs.PeakRSSProxy <= 0 || cs.PeakRSSPushDown <= 0 || cs.PeakRSSReassociate <= 0 {
+			t.Errorf("peak RSS per configuration at concurrency %d: off %d, on %d, reassociate %d", cs.Concurrency,
+				cs.PeakRSSProxy, cs.PeakRSSPushDown, cs.PeakRSSReassociate)
+		}
+		for _, col := range []string{"reference", "uncached", "uncached push-down", "uncached reassociate", "cold", "warm", "sliding"} {
 			if cs.DashboardMs[col] <= 0 || cs.QPS[col] <= 0 {
 				t.Errorf("summary at concurrency %d: %s dashboard %v ms, %v qps", cs.Concurrency, col, cs.DashboardMs[col], cs.QPS[col])
 			}
@@ -172,7 +178,9 @@ func checkReport(t *testing.T, rep *harness.Report) {
 	if s.SlidingSpanFraction <= 0 || s.SlidingBytesFraction <= 0 || s.SlidingReadsPerLoad <= 0 {
 		t.Errorf("sliding summary: span %v bytes %v reads %v", s.SlidingSpanFraction, s.SlidingBytesFraction, s.SlidingReadsPerLoad)
 	}
-	if len(s.Targets) != 7 {
+	// Four uncached targets, each for push-down on and for reassociate;
+	// answers exact and within the tolerance; warm; sliding.
+	if len(s.Targets) != 12 {
 		t.Errorf("targets: %+v", s.Targets)
 	}
 	// Over disjoint shards the planner's aggregations that keep or combine
@@ -181,14 +189,22 @@ func checkReport(t *testing.T, rep *harness.Report) {
 	if len(s.PushedPanels) == 0 || len(s.FallbackPanels) != 0 {
 		t.Errorf("pushed panels %v, fell back %v", s.PushedPanels, s.FallbackPanels)
 	}
+	// Re-association pushes at least what exact sums push.
+	if len(s.ReassociatePushedPanels) < len(s.PushedPanels) || len(s.ReassociateFallbackPanels) != 0 {
+		t.Errorf("reassociate: pushed panels %v (exact %v), fell back %v", s.ReassociatePushedPanels, s.PushedPanels, s.ReassociateFallbackPanels)
+	}
 	byTarget := map[string]harness.TargetAnswers{}
 	for _, ta := range s.AnswersByTarget {
 		byTarget[ta.Target] = ta
 	}
-	for _, target := range []string{harness.TargetProxy, harness.TargetPushDown} {
+	for _, target := range []string{harness.TargetProxy, harness.TargetPushDown, harness.TargetReassociate} {
 		// Every timed answer at concurrency 1 plus the checking passes.
 		if ta := byTarget[target]; ta.Checked < 2*len(panels) || ta.Differ != 0 {
 			t.Errorf("answers of %s: %+v", target, ta)
+		}
+		// Only the re-associating proxy may be off in the last bits.
+		if ta := byTarget[target]; target != harness.TargetReassociate && ta.Close != 0 {
+			t.Errorf("answers of %s not bit for bit: %+v", target, ta)
 		}
 	}
 	if s.PeakRSSBackendsSum <= s.PeakRSSBackend || s.PeakRSSBackendsSum > s.PeakRSSBackend*int64(rep.Dataset.Shards) {
@@ -208,6 +224,11 @@ func checkResult(t *testing.T, id string, r harness.Result) {
 	}
 	if r.Target == harness.TargetProxy && r.Concurrency == 1 &&
 		(r.BackendReads == nil || r.BackendBytes == nil || r.ProxyBackendRequests == nil) {
+		bad = true
+	}
+	// The push-down configurations' counter is read per execution.
+	if (r.Target == harness.TargetPushDown || r.Target == harness.TargetReassociate) && r.Phase == harness.PhaseUncached &&
+		r.Concurrency == 1 && (r.PushedDown == nil || r.FellBack == nil) {
 		bad = true
 	}
 	if bad {
@@ -242,7 +263,10 @@ func checkMarkdown(t *testing.T, rep *harness.Report, path string) {
 	md := string(b)
 	for _, s := range []string{"## Summary", "## Per query, concurrency 1", "## Per query, concurrency 2", "## Per phase",
 		"## Sliding window", "## Memory", "latest.svg", "proxy uncached, push-down off", "proxy uncached, push-down on",
-		"| uncached, push-down on: p50 ≤ 1.0× the reference", "panels pushed"} {
+		"| uncached, push-down on: p50 ≤ 1.0× the reference", "panels pushed",
+		"proxy uncached, push-down on, reassociate", "reassociate: within 1e-12 / bit-equal",
+		"| uncached, push-down on, `float_sums: reassociate`: p50 ≤ 1.0× the reference",
+		"| peak RSS of the uncached proxy, push-down on, `float_sums: reassociate`, at concurrency 2"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("%s lacks %q", path, s)
 		}
@@ -297,7 +321,7 @@ func checkSVG(t *testing.T, rep *harness.Report, path string) {
 		t.Errorf("%s: root element %q", path, root)
 	}
 	for _, q := range rep.Queries {
-		for _, series := range []string{"reference", "proxy push-down off", "proxy push-down on", "proxy cold", "proxy warm"} {
+		for _, series := range []string{"reference", "proxy push-down off", "proxy push-down on", "proxy push-down on, reassociate", "proxy cold", "proxy warm"} {
 			prefix := q.ID + " " + series + ": "
 			found := false
 			for _, title := range titles {

@@ -1,0 +1,156 @@
+package harness
+
+import (
+	"encoding/xml"
+	"strings"
+	"testing"
+)
+
+// reassociateReport is a rendered-report fixture with all four uncached
+// targets: push-down off, on, and on with re-associated sums.
+func reassociateReport() *Report {
+	rep := &Report{
+		Dataset:  DatasetInfo{Series: 104160, Disjoint: true, Shards: 3},
+		Settings: Settings{Concurrency: []int{1, 4}, CachedTarget: TargetPushDown},
+	}
+	one := 1.0
+	zero := 0.0
+	for i, id := range []string{"q01", "q02"} {
+		kind := "range"
+		if i == 1 {
+			kind = "instant"
+		}
+		q := QueryReport{ID: id, Title: "panel " + id, Expr: "sum(x)", Kind: kind, Series: 1, Points: 1}
+		for _, c := range []int{1, 4} {
+			q.Results = append(q.Results,
+				Result{Phase: PhaseUncached, Target: TargetReference, Concurrency: c, Samples: 3, P50: 100},
+				Result{Phase: PhaseUncached, Target: TargetProxy, Concurrency: c, Samples: 3, P50: 140, Ratio: 1.4, AnswersSame: 3},
+				Result{Phase: PhaseUncached, Target: TargetPushDown, Concurrency: c, Samples: 3, P50: 110, Ratio: 1.1, AnswersSame: 3,
+					PushedDown: &one, FellBack: &zero},
+				// Two of three answers off in the last bits, none beyond.
+				Result{Phase: PhaseUncached, Target: TargetReassociate, Concurrency: c, Samples: 3, P50: 70 + float64(10*i), Ratio: 0.7 + 0.1*float64(i),
+					AnswersSame: 1, AnswersClose: 2, PushedDown: &one, FellBack: &zero},
+				Result{Phase: PhaseCold, Target: TargetPushDown, Concurrency: c, Samples: 1, P50: 120, Ratio: 1.2},
+				Result{Phase: PhaseWarm, Target: TargetPushDown, Concurrency: c, Samples: 1, P50: 1, Ratio: 0.01},
+			)
+		}
+		rep.Queries = append(rep.Queries, q)
+	}
+	for _, c := range []int{1, 4} {
+		rep.Phases = append(rep.Phases,
+			PhaseReport{Phase: PhaseUncached, Target: TargetReference, Concurrency: c},
+			PhaseReport{Phase: PhaseUncached, Target: TargetProxy, Concurrency: c, RatioGeomean: 1.4},
+			PhaseReport{Phase: PhaseUncached, Target: TargetPushDown, Concurrency: c, RatioGeomean: 1.1},
+			PhaseReport{Phase: PhaseUncached, Target: TargetReassociate, Concurrency: c, RatioGeomean: 0.75},
+			PhaseReport{Phase: PhaseCold, Target: TargetPushDown, Concurrency: c, RatioGeomean: 1.2},
+			PhaseReport{Phase: PhaseWarm, Target: TargetPushDown, Concurrency: c, RatioGeomean: 0.01},
+		)
+		rep.Summary.PerConcurrency = append(rep.Summary.PerConcurrency, ConcSummary{Concurrency: c,
+			UncachedRatio: 1.4, PushDownRatio: 1.1, ReassociateRatio: 0.75,
+			UncachedInstantRatio: 1.4, PushDownInstantRatio: 1.1, ReassociateInstantRatio: 0.8,
+			PushDownWorstPanel: "q01", PushDownWorstRatio: 1.1, ReassociateWorstPanel: "q02", ReassociateWorstRatio: 0.8,
+			PeakRSSProxy: 900 << 20, PeakRSSPushDown: 500 << 20, PeakRSSReassociate: 200 << 20,
+			DashboardMs: map[string]float64{"reference": 200, "uncached": 280, "uncached push-down": 220, "uncached reassociate": 150},
+			QPS:         map[string]float64{"reference": 10}})
+	}
+	rep.Memory = []MemoryReport{{Name: "proxy-reassociate-c4", Role: "proxy", Target: TargetReassociate, Concurrency: 4, PeakRSSBytes: 200 << 20}}
+	rep.Summary.PeakRSSBackendsSum = 450 << 20
+	rep.Summary.PushedPanels = []string{"q01", "q02"}
+	rep.Summary.ReassociatePushedPanels = []string{"q01", "q02"}
+	rep.Summary.AnswersByTarget = []TargetAnswers{
+		{Target: TargetProxy, Checked: 6}, {Target: TargetPushDown, Checked: 6}, {Target: TargetReassociate, Checked: 6, Close: 4}}
+	return rep
+}
+
+// TestGoalsPerPushDownConfiguration: every uncached goal has a row for
+// push-down on and one for reassociate, each met or not by its own
+// numbers; the answers of the re-associating proxy are held to the
+// tolerance, with bit-equal ones counted apart.
+func TestGoalsPerPushDownConfiguration(t *testing.T) {
+	rep := reassociateReport()
+	goals := (&runner{}).goals(rep)
+	met := map[string]bool{}
+	measured := map[string]string{}
+	for _, g := range goals {
+		met[g.Name], measured[g.Name] = g.Met, g.Measured
+	}
+	for name, want := range map[string]bool{
+		"uncached": false, "uncached-reassociate": true, // 1.1× against 0.75×
+		"instant": true, "instant-reassociate": true,
+		"worst": true, "worst-reassociate": true,
+		"memory": false, "memory-reassociate": true, // 500 MiB and 200.0 MiB against 450 MiB
+		"answers": true, "answers-reassociate": true,
+	} {
+		if got, ok := met[name]; !ok || got != want {
+			t.Errorf("goal %q: met %v (present %v), want %v; measured %q", name, got, ok, want, measured[name])
+		}
+	}
+	if m := measured["answers-reassociate"]; m != "6 of 6 within 1e-12, 2 of them bit-equal; 0 beyond" {
+		t.Errorf("answers-reassociate measured %q", m)
+	}
+	if m := measured["uncached-reassociate"]; !strings.Contains(m, "0.75× at concurrency 4 (push-down on 1.10×, push-down off 1.40×)") {
+		t.Errorf("uncached-reassociate measured %q", m)
+	}
+
+	// One answer beyond the tolerance fails the goal.
+	rep.Summary.AnswersByTarget[2].Differ = 1
+	for _, g := range (&runner{}).goals(rep) {
+		if g.Name == "answers-reassociate" && g.Met {
+			t.Errorf("goal met with an answer beyond the tolerance: %+v", g)
+		}
+	}
+	// A report without the fourth target has no rows for it.
+	old := readmeReport()
+	for _, g := range (&runner{}).goals(old) {
+		if strings.HasSuffix(g.Name, "-reassociate") {
+			t.Errorf("goal %q without a reassociate target", g.Name)
+		}
+	}
+}
+
+// TestRenderReassociate: the Markdown, the SVG and the README section show
+// the fourth target beside the others, with its answer counts.
+func TestRenderReassociate(t *testing.T) {
+	rep := reassociateReport()
+	rep.Summary.Targets = (&runner{}).goals(rep)
+	md := rep.Markdown()
+	for _, s := range []string{
+		"| proxy uncached, push-down off | proxy uncached, push-down on | proxy uncached, push-down on, reassociate |",
+		"| dashboard load, concurrency 1 (ms per pass) | 200 | 280 | 220 | 150 |",
+		"| p50 / reference, concurrency 4 (geomean) | 1× | 1.40× | 1.10× | 0.75× |",
+		"pushed (reassociate) |", "reassociate: within 1e-12 / bit-equal |",
+		"| 120× | 6/6 | 3/3 / 1/3 |",
+		"uncached push-down on, `float_sums: reassociate`: 6 of 6 within 1e-12, 2 of them bit-equal; 0 beyond",
+		"Push-down with `float_sums: reassociate` (same counter): 2 of 2 panels pushed (q01, q02)",
+		"on with reassociate 200.0 MiB",
+		"| proxy-reassociate-c4 | proxy (uncached, push-down on, `float_sums: reassociate`, concurrency 4) | 200.0 MiB |",
+		"| uncached, push-down on, `float_sums: reassociate`: p50 ≤ 1.0× the reference",
+	} {
+		if !strings.Contains(md, s) {
+			t.Errorf("Markdown lacks %q:\n%s", s, md)
+		}
+	}
+	// Per-query rows: q01 with the four uncached columns and both pushed columns.
+	if !strings.Contains(md, "| 140 (1.40×) | 110 (1.10×) | 70.0 (0.70×) |") || !strings.Contains(md, "| yes | yes |") {
+		t.Errorf("per-query row of q01 lacks the fourth target:\n%s", md)
+	}
+
+	svg := rep.SVG()
+	if err := xml.Unmarshal([]byte(svg), new(struct{})); err != nil {
+		t.Fatalf("SVG is not XML: %v", err)
+	}
+	for _, s := range []string{"q01 proxy push-down on, reassociate: 70.0 ms", "q02 proxy push-down on, reassociate: 80.0 ms", "q01 proxy push-down on: 110 ms"} {
+		if !strings.Contains(svg, s) {
+			t.Errorf("SVG lacks bar %q", s)
+		}
+	}
+
+	readme := rep.ReadmeSection()
+	for _, s := range []string{"proxy uncached, push-down on, reassociate |", "| 0.75× |",
+		"With `float_sums: reassociate` it pushed 2 (q01, q02)", "with reassociate instant panels 0.80×, worst panel q02 0.80×, peak RSS 200.0 MiB",
+		"with reassociate 6 of 6 within 1e-12, 2 of them bit-equal; 0 beyond"} {
+		if !strings.Contains(readme, s) {
+			t.Errorf("README section lacks %q:\n%s", s, readme)
+		}
+	}
+}
