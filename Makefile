@@ -96,7 +96,7 @@ dev-test-request:
 
 ci: lint test
 
-# Benchmark against real Prometheus servers with generated data (~8 min; the
+# Benchmark against real Prometheus servers with generated data (~12 min; the
 # dataset is cached in .cache/bench/). Writes bench/results/latest.{md,json,svg}
 # and the numbers of README.md's Benchmark section.
 bench: tools

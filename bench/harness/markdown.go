@@ -158,8 +158,17 @@ func (rep *Report) Markdown() string {
 	for _, n := range append(append([]string(nil), methodNotes...), rep.Notes...) {
 		w("- %s\n", n)
 	}
-	w("- Rounds: uncached %d, cold %d (warm %d passes each), sliding %d refreshes, %d per phase at concurrency > 1; a phase stops early after %.0f s.\n",
+	w("- Rounds: uncached %d, cold %d (warm %d passes each), sliding %d refreshes, %d per phase at concurrency > 1; a phase stops early after %.0f s",
 		set.UncachedRounds, set.ColdRounds, set.WarmRounds, set.SlidingRounds, set.ConcRounds, set.PhaseBudgetSeconds)
+	if rep.hasTarget(TargetReassociate, PhaseUncached) {
+		targets := 4
+		if set.Compare != "" {
+			targets++
+		}
+		w(" (the uncached phase, with %d targets where the budget counts three, after %.0f s per concurrency level)",
+			targets, uncachedBudget(secondsDuration(set.PhaseBudgetSeconds), targets).Seconds())
+	}
+	w(".\n")
 	if len(rep.Warnings) > 0 {
 		w("\n## Warnings\n\n")
 		for _, x := range rep.Warnings {

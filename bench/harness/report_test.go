@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"strings"
 	"testing"
+	"time"
 )
 
 // reassociateReport is a rendered-report fixture with all four uncached
@@ -11,7 +12,7 @@ import (
 func reassociateReport() *Report {
 	rep := &Report{
 		Dataset:  DatasetInfo{Series: 104160, Disjoint: true, Shards: 3},
-		Settings: Settings{Concurrency: []int{1, 4}, CachedTarget: TargetPushDown},
+		Settings: Settings{Concurrency: []int{1, 4}, CachedTarget: TargetPushDown, PhaseBudgetSeconds: 90},
 	}
 	one := 1.0
 	zero := 0.0
@@ -125,6 +126,7 @@ func TestRenderReassociate(t *testing.T) {
 		"on with reassociate 200.0 MiB",
 		"| proxy-reassociate-c4 | proxy (uncached, push-down on, `float_sums: reassociate`, concurrency 4) | 200.0 MiB |",
 		"| uncached, push-down on, `float_sums: reassociate`: p50 ≤ 1.0× the reference",
+		"a phase stops early after 90 s (the uncached phase, with 4 targets where the budget counts three, after 120 s per concurrency level)",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("Markdown lacks %q:\n%s", s, md)
@@ -151,6 +153,19 @@ func TestRenderReassociate(t *testing.T) {
 		"with reassociate 6 of 6 within 1e-12, 2 of them bit-equal; 0 beyond"} {
 		if !strings.Contains(readme, s) {
 			t.Errorf("README section lacks %q:\n%s", s, readme)
+		}
+	}
+}
+
+// TestUncachedBudget: each uncached target beyond three adds a third of
+// the budget; fewer never shrink it.
+func TestUncachedBudget(t *testing.T) {
+	for _, c := range []struct {
+		targets int
+		want    time.Duration
+	}{{2, 90 * time.Second}, {3, 90 * time.Second}, {4, 120 * time.Second}, {5, 150 * time.Second}} {
+		if got := uncachedBudget(90*time.Second, c.targets); got != c.want {
+			t.Errorf("uncachedBudget(90s, %d) = %v, want %v", c.targets, got, c.want)
 		}
 	}
 }

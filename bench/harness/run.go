@@ -389,7 +389,7 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 				r.checkAnswer(cellKey{PhaseUncached, t.name, 1, i}, body, shape)
 			}
 		}
-		b := newBudget(r.opts.PhaseBudget)
+		b := newBudget(uncachedBudget(r.opts.PhaseBudget, len(targets)))
 		for round := range r.opts.UncachedRounds {
 			if round > 0 && b.spent() {
 				r.log.printf("uncached: phase budget spent after %d rounds", round)
@@ -424,7 +424,7 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 			return err
 		}
 	}
-	b := newBudget(r.opts.PhaseBudget)
+	b := newBudget(uncachedBudget(r.opts.PhaseBudget, len(targets)))
 	for round := range r.opts.ConcRounds {
 		if round > 0 && b.spent() {
 			break
@@ -437,6 +437,14 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 		}
 	}
 	return nil
+}
+
+// uncachedBudget scales the phase budget, meant for the three uncached
+// targets of before (reference, push-down off and on), to the number of
+// targets, so a round of each still fits as often as it did: fewer rounds
+// would leave p50 to fewer samples.
+func uncachedBudget(budget time.Duration, targets int) time.Duration {
+	return budget * time.Duration(max(targets, 3)) / 3
 }
 
 // measured names the configuration and concurrency a proxy instance ran

@@ -74,7 +74,7 @@ func (rep *Report) SVG() string {
 		esc(fmt.Sprintf("p50 latency per query, concurrency 1 (log scale) — %d series, %s, %d shards",
 			rep.Dataset.Series, durString(rep.Dataset.Hours*3600), rep.Dataset.Shards)))
 	w(`<text x="%d" y="46" font-size="12" fill="#555555">%s</text>`+"\n", 16,
-		esc(fmt.Sprintf("%s, %d CPUs; reference: one Prometheus holding all the data; push-down off/on/reassociate: uncached; cold: first pass on a fresh caching proxy (push-down %s); warm: repeated",
+		esc(fmt.Sprintf("%s, %d CPUs; reference: one Prometheus holding all the data; push-down off/on/reassociate: uncached; cold: fresh caching proxy (push-down %s); warm: repeated",
 			rep.Started.Format("2006-01-02"), rep.Machine.CPUs, map[bool]string{true: "on", false: "off"}[cached == TargetPushDown])))
 	lx := 16
 	for _, s := range bars {
