@@ -319,11 +319,12 @@ func cachedTarget(pushDown bool) string {
 }
 
 // uncachedPhase compares the proxy without cache, with push-down off, on,
-// and on with re-associated float sums, to the reference, per query in rotating order so that drift of the
-// machine hits all alike. Each concurrency level gets fresh proxies, so
-// their peak memory is that level's. Every answer at concurrency 1, and
-// one untimed pass at each higher level, is checked against the
-// reference's.
+// and on with re-associated float sums, to the reference, per query in
+// rotating order so that drift of the machine hits all alike. Each
+// concurrency level gets fresh proxies, so their peak memory is that
+// level's. Every answer at concurrency 1, and one untimed pass at each
+// higher level, is checked against the reference's: bit for bit, or for
+// re-associated sums within floatTolerance.
 func (r *runner) uncachedPhase(ctx context.Context) error {
 	for _, c := range r.opts.Concurrency {
 		if err := r.uncached(ctx, c); err != nil {
