@@ -557,7 +557,7 @@ var methodNotes = []string{
 	"Backend reads and bytes come from the backends' own counters of the handlers the proxy asks for data (prometheus_http_requests_total and prometheus_http_response_size_bytes_sum, handler=\"/api/v1/read\", and with push-down \"/api/v1/query\", \"/api/v1/query_range\" and the probe's \"/api/v1/series\").",
 	"Cold samples are the first pass on a freshly started caching proxy (empty in-memory cache); the backends' page cache is warm throughout.",
 	"Time spans per refresh come from an untimed repeat of the sliding-window phase through taps in front of the backends.",
-	"Answers are compared with the reference's bit for bit (a digest of the JSON with series sorted, floats as printed), except those of `float_sums: reassociate`: same series, same timestamps, every value within " + toleranceString + " of the reference's relative to the larger magnitude (NaN equals NaN, ±Inf only itself); bit-equal ones are counted apart.",
+	"Answers are compared with the reference's bit for bit (a digest of the JSON with series sorted, floats as printed), except those of `float_sums: reassociate`: same series, same timestamps, every value within " + toleranceString + " of the reference's relative to the larger magnitude (not-a-number equals not-a-number, an infinity only itself); bit-equal ones are counted apart.",
 }
 
 // notes are what is particular to this run.
