@@ -285,3 +285,18 @@ func (g *Group) computeView() *groupView {
 	b.Del(g.replicaLabels...)
 	return &groupView{labels: b.Labels(), external: external, conflict: strings.Join(conflict, "; ")}
 }
+
+// BackendsAddLabels reports whether every label shown on the group's answers
+// is one its backends report as an external label: their remote read then
+// puts it on every series already, so showing the answers changes no series
+// but those that store a replica label themselves.
+func (g *Group) BackendsAddLabels() bool {
+	v := g.view()
+	ok := true
+	v.labels.Range(func(l labels.Label) {
+		if v.external.Get(l.Name) != l.Value {
+			ok = false
+		}
+	})
+	return ok
+}

@@ -432,17 +432,24 @@ func tenantSafe(ctx context.Context, err error) error {
 	if ge := (*GroupError)(nil); errors.As(err, &ge) {
 		re.Group = ge.Group
 	}
+	if se := (*StreamError)(nil); errors.As(err, &se) {
+		re.Group, re.brokeOff = se.Group, true
+	}
 	return re
 }
 
 // RedactedError is a backend failure as a tenant sees it. It unwraps to the
 // whole error, for errors.Is/As.
 type RedactedError struct {
-	Group string
-	Err   error
+	Group    string
+	Err      error
+	brokeOff bool // the group's answer broke off mid-stream (StreamError)
 }
 
 func (e *RedactedError) Error() string {
+	if e.brokeOff {
+		return fmt.Sprintf("group %s: answer broke off mid-stream (details in the proxy's log)", e.Group)
+	}
 	if e.Group == "" {
 		return "a backend failed (details in the proxy's log)"
 	}

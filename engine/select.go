@@ -71,13 +71,20 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			}
 		}
 	} else {
-		parts, warns, err = fanOut(ctx, q.f, q.failed, "read", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
-			ss, err := c.Read(ctx, mint, maxt, hints, sets)
+		return &lazySeriesSet{start: func() storage.SeriesSet {
+			parts, warns, err := fanOut(ctx, q.f, q.failed, "read", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
+				ss, err := c.Read(ctx, mint, maxt, hints, sets)
+				if err != nil {
+					return nil, err
+				}
+				return streamedGroup(ctx, q.f, g, ss), nil
+			})
 			if err != nil {
-				return nil, err
+				return storage.ErrSeriesSet(err)
 			}
-			return applyToSeriesSet(g, ss), nil
-		})
+			merged := storage.NewMergeSeriesSet(parts, 0, storage.ChainedSeriesMerge)
+			return &policySeriesSet{SeriesSet: merged, policy: policy, warns: warns}
+		}}
 	}
 	if err != nil {
 		return storage.ErrSeriesSet(err)

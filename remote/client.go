@@ -38,6 +38,9 @@ type Config struct {
 	ChunkedReadLimit uint64 `yaml:"chunked_read_limit"`
 	// MaxResponseBytes bounds a JSON API answer (labels, series, metadata).
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// BufferReads reads every remote-read answer whole before the engine
+	// sees any of it, as the proxy did before it streamed (for comparison).
+	BufferReads bool `yaml:"buffer_reads"`
 	// HTTPClient holds TLS, bearer token and basic auth settings, as in Prometheus' own config.
 	HTTPClient config_util.HTTPClientConfig `yaml:"http_client"`
 }
@@ -76,6 +79,8 @@ type Client struct {
 	http *http.Client
 	// version is the backend's Prometheus version, once known (query.go).
 	version atomic.Pointer[string]
+	// closed makes a stream that ends after Close drop its connection too.
+	closed atomic.Bool
 }
 
 // Option changes how New builds a client.
@@ -171,7 +176,10 @@ func RedactURL(s string) string {
 
 // Close drops the client's idle connections, so nothing of it outlives the
 // proxy (each kept-alive connection holds two goroutines).
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+func (c *Client) Close() {
+	c.closed.Store(true)
+	c.http.CloseIdleConnections()
+}
 
 // callContext bounds one call by the configured timeout. The cause makes a
 // timeout read "request timed out after 30s" (as the remote-read library's
@@ -182,8 +190,16 @@ func (c *Client) callContext(ctx context.Context) (context.Context, context.Canc
 
 // Read runs one remote-read request holding one query per matcher set and
 // returns every series, sorted by labels, series matched by several sets
-// merged. The whole answer is read before returning, so a stream that breaks
-// half way is an error here (and can fail over) rather than silently short.
+// merged.
+//
+// One matcher set (the common case) is streamed: Read returns once the
+// first series has been decoded, and the rest is decoded as the caller
+// reads. A call that fails before that is an error here, so the caller can
+// fail over; an answer that breaks off later fails the set's Err with
+// ErrStreamBroken, never reads as a shorter answer. The call's deadline
+// covers the whole stream. Several sets come back as consecutive sorted
+// runs of one body, which can only be merged once all but the last are
+// read, so that answer is read whole before returning.
 func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.SelectHints, matcherSets [][]*labels.Matcher) (_ storage.SeriesSet, err error) {
 	budget := budgetFrom(ctx)
 	if budget != nil {
@@ -199,10 +215,15 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 		}
 		queries = append(queries, q)
 	}
-	// The answer is read whole before returning, so cancelling afterwards
-	// costs nothing and tears the connection down on any early exit.
+	// Cancelling tears the connection down on any early exit; a streamed
+	// answer cancels when it is read to its end or closed.
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	streaming := false
+	defer func() {
+		if !streaming {
+			cancel()
+		}
+	}()
 	defer func() {
 		// The decoding library trusts frames that pass their checksum (a
 		// frame without series panics it); a broken backend must fail its
@@ -217,6 +238,18 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	ss, err := c.read.ReadMultiple(ctx, queries, true)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), c.scrub(err))
+	}
+	if len(queries) == 1 && !c.cfg.BufferReads {
+		streaming = true
+		st := newStreamSet(c, ss, budget, cancel)
+		if !st.Next() {
+			if st.err != nil {
+				return nil, st.err
+			}
+			return storage.EmptySeriesSet(), nil
+		}
+		st.peeked, st.handed = true, 0
+		return st, nil
 	}
 	runs, err := sortedRuns(ss, budget)
 	if err != nil {

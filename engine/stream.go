@@ -1,0 +1,186 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+)
+
+// lazySeriesSet starts its fan-out when the engine first reads it. The
+// engine selects every selector of a query before it evaluates any, so an
+// eager streamed read would hold one open answer (and one of the backend's
+// few concurrent-read slots) per selector until evaluation reaches it; lazily,
+// a query streams one selector at a time, as it read them before.
+type lazySeriesSet struct {
+	start func() storage.SeriesSet
+	ss    storage.SeriesSet
+}
+
+func (l *lazySeriesSet) Next() bool {
+	if l.ss == nil {
+		l.ss = l.start()
+	}
+	return l.ss.Next()
+}
+
+func (l *lazySeriesSet) At() storage.Series { return l.ss.At() }
+
+func (l *lazySeriesSet) Err() error {
+	if l.ss == nil {
+		return nil
+	}
+	return l.ss.Err()
+}
+
+func (l *lazySeriesSet) Warnings() annotations.Annotations {
+	if l.ss == nil {
+		return nil
+	}
+	return l.ss.Warnings()
+}
+
+// StreamError fails a query whose answer from a group broke off after some
+// of its series had reached the engine: failing over then would count
+// those twice, and going on would answer short.
+type StreamError struct {
+	Group string
+	Err   error
+}
+
+func (e *StreamError) Error() string {
+	return fmt.Sprintf("group %s: answer broke off mid-stream: %v", e.Group, e.Err)
+}
+
+func (e *StreamError) Unwrap() error { return e.Err }
+
+// streamedGroup shows one group's streamed answer as its answers must look
+// (applyToSeriesSet) and turns a stream that breaks into a query error a
+// tenant may read.
+func streamedGroup(ctx context.Context, f *Fanout, g *discovery.Group, ss storage.SeriesSet) storage.SeriesSet {
+	if _, ok := ss.(interface{ Close() }); !ok {
+		// Read whole already (several matcher sets, or buffer_reads).
+		return applyToSeriesSet(g, ss)
+	}
+	if !ss.Next() {
+		return ss
+	}
+	first := ss.At()
+	apply := g.ExternalLabelsApplier()
+	if !g.BackendsAddLabels() || !labels.Equal(apply(first.Labels()), first.Labels()) {
+		// The proxy adds labels the backends do not, or drops a replica
+		// label they put on every series: either can reorder the answer,
+		// which must then be read whole and sorted again.
+		return applyToSeriesSet(g, &replaySeriesSet{SeriesSet: ss, first: first})
+	}
+	return &relabeledStream{
+		src:   &replaySeriesSet{SeriesSet: ss, first: first},
+		apply: apply,
+		fail: func(err error) error {
+			f.opts.Logger.Warn("backend answer broke off", "group", g.Name, "err", err)
+			return &UnavailableError{Err: tenantSafe(ctx, &StreamError{Group: g.Name, Err: err})}
+		},
+	}
+}
+
+// replaySeriesSet hands on first, already read from SeriesSet, then the rest.
+type replaySeriesSet struct {
+	storage.SeriesSet
+	first    storage.Series
+	replayed bool
+	onFirst  bool
+}
+
+func (r *replaySeriesSet) Next() bool {
+	if !r.replayed {
+		r.replayed, r.onFirst = true, true
+		return true
+	}
+	r.onFirst = false
+	return r.SeriesSet.Next()
+}
+
+func (r *replaySeriesSet) At() storage.Series {
+	if r.onFirst {
+		return r.first
+	}
+	return r.SeriesSet.At()
+}
+
+// relabeledStream applies a group's external labels to a streamed answer
+// that the backends labelled themselves. Only a series storing a replica
+// label of its own changes; series that become one are merged (they arrive
+// next to each other when the label dropped sorts after their other ones),
+// and an answer that the change would put out of order fails rather than
+// reaching the merge unsorted.
+type relabeledStream struct {
+	src   storage.SeriesSet
+	apply func(labels.Labels) labels.Labels
+	fail  func(error) error
+
+	ahead     storage.Series
+	aheadLset labels.Labels
+	cur       storage.Series
+	prev      labels.Labels
+	n         int
+	done      bool
+	err       error
+}
+
+func (s *relabeledStream) advance() bool {
+	if !s.src.Next() {
+		if err := s.src.Err(); err != nil {
+			s.err = s.fail(err)
+		}
+		s.done = true
+		return false
+	}
+	s.ahead = s.src.At()
+	old := s.ahead.Labels()
+	s.aheadLset = s.apply(old)
+	if !labels.Equal(old, s.aheadLset) {
+		s.ahead = relabeledSeries{Series: s.ahead, lset: s.aheadLset}
+	}
+	return true
+}
+
+func (s *relabeledStream) Next() bool {
+	if s.err != nil || (s.done && s.ahead == nil) {
+		return false
+	}
+	if s.ahead == nil && !s.advance() {
+		return false
+	}
+	lset := s.aheadLset
+	parts := []storage.Series{s.ahead}
+	s.ahead = nil
+	for s.advance() && labels.Equal(s.aheadLset, lset) {
+		parts = append(parts, s.ahead)
+		s.ahead = nil
+	}
+	if s.err != nil {
+		return false
+	}
+	if s.n > 0 && labels.Compare(s.prev, lset) >= 0 {
+		s.err = s.fail(fmt.Errorf("%w: series %s after %s once replica labels are dropped", remote.ErrBadResponse, lset, s.prev))
+		return false
+	}
+	s.cur = parts[0]
+	if len(parts) > 1 {
+		s.cur = storage.ChainedSeriesMerge(parts...)
+	}
+	s.prev = lset
+	s.n++
+	return true
+}
+
+func (s *relabeledStream) At() storage.Series { return s.cur }
+func (s *relabeledStream) Err() error         { return s.err }
+func (s *relabeledStream) Warnings() annotations.Annotations {
+	return s.src.Warnings()
+}
