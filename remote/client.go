@@ -116,8 +116,10 @@ func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
 	readURL := *u
 	readURL.Path += "/api/v1/read"
 	rc, err := promremote.NewReadClient(redacted, &promremote.ClientConfig{
-		URL:              &config_util.URL{URL: &readURL},
-		Timeout:          cfg.Timeout,
+		URL: &config_util.URL{URL: &readURL},
+		// Read keeps its own deadline (waitTimer): the library's would
+		// also run while a streamed answer waits for the engine to read it.
+		Timeout:          model.Duration(readClientTimeout),
 		HTTPClientConfig: cfg.HTTPClient,
 		ChunkedReadLimit: cfg.ChunkedReadLimit,
 	})
@@ -181,6 +183,22 @@ func (c *Client) Close() {
 	c.http.CloseIdleConnections()
 }
 
+// readClientTimeout is the remote-read library's own deadline, long enough
+// never to come before the proxy's (the query's timeout ends any call).
+const readClientTimeout = 24 * time.Hour
+
+// waitTimer cancels a remote read (with the same cause as callContext)
+// when the proxy has waited on the backend for the configured timeout in a
+// row: from sending the request to the first series, then within each
+// step of a streamed answer. Time the answer spends waiting for its reader
+// (the engine busy with other groups or selectors) is not the backend's
+// and does not count; the query's own timeout bounds that.
+func (c *Client) waitTimer(cancel context.CancelCauseFunc) *time.Timer {
+	return time.AfterFunc(time.Duration(c.cfg.Timeout), func() {
+		cancel(fmt.Errorf("%w: request timed out after %s", context.DeadlineExceeded, c.cfg.Timeout))
+	})
+}
+
 // callContext bounds one call by the configured timeout. The cause makes a
 // timeout read "request timed out after 30s" (as the remote-read library's
 // does) instead of a bare "context deadline exceeded".
@@ -217,7 +235,12 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	}
 	// Cancelling tears the connection down on any early exit; a streamed
 	// answer cancels when it is read to its end or closed.
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	wait := c.waitTimer(cancelCause)
+	cancel := func() {
+		wait.Stop()
+		cancelCause(context.Canceled)
+	}
 	streaming := false
 	defer func() {
 		if !streaming {
@@ -242,6 +265,7 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	if len(queries) == 1 && !c.cfg.BufferReads {
 		streaming = true
 		st := newStreamSet(c, ss, budget, cancel)
+		st.wait = wait
 		if !st.Next() {
 			if st.err != nil {
 				return nil, st.err
@@ -249,6 +273,7 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 			return storage.EmptySeriesSet(), nil
 		}
 		st.peeked, st.handed = true, 0
+		wait.Stop() // until the reader asks for more
 		return st, nil
 	}
 	runs, err := sortedRuns(ss, budget)

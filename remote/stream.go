@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -26,7 +27,8 @@ type streamSet struct {
 	c      *Client
 	frames storage.SeriesSet // one series per frame, in the backend's order
 	budget Budget
-	done   func() // ends the call: cancels its context, at most once
+	done   func()      // ends the call: cancels its context, at most once
+	wait   *time.Timer // Client.waitTimer: runs only while Next waits on the backend
 
 	ahead     storage.Series // first frame of the next series, read ahead
 	aheadLset labels.Labels
@@ -57,6 +59,10 @@ func (s *streamSet) Next() (ok bool) {
 	}
 	if s.finished {
 		return false
+	}
+	if s.wait != nil {
+		s.wait.Reset(time.Duration(s.c.cfg.Timeout))
+		defer s.wait.Stop()
 	}
 	defer func() {
 		// The decoding library trusts frames that pass their checksum (a

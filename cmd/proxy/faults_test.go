@@ -38,6 +38,7 @@ func TestFaults(t *testing.T) {
 	t.Run("DeadReplica/random", func(t *testing.T) { testDeadReplica(t, f, discovery.Random) })
 	t.Run("FailoverFromEveryFault", func(t *testing.T) { testFailoverFromEveryFault(t, f) })
 	t.Run("HungGroup", func(t *testing.T) { testHungGroup(t, f) })
+	t.Run("BrokenAfterSeries", func(t *testing.T) { testBrokenAfterSeries(t, f) })
 	t.Run("EveryFaultIsNamed", func(t *testing.T) { testEveryFaultIsNamed(t, f) })
 	t.Run("ClientGivesUp", func(t *testing.T) { testClientGivesUp(t, f) })
 	t.Run("ConcurrencyLimit", func(t *testing.T) { testConcurrencyLimit(t, f) })
@@ -363,8 +364,11 @@ func faultKinds() []faultKind {
 		{"garbage samples", fault(garbage(testenv.ContentTypeSamples)), "snappy: corrupt input", "malformed backend response"},
 		{"garbage stream", fault(garbage(testenv.ContentTypeChunked)), "checksum mismatch", "malformed backend response"},
 		{"wrong content type", fault(testenv.WrongContentType), "unsupported content type: text/html", `content type "text/html`},
+		// Cut inside the first frame: no series has reached the engine, so
+		// the group can still fail over or be left out with a warning
+		// (testBrokenAfterSeries cuts later).
 		{"close mid-stream", func(t *testing.T, f *fleet) (string, *testenv.Fault) {
-			ft := testenv.CloseMidStream(t, f.shards[2].URL, 512)
+			ft := testenv.CloseMidStream(t, f.shards[2].URL, 64)
 			return ft.URL, ft
 		}, "unexpected EOF", ""},
 		{"closed port", func(t *testing.T, _ *fleet) (string, *testenv.Fault) { return testenv.ClosedPort(t), nil }, "connection refused", "connection refused"},
@@ -390,6 +394,45 @@ func testFailoverFromEveryFault(t *testing.T, f *fleet) {
 			}
 		})
 	}
+}
+
+// testBrokenAfterSeries: cluster-c is [cut after some series, live]. Once a
+// group's series have reached the engine the query can neither fail over
+// nor leave the group out, so it fails with 503 naming the group — with
+// partial_response warn too — and never answers short. The same queries through a proxy that reads answers
+// whole fail over and answer like the reference (the control).
+func testBrokenAfterSeries(t *testing.T, f *fleet) {
+	cut := testenv.CloseMidStream(t, f.shards[2].URL, 16<<10)
+	group := f.data.Clusters[2]
+	start, end := formatTime(f.data.Start), formatTime(f.data.Start.Add(2*time.Hour))
+	reqs := []apiRequest{
+		{path: "/api/v1/query_range", params: url.Values{"query": {`sum by (job) (rate({__name__=~".+_total"}[5m]))`}, "start": {start}, "end": {end}, "step": {"60"}}},
+		{path: "/api/v1/query_range", params: url.Values{"query": {`count({__name__=~".+"})`}, "start": {start}, "end": {end}, "step": {"300"}}},
+	}
+	cfg := faultConfig(f, cut.URL, f.shards[2].URL)
+	keepInRotation(&cfg)
+	p := startProxy(t, cfg)
+	failed := 0
+	for _, r := range reqs {
+		for range 2 { // round-robin: each replica first once
+			got := ask(t, p.URL, r)
+			if got.code == http.StatusOK {
+				continue // the live replica answered first
+			}
+			failed++
+			if got.code != http.StatusServiceUnavailable || got.ErrorType != "unavailable" ||
+				!strings.Contains(got.Error, "group "+group+": answer broke off mid-stream") || !strings.Contains(got.Error, "after ") {
+				t.Errorf("%s: %s; want 503 unavailable saying group %s broke off mid-stream", r, got, group)
+			}
+		}
+	}
+	if cut.Cuts() == 0 || failed == 0 {
+		t.Fatalf("%d answers cut, %d queries failed: no cut came after series, the test proves nothing", cut.Cuts(), failed)
+	}
+	t.Logf("%d answers cut after series, %d queries failed", cut.Cuts(), failed)
+	buffered := cfg
+	buffered.Backend.BufferReads = true
+	runSuite(t, f.reference.URL, startProxy(t, buffered).URL, reqs, nil)
 }
 
 // testHungGroup: cluster-c never answers. With warn the answer comes within

@@ -1,0 +1,195 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+const streamStart = 1_700_000_000 // seconds
+
+// streamData is 40 series of an hour of samples every 15 s, values varied
+// enough that each series takes a frame of its own of a few hundred bytes.
+func streamData() string {
+	var b strings.Builder
+	b.WriteString("# TYPE load unknown\n")
+	for i := range 40 {
+		for s := 0; s < 3600; s += 15 {
+			fmt.Fprintf(&b, "load{i=\"%02d\"} %g %d\n", i, float64((i+1)*(s+7)%997)/7, streamStart+s)
+		}
+	}
+	b.WriteString("# EOF\n")
+	return b.String()
+}
+
+// countingProxy passes everything to upstream and counts the bytes of
+// remote-read answers (to know where a cut falls).
+func countingProxy(t *testing.T, upstream string) (string, *atomic.Int64) {
+	t.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(r *http.Response) error {
+		if r.Request.URL.Path == "/api/v1/read" {
+			r.Body = countingBody{r.Body, &n}
+		}
+		return nil
+	}
+	srv := httptest.NewServer(rp)
+	t.Cleanup(srv.Close)
+	return srv.URL, &n
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// drained is a series set read to its end: one line per series with its
+// samples, and the set's error.
+func drained(ss storage.SeriesSet) ([]string, error) {
+	var out []string
+	for ss.Next() {
+		s := ss.At()
+		var b strings.Builder
+		b.WriteString(s.Labels().String())
+		it := s.Iterator(nil)
+		for it.Next() == chunkenc.ValFloat {
+			ts, v := it.At()
+			fmt.Fprintf(&b, " %d:%g", ts, v)
+		}
+		out = append(out, b.String())
+	}
+	return out, ss.Err()
+}
+
+func selectLoad(ctx context.Context, t *testing.T, f *Fanout) ([]string, error) {
+	t.Helper()
+	mint, maxt := int64(streamStart)*1000, int64(streamStart+3600)*1000
+	q, err := f.Querier(mint, maxt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	return drained(q.Select(ctx, false, &storage.SelectHints{Start: mint, End: maxt}, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")))
+}
+
+// TestStreamBreaks runs selects through the fan-out against a real
+// Prometheus whose first replica cuts its remote-read answers: a cut before
+// the first series fails over and answers exactly what the backend holds;
+// a cut after some series fails the select (default partial_response
+// warn included), with an error a tenant may read, and does not fail over.
+func TestStreamBreaks(t *testing.T) {
+	prom := testenv.StartPrometheus(t, testenv.V3, strings.NewReader(streamData()), testenv.WithName("stream"))
+	counted, bodyBytes := countingProxy(t, prom.URL)
+	f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "solo", URLs: []string{counted}})
+	want, err := selectLoad(context.Background(), t, f)
+	if err != nil || len(want) != 40 {
+		t.Fatalf("reference read: %d series, %v", len(want), err)
+	}
+	total := int(bodyBytes.Load())
+
+	check := testenv.LeakCheck(t, 3, http.DefaultClient.CloseIdleConnections)
+	t.Run("before the first series", func(t *testing.T) {
+		cut := testenv.CloseMidStream(t, prom.URL, 64)
+		f, backends := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "pair", URLs: []string{cut.URL, prom.URL}})
+		defer f.Close()
+		got, err := selectLoad(context.Background(), t, f) // round-robin starts at the cut replica
+		if err != nil || strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("failover answer differs from the backend's (%d series, want %d), err %v", len(got), len(want), err)
+		}
+		if cut.Cuts() != 1 || backends.failed[cut.URL] != 1 {
+			t.Errorf("%d cuts, %d failures reported for the cut replica; want 1 and 1 (failover exercised)", cut.Cuts(), backends.failed[cut.URL])
+		}
+	})
+	for _, tenant := range []bool{false, true} {
+		t.Run(fmt.Sprintf("after some series/tenant=%v", tenant), func(t *testing.T) {
+			cut := testenv.CloseMidStream(t, prom.URL, total/2)
+			f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "pair", URLs: []string{cut.URL, prom.URL}})
+			defer f.Close()
+			ctx := context.Background()
+			if tenant {
+				ctx = tenancy.NewContext(ctx, &tenancy.Policy{Namespace: "team", Rules: []tenancy.Rule{{Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, "i", ".+")}}}})
+			}
+			got, err := selectLoad(ctx, t, f)
+			if se := (*StreamError)(nil); !errors.As(err, &se) || !errors.Is(err, remote.ErrStreamBroken) || !errors.Is(err, tsdb.ErrNotReady) {
+				t.Fatalf("%d series, err = %v (%T); want an unavailable StreamError", len(got), err, err)
+			}
+			if len(got) == 0 || len(got) >= len(want) {
+				t.Errorf("%d of %d series before the break: the cut was not mid-stream", len(got), len(want))
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "group pair") || !strings.Contains(msg, "broke off mid-stream") {
+				t.Errorf("error %q does not say which group broke off", msg)
+			}
+			if tenant == strings.Contains(msg, cut.URL) || strings.Contains(msg, strings.TrimPrefix(cut.URL, "http://")) != !tenant {
+				t.Errorf("tenant=%v: error %q; a tenant must not see the backend, an admin must", tenant, msg)
+			}
+			if cut.Cuts() != 1 || cut.Requests() != 1 {
+				t.Errorf("%d cuts, %d requests to the cut replica; want 1 and 1", cut.Cuts(), cut.Requests())
+			}
+		})
+	}
+	check()
+}
+
+// TestStreamedSelectIsLazy: a select asks no backend until the engine reads
+// it, so a query with many selectors holds one open answer at a time.
+func TestStreamedSelectIsLazy(t *testing.T) {
+	prom := testenv.StartPrometheus(t, testenv.V2, strings.NewReader(streamData()), testenv.WithName("lazy"))
+	pass := testenv.CloseMidStream(t, prom.URL, 1<<30)
+	f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "solo", URLs: []string{pass.URL}})
+	defer f.Close()
+	q, err := f.Querier(int64(streamStart)*1000, int64(streamStart+3600)*1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var sets []storage.SeriesSet
+	for range 3 {
+		sets = append(sets, q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")))
+	}
+	if n := pass.Requests(); n != 0 {
+		t.Fatalf("%d backend requests before any set was read, want 0", n)
+	}
+	for i, ss := range sets {
+		got, err := drained(ss)
+		if err != nil || len(got) != 40 {
+			t.Fatalf("set %d: %d series, %v", i, len(got), err)
+		}
+		if n := pass.Requests(); n != int64(i+1) {
+			t.Errorf("after reading set %d: %d requests, want %d", i, n, i+1)
+		}
+	}
+	if !testenv.WaitFor(2*time.Second, func() bool { f.Close(); return pass.OpenConns() == 0 }) {
+		t.Errorf("%d connections open after the sets were read and the fan-out closed", pass.OpenConns())
+	}
+}

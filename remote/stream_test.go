@@ -1,0 +1,202 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+	promremote "github.com/prometheus/prometheus/storage/remote"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+// frame is one streamed frame of series i holding samples [from, to) step 10.
+func frame(t *testing.T, i int, from, to int64) []byte {
+	t.Helper()
+	c := chunkenc.NewXORChunk()
+	app, err := c.Appender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ts := from; ts < to; ts += 10 {
+		app.Append(0, ts, float64(ts))
+	}
+	b, err := (&prompb.ChunkedReadResponse{ChunkedSeries: []*prompb.ChunkedSeries{{
+		Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "i", Value: fmt.Sprintf("%03d", i)}},
+		Chunks: []prompb.Chunk{{MinTimeMs: from, MaxTimeMs: to - 10, Type: prompb.Chunk_XOR, Data: c.Bytes()}},
+	}}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := promremote.NewChunkedWriter(&buf, nopFlusher{}).Write(b); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestStreamHandsOnBeforeTheEnd: the backend sends two series and then
+// stalls without ending its answer. Read must return the first series
+// while the answer is still open (a read that waited for the whole body
+// would time out instead), and the stall then ends the set with an error
+// saying how far the answer got — never as a shorter answer.
+func TestStreamHandsOnBeforeTheEnd(t *testing.T) {
+	release := make(chan struct{})
+	sent := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", testenv.ContentTypeChunked)
+		_, _ = w.Write(frame(t, 0, 0, 500))
+		_, _ = w.Write(frame(t, 1, 0, 500))
+		w.(http.Flusher).Flush()
+		close(sent)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c := testClient(t, srv.URL) // 300ms timeout for the whole call
+	start := time.Now()
+	ss, err := c.Read(context.Background(), 0, 1000, nil, upSets)
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	<-sent
+	if !ss.Next() || ss.At().Labels().Get("i") != "000" {
+		t.Fatalf("first series not handed on while the answer was open (err %v)", ss.Err())
+	}
+	if took := time.Since(start); took >= 300*time.Millisecond {
+		t.Errorf("first series after %v: the answer was waited for", took)
+	}
+	// The second series is complete only when the next frame (or the end)
+	// arrives: the stall keeps it back, and the call's deadline ends it.
+	n := 1
+	for ss.Next() {
+		n++
+	}
+	err = ss.Err()
+	if !errors.Is(err, ErrStreamBroken) || !strings.Contains(err.Error(), "after 1 series") ||
+		!strings.Contains(err.Error(), "backend "+srv.URL) || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Errorf("%d series, err = %v; want a broken-stream error after 1 series naming the backend and the timeout", n, err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the stalled answer took %v to fail with a 300ms timeout", took)
+	}
+}
+
+// TestLongSeriesSpansFrames: frames that repeat a series' labels are one
+// series with every sample, in order.
+func TestLongSeriesSpansFrames(t *testing.T) {
+	var buf bytes.Buffer
+	buf.Write(frame(t, 0, 0, 300))
+	buf.Write(frame(t, 0, 300, 600))
+	buf.Write(frame(t, 0, 600, 1000))
+	buf.Write(frame(t, 1, 0, 100))
+	c := testClient(t, serveStream(t, buf.Bytes()))
+	ss, err := c.Read(context.Background(), 0, 1000, nil, upSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for ss.Next() {
+		s := ss.At()
+		n, last := 0, int64(-1)
+		it := s.Iterator(nil)
+		for it.Next() == chunkenc.ValFloat {
+			ts, _ := it.At()
+			if ts <= last {
+				t.Errorf("%s: sample %d after %d", s.Labels(), ts, last)
+			}
+			n, last = n+1, ts
+		}
+		got = append(got, fmt.Sprintf("%s:%d", s.Labels().Get("i"), n))
+	}
+	if err := ss.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "000:100 001:10"; strings.Join(got, " ") != want {
+		t.Errorf("got %v, want %s", got, want)
+	}
+}
+
+// TestBreakBeforeFirstSeriesFailsRead: a cut inside the first series (which
+// spans two frames) is an error of Read itself, so the caller can still
+// fail over; a cut after it is an error of the set. A series is handed on
+// only once the frame after it has arrived whole (it might have continued
+// the series), so a cut in the third series stops after the first.
+func TestBreakBeforeFirstSeriesFailsRead(t *testing.T) {
+	var buf bytes.Buffer
+	buf.Write(frame(t, 0, 0, 500))
+	firstFrame := buf.Len()
+	buf.Write(frame(t, 0, 500, 1000))
+	buf.Write(frame(t, 1, 0, 500))
+	secondSeries := buf.Len()
+	buf.Write(frame(t, 2, 0, 500))
+	upstream := serveStream(t, buf.Bytes())
+
+	cut := testenv.CloseMidStream(t, upstream, firstFrame+3)
+	if _, err := testClient(t, cut.URL).Read(context.Background(), 0, 1000, nil, upSets); err == nil || errors.Is(err, ErrStreamBroken) || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Errorf("cut in the first series: Read err = %v; want unexpected EOF from Read, not a broken stream", err)
+	}
+	cut = testenv.CloseMidStream(t, upstream, secondSeries+3)
+	ss, err := testClient(t, cut.URL).Read(context.Background(), 0, 1000, nil, upSets)
+	if err != nil {
+		t.Fatalf("cut in the third series: Read err = %v; want the first series", err)
+	}
+	n := 0
+	for ss.Next() {
+		n++
+	}
+	if err := ss.Err(); n != 1 || !errors.Is(err, ErrStreamBroken) || !strings.Contains(err.Error(), "after 1 series") {
+		t.Errorf("cut in the third series: %d series, err = %v; want 1 then a broken stream after 1 series", n, err)
+	}
+}
+
+// TestUnsortedAnswerIsAnError: a backend that does not sort its streamed
+// answer cannot be merged as it streams; that is an error, not a wrong
+// answer.
+func TestUnsortedAnswerIsAnError(t *testing.T) {
+	var buf bytes.Buffer
+	buf.Write(frame(t, 1, 0, 100))
+	buf.Write(frame(t, 0, 0, 100))
+	ss, err := testClient(t, serveStream(t, buf.Bytes())).Read(context.Background(), 0, 1000, nil, upSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ss.Next() {
+	}
+	if err := ss.Err(); !errors.Is(err, ErrBadResponse) || !strings.Contains(err.Error(), "not sorted") {
+		t.Errorf("err = %v; want a malformed-response error saying the answer is not sorted", err)
+	}
+}
+
+// TestAbandonedStreamLetsGo: a reader that stops after one series and
+// cancels leaves no connection behind (the stream itself runs no
+// goroutine; the transport's end with the connection).
+func TestAbandonedStreamLetsGo(t *testing.T) {
+	var buf bytes.Buffer
+	for i := range 200 {
+		buf.Write(frame(t, i, 0, 1000))
+	}
+	f := testenv.CloseMidStream(t, serveStream(t, buf.Bytes()), 1<<30) // passes everything
+	c := testClient(t, f.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	ss, err := c.Read(ctx, 0, 1000, nil, upSets)
+	if err != nil || !ss.Next() {
+		t.Fatalf("Read: %v", err)
+	}
+	cancel()
+	c.Close()
+	if !testenv.WaitFor(2*time.Second, func() bool { return f.OpenConns() == 0 }) {
+		t.Errorf("%d connections still open after the reader gave up", f.OpenConns())
+	}
+}
