@@ -1,0 +1,152 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/metrics"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+)
+
+// bigReadData is 4000 series of two hours every 15 s (1.9M samples).
+func bigReadData() string {
+	var b strings.Builder
+	b.WriteString("# TYPE big unknown\n")
+	for i := range 4000 {
+		for s := 0; s < 7200; s += 15 {
+			fmt.Fprintf(&b, "big{pod=\"pod-%04d\",job=\"bench\"} %d %d\n", i, (i*31+s*7)%100003, 1_700_000_000+s)
+		}
+	}
+	b.WriteString("# EOF\n")
+	return b.String()
+}
+
+// peakHeap samples the heap's live objects while fn runs and returns the
+// highest value above what was live before.
+func peakHeap(fn func()) uint64 {
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	base := sample[0].Value.Uint64()
+	var (
+		peak uint64
+		stop = make(chan struct{})
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		t := time.NewTicker(200 * time.Microsecond)
+		defer t.Stop()
+		for {
+			metrics.Read(s)
+			peak = max(peak, s[0].Value.Uint64())
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	fn()
+	close(stop)
+	wg.Wait()
+	if peak < base {
+		return 0
+	}
+	return peak - base
+}
+
+// BenchmarkBigRead reads 4000 series (1.9M samples, ~2.4 MB of chunks) from
+// a real Prometheus, answers read whole (buffer_reads, the baseline) and
+// streamed, each by two readers: one that keeps every series until the end
+// (as Prometheus' engine does with a selector's series) and one that
+// decodes each series as it arrives and drops it. Reported per read: time,
+// the heap's peak above the start, and the ratios streamed/buffered.
+func BenchmarkBigRead(b *testing.B) {
+	prom := testenv.StartPrometheus(b, testenv.V3, strings.NewReader(bigReadData()), testenv.WithName("bigread"))
+	client := func(buffer bool) *Client {
+		cfg := DefaultConfig()
+		cfg.BufferReads = buffer
+		cfg.Timeout = model.Duration(time.Minute)
+		if err := cfg.Validate(); err != nil {
+			b.Fatal(err)
+		}
+		c, err := New(prom.URL, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(c.Close)
+		return c
+	}
+	sets := [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, "__name__", "big")}}
+	samples := func(s storage.Series) int {
+		n := 0
+		it := s.Iterator(nil)
+		for it.Next() == chunkenc.ValFloat {
+			n++
+		}
+		return n
+	}
+	read := func(c *Client, keep bool) {
+		ss, err := c.Read(context.Background(), 1_700_000_000_000, 1_700_007_200_000, nil, sets)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var kept []storage.Series
+		n := 0
+		for ss.Next() {
+			if keep {
+				kept = append(kept, ss.At())
+			} else {
+				n += samples(ss.At())
+			}
+		}
+		if err := ss.Err(); err != nil {
+			b.Fatal(err)
+		}
+		for _, s := range kept {
+			n += samples(s)
+		}
+		if n != 4000*480 {
+			b.Fatalf("%d samples, want %d", n, 4000*480)
+		}
+	}
+	buffered, streamed := client(true), client(false)
+	for _, c := range []*Client{buffered, streamed} {
+		read(c, true) // warm connections and the backend's page cache
+	}
+	for _, keep := range []bool{true, false} {
+		name := "reader=drops-each"
+		if keep {
+			name = "reader=keeps-all"
+		}
+		b.Run(name, func(b *testing.B) {
+			var tBuf, tStream time.Duration
+			var pBuf, pStream uint64
+			for b.Loop() {
+				t0 := time.Now()
+				pBuf += peakHeap(func() { read(buffered, keep) })
+				t1 := time.Now()
+				pStream += peakHeap(func() { read(streamed, keep) })
+				tBuf, tStream = tBuf+t1.Sub(t0), tStream+time.Since(t1)
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(tBuf.Nanoseconds())/n, "buffered-ns/read")
+			b.ReportMetric(float64(tStream.Nanoseconds())/n, "streamed-ns/read")
+			b.ReportMetric(float64(pBuf)/n/(1<<20), "buffered-peak-MiB")
+			b.ReportMetric(float64(pStream)/n/(1<<20), "streamed-peak-MiB")
+			b.ReportMetric(float64(tStream)/float64(tBuf), "time-streamed/buffered")
+			b.ReportMetric(float64(pStream)/float64(pBuf), "peak-streamed/buffered")
+		})
+	}
+}
