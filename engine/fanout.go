@@ -303,6 +303,21 @@ type querier struct {
 	f          *Fanout
 	mint, maxt int64
 	failed     *failedGroups
+
+	mu      sync.Mutex
+	pending []*lazySeriesSet // selects not read yet, for prefetchOthers
+}
+
+// lazy returns a set that runs start when first read (lazySeriesSet).
+func (q *querier) lazy(start func(buffered bool) storage.SeriesSet) storage.SeriesSet {
+	l := &lazySeriesSet{start: start}
+	if !q.f.opts.Remote.SequentialSelects {
+		l.q = q
+		q.mu.Lock()
+		q.pending = append(q.pending, l)
+		q.mu.Unlock()
+	}
+	return l
 }
 
 func (*querier) Close() error { return nil }

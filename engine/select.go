@@ -71,11 +71,14 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			}
 		}
 	} else {
-		return &lazySeriesSet{start: func() storage.SeriesSet {
+		return q.lazy(func(buffered bool) storage.SeriesSet {
 			parts, warns, err := fanOut(ctx, q.f, q.failed, "read", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
 				ss, err := c.Read(ctx, mint, maxt, hints, sets)
 				if err != nil {
 					return nil, err
+				}
+				if buffered {
+					return drained(applyToSeriesSet(g, ss))
 				}
 				return streamedGroup(ctx, q.f, g, ss), nil
 			})
@@ -84,7 +87,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			}
 			merged := storage.NewMergeSeriesSet(parts, 0, storage.ChainedSeriesMerge)
 			return &policySeriesSet{SeriesSet: merged, policy: policy, warns: warns}
-		}}
+		})
 	}
 	if err != nil {
 		return storage.ErrSeriesSet(err)

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -15,18 +16,73 @@ import (
 // lazySeriesSet starts its fan-out when the engine first reads it. The
 // engine selects every selector of a query before it evaluates any, so an
 // eager streamed read would hold one open answer (and one of the backend's
-// few concurrent-read slots) per selector until evaluation reaches it; lazily,
-// a query streams one selector at a time, as it read them before.
+// few concurrent-read slots) per selector until evaluation reaches it;
+// lazily, a query streams one selector at a time.
+//
+// The other selectors of the query are known by then: the first set read
+// starts theirs at once (prefetch), read whole so they hold no backend slot
+// while they wait for the engine, so a query with k selectors waits for
+// its backends about once rather than k times in a row.
 type lazySeriesSet struct {
-	start func() storage.SeriesSet
+	// start runs the fan-out; buffered reads every answer whole.
+	start func(buffered bool) storage.SeriesSet
+	q     *querier
 	ss    storage.SeriesSet
+
+	once     sync.Once
+	prefetch chan storage.SeriesSet // set when a prefetch of this set runs
 }
 
 func (l *lazySeriesSet) Next() bool {
 	if l.ss == nil {
-		l.ss = l.start()
+		l.ss = l.take()
 	}
 	return l.ss.Next()
+}
+
+// take returns the set's answer: the prefetched one, or a streamed fan-out
+// run now (which starts the prefetch of the query's other sets).
+func (l *lazySeriesSet) take() storage.SeriesSet {
+	claimed := false
+	l.once.Do(func() { claimed = true })
+	if !claimed {
+		return <-l.prefetch
+	}
+	if l.q != nil {
+		l.q.prefetchOthers(l)
+	}
+	return l.start(false)
+}
+
+// prefetchOthers starts the fan-out of every set of the query not started
+// yet, each in its own goroutine, read whole.
+func (q *querier) prefetchOthers(except *lazySeriesSet) {
+	q.mu.Lock()
+	pending := q.pending
+	q.pending = nil
+	q.mu.Unlock()
+	for _, l := range pending {
+		if l == except {
+			continue
+		}
+		l.once.Do(func() {
+			l.prefetch = make(chan storage.SeriesSet, 1)
+			go func() { l.prefetch <- l.start(true) }()
+		})
+	}
+}
+
+// drained reads a group's answer whole: a break is then an error of the
+// call, which can still fail over, since nothing reached the engine.
+func drained(ss storage.SeriesSet) (storage.SeriesSet, error) {
+	var out []storage.Series
+	for ss.Next() {
+		out = append(out, ss.At())
+	}
+	if err := ss.Err(); err != nil {
+		return nil, err
+	}
+	return &seriesList{series: out, warns: ss.Warnings()}, nil
 }
 
 func (l *lazySeriesSet) At() storage.Series { return l.ss.At() }

@@ -73,9 +73,9 @@ func (c countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// drained is a series set read to its end: one line per series with its
+// drainLines is a series set read to its end: one line per series with its
 // samples, and the set's error.
-func drained(ss storage.SeriesSet) ([]string, error) {
+func drainLines(ss storage.SeriesSet) ([]string, error) {
 	var out []string
 	for ss.Next() {
 		s := ss.At()
@@ -99,7 +99,7 @@ func selectLoad(ctx context.Context, t *testing.T, f *Fanout) ([]string, error) 
 		t.Fatal(err)
 	}
 	defer q.Close()
-	return drained(q.Select(ctx, false, &storage.SelectHints{Start: mint, End: maxt}, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")))
+	return drainLines(q.Select(ctx, false, &storage.SelectHints{Start: mint, End: maxt}, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")))
 }
 
 // TestStreamBreaks runs selects through the fan-out against a real
@@ -162,34 +162,52 @@ func TestStreamBreaks(t *testing.T) {
 }
 
 // TestStreamedSelectIsLazy: a select asks no backend until the engine reads
-// it, so a query with many selectors holds one open answer at a time.
+// it. Reading the first set starts the reads of the query's other
+// selectors at once (prefetch), so that all three are asked by then; with
+// backend.sequential_selects each is asked when it is read.
 func TestStreamedSelectIsLazy(t *testing.T) {
 	prom := testenv.StartPrometheus(t, testenv.V2, strings.NewReader(streamData()), testenv.WithName("lazy"))
-	pass := testenv.CloseMidStream(t, prom.URL, 1<<30)
-	f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "solo", URLs: []string{pass.URL}})
-	defer f.Close()
-	q, err := f.Querier(int64(streamStart)*1000, int64(streamStart+3600)*1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	var sets []storage.SeriesSet
-	for range 3 {
-		sets = append(sets, q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")))
-	}
-	if n := pass.Requests(); n != 0 {
-		t.Fatalf("%d backend requests before any set was read, want 0", n)
-	}
-	for i, ss := range sets {
-		got, err := drained(ss)
-		if err != nil || len(got) != 40 {
-			t.Fatalf("set %d: %d series, %v", i, len(got), err)
-		}
-		if n := pass.Requests(); n != int64(i+1) {
-			t.Errorf("after reading set %d: %d requests, want %d", i, n, i+1)
-		}
-	}
-	if !testenv.WaitFor(2*time.Second, func() bool { f.Close(); return pass.OpenConns() == 0 }) {
-		t.Errorf("%d connections open after the sets were read and the fan-out closed", pass.OpenConns())
+	for _, sequential := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sequential=%v", sequential), func(t *testing.T) {
+			pass := testenv.CloseMidStream(t, prom.URL, 1<<30)
+			b := &fakeBackends{groups: discovery.StaticGroups([]discovery.StaticGroup{{Name: "solo", URLs: []string{pass.URL}}}), failed: map[string]int{}}
+			cfg := remote.DefaultConfig()
+			cfg.SequentialSelects = sequential
+			f, err := NewFanout(b, FanoutOptions{Remote: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			q, err := f.Querier(int64(streamStart)*1000, int64(streamStart+3600)*1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			var sets []storage.SeriesSet
+			for _, i := range []string{"0.", "1.", "2."} {
+				sets = append(sets, q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load"), labels.MustNewMatcher(labels.MatchRegexp, "i", i)))
+			}
+			if n := pass.Requests(); n != 0 {
+				t.Fatalf("%d backend requests before any set was read, want 0", n)
+			}
+			for i, ss := range sets {
+				got, err := drainLines(ss)
+				if err != nil || len(got) != 10 {
+					t.Fatalf("set %d: %d series, %v; want 10", i, len(got), err)
+				}
+				want := int64(len(sets))
+				if sequential {
+					want = int64(i + 1)
+				}
+				// The prefetches run in goroutines of their own.
+				testenv.WaitFor(2*time.Second, func() bool { return pass.Requests() >= want })
+				if n := pass.Requests(); n != want {
+					t.Errorf("after reading set %d: %d requests, want %d", i, n, want)
+				}
+			}
+			if !testenv.WaitFor(2*time.Second, func() bool { f.Close(); return pass.OpenConns() == 0 }) {
+				t.Errorf("%d connections open after the sets were read and the fan-out closed", pass.OpenConns())
+			}
+		})
 	}
 }

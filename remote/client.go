@@ -41,6 +41,10 @@ type Config struct {
 	// BufferReads reads every remote-read answer whole before the engine
 	// sees any of it, as the proxy did before it streamed (for comparison).
 	BufferReads bool `yaml:"buffer_reads"`
+	// SequentialSelects reads a query's selectors one after another, as
+	// the engine asks for them, instead of starting the others' reads as
+	// soon as the first is read (for comparison).
+	SequentialSelects bool `yaml:"sequential_selects"`
 	// HTTPClient holds TLS, bearer token and basic auth settings, as in Prometheus' own config.
 	HTTPClient config_util.HTTPClientConfig `yaml:"http_client"`
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"net/url"
+	"runtime"
+	"runtime/metrics"
+	"sync"
 	"testing"
 	"time"
 )
@@ -24,18 +27,62 @@ func benchSides(b *testing.B, queries []apiRequest, names []string, bases []stri
 		run(base) // warm page caches and connections
 	}
 	took := make([]time.Duration, len(bases))
+	peak := make([]uint64, len(bases))
 	b.ResetTimer()
 	for range b.N {
 		for i, base := range bases {
-			took[i] += run(base)
+			if i == 0 {
+				took[i] += run(base)
+				continue
+			}
+			// The proxies run in this process: the heap's peak above its
+			// level before the set is what the set cost the proxy.
+			peak[i] += peakHeap(func() { took[i] += run(base) })
 		}
 	}
 	for i, name := range names {
 		b.ReportMetric(float64(took[i].Nanoseconds())/float64(b.N), name+"-ns/set")
 		if i > 0 {
 			b.ReportMetric(float64(took[i])/float64(took[0]), name+"/"+names[0])
+			b.ReportMetric(float64(peak[i])/float64(b.N)/(1<<20), name+"-peak-MiB")
 		}
 	}
+	if len(bases) > 2 {
+		last := len(bases) - 1
+		b.ReportMetric(float64(peak[last])/float64(peak[1]), names[last]+"/"+names[1]+"-peak")
+	}
+}
+
+// peakHeap samples the heap's live objects while fn runs and returns the
+// highest value above what was live before.
+func peakHeap(fn func()) uint64 {
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	base := sample[0].Value.Uint64()
+	var (
+		peak uint64
+		stop = make(chan struct{})
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		t := time.NewTicker(200 * time.Microsecond)
+		defer t.Stop()
+		for {
+			metrics.Read(s)
+			peak = max(peak, s[0].Value.Uint64())
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	fn()
+	close(stop)
+	wg.Wait()
+	return max(peak, base) - base
 }
 
 // BenchmarkStreamedRead times large uncached range queries (every series of
@@ -64,12 +111,15 @@ func BenchmarkStreamedRead(b *testing.B) {
 
 // BenchmarkInstantFixedCost times small uncached instant queries, where
 // what the proxy pays per query (requests, encoding, round trips) and not
-// the data decides, against the reference.
+// the data decides, against the reference: the proxy as before streaming
+// (answers read whole, selectors one after another) and as it is now.
 func BenchmarkInstantFixedCost(b *testing.B) {
 	f := startFleet(b)
 	cfg := baseConfig(f)
 	cfg.Proxy.EnableCaching = false
-	p := startProxy(b, cfg)
+	before := cfg
+	before.Backend.BufferReads, before.Backend.SequentialSelects = true, true
+	p, pBefore := startProxy(b, cfg), startProxy(b, before)
 	at := formatTime(f.data.Start.Add(time.Hour))
 	var queries []apiRequest
 	for _, q := range []string{
@@ -81,5 +131,5 @@ func BenchmarkInstantFixedCost(b *testing.B) {
 	} {
 		queries = append(queries, apiRequest{path: "/api/v1/query", post: true, params: url.Values{"query": {q}, "time": {at}}})
 	}
-	benchSides(b, queries, []string{"ref", "proxy"}, []string{f.reference.URL, p.URL})
+	benchSides(b, queries, []string{"ref", "before", "now"}, []string{f.reference.URL, pBefore.URL, p.URL})
 }
