@@ -138,6 +138,11 @@ func streamedGroup(ctx context.Context, f *Fanout, g *discovery.Group, ss storag
 		src:   &replaySeriesSet{SeriesSet: ss, first: first},
 		apply: apply,
 		fail: func(err error) error {
+			if ctx.Err() != nil {
+				// The query ended (timeout, client gone, a cost limit):
+				// that is its error, not the backend's.
+				return contextError(ctx, "read")
+			}
 			f.opts.Logger.Warn("backend answer broke off", "group", g.Name, "err", err)
 			return &UnavailableError{Err: tenantSafe(ctx, &StreamError{Group: g.Name, Err: err})}
 		},

@@ -150,3 +150,100 @@ func BenchmarkBigRead(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSelectorsPerRequest compares what reading three small selectors
+// costs (an instant query's, 5 minutes of data, 50 series each) as three
+// requests one after another (the engine's order, as before prefetch),
+// three in parallel (the proxy's prefetch) and one request holding the
+// three queries (ReadMultiple), against a real Prometheus.
+func BenchmarkSelectorsPerRequest(b *testing.B) {
+	var data strings.Builder
+	data.WriteString("# TYPE m unknown\n")
+	for _, name := range []string{"a", "b", "c"} {
+		for i := range 50 {
+			for s := 0; s < 3600; s += 15 {
+				fmt.Fprintf(&data, "m{name=%q,i=\"%02d\"} %d %d\n", name, i, s, 1_700_000_000+s)
+			}
+		}
+	}
+	data.WriteString("# EOF\n")
+	prom := testenv.StartPrometheus(b, testenv.V3, strings.NewReader(data.String()), testenv.WithName("selectors"))
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(prom.URL, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	var sets [][]*labels.Matcher
+	for _, name := range []string{"a", "b", "c"} {
+		sets = append(sets, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"), labels.MustNewMatcher(labels.MatchEqual, "name", name)})
+	}
+	mint, maxt := int64(1_700_003_300_000), int64(1_700_003_600_000)
+	count := func(ss storage.SeriesSet) int {
+		n := 0
+		for ss.Next() {
+			n++
+		}
+		if err := ss.Err(); err != nil {
+			b.Fatal(err)
+		}
+		return n
+	}
+	parallel := func() {
+		var wg sync.WaitGroup
+		for _, s := range sets {
+			wg.Go(func() {
+				ss, err := c.Read(context.Background(), mint, maxt, nil, [][]*labels.Matcher{s})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if n := count(ss); n != 50 {
+					b.Errorf("%d series, want 50", n)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	one := func() {
+		ss, err := c.Read(context.Background(), mint, maxt, nil, sets)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := count(ss); n != 150 {
+			b.Fatalf("%d series, want 150", n)
+		}
+	}
+	sequential := func() {
+		for _, s := range sets {
+			ss, err := c.Read(context.Background(), mint, maxt, nil, [][]*labels.Matcher{s})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n := count(ss); n != 50 {
+				b.Fatalf("%d series, want 50", n)
+			}
+		}
+	}
+	parallel()
+	one()
+	var tSeq, tPar, tOne time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		sequential()
+		t1 := time.Now()
+		parallel()
+		t2 := time.Now()
+		one()
+		tSeq, tPar, tOne = tSeq+t1.Sub(t0), tPar+t2.Sub(t1), tOne+time.Since(t2)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(tSeq.Nanoseconds())/n, "sequential-ns")
+	b.ReportMetric(float64(tPar)/float64(tSeq), "parallel/sequential")
+	b.ReportMetric(float64(tPar.Nanoseconds())/n, "parallel-ns")
+	b.ReportMetric(float64(tOne.Nanoseconds())/n, "one-request-ns")
+	b.ReportMetric(float64(tOne)/float64(tPar), "one/parallel")
+}
