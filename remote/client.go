@@ -269,7 +269,8 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	if len(queries) == 1 && !c.cfg.BufferReads {
 		streaming = true
 		st := newStreamSet(c, ss, budget, cancel)
-		st.wait = wait
+		// The first series is waited for under the timer started with the
+		// request; later steps each get their own (streamSet.wait).
 		if !st.Next() {
 			if st.err != nil {
 				return nil, st.err
@@ -278,6 +279,7 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 		}
 		st.peeked, st.handed = true, 0
 		wait.Stop() // until the reader asks for more
+		st.wait = wait
 		return st, nil
 	}
 	runs, err := sortedRuns(ss, budget)

@@ -200,3 +200,27 @@ func TestAbandonedStreamLetsGo(t *testing.T) {
 		t.Errorf("%d connections still open after the reader gave up", f.OpenConns())
 	}
 }
+
+// TestReaderTimeIsNotTheBackends: a reader that pauses for longer than the
+// backend timeout between series (the engine busy with a slower group)
+// still gets the whole answer: only waits on the backend count.
+func TestReaderTimeIsNotTheBackends(t *testing.T) {
+	var buf bytes.Buffer
+	for i := range 300 {
+		buf.Write(frame(t, i, 0, 1000))
+	}
+	c := testClient(t, serveStream(t, buf.Bytes())) // 300ms timeout
+	ss, err := c.Read(context.Background(), 0, 1000, nil, upSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ss.Next() {
+		if n++; n == 1 {
+			time.Sleep(700 * time.Millisecond)
+		}
+	}
+	if err := ss.Err(); err != nil || n != 300 {
+		t.Errorf("%d series, err %v; want all 300 after the reader's pause", n, err)
+	}
+}
