@@ -268,9 +268,9 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	}
 	if len(queries) == 1 && !c.cfg.BufferReads {
 		streaming = true
-		st := newStreamSet(c, ss, budget, cancel)
-		// The first series is waited for under the timer started with the
-		// request; later steps each get their own (streamSet.wait).
+		st := newStreamSet(ctx, c, ss, budget, wait, cancel)
+		// The first series is what decides whether the caller may still
+		// fail over: wait for it here.
 		if !st.Next() {
 			if st.err != nil {
 				return nil, st.err
@@ -278,8 +278,6 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 			return storage.EmptySeriesSet(), nil
 		}
 		st.peeked, st.handed = true, 0
-		wait.Stop() // until the reader asks for more
-		st.wait = wait
 		return st, nil
 	}
 	runs, err := sortedRuns(ss, budget)

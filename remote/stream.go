@@ -17,41 +17,62 @@ import (
 // must not answer with what it got.
 var ErrStreamBroken = errors.New("remote-read answer broke off")
 
-// streamSet hands on one query's series as their frames are decoded. A long
-// series spans frames that repeat its labels: frames are read one ahead so
-// that those are handed on as one series. Each series is charged to the
+// readAhead is how many complete series a stream decodes before its
+// reader asks for them. While the merge waits for a slower group, a group's
+// answer keeps arriving (and is charged to the query's budget, so a query
+// over its limit fails without waiting for the slow group); the bound keeps
+// what a group holds for its reader small (Prometheus sends frames of at
+// most 1 MB, typically one series of a few kB).
+const readAhead = 256
+
+// streamSet hands on one query's series as their frames are decoded. A
+// goroutine reads the frames, up to readAhead series ahead of the reader. A
+// long series spans frames that repeat its labels: frames are read one ahead
+// so that those are handed on as one series. Each series is charged to the
 // budget when it is complete.
 //
 // It is not safe for concurrent use, like every storage.SeriesSet.
 type streamSet struct {
-	c      *Client
-	frames storage.SeriesSet // one series per frame, in the backend's order
-	budget Budget
-	done   func()      // ends the call: cancels its context, at most once
-	wait   *time.Timer // Client.waitTimer: runs only while Next waits on the backend
+	c     *Client
+	ch    chan storage.Series // closed when the producer ends
+	stop  chan struct{}       // closed by Close
+	close func()
+	// endErr is why the producer ended early, read after ch is closed.
+	endErr error
 
-	ahead     storage.Series // first frame of the next series, read ahead
-	aheadLset labels.Labels
-	cur       storage.Series
-	prev      labels.Labels
-	handed    int  // series handed on
-	peeked    bool // cur was read by Read and is not handed on yet
-	finished  bool
-	err       error
+	cur      storage.Series
+	handed   int  // series handed on
+	peeked   bool // cur was read by Read and is not handed on yet
+	finished bool
+	err      error
 }
 
-func newStreamSet(c *Client, frames storage.SeriesSet, budget Budget, cancel context.CancelFunc) *streamSet {
-	return &streamSet{c: c, frames: frames, budget: budget, done: sync.OnceFunc(func() {
+// newStreamSet starts the producer over frames (the library's set, one
+// series per frame). wait is the call's Client.waitTimer: it runs only
+// while the producer waits on the backend. done ends the call (cancels its
+// context) and ctx is that context.
+func newStreamSet(ctx context.Context, c *Client, frames storage.SeriesSet, budget Budget, wait *time.Timer, cancel context.CancelFunc) *streamSet {
+	s := &streamSet{c: c, ch: make(chan storage.Series, readAhead), stop: make(chan struct{})}
+	done := sync.OnceFunc(func() {
+		wait.Stop()
 		cancel()
 		if c.closed.Load() {
 			// The client was closed while this stream used a connection.
 			c.http.CloseIdleConnections()
 		}
-	})}
+	})
+	s.close = sync.OnceFunc(func() { close(s.stop); done() })
+	p := &producer{frames: frames, budget: budget, wait: wait, timeout: time.Duration(c.cfg.Timeout)}
+	go func() {
+		defer close(s.ch)
+		defer done()
+		s.endErr = p.run(ctx, s.ch, s.stop)
+	}()
+	return s
 }
 
 // Next implements storage.SeriesSet.
-func (s *streamSet) Next() (ok bool) {
+func (s *streamSet) Next() bool {
 	if s.peeked {
 		s.peeked = false
 		s.handed++
@@ -60,82 +81,24 @@ func (s *streamSet) Next() (ok bool) {
 	if s.finished {
 		return false
 	}
-	if s.wait != nil {
-		s.wait.Reset(time.Duration(s.c.cfg.Timeout))
-		defer s.wait.Stop()
-	}
-	defer func() {
-		// The decoding library trusts frames that pass their checksum (a
-		// frame without series panics it); a broken backend must fail its
-		// query, not the process.
-		if r := recover(); r != nil {
-			s.fail(fmt.Errorf("%w: %v", ErrBadResponse, r))
-			ok = false
+	series, ok := <-s.ch
+	if !ok {
+		s.finished = true
+		if s.endErr != nil {
+			s.fail(s.endErr)
 		}
-	}()
-	if s.ahead == nil && !s.advance() {
 		return false
 	}
-	lset := s.aheadLset
-	parts := []storage.Series{s.ahead}
-	s.ahead = nil
-	for s.advance() {
-		if !labels.Equal(s.aheadLset, lset) {
-			break
-		}
-		parts = append(parts, s.ahead)
-		s.ahead = nil
-	}
-	if s.err != nil {
-		// The frame that broke may have continued this series.
-		return false
-	}
-	if s.handed > 0 && labels.Compare(s.prev, lset) >= 0 {
-		s.fail(fmt.Errorf("%w: series %s after %s: the answer is not sorted by labels", ErrBadResponse, lset, s.prev))
-		return false
-	}
-	if s.budget != nil {
-		if err := s.budget.AddSeries(lset.Hash()); err != nil {
-			s.fail(err)
-			return false
-		}
-	}
-	var series storage.Series = labeledSeries{Series: parts[0], lset: lset}
-	if len(parts) > 1 {
-		series = labeledSeries{Series: storage.ChainedSeriesMerge(parts...), lset: lset}
-	}
-	s.cur, s.prev = series, lset
+	s.cur = series
 	s.handed++
 	return true
 }
 
-// advance reads the next frame into ahead; false at the end of the answer
-// or on an error (then in err).
-func (s *streamSet) advance() bool {
-	if s.frames.Next() {
-		s.ahead = s.frames.At()
-		s.aheadLset = s.ahead.Labels()
-		return true
-	}
-	if err := s.frames.Err(); err != nil {
-		s.fail(err)
-		return false
-	}
-	s.finished = true
-	s.done()
-	return false
-}
-
 func (s *streamSet) fail(err error) {
-	if s.err == nil {
-		if s.handed > 0 {
-			err = fmt.Errorf("%w after %d series: %w", ErrStreamBroken, s.handed, err)
-		}
-		s.err = fmt.Errorf("backend %s: remote read: %w", s.c.URL(), s.c.scrub(err))
+	if s.handed > 0 {
+		err = fmt.Errorf("%w after %d series: %w", ErrStreamBroken, s.handed, err)
 	}
-	s.finished = true
-	s.ahead = nil
-	s.done()
+	s.err = fmt.Errorf("backend %s: remote read: %w", s.c.URL(), s.c.scrub(err))
 }
 
 // At implements storage.SeriesSet.
@@ -150,9 +113,97 @@ func (*streamSet) Warnings() annotations.Annotations { return nil }
 // Close ends the call when its answer is not read to the end (the reader
 // gave up): the connection is torn down rather than left streaming.
 func (s *streamSet) Close() {
-	if !s.finished {
-		s.finished = true
-		s.peeked = false
-		s.done()
+	s.finished, s.peeked = true, false
+	s.close()
+}
+
+// producer decodes one answer into complete series.
+type producer struct {
+	frames  storage.SeriesSet
+	budget  Budget
+	wait    *time.Timer
+	timeout time.Duration
+
+	ahead     storage.Series // first frame of the next series, read ahead
+	aheadLset labels.Labels
+	prev      labels.Labels
+	produced  int
+}
+
+// run sends every series on ch and returns nil at the end of the answer,
+// or why it stopped early: a broken answer, the call's end, or Close.
+func (p *producer) run(ctx context.Context, ch chan<- storage.Series, stop <-chan struct{}) (err error) {
+	defer func() {
+		// The decoding library trusts frames that pass their checksum (a
+		// frame without series panics it); a broken backend must fail its
+		// query, not the process.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrBadResponse, r)
+		}
+	}()
+	for {
+		series, more, err := p.next()
+		if err != nil || !more {
+			return err
+		}
+		select {
+		case ch <- series:
+		case <-stop:
+			return errors.New("closed by its reader")
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
 	}
+}
+
+// next decodes the next complete series.
+func (p *producer) next() (storage.Series, bool, error) {
+	if p.ahead == nil {
+		if more, err := p.advance(); !more {
+			return nil, false, err
+		}
+	}
+	lset := p.aheadLset
+	parts := []storage.Series{p.ahead}
+	p.ahead = nil
+	for {
+		more, err := p.advance()
+		if err != nil {
+			// The frame that broke may have continued this series.
+			return nil, false, err
+		}
+		if !more || !labels.Equal(p.aheadLset, lset) {
+			break
+		}
+		parts = append(parts, p.ahead)
+		p.ahead = nil
+	}
+	if p.produced > 0 && labels.Compare(p.prev, lset) >= 0 {
+		return nil, false, fmt.Errorf("%w: series %s after %s: the answer is not sorted by labels", ErrBadResponse, lset, p.prev)
+	}
+	if p.budget != nil {
+		if err := p.budget.AddSeries(lset.Hash()); err != nil {
+			return nil, false, err
+		}
+	}
+	var series storage.Series = labeledSeries{Series: parts[0], lset: lset}
+	if len(parts) > 1 {
+		series = labeledSeries{Series: storage.ChainedSeriesMerge(parts...), lset: lset}
+	}
+	p.prev = lset
+	p.produced++
+	return series, true, nil
+}
+
+// advance reads the next frame into ahead, with the wait timer running:
+// false at the end of the answer or on an error.
+func (p *producer) advance() (bool, error) {
+	p.wait.Reset(p.timeout)
+	defer p.wait.Stop()
+	if p.frames.Next() {
+		p.ahead = p.frames.At()
+		p.aheadLset = p.ahead.Labels()
+		return true, nil
+	}
+	return false, p.frames.Err()
 }
