@@ -62,6 +62,13 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.SetRequest(r.WithContext(ctx))
 
+		if turn != nil {
+			// Compressing and sending a large answer takes CPU too: it
+			// pauses between the pieces it writes.
+			yw := &yieldingWriter{ResponseWriter: c.Response().Writer, ctx: ctx, turn: turn}
+			c.Response().Writer = yw
+			defer func() { c.Response().Writer = yw.ResponseWriter }()
+		}
 		var sized *sizeLimitWriter
 		if limits.MaxResponseBytes > 0 {
 			sized = &sizeLimitWriter{ResponseWriter: c.Response().Writer, max: limits.MaxResponseBytes}
@@ -179,6 +186,20 @@ func (q budgetQuery) Exec(ctx context.Context) *promql.Result {
 // over max_response_bytes can still be replaced by an error. Prometheus'
 // handlers marshal the whole answer before writing it, so holding it costs
 // one copy of at most the limit.
+// yieldingWriter yields the request's turn before each write.
+type yieldingWriter struct {
+	http.ResponseWriter
+	ctx  context.Context
+	turn *admission.Turn
+}
+
+func (w *yieldingWriter) Write(p []byte) (int, error) {
+	if err := w.turn.Yield(w.ctx); err != nil {
+		return 0, err
+	}
+	return w.ResponseWriter.Write(p)
+}
+
 type sizeLimitWriter struct {
 	http.ResponseWriter
 	max  int64
