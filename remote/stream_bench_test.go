@@ -3,8 +3,6 @@ package remote
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"runtime/metrics"
 	"strings"
 	"sync"
 	"testing"
@@ -29,41 +27,6 @@ func bigReadData() string {
 	}
 	b.WriteString("# EOF\n")
 	return b.String()
-}
-
-// peakHeap samples the heap's live objects while fn runs and returns the
-// highest value above what was live before.
-func peakHeap(fn func()) uint64 {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sample)
-	base := sample[0].Value.Uint64()
-	var (
-		peak uint64
-		stop = make(chan struct{})
-		wg   sync.WaitGroup
-	)
-	wg.Go(func() {
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		t := time.NewTicker(200 * time.Microsecond)
-		defer t.Stop()
-		for {
-			metrics.Read(s)
-			peak = max(peak, s[0].Value.Uint64())
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	fn()
-	close(stop)
-	wg.Wait()
-	if peak < base {
-		return 0
-	}
-	return peak - base
 }
 
 // BenchmarkBigRead reads 4000 series (1.9M samples, ~2.4 MB of chunks) from
@@ -135,9 +98,9 @@ func BenchmarkBigRead(b *testing.B) {
 			var pBuf, pStream uint64
 			for b.Loop() {
 				t0 := time.Now()
-				pBuf += peakHeap(func() { read(buffered, keep) })
+				pBuf += testenv.PeakHeap(func() { read(buffered, keep) })
 				t1 := time.Now()
-				pStream += peakHeap(func() { read(streamed, keep) })
+				pStream += testenv.PeakHeap(func() { read(streamed, keep) })
 				tBuf, tStream = tBuf+t1.Sub(t0), tStream+time.Since(t1)
 			}
 			n := float64(b.N)

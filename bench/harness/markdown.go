@@ -189,6 +189,21 @@ func (rep *Report) Headline() string {
 	return b.String()
 }
 
+// ratioCells are the table cells of each column's geometric-mean p50 ratio
+// to the reference at concurrency conc.
+func (rep *Report) ratioCells(cols []column, conc int) string {
+	var b strings.Builder
+	for _, c := range cols {
+		if c.name == "reference" {
+			b.WriteString(" 1× |")
+			continue
+		}
+		p, _ := rep.phase(c.phase, c.target, conc)
+		fmt.Fprintf(&b, " %s |", ratioString(p.RatioGeomean))
+	}
+	return b.String()
+}
+
 func (rep *Report) summarySection(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	cols := rep.columns()
@@ -208,14 +223,7 @@ func (rep *Report) summarySection(b *strings.Builder) {
 			w(" %s |", msOrDash(cs.DashboardMs[c.name]))
 		}
 		w("\n| p50 / reference, concurrency %d (geomean) |", cs.Concurrency)
-		for _, c := range cols {
-			if c.name == "reference" {
-				w(" 1× |")
-				continue
-			}
-			p, _ := rep.phase(c.phase, c.target, cs.Concurrency)
-			w(" %s |", ratioString(p.RatioGeomean))
-		}
+		w("%s", rep.ratioCells(cols, cs.Concurrency))
 		w("\n| throughput, concurrency %d (queries/s) |", cs.Concurrency)
 		for _, c := range cols {
 			w(" %s |", qpsString(cs.QPS[c.name]))

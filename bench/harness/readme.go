@@ -44,14 +44,7 @@ func (rep *Report) ReadmeSection() string {
 			w(" %s |", secondsOrMillis(cs.DashboardMs[c.name]))
 		}
 		w("\n| p50 ÷ reference (geometric mean), concurrency %d |", cs.Concurrency)
-		for _, c := range cols {
-			if c.name == "reference" {
-				w(" 1× |")
-				continue
-			}
-			p, _ := rep.phase(c.phase, c.target, cs.Concurrency)
-			w(" %s |", ratioString(p.RatioGeomean))
-		}
+		w("%s", rep.ratioCells(cols, cs.Concurrency))
 		w("\n")
 	}
 	if n := len(s.PerConcurrency); n > 0 {

@@ -2,11 +2,10 @@ package main
 
 import (
 	"net/url"
-	"runtime"
-	"runtime/metrics"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 )
 
 // benchSides times query sets against several servers, interleaved so that
@@ -37,7 +36,7 @@ func benchSides(b *testing.B, queries []apiRequest, names []string, bases []stri
 			}
 			// The proxies run in this process: the heap's peak above its
 			// level before the set is what the set cost the proxy.
-			peak[i] += peakHeap(func() { took[i] += run(base) })
+			peak[i] += testenv.PeakHeap(func() { took[i] += run(base) })
 		}
 	}
 	for i, name := range names {
@@ -51,38 +50,6 @@ func benchSides(b *testing.B, queries []apiRequest, names []string, bases []stri
 		last := len(bases) - 1
 		b.ReportMetric(float64(peak[last])/float64(peak[1]), names[last]+"/"+names[1]+"-peak")
 	}
-}
-
-// peakHeap samples the heap's live objects while fn runs and returns the
-// highest value above what was live before.
-func peakHeap(fn func()) uint64 {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sample)
-	base := sample[0].Value.Uint64()
-	var (
-		peak uint64
-		stop = make(chan struct{})
-		wg   sync.WaitGroup
-	)
-	wg.Go(func() {
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		t := time.NewTicker(200 * time.Microsecond)
-		defer t.Stop()
-		for {
-			metrics.Read(s)
-			peak = max(peak, s[0].Value.Uint64())
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	fn()
-	close(stop)
-	wg.Wait()
-	return max(peak, base) - base
 }
 
 // BenchmarkStreamedRead times large uncached range queries (every series of
