@@ -70,10 +70,12 @@ var combinedExprs = []string{
 	`topk(2, up)`, // every value 1: ties decide, so never pushed
 }
 
-func combinedRequests(data datagen.Config) []apiRequest {
+// exprRequests asks each expression at the suite's instants and over its
+// ranges.
+func exprRequests(data datagen.Config, exprs []string) []apiRequest {
 	instants, ranges := suiteTimes(data)
 	var reqs []apiRequest
-	for _, e := range combinedExprs {
+	for _, e := range exprs {
 		for _, ts := range instants {
 			reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {e}, "time": {formatTime(ts)}}})
 		}
@@ -85,6 +87,8 @@ func combinedRequests(data datagen.Config) []apiRequest {
 	}
 	return reqs
 }
+
+func combinedRequests(data datagen.Config) []apiRequest { return exprRequests(data, combinedExprs) }
 
 // startShards starts one Prometheus per cluster holding what keep(i) lets
 // through of shard i, and a reference holding what ref lets through of all.
@@ -316,21 +320,7 @@ var sumExprs = []string{
 	`sum without (cluster, instance) (rate(http_requests_total[5m]))`,
 }
 
-func sumRequests(data datagen.Config) []apiRequest {
-	instants, ranges := suiteTimes(data)
-	var reqs []apiRequest
-	for _, e := range sumExprs {
-		for _, ts := range instants {
-			reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {e}, "time": {formatTime(ts)}}})
-		}
-		for _, r := range ranges {
-			reqs = append(reqs, apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{
-				"query": {e}, "start": {formatTime(r.start)}, "end": {formatTime(r.end)}, "step": {strconv.FormatFloat(r.step.Seconds(), 'f', -1, 64)},
-			}})
-		}
-	}
-	return reqs
-}
+func sumRequests(data datagen.Config) []apiRequest { return exprRequests(data, sumExprs) }
 
 // sumsTolerance is the relative difference allowed between an answer with
 // float_sums: reassociate and the reference. The README's bound for sums
