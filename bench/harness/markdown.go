@@ -189,6 +189,21 @@ func (rep *Report) Headline() string {
 	return b.String()
 }
 
+// headerCells end a table's header row after its first cell: one title
+// per column, then the separator row (numbers right-aligned).
+func headerCells(cols []column) string {
+	var b strings.Builder
+	for _, c := range cols {
+		fmt.Fprintf(&b, " %s |", columnTitle(c.name))
+	}
+	b.WriteString("\n|---|")
+	for range cols {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
 // ratioCells are the table cells of each column's geometric-mean p50 ratio
 // to the reference at concurrency conc.
 func (rep *Report) ratioCells(cols []column, conc int) string {
@@ -209,14 +224,7 @@ func (rep *Report) summarySection(b *strings.Builder) {
 	cols := rep.columns()
 	w("## Summary\n\n")
 	w("|   |")
-	for _, c := range cols {
-		w(" %s |", columnTitle(c.name))
-	}
-	w("\n|---|")
-	for range cols {
-		w("---:|")
-	}
-	w("\n")
+	w("%s", headerCells(cols))
 	for _, cs := range rep.Summary.PerConcurrency {
 		w("| dashboard load, concurrency %d (ms per pass) |", cs.Concurrency)
 		for _, c := range cols {
@@ -414,14 +422,7 @@ func (rep *Report) percentileTable(b *strings.Builder, cols []column) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	for _, conc := range rep.Settings.Concurrency {
 		w("## Per query, concurrency %d: p50 / p90 / p99 in ms, queries/s\n\n| query |", conc)
-		for _, c := range cols {
-			w(" %s |", columnTitle(c.name))
-		}
-		w("\n|---|")
-		for range cols {
-			w("---:|")
-		}
-		w("\n")
+		w("%s", headerCells(cols))
 		for _, q := range rep.Queries {
 			w("| %s |", q.ID)
 			for _, c := range cols {

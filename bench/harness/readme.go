@@ -30,14 +30,7 @@ func (rep *Report) ReadmeSection() string {
 		rep.Started.Format("2006-01-02"), rep.Machine.CPUs, rep.Machine.LoadAvgStart, thousands(d.Series), layout)
 	cols := rep.columns()
 	w("|   |")
-	for _, c := range cols {
-		w(" %s |", columnTitle(c.name))
-	}
-	w("\n|---|")
-	for range cols {
-		w("---:|")
-	}
-	w("\n")
+	w("%s", headerCells(cols))
 	for _, cs := range s.PerConcurrency {
 		w("| one dashboard load, concurrency %d |", cs.Concurrency)
 		for _, c := range cols {
