@@ -193,6 +193,9 @@ type yieldingWriter struct {
 	turn *admission.Turn
 }
 
+// Unwrap lets http.ResponseController reach the writer's Flush and deadlines.
+func (w *yieldingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *yieldingWriter) Write(p []byte) (int, error) {
 	if err := w.turn.Yield(w.ctx); err != nil {
 		return 0, err
