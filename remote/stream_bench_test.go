@@ -38,18 +38,10 @@ func bigReadData() string {
 func BenchmarkBigRead(b *testing.B) {
 	prom := testenv.StartPrometheus(b, testenv.V3, strings.NewReader(bigReadData()), testenv.WithName("bigread"))
 	client := func(buffer bool) *Client {
-		cfg := DefaultConfig()
-		cfg.BufferReads = buffer
-		cfg.Timeout = model.Duration(time.Minute)
-		if err := cfg.Validate(); err != nil {
-			b.Fatal(err)
-		}
-		c, err := New(prom.URL, cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(c.Close)
-		return c
+		return benchClient(b, prom.URL, func(cfg *Config) {
+			cfg.BufferReads = buffer
+			cfg.Timeout = model.Duration(time.Minute)
+		})
 	}
 	sets := [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, "__name__", "big")}}
 	samples := func(s storage.Series) int {
@@ -131,15 +123,7 @@ func BenchmarkSelectorsPerRequest(b *testing.B) {
 	}
 	data.WriteString("# EOF\n")
 	prom := testenv.StartPrometheus(b, testenv.V3, strings.NewReader(data.String()), testenv.WithName("selectors"))
-	cfg := DefaultConfig()
-	if err := cfg.Validate(); err != nil {
-		b.Fatal(err)
-	}
-	c, err := New(prom.URL, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(c.Close)
+	c := benchClient(b, prom.URL, nil)
 	var sets [][]*labels.Matcher
 	for _, name := range []string{"a", "b", "c"} {
 		sets = append(sets, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"), labels.MustNewMatcher(labels.MatchEqual, "name", name)})
@@ -209,4 +193,22 @@ func BenchmarkSelectorsPerRequest(b *testing.B) {
 	b.ReportMetric(float64(tPar.Nanoseconds())/n, "parallel-ns")
 	b.ReportMetric(float64(tOne.Nanoseconds())/n, "one-request-ns")
 	b.ReportMetric(float64(tOne)/float64(tPar), "one/parallel")
+}
+
+// benchClient is a client of url with the default config as edit changes it
+// (edit may be nil), closed when the benchmark ends.
+func benchClient(b *testing.B, url string, edit func(*Config)) *Client {
+	cfg := DefaultConfig()
+	if edit != nil {
+		edit(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(url, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	return c
 }

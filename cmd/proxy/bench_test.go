@@ -34,26 +34,7 @@ func BenchmarkProxyVsReference(b *testing.B) {
 			"query": {q}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"60"},
 		}})
 	}
-	run := func(base string) time.Duration {
-		t0 := time.Now()
-		for _, q := range queries {
-			if a := doRequest(b, base, q); a.code != 200 {
-				b.Fatalf("%s: HTTP %d: %s", q, a.code, clip(a.body))
-			}
-		}
-		return time.Since(t0)
-	}
-	run(f.reference.URL) // warm both servers' page caches
-	run(p.URL)
-	var ref, proxy time.Duration
-	b.ResetTimer()
-	for range b.N {
-		ref += run(f.reference.URL)
-		proxy += run(p.URL)
-	}
-	b.ReportMetric(float64(ref.Nanoseconds())/float64(b.N), "ref-ns/set")
-	b.ReportMetric(float64(proxy.Nanoseconds())/float64(b.N), "proxy-ns/set")
-	b.ReportMetric(float64(proxy)/float64(ref), "proxy/ref")
+	benchSides(b, queries, []string{"ref", "proxy"}, []string{f.reference.URL, p.URL})
 }
 
 // BenchmarkPushDown times the same uncached queries against the reference,

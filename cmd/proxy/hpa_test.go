@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,15 +91,7 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Inter
 	if err != nil {
 		t.Fatal(err)
 	}
-	text, _, _ := unstructured.NestedString(cm.Object, "data", "config.yaml")
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatalf("the ConfigMap's config.yaml: %v", err)
-	}
+	cfg := configMapConfig(t, cm)
 	if len(cfg.Discovery.Kubernetes) == 0 || !cfg.Tenants.Kubernetes {
 		t.Fatal("the shipped config does not use Kubernetes discovery and tenants")
 	}

@@ -172,15 +172,7 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 		if cm == nil {
 			t.Fatal("deploy/kubernetes has no ConfigMap prometheus-multi-tenant-proxy")
 		}
-		text, _, _ := unstructured.NestedString(cm.Object, "data", "config.yaml")
-		path := filepath.Join(t.TempDir(), "config.yaml")
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := loadConfig(path)
-		if err != nil {
-			t.Fatalf("the ConfigMap's config.yaml: %v", err)
-		}
+		cfg := configMapConfig(t, cm)
 		if len(cfg.Discovery.Kubernetes) == 0 || !cfg.Tenants.Kubernetes {
 			t.Errorf("the ConfigMap's config does not use Kubernetes: discovery %+v tenants.kubernetes %v", cfg.Discovery.Kubernetes, cfg.Tenants.Kubernetes)
 		}
@@ -732,4 +724,20 @@ spec:
 `)
 		eventually("object created after the outage grants", sees("team-b", "memory_usage_bytes", true))
 	})
+}
+
+// configMapConfig loads the config.yaml a ConfigMap of deploy/kubernetes
+// holds, as the proxy in the pod would.
+func configMapConfig(t *testing.T, cm *unstructured.Unstructured) Config {
+	t.Helper()
+	text, _, _ := unstructured.NestedString(cm.Object, "data", "config.yaml")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatalf("the ConfigMap's config.yaml: %v", err)
+	}
+	return cfg
 }
