@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,13 +14,18 @@ import (
 // yields, at points the query path offers (each series read, every few
 // hundred samples evaluated), to a request of another tenant that has run
 // for less time than it has (least attained service first: the short query
-// finishes first, the long one pays the short one's run time). The wait
+// finishes first, the long one pays the short one's run time). What a
+// request has run counts its tenant's recent requests too (their run time,
+// halved every halfLife), so the unit of the share is the tenant: a tenant
+// that keeps sending heavy queries starts each new one behind a neighbour
+// that has asked for little, instead of level with it. The wait
 // ends when the other request finishes, starts waiting itself, or has run
 // as long, and never lasts more than maxWait in a row; after such a wait
 // the request runs for grace without yielding, so a stream of neighbours
 // cannot starve it.
 type Turns struct {
 	quantum, maxWait, grace time.Duration
+	halfLife                time.Duration // 0: a request's own run time only
 
 	// tenants is how many distinct tenants have running requests; below
 	// two, Yield returns at once without taking the lock.
@@ -28,6 +34,9 @@ type Turns struct {
 	mu      sync.Mutex
 	running map[*Turn]struct{}
 	perTen  map[string]int
+	// history is the run time of each tenant's ended requests, decayed
+	// with halfLife; entries that decayed to nothing are dropped.
+	history map[string]decayed
 	// changed is closed and replaced when a request ends or starts or
 	// stops waiting: what the waiters wait for may have changed.
 	changed chan struct{}
@@ -47,16 +56,54 @@ type Turn struct {
 }
 
 // NewTurns returns a CPU share where a request yields only to requests
-// that have run at least quantum less than it has.
-func NewTurns(quantum, maxWait, grace time.Duration) *Turns {
-	return &Turns{quantum: quantum, maxWait: maxWait, grace: grace,
-		running: map[*Turn]struct{}{}, perTen: map[string]int{}, changed: make(chan struct{})}
+// that have run at least quantum less than it has, its tenant's ended
+// requests counted with halfLife (0: not counted).
+func NewTurns(quantum, maxWait, grace, halfLife time.Duration) *Turns {
+	return &Turns{quantum: quantum, maxWait: maxWait, grace: grace, halfLife: halfLife,
+		running: map[*Turn]struct{}{}, perTen: map[string]int{}, history: map[string]decayed{},
+		changed: make(chan struct{})}
 }
 
 // defaultTurns: a short query (a few ms) is never held back by a long one;
-// a long query waits at most 250 ms in a row, then runs 50 ms unhindered.
+// a long query waits at most 250 ms in a row, then runs 50 ms unhindered;
+// a tenant's queries of the last few seconds count towards its share.
 func defaultTurns() *Turns {
-	return NewTurns(5*time.Millisecond, 250*time.Millisecond, 50*time.Millisecond)
+	return NewTurns(5*time.Millisecond, 250*time.Millisecond, 50*time.Millisecond, time.Second)
+}
+
+// decayed is a run time that halves every halfLife after at.
+type decayed struct {
+	v  time.Duration
+	at time.Time
+}
+
+func (d decayed) valueAt(now time.Time, halfLife time.Duration) time.Duration {
+	if d.v <= 0 || halfLife <= 0 {
+		return 0
+	}
+	return time.Duration(float64(d.v) * math.Exp2(-float64(now.Sub(d.at))/float64(halfLife)))
+}
+
+// past is what tenant's ended requests count now.
+func (ts *Turns) past(tenant string, now time.Time) time.Duration {
+	return ts.history[tenant].valueAt(now, ts.halfLife)
+}
+
+// remember adds an ended request's run time to its tenant's history and
+// drops what has decayed below a microsecond, so the map holds only the
+// tenants of the last minute or so.
+func (ts *Turns) remember(tenant string, ran time.Duration, now time.Time) {
+	if ts.halfLife <= 0 {
+		return
+	}
+	ts.history[tenant] = decayed{v: ts.past(tenant, now) + ran, at: now}
+	if len(ts.history) > 2*len(ts.perTen)+16 {
+		for name, d := range ts.history {
+			if d.valueAt(now, ts.halfLife) < time.Microsecond {
+				delete(ts.history, name)
+			}
+		}
+	}
 }
 
 // Start registers a running request of tenant; Done ends it.
@@ -83,6 +130,8 @@ func (t *Turn) Done() {
 		return
 	}
 	delete(ts.running, t)
+	now := time.Now()
+	ts.remember(t.tenant, t.attained(now), now)
 	if ts.perTen[t.tenant]--; ts.perTen[t.tenant] == 0 {
 		delete(ts.perTen, t.tenant)
 		ts.tenants.Add(-1)
@@ -104,18 +153,24 @@ func (t *Turn) attained(now time.Time) time.Duration {
 	return a
 }
 
+// share is what t counts as having run: its own run time and its
+// tenant's recent past.
+func (ts *Turns) share(t *Turn, now time.Time) time.Duration {
+	return t.attained(now) + ts.past(t.tenant, now)
+}
+
 // blockedFor reports whether t must yield now, and how long until the
 // first request it yields to has run as long as t (when it stops being a
-// reason to wait).
+// reason to wait; t's past decays meanwhile, which only shortens that).
 func (ts *Turns) blockedFor(t *Turn, now time.Time) (time.Duration, bool) {
-	mine := t.attained(now)
+	mine := ts.share(t, now)
 	var until time.Duration
 	blocked := false
 	for o := range ts.running {
 		if o.tenant == t.tenant || o.waiting > 0 {
 			continue
 		}
-		if gap := mine - ts.quantum - o.attained(now); gap > 0 {
+		if gap := mine - ts.quantum - ts.share(o, now); gap > 0 {
 			if !blocked || gap < until {
 				until = gap
 			}

@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -39,7 +40,7 @@ func yieldAsync(ctx context.Context, t *Turn) (done chan error, waiting bool) {
 }
 
 func TestLongRequestYieldsToAnotherTenantsShortOne(t *testing.T) {
-	ts := NewTurns(5*time.Millisecond, time.Hour, time.Hour)
+	ts := NewTurns(5*time.Millisecond, time.Hour, time.Hour, 0)
 	long := started(ts, "team-a", time.Second)
 	short := ts.Start("team-b")
 	if err := short.Yield(context.Background()); err != nil {
@@ -70,7 +71,7 @@ func TestLongRequestYieldsToAnotherTenantsShortOne(t *testing.T) {
 }
 
 func TestSameTenantAndSingleTenantNeverYield(t *testing.T) {
-	ts := NewTurns(time.Millisecond, time.Hour, time.Hour)
+	ts := NewTurns(time.Millisecond, time.Hour, time.Hour, 0)
 	long := started(ts, "team-a", time.Hour)
 	if err := long.Yield(context.Background()); err != nil {
 		t.Fatal(err)
@@ -87,7 +88,7 @@ func TestSameTenantAndSingleTenantNeverYield(t *testing.T) {
 }
 
 func TestYieldWaitsForWhoHasRunLess(t *testing.T) {
-	ts := NewTurns(10*time.Millisecond, time.Hour, time.Hour)
+	ts := NewTurns(10*time.Millisecond, time.Hour, time.Hour, 0)
 	a := started(ts, "team-a", time.Minute)
 	b := started(ts, "team-b", time.Minute+5*time.Millisecond)
 	// Within one quantum of each other: neither yields.
@@ -114,7 +115,7 @@ func TestYieldWaitsForWhoHasRunLess(t *testing.T) {
 }
 
 func TestYieldIsBoundedThenGraced(t *testing.T) {
-	ts := NewTurns(time.Millisecond, 20*time.Millisecond, time.Hour)
+	ts := NewTurns(time.Millisecond, 20*time.Millisecond, time.Hour, 0)
 	long := started(ts, "team-a", time.Hour)
 	_ = ts.Start("team-b") // never ends
 	began := time.Now()
@@ -131,7 +132,7 @@ func TestYieldIsBoundedThenGraced(t *testing.T) {
 }
 
 func TestYieldEndsWithTheContext(t *testing.T) {
-	ts := NewTurns(time.Millisecond, time.Hour, time.Hour)
+	ts := NewTurns(time.Millisecond, time.Hour, time.Hour, 0)
 	long := started(ts, "team-a", time.Hour)
 	short := ts.Start("team-b")
 	defer short.Done()
@@ -155,7 +156,7 @@ func TestWaitingRequestIsNoReasonToWait(t *testing.T) {
 	// a (long) waits for c (new); b has run less than a but more than c,
 	// so b waits too. Once c ends, b no longer waits for a: a is waiting,
 	// not running.
-	ts := NewTurns(time.Millisecond, time.Hour, time.Hour)
+	ts := NewTurns(time.Millisecond, time.Hour, time.Hour, 0)
 	a := started(ts, "team-a", time.Hour)
 	b := started(ts, "team-b", time.Minute)
 	c := ts.Start("team-c")
@@ -178,7 +179,7 @@ func TestWaitingRequestIsNoReasonToWait(t *testing.T) {
 }
 
 func TestBudgetReadsPauseForTheTurn(t *testing.T) {
-	ts := NewTurns(time.Millisecond, time.Hour, time.Hour)
+	ts := NewTurns(time.Millisecond, time.Hour, time.Hour, 0)
 	long := started(ts, "team-a", time.Hour)
 	_, budget := NewBudget(context.Background(), DefaultLimits())
 	budget.PauseFor(long)
@@ -204,5 +205,87 @@ func TestBudgetReadsPauseForTheTurn(t *testing.T) {
 	}
 	if _, b := budget.Fetched(); b != 20 {
 		t.Errorf("charged %d bytes, want 20", b)
+	}
+}
+
+// pastOf sets what tenant's ended requests count, as if they ended at.
+func pastOf(ts *Turns, tenant string, ran time.Duration, at time.Time) {
+	ts.mu.Lock()
+	ts.history[tenant] = decayed{v: ran, at: at}
+	ts.mu.Unlock()
+}
+
+func TestTenantsPastCountsTowardsItsShare(t *testing.T) {
+	ts := NewTurns(5*time.Millisecond, time.Hour, time.Hour, time.Minute)
+	// team-a's queries of the last moment ran 2 s; its new query has run
+	// nothing yet, team-b's has run 100 ms: team-a's new query waits.
+	pastOf(ts, "team-a", 2*time.Second, time.Now())
+	fresh := ts.Start("team-a")
+	other := started(ts, "team-b", 100*time.Millisecond)
+	done, waiting := yieldAsync(context.Background(), fresh)
+	if !waiting {
+		t.Fatal("a new request of a tenant that has run a lot did not wait for a neighbour that has run less")
+	}
+	if _, waiting := yieldAsync(context.Background(), other); waiting {
+		t.Fatal("the neighbour waited for the tenant that has run more")
+	}
+	other.Done()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fresh.Done()
+	// Both ended: their run time is remembered per tenant.
+	ts.mu.Lock()
+	a, b := ts.past("team-a", time.Now()), ts.past("team-b", time.Now())
+	ts.mu.Unlock()
+	if a < 1900*time.Millisecond || b < 99*time.Millisecond || b > 2*time.Second {
+		t.Errorf("remembered team-a %v (want about 2s), team-b %v (want about 100ms)", a, b)
+	}
+}
+
+func TestTenantsPastDecays(t *testing.T) {
+	ts := NewTurns(5*time.Millisecond, time.Hour, time.Hour, time.Second)
+	// 2 s of run time ten half-lives ago counts about 2 ms: no reason to
+	// wait for a neighbour that has run 50 ms.
+	pastOf(ts, "team-a", 2*time.Second, time.Now().Add(-10*time.Second))
+	fresh := ts.Start("team-a")
+	defer fresh.Done()
+	other := started(ts, "team-b", 50*time.Millisecond)
+	defer other.Done()
+	if _, waiting := yieldAsync(context.Background(), fresh); waiting {
+		t.Fatal("a tenant's past of ten half-lives ago still held its request back")
+	}
+	ts.mu.Lock()
+	got := ts.past("team-a", time.Now())
+	ts.mu.Unlock()
+	if got < time.Millisecond || got > 3*time.Millisecond {
+		t.Errorf("2s decayed over 10 half-lives = %v, want about 2ms", got)
+	}
+}
+
+func TestHistoryForgetsTenantsThatDecayed(t *testing.T) {
+	ts := NewTurns(time.Millisecond, time.Hour, time.Hour, time.Millisecond)
+	long := time.Now().Add(-time.Minute)
+	for i := range 100 {
+		pastOf(ts, fmt.Sprintf("gone-%d", i), time.Second, long)
+	}
+	started(ts, "team-a", time.Second).Done()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.history) != 1 {
+		t.Errorf("history holds %d tenants after the others decayed to nothing, want 1", len(ts.history))
+	}
+	if _, ok := ts.history["team-a"]; !ok {
+		t.Error("the tenant that just ended is not remembered")
+	}
+}
+
+func TestNoHistoryWithoutHalfLife(t *testing.T) {
+	ts := NewTurns(time.Millisecond, time.Hour, time.Hour, 0)
+	started(ts, "team-a", time.Hour).Done()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.history) != 0 || ts.past("team-a", time.Now()) != 0 {
+		t.Errorf("history kept without a half-life: %v", ts.history)
 	}
 }

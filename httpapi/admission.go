@@ -61,6 +61,12 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 			ctx = engine.WithYield(ctx, turn.Yield)
 		}
 		c.SetRequest(r.WithContext(ctx))
+		// A tenant ahead of a neighbour in its share of the CPU waits before
+		// its query asks the backends for anything: once a read is sent, the
+		// backend works on it whether or not the proxy pauses.
+		if err := turn.Yield(ctx); err != nil {
+			return apiError(499, "canceled", err.Error())
+		}
 
 		if turn != nil {
 			// Compressing and sending a large answer takes CPU too: it
