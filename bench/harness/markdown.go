@@ -219,6 +219,25 @@ func (rep *Report) ratioCells(cols []column, conc int) string {
 	return b.String()
 }
 
+// cpuCells are the table cells of each column's CPU seconds per pass, and
+// its multiple of the reference's.
+func cpuCells(cols []column, cs ConcSummary) string {
+	var b strings.Builder
+	ref := cs.CPUSeconds["reference"]
+	for _, c := range cols {
+		sec, ok := cs.CPUSeconds[c.name]
+		switch {
+		case !ok:
+			b.WriteString(" – |")
+		case c.name == "reference" || ref == 0:
+			fmt.Fprintf(&b, " %.2f |", sec)
+		default:
+			fmt.Fprintf(&b, " %.2f (%s) |", sec, ratioString(sec/ref))
+		}
+	}
+	return b.String()
+}
+
 func (rep *Report) summarySection(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	cols := rep.columns()
@@ -235,6 +254,10 @@ func (rep *Report) summarySection(b *strings.Builder) {
 		w("\n| throughput, concurrency %d (queries/s) |", cs.Concurrency)
 		for _, c := range cols {
 			w(" %s |", qpsString(cs.QPS[c.name]))
+		}
+		if len(cs.CPUSeconds) > 0 {
+			w("\n| CPU per pass, concurrency %d (s; the reference, or the proxy and its backends) |", cs.Concurrency)
+			w("%s", cpuCells(cols, cs))
 		}
 		w("\n")
 	}

@@ -112,6 +112,44 @@ func peakRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
+// clockTicks is USER_HZ, the unit of the times in /proc/<pid>/stat: 100
+// on every Linux architecture the harness runs on.
+const clockTicks = 100
+
+// cpuTime is the CPU time (user and system) the child has used so far; 0
+// once it has exited.
+func (p *proc) cpuTime() time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces;
+	// utime and stime are fields 14 and 15, the 12th and 13th after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// cpuOf adds up the CPU time of procs.
+func cpuOf(procs []*proc) time.Duration {
+	var d time.Duration
+	for _, p := range procs {
+		d += p.cpuTime()
+	}
+	return d
+}
+
 // logTail returns about the last n bytes of the child's log.
 func (p *proc) logTail(n int64) string {
 	b, err := os.ReadFile(p.logPath)

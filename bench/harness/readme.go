@@ -47,6 +47,10 @@ func (rep *Report) ReadmeSection() string {
 			w(" %s |", qpsString(cs.QPS[c.name]))
 		}
 		w("\n")
+		if len(cs.CPUSeconds) > 0 {
+			w("| CPU seconds per load, concurrency %d (reference, or proxy + backends) |", cs.Concurrency)
+			w("%s\n", cpuCells(cols, cs))
+		}
 	}
 	w("\n")
 	if rep.hasTarget(TargetPushDown, PhaseUncached) {

@@ -162,6 +162,9 @@ type PhaseReport struct {
 	DashboardMillis float64 `json:"dashboard_ms"`
 	// RatioGeomean is the geometric mean over queries of Result.Ratio.
 	RatioGeomean float64 `json:"ratio_geomean,omitempty"`
+	// CPUSecondsPerPass is the CPU time the servers answering used per
+	// pass: the reference alone, or a proxy and all the backends.
+	CPUSecondsPerPass *float64 `json:"cpu_seconds_per_pass,omitempty"`
 	// Per pass over the dashboard, when counted (proxy targets).
 	BackendReadsPerPass         *float64 `json:"backend_reads_per_pass,omitempty"`
 	BackendBytesPerPass         *float64 `json:"backend_bytes_per_pass,omitempty"`
@@ -250,6 +253,8 @@ type ConcSummary struct {
 	WarmSpeedup        float64            `json:"warm_speedup"`
 	DashboardMs        map[string]float64 `json:"dashboard_ms"`
 	QPS                map[string]float64 `json:"qps"`
+	// CPUSeconds per dashboard pass of the servers answering each column.
+	CPUSeconds map[string]float64 `json:"cpu_seconds_per_pass,omitempty"`
 }
 
 // Goal is a target of the issue and whether this run met it.
@@ -513,6 +518,9 @@ func (r *runner) report(started time.Time) *Report {
 		if ps.busy > 0 {
 			pr.QPS = float64(ps.execs) / ps.busy.Seconds()
 		}
+		if ps.cpuCounted && ps.passes > 0 {
+			pr.CPUSecondsPerPass = ptr(ps.cpu.Seconds() / float64(ps.passes))
+		}
 		if t := ps.total; ps.counted && ps.passes > 0 {
 			n := float64(ps.passes)
 			pr.BackendReadsPerPass, pr.BackendBytesPerPass = ptr(t.reads/n), ptr(t.bytes/n)
@@ -583,7 +591,7 @@ func (r *runner) summarize(rep *Report) {
 		phaseByKey[passKey{p.Phase, p.Target, p.Concurrency}] = p
 	}
 	for _, c := range r.opts.Concurrency {
-		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}}
+		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}, CPUSeconds: map[string]float64{}}
 		cs.UncachedRatio = phaseByKey[passKey{PhaseUncached, TargetProxy, c}].RatioGeomean
 		cs.PushDownRatio = phaseByKey[passKey{PhaseUncached, TargetPushDown, c}].RatioGeomean
 		cs.ReassociateRatio = phaseByKey[passKey{PhaseUncached, TargetReassociate, c}].RatioGeomean
@@ -616,6 +624,9 @@ func (r *runner) summarize(rep *Report) {
 			if p, ok := phaseByKey[passKey{col.phase, col.target, c}]; ok {
 				cs.DashboardMs[col.name] = p.DashboardMillis
 				cs.QPS[col.name] = p.QPS
+				if p.CPUSecondsPerPass != nil {
+					cs.CPUSeconds[col.name] = *p.CPUSecondsPerPass
+				}
 			}
 		}
 		for _, m := range rep.Memory {

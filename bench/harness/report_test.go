@@ -2,6 +2,7 @@ package harness
 
 import (
 	"encoding/xml"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,45 @@ func TestUncachedBudget(t *testing.T) {
 		if got := uncachedBudget(90*time.Second, c.targets); got != c.want {
 			t.Errorf("uncachedBudget(90s, %d) = %v, want %v", c.targets, got, c.want)
 		}
+	}
+}
+
+// TestRenderCPU: the summary and the README show each column's CPU time
+// per pass and its multiple of the reference's; a column without servers
+// of its own shows a dash.
+func TestRenderCPU(t *testing.T) {
+	rep := reassociateReport()
+	for i := range rep.Summary.PerConcurrency {
+		rep.Summary.PerConcurrency[i].CPUSeconds = map[string]float64{"reference": 2, "uncached": 5, "uncached push-down": 3}
+	}
+	md := rep.Markdown()
+	if want := "| CPU per pass, concurrency 4 (s; the reference, or the proxy and its backends) | 2.00 | 5.00 (2.50×) | 3.00 (1.50×) | – |"; !strings.Contains(md, want) {
+		t.Errorf("Markdown lacks %q:\n%s", want, md)
+	}
+	if want := "| CPU seconds per load, concurrency 4 (reference, or proxy + backends) | 2.00 | 5.00 (2.50×) | 3.00 (1.50×) | – |"; !strings.Contains(rep.ReadmeSection(), want) {
+		t.Errorf("README section lacks %q:\n%s", want, rep.ReadmeSection())
+	}
+	if strings.Contains(readmeReport().ReadmeSection(), "CPU seconds") {
+		t.Error("a report without CPU times has a CPU row")
+	}
+}
+
+// TestCPUTime: a child that spins for a while has used CPU time, read
+// from /proc the way the passes read it.
+func TestCPUTime(t *testing.T) {
+	p, err := startProc("spin", filepath.Join(t.TempDir(), "spin.log"), "/bin/sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop(time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for p.cpuTime() < 50*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("spinning child used %v of CPU, want at least 50ms", p.cpuTime())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := cpuOf([]*proc{p, p}); got < 2*50*time.Millisecond {
+		t.Errorf("cpuOf two of the same child = %v, want twice its time", got)
 	}
 }

@@ -39,6 +39,10 @@ type endpoint struct {
 	url  string
 	// proxy endpoints have their backend reads counted around each request.
 	proxy bool
+	// servers are the processes whose CPU time answers the endpoint's
+	// queries: the reference, or a proxy and the backends (none for
+	// --compare).
+	servers []*proc
 }
 
 type cellKey struct {
@@ -69,6 +73,10 @@ type passStats struct {
 	busy    time.Duration
 	total   counters
 	counted bool
+	// cpu is the CPU time the endpoint's servers used answering, when
+	// it has servers (cpuCounted).
+	cpu        time.Duration
+	cpuCounted bool
 }
 
 type runner struct {
@@ -299,7 +307,19 @@ func (r *runner) measure(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) refEndpoint() endpoint { return endpoint{name: TargetReference, url: r.ref.URL} }
+func (r *runner) refEndpoint() endpoint {
+	return endpoint{name: TargetReference, url: r.ref.URL, servers: []*proc{r.ref.proc}}
+}
+
+// proxyEndpoint is the endpoint of proxy s under target, answering with
+// the backends.
+func (r *runner) proxyEndpoint(target string, s *server) endpoint {
+	servers := []*proc{s.proc}
+	for _, b := range r.backends {
+		servers = append(servers, b.proc)
+	}
+	return endpoint{name: target, url: s.URL, proxy: true, servers: servers}
+}
 
 // cachedKind is the configuration of the caching proxies.
 func (r *runner) cachedKind() proxyKind {
@@ -308,7 +328,7 @@ func (r *runner) cachedKind() proxyKind {
 
 // cachedEndpoint is a caching proxy, named for its push-down setting.
 func (r *runner) cachedEndpoint(s *server) endpoint {
-	return endpoint{name: cachedTarget(r.opts.CachedPushDown), url: s.URL, proxy: true}
+	return r.proxyEndpoint(cachedTarget(r.opts.CachedPushDown), s)
 }
 
 func cachedTarget(pushDown bool) string {
@@ -353,8 +373,8 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 	r.measured(off, TargetProxy, conc)
 	r.measured(on, TargetPushDown, conc)
 	r.measured(reassoc, TargetReassociate, conc)
-	targets := []endpoint{r.refEndpoint(), {name: TargetProxy, url: off.URL, proxy: true}, {name: TargetPushDown, url: on.URL, proxy: true},
-		{name: TargetReassociate, url: reassoc.URL, proxy: true}}
+	targets := []endpoint{r.refEndpoint(), r.proxyEndpoint(TargetProxy, off), r.proxyEndpoint(TargetPushDown, on),
+		r.proxyEndpoint(TargetReassociate, reassoc)}
 	if r.opts.Compare != "" {
 		targets = append(targets, endpoint{name: TargetCompare, url: r.opts.Compare})
 	}
