@@ -3,6 +3,7 @@
 package load
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +25,9 @@ var (
 	fairDuration = envDuration("FAIR_DURATION", 30*time.Second)
 	fairIdle     = envDuration("FAIR_IDLE", 20*time.Second)
 	fairAttempts = envInt("FAIR_ATTEMPTS", 2)
+	// fairSlowest, when set, logs B's slowest requests under load with the
+	// requests of A that overlapped them.
+	fairSlowest = envInt("FAIR_SLOWEST", 0)
 )
 
 // FairnessReport is what one scheduler configuration measured.
@@ -102,8 +106,9 @@ func TestFairness(t *testing.T) {
 
 		stop := make(chan struct{})
 		var (
-			mu sync.Mutex
-			wg sync.WaitGroup
+			mu      sync.Mutex
+			wg      sync.WaitGroup
+			answers []span // A's answered requests, as its clients saw them
 		)
 		for range 8 {
 			wg.Go(func() {
@@ -113,6 +118,7 @@ func TestFairness(t *testing.T) {
 						return
 					default:
 					}
+					sent := time.Now()
 					a, err := sendDiscarding(client, p.url, heavy, "team-a")
 					key := "error"
 					if err == nil {
@@ -120,6 +126,9 @@ func TestFairness(t *testing.T) {
 					}
 					mu.Lock()
 					rep.A[key]++
+					if err == nil && a.code == http.StatusOK {
+						answers = append(answers, span{sent, time.Now()})
+					}
 					mu.Unlock()
 					if err == nil && a.code == http.StatusTooManyRequests {
 						// A impatient neighbour: retries after at most 1s,
@@ -136,6 +145,7 @@ func TestFairness(t *testing.T) {
 		loaded := lightLoop(client, p.url, light, fairDuration)
 		close(stop)
 		wg.Wait()
+		logSlowest(t, loaded, answers, fairSlowest)
 		after := lightLoop(client, p.url, light, fairIdle/2)
 		idle.lat = append(idle.lat, after.lat...)
 		idle.failed += after.failed
@@ -203,6 +213,7 @@ func TestFairness(t *testing.T) {
 }
 
 type lightRun struct {
+	sent   []time.Time
 	lat    []time.Duration
 	failed int
 	first  string
@@ -228,6 +239,7 @@ func lightLoop(c *http.Client, base string, r request, d time.Duration) lightRun
 		t0 := time.Now()
 		a, err := sendAs(c, base, r, "team-b")
 		run.lat = append(run.lat, time.Since(t0))
+		run.sent = append(run.sent, t0)
 		problem := ""
 		switch {
 		case err != nil:
@@ -244,6 +256,31 @@ func lightLoop(c *http.Client, base string, r request, d time.Duration) lightRun
 		<-tick.C
 	}
 	return run
+}
+
+// span is when a client sent a request and when it had the whole answer.
+type span struct{ sent, done time.Time }
+
+// logSlowest logs run's n slowest requests, each with the requests of
+// others that overlapped it, their start and end relative to its start:
+// what B's tail coincides with.
+func logSlowest(t *testing.T, run lightRun, others []span, n int) {
+	order := make([]int, len(run.lat))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(run.lat[b], run.lat[a]) })
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	for _, i := range order[:min(n, len(order))] {
+		start, end := run.sent[i], run.sent[i].Add(run.lat[i])
+		var b strings.Builder
+		for _, o := range others {
+			if o.sent.Before(end) && o.done.After(start) {
+				fmt.Fprintf(&b, " [%+.1f ms, %+.1f ms]", ms(o.sent.Sub(start)), ms(o.done.Sub(start)))
+			}
+		}
+		t.Logf("B took %.1f ms; A's requests overlapping it (sent, answered):%s", ms(run.lat[i]), b.String())
+	}
 }
 
 // sendAs is send with X-Tenant-Namespace set and Retry-After read.
