@@ -219,20 +219,27 @@ func (rep *Report) ratioCells(cols []column, conc int) string {
 	return b.String()
 }
 
-// cpuCells are the table cells of each column's CPU seconds per pass, and
-// its multiple of the reference's.
+// cpuCells are the table cells of each column's CPU seconds per pass, its
+// multiple of the reference's, and the proxy's own part.
 func cpuCells(cols []column, cs ConcSummary) string {
 	var b strings.Builder
 	ref := cs.CPUSeconds["reference"]
 	for _, c := range cols {
 		sec, ok := cs.CPUSeconds[c.name]
+		var parts []string
+		if c.name != "reference" && ref > 0 {
+			parts = append(parts, ratioString(sec/ref))
+		}
+		if own, ok := cs.ProxyCPUSeconds[c.name]; ok {
+			parts = append(parts, fmt.Sprintf("proxy %.2f", own))
+		}
 		switch {
 		case !ok:
 			b.WriteString(" – |")
-		case c.name == "reference" || ref == 0:
+		case len(parts) == 0:
 			fmt.Fprintf(&b, " %.2f |", sec)
 		default:
-			fmt.Fprintf(&b, " %.2f (%s) |", sec, ratioString(sec/ref))
+			fmt.Fprintf(&b, " %.2f (%s) |", sec, strings.Join(parts, "; "))
 		}
 	}
 	return b.String()

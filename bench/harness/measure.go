@@ -130,9 +130,9 @@ func (r *runner) one(ctx context.Context, phase string, t endpoint, rq request, 
 			return nil, nil, err
 		}
 	}
-	cpu0 := cpuOf(t.servers)
+	cpu0 := t.cpu()
 	d, body, err := query(ctx, r.hc, t.url, rq, keep)
-	cpu := cpuOf(t.servers) - cpu0
+	cpu := t.cpu().sub(cpu0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
@@ -157,7 +157,7 @@ func (r *runner) one(ctx context.Context, phase string, t endpoint, rq request, 
 	ps := r.passStats(passKey{phase, t.name, 1})
 	ps.execs++
 	ps.busy += d
-	ps.cpu += cpu
+	ps.cpu = ps.cpu.add(cpu)
 	ps.cpuCounted = len(t.servers) > 0
 	if t.proxy {
 		c.deltas = append(c.deltas, delta)
@@ -211,7 +211,7 @@ func (r *runner) pass(ctx context.Context, phase string, t endpoint, conc int, r
 	}
 	close(queue)
 	var wg sync.WaitGroup
-	cpu0 := cpuOf(t.servers)
+	cpu0 := t.cpu()
 	t0 := time.Now()
 	for range conc {
 		wg.Go(func() {
@@ -236,7 +236,7 @@ func (r *runner) pass(ctx context.Context, phase string, t endpoint, conc int, r
 	}
 	wg.Wait()
 	wall := time.Since(t0)
-	cpu := cpuOf(t.servers) - cpu0
+	cpu := t.cpu().sub(cpu0)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -254,7 +254,7 @@ func (r *runner) pass(ctx context.Context, phase string, t endpoint, conc int, r
 	ps.passes++
 	ps.execs += len(reqs)
 	ps.busy += wall
-	ps.cpu += cpu
+	ps.cpu = ps.cpu.add(cpu)
 	ps.cpuCounted = len(t.servers) > 0
 	if t.proxy {
 		ps.total = ps.total.add(delta)

@@ -150,6 +150,18 @@ func cpuOf(procs []*proc) time.Duration {
 	return d
 }
 
+// cpuReading is the CPU time of an endpoint's servers: all of them, and
+// the proxy's own share (0 for the reference).
+type cpuReading struct{ total, proxy time.Duration }
+
+func (c cpuReading) sub(o cpuReading) cpuReading {
+	return cpuReading{c.total - o.total, c.proxy - o.proxy}
+}
+
+func (c cpuReading) add(o cpuReading) cpuReading {
+	return cpuReading{c.total + o.total, c.proxy + o.proxy}
+}
+
 // logTail returns about the last n bytes of the child's log.
 func (p *proc) logTail(n int64) string {
 	b, err := os.ReadFile(p.logPath)

@@ -165,6 +165,8 @@ type PhaseReport struct {
 	// CPUSecondsPerPass is the CPU time the servers answering used per
 	// pass: the reference alone, or a proxy and all the backends.
 	CPUSecondsPerPass *float64 `json:"cpu_seconds_per_pass,omitempty"`
+	// ProxyCPUSecondsPerPass is the proxy's own part of it.
+	ProxyCPUSecondsPerPass *float64 `json:"proxy_cpu_seconds_per_pass,omitempty"`
 	// Per pass over the dashboard, when counted (proxy targets).
 	BackendReadsPerPass         *float64 `json:"backend_reads_per_pass,omitempty"`
 	BackendBytesPerPass         *float64 `json:"backend_bytes_per_pass,omitempty"`
@@ -255,6 +257,8 @@ type ConcSummary struct {
 	QPS                map[string]float64 `json:"qps"`
 	// CPUSeconds per dashboard pass of the servers answering each column.
 	CPUSeconds map[string]float64 `json:"cpu_seconds_per_pass,omitempty"`
+	// ProxyCPUSeconds is the proxy's own part of CPUSeconds.
+	ProxyCPUSeconds map[string]float64 `json:"proxy_cpu_seconds_per_pass,omitempty"`
 }
 
 // Goal is a target of the issue and whether this run met it.
@@ -519,7 +523,10 @@ func (r *runner) report(started time.Time) *Report {
 			pr.QPS = float64(ps.execs) / ps.busy.Seconds()
 		}
 		if ps.cpuCounted && ps.passes > 0 {
-			pr.CPUSecondsPerPass = ptr(ps.cpu.Seconds() / float64(ps.passes))
+			pr.CPUSecondsPerPass = ptr(ps.cpu.total.Seconds() / float64(ps.passes))
+			if ps.cpu.proxy > 0 {
+				pr.ProxyCPUSecondsPerPass = ptr(ps.cpu.proxy.Seconds() / float64(ps.passes))
+			}
 		}
 		if t := ps.total; ps.counted && ps.passes > 0 {
 			n := float64(ps.passes)
@@ -591,7 +598,7 @@ func (r *runner) summarize(rep *Report) {
 		phaseByKey[passKey{p.Phase, p.Target, p.Concurrency}] = p
 	}
 	for _, c := range r.opts.Concurrency {
-		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}, CPUSeconds: map[string]float64{}}
+		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}, CPUSeconds: map[string]float64{}, ProxyCPUSeconds: map[string]float64{}}
 		cs.UncachedRatio = phaseByKey[passKey{PhaseUncached, TargetProxy, c}].RatioGeomean
 		cs.PushDownRatio = phaseByKey[passKey{PhaseUncached, TargetPushDown, c}].RatioGeomean
 		cs.ReassociateRatio = phaseByKey[passKey{PhaseUncached, TargetReassociate, c}].RatioGeomean
@@ -626,6 +633,9 @@ func (r *runner) summarize(rep *Report) {
 				cs.QPS[col.name] = p.QPS
 				if p.CPUSecondsPerPass != nil {
 					cs.CPUSeconds[col.name] = *p.CPUSecondsPerPass
+				}
+				if p.ProxyCPUSecondsPerPass != nil {
+					cs.ProxyCPUSeconds[col.name] = *p.ProxyCPUSecondsPerPass
 				}
 			}
 		}

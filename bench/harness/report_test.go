@@ -178,12 +178,13 @@ func TestRenderCPU(t *testing.T) {
 	rep := reassociateReport()
 	for i := range rep.Summary.PerConcurrency {
 		rep.Summary.PerConcurrency[i].CPUSeconds = map[string]float64{"reference": 2, "uncached": 5, "uncached push-down": 3}
+		rep.Summary.PerConcurrency[i].ProxyCPUSeconds = map[string]float64{"uncached": 1.5}
 	}
 	md := rep.Markdown()
-	if want := "| CPU per pass, concurrency 4 (s; the reference, or the proxy and its backends) | 2.00 | 5.00 (2.50×) | 3.00 (1.50×) | – |"; !strings.Contains(md, want) {
+	if want := "| CPU per pass, concurrency 4 (s; the reference, or the proxy and its backends) | 2.00 | 5.00 (2.50×; proxy 1.50) | 3.00 (1.50×) | – |"; !strings.Contains(md, want) {
 		t.Errorf("Markdown lacks %q:\n%s", want, md)
 	}
-	if want := "| CPU seconds per load, concurrency 4 (reference, or proxy + backends) | 2.00 | 5.00 (2.50×) | 3.00 (1.50×) | – |"; !strings.Contains(rep.ReadmeSection(), want) {
+	if want := "| CPU seconds per load, concurrency 4 (reference, or proxy + backends) | 2.00 | 5.00 (2.50×; proxy 1.50) | 3.00 (1.50×) | – |"; !strings.Contains(rep.ReadmeSection(), want) {
 		t.Errorf("README section lacks %q:\n%s", want, rep.ReadmeSection())
 	}
 	if strings.Contains(readmeReport().ReadmeSection(), "CPU seconds") {

@@ -40,9 +40,18 @@ type endpoint struct {
 	// proxy endpoints have their backend reads counted around each request.
 	proxy bool
 	// servers are the processes whose CPU time answers the endpoint's
-	// queries: the reference, or a proxy and the backends (none for
-	// --compare).
+	// queries: the reference, or a proxy (first) and the backends (none
+	// for --compare).
 	servers []*proc
+}
+
+// cpu reads the CPU time of the endpoint's servers.
+func (e endpoint) cpu() cpuReading {
+	r := cpuReading{total: cpuOf(e.servers)}
+	if e.proxy && len(e.servers) > 0 {
+		r.proxy = e.servers[0].cpuTime()
+	}
+	return r
 }
 
 type cellKey struct {
@@ -75,7 +84,7 @@ type passStats struct {
 	counted bool
 	// cpu is the CPU time the endpoint's servers used answering, when
 	// it has servers (cpuCounted).
-	cpu        time.Duration
+	cpu        cpuReading
 	cpuCounted bool
 }
 
