@@ -509,7 +509,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		zero T
 		errs []error
 	)
-	replicas := g.Order(f.opts.LoadBalancing)
+	replicas := orderForContext(ctx, g.Name, g.Order(f.opts.LoadBalancing))
 	if len(replicas) == 0 {
 		return zero, &GroupError{Group: g.Name, Errs: []error{errors.New("no replicas")}}
 	}

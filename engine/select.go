@@ -80,7 +80,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 				if buffered {
 					return drained(applyToSeriesSet(g, ss))
 				}
-				return streamedGroup(ctx, q.f, g, ss), nil
+				return streamedGroup(ctx, q.f, g, c.URL(), ss), nil
 			})
 			if err != nil {
 				return storage.ErrSeriesSet(err)

@@ -106,7 +106,10 @@ func (l *lazySeriesSet) Warnings() annotations.Annotations {
 // those twice, and going on would answer short.
 type StreamError struct {
 	Group string
-	Err   error
+	// Replica is the backend that broke off (redacted URL), which a second
+	// evaluation tries last (ReEvaluating); never shown to a tenant.
+	Replica string
+	Err     error
 }
 
 func (e *StreamError) Error() string {
@@ -118,7 +121,7 @@ func (e *StreamError) Unwrap() error { return e.Err }
 // streamedGroup shows one group's streamed answer as its answers must look
 // (applyToSeriesSet) and turns a stream that breaks into a query error a
 // tenant may read.
-func streamedGroup(ctx context.Context, f *Fanout, g *discovery.Group, ss storage.SeriesSet) storage.SeriesSet {
+func streamedGroup(ctx context.Context, f *Fanout, g *discovery.Group, backend string, ss storage.SeriesSet) storage.SeriesSet {
 	if _, ok := ss.(interface{ Close() }); !ok {
 		// Read whole already (several matcher sets, or buffer_reads).
 		return applyToSeriesSet(g, ss)
@@ -143,8 +146,8 @@ func streamedGroup(ctx context.Context, f *Fanout, g *discovery.Group, ss storag
 				// that is its error, not the backend's.
 				return contextError(ctx, "read")
 			}
-			f.opts.Logger.Warn("backend answer broke off", "group", g.Name, "err", err)
-			return &UnavailableError{Err: tenantSafe(ctx, &StreamError{Group: g.Name, Err: err})}
+			f.opts.Logger.Warn("backend answer broke off", "group", g.Name, "backend", backend, "err", err)
+			return &UnavailableError{Err: tenantSafe(ctx, &StreamError{Group: g.Name, Replica: backend, Err: err})}
 		},
 	}
 }

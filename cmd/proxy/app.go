@@ -82,6 +82,9 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	if cfg.Engine.PushDown.Enabled {
 		qe = pushDown
 	}
+	if qe, err = engine.NewReEvaluating(qe, reg, logger.With("component", "promql")); err != nil {
+		return nil, err
+	}
 	results, err := cache.New(cfg.Cache, qe, reg, logger.With("component", "cache"))
 	if err != nil {
 		return nil, err

@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/stats"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+)
+
+// ReEvaluating runs a query once more when a group's streamed answer broke
+// off after some of its series had reached the engine (StreamError): that
+// query cannot fail over within the read, since the series already taken
+// would count twice, but a fresh evaluation can, with the replica that
+// broke off tried last in its group. A replica killed under load then costs
+// the queries reading from it a second evaluation, not an error. Any other
+// failure, and a second break, is the query's answer as before.
+type ReEvaluating struct {
+	next   promql.QueryEngine
+	logger *slog.Logger
+	again  prometheus.Counter
+}
+
+// NewReEvaluating wraps next; reg may be nil.
+func NewReEvaluating(next promql.QueryEngine, reg prometheus.Registerer, logger *slog.Logger) (*ReEvaluating, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	r := &ReEvaluating{next: next, logger: logger, again: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "prometheus_proxy_reevaluations_total",
+		Help: "Queries evaluated a second time because a group's streamed answer broke off mid-stream.",
+	})}
+	if reg != nil {
+		if err := reg.Register(r.again); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// NewInstantQuery implements promql.QueryEngine.
+func (r *ReEvaluating) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
+	first, err := r.next.NewInstantQuery(ctx, q, opts, qs, ts)
+	if err != nil {
+		return nil, err
+	}
+	return &reEvaluatedQuery{Query: first, r: r, again: func() (promql.Query, error) {
+		return r.next.NewInstantQuery(ctx, q, opts, qs, ts)
+	}}, nil
+}
+
+// NewRangeQuery implements promql.QueryEngine.
+func (r *ReEvaluating) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
+	first, err := r.next.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	if err != nil {
+		return nil, err
+	}
+	return &reEvaluatedQuery{Query: first, r: r, again: func() (promql.Query, error) {
+		return r.next.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	}}, nil
+}
+
+type reEvaluatedQuery struct {
+	promql.Query // the first evaluation
+	r            *ReEvaluating
+	again        func() (promql.Query, error)
+	second       promql.Query // once run
+}
+
+func (q *reEvaluatedQuery) Exec(ctx context.Context) *promql.Result {
+	res := q.Query.Exec(ctx)
+	se := (*StreamError)(nil)
+	if res.Err == nil || q.second != nil || !errors.As(res.Err, &se) || se.Replica == "" || ctx.Err() != nil {
+		return res
+	}
+	second, err := q.again()
+	if err != nil {
+		return res
+	}
+	q.second = second
+	q.r.again.Inc()
+	q.r.logger.Warn("query evaluated again: a group's answer broke off mid-stream",
+		"query", q.Query.String(), "group", se.Group, "backend", se.Replica, "err", se.Err)
+	return second.Exec(withReplicaLast(ctx, se.Group, se.Replica))
+}
+
+// Close releases both evaluations.
+func (q *reEvaluatedQuery) Close() {
+	q.Query.Close()
+	if q.second != nil {
+		q.second.Close()
+	}
+}
+
+// Cancel cancels whichever evaluation runs.
+func (q *reEvaluatedQuery) Cancel() {
+	q.Query.Cancel()
+	if q.second != nil {
+		q.second.Cancel()
+	}
+}
+
+// Stats are those of the evaluation that answered.
+func (q *reEvaluatedQuery) Stats() *stats.Statistics {
+	if q.second != nil {
+		return q.second.Stats()
+	}
+	return q.Query.Stats()
+}
+
+type replicaLastKey struct{}
+
+// replicaLast names a group's replica to be tried after the others.
+type replicaLast struct{ group, backend string }
+
+func withReplicaLast(ctx context.Context, group, backend string) context.Context {
+	prev, _ := ctx.Value(replicaLastKey{}).([]replicaLast)
+	// A client's URL has no trailing slash; discovery's may.
+	return context.WithValue(ctx, replicaLastKey{}, append(slices.Clip(prev), replicaLast{group, strings.TrimRight(backend, "/")}))
+}
+
+// orderForContext moves the replicas of g that ctx names (a previous
+// evaluation's answer from them broke off) to the end, keeping the order of
+// the others; with no other replica they are still tried.
+func orderForContext(ctx context.Context, g string, replicas []*discovery.Replica) []*discovery.Replica {
+	last, _ := ctx.Value(replicaLastKey{}).([]replicaLast)
+	if len(last) == 0 {
+		return replicas
+	}
+	named := func(r *discovery.Replica) bool {
+		return slices.Contains(last, replicaLast{g, strings.TrimRight(remote.RedactURL(r.URL), "/")})
+	}
+	out := make([]*discovery.Replica, 0, len(replicas))
+	for _, r := range replicas {
+		if !named(r) {
+			out = append(out, r)
+		}
+	}
+	for _, r := range replicas {
+		if named(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
