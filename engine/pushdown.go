@@ -196,6 +196,24 @@ func sameEngine(v string) bool {
 	return engineRelease != "" && (v == engineRelease || strings.HasPrefix(v, engineRelease+"."))
 }
 
+// answerChangingFeatures are the backend feature flags under which the
+// same PromQL answers differently from the proxy's engine, which runs with
+// none of them (delayed name removal keeps __name__ through functions until
+// the end of the evaluation).
+var answerChangingFeatures = []string{"promql-delayed-name-removal"}
+
+// answerChangingFeature returns the first of answerChangingFeatures in a
+// backend's --enable-feature value (comma-separated, possibly bracketed),
+// or "".
+func answerChangingFeature(enabled string) string {
+	for _, f := range strings.FieldsFunc(enabled, func(r rune) bool { return r == ',' || r == ' ' || r == '[' || r == ']' }) {
+		if slices.Contains(answerChangingFeatures, f) {
+			return f
+		}
+	}
+	return ""
+}
+
 // errNotExact says why a fragment's answer is not used.
 var errNotExact = errors.New("push-down answer not exact")
 
@@ -246,6 +264,16 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookba
 				}
 				if !sameEngine(v) {
 					return answer{refused: fmt.Errorf("%w: group %s runs Prometheus %q; the proxy evaluates with %s, and releases evaluate differently", errNotExact, g.Name, v, engineRelease)}, nil
+				}
+				flags, err := c.Flags(ctx)
+				if err != nil {
+					if ctx.Err() != nil {
+						return answer{}, err
+					}
+					return answer{refused: fmt.Errorf("%w: group %s does not tell its feature flags (%v), and some change what a query answers", errNotExact, g.Name, err)}, nil
+				}
+				if f := answerChangingFeature(flags["enable-feature"]); f != "" {
+					return answer{refused: fmt.Errorf("%w: group %s runs with --enable-feature=%s, which the proxy's engine does not, and its answers differ", errNotExact, g.Name, f)}, nil
 				}
 				// The probe and the query run at once; the answer waits
 				// for the probe's verdict.

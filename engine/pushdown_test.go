@@ -41,6 +41,21 @@ func TestEngineRelease(t *testing.T) {
 	}
 }
 
+func TestAnswerChangingFeature(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                            "",
+		"exemplar-storage":            "",
+		"promql-delayed-name-removal": "promql-delayed-name-removal",
+		"exemplar-storage,promql-delayed-name-removal":   "promql-delayed-name-removal",
+		"[exemplar-storage promql-delayed-name-removal]": "promql-delayed-name-removal",
+		"promql-delayed-name-removal-not":                "",
+	} {
+		if got := answerChangingFeature(in); got != want {
+			t.Errorf("answerChangingFeature(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // A pushed answer with a missing step must stay missing in the proxy's
 // evaluation: without the stale markers fragmentSeries writes, the engine's
 // lookback would carry the previous step's value over.

@@ -83,6 +83,7 @@ type Client struct {
 	http *http.Client
 	// version is the backend's Prometheus version, once known (query.go).
 	version atomic.Pointer[string]
+	flags   atomic.Pointer[map[string]string]
 	// closed makes a stream that ends after Close drop its connection too.
 	closed atomic.Bool
 }

@@ -135,3 +135,18 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 	c.version.Store(&data.Version)
 	return data.Version, nil
 }
+
+// Flags returns the flags the backend was started with
+// (/api/v1/status/flags, every value as a string), asked once per client:
+// some feature flags change what a query answers.
+func (c *Client) Flags(ctx context.Context) (map[string]string, error) {
+	if f := c.flags.Load(); f != nil {
+		return *f, nil
+	}
+	var data map[string]string
+	if _, err := c.apiGet(ctx, "/api/v1/status/flags", nil, &data); err != nil {
+		return nil, err
+	}
+	c.flags.Store(&data)
+	return data, nil
+}

@@ -92,11 +92,15 @@ func combinedRequests(data datagen.Config) []apiRequest { return exprRequests(da
 
 // startShards starts one Prometheus per cluster holding what keep(i) lets
 // through of shard i, and a reference holding what ref lets through of all.
-func startShards(t *testing.T, name string, kinds []testenv.Kind, keep func(shard int) func(labels.Labels) bool, ref func(labels.Labels) bool) *fleet {
+func startShards(t *testing.T, name string, kinds []testenv.Kind, keep func(shard int) func(labels.Labels) bool, ref func(labels.Labels) bool, shardOpts ...func(shard int) []testenv.Option) *fleet {
 	f := &fleet{data: datagen.DefaultConfig()}
 	f.shards = make([]*testenv.Prometheus, f.data.Shards())
 	for i := range f.shards {
-		f.shards[i] = testenv.StartPrometheus(t, kinds[i%len(kinds)], openMetrics(t, f.data, i, keep(i)), testenv.WithName(name+"-"+f.data.Clusters[i]))
+		opts := []testenv.Option{testenv.WithName(name + "-" + f.data.Clusters[i])}
+		for _, so := range shardOpts {
+			opts = append(opts, so(i)...)
+		}
+		f.shards[i] = testenv.StartPrometheus(t, kinds[i%len(kinds)], openMetrics(t, f.data, i, keep(i)), opts...)
 	}
 	f.reference = testenv.StartPrometheus(t, testenv.V3, openMetrics(t, f.data, -1, ref), testenv.WithName(name+"-reference"))
 	return f
@@ -272,6 +276,35 @@ func TestPushDown(t *testing.T) {
 		compareAnswers(t, r.String(), doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
 		if pushed, fallback := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"); pushed != 0 || fallback != 1 {
 			t.Errorf("pushed %v, fell back %v; want 0 and 1", pushed, fallback)
+		}
+	})
+
+	t.Run("DelayedNameRemoval", func(t *testing.T) {
+		// A backend started with promql-delayed-name-removal keeps
+		// __name__ through functions until the end, as the proxy's engine
+		// does not: its group makes every query fall back.
+		f := startShards(t, "delayed", []testenv.Kind{testenv.V3}, func(i int) func(labels.Labels) bool {
+			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
+		}, ownCluster, func(i int) []testenv.Option {
+			if i == 1 {
+				return []testenv.Option{testenv.WithFlags("--enable-feature=promql-delayed-name-removal")}
+			}
+			return nil
+		})
+		r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`max by (namespace) (rate(http_requests_total[5m]))`}, "time": {formatTime(f.data.Start.Add(30 * time.Minute))}}}
+		p := startProxy(t, pushDownConfig(f, true))
+		compareAnswers(t, r.String(), doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
+		if pushed, fallback := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"); pushed != 0 || fallback != 1 {
+			t.Errorf("pushed %v, fell back %v; want 0 and 1", pushed, fallback)
+		}
+		// The control: the same query over the same shards without the flag is pushed.
+		g := startShards(t, "undelayed", []testenv.Kind{testenv.V3}, func(i int) func(labels.Labels) bool {
+			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
+		}, ownCluster)
+		q := startProxy(t, pushDownConfig(g, true))
+		compareAnswers(t, r.String(), doRequest(t, g.reference.URL, r), doRequest(t, q.URL, r))
+		if pushed := pushDownCount(t, q, "pushed"); pushed != 1 {
+			t.Errorf("without the flag: pushed %v, want 1", pushed)
 		}
 	})
 
