@@ -82,8 +82,8 @@ type Client struct {
 	read promremote.ReadClient
 	http *http.Client
 	// version is the backend's Prometheus version, once known (query.go).
-	version atomic.Pointer[string]
-	flags   atomic.Pointer[map[string]string]
+	version atomic.Pointer[fetched[string]]
+	flags   atomic.Pointer[fetched[map[string]string]]
 	// closed makes a stream that ends after Close drop its connection too.
 	closed atomic.Bool
 }

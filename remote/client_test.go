@@ -1,7 +1,10 @@
 package remote
 
 import (
+	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -84,5 +87,29 @@ func TestTimeRangeOmitsUnboundedEnds(t *testing.T) {
 	p = timeRange(1500, 2000, nil)
 	if p.Get("start") != "1.500" || p.Get("end") != "2.000" {
 		t.Errorf("range sent as %v", p)
+	}
+}
+
+// TestEngineFactsAreReused: a backend's version and flags are read once
+// and reused while young; an old reading, or a failed one, is read again.
+func TestEngineFactsAreReused(t *testing.T) {
+	var p atomic.Pointer[fetched[string]]
+	reads := 0
+	get := func() (string, error) { reads++; return "3.16.0", nil }
+	for range 3 {
+		if v, err := reuse(&p, get); err != nil || v != "3.16.0" {
+			t.Fatalf("reuse = %q, %v", v, err)
+		}
+	}
+	if reads != 1 {
+		t.Fatalf("%d reads for three uses within %v, want 1", reads, engineFactsFor)
+	}
+	p.Store(&fetched[string]{"3.15.0", time.Now().Add(-engineFactsFor - time.Second)})
+	if v, _ := reuse(&p, get); v != "3.16.0" || reads != 2 {
+		t.Errorf("an old reading was reused (%q, %d reads): a restarted backend would not be noticed", v, reads)
+	}
+	p.Store(nil)
+	if _, err := reuse(&p, func() (string, error) { return "", errors.New("down") }); err == nil || p.Load() != nil {
+		t.Error("a failed reading was kept")
 	}
 }

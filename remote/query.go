@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -119,34 +120,52 @@ func parsePoint(pt []json.RawMessage) (int64, float64, error) {
 	return int64(math.Round(sec * 1000)), v, nil
 }
 
+// engineFactsFor is how long a backend's version and flags are reused: a
+// backend restarted as another release or with other flags under the same
+// URL is noticed within it.
+const engineFactsFor = time.Minute
+
+// fetched is a value read from the backend, and when.
+type fetched[T any] struct {
+	v  T
+	at time.Time
+}
+
+// reuse returns the value in p while it is younger than engineFactsFor,
+// else reads it again with get.
+func reuse[T any](p *atomic.Pointer[fetched[T]], get func() (T, error)) (T, error) {
+	if f := p.Load(); f != nil && time.Since(f.at) < engineFactsFor {
+		return f.v, nil
+	}
+	v, err := get()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	p.Store(&fetched[T]{v, time.Now()})
+	return v, nil
+}
+
 // Version returns the backend's Prometheus version (/api/v1/status/buildinfo),
-// asked once per client: a pushed query is only exact on the engine the
+// reused for engineFactsFor: a pushed query is only exact on the engine the
 // proxy evaluates with, and engines differ between releases.
 func (c *Client) Version(ctx context.Context) (string, error) {
-	if v := c.version.Load(); v != nil {
-		return *v, nil
-	}
-	var data struct {
-		Version string `json:"version"`
-	}
-	if _, err := c.apiGet(ctx, "/api/v1/status/buildinfo", nil, &data); err != nil {
-		return "", err
-	}
-	c.version.Store(&data.Version)
-	return data.Version, nil
+	return reuse(&c.version, func() (string, error) {
+		var data struct {
+			Version string `json:"version"`
+		}
+		_, err := c.apiGet(ctx, "/api/v1/status/buildinfo", nil, &data)
+		return data.Version, err
+	})
 }
 
 // Flags returns the flags the backend was started with
-// (/api/v1/status/flags, every value as a string), asked once per client:
-// some feature flags change what a query answers.
+// (/api/v1/status/flags, every value as a string), reused for
+// engineFactsFor: some feature flags change what a query answers.
 func (c *Client) Flags(ctx context.Context) (map[string]string, error) {
-	if f := c.flags.Load(); f != nil {
-		return *f, nil
-	}
-	var data map[string]string
-	if _, err := c.apiGet(ctx, "/api/v1/status/flags", nil, &data); err != nil {
-		return nil, err
-	}
-	c.flags.Store(&data)
-	return data, nil
+	return reuse(&c.flags, func() (map[string]string, error) {
+		var data map[string]string
+		_, err := c.apiGet(ctx, "/api/v1/status/flags", nil, &data)
+		return data, err
+	})
 }
