@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
-	"github.com/prometheus/prometheus/util/stats"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
@@ -120,20 +119,19 @@ func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Querya
 	if err != nil || !pl.Pushed() {
 		return orig
 	}
-	return &pushedQuery{Query: orig, p: p, plan: pl, q: q, opts: opts, r: r}
+	return &pushedQuery{relayQuery: relayQuery{Query: orig}, p: p, plan: pl, q: q, opts: opts, r: r}
 }
 
 // pushedQuery runs the plan's fragments on the backends first; then either
 // the rewritten query over their answers or, when a fragment cannot be
 // answered exactly, the original query.
 type pushedQuery struct {
-	promql.Query // the original: Statement, String, and the fallback
-	p            *PushDown
-	plan         *plan.Plan
-	q            storage.Queryable
-	opts         promql.QueryOpts
-	r            evalRange
-	ran          promql.Query // the rewritten query, once run
+	relayQuery // the original (Statement, String, the fallback); next: the rewritten query, once run
+	p          *PushDown
+	plan       *plan.Plan
+	q          storage.Queryable
+	opts       promql.QueryOpts
+	r          evalRange
 }
 
 func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
@@ -158,7 +156,7 @@ func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
 		pq.p.logger.Error("push-down: rewritten query refused", "query", pq.plan.Expr.String(), "err", err)
 		return pq.Query.Exec(ctx)
 	}
-	pq.ran = rewritten
+	pq.next = rewritten
 	pq.p.outcomes.WithLabelValues("pushed").Inc()
 	return rewritten.Exec(ctx)
 }
@@ -168,20 +166,6 @@ func (pq *pushedQuery) lookback() time.Duration {
 		return pq.opts.LookbackDelta()
 	}
 	return pq.p.lookback
-}
-
-func (pq *pushedQuery) Stats() *stats.Statistics {
-	if pq.ran != nil {
-		return pq.ran.Stats()
-	}
-	return pq.Query.Stats()
-}
-
-func (pq *pushedQuery) Close() {
-	if pq.ran != nil {
-		pq.ran.Close()
-	}
-	pq.Query.Close()
 }
 
 // engineRelease is the major.minor release of the Prometheus module the

@@ -49,72 +49,73 @@ func NewReEvaluating(next promql.QueryEngine, reg prometheus.Registerer, logger 
 
 // NewInstantQuery implements promql.QueryEngine.
 func (r *ReEvaluating) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
-	first, err := r.next.NewInstantQuery(ctx, q, opts, qs, ts)
-	if err != nil {
-		return nil, err
-	}
-	return &reEvaluatedQuery{Query: first, r: r, again: func() (promql.Query, error) {
-		return r.next.NewInstantQuery(ctx, q, opts, qs, ts)
-	}}, nil
+	return r.wrap(func() (promql.Query, error) { return r.next.NewInstantQuery(ctx, q, opts, qs, ts) })
 }
 
 // NewRangeQuery implements promql.QueryEngine.
 func (r *ReEvaluating) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
-	first, err := r.next.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	return r.wrap(func() (promql.Query, error) { return r.next.NewRangeQuery(ctx, q, opts, qs, start, end, step) })
+}
+
+// wrap makes the first evaluation with newQuery, which makes the second too.
+func (r *ReEvaluating) wrap(newQuery func() (promql.Query, error)) (promql.Query, error) {
+	first, err := newQuery()
 	if err != nil {
 		return nil, err
 	}
-	return &reEvaluatedQuery{Query: first, r: r, again: func() (promql.Query, error) {
-		return r.next.NewRangeQuery(ctx, q, opts, qs, start, end, step)
-	}}, nil
+	return &reEvaluatedQuery{relayQuery: relayQuery{Query: first}, r: r, again: newQuery}, nil
 }
 
 type reEvaluatedQuery struct {
-	promql.Query // the first evaluation
-	r            *ReEvaluating
-	again        func() (promql.Query, error)
-	second       promql.Query // once run
+	relayQuery // the first evaluation; next: the second, once run
+	r          *ReEvaluating
+	again      func() (promql.Query, error)
 }
 
 func (q *reEvaluatedQuery) Exec(ctx context.Context) *promql.Result {
 	res := q.Query.Exec(ctx)
 	se := (*StreamError)(nil)
-	if res.Err == nil || q.second != nil || !errors.As(res.Err, &se) || se.Replica == "" || ctx.Err() != nil {
+	if res.Err == nil || q.next != nil || !errors.As(res.Err, &se) || se.Replica == "" || ctx.Err() != nil {
 		return res
 	}
 	second, err := q.again()
 	if err != nil {
 		return res
 	}
-	q.second = second
+	q.next = second
 	q.r.again.Inc()
 	q.r.logger.Warn("query evaluated again: a group's answer broke off mid-stream",
 		"query", q.Query.String(), "group", se.Group, "backend", se.Replica, "err", se.Err)
 	return second.Exec(withReplicaLast(ctx, se.Group, se.Replica))
 }
 
-// Close releases both evaluations.
-func (q *reEvaluatedQuery) Close() {
-	q.Query.Close()
-	if q.second != nil {
-		q.second.Close()
-	}
+// relayQuery is a query that may hand its evaluation over to a second one
+// (push-down's rewritten query, a re-evaluation): its statistics are the
+// second's once that ran, Cancel reaches both, Close releases both.
+type relayQuery struct {
+	promql.Query              // the first
+	next         promql.Query // the one it handed over to, once it did
 }
 
-// Cancel cancels whichever evaluation runs.
-func (q *reEvaluatedQuery) Cancel() {
-	q.Query.Cancel()
-	if q.second != nil {
-		q.second.Cancel()
-	}
-}
-
-// Stats are those of the evaluation that answered.
-func (q *reEvaluatedQuery) Stats() *stats.Statistics {
-	if q.second != nil {
-		return q.second.Stats()
+func (q *relayQuery) Stats() *stats.Statistics {
+	if q.next != nil {
+		return q.next.Stats()
 	}
 	return q.Query.Stats()
+}
+
+func (q *relayQuery) Cancel() {
+	q.Query.Cancel()
+	if q.next != nil {
+		q.next.Cancel()
+	}
+}
+
+func (q *relayQuery) Close() {
+	if q.next != nil {
+		q.next.Close()
+	}
+	q.Query.Close()
 }
 
 type replicaLastKey struct{}
