@@ -200,18 +200,9 @@ func (g *Group) rewriteSet(ext labels.Labels, set []*labels.Matcher) ([][]*label
 		if !m.Matches(v) {
 			return nil, fmt.Sprintf("group label %s=%q contradicts matcher %s", m.Name, v, m)
 		}
-		if m.Matches("") {
-			appendAll(m)
-			continue
-		}
-		switch m.Type {
-		case labels.MatchEqual:
-			appendAll(labels.MustNewMatcher(labels.MatchRegexp, m.Name, regexp.QuoteMeta(m.Value)+"|"))
-		case labels.MatchRegexp:
-			appendAll(labels.MustNewMatcher(labels.MatchRegexp, m.Name, "(?:"+m.Value+")|"))
-		case labels.MatchNotEqual:
-			// m is name!="": every series of the group carries the label.
-		case labels.MatchNotRegexp:
+		stored, one := OnStoredData(m, v)
+		switch {
+		case !one:
 			// Series lacking the label, or storing a value m accepts.
 			absent := labels.MustNewMatcher(labels.MatchEqual, m.Name, "")
 			n := len(out)
@@ -220,6 +211,8 @@ func (g *Group) rewriteSet(ext labels.Labels, set []*labels.Matcher) ([][]*label
 				out[i] = append(out[i], absent)
 				out = append(out, dup)
 			}
+		case stored != nil:
+			appendAll(stored)
 		}
 	}
 	for i, ms := range out {
@@ -228,6 +221,36 @@ func (g *Group) rewriteSet(ext labels.Labels, set []*labels.Matcher) ([][]*label
 		}
 	}
 	return out, ""
+}
+
+// OnStoredData rewrites a matcher m on a label the proxy adds to the
+// group's series, whose value in the group is v (non-empty, accepted by m),
+// into what a backend evaluates on the series as it stores them: a series
+// lacking the label shows v and passes, one storing its own value passes
+// iff m accepts that value. It is the one rewrite used for remote read
+// (RewriteMatchers) and for pushed PromQL (the plan package):
+//   - m accepting "" stays m;
+//   - name="v" becomes name=~"v|", name=~"re" becomes name=~"(?:re)|"
+//     (an = matcher is never sent as is: remote read would turn it into
+//     name="" and hide the series storing the value);
+//   - name!="" needs no matcher (nil): every series of the group shows the
+//     label;
+//   - name!~"re" with re accepting "" is "absent, or a value re refuses",
+//     which no single matcher says: one is false.
+func OnStoredData(m *labels.Matcher, v string) (stored *labels.Matcher, one bool) {
+	if m.Matches("") {
+		return m, true
+	}
+	switch m.Type {
+	case labels.MatchEqual:
+		return labels.MustNewMatcher(labels.MatchRegexp, m.Name, regexp.QuoteMeta(m.Value)+"|"), true
+	case labels.MatchRegexp:
+		return labels.MustNewMatcher(labels.MatchRegexp, m.Name, "(?:"+m.Value+")|"), true
+	case labels.MatchNotEqual:
+		return nil, true
+	default:
+		return nil, false
+	}
 }
 
 // view returns the group's current view; a group no Manager has seen yet

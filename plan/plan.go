@@ -13,6 +13,7 @@
 package plan
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -164,6 +166,13 @@ type Fragment struct {
 	// Ranked, when set, makes the answer usable only where it passes
 	// Ranked.Check: a topk or bottomk combined across groups.
 	Ranked *Ranked
+	// Recheck: the answer's series carry, unchanged from their inputs,
+	// every label the tenant's rules name, so each must pass the policy
+	// (the group's labels added where a series lacks them, as the proxy
+	// shows it) or the answer is not used. Where an aggregation or
+	// function removes such a label, the rules in every pushed selector
+	// (checkEnforced) are what keeps the inputs filtered.
+	Recheck bool
 }
 
 // Ranked is a topk(k) or bottomk(k) the proxy takes over the groups'
@@ -280,7 +289,7 @@ func (p *Plan) Explain() string {
 		fmt.Fprintf(&b, "groups disjoint by label %q\n", p.Label)
 	}
 	for _, f := range p.Fragments {
-		fmt.Fprintf(&b, "fragment %s (combined=%v, keeps %v):\n", f.ID, f.Combined, f.Keep)
+		fmt.Fprintf(&b, "fragment %s (combined=%v, keeps %v, answer re-checked against the tenant's rules=%v):\n", f.ID, f.Combined, f.Keep, f.Recheck)
 		for _, q := range f.Queries {
 			if q.Skipped != "" {
 				fmt.Fprintf(&b, "  %s: not asked: %s\n", q.Group.Name, q.Skipped)
@@ -850,6 +859,52 @@ func keepsName(n parser.Expr, l string) bool {
 	return false
 }
 
+// recheckable reports whether every output series of n carries each label
+// the tenant's rules name with the value of an input series: then the
+// policy can be applied to the answer itself. The metric name is not
+// tracked (functions drop it); a label a function writes (label_replace,
+// label_join, count_values) or a join copies from the other side is not
+// its input's.
+func recheckable(n parser.Expr, policy *tenancy.Policy) bool {
+	if policy.Unrestricted() {
+		return false
+	}
+	for _, r := range policy.Rules {
+		for _, m := range r.Matchers {
+			if m.Name == labels.MetricName || !keepsName(n, m.Name) || writesLabel(n, m.Name) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// writesLabel reports whether some node of n sets label l on its output
+// to a value other than its input series' own.
+func writesLabel(n parser.Expr, l string) bool {
+	found := false
+	parser.Inspect(n, func(node parser.Node, _ []parser.Node) error {
+		switch e := node.(type) {
+		case *parser.Call:
+			if labelArgs[e.Func.Name] && len(e.Args) > 1 {
+				if s, ok := e.Args[1].(*parser.StringLiteral); ok && s.Val == l {
+					found = true
+				}
+			}
+		case *parser.AggregateExpr:
+			if s, ok := e.Param.(*parser.StringLiteral); ok && e.Op == parser.COUNT_VALUES && s.Val == l {
+				found = true
+			}
+		case *parser.BinaryExpr:
+			if e.VectorMatching != nil && slices.Contains(e.VectorMatching.Include, l) {
+				found = true
+			}
+		}
+		return nil
+	})
+	return found
+}
+
 // fragment makes the fragment for node (whose pushed form is pushed) and
 // returns the selector standing for it; false (with the decision recorded)
 // when some group cannot be asked exactly.
@@ -884,6 +939,7 @@ func (w *walker) fragment(node, pushed parser.Expr, combined bool) (parser.Expr,
 		}
 		f.Queries = append(f.Queries, gq)
 	}
+	f.Recheck = recheckable(pushed, w.policy)
 	w.plan.Fragments = append(w.plan.Fragments, f)
 	return &parser.VectorSelector{
 		LabelMatchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, SelectorLabel, f.ID)},
@@ -892,8 +948,8 @@ func (w *walker) fragment(node, pushed parser.Expr, combined bool) (parser.Expr,
 }
 
 // groupQuery renders pushed for group g: matchers on group labels decided
-// here (the backend does not store those labels), the tenant's rule added to
-// every selector. skipped is set when the tenant sees nothing of g.
+// here and rewritten for stored data (onStoredData), the tenant's rule added
+// to every selector. skipped is set when the tenant sees nothing of g.
 func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string, policy *tenancy.Policy) (query, skipped string, err error) {
 	// A fresh copy per group: the AST is changed in place.
 	e, err := pl.parser.ParseExpr(pushed.String())
@@ -911,7 +967,11 @@ func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string,
 		if !ok || werr != nil {
 			return nil
 		}
-		own, err := decideGroupMatchers(vs.LabelMatchers, g, groupLabels)
+		own, err := onStoredData(vs.LabelMatchers, g, groupLabels)
+		if errors.Is(err, errGroupExcluded) {
+			werr = fmt.Errorf("%w: the selector is empty there, which a pushed query cannot say", err)
+			return nil
+		}
 		if err != nil {
 			werr = err
 			return nil
@@ -1130,18 +1190,24 @@ func orOf(alts []parser.Expr) parser.Expr {
 	return &parser.ParenExpr{Expr: out}
 }
 
-// rulesFor returns the tenant's rules as they apply to group g (matchers on
-// group labels decided against the group's values and dropped); nil for an
-// unrestricted tenant. skipped is set when no rule admits g.
+// rulesFor returns the tenant's rules as group g's backends evaluate them
+// on stored data (onStoredData); nil for an unrestricted tenant. A rule the
+// group's labels fail admits nothing of g and is left out; skipped is set
+// when no rule admits g. A rule that cannot be written for g fails the
+// group: dropping it would hide series the tenant may see, and dropping a
+// matcher of it would show series it may not.
 func rulesFor(g Group, groupLabels []string, policy *tenancy.Policy) ([][]*labels.Matcher, string, error) {
 	if policy.Unrestricted() {
 		return nil, "", nil
 	}
 	var out [][]*labels.Matcher
 	for _, r := range policy.Rules {
-		ms, err := decideGroupMatchers(r.Matchers, g, groupLabels)
+		ms, err := onStoredData(r.Matchers, g, groupLabels)
+		if errors.Is(err, errGroupExcluded) {
+			continue
+		}
 		if err != nil {
-			continue // the rule excludes the whole group
+			return nil, "", fmt.Errorf("tenant rule %s: %w", r, err)
 		}
 		out = append(out, ms)
 	}
@@ -1151,17 +1217,38 @@ func rulesFor(g Group, groupLabels []string, policy *tenancy.Policy) ([][]*label
 	return out, "", nil
 }
 
-// decideGroupMatchers drops the matchers on group labels the group's value
-// satisfies; it fails when one does not (the selector holds nothing of g).
-func decideGroupMatchers(ms []*labels.Matcher, g Group, groupLabels []string) ([]*labels.Matcher, error) {
+// errGroupExcluded: a matcher on a group label refuses the group's value,
+// so the selector holds nothing of the group.
+var errGroupExcluded = errors.New("excludes the group")
+
+// onStoredData rewrites matchers for group g's backends, which evaluate a
+// pushed query on their series as stored, without the labels the proxy
+// adds (groupLabels). A matcher on such a label is decided against the
+// group's value and, where the group passes it, rewritten exactly as for
+// remote read (discovery.OnStoredData): a series storing its own value of
+// the label (federation, honor_labels, remote write) is judged by that
+// value, as the proxy shows it. Nothing is dropped that a stored value
+// could fail. It fails with errGroupExcluded when the group's value fails a
+// matcher, and otherwise when a matcher has no one-matcher form.
+func onStoredData(ms []*labels.Matcher, g Group, groupLabels []string) ([]*labels.Matcher, error) {
 	out := make([]*labels.Matcher, 0, len(ms))
 	for _, m := range ms {
-		if !slices.Contains(groupLabels, m.Name) {
+		v := g.Labels.Get(m.Name)
+		if !slices.Contains(groupLabels, m.Name) || !g.LabelsAdded || v == "" {
+			// Stored on the series (or absent from this group): the
+			// backend evaluates m as the proxy would.
 			out = append(out, m)
 			continue
 		}
-		if !m.Matches(g.Labels.Get(m.Name)) {
-			return nil, fmt.Errorf("matcher %s excludes group %s: the selector is empty there, which a pushed query cannot say", m, g.Name)
+		if !m.Matches(v) {
+			return nil, fmt.Errorf("matcher %s on group %s (%s=%q): %w", m, g.Name, m.Name, v, errGroupExcluded)
+		}
+		stored, one := discovery.OnStoredData(m, v)
+		if !one {
+			return nil, fmt.Errorf("matcher %s on group label %s: series lacking the label or storing a value it accepts are no one selector", m, m.Name)
+		}
+		if stored != nil {
+			out = append(out, stored)
 		}
 	}
 	return out, nil

@@ -122,7 +122,7 @@ func rule(t *testing.T, sel string) tenancy.Rule {
 }
 
 // Every pushed selector carries the tenant's rule; matchers on group labels
-// are decided per group and never sent.
+// are decided per group and sent in the form remote read uses.
 func TestTenantRulesInEverySelector(t *testing.T) {
 	gs := groups("cluster", "a", "cluster", "b")
 	q := func(p *Plan, group string) GroupQuery {
@@ -142,7 +142,9 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 	})
 	t.Run("rule naming a group label", func(t *testing.T) {
 		p := planOf(t, `max(rate(x[5m]))`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{cluster="a", namespace="n"}`)}})
-		if got := q(p, "g-a").Query; got != `max(rate(x{namespace="n"}[5m]))` {
+		// Kept in the form remote read uses: a series of group a storing
+		// cluster="b" is b's to the proxy, and not the tenant's.
+		if got := q(p, "g-a").Query; got != `max(rate(x{cluster=~"a|",namespace="n"}[5m]))` {
 			t.Errorf("query for the admitted group %s", got)
 		}
 		if got := q(p, "g-b"); got.Skipped == "" {
@@ -206,7 +208,7 @@ func TestTenantRulesInEverySelector(t *testing.T) {
 	})
 	t.Run("query matcher on group label", func(t *testing.T) {
 		p := planOf(t, `max(rate(x{cluster=~"a|b"}[5m]))`, gs, nil)
-		if got := q(p, "g-b").Query; got != `max(rate(x[5m]))` {
+		if got := q(p, "g-b").Query; got != `max(rate(x{cluster=~"(?:a|b)|"}[5m]))` {
 			t.Errorf("query %s", got)
 		}
 		p = planOf(t, `max(rate(x{cluster="a"}[5m]))`, gs, nil)
@@ -428,5 +430,79 @@ func TestRankedDecided(t *testing.T) {
 	r = &Ranked{K: 1, Grouping: []string{"i"}, Without: true}
 	if r.Key(a) != r.Key(b) {
 		t.Error("without (i): the metric name kept in the output group")
+	}
+}
+
+// A rule matcher on a label the proxy adds to a group (an external or
+// configured label) is never dropped from a pushed query: a series storing
+// its own value of that label (federation, honor_labels, remote write) is
+// judged by it, as the proxy shows it. One case per way a rule comes to
+// name such a label, and per matcher type.
+func TestRuleOnGroupLabelKeptForStoredValues(t *testing.T) {
+	gs := []Group{
+		{Name: "c1", Labels: labels.FromStrings("cluster", "c1", "env", "prod"), LabelsAdded: true},
+		{Name: "c2", Labels: labels.FromStrings("cluster", "c2", "env", "prod"), LabelsAdded: true},
+	}
+	for _, tc := range []struct {
+		name, rule string
+		want       string // the query sent to c1, "" when c1 is not asked
+		skipC2     bool
+	}{
+		// spec.labelSelectors {env: prod}: rule ANDed with env="prod".
+		{"labelSelectors", `{__name__="m", env="prod", namespace="team-a"}`, `sum by (cluster) (m{env=~"prod|",namespace="team-a"})`, false},
+		// tenants.namespace_label: cluster, spec.source c1.
+		{"namespace_label on a group label", `{__name__="m", cluster="c1"}`, `sum by (cluster) (m{cluster=~"c1|"})`, true},
+		{"regexp", `{__name__="m", env=~"prod|qa"}`, `sum by (cluster) (m{env=~"(?:prod|qa)|"})`, false},
+		// Accepts "": the backend evaluates it as it is.
+		{"not equal", `{__name__="m", env!="staging"}`, `sum by (cluster) (m{env!="staging"})`, false},
+		{"not regexp", `{__name__="m", env!~"stag.*"}`, `sum by (cluster) (m{env!~"stag.*"})`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := planOf(t, `sum by (cluster) (m)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, tc.rule)}})
+			if !p.Pushed() {
+				t.Fatalf("not pushed: %s", p.Explain())
+			}
+			for _, gq := range p.Fragments[0].Queries {
+				switch {
+				case gq.Group.Name == "c1" && gq.Query != tc.want:
+					t.Errorf("query for c1 %s\nwant          %s", gq.Query, tc.want)
+				case gq.Group.Name == "c2" && tc.skipC2 != (gq.Skipped != ""):
+					t.Errorf("c2: query %q, skipped %q", gq.Query, gq.Skipped)
+				}
+			}
+		})
+	}
+	// !~ with a regex accepting "": "lacks the label or stores a value it
+	// refuses" is no one matcher, so the group is refused, not unfiltered.
+	p := planOf(t, `sum by (cluster) (m)`, gs, &tenancy.Policy{Rules: []tenancy.Rule{rule(t, `{__name__="m", env!~"|staging"}`)}})
+	if p.Pushed() || !strings.Contains(p.Explain(), "no one selector") {
+		t.Errorf("pushed or no reason: %s", p.Explain())
+	}
+}
+
+// Where a fragment's answer keeps every label the rules name, the answer
+// is re-checked against the policy; where an aggregation removes one, the
+// rules in every pushed selector are what filters.
+func TestRecheckable(t *testing.T) {
+	ns := &tenancy.Policy{Rules: []tenancy.Rule{{Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "namespace", "a")}}}}
+	named := &tenancy.Policy{Rules: []tenancy.Rule{{Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "x")}}}}
+	for _, tc := range []struct {
+		q      string
+		policy *tenancy.Policy
+		want   bool
+	}{
+		{`max by (cluster, namespace) (x)`, ns, true},
+		{`rate(x[5m])`, ns, true},
+		{`topk(3, x)`, ns, true},
+		{`max by (cluster) (x)`, ns, false},
+		{`max by (namespace) (label_replace(x, "namespace", "b", "", ""))`, ns, false},
+		{`count_values("namespace", x)`, ns, false},
+		{`x * on (i) group_left (namespace) y`, ns, false},
+		{`topk(3, x)`, named, false}, // the metric name is not tracked
+		{`max by (namespace) (x)`, nil, false},
+	} {
+		if got := recheckable(mustParse(t, tc.q), tc.policy); got != tc.want {
+			t.Errorf("%s: recheckable %v, want %v", tc.q, got, tc.want)
+		}
 	}
 }
