@@ -19,7 +19,8 @@ type Budget struct {
 	cancel context.CancelCauseFunc
 	turn   *Turn // nil: reads never pause
 
-	bytes atomic.Int64
+	bytes   atomic.Int64
+	samples atomic.Int64
 
 	mu     sync.Mutex
 	series map[uint64]struct{}
@@ -102,6 +103,17 @@ func (b *Budget) AddBytes(n int) error {
 		return b.Err()
 	}
 	return b.fail(&LimitError{Limit: "max_fetched_chunk_bytes_per_query", Value: strconv.FormatInt(max, 10), What: "bytes of chunks fetched from backends"})
+}
+
+// AddSamples counts n samples of a backend's evaluated answer (a pushed
+// fragment) as they are decoded, against max_samples_per_query: what the
+// proxy's engine would count had it read the data itself.
+func (b *Budget) AddSamples(n int) error {
+	max := b.limits.MaxSamplesPerQuery
+	if max <= 0 || b.samples.Add(int64(n)) <= max {
+		return b.Err()
+	}
+	return b.fail(&LimitError{Limit: "max_samples_per_query", Value: strconv.FormatInt(max, 10), What: "samples of the backends' answers to pushed query parts"})
 }
 
 // CheckSpan refuses a read of [mint, maxt] (milliseconds) longer than

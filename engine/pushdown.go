@@ -119,7 +119,7 @@ func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Querya
 	if err != nil || !pl.Pushed() {
 		return orig
 	}
-	return &pushedQuery{relayQuery: relayQuery{Query: orig}, p: p, plan: pl, q: q, opts: opts, r: r}
+	return &pushedQuery{relayQuery: relayQuery{Query: orig}, p: p, plan: pl, policy: tenancy.FromContext(ctx), q: q, opts: opts, r: r}
 }
 
 // pushedQuery runs the plan's fragments on the backends first; then either
@@ -129,18 +129,26 @@ type pushedQuery struct {
 	relayQuery // the original (Statement, String, the fallback); next: the rewritten query, once run
 	p          *PushDown
 	plan       *plan.Plan
+	policy     *tenancy.Policy
 	q          storage.Queryable
 	opts       promql.QueryOpts
 	r          evalRange
 }
 
 func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
-	answers, err := pq.p.fetch(ctx, pq.plan, pq.r, pq.lookback())
+	answers, err := pq.p.fetch(ctx, pq.plan, pq.policy, pq.r, pq.lookback())
 	if err != nil {
 		if ctx.Err() != nil {
+			// Over a budget (the budget cancels the request with its
+			// limit) or the request's end: evaluating the query again in
+			// the proxy would only spend more.
 			return &promql.Result{Err: contextError(ctx, "push-down")}
 		}
-		pq.p.logger.Debug("push-down not used", "query", pq.plan.Expr.String(), "reason", err.Error())
+		level := slog.LevelDebug
+		if errors.Is(err, errPolicyRecheck) {
+			level = slog.LevelWarn
+		}
+		pq.p.logger.Log(ctx, level, "push-down not used", "query", pq.plan.Expr.String(), "reason", err.Error())
 		pq.p.outcomes.WithLabelValues("fallback").Inc()
 		return pq.Query.Exec(ctx)
 	}
@@ -203,21 +211,27 @@ var errNotExact = errors.New("push-down answer not exact")
 
 // fetch runs every fragment on every group it names, in parallel, and
 // turns the answers into series for the synthetic selectors.
-func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
+func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
 	byName := map[string]*discovery.Group{}
 	for _, g := range p.fanout.backends.Groups() {
 		byName[g.Name] = g
 	}
 	type job struct {
-		f  *plan.Fragment
-		gq plan.GroupQuery
+		f     *plan.Fragment
+		gq    plan.GroupQuery
+		spans [][2]int64
 	}
 	var jobs []job
 	for _, f := range pl.Fragments {
 		for _, gq := range f.Queries {
-			if gq.Skipped == "" {
-				jobs = append(jobs, job{f, gq})
+			if gq.Skipped != "" {
+				continue
 			}
+			spans, err := selectorSpans(gq.Query, r, lookback)
+			if err != nil {
+				return nil, fmt.Errorf("%w: fragment %s: %v", errNotExact, f.ID, err)
+			}
+			jobs = append(jobs, job{f, gq, spans})
 		}
 	}
 	results := make([][]storage.Series, len(jobs))
@@ -272,6 +286,7 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookba
 				}
 				ans, err := c.Query(ctx, remote.QueryParams{
 					Query: j.gq.Query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
+					Spans: j.spans,
 				})
 				probed.Wait()
 				if probeErr != nil {
@@ -292,8 +307,10 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookba
 				errs[i] = err
 				return
 			}
-			ans := a.ans
-			results[i], errs[i] = fragmentSeries(j.f, j.gq.Group, ans, r)
+			results[i], errs[i] = fragmentSeries(j.f, j.gq.Group, a.ans, r)
+			if errs[i] == nil && j.f.Recheck {
+				errs[i] = recheck(j.f, j.gq.Group, results[i], policy)
+			}
 		})
 	}
 	wg.Wait()
@@ -326,43 +343,75 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, r evalRange, lookba
 
 // rankedDecided checks a combined topk or bottomk (plan.Ranked): at every
 // step, in every output group, no tie at the k-th value may decide which
-// series win. The series hold a sample at every step (fragmentSeries).
+// series win.
 func rankedDecided(f *plan.Fragment, ss []storage.Series) error {
 	r := f.Ranked
-	byKey := map[string][]int{}
-	var vals [][]float64 // vals[series][step]
-	for i, s := range ss {
+	type at struct {
+		key string
+		t   int64
+	}
+	competing := map[at][]float64{}
+	for _, s := range ss {
 		k := r.Key(s.Labels())
-		byKey[k] = append(byKey[k], i)
-		var v []float64
 		it := s.Iterator(nil)
 		for it.Next() == chunkenc.ValFloat {
-			_, x := it.At()
-			v = append(v, x)
+			t, x := it.At()
+			if !value.IsStaleNaN(x) {
+				competing[at{k, t}] = append(competing[at{k, t}], x)
+			}
 		}
 		if err := it.Err(); err != nil {
 			return err
 		}
-		vals = append(vals, v)
 	}
-	for key, idx := range byKey {
-		if len(idx) <= r.K {
-			continue
-		}
-		var at []float64
-		for step := range vals[idx[0]] {
-			at = at[:0]
-			for _, i := range idx {
-				if step < len(vals[i]) && !value.IsStaleNaN(vals[i][step]) {
-					at = append(at, vals[i][step])
-				}
-			}
-			if !r.Decided(at) {
-				return fmt.Errorf("%w: fragment %s: a tie at the %d-th value of %s decides which series win, and one Prometheus breaks ties by its storage's order", errNotExact, f.ID, r.K, key)
-			}
+	for a, vals := range competing {
+		if !r.Decided(vals) {
+			return fmt.Errorf("%w: fragment %s: a tie at the %d-th value of %s decides which series win, and one Prometheus breaks ties by its storage's order", errNotExact, f.ID, r.K, a.key)
 		}
 	}
 	return nil
+}
+
+// selectorSpans are the time spans each selector of query reads at r, as
+// Prometheus' engine computes them for its Select hints (range, lookback,
+// offsets, @ and subqueries included): what remote read would be asked, so
+// max_query_length holds a pushed query to what it holds a read to.
+func selectorSpans(query string, r evalRange, lookback time.Duration) ([][2]int64, error) {
+	e, err := Parser().ParseExpr(query)
+	if err != nil {
+		return nil, err
+	}
+	if e, err = promql.PreprocessExpr(e, r.start, r.end, r.step); err != nil {
+		return nil, err
+	}
+	var spans [][2]int64
+	parser.Inspect(e, func(n parser.Node, path []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		// The selector with only what decides its span around it: the
+		// range selector directly above it and the subqueries on its path.
+		var chain parser.Expr = vs
+		for i := len(path) - 1; i >= 0; i-- {
+			switch p := path[i].(type) {
+			case *parser.MatrixSelector:
+				if i == len(path)-1 {
+					m := *p
+					m.VectorSelector = chain
+					chain = &m
+				}
+			case *parser.SubqueryExpr:
+				sq := *p
+				sq.Expr = chain
+				chain = &sq
+			}
+		}
+		mint, maxt := promql.FindMinMaxTime(&parser.EvalStmt{Expr: chain, Start: r.start, End: r.end, Interval: r.step, LookbackDelta: lookback})
+		spans = append(spans, [2]int64{mint, maxt})
+		return nil
+	})
+	return spans, nil
 }
 
 // probeWindow is the time span query reads at r: every series the query
@@ -378,9 +427,12 @@ func probeWindow(query string, r evalRange, lookback time.Duration) (int64, int6
 
 // fragmentSeries turns one group's answer into series for the synthetic
 // selector: the group's labels the fragment keeps added (as on any series
-// read from it), and a sample at every step of the query — a stale marker
-// where the group had no value, so the proxy's engine never carries a value
-// over to a later step by lookback.
+// read from it), its samples where the group answered, and a stale marker
+// at the first step after each run of values where the group had none, so
+// the proxy's engine never carries a value over to a later step by
+// lookback. A series gets at most one marker per point: an answer of many
+// short-lived series stays as small as it came (a marker at every step
+// would make series × steps points of a few-point answer).
 func fragmentSeries(f *plan.Fragment, g plan.Group, ans *remote.QueryAnswer, r evalRange) ([]storage.Series, error) {
 	if ans.Histograms {
 		return nil, fmt.Errorf("%w: group %s answered native histograms", errNotExact, g.Name)
@@ -390,12 +442,13 @@ func fragmentSeries(f *plan.Fragment, g plan.Group, ans *remote.QueryAnswer, r e
 		// the pushed query: the proxy's own evaluation says them right.
 		return nil, fmt.Errorf("%w: group %s answered with annotations: %v", errNotExact, g.Name, ans.Warnings)
 	}
-	steps := []int64{r.start.UnixMilli()}
-	if r.step > 0 {
-		steps = steps[:0]
-		for t := r.start; !t.After(r.end); t = t.Add(r.step) {
-			steps = append(steps, t.UnixMilli())
+	start, end := r.start.UnixMilli(), r.end.UnixMilli()
+	step := r.step.Milliseconds()
+	onStep := func(t int64) bool {
+		if step == 0 {
+			return t == start
 		}
+		return t >= start && t <= end && (t-start)%step == 0
 	}
 	out := make([]storage.Series, 0, len(ans.Series))
 	for _, s := range ans.Series {
@@ -408,25 +461,46 @@ func fragmentSeries(f *plan.Fragment, g plan.Group, ans *remote.QueryAnswer, r e
 		if f.Combined {
 			b.Set(plan.GroupLabel, g.Name)
 		}
-		samples := make([]chunks.Sample, 0, len(steps))
-		i := 0
-		for _, t := range steps {
-			if i < len(s.T) && s.T[i] < t {
-				break // off the query's steps: refused below
+		samples := make([]chunks.Sample, 0, len(s.T)+1)
+		for i, t := range s.T {
+			if !onStep(t) || i > 0 && t <= s.T[i-1] {
+				return nil, fmt.Errorf("%w: group %s answered samples off the query's steps", errNotExact, g.Name)
 			}
-			if i < len(s.T) && s.T[i] == t {
-				samples = append(samples, floatSample{t: t, f: s.F[i]})
-				i++
-				continue
+			if i > 0 && t > s.T[i-1]+step {
+				samples = append(samples, floatSample{t: s.T[i-1] + step, f: math.Float64frombits(value.StaleNaN)})
 			}
-			samples = append(samples, floatSample{t: t, f: math.Float64frombits(value.StaleNaN)})
+			samples = append(samples, floatSample{t: t, f: s.F[i]})
 		}
-		if i < len(s.T) {
-			return nil, fmt.Errorf("%w: group %s answered samples off the query's steps", errNotExact, g.Name)
+		if n := len(s.T); step > 0 && n > 0 && s.T[n-1] < end {
+			samples = append(samples, floatSample{t: s.T[n-1] + step, f: math.Float64frombits(value.StaleNaN)})
 		}
 		out = append(out, storage.NewListSeries(b.Labels(), samples))
 	}
 	return out, nil
+}
+
+// errPolicyRecheck: a pushed answer held a series the tenant's rules do
+// not admit. The planner's proof says it cannot happen; the answer is
+// dropped and the query evaluated in the proxy.
+var errPolicyRecheck = errors.New("pushed answer fails the tenant's rules")
+
+// recheck applies the tenant's policy to a fragment's answer whose series
+// keep every label the rules name (plan.Fragment.Recheck), the group's
+// labels added where a series lacks them, as the proxy shows its series.
+func recheck(f *plan.Fragment, g plan.Group, ss []storage.Series, policy *tenancy.Policy) error {
+	var b labels.Builder
+	for _, s := range ss {
+		b.Reset(s.Labels())
+		g.Labels.Range(func(l labels.Label) {
+			if b.Get(l.Name) == "" {
+				b.Set(l.Name, l.Value)
+			}
+		})
+		if !policy.Matches(b.Labels()) {
+			return fmt.Errorf("%w: %w: fragment %s: group %s answered %s", errNotExact, errPolicyRecheck, f.ID, g.Name, s.Labels())
+		}
+	}
+	return nil
 }
 
 type floatSample struct {

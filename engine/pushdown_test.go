@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
@@ -109,5 +111,83 @@ func TestPushedAnswerGapsStayGaps(t *testing.T) {
 	}
 	if filled := eval([]storage.Series{storage.NewListSeries(series[0].Labels(), plain)}); filled == want {
 		t.Fatal("without stale markers the gaps stayed gaps too: the test proves nothing")
+	}
+}
+
+// A pushed answer keeps its size: a series gets a stale marker only at the
+// first step after a run of its points, never one at every step. The
+// answer of count_values over timestamps (a new series at every step) is
+// the shape that made markers at every step cost series × steps points.
+func TestPushedAnswersStaySparse(t *testing.T) {
+	start := time.Unix(0, 0)
+	const steps = 2000
+	r := evalRange{start: start, end: start.Add(steps * time.Minute), step: time.Minute}
+	ans := &remote.QueryAnswer{}
+	for i := range steps {
+		ts := start.Add(time.Duration(i) * time.Minute).UnixMilli()
+		ans.Series = append(ans.Series, remote.QuerySeries{Labels: labels.FromStrings("t", strconv.Itoa(i)), T: []int64{ts}, F: []float64{1}})
+	}
+	series, err := fragmentSeries(&plan.Fragment{ID: "1"}, plan.Group{Name: "g"}, ans, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	points := 0
+	for _, s := range series {
+		it := s.Iterator(nil)
+		for it.Next() != chunkenc.ValNone {
+			points++
+		}
+	}
+	if points > 2*steps {
+		t.Fatalf("%d points for an answer of %d: stale markers densify it", points, steps)
+	}
+	// And the proxy's engine still sees each value at its own step only.
+	ng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, NoStepSubqueryIntervalFn: func(int64) int64 { return 60000 }})
+	noop := storage.QueryableFunc(func(int64, int64) (storage.Querier, error) { return storage.NoopQuerier(), nil })
+	qry, err := ng.NewRangeQuery(context.Background(), &pushedQueryable{Queryable: noop, answers: map[string][]storage.Series{"1": series}}, nil, `count({__pushdown__="1"})`, r.start, r.end, r.step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qry.Close()
+	res := qry.Exec(context.Background())
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	m := res.Value.(promql.Matrix)
+	if len(m) != 1 || len(m[0].Floats) != steps {
+		t.Fatalf("got %v", res.Value)
+	}
+	for _, p := range m[0].Floats {
+		if p.F != 1 {
+			t.Fatalf("at %d: %v series seen, want 1 (a value carried over by lookback)", p.T, p.F)
+		}
+	}
+}
+
+// The spans a pushed query's selectors read are the ones Prometheus' engine
+// would ask remote read for, so max_query_length refuses the same reads
+// pushed or not.
+func TestSelectorSpans(t *testing.T) {
+	at := time.Unix(100*86400, 0)
+	instant := evalRange{start: at, end: at}
+	ms := func(d time.Duration) int64 { return at.Add(-d).UnixMilli() }
+	for _, tc := range []struct {
+		q    string
+		r    evalRange
+		want [][2]int64
+	}{
+		{`max(max_over_time(x[90d]))`, instant, [][2]int64{{ms(90*24*time.Hour) + 1, ms(0)}}},
+		{`max(x)`, instant, [][2]int64{{ms(5*time.Minute) + 1, ms(0)}}},
+		{`max(x offset 1h) + max(y)`, instant, [][2]int64{{ms(time.Hour+5*time.Minute) + 1, ms(time.Hour)}, {ms(5*time.Minute) + 1, ms(0)}}},
+		{`max(max_over_time(rate(x[5m])[1h:1m]))`, instant, [][2]int64{{ms(time.Hour+5*time.Minute) + 1, ms(0)}}},
+		{`max(x)`, evalRange{start: at.Add(-time.Hour), end: at, step: time.Minute}, [][2]int64{{ms(time.Hour+5*time.Minute) + 1, ms(0)}}},
+	} {
+		got, err := selectorSpans(tc.q, tc.r, 5*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: spans %v, want %v", tc.q, got, tc.want)
+		}
 	}
 }

@@ -20,6 +20,11 @@ type Budget interface {
 	AddBytes(n int) error
 	// CheckSpan refuses a read of [mint, maxt] before it is sent.
 	CheckSpan(mint, maxt int64) error
+	// AddSamples counts samples of a backend's evaluated answer (push-down)
+	// as they are decoded.
+	AddSamples(n int) error
+	// Err is the limit the budget already failed with, or nil.
+	Err() error
 }
 
 type budgetKey struct{}

@@ -19,6 +19,8 @@ type countingBudget struct{ bytes, max int }
 var errOver = errors.New("over the byte limit")
 
 func (b *countingBudget) AddSeries(uint64) error { return nil }
+func (b *countingBudget) AddSamples(int) error   { return nil }
+func (b *countingBudget) Err() error             { return nil }
 func (b *countingBudget) CheckSpan(int64, int64) error {
 	return nil
 }

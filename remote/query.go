@@ -3,10 +3,14 @@ package remote
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,10 +40,18 @@ type QueryParams struct {
 	Start, End    int64 // milliseconds; Start == End for an instant query
 	Step          time.Duration
 	LookbackDelta time.Duration
+	// Spans are the time spans [mint, maxt] the query's selectors read,
+	// each charged to the budget's CheckSpan before the query is sent.
+	Spans [][2]int64
 }
 
 // Query evaluates PromQL on the backend itself. Floats travel as Go's
 // shortest round-trip decimal, so values arrive bit for bit.
+//
+// The answer is decoded as it arrives, one series at a time, and charged
+// to the query's budget (WithBudget) before it is kept: its bytes as they
+// are read, each series and its samples as they are decoded. A backend
+// answering more than the budget allows is cut off there, not read whole.
 func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error) {
 	form := url.Values{"query": {p.Query}}
 	path := "/api/v1/query"
@@ -54,29 +66,109 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 	if p.LookbackDelta > 0 {
 		form.Set("lookback_delta", strconv.FormatFloat(p.LookbackDelta.Seconds(), 'f', -1, 64))
 	}
-	var data struct {
-		ResultType string          `json:"resultType"`
-		Result     json.RawMessage `json:"result"`
+	budget := budgetFrom(ctx)
+	if budget != nil {
+		for _, sp := range p.Spans {
+			if err := budget.CheckSpan(sp[0], sp[1]); err != nil {
+				return nil, err
+			}
+		}
 	}
-	w, err := c.apiCall(ctx, path, form, &data)
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(path), strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("backend %s: %w", c.URL(), err)
 	}
-	var raw []struct {
-		Metric     map[string]string   `json:"metric"`
-		Value      []json.RawMessage   `json:"value"`
-		Values     [][]json.RawMessage `json:"values"`
-		Histogram  json.RawMessage     `json:"histogram"`
-		Histograms json.RawMessage     `json:"histograms"`
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %s: %w", c.URL(), path, err)
 	}
-	if data.ResultType != "vector" && data.ResultType != "matrix" {
-		return nil, fmt.Errorf("backend %s: %s: %w: result type %q, want vector or matrix", c.URL(), path, ErrBadResponse, data.ResultType)
+	defer resp.Body.Close()
+	head := &headBuffer{}
+	var body io.Reader = io.TeeReader(&cappedReader{r: resp.Body, left: c.cfg.MaxResponseBytes}, head)
+	if budget != nil {
+		body = &chargedBody{ReadCloser: io.NopCloser(body), budget: budget}
 	}
-	if err := json.Unmarshal(data.Result, &raw); err != nil {
-		return nil, fmt.Errorf("backend %s: %s: %w: %v", c.URL(), path, ErrBadResponse, err)
+	out, env, err := decodeQueryAnswer(json.NewDecoder(body), budget)
+	switch {
+	case errors.Is(err, errAnswerTooLarge):
+		return nil, fmt.Errorf("backend %s: %s: answer larger than %d bytes", c.URL(), path, c.cfg.MaxResponseBytes)
+	case err != nil && (budget != nil && budget.Err() != nil || ctx.Err() != nil):
+		// The query's own limit or end, not the backend's answer.
+		return nil, fmt.Errorf("backend %s: %s: %w", c.URL(), path, err)
+	case err != nil || env.Status == "":
+		return nil, fmt.Errorf("backend %s: %s: HTTP %d, content type %q: %w: %s", c.URL(), path, resp.StatusCode, resp.Header.Get("Content-Type"), ErrBadResponse, snippet(head.b))
+	case env.Status != "success":
+		return nil, &APIError{Backend: c.URL(), Path: path, Code: resp.StatusCode, Type: env.ErrorType, Msg: env.Error}
+	case env.ResultType != "vector" && env.ResultType != "matrix":
+		return nil, fmt.Errorf("backend %s: %s: %w: result type %q, want vector or matrix", c.URL(), path, ErrBadResponse, env.ResultType)
 	}
-	out := &QueryAnswer{Warnings: w, Series: make([]QuerySeries, 0, len(raw))}
-	for _, r := range raw {
+	out.Warnings = append(env.Warnings, env.Infos...)
+	return out, nil
+}
+
+// queryEnvelope is what an API answer says besides its series.
+type queryEnvelope struct {
+	Status, ErrorType, Error, ResultType string
+	Warnings, Infos                      []string
+}
+
+// decodeQueryAnswer reads {"status":…,"data":{"resultType":…,"result":[…]},…}
+// token by token, decoding and charging one series of the result at a time.
+func decodeQueryAnswer(dec *json.Decoder, budget Budget) (*QueryAnswer, queryEnvelope, error) {
+	var env queryEnvelope
+	out := &QueryAnswer{}
+	err := decodeObject(dec, func(key string) error {
+		switch key {
+		case "status":
+			return dec.Decode(&env.Status)
+		case "errorType":
+			return dec.Decode(&env.ErrorType)
+		case "error":
+			return dec.Decode(&env.Error)
+		case "warnings":
+			return dec.Decode(&env.Warnings)
+		case "infos":
+			return dec.Decode(&env.Infos)
+		case "data":
+			return decodeObject(dec, func(key string) error {
+				switch key {
+				case "resultType":
+					return dec.Decode(&env.ResultType)
+				case "result":
+					return decodeResult(dec, budget, out)
+				default:
+					return skipValue(dec)
+				}
+			})
+		default:
+			return skipValue(dec)
+		}
+	})
+	return out, env, err
+}
+
+// rawSeries is one element of a vector or matrix result.
+type rawSeries struct {
+	Metric     map[string]string   `json:"metric"`
+	Value      []json.RawMessage   `json:"value"`
+	Values     [][]json.RawMessage `json:"values"`
+	Histogram  json.RawMessage     `json:"histogram"`
+	Histograms json.RawMessage     `json:"histograms"`
+}
+
+func decodeResult(dec *json.Decoder, budget Budget, out *QueryAnswer) error {
+	if err := expectDelim(dec, '['); err != nil {
+		return err
+	}
+	for dec.More() {
+		var r rawSeries
+		if err := dec.Decode(&r); err != nil {
+			return err
+		}
 		if len(r.Histogram) > 0 || len(r.Histograms) > 0 {
 			out.Histograms = true
 		}
@@ -85,18 +177,117 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 		if r.Value != nil {
 			points = [][]json.RawMessage{r.Value}
 		}
+		if len(points) == 0 {
+			continue
+		}
+		if budget != nil {
+			if err := budget.AddSeries(s.Labels.Hash()); err != nil {
+				return err
+			}
+			if err := budget.AddSamples(len(points)); err != nil {
+				return err
+			}
+		}
+		s.T, s.F = make([]int64, 0, len(points)), make([]float64, 0, len(points))
 		for _, pt := range points {
 			t, v, err := parsePoint(pt)
 			if err != nil {
-				return nil, fmt.Errorf("backend %s: %s: %w: %v", c.URL(), path, ErrBadResponse, err)
+				return err
 			}
 			s.T, s.F = append(s.T, t), append(s.F, v)
 		}
-		if len(s.T) > 0 {
-			out.Series = append(out.Series, s)
+		out.Series = append(out.Series, s)
+	}
+	return expectDelim(dec, ']')
+}
+
+// decodeObject calls field for each key of the JSON object dec is at;
+// field must consume the key's value.
+func decodeObject(dec *json.Decoder, field func(key string) error) error {
+	if err := expectDelim(dec, '{'); err != nil {
+		return err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return fmt.Errorf("object key %v", tok)
+		}
+		if err := field(key); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return expectDelim(dec, '}')
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("found %v, want %v", tok, want)
+	}
+	return nil
+}
+
+// skipValue consumes one value without keeping it.
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				depth++
+			default:
+				depth--
+			}
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+var errAnswerTooLarge = errors.New("answer too large")
+
+// cappedReader fails once more than left bytes are read.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, errAnswerTooLarge
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return 0, errAnswerTooLarge
+	}
+	return n, err
+}
+
+// headBuffer keeps the first bytes of an answer, for the error that quotes
+// a malformed one.
+type headBuffer struct{ b []byte }
+
+func (h *headBuffer) Write(p []byte) (int, error) {
+	if room := 256 - len(h.b); room > 0 {
+		h.b = append(h.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
 }
 
 // parsePoint reads [1700000000.123, "0.5"]: the time a number of seconds

@@ -1,0 +1,1020 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math"
+	randv1 "math/rand"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cortexproject/promqlsmith"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/teststorage"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
+)
+
+// TestPushDownFuzz is a differential fuzzer for push-down, in the manner of
+// promql-engine's FuzzDistributedEngineQuery: random PromQL (promqlsmith)
+// over three groups' data, each query planned for every tenant below with
+// float_sums exact and reassociate, and, where something is pushed,
+// evaluated the way the proxy does (each fragment on its group's own
+// storage, served through fragmentSeries, the rewritten query over the
+// answers and the tenant-visible union) and compared with one evaluation
+// over the tenant-visible union: bit for bit with exact, within
+// pushDownFuzzTolerance with reassociate.
+//
+// Bounded by default (pushDownFuzzDefaultDuration). Scale up with
+//
+//	PUSHDOWN_FUZZ_SEED=<uint64>        seed of the random queries (default 1)
+//	PUSHDOWN_FUZZ_QUERIES=<n>          stop after n random queries (then no time limit unless set)
+//	PUSHDOWN_FUZZ_DURATION=<duration>  stop after this long (0: no limit)
+//	PUSHDOWN_FUZZ_QUERY=<promql>       run only this query (and the regressions)
+//
+// e.g. PUSHDOWN_FUZZ_SEED=7 PUSHDOWN_FUZZ_QUERIES=10000 go test -p 1 -timeout 0 -run TestPushDownFuzz -v ./engine/
+func TestPushDownFuzz(t *testing.T) {
+	cfg := pushDownFuzzConfig(t)
+	h := newPushDownFuzzHarness(t, cfg.seed)
+	t.Logf("data: %d series in 3 groups (seed %d); query seed %d; duration %v, queries %d (0: unbounded)", len(h.data), pushDownFuzzDataSeed, cfg.seed, cfg.duration, cfg.queries)
+
+	for i, reg := range pushDownFuzzRegressions {
+		h.runQuery(fmt.Sprintf("regression %d", i), reg.query, pushDownFuzzRangesFor(uint64(i), reg.query), false)
+	}
+	if cfg.only != "" {
+		h.verbose = true
+		h.runQuery("PUSHDOWN_FUZZ_QUERY", cfg.only, pushDownFuzzRangesFor(cfg.seed, cfg.only), true)
+		h.report(0)
+		return
+	}
+
+	deadline := time.Time{}
+	if cfg.duration > 0 {
+		deadline = time.Now().Add(cfg.duration)
+	}
+	if d, ok := t.Deadline(); ok && (deadline.IsZero() || d.Add(-30*time.Second).Before(deadline)) {
+		deadline = d.Add(-30 * time.Second)
+	}
+	lastProgress := time.Now()
+	for i := uint64(0); cfg.queries == 0 || i < uint64(cfg.queries); i++ {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			break
+		}
+		q, ok := h.generate(i)
+		if !ok {
+			continue
+		}
+		rr := pushDownFuzzRanges(rand.New(rand.NewPCG(cfg.seed, i^0x5bd1e995)))
+		h.runQuery(fmt.Sprintf("seed %d query #%d", cfg.seed, i), q, rr, true)
+		if time.Since(lastProgress) > time.Minute {
+			lastProgress = time.Now()
+			t.Logf("progress: %d queries, %d pushed, %d evaluations compared, %d divergences", h.st.queries, h.st.pushedQueries, h.st.compared, h.st.divergences)
+		}
+	}
+	h.report(pushDownFuzzMinPushed)
+}
+
+// pushDownFuzzRegressions are queries found by the fuzzer (or written for
+// a shape it must keep covering); they run first, under every tenant and
+// mode, before the random ones.
+var pushDownFuzzRegressions = []struct{ query, why string }{
+	// Placeholder entries are replaced by found cases below.
+}
+
+const (
+	// pushDownFuzzTolerance is the relative difference allowed with
+	// float_sums: reassociate (the PromQL compliance tester's).
+	pushDownFuzzTolerance = 1e-5
+	// pushDownFuzzDefaultDuration bounds the default run (the whole test
+	// stays within about a minute).
+	pushDownFuzzDefaultDuration = 50 * time.Second
+	// pushDownFuzzMinPushed is the least share of random queries with a
+	// fragment pushed (for some tenant and mode); measured about 0.XX.
+	pushDownFuzzMinPushed = 0.20
+	// pushDownFuzzDataSeed makes the data; the query seed varies.
+	pushDownFuzzDataSeed = 20260605
+	pushDownFuzzSteps    = 101 // samples at 0, 1m, …, 100m
+	pushDownFuzzStepMs   = 60_000
+	pushDownFuzzLookback = 5 * time.Minute
+	// pushDownFuzzShown is how many divergences are printed in full.
+	pushDownFuzzShown = 12
+)
+
+type pushDownFuzzCfg struct {
+	seed     uint64
+	queries  int
+	duration time.Duration
+	only     string
+}
+
+func pushDownFuzzConfig(t *testing.T) pushDownFuzzCfg {
+	cfg := pushDownFuzzCfg{seed: 1, duration: pushDownFuzzDefaultDuration}
+	if testing.Short() {
+		cfg.duration = 10 * time.Second
+	}
+	if s := os.Getenv("PUSHDOWN_FUZZ_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("PUSHDOWN_FUZZ_SEED: %v", err)
+		}
+		cfg.seed = v
+	}
+	if s := os.Getenv("PUSHDOWN_FUZZ_QUERIES"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("PUSHDOWN_FUZZ_QUERIES: %v", err)
+		}
+		cfg.queries, cfg.duration = v, 0
+	}
+	if s := os.Getenv("PUSHDOWN_FUZZ_DURATION"); s != "" {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("PUSHDOWN_FUZZ_DURATION: %v", err)
+		}
+		cfg.duration = v
+	}
+	cfg.only = os.Getenv("PUSHDOWN_FUZZ_QUERY")
+	return cfg
+}
+
+// fuzzSeries is one series of one group: as its backend stores it, and as
+// the proxy shows it (the group's labels added where the series does not
+// store its own value: external-label semantics).
+type fuzzSeries struct {
+	group int
+	own   labels.Labels
+	shown labels.Labels
+	t     []int64
+	f     []float64
+}
+
+func pushDownFuzzGroup(i int) plan.Group {
+	name := "g" + strconv.Itoa(i)
+	return plan.Group{Name: name, Labels: labels.FromStrings("cluster", name, "env", "prod"), LabelsAdded: true}
+}
+
+// pushDownFuzzData is three groups' series: gauges of mixed sign and
+// magnitude with gaps, stale markers and a rare NaN; whole-number levels
+// (ties everywhere); counters with resets; classic histogram buckets; and
+// series that store their own env (which wins over the group's env="prod"),
+// one without a namespace, and an `up` series storing another group's
+// cluster (which the probe must catch).
+func pushDownFuzzData(seed uint64) []fuzzSeries {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var out []fuzzSeries
+	add := func(g int, own labels.Labels, val func(step int) (float64, bool)) {
+		s := fuzzSeries{group: g, own: own}
+		b := labels.NewBuilder(own)
+		pushDownFuzzGroup(g).Labels.Range(func(l labels.Label) {
+			if !own.Has(l.Name) {
+				b.Set(l.Name, l.Value)
+			}
+		})
+		s.shown = b.Labels()
+		for step := range pushDownFuzzSteps {
+			if v, ok := val(step); ok {
+				s.t = append(s.t, int64(step)*pushDownFuzzStepMs)
+				s.f = append(s.f, v)
+			}
+		}
+		out = append(out, s)
+	}
+	stale := math.Float64frombits(value.StaleNaN)
+	gauge := func() func(int) (float64, bool) {
+		scale := math.Pow(10, float64(rng.IntN(13)-3))
+		return func(step int) (float64, bool) {
+			switch r := rng.IntN(300); {
+			case r < 6:
+				return 0, false // a gap
+			case r < 12 && step > 0:
+				return stale, true
+			case r == 12:
+				return math.NaN(), true
+			default:
+				return (rng.Float64() - 0.3) * scale, true
+			}
+		}
+	}
+	level := func() func(int) (float64, bool) {
+		return func(int) (float64, bool) {
+			if rng.IntN(50) == 0 {
+				return 0, false
+			}
+			return float64(rng.IntN(4)), true
+		}
+	}
+	counter := func() func(int) (float64, bool) {
+		scale := math.Pow(10, float64(rng.IntN(7)-2))
+		v := rng.Float64() * 100 * scale
+		return func(int) (float64, bool) {
+			if rng.IntN(80) == 0 {
+				v = rng.Float64() * scale // a reset
+			} else {
+				v += rng.Float64() * scale
+			}
+			return v, true
+		}
+	}
+	up := func() func(int) (float64, bool) {
+		return func(int) (float64, bool) { return float64(min(rng.IntN(10), 1)), true }
+	}
+	ls := labels.FromStrings
+	for g := range 3 {
+		for _, ns := range []string{"a", "b", "c"} {
+			for _, job := range []string{"api", "db"} {
+				inst := strconv.Itoa(rng.IntN(2))
+				add(g, ls("__name__", "gauge", "instance", inst, "job", job, "namespace", ns), gauge())
+				add(g, ls("__name__", "level", "instance", "0", "job", job, "namespace", ns), level())
+				add(g, ls("__name__", "requests_total", "instance", inst, "job", job, "namespace", ns), counter())
+			}
+		}
+		// Series that store their own env: the group's env="prod" does
+		// not apply to them.
+		add(g, ls("__name__", "gauge", "env", []string{"staging", "staging", "dev"}[g], "instance", "0", "job", "api", "namespace", "a"), gauge())
+		add(g, ls("__name__", "level", "env", "staging", "instance", "0", "job", "db", "namespace", "b"), level())
+		if g < 2 {
+			add(g, ls("__name__", "requests_total", "env", "staging", "instance", "1", "job", "api", "namespace", "a"), counter())
+		}
+		// No namespace: no namespace rule admits it.
+		add(g, ls("__name__", "gauge", "instance", "0", "job", "node"), gauge())
+		// Classic histogram buckets: cumulative counters.
+		for _, ns := range []string{"a", "b"} {
+			acc := make([]float64, 3)
+			for k, le := range []string{"0.1", "1", "+Inf"} {
+				vals := make([]float64, pushDownFuzzSteps)
+				for step := range pushDownFuzzSteps {
+					acc[k] += float64(rng.IntN(5)) + rng.Float64()
+					for j := 0; j <= k; j++ {
+						vals[step] += acc[j]
+					}
+				}
+				add(g, ls("__name__", "latency_bucket", "instance", "0", "job", "api", "le", le, "namespace", ns), func(step int) (float64, bool) { return vals[step], true })
+			}
+		}
+		for _, ns := range []string{"a", "b", "c"} {
+			add(g, ls("__name__", "up", "instance", "0", "job", "api", "namespace", ns), up())
+		}
+		switch g {
+		case 1:
+			// Stores its own group's cluster: harmless.
+			add(g, ls("__name__", "up", "cluster", "g1", "instance", "1", "job", "api", "namespace", "a"), up())
+		case 2:
+			// Stores another group's cluster: a pushed selector reading
+			// it must be refused (the probe).
+			add(g, ls("__name__", "up", "cluster", "g0", "instance", "2", "job", "api", "namespace", "a"), up())
+		}
+	}
+	return out
+}
+
+// fuzzTenant is one policy and the series it may see.
+type fuzzTenant struct {
+	name   string
+	policy *tenancy.Policy
+	series []fuzzSeries // visible, sorted by shown labels
+	// union holds series as the proxy shows them, created in sorted order
+	// so the engine reads them in the order the fan-out's merge yields.
+	union storage.Storage
+	// reversed is the same created in reverse order (made when needed):
+	// an answer that differs between the two depends on the order of
+	// series (ties in topk, limitk), which no proxy can reproduce.
+	reversed storage.Storage
+}
+
+func pushDownFuzzTenants() []*fuzzTenant {
+	m := func(t labels.MatchType, n, v string) *labels.Matcher { return labels.MustNewMatcher(t, n, v) }
+	rule := func(origin string, ms ...*labels.Matcher) tenancy.Rule {
+		return tenancy.Rule{Matchers: ms, Origin: origin}
+	}
+	pol := func(ns string, rules ...tenancy.Rule) *tenancy.Policy {
+		return &tenancy.Policy{Namespace: ns, Rules: rules}
+	}
+	return []*fuzzTenant{
+		{name: "admin", policy: nil},
+		{name: "namespace-a", policy: pol("a", rule("ns a", m(labels.MatchEqual, "namespace", "a")))},
+		{name: "name-regex+job", policy: pol("b", rule("metrics", m(labels.MatchRegexp, "__name__", "gauge|requests_total|latency_bucket"), m(labels.MatchEqual, "job", "api")))},
+		// As labelSelectors: {env: prod} compiles: the group label env.
+		{name: "env-prod", policy: pol("a", rule("labelSelectors env=prod", m(labels.MatchEqual, "env", "prod"), m(labels.MatchEqual, "namespace", "a")))},
+		// The disjointness label itself.
+		{name: "cluster-g1", policy: pol("c", rule("cluster g1", m(labels.MatchEqual, "cluster", "g1")))},
+		{name: "two-rules", policy: pol("b", rule("ns b", m(labels.MatchEqual, "namespace", "b")), rule("db of c", m(labels.MatchEqual, "job", "db"), m(labels.MatchEqual, "namespace", "c")))},
+	}
+}
+
+var pushDownFuzzModes = []plan.FloatSums{plan.FloatSumsExact, plan.FloatSumsReassociate}
+
+type pushDownFuzzHarness struct {
+	t        *testing.T
+	ng       *promql.Engine
+	seed     uint64
+	data     []fuzzSeries
+	shown    []labels.Labels // every series as shown: promqlsmith picks names, labels and values from them
+	groups   []plan.Group
+	stores   [3]storage.Storage
+	tenants  []*fuzzTenant
+	planners map[plan.FloatSums]*plan.Planner
+	cache    map[string]fuzzGroupEval
+	st       pushDownFuzzStats
+	shownDiv int
+	divs     []fuzzDivergence
+	verbose  bool
+	funcs    []*parser.Function
+}
+
+type fuzzGroupEval struct {
+	m     promql.Matrix
+	annos int
+	err   error
+}
+
+type pushDownFuzzStats struct {
+	queries, regressions, unparseable, genPanics int
+	pushedQueries                                int // with a fragment pushed for some tenant and mode
+	plans, pushedPlans                           map[string]int
+	evals                                        int // pushed (query, tenant, mode, range) evaluations
+	refRefused                                   int // of them: the reference refuses the query
+	refRefusedQueries                            int
+	fallback                                     map[string]int
+	compared, bitEqual, within                   int // compared evaluations; values bit-equal, within tolerance
+	maxRel                                       float64
+	orderOnly, orderInconclusive, amplified      int
+	divergences, divQueries                      int
+	divBy                                        map[string]int
+	groupErrors                                  map[string]int
+	examples                                     map[string][]string // non-failing classes: a few queries each
+}
+
+func newPushDownFuzzHarness(t *testing.T, seed uint64) *pushDownFuzzHarness {
+	h := &pushDownFuzzHarness{
+		t:        t,
+		ng:       proxyEngine(t),
+		seed:     seed,
+		data:     pushDownFuzzData(pushDownFuzzDataSeed),
+		tenants:  pushDownFuzzTenants(),
+		planners: map[plan.FloatSums]*plan.Planner{},
+		st: pushDownFuzzStats{
+			plans: map[string]int{}, pushedPlans: map[string]int{}, fallback: map[string]int{},
+			divBy: map[string]int{}, groupErrors: map[string]int{}, examples: map[string][]string{},
+		},
+	}
+	for i := range 3 {
+		h.groups = append(h.groups, pushDownFuzzGroup(i))
+	}
+	for _, mode := range pushDownFuzzModes {
+		h.planners[mode] = plan.New(plan.Config{Enabled: true, FloatSums: mode}, Parser())
+	}
+	slices.SortFunc(h.data, func(a, b fuzzSeries) int { return labels.Compare(a.shown, b.shown) })
+	for k := 1; k < len(h.data); k++ {
+		if labels.Equal(h.data[k-1].shown, h.data[k].shown) {
+			t.Fatalf("two series shown as %s", h.data[k].shown)
+		}
+	}
+	for _, s := range h.data {
+		h.shown = append(h.shown, s.shown)
+	}
+	// Each group's storage holds its series as stored, created in the
+	// order of their own labels (a compacted block's order).
+	for g := range h.stores {
+		var own []fuzzSeries
+		for _, s := range h.data {
+			if s.group == g {
+				own = append(own, s)
+			}
+		}
+		slices.SortFunc(own, func(a, b fuzzSeries) int { return labels.Compare(a.own, b.own) })
+		h.stores[g] = pushDownFuzzStorage(t, own, false)
+	}
+	for _, tn := range h.tenants {
+		for _, s := range h.data {
+			if tn.policy.Matches(s.shown) {
+				tn.series = append(tn.series, s)
+			}
+		}
+		tn.union = pushDownFuzzStorage(t, tn.series, true)
+	}
+	// The engine selects unsorted: the union must yield series in the
+	// order they were created (the merge's order), or the reference is
+	// not what the proxy computes.
+	admin := h.tenants[0]
+	q, err := admin.union.Querier(math.MinInt64, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
+	var got []labels.Labels
+	for ss.Next() {
+		got = append(got, ss.At().Labels())
+	}
+	_ = q.Close()
+	if !slices.IsSortedFunc(got, labels.Compare) || len(got) != len(h.data) {
+		t.Fatalf("the union's storage yields %d series, not in sorted order", len(got))
+	}
+	for _, f := range parser.Functions {
+		switch {
+		case f.Name == "holt_winters", // registered by promqlsmith; Prometheus 3 has none
+			f.Name == "integral",        // variadic: promqlsmith leaves an argument nil
+			f.Name == "start_timestamp", // start timestamps: none stored
+			strings.HasPrefix(f.Name, "histogram_") && f.Name != "histogram_quantile", // native histograms: none stored
+			promql.FunctionCalls[f.Name] == nil && f.Name != "label_replace" && f.Name != "label_join" && f.Name != "info":
+			// start(), end(), range(), step(): duration expressions only
+			continue
+		}
+		h.funcs = append(h.funcs, f)
+	}
+	slices.SortFunc(h.funcs, func(a, b *parser.Function) int { return strings.Compare(a.Name, b.Name) })
+	return h
+}
+
+// pushDownFuzzStorage stores series in the given order, as shown or as
+// stored.
+func pushDownFuzzStorage(t *testing.T, series []fuzzSeries, shown bool) storage.Storage {
+	st := teststorage.New(t)
+	app := st.Appender(context.Background())
+	for _, s := range series {
+		ls := s.own
+		if shown {
+			ls = s.shown
+		}
+		var ref storage.SeriesRef
+		for i := range s.t {
+			var err error
+			if ref, err = app.Append(ref, ls, s.t[i], s.f[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func (tn *fuzzTenant) reversedUnion(t *testing.T) storage.Storage {
+	if tn.reversed == nil {
+		rev := slices.Clone(tn.series)
+		slices.Reverse(rev)
+		tn.reversed = pushDownFuzzStorage(t, rev, true)
+	}
+	return tn.reversed
+}
+
+// pcgSource is math/rand/v2's PCG as the math/rand Source promqlsmith takes.
+type pcgSource struct{ pcg *rand.PCG }
+
+func (s pcgSource) Int63() int64   { return int64(s.pcg.Uint64() >> 1) }
+func (s pcgSource) Uint64() uint64 { return s.pcg.Uint64() }
+func (pcgSource) Seed(int64)       {}
+
+// generate returns random query i of the seed.
+func (h *pushDownFuzzHarness) generate(i uint64) (q string, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			h.st.genPanics++
+			ok = false
+		}
+	}()
+	rnd := randv1.New(pcgSource{rand.NewPCG(h.seed, i)})
+	smith := promqlsmith.New(rnd, h.shown,
+		promqlsmith.WithEnableOffset(true),
+		promqlsmith.WithEnableAtModifier(true),
+		promqlsmith.WithAtModifierMaxTimestamp(int64(pushDownFuzzSteps-1)*pushDownFuzzStepMs),
+		promqlsmith.WithEnableVectorMatching(true),
+		promqlsmith.WithEnabledAggrs(pushDownFuzzAggrs),
+		promqlsmith.WithEnabledFunctions(h.funcs),
+		promqlsmith.WithMaxDepth(5),
+	)
+	if rnd.Intn(2) == 0 {
+		e := smith.WalkRangeQuery()
+		if e == nil {
+			return "", false
+		}
+		return e.String(), true
+	}
+	// Half the queries are an aggregation of a random vector: what the
+	// planner pushes (promqlsmith alone makes one in about ten).
+	inner := smith.Walk(parser.ValueTypeVector)
+	if inner == nil {
+		return "", false
+	}
+	agg := &parser.AggregateExpr{Op: pushDownFuzzAggrs[rnd.Intn(len(pushDownFuzzAggrs))], Expr: inner, Without: rnd.Intn(3) == 0}
+	for _, l := range []string{"cluster", "job", "instance", "namespace", "env", "le", labels.MetricName} {
+		if rnd.Intn(3) == 0 {
+			agg.Grouping = append(agg.Grouping, l)
+		}
+	}
+	switch agg.Op {
+	case parser.TOPK, parser.BOTTOMK, parser.LIMITK:
+		agg.Param = &parser.NumberLiteral{Val: float64(rnd.Intn(4) + 1)}
+	case parser.QUANTILE:
+		agg.Param = &parser.NumberLiteral{Val: float64(rnd.Intn(11)) / 10}
+	case parser.LIMIT_RATIO:
+		agg.Param = &parser.NumberLiteral{Val: float64(rnd.Intn(21)-10) / 10}
+	case parser.COUNT_VALUES:
+		agg.Param = &parser.StringLiteral{Val: "value"}
+	}
+	return agg.String(), true
+}
+
+var pushDownFuzzAggrs = []parser.ItemType{
+	parser.SUM, parser.MIN, parser.MAX, parser.AVG, parser.COUNT, parser.GROUP,
+	parser.STDDEV, parser.STDVAR, parser.TOPK, parser.BOTTOMK, parser.QUANTILE,
+	parser.COUNT_VALUES, parser.LIMITK, parser.LIMIT_RATIO,
+}
+
+// pushDownFuzzRanges is a range query (unaligned start, one of a few
+// lengths and steps) and an instant query, both over the data's span and a
+// little past its end.
+func pushDownFuzzRanges(rng *rand.Rand) []evalRange {
+	start := time.Unix(int64(rng.IntN(3000)), 0)
+	length := []time.Duration{10 * time.Minute, 30 * time.Minute, time.Hour}[rng.IntN(3)]
+	step := []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute, 7 * time.Minute}[rng.IntN(5)]
+	at := time.Unix(int64(rng.IntN(6600)), 0)
+	return []evalRange{{start: start, end: start.Add(length), step: step}, {start: at, end: at}}
+}
+
+func pushDownFuzzRangesFor(seed uint64, q string) []evalRange {
+	var h uint64 = 14695981039346656037
+	for _, c := range []byte(q) {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	rr := pushDownFuzzRanges(rand.New(rand.NewPCG(seed, h)))
+	// Regressions also at a fixed range and instant.
+	return append(rr, evalRange{start: time.Unix(1200, 0), end: time.Unix(4800, 0), step: time.Minute}, evalRange{start: time.Unix(3630, 0), end: time.Unix(3630, 0)})
+}
+
+func fmtRange(r evalRange) string {
+	if r.step == 0 {
+		return fmt.Sprintf("instant at %ds", r.start.Unix())
+	}
+	return fmt.Sprintf("range %ds to %ds step %v", r.start.Unix(), r.end.Unix(), r.step)
+}
+
+// planSafe plans q, a planner panic being an error.
+func (h *pushDownFuzzHarness) planSafe(mode plan.FloatSums, q string, p *tenancy.Policy) (pl *plan.Plan, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("planner panicked: %v", r)
+		}
+	}()
+	expr, err := Parser().ParseExpr(q)
+	if err != nil {
+		return nil, err
+	}
+	return h.planners[mode].Plan(expr, h.groups, p), nil
+}
+
+type fuzzCase struct {
+	name   string
+	q      string
+	mode   plan.FloatSums
+	tenant *fuzzTenant
+	r      evalRange
+	pl     *plan.Plan
+}
+
+func (h *pushDownFuzzHarness) runQuery(name, q string, rr []evalRange, random bool) {
+	if _, err := Parser().ParseExpr(q); err != nil {
+		if !random {
+			h.t.Errorf("%s: %q does not parse: %v", name, q, err)
+		}
+		h.st.unparseable++
+		return
+	}
+	if random {
+		h.st.queries++
+	} else {
+		h.st.regressions++
+	}
+	h.cache = map[string]fuzzGroupEval{}
+	pushed, refused, tried := false, 0, 0
+	for _, tn := range h.tenants {
+		plans := map[plan.FloatSums]*plan.Plan{}
+		for _, mode := range pushDownFuzzModes {
+			key := string(mode) + "/" + tn.name
+			pl, err := h.planSafe(mode, q, tn.policy)
+			if err != nil {
+				h.diverge(fuzzCase{name: name, q: q, mode: mode, tenant: tn}, err.Error(), nil, nil)
+				continue
+			}
+			if random {
+				h.st.plans[key]++
+			}
+			if pl.Pushed() {
+				pushed = true
+				plans[mode] = pl
+				if random {
+					h.st.pushedPlans[key]++
+				}
+			}
+		}
+		if len(plans) == 0 {
+			continue
+		}
+		for _, r := range rr {
+			want, _, err := evalScript(h.ng, tn.union, q, r)
+			tried++
+			if err != nil {
+				refused++
+				h.st.refRefused += len(plans)
+				continue
+			}
+			for _, mode := range pushDownFuzzModes {
+				if pl := plans[mode]; pl != nil {
+					h.st.evals++
+					h.check(fuzzCase{name: name, q: q, mode: mode, tenant: tn, r: r, pl: pl}, want)
+				}
+			}
+		}
+	}
+	if pushed && random {
+		h.st.pushedQueries++
+	}
+	if tried > 0 && refused == tried {
+		h.st.refRefusedQueries++
+	}
+	h.flush()
+}
+
+// groupEval evaluates a fragment's query on group g's storage (what the
+// group's backend would answer), once per query, group and range.
+func (h *pushDownFuzzHarness) groupEval(g int, q string, r evalRange) fuzzGroupEval {
+	key := fmt.Sprintf("%d|%d|%d|%d|%s", g, r.start.UnixMilli(), r.end.UnixMilli(), r.step, q)
+	if e, ok := h.cache[key]; ok {
+		return e
+	}
+	m, annos, err := evalScript(h.ng, h.stores[g], q, r)
+	e := fuzzGroupEval{m: m, annos: annos, err: err}
+	h.cache[key] = e
+	return e
+}
+
+// probeFinds runs a group query's probe on the group's storage, as
+// PushDown.fetch does on the backend's series endpoint.
+func (h *pushDownFuzzHarness) probeFinds(g int, gq plan.GroupQuery, r evalRange) (labels.Labels, bool) {
+	mint, maxt := probeWindow(gq.Query, r, pushDownFuzzLookback)
+	q, err := h.stores[g].Querier(mint, maxt)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer q.Close()
+	for _, set := range gq.Probe {
+		ss := q.Select(context.Background(), false, &storage.SelectHints{Start: mint, End: maxt, Func: "series"}, set...)
+		if ss.Next() {
+			return ss.At().Labels(), true
+		}
+		if err := ss.Err(); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	return labels.EmptyLabels(), false
+}
+
+// pushedAnswer is what the proxy answers with push-down: fallback says why
+// it evaluated without (the answer is then the reference's by
+// construction); err is the rewritten query's error.
+func (h *pushDownFuzzHarness) pushedAnswer(c fuzzCase) (got promql.Matrix, fallback string, err error) {
+	answers := map[string][]storage.Series{}
+	for _, f := range c.pl.Fragments {
+		for _, gq := range f.Queries {
+			if gq.Skipped != "" {
+				continue
+			}
+			g := slices.IndexFunc(h.groups, func(x plan.Group) bool { return x.Name == gq.Group.Name })
+			if len(gq.Probe) > 0 {
+				if _, found := h.probeFinds(g, gq, c.r); found {
+					return nil, "a group holds a series of another group's label (probe)", nil
+				}
+			}
+			e := h.groupEval(g, gq.Query, c.r)
+			switch {
+			case e.err != nil:
+				msg := e.err.Error()
+				if i := strings.IndexAny(msg, "0123456789\"{("); i > 0 {
+					msg = msg[:i]
+				}
+				h.st.groupErrors[msg]++
+				return nil, "a group's query fails", nil
+			case e.annos > 0:
+				return nil, "a group answers with annotations", nil
+			}
+			ans := matrixAnswer(e.m)
+			if ans.Histograms {
+				return nil, "a group answers native histograms", nil
+			}
+			ss, err := fragmentSeries(f, gq.Group, ans, c.r)
+			if err != nil {
+				return nil, "fragmentSeries refuses the answer: " + err.Error(), nil
+			}
+			answers[f.ID] = append(answers[f.ID], ss...)
+		}
+	}
+	for _, ss := range answers {
+		slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+		for k := 1; k < len(ss); k++ {
+			if labels.Equal(ss[k-1].Labels(), ss[k].Labels()) {
+				return nil, "two groups answered the same series", nil
+			}
+		}
+	}
+	for _, f := range c.pl.Fragments {
+		if f.Ranked != nil && rankedDecided(f, answers[f.ID]) != nil {
+			return nil, "a tie decides a combined topk/bottomk", nil
+		}
+	}
+	got, _, err = evalScript(h.ng, &pushedQueryable{Queryable: c.tenant.union, answers: answers}, c.pl.Expr.String(), c.r)
+	return got, "", err
+}
+
+func (h *pushDownFuzzHarness) check(c fuzzCase, want promql.Matrix) {
+	got, fallback, err := h.pushedAnswer(c)
+	if fallback != "" {
+		h.st.fallback[fallback]++
+		h.example("fell back: "+fallback, c.q)
+		return
+	}
+	if err != nil {
+		h.diverge(c, "the rewritten query fails where the reference does not: "+err.Error(), want, nil)
+		return
+	}
+	exact := c.mode == plan.FloatSumsExact
+	tol := pushDownFuzzTolerance
+	if exact {
+		tol = 0
+	}
+	e, w, rel, diff := pushDownFuzzCompare(want, got, tol)
+	if diff == "" {
+		h.st.compared++
+		h.st.bitEqual += e
+		h.st.within += w
+		h.st.maxRel = max(h.st.maxRel, rel)
+		return
+	}
+	// An answer the order of series decides (ties in topk or bottomk,
+	// limitk) is not one the proxy can reproduce: the reference over the
+	// reversed order tells.
+	alt, _, altErr := evalScript(h.ng, c.tenant.reversedUnion(h.t), c.q, c.r)
+	if altErr == nil {
+		if _, _, _, d := pushDownFuzzCompare(want, alt, tol); d != "" {
+			if _, _, _, d := pushDownFuzzCompare(alt, got, tol); d == "" {
+				h.st.orderOnly++
+				h.example("order: equal to the reference over the reversed order", c.q)
+			} else {
+				h.st.orderInconclusive++
+				h.example("order: the reference depends on the order of series", c.q)
+			}
+			return
+		}
+	}
+	if !exact && roundingAmplified(c.pl) {
+		h.st.amplified++
+		h.example("reassociate: rounding amplified above a combined sum/avg", c.q)
+		return
+	}
+	h.diverge(c, diff, want, got)
+}
+
+func (h *pushDownFuzzHarness) example(class, q string) {
+	if len(h.st.examples[class]) < 3 && !slices.Contains(h.st.examples[class], q) {
+		h.st.examples[class] = append(h.st.examples[class], q)
+	}
+}
+
+func (h *pushDownFuzzHarness) diverge(c fuzzCase, diff string, want, got promql.Matrix) {
+	h.st.divergences++
+	h.st.divBy[string(c.mode)+"/"+c.tenant.name]++
+	h.divs = append(h.divs, fuzzDivergence{c: c, diff: diff, want: want, got: got})
+}
+
+type fuzzDivergence struct {
+	c         fuzzCase
+	diff      string
+	want, got promql.Matrix
+}
+
+// flush reports the divergences of one query: the first in full, and
+// where else (mode, tenant, evaluation) the query diverged.
+func (h *pushDownFuzzHarness) flush() {
+	divs := h.divs
+	h.divs = nil
+	if len(divs) == 0 {
+		return
+	}
+	h.st.divQueries++
+	if h.shownDiv >= pushDownFuzzShown && !h.verbose {
+		return
+	}
+	h.shownDiv++
+	c := divs[0].c
+	var b strings.Builder
+	fmt.Fprintf(&b, "DIVERGENCE (%s; data seed %d)\n  query:  %s\n  mode:   %s\n  tenant: %s", c.name, pushDownFuzzDataSeed, c.q, c.mode, c.tenant.name)
+	if c.tenant.policy != nil {
+		for _, r := range c.tenant.policy.Rules {
+			fmt.Fprintf(&b, " %s", r)
+		}
+	}
+	fmt.Fprintf(&b, "\n  eval:   %s\n  diff:   %s\n", fmtRange(c.r), divs[0].diff)
+	if c.pl != nil {
+		fmt.Fprintf(&b, "  plan:   %s\n  explain:\n    %s\n", c.pl.String(), strings.ReplaceAll(strings.TrimSpace(c.pl.Explain()), "\n", "\n    "))
+	}
+	if len(divs) > 1 {
+		var also []string
+		for _, d := range divs[1:] {
+			also = append(also, fmt.Sprintf("%s/%s %s", d.c.mode, d.c.tenant.name, fmtRange(d.c.r)))
+		}
+		fmt.Fprintf(&b, "  also:   %s\n", strings.Join(also, "; "))
+	}
+	if h.verbose {
+		for _, d := range divs {
+			fmt.Fprintf(&b, "  --- %s/%s %s: %s\n  reference:\n%s\n  pushed:\n%s\n", d.c.mode, d.c.tenant.name, fmtRange(d.c.r), d.diff, d.want, d.got)
+		}
+	}
+	fmt.Fprintf(&b, "  rerun:  PUSHDOWN_FUZZ_QUERY=%q go test -p 1 -run TestPushDownFuzz -v ./engine/", c.q)
+	h.t.Error(b.String())
+}
+
+// pushDownFuzzCompare compares two answers: the same series (by labels) at
+// the same timestamps, values bit-equal (NaN equal to NaN; counted in
+// exact) or within relative tol (counted in within); diff says where they
+// first differ.
+func pushDownFuzzCompare(want, got promql.Matrix, tol float64) (exact, within int, maxRel float64, diff string) {
+	slices.SortFunc(want, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
+	slices.SortFunc(got, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
+	points := func(s promql.Series) string {
+		var b strings.Builder
+		for i, p := range s.Floats {
+			if i == 4 {
+				fmt.Fprintf(&b, " … (%d points)", len(s.Floats))
+				break
+			}
+			fmt.Fprintf(&b, " %v@%d", p.F, p.T)
+		}
+		if len(s.Histograms) > 0 {
+			fmt.Fprintf(&b, " and %d histograms", len(s.Histograms))
+		}
+		return b.String()
+	}
+	i, j := 0, 0
+	for i < len(want) || j < len(got) {
+		var c int
+		switch {
+		case i == len(want):
+			c = 1
+		case j == len(got):
+			c = -1
+		default:
+			c = labels.Compare(want[i].Metric, got[j].Metric)
+		}
+		switch {
+		case c < 0:
+			return 0, 0, 0, fmt.Sprintf("%d series, reference %d; first difference: series %s only in the reference:%s", len(got), len(want), want[i].Metric, points(want[i]))
+		case c > 0:
+			return 0, 0, 0, fmt.Sprintf("%d series, reference %d; first difference: series %s only in the pushed answer:%s", len(got), len(want), got[j].Metric, points(got[j]))
+		}
+		w, g := want[i], got[j]
+		i, j = i+1, j+1
+		if len(w.Histograms)+len(g.Histograms) > 0 {
+			return 0, 0, 0, fmt.Sprintf("series %s: histograms (reference %d, pushed %d)", g.Metric, len(w.Histograms), len(g.Histograms))
+		}
+		for k := 0; k < max(len(w.Floats), len(g.Floats)); k++ {
+			switch {
+			case k == len(w.Floats):
+				return 0, 0, 0, fmt.Sprintf("series %s: pushed has %v@%d, the reference nothing there (pushed%s; reference%s)", g.Metric, g.Floats[k].F, g.Floats[k].T, points(g), points(w))
+			case k == len(g.Floats):
+				return 0, 0, 0, fmt.Sprintf("series %s: the reference has %v@%d, pushed nothing there (pushed%s; reference%s)", g.Metric, w.Floats[k].F, w.Floats[k].T, points(g), points(w))
+			}
+			a, b := w.Floats[k], g.Floats[k]
+			switch {
+			case a.T != b.T:
+				return 0, 0, 0, fmt.Sprintf("series %s: pushed point at %d, reference at %d (pushed%s; reference%s)", g.Metric, b.T, a.T, points(g), points(w))
+			case math.Float64bits(a.F) == math.Float64bits(b.F) || math.IsNaN(a.F) && math.IsNaN(b.F):
+				exact++
+			case tol > 0 && relDiff(a.F, b.F) <= tol:
+				within++
+				maxRel = max(maxRel, relDiff(a.F, b.F))
+			default:
+				return 0, 0, 0, fmt.Sprintf("series %s at %d: pushed %v, reference %v (relative difference %g)", g.Metric, a.T, b.F, a.F, relDiff(a.F, b.F))
+			}
+		}
+	}
+	return exact, within, maxRel, ""
+}
+
+// roundingAmplified reports whether the proxy's part of a reassociated plan
+// applies, above a combined sum or avg, an operation that turns a
+// difference in the last bits into a large one (a comparison, a step
+// function, a selection by value, a counter reset, a cancellation): such a
+// difference is what reassociate allows, not a planner error.
+func roundingAmplified(pl *plan.Plan) bool {
+	ids := map[string]bool{}
+	for _, f := range pl.Fragments {
+		if !f.Combined {
+			continue
+		}
+		if a, ok := f.Expr.(*parser.AggregateExpr); f.Parts != nil || ok && a.Op == parser.SUM {
+			ids[f.ID] = true
+		}
+	}
+	amplified := false
+	parser.Inspect(pl.Expr, func(n parser.Node, path []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		for _, m := range vs.LabelMatchers {
+			if m.Name == plan.SelectorLabel && ids[m.Value] && slices.ContainsFunc(path, amplifies) {
+				amplified = true
+			}
+		}
+		return nil
+	})
+	return amplified
+}
+
+// continuousFuncs change their answer by about as much as their input.
+var continuousFuncs = map[string]bool{
+	"abs": true, "clamp": true, "clamp_max": true, "clamp_min": true, "exp": true, "ln": true, "log2": true, "log10": true,
+	"sqrt": true, "sin": true, "cos": true, "tan": true, "asin": true, "acos": true, "atan": true, "sinh": true, "cosh": true,
+	"tanh": true, "asinh": true, "acosh": true, "atanh": true, "deg": true, "rad": true, "label_replace": true, "label_join": true,
+	"sort": true, "sort_desc": true, "sort_by_label": true, "sort_by_label_desc": true, "vector": true, "scalar": true,
+	"absent": true, "absent_over_time": true, "avg_over_time": true, "min_over_time": true, "max_over_time": true,
+	"sum_over_time": true, "count_over_time": true, "last_over_time": true, "first_over_time": true,
+	"present_over_time": true, "quantile_over_time": true, "timestamp": true, "min_of": true, "max_of": true,
+}
+
+func amplifies(n parser.Node) bool {
+	switch e := n.(type) {
+	case *parser.BinaryExpr:
+		return e.Op.IsComparisonOperator() || e.Op == parser.MOD || e.Op == parser.POW
+	case *parser.AggregateExpr:
+		switch e.Op {
+		case parser.STDDEV, parser.STDVAR, parser.TOPK, parser.BOTTOMK, parser.COUNT_VALUES, parser.LIMITK:
+			return true
+		}
+	case *parser.Call:
+		return !continuousFuncs[e.Func.Name]
+	}
+	return false
+}
+
+func (h *pushDownFuzzHarness) report(minPushed float64) {
+	t, st := h.t, &h.st
+	t.Logf("queries: %d random (%d more did not parse, %d generator panics), %d regressions", st.queries, st.unparseable, st.genPanics, st.regressions)
+	share := 0.0
+	if st.queries > 0 {
+		share = float64(st.pushedQueries) / float64(st.queries)
+	}
+	t.Logf("pushed: %d of %d random queries (%.1f%%) have a fragment pushed for some tenant and mode", st.pushedQueries, st.queries, 100*share)
+	for _, mode := range pushDownFuzzModes {
+		var b strings.Builder
+		for _, tn := range h.tenants {
+			key := string(mode) + "/" + tn.name
+			if st.plans[key] > 0 {
+				fmt.Fprintf(&b, " %s %.1f%%", tn.name, 100*float64(st.pushedPlans[key])/float64(st.plans[key]))
+			}
+		}
+		t.Logf("  plans pushed with %s:%s", mode, b.String())
+	}
+	fell := 0
+	for _, n := range st.fallback {
+		fell += n
+	}
+	t.Logf("evaluations of pushed plans: %d; the reference refuses %d (%d queries at every evaluation); fell back %d; compared %d (values: %d bit-equal, %d within %g, largest relative difference %.3g)",
+		st.evals, st.refRefused, st.refRefusedQueries, fell, st.compared, st.bitEqual, st.within, pushDownFuzzTolerance, st.maxRel)
+	for _, why := range slices.Sorted(maps.Keys(st.fallback)) {
+		t.Logf("  fell back (%d): %s", st.fallback[why], why)
+	}
+	for _, msg := range slices.Sorted(maps.Keys(st.groupErrors)) {
+		t.Logf("    group query error (%d): %s…", st.groupErrors[msg], msg)
+	}
+	t.Logf("not counted as divergences: %d answers the order of series decides (%d of them equal to the reference over the reversed order), %d reassociate differences amplified by the proxy's part", st.orderOnly+st.orderInconclusive, st.orderOnly, st.amplified)
+	for _, class := range slices.Sorted(maps.Keys(st.examples)) {
+		t.Logf("  e.g. %s:", class)
+		for _, q := range st.examples[class] {
+			t.Logf("    %s", q)
+		}
+	}
+	t.Logf("divergences: %d evaluations of %d queries", st.divergences, st.divQueries)
+	for _, k := range slices.Sorted(maps.Keys(st.divBy)) {
+		t.Logf("  %s: %d", k, st.divBy[k])
+	}
+	if st.divergences > 0 {
+		t.Errorf("%d evaluations of %d queries diverge between push-down and one evaluation (the first %d queries printed above)", st.divergences, st.divQueries, min(st.divQueries, pushDownFuzzShown))
+	}
+	if minPushed > 0 && st.queries > 0 && share < minPushed {
+		t.Errorf("only %.1f%% of the random queries had anything pushed (floor %.0f%%): the fuzzer tests too little", 100*share, 100*minPushed)
+	}
+	if minPushed > 0 && st.compared == 0 {
+		t.Error("no pushed evaluation compared")
+	}
+}
