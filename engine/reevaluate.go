@@ -22,8 +22,10 @@ import (
 // query cannot fail over within the read, since the series already taken
 // would count twice, but a fresh evaluation can, with the replica that
 // broke off tried last in its group. A replica killed under load then costs
-// the queries reading from it a second evaluation, not an error. Any other
-// failure, and a second break, is the query's answer as before.
+// the queries reading from it a second evaluation, not an error. So does an
+// answer that came out of label order (remote.ErrUnsortedAnswer), after
+// which the same replica is read whole. Any other failure, and a second
+// break, is the query's answer as before.
 type ReEvaluating struct {
 	next   promql.QueryEngine
 	logger *slog.Logger
@@ -72,21 +74,45 @@ type reEvaluatedQuery struct {
 	again      func() (promql.Query, error)
 }
 
+// maxUnsortedReEvaluations bounds the evaluations a query makes again for
+// answers out of label order. Each such answer switches its backend to
+// whole reads for good, so a query meets at most one per backend of its
+// groups; the bound is for a fleet of many such backends.
+const maxUnsortedReEvaluations = 16
+
 func (q *reEvaluatedQuery) Exec(ctx context.Context) *promql.Result {
 	res := q.Query.Exec(ctx)
-	se := (*StreamError)(nil)
-	if res.Err == nil || q.next != nil || !errors.As(res.Err, &se) || se.Replica == "" || ctx.Err() != nil {
-		return res
+	for again := 0; ; again++ {
+		if res.Err == nil || ctx.Err() != nil {
+			return res
+		}
+		se := (*StreamError)(nil)
+		broken := errors.As(res.Err, &se) && se.Replica != "" && q.next == nil
+		// An answer out of label order made its client read whole from
+		// now on: the same replica answers the next evaluation right.
+		unsorted := errors.Is(res.Err, remote.ErrUnsortedAnswer) && again < maxUnsortedReEvaluations
+		if !broken && !unsorted {
+			return res
+		}
+		next, err := q.again()
+		if err != nil {
+			return res
+		}
+		if q.next != nil {
+			q.next.Close() // its answer is dropped
+		}
+		q.next = next
+		q.r.again.Inc()
+		attrs := []any{"query", q.Query.String(), "err", res.Err}
+		if se != nil {
+			attrs = append(attrs, "group", se.Group, "backend", se.Replica)
+		}
+		q.r.logger.Warn("query evaluated again: a group's answer broke off mid-stream", attrs...)
+		if broken {
+			ctx = withReplicaLast(ctx, se.Group, se.Replica)
+		}
+		res = next.Exec(ctx)
 	}
-	second, err := q.again()
-	if err != nil {
-		return res
-	}
-	q.next = second
-	q.r.again.Inc()
-	q.r.logger.Warn("query evaluated again: a group's answer broke off mid-stream",
-		"query", q.Query.String(), "group", se.Group, "backend", se.Replica, "err", se.Err)
-	return second.Exec(withReplicaLast(ctx, se.Group, se.Replica))
 }
 
 // relayQuery is a query that may hand its evaluation over to a second one

@@ -86,6 +86,9 @@ type Client struct {
 	flags   atomic.Pointer[fetched[map[string]string]]
 	// closed makes a stream that ends after Close drop its connection too.
 	closed atomic.Bool
+	// unsorted: a streamed answer of this backend came out of label order
+	// (stream.go); its reads are read whole and merged since.
+	unsorted atomic.Bool
 }
 
 // Option changes how New builds a client.
@@ -267,7 +270,7 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), c.scrub(err))
 	}
-	if len(queries) == 1 && !c.cfg.BufferReads {
+	if len(queries) == 1 && !c.cfg.BufferReads && !c.unsorted.Load() {
 		streaming = true
 		st := newStreamSet(ctx, c, ss, budget, wait, cancel)
 		// The first series is what decides whether the caller may still

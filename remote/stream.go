@@ -17,6 +17,11 @@ import (
 // must not answer with what it got.
 var ErrStreamBroken = errors.New("remote-read answer broke off")
 
+// ErrUnsortedAnswer marks a streamed answer that came out of label order.
+// The client reads that backend's answers whole from then on, so the same
+// read made again succeeds.
+var ErrUnsortedAnswer = errors.New("the answer is not sorted by labels")
+
 // readAhead is how many complete series a stream decodes before its
 // reader asks for them. While the merge waits for a slower group, a group's
 // answer keeps arriving (and is charged to the query's budget, so a query
@@ -62,7 +67,7 @@ func newStreamSet(ctx context.Context, c *Client, frames storage.SeriesSet, budg
 		}
 	})
 	s.close = sync.OnceFunc(func() { close(s.stop); done() })
-	p := &producer{frames: frames, budget: budget, wait: wait, timeout: time.Duration(c.cfg.Timeout)}
+	p := &producer{c: c, frames: frames, budget: budget, wait: wait, timeout: time.Duration(c.cfg.Timeout)}
 	go func() {
 		defer close(s.ch)
 		defer done()
@@ -119,6 +124,7 @@ func (s *streamSet) Close() {
 
 // producer decodes one answer into complete series.
 type producer struct {
+	c       *Client
 	frames  storage.SeriesSet
 	budget  Budget
 	wait    *time.Timer
@@ -179,7 +185,15 @@ func (p *producer) next() (storage.Series, bool, error) {
 		p.ahead = nil
 	}
 	if p.produced > 0 && labels.Compare(p.prev, lset) >= 0 {
-		return nil, false, fmt.Errorf("%w: series %s after %s: the answer is not sorted by labels", ErrBadResponse, lset, p.prev)
+		// Prometheus sorts a streamed answer by the labels as stored and
+		// adds its external labels afterwards: a series storing its own
+		// value of an external label's name (federation, honor_labels,
+		// remote write) sorts elsewhere once the others get the external
+		// value. The backend's reads are buffered from now on, where
+		// sortedRuns merges whatever order comes; this read breaks off, and
+		// the query is evaluated again (engine.ReEvaluating).
+		p.c.unsorted.Store(true)
+		return nil, false, fmt.Errorf("%w: %w: series %s after %s (series storing an external label's name?); reads from this backend are buffered from now on", ErrBadResponse, ErrUnsortedAnswer, lset, p.prev)
 	}
 	if p.budget != nil {
 		if err := p.budget.AddSeries(lset.Hash()); err != nil {
