@@ -25,8 +25,19 @@ type Config struct {
 	// Prometheus uses its global evaluation interval.
 	SubqueryStep model.Duration `yaml:"default_subquery_step"`
 	// PushDown lets backends evaluate the parts of a query the planner
-	// proves exact (off by default).
+	// proves exact (on by default).
 	PushDown plan.Config `yaml:"push_down"`
+}
+
+// DefaultConfig is what no `engine` section means.
+func DefaultConfig() Config {
+	return Config{
+		Timeout:       model.Duration(2 * time.Minute),
+		MaxSamples:    50_000_000,
+		LookbackDelta: model.Duration(5 * time.Minute),
+		SubqueryStep:  model.Duration(time.Minute),
+		PushDown:      plan.DefaultConfig(),
+	}
 }
 
 // Validate fills defaults. Zero values here are not "unlimited": a zero

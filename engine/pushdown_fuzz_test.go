@@ -48,6 +48,14 @@ func TestPushDownFuzz(t *testing.T) {
 	cfg := pushDownFuzzConfig(t)
 	h := newPushDownFuzzHarness(t, cfg.seed)
 	h.strictOrder = os.Getenv("PUSHDOWN_FUZZ_STRICT_ORDER") == "1"
+	if path := os.Getenv("PUSHDOWN_FUZZ_DUMP"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		h.dump = f
+	}
 	if os.Getenv("PUSHDOWN_FUZZ_WHY") == "1" {
 		h.why = map[string]int{}
 	}
@@ -342,6 +350,7 @@ type pushDownFuzzHarness struct {
 	// order of series, not the proxy's, is a divergence too.
 	strictOrder bool
 	why         map[string]int
+	dump        *os.File // PUSHDOWN_FUZZ_DUMP: one line per divergent query
 	verbose     bool
 	funcs       []*parser.Function
 }
@@ -963,6 +972,9 @@ func (h *pushDownFuzzHarness) flush() {
 		return
 	}
 	h.st.divQueries++
+	if h.dump != nil {
+		fmt.Fprintf(h.dump, "%s\t%s\t%s\t%s\t%s\n", divs[0].c.q, divs[0].c.mode, divs[0].c.tenant.name, fmtRange(divs[0].c.r), divs[0].diff)
+	}
 	if h.shownDiv >= pushDownFuzzShown && !h.verbose {
 		return
 	}

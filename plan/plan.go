@@ -30,15 +30,16 @@ import (
 
 // Config is the `engine.push_down` section.
 type Config struct {
-	// Enabled turns push-down on. Off, every query is evaluated in the proxy.
+	// Enabled turns push-down on (the default). Off, every query is
+	// evaluated in the proxy.
 	Enabled bool `yaml:"enabled"`
 	// Label, when set, is the only group label accepted as proof that the
 	// groups are disjoint; empty accepts any label every group has with
 	// distinct values.
 	Label string `yaml:"label"`
 	// FloatSums says whether sum and avg may be combined across groups:
-	// FloatSumsExact (default) keeps them in the proxy, FloatSumsReassociate
-	// pushes them, equal to one evaluation within float rounding only.
+	// FloatSumsReassociate (default) pushes them, equal to one evaluation
+	// within float rounding only; FloatSumsExact keeps them in the proxy.
 	FloatSums FloatSums `yaml:"float_sums"`
 }
 
@@ -56,7 +57,16 @@ const (
 	FloatSumsReassociate FloatSums = "reassociate"
 )
 
-// Validate fills the default and refuses unknown values.
+// DefaultConfig is what no `engine.push_down` section means: push-down on,
+// sums and means combined across groups within float rounding. Groups that
+// are not provably disjoint, releases outside the compatibility table and
+// everything else the planner cannot prove are still evaluated in the proxy.
+func DefaultConfig() Config {
+	return Config{Enabled: true, FloatSums: FloatSumsReassociate}
+}
+
+// Validate refuses unknown values. A Config built in code without
+// FloatSums means FloatSumsExact.
 func (c *Config) Validate() error {
 	switch c.FloatSums {
 	case "":

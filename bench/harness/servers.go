@@ -179,9 +179,9 @@ type proxyKind struct {
 
 // proxyConfig is the YAML the proxy runs with. withCacheSection adds the
 // `cache` section; builds of the proxy that do not know it refuse unknown
-// keys, so startProxy retries without it. Push-down is named only when on,
-// and then with the label that proves the groups disjoint (and
-// `float_sums: reassociate` when asked).
+// keys, so startProxy retries without it. Push-down is always named: off,
+// or on with the label that proves the groups disjoint and the float_sums
+// asked.
 func proxyConfig(groups []group, kind proxyKind, withCacheSection bool) string {
 	var b strings.Builder
 	b.WriteString("discovery:\n  static:\n")
@@ -195,11 +195,15 @@ func proxyConfig(groups []group, kind proxyKind, withCacheSection bool) string {
 	if kind.caching && withCacheSection {
 		b.WriteString("cache:\n  backend: memory\n")
 	}
+	// Named either way: push-down is on by default.
 	if kind.pushDown {
-		b.WriteString("engine:\n  push_down:\n    enabled: true\n    label: cluster\n")
+		sums := "exact"
 		if kind.reassociate {
-			b.WriteString("    float_sums: reassociate\n")
+			sums = "reassociate"
 		}
+		fmt.Fprintf(&b, "engine:\n  push_down:\n    enabled: true\n    label: cluster\n    float_sums: %s\n", sums)
+	} else {
+		b.WriteString("engine:\n  push_down:\n    enabled: false\n")
 	}
 	return b.String()
 }

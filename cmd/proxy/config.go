@@ -39,6 +39,7 @@ func defaultConfig() Config {
 	backend.Timeout = 0 // filled from proxy.backend_timeout unless backend.timeout is set
 	return Config{
 		Proxy:   httpapi.DefaultProxyConfig(),
+		Engine:  engine.DefaultConfig(),
 		Backend: backend,
 		Tenants: tenancy.Defaults(),
 		Cache:   cache.DefaultConfig(),
