@@ -17,7 +17,7 @@ TEST_P ?= 2
 TEST_TIMEOUT ?= 40m
 FUZZ_TIME ?= 20s
 
-.PHONY: all build test fuzz demo lint deps tools k8s-tools k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
+.PHONY: all build test fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
 
 all: build
 
@@ -45,13 +45,28 @@ deps:
 	$(GO) mod download
 
 # Prometheus and promtool built from the same module version the proxy
-# imports, so the reference answers with the very same PromQL engine.
-tools: $(PROMETHEUS) $(PROMTOOL)
+# imports, so the reference answers with the very same PromQL engine; and the
+# Prometheus LTS server (3.5) the push-down compatibility tests run, built
+# from tools/prometheus-lts (a module of its own) into
+# .cache/prometheus-<its module version>/.
+PROM_LTS_VERSION := $(shell sed -n 's/^require github.com\/prometheus\/prometheus \(v[0-9.]*\)$$/\1/p' tools/prometheus-lts/go.mod)
+PROM_LTS_RELEASE := $(shell echo $(PROM_LTS_VERSION) | awk -F. '{m=$$2+0; printf "%d.%d.%s", int(m/100), m%100, $$3}')
+PROM_LTS_DIR := .cache/prometheus-$(PROM_LTS_VERSION)
+PROMETHEUS_LTS := $(PROM_LTS_DIR)/prometheus
+
+tools: $(PROMETHEUS) $(PROMTOOL) $(PROMETHEUS_LTS)
 
 $(PROMETHEUS) $(PROMTOOL):
 	@mkdir -p $(PROM_DIR)
 	GOBIN=$(abspath $(PROM_DIR)) $(GO) install -ldflags "-X github.com/prometheus/common/version.Version=$(PROM_RELEASE) -X github.com/prometheus/common/version.Revision=$(PROM_VERSION)" \
 	  github.com/prometheus/prometheus/cmd/prometheus@$(PROM_VERSION) github.com/prometheus/prometheus/cmd/promtool@$(PROM_VERSION)
+
+$(PROMETHEUS_LTS):
+	@if [ -z "$(PROM_LTS_VERSION)" ]; then echo 'tools/prometheus-lts/go.mod: no "require github.com/prometheus/prometheus vX.Y.Z" line' >&2; exit 1; fi
+	@mkdir -p $(PROM_LTS_DIR)
+	cd tools/prometheus-lts && $(GO) build -ldflags "-X github.com/prometheus/common/version.Version=$(PROM_LTS_RELEASE) -X github.com/prometheus/common/version.Revision=$(PROM_LTS_VERSION)" \
+	  -o $(abspath $(PROMETHEUS_LTS)).tmp github.com/prometheus/prometheus/cmd/prometheus
+	mv $(PROMETHEUS_LTS).tmp $(PROMETHEUS_LTS)
 
 # bench/load measures one tenant's latency against its own idle baseline
 # (fair scheduling), so it runs after the other packages, alone on the machine.
@@ -73,6 +88,9 @@ k8s-tools: $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd
 
 $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd:
 	GO=$(GO) ./tools/build.sh $(abspath $(KUBE_DIR))
+
+# Everything the tests and the demo need, installed or built once.
+dev-setup: deps tools k8s-tools
 
 # Installs the CRD, RBAC and the proxy into the current kubectl context.
 k8s-deploy:

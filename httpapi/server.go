@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,6 +206,7 @@ func (s *Server) routes() *echo.Echo {
 	mgmt.GET("/debug/targets", s.debugTargets)
 	mgmt.GET("/debug", s.debugIndex)
 	mgmt.GET("/debug/tenants", s.debugTenants)
+	addPprof(mgmt)
 	s.pageRoutes(e)
 	return e
 }
@@ -221,8 +223,9 @@ func (s *Server) metricsHandler() echo.HandlerFunc {
 }
 
 // managementRoutes is what the management listener serves: metrics and
-// probes, without credentials (a ServiceMonitor and the kubelet have none).
-// Nothing there belongs to a tenant; /debug stays on the main port, admin-only.
+// probes, without credentials (a ServiceMonitor and the kubelet have none),
+// and Go's profiles. Nothing there belongs to a tenant; the rest of /debug
+// stays on the main port, admin-only.
 func (s *Server) managementRoutes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
@@ -234,7 +237,22 @@ func (s *Server) managementRoutes() *echo.Echo {
 	if s.opts.Proxy.EnableMetrics {
 		e.GET("/metrics", s.metricsHandler())
 	}
+	addPprof(e.Group(""))
 	return e
+}
+
+// addPprof serves Go's profiles under /debug/pprof/, where Prometheus,
+// Thanos and Mimir serve theirs (go tool pprof http://…/debug/pprof/heap).
+// Profiles hold no tenant data, but cost CPU while they run: on the main
+// port they sit behind the admin check with the rest of /debug.
+func addPprof(g *echo.Group) {
+	g.GET("/debug/pprof/cmdline", echo.WrapHandler(http.HandlerFunc(pprof.Cmdline)))
+	g.GET("/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
+	g.GET("/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol)))
+	g.POST("/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol)))
+	g.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
+	// The index, and every named profile (heap, goroutine, allocs, …).
+	g.GET("/debug/pprof/*", echo.WrapHandler(http.HandlerFunc(pprof.Index)))
 }
 
 // ManagementHandler returns the management listener's handler.

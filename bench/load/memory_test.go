@@ -103,3 +103,66 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestPushedAnswerMemory: a pushed query whose answer is many series of
+// one point each (count_values over timestamps makes a new series at every
+// step; so does any aggregation by pod over days of pod churn), over two
+// days at a 60 s step, through a proxy with push-down on. Markers at every
+// step would make series × steps points (gigabytes at a 15 s step); the
+// proxy must answer, or refuse with 422 naming a limit, with its peak RSS
+// under twice its idle RSS plus the byte limit. The query must have been
+// pushed: otherwise this measures remote read.
+func TestPushedAnswerMemory(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	const days = 2
+	var groups [][]*testenv.Prometheus
+	clusters := []string{"c1", "c2"}
+	for _, c := range clusters {
+		var om strings.Builder
+		om.WriteString("# TYPE m gauge\n")
+		for ts := start; ts.Before(start.Add(days * 24 * time.Hour)); ts = ts.Add(time.Minute) {
+			fmt.Fprintf(&om, "m{pod=\"p\"} 1 %d\n", ts.Unix())
+		}
+		om.WriteString("# EOF\n")
+		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, strings.NewReader(om.String()),
+			testenv.WithName("churn-"+c), testenv.WithExternalLabels(map[string]string{"cluster": c}))})
+	}
+	limit := int64(chunkLimitMiB) << 20
+	q := request{path: "/api/v1/query_range", params: url.Values{
+		"query": {`count_values by (cluster) ("t", timestamp(m))`},
+		"start": {strconv.FormatInt(start.Unix(), 10)},
+		"end":   {strconv.FormatInt(start.Add(days*24*time.Hour).Unix(), 10)},
+		"step":  {"60"},
+	}}
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	p := startProxyBinary(t, clusters, groups,
+		fmt.Sprintf("limits:\n  defaults: {max_fetched_chunk_bytes_per_query: %d}\n", limit),
+		"engine:\n  push_down: {enabled: true, float_sums: reassociate}\n")
+	warm := request{path: "/api/v1/query", params: url.Values{"query": {`count(m)`}, "time": {strconv.FormatInt(start.Add(time.Hour).Unix(), 10)}}}
+	if a, err := send(client, p.url, warm); err != nil || a.problem() != "" {
+		t.Fatalf("warm-up query: %v %s", err, a.problem())
+	}
+	time.Sleep(time.Second)
+	idle := p.rss(t)
+	before := p.metricSum(client, "prometheus_proxy_pushdown_queries_total", `outcome="pushed"`)
+	t0 := time.Now()
+	a, err := send(client, p.url, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(t0)
+	peak := p.peakRSS(t)
+	bound := 2*idle + uint64(limit)
+	t.Logf("HTTP %d in %v; idle RSS %.1f MiB, peak RSS %.1f MiB, bound 2×idle+limit %.1f MiB", a.code, took.Round(time.Millisecond), mib(idle), mib(peak), mib(bound))
+	fmt.Printf("memory: pushed count_values over %d days: HTTP %d in %v, idle RSS %.1f MiB, peak RSS %.1f MiB (bound %.1f MiB)\n", days, a.code, took.Round(time.Millisecond), mib(idle), mib(peak), mib(bound))
+	if a.code != http.StatusOK && !(a.code == http.StatusUnprocessableEntity && strings.Contains(string(a.raw), "max_")) {
+		t.Errorf("HTTP %d %.300s; want an answer or 422 naming a limit", a.code, a.raw)
+	}
+	if pushed := p.metricSum(client, "prometheus_proxy_pushdown_queries_total", `outcome="pushed"`) - before; pushed != 1 {
+		t.Errorf("%v queries pushed, want 1: the test measures the pushed path only when it is taken", pushed)
+	}
+	if peak >= bound {
+		t.Errorf("peak RSS %.1f MiB is not under 2×idle (%.1f MiB) + the limit (%d MiB)", mib(peak), mib(idle), chunkLimitMiB)
+	}
+}

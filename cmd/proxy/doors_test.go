@@ -254,14 +254,15 @@ func testPostToGetOnly(t *testing.T, f *fleet) {
 	}
 }
 
-// testManagementListener: /metrics, /health and /ready answer on the
-// management listener without credentials; the main port keeps them (and
-// /debug) admin-only, and /debug is not on the management listener.
+// testManagementListener: /metrics, /health, /ready and Go's profiles
+// (/debug/pprof/) answer on the management listener without credentials;
+// the main port keeps them (and /debug) admin-only, and the rest of /debug
+// is not on the management listener.
 func testManagementListener(t *testing.T, f *fleet) {
 	cfg := tenantConfig(f, tenantFiles(t))
 	cfg.Server.ManagementAddress = "127.0.0.1:0"
 	p := startProxy(t, cfg)
-	for _, path := range []string{"/metrics", "/health", "/ready"} {
+	for _, path := range []string{"/metrics", "/health", "/ready", "/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine"} {
 		testenv.Eventually(t, 5*time.Second, path+" on the management listener", func() error {
 			if a := doRequest(t, p.ManagementURL, apiRequest{path: path}); a.code != http.StatusOK {
 				return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
