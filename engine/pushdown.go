@@ -88,6 +88,28 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 	if err != nil {
 		return "", err
 	}
+	byName := map[string]*discovery.Group{}
+	for _, g := range p.fanout.backends.Groups() {
+		byName[g.Name] = g
+	}
+	for _, f := range pl.Fragments {
+		for i, gq := range f.Queries {
+			g := byName[gq.Group.Name]
+			if gq.Skipped != "" || g == nil {
+				continue
+			}
+			// What the query would be refused for at its execution.
+			v, err := callGroup(ctx, p.fanout, g, "version", func(ctx context.Context, c *remote.Client) (string, error) { return c.Version(ctx) })
+			switch {
+			case err != nil:
+				f.Queries[i].Refused = "its release could not be read: " + tenantSafe(ctx, err).Error()
+			default:
+				if ok, why := evaluatesAsProxy(v, gq.Query); !ok {
+					f.Queries[i].Refused = why
+				}
+			}
+		}
+	}
 	return pl.Explain(), nil
 }
 
@@ -182,12 +204,6 @@ func (pq *pushedQuery) lookback() time.Duration {
 // when go.mod moves without it.
 const engineRelease = "3.16"
 
-// sameEngine reports whether a backend of version v (e.g. "3.16.0")
-// evaluates PromQL with the proxy's engine release.
-func sameEngine(v string) bool {
-	return engineRelease != "" && (v == engineRelease || strings.HasPrefix(v, engineRelease+"."))
-}
-
 // answerChangingFeatures are the backend feature flags under which the
 // same PromQL answers differently from the proxy's engine, which runs with
 // none of them (delayed name removal keeps __name__ through functions until
@@ -260,8 +276,8 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 				if err != nil {
 					return answer{}, err
 				}
-				if !sameEngine(v) {
-					return answer{refused: fmt.Errorf("%w: group %s runs Prometheus %q; the proxy evaluates with %s, and releases evaluate differently", errNotExact, g.Name, v, engineRelease)}, nil
+				if ok, why := evaluatesAsProxy(v, j.gq.Query); !ok {
+					return answer{refused: fmt.Errorf("%w: group %s %s", errNotExact, g.Name, why)}, nil
 				}
 				flags, err := c.Flags(ctx)
 				if err != nil {

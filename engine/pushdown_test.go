@@ -191,3 +191,25 @@ func TestSelectorSpans(t *testing.T) {
 		}
 	}
 }
+
+func TestReleaseOf(t *testing.T) {
+	for v, want := range map[string]string{"3.16.0": "3.16", "3.5.1": "3.5", "2.42.0+ds": "2.42", "3.16": "3.16", "3.16.0-rc.1": "3.16", "": "", "main": "", "x.y": ""} {
+		if got := releaseOf(v); got != want {
+			t.Errorf("releaseOf(%q) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+// A backend outside the compatibility table gets nothing pushed, with the
+// reason; the proxy's own release gets every query the planner writes.
+func TestEvaluatesAsProxy(t *testing.T) {
+	q := `max by (cluster) (rate(x[5m]))`
+	if ok, why := evaluatesAsProxy("3.16.0", q); !ok {
+		t.Errorf("3.16.0: %s", why)
+	}
+	for _, v := range []string{"2.42.0+ds", "3.9.0", "", "4.0.0"} {
+		if ok, why := evaluatesAsProxy(v, q); ok || !strings.Contains(why, "compatibility table") {
+			t.Errorf("%q: ok %v, %q", v, ok, why)
+		}
+	}
+}

@@ -239,6 +239,10 @@ type GroupQuery struct {
 	Group   Group
 	Query   string
 	Skipped string // non-empty: the group holds nothing the tenant may see
+	// Refused, set by the executor (which reads the backends' release and
+	// flags), says why the group's backends would not evaluate Query as
+	// the proxy's engine does: then the query is evaluated in the proxy.
+	Refused string
 	// Probe must find no series on the group before its answer is used:
 	// each set is a pushed selector with the disjointness label required
 	// to differ from the group's value. Disjointness is read from the
@@ -306,6 +310,9 @@ func (p *Plan) Explain() string {
 				continue
 			}
 			fmt.Fprintf(&b, "  %s: %s\n", q.Group.Name, q.Query)
+			if q.Refused != "" {
+				fmt.Fprintf(&b, "  %s: refused, so the whole query is evaluated in the proxy: %s\n", q.Group.Name, q.Refused)
+			}
 		}
 	}
 	for _, d := range p.Decisions {

@@ -277,6 +277,11 @@ func TestPushDown(t *testing.T) {
 		if pushed, fallback := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"); pushed != 0 || fallback != 1 {
 			t.Errorf("pushed %v, fell back %v; want 0 and 1", pushed, fallback)
 		}
+		// explain names the group refused and why.
+		r.params.Set("explain", "true")
+		if ex := doRequest(t, p.URL, r); ex.code != 200 || !strings.Contains(string(ex.body), "refused") || !strings.Contains(string(ex.body), "compatibility table") {
+			t.Errorf("explain: HTTP %d %s; want the 2.x group refused, naming the compatibility table", ex.code, ex.body)
+		}
 	})
 
 	t.Run("DelayedNameRemoval", func(t *testing.T) {
