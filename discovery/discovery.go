@@ -24,6 +24,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 )
 
 // Load-balancing and partial-response modes.
@@ -510,7 +512,7 @@ func (m *Manager) CheckNow(ctx context.Context) {
 					return
 				}
 				if err == nil && r.setReportedLabels(ext) {
-					m.logger.Info("replica external labels", "group", g.Name, "replica", r.URL, "external_labels", ext.String())
+					m.logger.Info("replica external labels", "group", g.Name, "replica", redact.URL(r.URL), "external_labels", ext.String())
 				}
 				if err != nil && pctx.Err() != nil {
 					err = fmt.Errorf("%w (no answer within health_check_interval %s)", err, interval)
@@ -518,7 +520,7 @@ func (m *Manager) CheckNow(ctx context.Context) {
 				was := r.Healthy()
 				m.ObserveCall(r, err, time.Since(start))
 				if now := r.Healthy(); now != was {
-					m.logger.Info("replica health changed", "group", g.Name, "replica", r.URL, "healthy", now, "err", err)
+					m.logger.Info("replica health changed", "group", g.Name, "replica", redact.URL(r.URL), "healthy", now, "err", err)
 				}
 			})
 		}

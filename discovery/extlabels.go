@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 )
 
 // This file owns the external labels of a group in both directions, as
@@ -290,7 +292,7 @@ func (g *Group) computeView() *groupView {
 			continue
 		}
 		if !labels.Equal(lset, external) {
-			conflict = append(conflict, fmt.Sprintf("replica %s reports external labels %s, replica %s reports %s", r.URL, lset, from, external))
+			conflict = append(conflict, fmt.Sprintf("replica %s reports external labels %s, replica %s reports %s", redact.URL(r.URL), lset, redact.URL(from), external))
 		}
 	}
 	b := labels.NewBuilder(labels.EmptyLabels())

@@ -219,3 +219,18 @@ func TestManagerReadsExternalLabels(t *testing.T) {
 		t.Error("topology did not change with the group's labels")
 	}
 }
+
+// The conflict message reaches logs and /debug/targets: replica URLs in it
+// are redacted.
+func TestConflictRedactsURLs(t *testing.T) {
+	g := &Group{Name: "g", replicaLabels: DefaultReplicaLabels}
+	for i, ext := range []map[string]string{{"cluster": "eu"}, {"cluster": "us"}} {
+		r := newReplica("http://user:s3cret@r" + string(rune('0'+i)) + ":9090")
+		r.setReportedLabels(labels.FromMap(ext))
+		g.Replicas = append(g.Replicas, r)
+	}
+	g.refreshView()
+	if c := g.ExternalLabelsConflict(); c == "" || strings.Contains(c, "s3cret") || !strings.Contains(c, "user:xxxxx@r0") {
+		t.Errorf("conflict %q", c)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -514,7 +515,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		return zero, &GroupError{Group: g.Name, Errs: []error{errors.New("no replicas")}}
 	}
 	for _, r := range replicas {
-		backend := remote.RedactURL(r.URL)
+		backend := redact.URL(r.URL)
 		c, release, err := f.acquire(g, r.URL)
 		if err != nil {
 			errs = append(errs, err)

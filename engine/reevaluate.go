@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/util/stats"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 )
 
@@ -164,7 +165,7 @@ func orderForContext(ctx context.Context, g string, replicas []*discovery.Replic
 		return replicas
 	}
 	named := func(r *discovery.Replica) bool {
-		return slices.Contains(last, replicaLast{g, strings.TrimRight(remote.RedactURL(r.URL), "/")})
+		return slices.Contains(last, replicaLast{g, strings.TrimRight(redact.URL(r.URL), "/")})
 	}
 	out := make([]*discovery.Replica, 0, len(replicas))
 	for _, r := range replicas {

@@ -127,6 +127,9 @@ func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery,
 				if !flt.keepsRule(r) {
 					continue
 				}
+				if !policy.Unrestricted() {
+					hideFreeText(r)
+				}
 				if ar, ok := r.(*v1.AlertingRule); ok {
 					if !policy.Unrestricted() {
 						ar.Alerts = slices.DeleteFunc(ar.Alerts, func(al *v1.Alert) bool { return !AlertVisible(policy, al) })
@@ -179,6 +182,26 @@ func paginate(groups []*v1.RuleGroup, limit int, token string) (*v1.RuleDiscover
 		res.RuleGroups = res.RuleGroups[:limit]
 	}
 	return res, nil
+}
+
+// hiddenRuleError stands, for a tenant, for a rule's lastError.
+const hiddenRuleError = "the rule's evaluation failed; its error is shown to admins only, as it can name series of other tenants"
+
+// hideFreeText blanks what a backend writes into a rule as free text from
+// its evaluation: lastError can quote any series the rule's query met
+// ("found duplicate series for the match group {…}"), whoever they belong
+// to. The rule's health stays: that it fails is the tenant's to know.
+func hideFreeText(r v1.Rule) {
+	switch r := r.(type) {
+	case *v1.AlertingRule:
+		if r.LastError != "" {
+			r.LastError = hiddenRuleError
+		}
+	case *v1.RecordingRule:
+		if r.LastError != "" {
+			r.LastError = hiddenRuleError
+		}
+	}
 }
 
 // ruleState is an alerting rule's state as its (visible) alerts make it,

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -100,5 +101,23 @@ func TestExemplarQuery(t *testing.T) {
 	q := remote.ExemplarQuery(sets)
 	if _, err := Parser().ParseExpr(q); err != nil {
 		t.Errorf("%s: %v", q, err)
+	}
+}
+
+// A rule's lastError can quote series of any namespace: a tenant reads a
+// fixed text instead, an admin the backend's own.
+func TestHideFreeText(t *testing.T) {
+	leak := `found duplicate series for the match group {pod="x"} on the right hand-side of the operation: [{namespace="team-b", pod="x"}]`
+	ar := &v1.AlertingRule{Name: "A", LastError: leak, Health: "err"}
+	rr := &v1.RecordingRule{Name: "r", LastError: leak, Health: "err"}
+	ok := &v1.RecordingRule{Name: "ok", Health: "ok"}
+	for _, r := range []v1.Rule{ar, rr, ok} {
+		hideFreeText(r)
+	}
+	if strings.Contains(ar.LastError, "team-b") || strings.Contains(rr.LastError, "team-b") || ar.LastError != hiddenRuleError {
+		t.Errorf("lastError shown: %q / %q", ar.LastError, rr.LastError)
+	}
+	if ar.Health != "err" || ok.LastError != "" {
+		t.Errorf("health %q, empty error became %q", ar.Health, ok.LastError)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 )
 
 func goVersion() string { return runtime.Version() }
@@ -64,7 +64,7 @@ func (s *Server) debugTargets(c echo.Context) error {
 	st := s.opts.Backends.Status()
 	for i := range st {
 		for j := range st[i].Replicas {
-			st[i].Replicas[j].URL = remote.RedactURL(st[i].Replicas[j].URL)
+			st[i].Replicas[j].URL = redact.URL(st[i].Replicas[j].URL)
 		}
 	}
 	if wantsHTML(c.Request()) {

@@ -28,6 +28,8 @@ import (
 	promremote "github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/util/annotations"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 )
 
 // Config is how the proxy talks to every backend.
@@ -114,7 +116,7 @@ func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Error quotes the URL whole, password included.
-		return nil, fmt.Errorf("backend %q: not a URL", RedactURL(rawURL))
+		return nil, fmt.Errorf("backend %q: not a URL", redact.URL(rawURL))
 	}
 	redacted := u.Redacted()
 	if u.Scheme != "http" && u.Scheme != "https" {
@@ -172,17 +174,6 @@ type scrubbedError struct {
 
 func (e *scrubbedError) Error() string { return strings.ReplaceAll(e.err.Error(), e.raw, e.redacted) }
 func (e *scrubbedError) Unwrap() error { return e.err }
-
-// RedactURL hides the password of a URL with credentials; a string that is
-// not a URL is hidden whole after its scheme, since it may hold one anyway.
-func RedactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		scheme, _, _ := strings.Cut(s, "://")
-		return scheme + "://(unparsable URL)"
-	}
-	return u.Redacted()
-}
 
 // Close drops the client's idle connections, so nothing of it outlives the
 // proxy (each kept-alive connection holds two goroutines).
