@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -206,9 +207,11 @@ const engineRelease = "3.16"
 
 // answerChangingFeatures are the backend feature flags under which the
 // same PromQL answers differently from the proxy's engine, which runs with
-// none of them (delayed name removal keeps __name__ through functions until
-// the end of the evaluation).
-var answerChangingFeatures = []string{"promql-delayed-name-removal"}
+// none of them: delayed name removal keeps __name__ through functions until
+// the end of the evaluation; type-and-unit labels are kept or dropped by
+// operators differently from release to release; start timestamps change
+// rate, increase, irate and resets.
+var answerChangingFeatures = []string{"promql-delayed-name-removal", "type-and-unit-labels", "use-start-timestamps"}
 
 // answerChangingFeature returns the first of answerChangingFeatures in a
 // backend's --enable-feature value (comma-separated, possibly bracketed),
@@ -295,10 +298,28 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 					found    []labels.Labels
 					probeErr error
 					probed   sync.WaitGroup
+					mu       sync.Mutex
 				)
+				mint, maxt := probeWindow(j.gq.Query, r, lookback)
 				if len(j.gq.Probe) > 0 {
-					mint, maxt := probeWindow(j.gq.Query, r, lookback)
-					probed.Go(func() { found, _, probeErr = c.Series(ctx, mint, maxt, j.gq.Probe) })
+					probed.Go(func() {
+						f, _, err := c.Series(ctx, mint, maxt, j.gq.Probe)
+						mu.Lock()
+						found, probeErr = f, cmp.Or(probeErr, err)
+						mu.Unlock()
+					})
+				}
+				// Each side of a mixed probe is answered by one series.
+				mixed := make([][2]bool, len(j.gq.Mixed))
+				for k, mp := range j.gq.Mixed {
+					for side, sets := range [][][]*labels.Matcher{mp.Stored, mp.Lacking} {
+						probed.Go(func() {
+							f, _, err := c.SeriesLimit(ctx, mint, maxt, sets, 1)
+							mu.Lock()
+							mixed[k][side], probeErr = len(f) > 0, cmp.Or(probeErr, err)
+							mu.Unlock()
+						})
+					}
 				}
 				ans, err := c.Query(ctx, remote.QueryParams{
 					Query: j.gq.Query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
@@ -310,6 +331,12 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 				}
 				if len(found) > 0 {
 					return answer{refused: fmt.Errorf("%w: group %s holds %s, which is not of the group's %s", errNotExact, g.Name, found[0], pl.Label)}, nil
+				}
+				for k, both := range mixed {
+					if both[0] && both[1] {
+						l := j.gq.Mixed[k].Label
+						return answer{refused: fmt.Errorf("%w: group %s holds series storing its %s=%q beside series lacking %s, which the query matches or groups by", errNotExact, g.Name, l, g.ExternalLabels().Get(l), l)}, nil
+					}
 				}
 				if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Code < 500 {
 					return answer{refused: fmt.Errorf("%w: %w", errNotExact, err)}, nil

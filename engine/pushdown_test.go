@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
@@ -210,6 +211,33 @@ func TestEvaluatesAsProxy(t *testing.T) {
 	for _, v := range []string{"2.42.0+ds", "3.9.0", "", "4.0.0"} {
 		if ok, why := evaluatesAsProxy(v, q); ok || !strings.Contains(why, "compatibility table") {
 			t.Errorf("%q: ok %v, %q", v, ok, why)
+		}
+	}
+	// The LTS line: what it lacks or evaluates otherwise is refused to it,
+	// never to the proxy's own release; the rest goes to both.
+	for query, refused := range map[string]string{
+		`max by (cluster) (rate(x[5m]))`:                                     "",
+		`max by (cluster) (first_over_time(x[5m]))`:                          "has no first_over_time() (added in 3.7.0)",
+		`max by (cluster) (quantile_over_time(0.9, x[5m]))`:                  "whose quantile_over_time() differs",
+		`quantile by (cluster) (0.9, x)`:                                     "exact rank in quantile()",
+		`max by (cluster) (x > on (cluster, i) y)`:                           "comparison's vector matching",
+		`max by (cluster) (x > bool on (cluster, i) y)`:                      "",
+		`max by (cluster) (x / on (cluster, i) y)`:                           "",
+		`max by (cluster) (max_over_time(x[5m] anchored))`:                   "anchored or smoothed",
+		`max by (cluster) (max_over_time(x[5m+1m]))`:                         "duration expressions",
+		`histogram_quantile(0.9, sum by (cluster, le) (rate(x_bucket[5m])))`: "whose histogram_quantile() differs",
+	} {
+		ok, why := evaluatesAsProxy("3.5.1", query)
+		if ok != (refused == "") || !strings.Contains(why, refused) {
+			t.Errorf("3.5.1: %s: ok %v, %q; want refused for %q", query, ok, why, refused)
+		}
+		if ok, why := evaluatesAsProxy("3.16.0", query); !ok {
+			t.Errorf("3.16.0: %s refused: %s", query, why)
+		}
+	}
+	for name, since := range lts35.missing {
+		if _, ok := parser.Functions[name]; !ok || since == "" {
+			t.Errorf("lts35.missing: %s is no function of the proxy's parser, or has no release", name)
 		}
 	}
 }

@@ -248,6 +248,22 @@ type GroupQuery struct {
 	// to differ from the group's value. Disjointness is read from the
 	// group's labels; the probe proves it for the series the query reads.
 	Probe [][]*labels.Matcher
+	// Mixed are the further probes for the group labels the fragment's
+	// matching or grouping compares (sensitiveToStored): its answer is
+	// used only where each finds series on one side at most.
+	Mixed []MixedProbe
+}
+
+// MixedProbe asks whether the series a fragment reads on a group both
+// store the group's own value of a group label (Stored) and lack it
+// (Lacking). The proxy shows the value on both; the backend's matching and
+// grouping see it on the first only, so two such series that are one
+// group or one match in the proxy are two on the backend. A stored value
+// other than the group's is apart in both views, and all or none storing
+// it makes the two views alike.
+type MixedProbe struct {
+	Label           string
+	Stored, Lacking [][]*labels.Matcher
 }
 
 // Decision is one node's fate, for explain output.
@@ -479,6 +495,13 @@ func (w *walker) rewrite(n parser.Expr) parser.Expr {
 	}
 	switch e := n.(type) {
 	case *parser.AggregateExpr:
+		if e.Op == parser.LIMITK {
+			// limitk picks the first k series in the order its input
+			// comes in, and a pushed answer comes in another order than
+			// the same part evaluated here.
+			w.decide(n, false, "limitk picks series by the order of its input, which a pushed part would change")
+			return n
+		}
 		e2 := *e
 		e2.Expr = w.rewrite(e.Expr)
 		if e.Param != nil {
@@ -522,6 +545,16 @@ func (w *walker) rewrite(n parser.Expr) parser.Expr {
 // push replaces n by a fragment when n may be evaluated by the backends, as
 // a whole (local) or as the groups' parts of a distributive aggregation.
 func (w *walker) push(n parser.Expr) (parser.Expr, bool) {
+	if agg, ok := n.(*parser.AggregateExpr); ok && (agg.Op == parser.TOPK || agg.Op == parser.BOTTOMK) {
+		// Even within one group, which of tied series win is decided by
+		// the order of its input: pushed only as a ranked combination,
+		// whose answer is checked for such ties.
+		if ok, why := w.local(agg.Expr); !ok {
+			w.decide(n, false, why)
+			return n, false
+		}
+		return w.pushRanked(agg)
+	}
 	ok, why := w.local(n)
 	if ok {
 		if !worthPushing(n) {
@@ -642,6 +675,11 @@ func outerGrouping(agg *parser.AggregateExpr) []string {
 // Each group answers mean and count in one query, told apart by PartLabel,
 // so a group is asked (and probed) once.
 func (w *walker) pushAvg(agg *parser.AggregateExpr) (parser.Expr, bool) {
+	if !agg.Without && slices.Contains(agg.Grouping, labels.MetricName) {
+		// The combination multiplies and divides, which drops the name.
+		w.decide(agg, false, "avg by the metric name: combining the groups' means would drop it")
+		return agg, false
+	}
 	part := func(op parser.ItemType, name string) parser.Expr {
 		return &parser.Call{
 			Func: parser.Functions["label_replace"],
@@ -750,6 +788,15 @@ func (w *walker) local(n parser.Expr) (bool, string) {
 		}
 		return true, ""
 	case *parser.AggregateExpr:
+		if e.Op == parser.TOPK || e.Op == parser.BOTTOMK {
+			return false, fmt.Sprintf("%s inside a pushed part picks among tied series by the backend's order, which no check here can see", e.Op)
+		}
+		if e.Op == parser.LIMITK || e.Op == parser.LIMIT_RATIO {
+			// limitk picks by input order, limit_ratio by a hash of the
+			// whole label set: on a backend, series lack the labels the
+			// proxy adds, so both pick other series.
+			return false, fmt.Sprintf("%s picks series by their order or a hash of their labels, which differ on the backends", e.Op)
+		}
 		if e.Param != nil {
 			if ok, why := w.constant(e.Param); !ok {
 				return false, why
@@ -772,6 +819,15 @@ func (w *walker) local(n parser.Expr) (bool, string) {
 			m := e.VectorMatching
 			if m != nil && !keepsLabel(m.MatchingLabels, !m.On, w.label) {
 				return false, fmt.Sprintf("%s matches series across groups: its matching drops %q", e.Op, w.label)
+			}
+			for _, l := range w.groupLabels {
+				// The proxy shows a group label on every series the
+				// backends do not store it on; where one side still has
+				// it and the other does not, the proxy's matching sees a
+				// difference the backends' does not.
+				if matchesOn(m, l) && (keepsName(e.LHS, l) != keepsName(e.RHS, l) || mayKeep(e.LHS, l) != mayKeep(e.RHS, l)) {
+					return false, fmt.Sprintf("%s matches on group label %q, which one side has and the other not: the backends, which do not store it, would match series the proxy does not", e.Op, l)
+				}
 			}
 		case lv:
 			if ok, why := w.constant(e.RHS); !ok {
@@ -825,9 +881,25 @@ func (w *walker) keeps(n parser.Expr) []string {
 	return out
 }
 
-// keepsName reports whether n's output series carry label l of their
-// input series (for the node types local accepts).
-func keepsName(n parser.Expr, l string) bool {
+// keepsName reports whether every output series of n carries label l of
+// its input series (for the node types local accepts).
+func keepsName(n parser.Expr, l string) bool { return keeps(n, l, false) }
+
+// mayKeep reports whether some output series of n may carry label l of its
+// input series: an `or` answers series of either side as they are.
+func mayKeep(n parser.Expr, l string) bool { return keeps(n, l, true) }
+
+// matchesOn reports whether a vector matching compares label l.
+func matchesOn(m *parser.VectorMatching, l string) bool {
+	if m == nil {
+		return true
+	}
+	return slices.Contains(m.MatchingLabels, l) == m.On
+}
+
+// keeps is keepsName (some false) or mayKeep (some true).
+func keeps(n parser.Expr, l string, some bool) bool {
+	keepsName := func(n parser.Expr, l string) bool { return keeps(n, l, some) }
 	switch e := n.(type) {
 	case *parser.VectorSelector, *parser.MatrixSelector:
 		return true
@@ -864,6 +936,9 @@ func keepsName(n parser.Expr, l string) bool {
 		switch {
 		case e.Op.IsSetOperator():
 			// or/unless/and answer series of either side as they are.
+			if some {
+				return keepsName(e.LHS, l) || keepsName(e.RHS, l)
+			}
 			return keepsName(e.LHS, l) && keepsName(e.RHS, l)
 		case m == nil || m.Card == parser.CardOneToOne:
 			return (m == nil || keepsLabel(m.MatchingLabels, !m.On, l)) && keepsName(e.LHS, l)
@@ -927,6 +1002,14 @@ func writesLabel(n parser.Expr, l string) bool {
 // when some group cannot be asked exactly.
 func (w *walker) fragment(node, pushed parser.Expr, combined bool) (parser.Expr, bool) {
 	f := &Fragment{ID: strconv.Itoa(len(w.plan.Fragments) + 1), Expr: pushed, Combined: combined}
+	for _, name := range w.allLabels {
+		if slices.Contains(w.groupLabels, name) && mayKeep(pushed, name) && !keepsName(pushed, name) {
+			// Some output series carry it, some not: the proxy cannot
+			// add it back to exactly those.
+			w.decide(node, false, fmt.Sprintf("some series of the answer keep group label %q and some do not", name))
+			return nil, false
+		}
+	}
 	for _, name := range w.keeps(pushed) {
 		if name == w.label {
 			f.Keep = append(f.Keep, name)
@@ -948,7 +1031,7 @@ func (w *walker) fragment(node, pushed parser.Expr, combined bool) (parser.Expr,
 		}
 		gq := GroupQuery{Group: g, Query: q, Skipped: skipped}
 		if skipped == "" {
-			gq.Probe, err = w.pl.probe(q, g, w.label)
+			gq.Probe, gq.Mixed, err = w.pl.probe(q, g, w.label, sensitiveToStored(pushed, w.groupLabels))
 			if err != nil {
 				w.decide(node, false, err.Error())
 				return nil, false
@@ -1271,20 +1354,77 @@ func onStoredData(ms []*labels.Matcher, g Group, groupLabels []string) ([]*label
 	return out, nil
 }
 
+// sensitiveToStored lists the group labels that a vector matching of n
+// compares, or that the grouping of one of its aggregations (or a function
+// grouping by every label but one, as histogram_quantile) keeps: for those
+// a group's series must not mix storing the group's value with lacking the
+// label (MixedProbe).
+func sensitiveToStored(n parser.Expr, groupLabels []string) []string {
+	var out []string
+	add := func(l string) {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	parser.Inspect(n, func(node parser.Node, _ []parser.Node) error {
+		for _, l := range groupLabels {
+			switch e := node.(type) {
+			case *parser.BinaryExpr:
+				if e.LHS.Type() == parser.ValueTypeVector && e.RHS.Type() == parser.ValueTypeVector && matchesOn(e.VectorMatching, l) {
+					add(l)
+				}
+			case *parser.AggregateExpr:
+				if keepsLabel(e.Grouping, e.Without, l) {
+					add(l)
+				}
+			case *parser.Call:
+				switch e.Func.Name {
+				case "histogram_quantile", "histogram_quantiles", "histogram_fraction":
+					add(l)
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
+
 // probe lists, for the query sent to g, every selector with the
 // disjointness label required to differ from g's value (and, where the proxy
 // adds the label, to be stored at all): series the group's answer would
-// wrongly attribute to g.
-func (pl *Planner) probe(q string, g Group, label string) ([][]*labels.Matcher, error) {
+// wrongly attribute to g. Where the proxy adds g's labels, it also lists,
+// for each label of sensitive, the mixed probe over every selector.
+func (pl *Planner) probe(q string, g Group, label string, sensitive []string) ([][]*labels.Matcher, []MixedProbe, error) {
 	e, err := pl.parser.ParseExpr(q)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out [][]*labels.Matcher
+	var (
+		out   [][]*labels.Matcher
+		mixed []MixedProbe
+	)
+	if g.LabelsAdded {
+		for _, l := range sensitive {
+			if v := g.Labels.Get(l); v != "" {
+				mixed = append(mixed, MixedProbe{Label: l})
+			}
+		}
+	}
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		vs, ok := n.(*parser.VectorSelector)
 		if !ok || selectsNothing(vs.LabelMatchers) {
 			return nil
+		}
+		for i := range mixed {
+			mp := &mixed[i]
+			stored := append(slices.Clone(vs.LabelMatchers), labels.MustNewMatcher(labels.MatchEqual, mp.Label, g.Labels.Get(mp.Label)))
+			lacking := append(slices.Clone(vs.LabelMatchers), labels.MustNewMatcher(labels.MatchEqual, mp.Label, ""))
+			if !tenancy.Contradicts(stored) {
+				mp.Stored = append(mp.Stored, stored)
+			}
+			if !tenancy.Contradicts(lacking) && slices.ContainsFunc(lacking, func(m *labels.Matcher) bool { return !m.Matches("") }) {
+				mp.Lacking = append(mp.Lacking, lacking)
+			}
 		}
 		set := slices.Clone(vs.LabelMatchers)
 		if g.LabelsAdded {
@@ -1296,7 +1436,9 @@ func (pl *Planner) probe(q string, g Group, label string) ([][]*labels.Matcher, 
 		}
 		return nil
 	})
-	return out, nil
+	// A label no selector can store, or none can lack, needs no probe.
+	mixed = slices.DeleteFunc(mixed, func(mp MixedProbe) bool { return len(mp.Stored) == 0 || len(mp.Lacking) == 0 })
+	return out, mixed, nil
 }
 
 func selectsNothing(ms []*labels.Matcher) bool {

@@ -41,7 +41,12 @@ func TestPlans(t *testing.T) {
 		{`max by (cluster) (x / on (cluster, instance) y)`, `remote(max by (cluster) (x / on (cluster, instance) y))`},
 		{`count by (cluster) (x / y)`, `remote(count by (cluster) (x / y))`},
 		{`max by (cluster) (max_over_time(rate(x[5m])[30m:1m]))`, `remote(max by (cluster) (max_over_time(rate(x[5m])[30m:1m])))`},
-		{`topk by (cluster) (3, x)`, `remote(topk by (cluster) (3, x))`},
+		// Within a group too, ties decide by input order: always ranked.
+		{`topk by (cluster) (3, x)`, `topk by (cluster) (3, remote(topk by (cluster) (4, x)))`},
+		{`max by (cluster) (topk by (cluster) (3, x))`, `max by (cluster) (topk by (cluster) (3, remote(topk by (cluster) (4, x))))`},
+		{`limitk(2, max by (cluster) (x))`, `limitk(2, max by (cluster) (x))`},
+		{`max by (cluster) (limit_ratio(0.5, x))`, `max by (cluster) (limit_ratio(0.5, x))`},
+		{`max by (job) (x or max without (env) (y))`, `max by (job) (remote(max by (job) (x or max without (env) (y))))`},
 		// Exact distributive aggregations combine the groups' answers.
 		{`max by (job) (rate(x[5m]))`, `max by (job) (remote(max by (job) (rate(x[5m]))))`},
 		{`count(x)`, `sum(remote(count(x)))`},
@@ -504,5 +509,47 @@ func TestRecheckable(t *testing.T) {
 		if got := recheckable(mustParse(t, tc.q), tc.policy); got != tc.want {
 			t.Errorf("%s: recheckable %v, want %v", tc.q, got, tc.want)
 		}
+	}
+}
+
+// Cases the push-down fuzzer found (engine/pushdown_fuzz_test.go): the
+// backends do not store the labels the proxy adds, so whatever compares or
+// picks by label sets differs where one side still has such a label.
+func TestFuzzFoundRefusals(t *testing.T) {
+	gs := []Group{
+		{Name: "g0", Labels: labels.FromStrings("cluster", "g0", "env", "prod"), LabelsAdded: true},
+		{Name: "g1", Labels: labels.FromStrings("cluster", "g1", "env", "prod"), LabelsAdded: true},
+	}
+	for q, why := range map[string]string{
+		`count by (cluster) (level - max without (env) (level))`:    `matches on group label "env"`,
+		`max by (cluster) (level or max without (env) (gauge))`:     `matches on group label "env"`,
+		`limit_ratio by (cluster) (0.5, max without (env) (gauge))`: "limit_ratio picks series",
+		`max by (cluster) (bottomk without (job) (5, x))`:           "bottomk inside a pushed part",
+		`limitk by (cluster) (1, max by (cluster, job) (x))`:        "limitk picks series by the order",
+	} {
+		p := New(Config{Enabled: true, FloatSums: FloatSumsReassociate}, testParser).Plan(mustParse(t, q), gs, nil)
+		if !strings.Contains(p.Explain(), "kept in proxy: "+q) || !strings.Contains(p.Explain(), why) {
+			t.Errorf("%s: %s\nwant refused for %q", q, p.Explain(), why)
+		}
+	}
+	p := New(Config{Enabled: true, FloatSums: FloatSumsReassociate}, testParser).Plan(mustParse(t, `avg by (job, __name__) (x)`), gs, nil)
+	if !strings.Contains(p.Explain(), "avg by the metric name") {
+		t.Errorf("avg by __name__: %s", p.Explain())
+	}
+	// A matching or grouping that compares env probes, per group, for
+	// series storing the group's env beside series lacking it.
+	p = New(Config{Enabled: true}, testParser).Plan(mustParse(t, `max by (cluster) (x / y)`), gs, nil)
+	if !p.Pushed() {
+		t.Fatal(p.Explain())
+	}
+	var mixed []string
+	for _, mp := range p.Fragments[0].Queries[0].Mixed {
+		mixed = append(mixed, mp.Label)
+		if len(mp.Stored) != 2 || len(mp.Lacking) != 2 {
+			t.Errorf("%s: %d stored, %d lacking sets; want one per selector", mp.Label, len(mp.Stored), len(mp.Lacking))
+		}
+	}
+	if strings.Join(mixed, ",") != "cluster,env" {
+		t.Errorf("mixed probes for %v, want cluster and env", mixed)
 	}
 }

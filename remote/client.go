@@ -343,8 +343,18 @@ func (*listSeriesSet) Warnings() annotations.Annotations { return nil }
 // Series asks /api/v1/series with one match[] per matcher set; the label sets
 // come back sorted.
 func (c *Client) Series(ctx context.Context, mint, maxt int64, matcherSets [][]*labels.Matcher) ([]labels.Labels, Warnings, error) {
+	return c.SeriesLimit(ctx, mint, maxt, matcherSets, 0)
+}
+
+// SeriesLimit is Series answering at most limit series (0: all), for a
+// question that one series answers (Prometheus 3.x honours the limit).
+func (c *Client) SeriesLimit(ctx context.Context, mint, maxt int64, matcherSets [][]*labels.Matcher, limit int) ([]labels.Labels, Warnings, error) {
 	var data []map[string]string
-	w, err := c.apiCall(ctx, "/api/v1/series", timeRange(mint, maxt, matchParams(matcherSets)), &data)
+	p := timeRange(mint, maxt, matchParams(matcherSets))
+	if limit > 0 {
+		p.Set("limit", strconv.Itoa(limit))
+	}
+	w, err := c.apiCall(ctx, "/api/v1/series", p, &data)
 	if err != nil {
 		return nil, w, err
 	}
