@@ -99,6 +99,16 @@ k8s-deploy:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZ_TIME) ./tenancy/
 
+# The push-down fuzzer at length: random PromQL (promqlsmith) under tenant
+# policies, push-down exact and re-associated against one evaluation over
+# the union. `make test` runs it for about a minute (TestPushDownFuzz in
+# ./engine); this runs PUSHDOWN_FUZZ_QUERIES queries from PUSHDOWN_FUZZ_SEED.
+PUSHDOWN_FUZZ_QUERIES ?= 12000
+PUSHDOWN_FUZZ_SEED ?= 7
+fuzz-pushdown:
+	PUSHDOWN_FUZZ_QUERIES=$(PUSHDOWN_FUZZ_QUERIES) PUSHDOWN_FUZZ_SEED=$(PUSHDOWN_FUZZ_SEED) PUSHDOWN_FUZZ_DURATION=0 \
+	  $(GO) test -count=1 -p 1 -timeout 0 -run '^TestPushDownFuzz$$' -v ./engine/
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

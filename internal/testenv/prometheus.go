@@ -31,6 +31,11 @@ const (
 	V3 Kind = iota
 	// V2 is Prometheus 2.x (Debian's 2.42 by default).
 	V2
+	// V3LTS is Prometheus of the 3.5 LTS line, built from the
+	// github.com/prometheus/prometheus module version that
+	// tools/prometheus-lts/go.mod requires (v0.305.x): the other release
+	// line push-down is sent to.
+	V3LTS
 )
 
 func (k Kind) String() string {
@@ -39,6 +44,8 @@ func (k Kind) String() string {
 		return "v3"
 	case V2:
 		return "v2"
+	case V3LTS:
+		return "v3.5"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -64,8 +71,45 @@ func v3Dir(t testing.TB) string {
 	return filepath.Join(RepoRoot(t), ".cache", "prometheus-"+PrometheusModuleVersion(t))
 }
 
+// ltsGoMod is the module that builds the LTS server, apart from the proxy's go.mod.
+const ltsGoMod = "tools/prometheus-lts/go.mod"
+
+// PrometheusLTSModuleVersion returns the version of github.com/prometheus/prometheus
+// that tools/prometheus-lts/go.mod requires, e.g. v0.305.1 (Prometheus 3.5.1).
+func PrometheusLTSModuleVersion(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(RepoRoot(t), filepath.FromSlash(ltsGoMod)))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	v := goModRequire(string(data), prometheusModule)
+	if v == "" {
+		t.Fatalf("testenv: %s does not require %s", ltsGoMod, prometheusModule)
+	}
+	return v
+}
+
+func v3LTSDir(t testing.TB) string {
+	return filepath.Join(RepoRoot(t), ".cache", "prometheus-"+PrometheusLTSModuleVersion(t))
+}
+
+// ltsRelease is the release a Prometheus module version stands for
+// (v0.305.1 → "3.5.1"), as `prometheus --version` prints it.
+func ltsRelease(moduleVersion string) string {
+	parts := strings.SplitN(strings.TrimPrefix(moduleVersion, "v"), ".", 3)
+	if len(parts) != 3 {
+		return ""
+	}
+	minor, err := strconv.Atoi(parts[1])
+	if err != nil {
+		return ""
+	}
+	return strconv.Itoa(minor/100) + "." + strconv.Itoa(minor%100) + "." + parts[2]
+}
+
 // PrometheusBinary returns the path of the prometheus binary of kind, or fails
-// the test saying how to get it. Overrides: PROMETHEUS_V3, PROMETHEUS_V2.
+// the test saying how to get it. Overrides: PROMETHEUS_V3, PROMETHEUS_V2,
+// PROMETHEUS_V3LTS.
 func PrometheusBinary(t testing.TB, kind Kind) string {
 	t.Helper()
 	switch kind {
@@ -76,6 +120,18 @@ func PrometheusBinary(t testing.TB, kind Kind) string {
 		path := lookBinary(t, "PROMETHEUS_V2", "/usr/bin/prometheus",
 			"run `apt-get install prometheus` (Prometheus 2.42)")
 		checkMajorVersion(t, path, "2.")
+		return path
+	case V3LTS:
+		mv := PrometheusLTSModuleVersion(t)
+		path := lookBinary(t, "PROMETHEUS_V3LTS", filepath.Join(v3LTSDir(t), "prometheus"),
+			"run `make tools` (builds Prometheus "+mv+" from tools/prometheus-lts)")
+		// The release line, not the patch: an override may be any 3.5.x.
+		release := ltsRelease(mv)
+		i := strings.LastIndexByte(release, '.')
+		if i < 0 {
+			t.Fatalf("testenv: %s: %s is not a Prometheus module version (v0.MMM.P)", ltsGoMod, mv)
+		}
+		checkMajorVersion(t, path, release[:i+1])
 		return path
 	}
 	t.Fatalf("testenv: unknown Prometheus kind %v", kind)
@@ -93,7 +149,8 @@ func PromtoolBinary(t testing.TB) string {
 var versionChecked sync.Map // binary path → error (nil when it is the expected version)
 
 // checkMajorVersion guards against a PATH or override that points the V2 slot
-// at a 3.x binary, which would silently make the mixed-fleet tests one-sided.
+// at a 3.x binary (or the V3LTS slot at another release line), which would
+// silently make the mixed-fleet tests one-sided.
 func checkMajorVersion(t testing.TB, path, prefix string) {
 	t.Helper()
 	v, ok := versionChecked.Load(path)
@@ -261,10 +318,11 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 }
 
 func kindFlags(kind Kind) []string {
-	if kind == V3 {
+	if kind == V3 || kind == V3LTS {
 		// The proxy's engine parses with experimental functions on; the
-		// reference must accept the same queries. (2.42 has no such switch
-		// worth matching: its experimental functions differ anyway.)
+		// reference must accept the same queries; so must the LTS line, for
+		// the experimental functions it has. (2.42 has no such switch worth
+		// matching: its experimental functions differ anyway.)
 		return []string{"--enable-feature=promql-experimental-functions"}
 	}
 	return nil

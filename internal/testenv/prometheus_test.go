@@ -42,6 +42,7 @@ func TestStartPrometheus(t *testing.T) {
 	}{
 		{V3, -1, countUp(all)},
 		{V2, -1, countUp(all)},
+		{V3LTS, -1, countUp(all)}, // blocks from the v3 promtool, opened by 3.5
 		{V3, 1, countUp(shard1)},
 	} {
 		name := fmt.Sprintf("%v/shard%d", tc.kind, tc.shard)
