@@ -284,6 +284,39 @@ func TestPushDown(t *testing.T) {
 		}
 	})
 
+	t.Run("LTS", func(t *testing.T) {
+		// One group on the 3.5 LTS line, two on the proxy's release, with
+		// the shipped defaults (push-down on, sums re-associated): the
+		// suite answers as the reference, and queries are pushed to the
+		// LTS group too, except what its release evaluates differently.
+		f := startShards(t, "lts", []testenv.Kind{testenv.V3, testenv.V3LTS, testenv.V3}, func(i int) func(labels.Labels) bool {
+			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
+		}, ownCluster)
+		cfg := baseConfig(f)
+		for i := range cfg.Discovery.Static {
+			cfg.Discovery.Static[i].Labels = map[string]string{"cluster": f.data.Clusters[i]}
+		}
+		p := startProxy(t, cfg)
+		reqs := append(promqlRequests(f.data, func(string) bool { return false }), combinedRequests(f.data)...)
+		runSuiteWithin(t, f.reference.URL, p.URL, append(reqs, sumRequests(f.data)...), nil, len(reqs)/2, sumsTolerance)
+		pushed, fallback := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback")
+		t.Logf("with a 3.5 group: %v queries pushed, %v fell back", pushed, fallback)
+		if pushed < float64(len(sumRequests(f.data))) {
+			t.Errorf("with a 3.5 group only %v queries pushed", pushed)
+		}
+		// What 3.5 evaluates differently falls back, and explain says why.
+		r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`max by (namespace) (quantile_over_time(0.9, memory_usage_bytes[10m]))`}, "time": {formatTime(f.data.Start.Add(30 * time.Minute))}}}
+		before := pushDownCount(t, p, "fallback")
+		compareAnswers(t, r.String(), doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
+		if fell := pushDownCount(t, p, "fallback") - before; fell != 1 {
+			t.Errorf("quantile_over_time with a 3.5 group: %v fell back, want 1", fell)
+		}
+		r.params.Set("explain", "true")
+		if ex := doRequest(t, p.URL, r); !strings.Contains(string(ex.body), "quantile_over_time() differs") {
+			t.Errorf("explain: %s", ex.body)
+		}
+	})
+
 	t.Run("DelayedNameRemoval", func(t *testing.T) {
 		// A backend started with promql-delayed-name-removal keeps
 		// __name__ through functions until the end, as the proxy's engine
