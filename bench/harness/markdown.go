@@ -245,6 +245,25 @@ func cpuCells(cols []column, cs ConcSummary) string {
 	return b.String()
 }
 
+// criticalPathCells are the cells of each column's modelled critical path
+// per pass and its multiple of the reference's CPU.
+func criticalPathCells(cols []column, cs ConcSummary) string {
+	var b strings.Builder
+	ref := cs.CriticalPathSeconds["reference"]
+	for _, c := range cols {
+		sec, ok := cs.CriticalPathSeconds[c.name]
+		switch {
+		case !ok:
+			b.WriteString(" – |")
+		case c.name == "reference" || ref <= 0:
+			fmt.Fprintf(&b, " %.2f |", sec)
+		default:
+			fmt.Fprintf(&b, " %.2f (%s) |", sec, ratioString(sec/ref))
+		}
+	}
+	return b.String()
+}
+
 func (rep *Report) summarySection(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	cols := rep.columns()
@@ -265,6 +284,10 @@ func (rep *Report) summarySection(b *strings.Builder) {
 		if len(cs.CPUSeconds) > 0 {
 			w("\n| CPU per pass, concurrency %d (s; the reference, or the proxy and its backends) |", cs.Concurrency)
 			w("%s", cpuCells(cols, cs))
+		}
+		if len(cs.CriticalPathSeconds) > 0 {
+			w("\n| modelled pass with each backend on its own machine, concurrency %d (s of CPU: proxy + busiest backend; a model) |", cs.Concurrency)
+			w("%s", criticalPathCells(cols, cs))
 		}
 		w("\n")
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,16 +151,43 @@ func cpuOf(procs []*proc) time.Duration {
 	return d
 }
 
-// cpuReading is the CPU time of an endpoint's servers: all of them, and
-// the proxy's own share (0 for the reference).
-type cpuReading struct{ total, proxy time.Duration }
+// cpuReading is the CPU time of an endpoint's servers: all of them, the
+// proxy's own share (0 for the reference), and each backend's.
+type cpuReading struct {
+	total, proxy time.Duration
+	backends     []time.Duration
+}
 
 func (c cpuReading) sub(o cpuReading) cpuReading {
-	return cpuReading{c.total - o.total, c.proxy - o.proxy}
+	return cpuReading{c.total - o.total, c.proxy - o.proxy, zipDurations(c.backends, o.backends, -1)}
 }
 
 func (c cpuReading) add(o cpuReading) cpuReading {
-	return cpuReading{c.total + o.total, c.proxy + o.proxy}
+	return cpuReading{c.total + o.total, c.proxy + o.proxy, zipDurations(c.backends, o.backends, 1)}
+}
+
+// criticalPath is the CPU time on a load's critical path were every
+// backend on a machine of its own: the proxy's, plus the busiest
+// backend's (a model: it assumes CPU-bound servers that run side by side).
+func (c cpuReading) criticalPath() time.Duration {
+	if len(c.backends) == 0 {
+		return c.total
+	}
+	return c.proxy + slices.Max(c.backends)
+}
+
+// zipDurations is a + sign·b element by element (the longer's length).
+func zipDurations(a, b []time.Duration, sign time.Duration) []time.Duration {
+	out := make([]time.Duration, max(len(a), len(b)))
+	for i := range out {
+		if i < len(a) {
+			out[i] += a[i]
+		}
+		if i < len(b) {
+			out[i] += sign * b[i]
+		}
+	}
+	return out
 }
 
 // logTail returns about the last n bytes of the child's log.

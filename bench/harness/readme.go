@@ -51,6 +51,10 @@ func (rep *Report) ReadmeSection() string {
 			w("| CPU seconds per load, concurrency %d (reference, or proxy + backends) |", cs.Concurrency)
 			w("%s\n", cpuCells(cols, cs))
 		}
+		if len(cs.CriticalPathSeconds) > 0 {
+			w("| modelled load, each backend on its own machine, concurrency %d (CPU s: proxy + busiest backend; a model) |", cs.Concurrency)
+			w("%s\n", criticalPathCells(cols, cs))
+		}
 	}
 	w("\n")
 	if rep.hasTarget(TargetPushDown, PhaseUncached) {

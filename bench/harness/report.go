@@ -167,6 +167,10 @@ type PhaseReport struct {
 	CPUSecondsPerPass *float64 `json:"cpu_seconds_per_pass,omitempty"`
 	// ProxyCPUSecondsPerPass is the proxy's own part of it.
 	ProxyCPUSecondsPerPass *float64 `json:"proxy_cpu_seconds_per_pass,omitempty"`
+	// CriticalPathSecondsPerPass models a pass with every backend on a
+	// machine of its own: the proxy's CPU plus the busiest backend's (the
+	// reference: its CPU).
+	CriticalPathSecondsPerPass *float64 `json:"critical_path_seconds_per_pass,omitempty"`
 	// Per pass over the dashboard, when counted (proxy targets).
 	BackendReadsPerPass         *float64 `json:"backend_reads_per_pass,omitempty"`
 	BackendBytesPerPass         *float64 `json:"backend_bytes_per_pass,omitempty"`
@@ -259,6 +263,8 @@ type ConcSummary struct {
 	CPUSeconds map[string]float64 `json:"cpu_seconds_per_pass,omitempty"`
 	// ProxyCPUSeconds is the proxy's own part of CPUSeconds.
 	ProxyCPUSeconds map[string]float64 `json:"proxy_cpu_seconds_per_pass,omitempty"`
+	// CriticalPathSeconds per pass (PhaseReport.CriticalPathSecondsPerPass).
+	CriticalPathSeconds map[string]float64 `json:"critical_path_seconds_per_pass,omitempty"`
 }
 
 // Goal is a target of the issue and whether this run met it.
@@ -524,6 +530,7 @@ func (r *runner) report(started time.Time) *Report {
 		}
 		if ps.cpuCounted && ps.passes > 0 {
 			pr.CPUSecondsPerPass = ptr(ps.cpu.total.Seconds() / float64(ps.passes))
+			pr.CriticalPathSecondsPerPass = ptr(ps.cpu.criticalPath().Seconds() / float64(ps.passes))
 			if ps.cpu.proxy > 0 {
 				pr.ProxyCPUSecondsPerPass = ptr(ps.cpu.proxy.Seconds() / float64(ps.passes))
 			}
@@ -598,7 +605,7 @@ func (r *runner) summarize(rep *Report) {
 		phaseByKey[passKey{p.Phase, p.Target, p.Concurrency}] = p
 	}
 	for _, c := range r.opts.Concurrency {
-		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}, CPUSeconds: map[string]float64{}, ProxyCPUSeconds: map[string]float64{}}
+		cs := ConcSummary{Concurrency: c, DashboardMs: map[string]float64{}, QPS: map[string]float64{}, CPUSeconds: map[string]float64{}, ProxyCPUSeconds: map[string]float64{}, CriticalPathSeconds: map[string]float64{}}
 		cs.UncachedRatio = phaseByKey[passKey{PhaseUncached, TargetProxy, c}].RatioGeomean
 		cs.PushDownRatio = phaseByKey[passKey{PhaseUncached, TargetPushDown, c}].RatioGeomean
 		cs.ReassociateRatio = phaseByKey[passKey{PhaseUncached, TargetReassociate, c}].RatioGeomean
@@ -636,6 +643,9 @@ func (r *runner) summarize(rep *Report) {
 				}
 				if p.ProxyCPUSecondsPerPass != nil {
 					cs.ProxyCPUSeconds[col.name] = *p.ProxyCPUSecondsPerPass
+				}
+				if p.CriticalPathSecondsPerPass != nil {
+					cs.CriticalPathSeconds[col.name] = *p.CriticalPathSecondsPerPass
 				}
 			}
 		}

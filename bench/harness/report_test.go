@@ -190,6 +190,29 @@ func TestRenderCPU(t *testing.T) {
 	if strings.Contains(readmeReport().ReadmeSection(), "CPU seconds") {
 		t.Error("a report without CPU times has a CPU row")
 	}
+	for i := range rep.Summary.PerConcurrency {
+		rep.Summary.PerConcurrency[i].CriticalPathSeconds = map[string]float64{"reference": 2, "uncached": 2.5}
+	}
+	if want := "| modelled load, each backend on its own machine, concurrency 4 (CPU s: proxy + busiest backend; a model) | 2.00 | 2.50 (1.25×) | – | – |"; !strings.Contains(rep.ReadmeSection(), want) {
+		t.Errorf("README section lacks %q:\n%s", want, rep.ReadmeSection())
+	}
+}
+
+// The critical path of a pass is the proxy's CPU and the busiest
+// backend's, as if each ran on a machine of its own.
+func TestCriticalPath(t *testing.T) {
+	before := cpuReading{total: 10 * time.Second, proxy: time.Second, backends: []time.Duration{3 * time.Second, 2 * time.Second, 4 * time.Second}}
+	after := cpuReading{total: 18 * time.Second, proxy: 2 * time.Second, backends: []time.Duration{5 * time.Second, 6 * time.Second, 5 * time.Second}}
+	d := after.sub(before)
+	if got := d.criticalPath(); got != 5*time.Second {
+		t.Errorf("critical path %v, want 1s proxy + 4s busiest backend", got)
+	}
+	if got := (cpuReading{total: 3 * time.Second}).criticalPath(); got != 3*time.Second {
+		t.Errorf("reference critical path %v, want its CPU", got)
+	}
+	if got := d.add(d).backends; len(got) != 3 || got[1] != 8*time.Second {
+		t.Errorf("add: %v", got)
+	}
 }
 
 // TestCPUTime: a child that spins for a while has used CPU time, read

@@ -50,6 +50,9 @@ func (e endpoint) cpu() cpuReading {
 	r := cpuReading{total: cpuOf(e.servers)}
 	if e.proxy && len(e.servers) > 0 {
 		r.proxy = e.servers[0].cpuTime()
+		for _, b := range e.servers[1:] {
+			r.backends = append(r.backends, b.cpuTime())
+		}
 	}
 	return r
 }
