@@ -126,11 +126,11 @@ ci: lint test
 
 # Benchmark against real Prometheus servers with generated data (~12 min; the
 # dataset is cached in .cache/bench/). Writes bench/results/latest.{md,json,svg}
-# and the numbers of README.md's Benchmark section.
+# and the numbers of docs/benchmark.md.
 bench: tools
 	$(GO) run ./bench --readme $(BENCH_FLAGS)
 
-# README.md's benchmark numbers (and latest.md/svg) again from latest.json.
+# docs/benchmark.md's numbers (and latest.md/svg) again from latest.json.
 bench-readme:
 	$(GO) run ./bench --render bench/results/latest.json --readme
 

@@ -8,7 +8,7 @@
 //	go run ./bench              # default size: ~100k series over 6 h, 3 shards
 //	go run ./bench --quick      # a few thousand series over 1 h
 //	go run ./bench --compare http://127.0.0.1:9999   # add another endpoint's column
-//	go run ./bench --readme     # also rewrite README.md's benchmark numbers (what `make bench` does)
+//	go run ./bench --readme     # also rewrite docs/benchmark.md's numbers (what `make bench` does)
 package main
 
 import (
@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.KeepWorkDir, "keep", false, "keep the servers' data directories and logs")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	render := fs.String("render", "", "only render this report JSON again as Markdown and SVG into --out (no servers)")
-	readme := fs.Bool("readme", false, "also write the report's summary into README.md's benchmark section (full-size runs only)")
+	readme := fs.Bool("readme", false, "also write the report's summary into docs/benchmark.md's numbers (full-size runs only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -141,10 +141,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *readme {
-		if err := harness.UpdateReadme(filepath.Join(root, "README.md"), rep); err != nil {
+		page := filepath.Join(root, "docs", "benchmark.md")
+		if err := harness.UpdateReadme(page, rep); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "wrote the benchmark section of %s\n", filepath.Join(root, "README.md"))
+		fmt.Fprintf(stdout, "wrote the benchmark numbers of %s\n", page)
 	}
 	fmt.Fprint(stdout, rep.Headline())
 	fmt.Fprintf(stdout, "\nwrote %s, %s and %s in %s (%.0f s)\n", harness.MarkdownFile, harness.JSONFile, harness.SVGFile, *out, rep.Seconds)

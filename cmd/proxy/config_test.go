@@ -55,17 +55,21 @@ func TestConfigFilesLoad(t *testing.T) {
 		}
 		files[name] = string(b)
 	}
-	// The README's complete example, the first yaml block under "## Configuration".
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	// The complete example of the configuration page, the first yaml
+	// block under "## Configuration".
+	page, err := os.ReadFile(filepath.Join(root, "docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	section := string(readme)[strings.Index(string(readme), "## Configuration"):]
-	block := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindStringSubmatch(section)
-	if block == nil {
-		t.Fatal("README has no yaml block under ## Configuration")
+	i := strings.Index(string(page), "## Configuration")
+	if i < 0 {
+		t.Fatal("docs/configuration.md has no ## Configuration section")
 	}
-	files["README example"] = block[1]
+	block := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindStringSubmatch(string(page)[i:])
+	if block == nil {
+		t.Fatal("docs/configuration.md has no yaml block under ## Configuration")
+	}
+	files["docs/configuration.md example"] = block[1]
 	for name, text := range files {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.yaml")
