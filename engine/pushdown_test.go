@@ -143,20 +143,10 @@ func TestPushedAnswersStaySparse(t *testing.T) {
 		t.Fatalf("%d points for an answer of %d: stale markers densify it", points, steps)
 	}
 	// And the proxy's engine still sees each value at its own step only.
-	ng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, NoStepSubqueryIntervalFn: func(int64) int64 { return 60000 }})
 	noop := storage.QueryableFunc(func(int64, int64) (storage.Querier, error) { return storage.NoopQuerier(), nil })
-	qry, err := ng.NewRangeQuery(context.Background(), &pushedQueryable{Queryable: noop, answers: map[string][]storage.Series{"1": series}}, nil, `count({__pushdown__="1"})`, r.start, r.end, r.step)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qry.Close()
-	res := qry.Exec(context.Background())
-	if res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	m := res.Value.(promql.Matrix)
+	m := evalOn(t, proxyEngine(t), &pushedQueryable{Queryable: noop, answers: map[string][]storage.Series{"1": series}}, `count({__pushdown__="1"})`, r)
 	if len(m) != 1 || len(m[0].Floats) != steps {
-		t.Fatalf("got %v", res.Value)
+		t.Fatalf("got %v", m)
 	}
 	for _, p := range m[0].Floats {
 		if p.F != 1 {

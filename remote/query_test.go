@@ -83,16 +83,7 @@ func matrixServer(t *testing.T, n, points int) (*Client, *atomic.Int64, *atomic.
 		write(`]},"warnings":["w1"]}`)
 	}))
 	t.Cleanup(srv.Close)
-	cfg := DefaultConfig()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	c, err := New(srv.URL, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c, &requests, &written
+	return testClient(t, srv.URL), &requests, &written
 }
 
 func rangeParams() QueryParams {
@@ -174,16 +165,7 @@ func TestQueryAnswerErrors(t *testing.T) {
 				_, _ = w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
-			cfg := DefaultConfig()
-			if err := cfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			c, err := New(srv.URL, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_, err = c.Query(context.Background(), rangeParams())
+			_, err := testClient(t, srv.URL).Query(context.Background(), rangeParams())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want %q", err, tc.want)
 			}
