@@ -143,6 +143,15 @@ func CheckMatchers(l Limits, n int) error {
 	return nil
 }
 
+// CheckSelectors refuses a query with more selectors than allowed, before
+// anything is sent to a backend.
+func CheckSelectors(l Limits, n int) error {
+	if l.MaxSelectorsPerQuery > 0 && n > l.MaxSelectorsPerQuery {
+		return &LimitError{Limit: "max_selectors_per_query", Value: strconv.Itoa(l.MaxSelectorsPerQuery), What: "selectors of one query (got " + strconv.Itoa(n) + ")"}
+	}
+	return nil
+}
+
 // ResponseTooLarge is the error for an answer over max_response_bytes.
 func ResponseTooLarge(l Limits) error {
 	return &LimitError{Limit: "max_response_bytes", Value: strconv.FormatInt(l.MaxResponseBytes, 10), What: "the size of the answer"}

@@ -148,3 +148,19 @@ tenants:
 		}
 	}
 }
+
+func TestCheckSelectors(t *testing.T) {
+	l := DefaultLimits()
+	if err := CheckSelectors(l, 100); err != nil {
+		t.Fatal(err)
+	}
+	err := CheckSelectors(l, 1001)
+	var le *LimitError
+	if !errors.As(err, &le) || le.Limit != "max_selectors_per_query" || !strings.Contains(err.Error(), "got 1001") {
+		t.Fatalf("err %v", err)
+	}
+	l.MaxSelectorsPerQuery = 0
+	if err := CheckSelectors(l, 1_000_000); err != nil {
+		t.Fatalf("unlimited: %v", err)
+	}
+}

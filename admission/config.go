@@ -42,6 +42,10 @@ type Limits struct {
 	MaxFetchedChunkBytesPerQuery int64 `yaml:"max_fetched_chunk_bytes_per_query" json:"max_fetched_chunk_bytes_per_query"`
 	// MaxMatchPerRequest bounds the match[] parameters of one request.
 	MaxMatchPerRequest int `yaml:"max_match_per_request" json:"max_match_per_request"`
+	// MaxSelectorsPerQuery bounds the selectors of one PromQL query, each
+	// a read of every group: `up or up or …` in a 1 MiB body would
+	// otherwise start tens of thousands of reads at once.
+	MaxSelectorsPerQuery int `yaml:"max_selectors_per_query" json:"max_selectors_per_query"`
 	// MaxQueryLength bounds the time span one selector reads (range,
 	// lookback and offset included).
 	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
@@ -58,6 +62,7 @@ func DefaultLimits() Limits {
 		MaxQueuedRequests:            100,
 		MaxFetchedChunkBytesPerQuery: 512 << 20,
 		MaxMatchPerRequest:           1000,
+		MaxSelectorsPerQuery:         100,
 	}
 }
 
@@ -162,6 +167,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("max_fetched_chunk_bytes_per_query must not be negative")
 	case l.MaxMatchPerRequest < 0:
 		return fmt.Errorf("max_match_per_request must not be negative")
+	case l.MaxSelectorsPerQuery < 0:
+		return fmt.Errorf("max_selectors_per_query must not be negative")
 	case l.MaxQueryLength < 0:
 		return fmt.Errorf("max_query_length must not be negative")
 	case l.MaxResponseBytes < 0:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
@@ -35,6 +36,9 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		tenant, label := s.admissionTenant(r)
 		limits := s.sched.Config().For(tenant)
 		if err := admission.CheckMatchers(limits, len(r.Form["match[]"])); err != nil {
+			return s.limitError(c, label, err)
+		}
+		if err := admission.CheckSelectors(limits, countSelectors(r.Form.Get("query"))); err != nil {
 			return s.limitError(c, label, err)
 		}
 		release, err := s.sched.Acquire(r.Context(), tenant, label)
@@ -264,4 +268,25 @@ func withLimits(v any, limits limitsView) any {
 	}
 	m["limits"] = limits
 	return m
+}
+
+// countSelectors is the number of selectors of a PromQL query, each one
+// read of every group; 0 for no query, or one that does not parse (the
+// handler answers that with bad_data).
+func countSelectors(q string) int {
+	if q == "" {
+		return 0
+	}
+	e, err := engine.Parser().ParseExpr(q)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		if _, ok := node.(*parser.VectorSelector); ok {
+			n++
+		}
+		return nil
+	})
+	return n
 }

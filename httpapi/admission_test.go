@@ -41,3 +41,19 @@ func TestSizeLimitWriter(t *testing.T) {
 		}
 	}
 }
+
+func TestCountSelectors(t *testing.T) {
+	for q, want := range map[string]int{
+		"":                                    0,
+		"up":                                  1,
+		"up or up or up":                      3,
+		`sum(rate(x[5m])) / sum(rate(y[5m]))`: 2,
+		`max_over_time(up[1h:1m])`:            1,
+		"1 + 2":                               0,
+		"up{":                                 0, // the handler answers bad_data
+	} {
+		if got := countSelectors(q); got != want {
+			t.Errorf("countSelectors(%q) = %d, want %d", q, got, want)
+		}
+	}
+}

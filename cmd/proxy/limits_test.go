@@ -24,6 +24,7 @@ func TestLimits(t *testing.T) {
 	f := startFleet(t)
 	checkLeaks := testenv.LeakCheck(t, 5, http.DefaultClient.CloseIdleConnections)
 	t.Run("TooManyMatchers", func(t *testing.T) { testTooManyMatchers(t, f) })
+	t.Run("TooManySelectors", func(t *testing.T) { testTooManySelectors(t, f) })
 	t.Run("CostLimits", func(t *testing.T) { testCostLimits(t, f) })
 	t.Run("SamplesLimit", func(t *testing.T) { testSamplesLimit(t, f) })
 	t.Run("ChunkBytesCancelOtherGroups", func(t *testing.T) { testChunkBytesCancel(t, f) })
@@ -70,6 +71,25 @@ func fetchAs(t *testing.T, base string, r apiRequest) promAnswer {
 	}
 	pa.code = a.code
 	return pa
+}
+
+// testTooManySelectors: `up or up or …` with 5,000 selectors in one POST
+// (each a read of every group, all started at once) is refused before any
+// backend is asked; at the default's 100 it answers like the reference.
+func testTooManySelectors(t *testing.T, f *fleet) {
+	p := startProxy(t, limitsConfig(f, func(*admission.Limits) {}, nil))
+	at := formatTime(f.data.Start.Add(30 * time.Minute))
+	flood := strings.Repeat("up or ", 4999) + "up"
+	a := fetchAs(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {flood}, "time": {at}}, post: true})
+	wantLimit(t, "5,000 selectors", a, "max_selectors_per_query", "100")
+	if n := metricSum(t, p, "prometheus_proxy_backend_requests_total"); n != 0 {
+		t.Errorf("%v backend calls were made for a refused query", n)
+	}
+	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="max_selectors_per_query"`); n != 1 {
+		t.Errorf("rejections by reason max_selectors_per_query = %v, want 1", n)
+	}
+	r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {strings.Repeat("up or ", 99) + "up"}, "time": {at}}, post: true}
+	compareAnswers(t, "100 selectors", doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
 }
 
 // testTooManyMatchers: 10,000 match[] in one POST are refused before any
