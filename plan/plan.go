@@ -10,6 +10,51 @@
 // Config.FloatSums reassociate are sum and avg combined too, equal to one
 // evaluation within float rounding. Everything else is evaluated as
 // before; every decision carries its reason (Plan.Explain).
+//
+// Proof obligations of a fragment sent to group g, each checked by code
+// (file) and by tests (in brackets); where one cannot be shown, the
+// fragment is evaluated in the proxy with the reason:
+//
+//  1. Disjointness (disjoint.go): every series g can return carries the
+//     disjointness label with g's value. The labels prove it for the
+//     groups; the probe, sent beside the query, proves it for the series
+//     the query reads (a stored value that differs refuses). Where a
+//     matching or grouping compares a group label, the mixed probe refuses
+//     series storing g's own value beside series lacking it, which match
+//     and group apart on a backend that does not store the label.
+//     [TestNotDisjointRefused, TestStoredLabelsProbe, TestFuzzFoundRefusals,
+//     TestPushDown/NotDisjoint, the fuzzer]
+//  2. Tenancy (tenantrules.go): every pushed selector carries each tenant
+//     rule in the form g evaluates on its stored series: a matcher on a
+//     label the proxy adds is rewritten as remote read rewrites it
+//     (discovery.OnStoredData), never dropped, or the group is refused;
+//     checkEnforced re-parses the text to be sent. The answer is re-checked
+//     against the policy where it keeps every label the rules name
+//     (recheckable); where an aggregation removed one, the rules in every
+//     selector are what filtered its inputs. [TestTenantRulesInEverySelector,
+//     TestRuleOnGroupLabelKeptForStoredValues, TestCheckEnforcedCatchesMissingRule,
+//     TestRecheckable, TestPushDownStoredGroupLabels, the fuzzer's tenants]
+//  3. Semantics (pushable.go; the release table is the executor's,
+//     engine/releases.go): g's engine evaluates every node of the fragment
+//     as the proxy's would over the same series; nodes that read labels
+//     the backends do not store (label_replace of a group label, matching
+//     on a group label one side lost), or pick by input order or a hash of
+//     all labels (limitk, limit_ratio, topk inside a part), are not pushed.
+//     [TestPlans, TestKeeps, TestFuzzFoundRefusals, TestEvaluatesAsProxy,
+//     TestPushDown/OtherEngineRelease, TestPushDown/LTS]
+//  4. Combination (pushable.go, ranked.go): the operation combining the
+//     groups' answers is distributive (the table below), ranked with a tie
+//     check, or re-associative under FloatSumsReassociate.
+//     [TestPlans, TestPlansReassociate, TestRankedDecided,
+//     TestReassociatedSumsWithinRounding]
+//  5. Cost (the executor, engine/pushdown.go): the answer is charged to the
+//     query's budgets as it is decoded, each selector's span is checked
+//     before the query is sent, answers stay sparse, and a fallback reads
+//     through the same budget. [TestPushedAnswersStaySparse,
+//     TestSelectorSpans, TestQueryAnswerChargedAsItArrives,
+//     TestPushDownQueryLength, TestPushedAnswerMemory]
+//  6. Worth (pushable.go): a part without an aggregation is not pushed
+//     (its answer is as large as what it reads). [TestPlans]
 package plan
 
 import (
