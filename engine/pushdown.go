@@ -89,10 +89,7 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	byName := map[string]*discovery.Group{}
-	for _, g := range p.fanout.backends.Groups() {
-		byName[g.Name] = g
-	}
+	byName := p.groupsByName()
 	for _, f := range pl.Fragments {
 		for i, gq := range f.Queries {
 			g := byName[gq.Group.Name]
@@ -112,6 +109,15 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 		}
 	}
 	return pl.Explain(), nil
+}
+
+// groupsByName are the fan-out's groups as the plan names them.
+func (p *PushDown) groupsByName() map[string]*discovery.Group {
+	out := map[string]*discovery.Group{}
+	for _, g := range p.fanout.backends.Groups() {
+		out[g.Name] = g
+	}
+	return out
 }
 
 // NewInstantQuery implements promql.QueryEngine.
@@ -231,10 +237,7 @@ var errNotExact = errors.New("push-down answer not exact")
 // fetch runs every fragment on every group it names, in parallel, and
 // turns the answers into series for the synthetic selectors.
 func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
-	byName := map[string]*discovery.Group{}
-	for _, g := range p.fanout.backends.Groups() {
-		byName[g.Name] = g
-	}
+	byName := p.groupsByName()
 	type job struct {
 		f     *plan.Fragment
 		gq    plan.GroupQuery
@@ -300,7 +303,7 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 					probed   sync.WaitGroup
 					mu       sync.Mutex
 				)
-				mint, maxt := probeWindow(j.gq.Query, r, lookback)
+				mint, maxt := probeWindow(j.spans)
 				if len(j.gq.Probe) > 0 {
 					probed.Go(func() {
 						f, _, err := c.Series(ctx, mint, maxt, j.gq.Probe)
@@ -457,15 +460,17 @@ func selectorSpans(query string, r evalRange, lookback time.Duration) ([][2]int6
 	return spans, nil
 }
 
-// probeWindow is the time span query reads at r: every series the query
-// could read has samples in it (Prometheus' own computation of what a
-// statement reads). A query that does not parse gets no bounds.
-func probeWindow(query string, r evalRange, lookback time.Duration) (int64, int64) {
-	e, err := Parser().ParseExpr(query)
-	if err != nil {
+// probeWindow is the time span a query whose selectors read spans reads:
+// every series it could read has samples in it. No selector, no bounds.
+func probeWindow(spans [][2]int64) (int64, int64) {
+	if len(spans) == 0 {
 		return math.MinInt64, math.MaxInt64
 	}
-	return promql.FindMinMaxTime(&parser.EvalStmt{Expr: e, Start: r.start, End: r.end, Interval: r.step, LookbackDelta: lookback})
+	mint, maxt := spans[0][0], spans[0][1]
+	for _, sp := range spans[1:] {
+		mint, maxt = min(mint, sp[0]), max(maxt, sp[1])
+	}
+	return mint, maxt
 }
 
 // fragmentSeries turns one group's answer into series for the synthetic

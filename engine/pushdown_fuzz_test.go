@@ -852,7 +852,11 @@ func (h *pushDownFuzzHarness) groupEval(g int, q string, r evalRange) fuzzGroupE
 // probeFinds runs a group query's probe on the group's storage, as
 // PushDown.fetch does on the backend's series endpoint.
 func (h *pushDownFuzzHarness) probeFinds(g int, gq plan.GroupQuery, r evalRange) (labels.Labels, bool) {
-	mint, maxt := probeWindow(gq.Query, r, pushDownFuzzLookback)
+	spans, err := selectorSpans(gq.Query, r, pushDownFuzzLookback)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	mint, maxt := probeWindow(spans)
 	q, err := h.stores[g].Querier(mint, maxt)
 	if err != nil {
 		h.t.Fatal(err)
