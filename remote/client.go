@@ -475,12 +475,21 @@ func (c *Client) endpoint(path string) string {
 func (c *Client) apiCall(ctx context.Context, path string, form url.Values, into any) (Warnings, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
+	req, err := c.formPost(ctx, path, form)
+	if err != nil {
+		return nil, err
+	}
+	return c.do(req, path, into)
+}
+
+// formPost is a POST of form to the API endpoint path.
+func (c *Client) formPost(ctx context.Context, path string, form url.Values) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(path), strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", c.URL(), err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return c.do(req, path, into)
+	return req, nil
 }
 
 func (c *Client) apiGet(ctx context.Context, path string, params url.Values, into any) (Warnings, error) {

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -76,11 +74,10 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(path), strings.NewReader(form.Encode()))
+	req, err := c.formPost(ctx, path, form)
 	if err != nil {
-		return nil, fmt.Errorf("backend %s: %w", c.URL(), err)
+		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
