@@ -2,16 +2,17 @@ package remote
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	jsoniter "github.com/json-iterator/go"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -89,7 +90,7 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 	if budget != nil {
 		body = &chargedBody{ReadCloser: io.NopCloser(body), budget: budget}
 	}
-	out, env, err := decodeQueryAnswer(json.NewDecoder(body), budget)
+	out, env, err := decodeQueryAnswer(body, budget)
 	switch {
 	case errors.Is(err, errAnswerTooLarge):
 		return nil, fmt.Errorf("backend %s: %s: answer larger than %d bytes", c.URL(), path, c.cfg.MaxResponseBytes)
@@ -114,143 +115,184 @@ type queryEnvelope struct {
 }
 
 // decodeQueryAnswer reads {"status":…,"data":{"resultType":…,"result":[…]},…}
-// token by token, decoding and charging one series of the result at a time.
-func decodeQueryAnswer(dec *json.Decoder, budget Budget) (*QueryAnswer, queryEnvelope, error) {
+// as it streams, decoding and charging one series of the result at a time.
+// jsoniter's iterator reads the numbers and strings in place, where
+// encoding/json's tokens and raw messages allocated for every point: on a
+// pushed query's answer, decoding was a fifth of the proxy's CPU.
+func decodeQueryAnswer(r io.Reader, budget Budget) (*QueryAnswer, queryEnvelope, error) {
+	it := jsoniter.Parse(jsoniter.ConfigDefault, r, 32<<10)
 	var env queryEnvelope
 	out := &QueryAnswer{}
-	err := decodeObject(dec, func(key string) error {
+	if it.WhatIsNext() != jsoniter.ObjectValue {
+		return out, env, fmt.Errorf("answer is not a JSON object")
+	}
+	for key := it.ReadObject(); key != "" && it.Error == nil; key = it.ReadObject() {
 		switch key {
 		case "status":
-			return dec.Decode(&env.Status)
+			env.Status = it.ReadString()
 		case "errorType":
-			return dec.Decode(&env.ErrorType)
+			env.ErrorType = it.ReadString()
 		case "error":
-			return dec.Decode(&env.Error)
+			env.Error = it.ReadString()
 		case "warnings":
-			return dec.Decode(&env.Warnings)
+			env.Warnings = readStrings(it)
 		case "infos":
-			return dec.Decode(&env.Infos)
+			env.Infos = readStrings(it)
 		case "data":
-			return decodeObject(dec, func(key string) error {
-				switch key {
+			if it.WhatIsNext() != jsoniter.ObjectValue {
+				it.Skip()
+				continue
+			}
+			for k := it.ReadObject(); k != "" && it.Error == nil; k = it.ReadObject() {
+				switch k {
 				case "resultType":
-					return dec.Decode(&env.ResultType)
+					env.ResultType = it.ReadString()
 				case "result":
-					return decodeResult(dec, budget, out)
+					if err := decodeResult(it, budget, out); err != nil {
+						return out, env, err
+					}
 				default:
-					return skipValue(dec)
+					it.Skip()
 				}
-			})
+			}
 		default:
-			return skipValue(dec)
+			it.Skip()
 		}
-	})
-	return out, env, err
-}
-
-// rawSeries is one element of a vector or matrix result.
-type rawSeries struct {
-	Metric     map[string]string   `json:"metric"`
-	Value      []json.RawMessage   `json:"value"`
-	Values     [][]json.RawMessage `json:"values"`
-	Histogram  json.RawMessage     `json:"histogram"`
-	Histograms json.RawMessage     `json:"histograms"`
-}
-
-func decodeResult(dec *json.Decoder, budget Budget, out *QueryAnswer) error {
-	if err := expectDelim(dec, '['); err != nil {
-		return err
 	}
-	for dec.More() {
-		var r rawSeries
-		if err := dec.Decode(&r); err != nil {
-			return err
+	if it.Error != nil && it.Error != io.EOF {
+		return out, env, it.Error
+	}
+	return out, env, nil
+}
+
+func readStrings(it *jsoniter.Iterator) []string {
+	var out []string
+	if it.ReadNil() {
+		return nil
+	}
+	for it.ReadArray() {
+		out = append(out, it.ReadString())
+	}
+	return out
+}
+
+// decodeResult reads a vector's or matrix's series one at a time, each
+// charged to budget (series, then samples) before the next is read.
+func decodeResult(it *jsoniter.Iterator, budget Budget, out *QueryAnswer) error {
+	if it.WhatIsNext() != jsoniter.ArrayValue {
+		return fmt.Errorf("result is not an array of series")
+	}
+	var b labels.ScratchBuilder
+	for it.ReadArray() {
+		if it.WhatIsNext() != jsoniter.ObjectValue {
+			return fmt.Errorf("result element is not a series")
 		}
-		if len(r.Histogram) > 0 || len(r.Histograms) > 0 {
-			out.Histograms = true
+		b.Reset()
+		var s QuerySeries
+		for field := it.ReadObject(); field != "" && it.Error == nil; field = it.ReadObject() {
+			switch field {
+			case "metric":
+				for name := it.ReadObject(); name != "" && it.Error == nil; name = it.ReadObject() {
+					b.Add(name, it.ReadString())
+				}
+			case "value":
+				t, v, err := readPoint(it)
+				if err != nil {
+					return err
+				}
+				s.T, s.F = append(s.T, t), append(s.F, v)
+			case "values":
+				for it.ReadArray() {
+					t, v, err := readPoint(it)
+					if err != nil {
+						return err
+					}
+					s.T, s.F = append(s.T, t), append(s.F, v)
+				}
+			case "histogram", "histograms":
+				out.Histograms = true
+				it.Skip()
+			default:
+				it.Skip()
+			}
 		}
-		s := QuerySeries{Labels: labels.FromMap(r.Metric)}
-		points := r.Values
-		if r.Value != nil {
-			points = [][]json.RawMessage{r.Value}
+		if it.Error != nil {
+			return it.Error
 		}
-		if len(points) == 0 {
+		if len(s.T) == 0 {
 			continue
 		}
+		b.Sort()
+		s.Labels = b.Labels()
 		if budget != nil {
 			if err := budget.AddSeries(s.Labels.Hash()); err != nil {
 				return err
 			}
-			if err := budget.AddSamples(len(points)); err != nil {
+			if err := budget.AddSamples(len(s.T)); err != nil {
 				return err
 			}
-		}
-		s.T, s.F = make([]int64, 0, len(points)), make([]float64, 0, len(points))
-		for _, pt := range points {
-			t, v, err := parsePoint(pt)
-			if err != nil {
-				return err
-			}
-			s.T, s.F = append(s.T, t), append(s.F, v)
 		}
 		out.Series = append(out.Series, s)
 	}
-	return expectDelim(dec, ']')
+	return it.Error
 }
 
-// decodeObject calls field for each key of the JSON object dec is at;
-// field must consume the key's value.
-func decodeObject(dec *json.Decoder, field func(key string) error) error {
-	if err := expectDelim(dec, '{'); err != nil {
-		return err
+// readPoint reads [1700000000.123, "0.5"]: the time a number of seconds
+// (milliseconds exact), the value a string as Prometheus writes floats.
+func readPoint(it *jsoniter.Iterator) (int64, float64, error) {
+	if !it.ReadArray() {
+		return 0, 0, fmt.Errorf("point is not [time, value]: %v", it.Error)
 	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return fmt.Errorf("object key %v", tok)
-		}
-		if err := field(key); err != nil {
-			return err
-		}
+	ts := string(it.ReadNumber())
+	if !it.ReadArray() {
+		return 0, 0, fmt.Errorf("point without a value: %v", it.Error)
 	}
-	return expectDelim(dec, '}')
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
+	vs := it.ReadString()
+	if it.ReadArray() {
+		return 0, 0, errors.New("point with more than [time, value]")
+	}
+	if it.Error != nil {
+		return 0, 0, it.Error
+	}
+	t, err := parseMillis(ts)
 	if err != nil {
-		return err
+		return 0, 0, fmt.Errorf("point time %q: %w", ts, err)
 	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return fmt.Errorf("found %v, want %v", tok, want)
+	v, err := strconv.ParseFloat(vs, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("point value %q: %w", vs, err)
 	}
-	return nil
+	return t, v, nil
 }
 
-// skipValue consumes one value without keeping it.
-func skipValue(dec *json.Decoder) error {
-	depth := 0
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		if d, ok := tok.(json.Delim); ok {
-			switch d {
-			case '{', '[':
-				depth++
-			default:
-				depth--
+// parseMillis reads a time in seconds, as the API writes it
+// (1700000000.123), into milliseconds; other forms through a float.
+func parseMillis(s string) (int64, error) {
+	whole, frac, dotted := strings.Cut(s, ".")
+	if len(frac) <= 3 && !strings.ContainsAny(s, "eE+") {
+		sec, err := strconv.ParseInt(whole, 10, 64)
+		if err == nil && (!dotted || frac != "") {
+			ms := int64(0)
+			for i := range 3 {
+				ms *= 10
+				if i < len(frac) {
+					if frac[i] < '0' || frac[i] > '9' {
+						return 0, fmt.Errorf("not a number")
+					}
+					ms += int64(frac[i] - '0')
+				}
 			}
-		}
-		if depth == 0 {
-			return nil
+			if strings.HasPrefix(whole, "-") {
+				return sec*1000 - ms, nil
+			}
+			return sec*1000 + ms, nil
 		}
 	}
+	sec, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, err
+	}
+	return int64(math.Round(sec * 1000)), nil
 }
 
 var errAnswerTooLarge = errors.New("answer too large")
@@ -285,27 +327,6 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 		h.b = append(h.b, p[:min(room, len(p))]...)
 	}
 	return len(p), nil
-}
-
-// parsePoint reads [1700000000.123, "0.5"]: the time a number of seconds
-// with millisecond decimals, the value a string (NaN and ±Inf included).
-func parsePoint(pt []json.RawMessage) (int64, float64, error) {
-	if len(pt) != 2 {
-		return 0, 0, fmt.Errorf("point with %d fields, want [time, value]", len(pt))
-	}
-	sec, err := strconv.ParseFloat(string(pt[0]), 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("point time %s: %w", pt[0], err)
-	}
-	var vs string
-	if err := json.Unmarshal(pt[1], &vs); err != nil {
-		return 0, 0, fmt.Errorf("point value %s: %w", pt[1], err)
-	}
-	v, err := strconv.ParseFloat(vs, 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("point value %q: %w", vs, err)
-	}
-	return int64(math.Round(sec * 1000)), v, nil
 }
 
 // engineFactsFor is how long a backend's version and flags are reused: a

@@ -1,0 +1,97 @@
+package remote
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+// matrixAnswer is a query_range answer of n series with points each, as
+// Prometheus writes it.
+func matrixAnswer(n, points int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"status":"success","data":{"resultType":"matrix","result":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"metric":{"namespace":"team-%d","job":"api","instance":"10.0.0.%d:8080"},"values":[`, i%4, i)
+		for p := range points {
+			if p > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `[%d.%03d,"%g"]`, 1767225600+60*p, p%1000, float64(i*p)/7)
+		}
+		b.WriteString(`]}`)
+	}
+	b.WriteString(`]}}`)
+	return b.Bytes()
+}
+
+func BenchmarkDecodeQueryAnswer(b *testing.B) {
+	body := matrixAnswer(100, 61)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := decodeQueryAnswer(bytes.NewReader(body), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestParseMillis(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1767225600":     1767225600000,
+		"1767225600.5":   1767225600500,
+		"1767225600.123": 1767225600123,
+		"1767225600.05":  1767225600050,
+		"-1.5":           -1500,
+		"-0.001":         -1,
+		"1.7672256e9":    1767225600000,
+		"0.0004":         0,
+	} {
+		got, err := parseMillis(in)
+		if err != nil || got != want {
+			t.Errorf("parseMillis(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "1.2x", "1.x"} {
+		if _, err := parseMillis(in); err == nil {
+			t.Errorf("parseMillis(%q): no error", in)
+		}
+	}
+}
+
+func TestDecodeQueryAnswerShapes(t *testing.T) {
+	ans, env, err := decodeQueryAnswer(bytes.NewReader(matrixAnswer(3, 4)), nil)
+	if err != nil || env.Status != "success" || env.ResultType != "matrix" || len(ans.Series) != 3 || len(ans.Series[2].T) != 4 {
+		t.Fatalf("matrix: %v %+v %+v", err, env, ans)
+	}
+	if got := ans.Series[2].T[3]; got != (1767225600+180)*1000+3 {
+		t.Errorf("time of the last point: %d", got)
+	}
+	if got := ans.Series[2].Labels.String(); got != `{instance="10.0.0.2:8080", job="api", namespace="team-2"}` {
+		t.Errorf("labels: %s", got)
+	}
+	vec := `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"b"},"value":[1.5,"NaN"]},{"metric":{},"histogram":[1,{"count":"1"}]}]},"warnings":["w"],"infos":["i"]}`
+	ans, env, err = decodeQueryAnswer(bytes.NewReader([]byte(vec)), nil)
+	if err != nil || len(ans.Series) != 1 || ans.Series[0].T[0] != 1500 || !ans.Histograms || len(env.Warnings) != 1 || len(env.Infos) != 1 {
+		t.Fatalf("vector: %v %+v %+v", err, env, ans)
+	}
+	errAns := `{"status":"error","errorType":"bad_data","error":"parse error"}`
+	if _, env, err = decodeQueryAnswer(bytes.NewReader([]byte(errAns)), nil); err != nil || env.Status != "error" || env.ErrorType != "bad_data" || env.Error != "parse error" {
+		t.Fatalf("error answer: %v %+v", err, env)
+	}
+	for _, bad := range []string{
+		`<html>502</html>`,
+		`{"status":"success","data":{"result":[{"values":[[1,"x"]]}]}}`,
+		`{"status":"success","data":{"result":[{"values":[[1,"1",2]]}]}}`,
+		`{"status":"success","data":{"result":[{"values":[[1]]}]}}`,
+		`{"status":"success","data":{"result":[1,"2"]}}`,
+		`{"status":"success","data":{"result":[{"values":[[1,"1"]`,
+	} {
+		if _, _, err := decodeQueryAnswer(bytes.NewReader([]byte(bad)), nil); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}
