@@ -87,6 +87,9 @@ func DisjointOn(groups []*Group, name string) (bool, string) {
 // IsReplicaLabel reports whether name is one of the group's replica labels.
 func (g *Group) IsReplicaLabel(name string) bool { return slices.Contains(g.replicaLabels, name) }
 
+// ReplicaLabels are the labels dropped from every answer of the group.
+func (g *Group) ReplicaLabels() []string { return slices.Clone(g.replicaLabels) }
+
 // ApplyExternalLabels returns lset as the group's answers show it: the
 // group's external labels added where lset has no such label (a stored value
 // wins, as in Prometheus' remote-read answers, which merge external labels

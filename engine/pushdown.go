@@ -40,6 +40,7 @@ type PushDown struct {
 	planner  *plan.Planner
 	lookback time.Duration
 	logger   *slog.Logger
+	plans    planCache
 }
 
 // NewPushDown wraps ng. cfg is the engine config (validated).
@@ -65,7 +66,10 @@ func NewPushDown(ng *promql.Engine, f *Fanout, cfg Config, reg prometheus.Regist
 // store them (discovery's ApplyExternalLabels), and its replica labels,
 // which it drops.
 func (f *Fanout) PlanGroups() []plan.Group {
-	gs := f.backends.Groups()
+	return planGroups(f.backends.Groups())
+}
+
+func planGroups(gs []*discovery.Group) []plan.Group {
 	out := make([]plan.Group, 0, len(gs))
 	for _, g := range gs {
 		out = append(out, plan.Group{Name: g.Name, Labels: g.ExternalLabels(), LabelsAdded: true, IsReplicaLabel: g.IsReplicaLabel})
@@ -80,6 +84,30 @@ func (p *PushDown) Explain(ctx context.Context, qs string) (*plan.Plan, error) {
 		return nil, err
 	}
 	return p.planner.Plan(expr, p.fanout.PlanGroups(), tenancy.FromContext(ctx)), nil
+}
+
+// cachedPlan is the plan of qs under the request's tenant, from planCache
+// when the same query was planned for the same rules and groups before.
+func (p *PushDown) cachedPlan(ctx context.Context, qs string) (*cachedPlan, error) {
+	policy := tenancy.FromContext(ctx)
+	groups := p.fanout.backends.Groups()
+	pgs := planGroups(groups)
+	k, cacheable := planCacheKey(qs, policy, groups, pgs)
+	if cacheable {
+		if cp := p.plans.get(k); cp != nil {
+			return cp, nil
+		}
+	}
+	expr, err := Parser().ParseExpr(qs)
+	if err != nil {
+		return nil, err
+	}
+	pl := p.planner.Plan(expr, pgs, policy)
+	cp := &cachedPlan{plan: pl, rewritten: pl.Expr.String()}
+	if cacheable {
+		p.plans.put(k, cp)
+	}
+	return cp, nil
 }
 
 // ExplainQuery renders the plan of qs under the request's tenant: what
@@ -144,11 +172,11 @@ type evalRange struct {
 }
 
 func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Queryable, opts promql.QueryOpts, qs string, r evalRange) promql.Query {
-	pl, err := p.Explain(ctx, qs)
-	if err != nil || !pl.Pushed() {
+	cp, err := p.cachedPlan(ctx, qs)
+	if err != nil || !cp.plan.Pushed() {
 		return orig
 	}
-	return &pushedQuery{relayQuery: relayQuery{Query: orig}, p: p, plan: pl, policy: tenancy.FromContext(ctx), q: q, opts: opts, r: r}
+	return &pushedQuery{relayQuery: relayQuery{Query: orig}, p: p, plan: cp, policy: tenancy.FromContext(ctx), q: q, opts: opts, r: r}
 }
 
 // pushedQuery runs the plan's fragments on the backends first; then either
@@ -157,7 +185,7 @@ func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Querya
 type pushedQuery struct {
 	relayQuery // the original (Statement, String, the fallback); next: the rewritten query, once run
 	p          *PushDown
-	plan       *plan.Plan
+	plan       *cachedPlan
 	policy     *tenancy.Policy
 	q          storage.Queryable
 	opts       promql.QueryOpts
@@ -177,20 +205,20 @@ func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
 		if errors.Is(err, errPolicyRecheck) {
 			level = slog.LevelWarn
 		}
-		pq.p.logger.Log(ctx, level, "push-down not used", "query", pq.plan.Expr.String(), "reason", err.Error())
+		pq.p.logger.Log(ctx, level, "push-down not used", "query", pq.plan.rewritten, "reason", err.Error())
 		pq.p.outcomes.WithLabelValues("fallback").Inc()
 		return pq.Query.Exec(ctx)
 	}
 	rq := &pushedQueryable{Queryable: pq.q, answers: answers}
 	var rewritten promql.Query
 	if pq.r.step == 0 {
-		rewritten, err = pq.p.ng.NewInstantQuery(ctx, rq, pq.opts, pq.plan.Expr.String(), pq.r.start)
+		rewritten, err = pq.p.ng.NewInstantQuery(ctx, rq, pq.opts, pq.plan.rewritten, pq.r.start)
 	} else {
-		rewritten, err = pq.p.ng.NewRangeQuery(ctx, rq, pq.opts, pq.plan.Expr.String(), pq.r.start, pq.r.end, pq.r.step)
+		rewritten, err = pq.p.ng.NewRangeQuery(ctx, rq, pq.opts, pq.plan.rewritten, pq.r.start, pq.r.end, pq.r.step)
 	}
 	if err != nil {
 		// The rewritten query is the planner's own text: it must parse.
-		pq.p.logger.Error("push-down: rewritten query refused", "query", pq.plan.Expr.String(), "err", err)
+		pq.p.logger.Error("push-down: rewritten query refused", "query", pq.plan.rewritten, "err", err)
 		return pq.Query.Exec(ctx)
 	}
 	pq.next = rewritten
@@ -234,35 +262,100 @@ func answerChangingFeature(enabled string) string {
 // errNotExact says why a fragment's answer is not used.
 var errNotExact = errors.New("push-down answer not exact")
 
-// fetch runs every fragment on every group it names, in parallel, and
-// turns the answers into series for the synthetic selectors.
-func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
-	byName := p.groupsByName()
-	type job struct {
-		f     *plan.Fragment
-		gq    plan.GroupQuery
-		spans [][2]int64
-	}
-	var jobs []job
+// groupJob is everything a plan asks of one group: the fragments that
+// name it (their queries in plan order), the spans their selectors read,
+// and their probes, merged.
+type groupJob struct {
+	group   plan.Group
+	frags   []*plan.Fragment
+	queries []string
+	spans   [][2]int64
+	probe   [][]*labels.Matcher
+	mixed   []plan.MixedProbe
+}
+
+// groupJobs gathers a plan's group queries by group, in plan order.
+// Probes of several fragments are asked once, over the window of all of
+// them: a wider window can only refuse more.
+func groupJobs(pl *plan.Plan, r evalRange, lookback time.Duration) ([]*groupJob, error) {
+	var jobs []*groupJob
+	byGroup := map[string]*groupJob{}
+	seen := map[string]bool{}
+	key := func(ms []*labels.Matcher) string { return (&parser.VectorSelector{LabelMatchers: ms}).String() }
 	for _, f := range pl.Fragments {
+		// A fragment's group queries differ only in their selectors'
+		// matchers (each group's form of the tenant's rules), never in
+		// ranges, offsets, @ or subqueries: one computation of the spans
+		// holds for all of them.
+		var spans [][2]int64
 		for _, gq := range f.Queries {
 			if gq.Skipped != "" {
 				continue
 			}
-			spans, err := selectorSpans(gq.Query, r, lookback)
-			if err != nil {
-				return nil, fmt.Errorf("%w: fragment %s: %v", errNotExact, f.ID, err)
+			if spans == nil {
+				var err error
+				if spans, err = selectorSpans(gq.Query, r, lookback); err != nil {
+					return nil, fmt.Errorf("%w: fragment %s: %v", errNotExact, f.ID, err)
+				}
 			}
-			jobs = append(jobs, job{f, gq, spans})
+			j := byGroup[gq.Group.Name]
+			if j == nil {
+				j = &groupJob{group: gq.Group}
+				byGroup[gq.Group.Name] = j
+				jobs = append(jobs, j)
+			}
+			j.frags = append(j.frags, f)
+			j.queries = append(j.queries, gq.Query)
+			j.spans = append(j.spans, spans...)
+			for _, set := range gq.Probe {
+				if k := gq.Group.Name + "|p|" + key(set); !seen[k] {
+					seen[k] = true
+					j.probe = append(j.probe, set)
+				}
+			}
+			for _, mp := range gq.Mixed {
+				i := slices.IndexFunc(j.mixed, func(x plan.MixedProbe) bool { return x.Label == mp.Label })
+				if i < 0 {
+					j.mixed = append(j.mixed, plan.MixedProbe{Label: mp.Label})
+					i = len(j.mixed) - 1
+				}
+				for side, sets := range [][][]*labels.Matcher{mp.Stored, mp.Lacking} {
+					for _, set := range sets {
+						k := fmt.Sprintf("%s|m|%s|%d|%s", gq.Group.Name, mp.Label, side, key(set))
+						if seen[k] {
+							continue
+						}
+						seen[k] = true
+						if side == 0 {
+							j.mixed[i].Stored = append(j.mixed[i].Stored, set)
+						} else {
+							j.mixed[i].Lacking = append(j.mixed[i].Lacking, set)
+						}
+					}
+				}
+			}
 		}
 	}
-	results := make([][]storage.Series, len(jobs))
+	return jobs, nil
+}
+
+// fetch asks every group the plan names for all of its fragments and
+// probes in one query (foldGroup), in parallel, and turns the answers into
+// series for the synthetic selectors.
+func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
+	pl := cp.plan
+	byName := p.groupsByName()
+	jobs, err := groupJobs(pl, r, lookback)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]map[string][]storage.Series, len(jobs))
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
 	for i, j := range jobs {
-		g := byName[j.gq.Group.Name]
+		g := byName[j.group.Name]
 		if g == nil {
-			return nil, fmt.Errorf("%w: group %s is gone", errNotExact, j.gq.Group.Name)
+			return nil, fmt.Errorf("%w: group %s is gone", errNotExact, j.group.Name)
 		}
 		wg.Go(func() {
 			defer func() {
@@ -274,77 +367,100 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 			// is the query's matter, not the replica's: an answer, not an
 			// error that would fail over and count against its health.
 			type answer struct {
-				ans     *remote.QueryAnswer
+				parts   []*remote.QueryAnswer
 				refused error
 			}
 			a, err := callGroup(ctx, p.fanout, g, "query", func(ctx context.Context, c *remote.Client) (answer, error) {
+				refuse := func(format string, args ...any) (answer, error) {
+					return answer{refused: fmt.Errorf("%w: group %s "+format, append([]any{errNotExact, g.Name}, args...)...)}, nil
+				}
 				v, err := c.Version(ctx)
 				if err != nil {
 					return answer{}, err
 				}
-				if ok, why := evaluatesAsProxy(v, j.gq.Query); !ok {
-					return answer{refused: fmt.Errorf("%w: group %s %s", errNotExact, g.Name, why)}, nil
+				for _, q := range j.queries {
+					if ok, why := cp.evaluatesAsProxy(v, q); !ok {
+						return refuse("%s", why)
+					}
 				}
 				flags, err := c.Flags(ctx)
 				if err != nil {
 					if ctx.Err() != nil {
 						return answer{}, err
 					}
-					return answer{refused: fmt.Errorf("%w: group %s does not tell its feature flags (%v), and some change what a query answers", errNotExact, g.Name, err)}, nil
+					return refuse("does not tell its feature flags (%v), and some change what a query answers", err)
 				}
 				if f := answerChangingFeature(flags["enable-feature"]); f != "" {
-					return answer{refused: fmt.Errorf("%w: group %s runs with --enable-feature=%s, which the proxy's engine does not, and its answers differ", errNotExact, g.Name, f)}, nil
+					return refuse("runs with --enable-feature=%s, which the proxy's engine does not, and its answers differ", f)
 				}
-				// The probe and the query run at once; the answer waits
-				// for the probe's verdict.
-				var (
-					found    []labels.Labels
-					probeErr error
-					probed   sync.WaitGroup
-					mu       sync.Mutex
-				)
 				mint, maxt := probeWindow(j.spans)
-				if len(j.gq.Probe) > 0 {
-					probed.Go(func() {
-						f, _, err := c.Series(ctx, mint, maxt, j.gq.Probe)
-						mu.Lock()
-						found, probeErr = f, cmp.Or(probeErr, err)
-						mu.Unlock()
-					})
-				}
-				// Each side of a mixed probe is answered by one series.
-				mixed := make([][2]bool, len(j.gq.Mixed))
-				for k, mp := range j.gq.Mixed {
-					for side, sets := range [][][]*labels.Matcher{mp.Stored, mp.Lacking} {
+				fq := foldGroup(j.queries, j.probe, j.mixed, mint, maxt)
+				// Probes that could not be folded go to the series
+				// endpoint, beside the query; the answer waits for them.
+				var (
+					probeFound bool
+					mixedBoth  = make([]bool, len(j.mixed))
+					probeErr   error
+					probed     sync.WaitGroup
+					mu         sync.Mutex
+				)
+				if fq.probesApart {
+					if len(j.probe) > 0 {
 						probed.Go(func() {
-							f, _, err := c.SeriesLimit(ctx, mint, maxt, sets, 1)
+							f, _, err := c.SeriesLimit(ctx, mint, maxt, j.probe, 1)
 							mu.Lock()
-							mixed[k][side], probeErr = len(f) > 0, cmp.Or(probeErr, err)
+							probeFound, probeErr = len(f) > 0, cmp.Or(probeErr, err)
+							mu.Unlock()
+						})
+					}
+					for k, mp := range j.mixed {
+						probed.Go(func() {
+							both, err := mixedFound(ctx, c, mint, maxt, mp)
+							mu.Lock()
+							mixedBoth[k], probeErr = both, cmp.Or(probeErr, err)
 							mu.Unlock()
 						})
 					}
 				}
 				ans, err := c.Query(ctx, remote.QueryParams{
-					Query: j.gq.Query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
+					Query: fq.query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
 					Spans: j.spans,
 				})
 				probed.Wait()
 				if probeErr != nil {
 					return answer{}, probeErr
 				}
-				if len(found) > 0 {
-					return answer{refused: fmt.Errorf("%w: group %s holds %s, which is not of the group's %s", errNotExact, g.Name, found[0], pl.Label)}, nil
-				}
-				for k, both := range mixed {
-					if both[0] && both[1] {
-						l := j.gq.Mixed[k].Label
-						return answer{refused: fmt.Errorf("%w: group %s holds series storing its %s=%q beside series lacking %s, which the query matches or groups by", errNotExact, g.Name, l, g.ExternalLabels().Get(l), l)}, nil
-					}
-				}
 				if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Code < 500 {
 					return answer{refused: fmt.Errorf("%w: %w", errNotExact, err)}, nil
 				}
-				return answer{ans: ans}, err
+				if err != nil {
+					return answer{}, err
+				}
+				parts, err := fq.split(ans)
+				if err != nil {
+					return refuse("%v", err)
+				}
+				if probeFound || parts.probeFound {
+					return refuse("holds series whose stored %s is not the group's, which the query reads", pl.Label)
+				}
+				// A folded Stored side that matched needs its Lacking
+				// side asked: both together refuse.
+				for k, found := range parts.storedFound {
+					if found && !mixedBoth[k] {
+						f, _, err := c.SeriesLimit(ctx, mint, maxt, j.mixed[k].Lacking, 1)
+						if err != nil {
+							return answer{}, err
+						}
+						mixedBoth[k] = len(f) > 0
+					}
+				}
+				for k, both := range mixedBoth {
+					if both {
+						l := j.mixed[k].Label
+						return refuse("holds series storing its %s=%q beside series lacking %s, which the query matches or groups by", l, g.ExternalLabels().Get(l), l)
+					}
+				}
+				return answer{parts: parts.fragments}, nil
 			})
 			if err == nil {
 				err = a.refused
@@ -353,9 +469,17 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 				errs[i] = err
 				return
 			}
-			results[i], errs[i] = fragmentSeries(j.f, j.gq.Group, a.ans, r)
-			if errs[i] == nil && j.f.Recheck {
-				errs[i] = recheck(j.f, j.gq.Group, results[i], policy)
+			results[i] = map[string][]storage.Series{}
+			for k, f := range j.frags {
+				ss, err := fragmentSeries(f, j.group, a.parts[k], r)
+				if err == nil && f.Recheck {
+					err = recheck(f, j.group, ss, policy)
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				results[i][f.ID] = append(results[i][f.ID], ss...)
 			}
 		})
 	}
@@ -364,8 +488,10 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 		return nil, err
 	}
 	out := map[string][]storage.Series{}
-	for i, j := range jobs {
-		out[j.f.ID] = append(out[j.f.ID], results[i]...)
+	for _, byFragment := range results {
+		for id, ss := range byFragment {
+			out[id] = append(out[id], ss...)
+		}
 	}
 	for id, ss := range out {
 		slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
@@ -385,6 +511,17 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 		}
 	}
 	return out, nil
+}
+
+// mixedFound asks the series endpoint both sides of a mixed probe.
+func mixedFound(ctx context.Context, c *remote.Client, mint, maxt int64, mp plan.MixedProbe) (bool, error) {
+	for _, sets := range [][][]*labels.Matcher{mp.Stored, mp.Lacking} {
+		f, _, err := c.SeriesLimit(ctx, mint, maxt, sets, 1)
+		if err != nil || len(f) == 0 {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // rankedDecided checks a combined topk or bottomk (plan.Ranked): at every

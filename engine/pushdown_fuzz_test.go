@@ -464,6 +464,7 @@ type pushDownFuzzStats struct {
 	recheckShown                                 []string
 	divBy                                        map[string]int
 	groupErrors                                  map[string]int
+	probesApart                                  int
 	examples                                     map[string][]string // non-failing classes: a few queries each
 }
 
@@ -849,90 +850,108 @@ func (h *pushDownFuzzHarness) groupEval(g int, q string, r evalRange) fuzzGroupE
 	return e
 }
 
-// probeFinds runs a group query's probe on the group's storage, as
-// PushDown.fetch does on the backend's series endpoint.
-func (h *pushDownFuzzHarness) probeFinds(g int, gq plan.GroupQuery, r evalRange) (labels.Labels, bool) {
-	spans, err := selectorSpans(gq.Query, r, pushDownFuzzLookback)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	mint, maxt := probeWindow(spans)
+// seriesFound asks group g's storage what the series endpoint answers a
+// probe that PushDown.fetch could not fold: a series matching one of sets
+// with samples in [mint, maxt].
+func (h *pushDownFuzzHarness) seriesFound(g int, mint, maxt int64, sets [][]*labels.Matcher) bool {
 	q, err := h.stores[g].Querier(mint, maxt)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer q.Close()
-	finds := func(sets [][]*labels.Matcher) (labels.Labels, bool) {
-		for _, set := range sets {
-			ss := q.Select(context.Background(), false, &storage.SelectHints{Start: mint, End: maxt, Func: "series"}, set...)
-			if ss.Next() {
-				return ss.At().Labels(), true
-			}
-			if err := ss.Err(); err != nil {
-				h.t.Fatal(err)
-			}
+	for _, set := range sets {
+		ss := q.Select(context.Background(), false, &storage.SelectHints{Start: mint, End: maxt, Func: "series"}, set...)
+		if ss.Next() {
+			return true
 		}
-		return labels.EmptyLabels(), false
-	}
-	if ls, ok := finds(gq.Probe); ok {
-		return ls, true
-	}
-	for _, mp := range gq.Mixed {
-		stored, ok := finds(mp.Stored)
-		if _, lacking := finds(mp.Lacking); ok && lacking {
-			return stored, true
+		if err := ss.Err(); err != nil {
+			h.t.Fatal(err)
 		}
 	}
-	return labels.EmptyLabels(), false
+	return false
 }
 
 // pushedAnswer is what the proxy answers with push-down: fallback says why
 // it evaluated without (the answer is then the reference's by
-// construction); err is the rewritten query's error.
+// construction); err is the rewritten query's error. Each group is asked
+// the folded query PushDown.fetch sends (foldGroup), evaluated on the
+// group's own storage.
 func (h *pushDownFuzzHarness) pushedAnswer(c fuzzCase) (got promql.Matrix, fallback string, err error) {
-	answers := map[string][]storage.Series{}
-	for _, f := range c.pl.Fragments {
-		for _, gq := range f.Queries {
-			if gq.Skipped == "" {
-				if _, err := selectorSpans(gq.Query, c.r, pushDownFuzzLookback); err != nil {
-					return nil, "the selectors' spans of a group query cannot be computed", nil
-				}
-			}
-		}
+	jobs, err := groupJobs(c.pl, c.r, pushDownFuzzLookback)
+	if err != nil {
+		return nil, "the selectors' spans of a group query cannot be computed", nil
 	}
+	// groupJobs computes a fragment's spans from one of its group queries:
+	// they must all read the same spans.
 	for _, f := range c.pl.Fragments {
+		var first [][2]int64
 		for _, gq := range f.Queries {
 			if gq.Skipped != "" {
 				continue
 			}
-			g := slices.IndexFunc(h.groups, func(x plan.Group) bool { return x.Name == gq.Group.Name })
-			if len(gq.Probe) > 0 || len(gq.Mixed) > 0 {
-				if _, found := h.probeFinds(g, gq, c.r); found {
-					return nil, "a group holds a series of another group's label (probe)", nil
+			spans, err := selectorSpans(gq.Query, c.r, pushDownFuzzLookback)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			if first != nil && !slices.Equal(first, spans) {
+				h.t.Errorf("fragment %s of %s: group queries read different spans (%v, %v)", f.ID, c.q, first, spans)
+			}
+			first = spans
+		}
+	}
+	const probed = "a group holds a series of another group's label (probe)"
+	answers := map[string][]storage.Series{}
+	for _, j := range jobs {
+		g := slices.IndexFunc(h.groups, func(x plan.Group) bool { return x.Name == j.group.Name })
+		mint, maxt := probeWindow(j.spans)
+		fq := foldGroup(j.queries, j.probe, j.mixed, mint, maxt)
+		if fq.probesApart {
+			h.st.probesApart++
+			if h.seriesFound(g, mint, maxt, j.probe) {
+				return nil, probed, nil
+			}
+			for _, mp := range j.mixed {
+				if h.seriesFound(g, mint, maxt, mp.Stored) && h.seriesFound(g, mint, maxt, mp.Lacking) {
+					return nil, probed, nil
 				}
 			}
-			e := h.groupEval(g, gq.Query, c.r)
-			switch {
-			case e.err != nil:
-				msg := e.err.Error()
-				if i := strings.IndexAny(msg, "0123456789\"{("); i > 0 {
-					msg = msg[:i]
-				}
-				h.st.groupErrors[msg]++
-				return nil, "a group's query fails", nil
-			case e.annos > 0:
-				return nil, "a group answers with annotations", nil
+		}
+		e := h.groupEval(g, fq.query, c.r)
+		switch {
+		case e.err != nil:
+			msg := e.err.Error()
+			if i := strings.IndexAny(msg, "0123456789\"{("); i > 0 {
+				msg = msg[:i]
 			}
-			ans := matrixAnswer(e.m)
+			h.st.groupErrors[msg]++
+			return nil, "a group's query fails", nil
+		case e.annos > 0:
+			return nil, "a group answers with annotations", nil
+		}
+		parts, err := fq.split(matrixAnswer(e.m))
+		if err != nil {
+			h.t.Errorf("splitting the answer to %q: %v", fq.query, err)
+			return nil, "the folded answer cannot be split", nil
+		}
+		if parts.probeFound {
+			return nil, probed, nil
+		}
+		for k, found := range parts.storedFound {
+			if found && h.seriesFound(g, mint, maxt, j.mixed[k].Lacking) {
+				return nil, probed, nil
+			}
+		}
+		for k, f := range j.frags {
+			ans := parts.fragments[k]
 			if ans.Histograms {
 				return nil, "a group answers native histograms", nil
 			}
-			ss, err := fragmentSeries(f, gq.Group, ans, c.r)
+			ss, err := fragmentSeries(f, j.group, ans, c.r)
 			if err != nil {
 				return nil, "fragmentSeries refuses the answer: " + err.Error(), nil
 			}
 			if f.Recheck {
-				if err := recheck(f, gq.Group, ss, c.tenant.policy); err != nil {
+				if err := recheck(f, j.group, ss, c.tenant.policy); err != nil {
 					// The planner's proof says this cannot happen: the
 					// proxy falls back (and logs a warning).
 					h.recheckHit(c, err)
@@ -1314,6 +1333,7 @@ func (h *pushDownFuzzHarness) report(minPushed float64) {
 	for _, why := range slices.Sorted(maps.Keys(st.fallback)) {
 		t.Logf("  fell back (%d): %s", st.fallback[why], why)
 	}
+	t.Logf("  groups whose probes could not be folded into their query: %d", st.probesApart)
 	for _, msg := range slices.Sorted(maps.Keys(st.groupErrors)) {
 		t.Logf("    group query error (%d): %s…", st.groupErrors[msg], msg)
 	}
