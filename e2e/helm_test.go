@@ -426,7 +426,6 @@ func checkRender(t *testing.T, objs []map[string]any) {
 	var cfgText string
 	var mounts []string
 	for _, o := range objs {
-		md := nested(o, "metadata")
 		switch {
 		case o["kind"] == "ConfigMap" && nested(o, "data")["config.yaml"] != nil:
 			cfgText, _ = nested(o, "data")["config.yaml"].(string)
@@ -439,7 +438,6 @@ func checkRender(t *testing.T, objs []map[string]any) {
 				}
 			}
 		}
-		_ = md
 	}
 	if cfgText == "" {
 		t.Fatal("no ConfigMap with config.yaml rendered")
