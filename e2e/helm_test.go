@@ -554,3 +554,88 @@ func TestHelmChartApplied(t *testing.T) {
 		}
 	})
 }
+
+// TestHelmMonitoringObjects: with everything on, the ServiceMonitor selects
+// the chart's Service and scrapes its management port with job
+// "prometheus-multi-tenant-proxy" (what the alerts select) whatever the
+// release is called; the PrometheusRule holds exactly the groups of
+// deploy/prometheus/alerts.yaml and the dashboard ConfigMap exactly
+// deploy/grafana/proxy-dashboard.json.
+func TestHelmMonitoringObjects(t *testing.T) {
+	root := testenv.RepoRoot(t)
+	objs := objects(t, render(t, "some-release", "observability", filepath.Join(chartDir(t), "ci", "everything-values.yaml")))
+	byKind := map[string]map[string]any{}
+	for _, o := range objs {
+		kind, _ := o["kind"].(string)
+		if kind == "ConfigMap" && strings.HasSuffix(nested(o, "metadata")["name"].(string), "-dashboard") {
+			kind = "DashboardConfigMap"
+		}
+		byKind[kind] = o
+	}
+	svc, sm, rule, dash := byKind["Service"], byKind["ServiceMonitor"], byKind["PrometheusRule"], byKind["DashboardConfigMap"]
+	if svc == nil || sm == nil || rule == nil || dash == nil {
+		t.Fatalf("everything-values.yaml renders no Service, ServiceMonitor, PrometheusRule or dashboard ConfigMap: %v", reflect.ValueOf(byKind).MapKeys())
+	}
+
+	svcLabels := nested(svc, "metadata", "labels")
+	for k, v := range nested(sm, "spec", "selector", "matchLabels") {
+		if svcLabels[k] != v {
+			t.Errorf("the ServiceMonitor selects %s=%v; the Service has %v", k, v, svcLabels[k])
+		}
+	}
+	jobLabel, _ := nested(sm, "spec")["jobLabel"].(string)
+	if job := svcLabels[jobLabel]; job != chartName {
+		t.Errorf("scraped as job %q (the Service's label %q); the alerts select job=%q", job, jobLabel, chartName)
+	}
+	if ns, _ := nested(sm, "spec", "namespaceSelector")["matchNames"].([]any); len(ns) != 1 || ns[0] != "observability" {
+		t.Errorf("the ServiceMonitor looks in namespaces %v, not the release's", ns)
+	}
+	endpoints, _ := nested(sm, "spec")["endpoints"].([]any)
+	svcPorts, _ := nested(svc, "spec")["ports"].([]any)
+	for _, e := range endpoints {
+		port := e.(map[string]any)["port"]
+		found := false
+		for _, p := range svcPorts {
+			found = found || p.(map[string]any)["name"] == port
+		}
+		if !found || port != "management" {
+			t.Errorf("the ServiceMonitor scrapes port %v; want the Service's management port (ports %v)", port, svcPorts)
+		}
+	}
+
+	alertsText, err := os.ReadFile(filepath.Join(root, "deploy", "prometheus", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts := objects(t, string(alertsText))
+	if len(alerts) != 1 || !reflect.DeepEqual(nested(rule, "spec"), alerts[0]) {
+		t.Errorf("the PrometheusRule's spec is not deploy/prometheus/alerts.yaml")
+	}
+	if groups, _ := nested(rule, "spec")["groups"].([]any); len(groups) == 0 {
+		t.Errorf("the PrometheusRule has no groups")
+	}
+
+	dashText, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "proxy-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	if err := json.Unmarshal(dashText, &want); err != nil {
+		t.Fatal(err)
+	}
+	data := nested(dash, "data")
+	if len(data) != 1 {
+		t.Fatalf("dashboard ConfigMap holds %d files, want 1", len(data))
+	}
+	for name, v := range data {
+		if err := json.Unmarshal([]byte(v.(string)), &got); err != nil {
+			t.Fatalf("dashboard ConfigMap %s: %v", name, err)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the dashboard ConfigMap does not hold deploy/grafana/proxy-dashboard.json")
+	}
+	if nested(dash, "metadata", "labels")["grafana_dashboard"] != "1" {
+		t.Errorf("the dashboard ConfigMap lacks the label grafana_dashboard: \"1\" Grafana's sidecar looks for")
+	}
+}
