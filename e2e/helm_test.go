@@ -639,3 +639,32 @@ func TestHelmMonitoringObjects(t *testing.T) {
 		t.Errorf("the dashboard ConfigMap lacks the label grafana_dashboard: \"1\" Grafana's sidecar looks for")
 	}
 }
+
+// TestHelmPackage: `helm package` makes an archive that carries the CRD and
+// the files the templates read (the copies TestHelmChartOneSource checks).
+func TestHelmPackage(t *testing.T) {
+	dir := t.TempDir()
+	out, stderr, err := helmRun(t, "package", chartDir(t), "--destination", dir)
+	if err != nil {
+		t.Fatalf("helm package: %v\n%s%s", err, out, stderr)
+	}
+	archives, _ := filepath.Glob(filepath.Join(dir, chartName+"-*.tgz"))
+	if len(archives) != 1 {
+		t.Fatalf("helm package wrote %v", archives)
+	}
+	// Rendering the archive is rendering what a user installs.
+	out, stderr, err = helmRun(t, "template", "x", archives[0], "--include-crds",
+		"--values", filepath.Join(chartDir(t), "ci", "everything-values.yaml"))
+	if err != nil {
+		t.Fatalf("helm template of the archive: %v\n%s", err, stderr)
+	}
+	kinds := map[any]bool{}
+	for _, o := range objects(t, out) {
+		kinds[o["kind"]] = true
+	}
+	for _, k := range []string{"CustomResourceDefinition", "PrometheusRule", "ServiceMonitor", "Deployment"} {
+		if !kinds[k] {
+			t.Errorf("the packaged chart renders no %s", k)
+		}
+	}
+}
