@@ -17,7 +17,7 @@ TEST_P ?= 2
 TEST_TIMEOUT ?= 40m
 FUZZ_TIME ?= 20s
 
-.PHONY: all build test fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
+.PHONY: all build test fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools helm-tool k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
 
 all: build
 
@@ -71,7 +71,7 @@ $(PROMETHEUS_LTS):
 # bench/load measures one tenant's latency against its own idle baseline
 # (fair scheduling), so it runs after the other packages, alone on the machine.
 LOAD_PKG := ./bench/load
-test: deps tools k8s-tools
+test: deps tools k8s-tools helm-tool
 	$(GO) vet ./...
 	$(GO) test -p $(TEST_P) -timeout $(TEST_TIMEOUT) -count=1 $$($(GO) list ./... | grep -v '/bench/load$$')
 	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 $(LOAD_PKG)
@@ -89,8 +89,23 @@ k8s-tools: $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd
 $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd:
 	GO=$(GO) ./tools/build.sh $(abspath $(KUBE_DIR))
 
+# helm for the chart tests in e2e/ (lint, template), built once from
+# tools/helm (a module of its own, outside the proxy's go.mod) into
+# .cache/helm-<version>/helm.
+HELM_VERSION := $(shell sed -n 's/^require helm.sh\/helm\/v4 \(v[0-9.]*\)$$/\1/p' tools/helm/go.mod)
+HELM := .cache/helm-$(HELM_VERSION)/helm
+
+helm-tool: $(HELM)
+
+$(HELM):
+	@if [ -z "$(HELM_VERSION)" ]; then echo 'tools/helm/go.mod: no "require helm.sh/helm/v4 vX.Y.Z" line' >&2; exit 1; fi
+	@mkdir -p $(dir $(HELM))
+	cd tools/helm && $(GO) build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION) -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+	  -o $(abspath $(HELM)).tmp helm.sh/helm/v4/cmd/helm
+	mv $(HELM).tmp $(HELM)
+
 # Everything the tests and the demo need, installed or built once.
-dev-setup: deps tools k8s-tools
+dev-setup: deps tools k8s-tools helm-tool
 
 # Installs the CRD, RBAC and the proxy into the current kubectl context.
 k8s-deploy:
