@@ -80,7 +80,7 @@ type Policy struct {
 	// Namespaces are the namespaces of a union (sorted); nil for one.
 	Namespaces []string
 	Admin      bool
-	Rules     []Rule
+	Rules      []Rule
 	// Fingerprint identifies the rule set (not the namespace): two requests
 	// with equal fingerprints see exactly the same series.
 	Fingerprint string
