@@ -1,11 +1,18 @@
 package authn
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"k8s.io/client-go/rest"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 )
 
 func TestParseNamespaces(t *testing.T) {
@@ -64,5 +71,37 @@ func TestHeaderIdentifierList(t *testing.T) {
 	}
 	if _, err := h.Identify(requestWith(http.Header{TenantHeader: {"team-a", "team-b"}})); !errors.Is(err, ErrAmbiguous) {
 		t.Errorf("repeated header: err = %v, want ErrAmbiguous", err)
+	}
+}
+
+// TestReadableNamespacesBoundedAndClosed: more candidates than
+// max_namespaces is refused before any review (never cut short), the
+// caller's own namespaces cost no review, and an API server that cannot
+// answer fails the whole set rather than dropping the namespaces it could
+// not check.
+func TestReadableNamespacesBoundedAndClosed(t *testing.T) {
+	hang := testenv.Hang(t)
+	cfg := Config{Type: TypeKubernetes, MaxNamespaces: 2, Kubernetes: KubernetesConfig{Timeout: model.Duration(300 * time.Millisecond)}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	idf, err := New(cfg, Options{KubeConfig: &rest.Config{Host: hang.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := idf.(*KubernetesIdentifier)
+	id := Identity{Namespaces: []string{"team-a"}, User: UserInfo{Name: "system:serviceaccount:team-a:grafana"}, key: "k"}
+
+	got, err := k.ReadableNamespaces(context.Background(), id, []string{"team-a"})
+	if err != nil || !slices.Equal(got, []string{"team-a"}) || hang.Requests() != 0 {
+		t.Errorf("own namespace only: %v %v, %d reviews; want [team-a] and none", got, err, hang.Requests())
+	}
+	_, err = k.ReadableNamespaces(context.Background(), id, []string{"team-a", "team-b", "team-c", "team-d"})
+	if !errors.Is(err, ErrBadNamespaces) || !strings.Contains(err.Error(), "max_namespaces") || hang.Requests() != 0 {
+		t.Errorf("three to review, bound 2: %v after %d reviews; want ErrBadNamespaces naming the key, no review", err, hang.Requests())
+	}
+	got, err = k.ReadableNamespaces(context.Background(), id, []string{"team-a", "team-b"})
+	if !errors.Is(err, ErrUnavailable) || got != nil {
+		t.Errorf("API server hanging: %v %v, want ErrUnavailable and nothing", got, err)
 	}
 }
