@@ -401,7 +401,12 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 				"bytes", c.Response().Size,
 			}
 			if p != nil {
-				attrs = append(attrs, "tenant", tenantLabel(p))
+				tenant := tenantLabel(p)
+				if len(p.Namespaces) > 1 {
+					// A log line may name the namespaces a label may not.
+					tenant = clipString(p.Namespace, 300)
+				}
+				attrs = append(attrs, "tenant", tenant)
 			}
 			if sub, _ := c.Get(subjectKey).(string); sub != "" {
 				attrs = append(attrs, "subject", sub)
