@@ -11,10 +11,13 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -140,5 +143,41 @@ func TestSeveralNamespaces(t *testing.T) {
 	}
 	if l := tenantLabel(union); l != "(several)" {
 		t.Errorf("metrics label of a union: %q", l)
+	}
+}
+
+// TestSeveralNamespacesLimits: a request naming two namespaces runs under
+// the strictest of their limits, whatever order it names them in.
+func TestSeveralNamespacesLimits(t *testing.T) {
+	reg := testRegistry(t)
+	cfg := admission.DefaultConfig()
+	cfg.Tenants = map[string]admission.Limits{"team-a": {MaxFetchedSeriesPerQuery: 5}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	sched, err := admission.NewScheduler(cfg, 4, time.Second, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{opts: Options{Policies: reg, Identify: authn.HeaderIdentifier{}, MaxNamespaces: 3}, metrics: newServerMetrics(), sched: sched}
+	for _, names := range []string{"team-a,team-b", "team-b,team-a", "team-a"} {
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/query?query=up", nil)
+		req.Header.Set(authn.TenantHeader, names)
+		if err := req.ParseForm(); err != nil {
+			t.Fatal(err)
+		}
+		var got admission.Limits
+		c := echo.New().NewContext(req, httptest.NewRecorder())
+		err := s.authenticate(s.chooseTenant(s.admit(func(c echo.Context) error {
+			b, _ := c.Request().Context().Value(budgetKey{}).(*admission.Budget)
+			if b == nil {
+				return errors.New("no budget")
+			}
+			got = b.Limits()
+			return nil
+		})))(c)
+		if err != nil || got.MaxFetchedSeriesPerQuery != 5 {
+			t.Errorf("%s: max_fetched_series_per_query %d (err %v), want team-a's 5", names, got.MaxFetchedSeriesPerQuery, err)
+		}
 	}
 }
