@@ -40,6 +40,11 @@ type Config struct {
 	// APIKeys holds lines of the same form, for keys kept in the config itself.
 	APIKeys    []string         `yaml:"api_keys"`
 	Kubernetes KubernetesConfig `yaml:"kubernetes"`
+	// MaxNamespaces bounds how many namespaces one request may name (a
+	// comma-separated list) and how many namespaces "every namespace I may
+	// read" (`*`) may check: each costs an authorisation and widens the
+	// request's policy.
+	MaxNamespaces int `yaml:"max_namespaces"`
 }
 
 // NoneConfig is the `auth.none` section.
@@ -96,7 +101,9 @@ type KubernetesConfig struct {
 	// as N (besides a ServiceAccount's own namespace).
 	NamespaceAccess AccessCheck `yaml:"namespace_access"`
 	// AdminAccess is the cluster-scoped check (all namespaces) that makes a
-	// caller admin.
+	// caller admin. Its default is a verb no built-in role carries, so admin
+	// is granted only on purpose (a binding of the shipped admin ClusterRole),
+	// never by a cluster-wide view binding.
 	AdminAccess AccessCheck `yaml:"admin_access"`
 }
 
@@ -119,9 +126,18 @@ func (a AccessCheck) String() string {
 	return a.Verb + " " + r
 }
 
-// MetricAccessCheck is the default of both checks: get on MetricAccess
+// MetricAccessCheck is the default namespace check: get on MetricAccess
 // objects, the resource whose namespace a tenant is.
 var MetricAccessCheck = AccessCheck{Verb: "get", Group: "observability.ethos.io", Resource: "metricaccesses"}
+
+// AdminCheck is the default admin check: the custom verb "admin" on
+// MetricAccess objects in all namespaces. No built-in role (view, edit,
+// admin) lists it, so only a binding made for it grants it; wildcard rules
+// (cluster-admin's "*") do, as they grant everything else too.
+var AdminCheck = AccessCheck{Verb: "admin", Group: "observability.ethos.io", Resource: "metricaccesses"}
+
+// DefaultMaxNamespaces is auth.max_namespaces unless set.
+const DefaultMaxNamespaces = 64
 
 const maxKubeCacheTTL = 5 * time.Minute
 
@@ -143,6 +159,9 @@ func (c *Config) Validate() error {
 	if _, _, err := parseAdminClaim(c.JWT.AdminClaim); err != nil {
 		return fmt.Errorf("jwt.admin_claim: %w", err)
 	}
+	if c.MaxNamespaces <= 0 {
+		c.MaxNamespaces = DefaultMaxNamespaces
+	}
 	k := &c.Kubernetes
 	if k.CacheTTL <= 0 {
 		k.CacheTTL = model.Duration(10 * time.Second)
@@ -156,9 +175,9 @@ func (c *Config) Validate() error {
 	if k.Timeout <= 0 {
 		k.Timeout = model.Duration(5 * time.Second)
 	}
-	for _, a := range []*AccessCheck{&k.NamespaceAccess, &k.AdminAccess} {
+	for a, def := range map[*AccessCheck]AccessCheck{&k.NamespaceAccess: MetricAccessCheck, &k.AdminAccess: AdminCheck} {
 		if a.Verb == "" && a.Resource == "" && a.Group == "" {
-			*a = MetricAccessCheck
+			*a = def
 		}
 		if a.Verb == "" || a.Resource == "" {
 			return errors.New("kubernetes: namespace_access and admin_access need verb and resource")
@@ -227,7 +246,7 @@ func New(cfg Config, opts Options) (Identifier, error) {
 	switch cfg.Type {
 	case TypeNone, "":
 		logger.Warn("auth.type is none: the X-Tenant-Namespace header is trusted as is; run the proxy only behind a proxy that authenticates callers and sets that header")
-		return HeaderIdentifier{}, nil
+		return HeaderIdentifier{MaxNamespaces: cfg.MaxNamespaces}, nil
 	case TypeJWT:
 		return newJWTIdentifier(cfg.JWT, logger.With("component", "auth-jwt"))
 	case TypeAPIKey:
@@ -236,7 +255,7 @@ func New(cfg Config, opts Options) (Identifier, error) {
 		if opts.KubeConfig == nil {
 			return nil, errors.New("auth.type kubernetes: no API server configuration")
 		}
-		return NewKubernetesIdentifier(cfg.Kubernetes, opts.KubeConfig, logger.With("component", "auth-kubernetes"))
+		return NewKubernetesIdentifier(cfg.Kubernetes, cfg.MaxNamespaces, opts.KubeConfig, logger.With("component", "auth-kubernetes"))
 	default:
 		return nil, fmt.Errorf("auth.type %q is not supported", cfg.Type)
 	}

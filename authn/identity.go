@@ -5,6 +5,7 @@
 package authn
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,18 +74,30 @@ var ErrForbidden = errors.New("forbidden")
 
 // HeaderIdentifier trusts the X-Tenant-Namespace header (auth.type: none).
 // It is only safe behind a proxy that authenticates and sets the header.
-type HeaderIdentifier struct{}
+// A comma-separated list in the one header names several namespaces; `*`
+// is refused, since no one has checked what the caller may read.
+type HeaderIdentifier struct {
+	// MaxNamespaces bounds the list (auth.max_namespaces).
+	MaxNamespaces int
+}
 
 // Identify implements Identifier.
-func (HeaderIdentifier) Identify(r *http.Request) (Identity, error) {
-	ns, err := SingleHeader(r, TenantHeader)
+func (h HeaderIdentifier) Identify(r *http.Request) (Identity, error) {
+	v, err := SingleHeader(r, TenantHeader)
 	if err != nil {
 		return Identity{}, err
 	}
-	if ns == "" {
+	if v == "" {
 		return Identity{}, fmt.Errorf("%w: header %s is required", ErrNoCredentials, TenantHeader)
 	}
-	return Identity{Namespaces: []string{ns}, Subject: "header:" + clipString(ns, 128)}, nil
+	names, all, err := ParseNamespaces(v, cmp.Or(h.MaxNamespaces, DefaultMaxNamespaces))
+	if err != nil {
+		return Identity{}, err
+	}
+	if all {
+		return Identity{}, fmt.Errorf("%w: %q (every namespace the caller may read) needs an auth.type that knows the caller", ErrBadNamespaces, AllNamespaces)
+	}
+	return Identity{Namespaces: names, Subject: "header:" + clipString(strings.Join(names, ","), 128)}, nil
 }
 
 // Challenge implements Identifier.

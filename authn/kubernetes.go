@@ -44,10 +44,12 @@ type KubernetesIdentifier struct {
 	cache  *ttlCache
 	flight singleflight.Group
 	slots  chan struct{}
+	// maxNamespaces bounds the reviews of one ReadableNamespaces.
+	maxNamespaces int
 }
 
 // NewKubernetesIdentifier returns the identifier; cfg must have passed Validate.
-func NewKubernetesIdentifier(cfg KubernetesConfig, rc *rest.Config, logger *slog.Logger) (*KubernetesIdentifier, error) {
+func NewKubernetesIdentifier(cfg KubernetesConfig, maxNamespaces int, rc *rest.Config, logger *slog.Logger) (*KubernetesIdentifier, error) {
 	rc = rest.CopyConfig(rc)
 	// Reviews are small and each has its own deadline; the client-side rate
 	// limiter would only queue them behind each other.
@@ -56,15 +58,18 @@ func NewKubernetesIdentifier(cfg KubernetesConfig, rc *rest.Config, logger *slog
 	if err != nil {
 		return nil, fmt.Errorf("auth.kubernetes: %w", err)
 	}
-	return newKubernetesIdentifier(cfg, client, logger), nil
+	return newKubernetesIdentifier(cfg, maxNamespaces, client, logger), nil
 }
 
-func newKubernetesIdentifier(cfg KubernetesConfig, client kubernetes.Interface, logger *slog.Logger) *KubernetesIdentifier {
+func newKubernetesIdentifier(cfg KubernetesConfig, maxNamespaces int, client kubernetes.Interface, logger *slog.Logger) *KubernetesIdentifier {
+	if maxNamespaces <= 0 {
+		maxNamespaces = DefaultMaxNamespaces
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &KubernetesIdentifier{cfg: cfg, client: client, logger: logger, cache: newTTLCache(cfg.CacheSize, time.Duration(cfg.CacheTTL)),
-		slots: make(chan struct{}, maxConcurrentReviews)}
+		slots: make(chan struct{}, maxConcurrentReviews), maxNamespaces: maxNamespaces}
 }
 
 // Challenge implements Identifier.

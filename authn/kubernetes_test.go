@@ -53,7 +53,7 @@ func TestKubernetesConfigValidate(t *testing.T) {
 	}
 	cfg := Config{Type: TypeKubernetes}
 	_ = cfg.Validate()
-	if k := cfg.Kubernetes; k.NamespaceAccess != MetricAccessCheck || k.AdminAccess != MetricAccessCheck || k.CacheTTL <= 0 || k.Timeout <= 0 {
+	if k := cfg.Kubernetes; k.NamespaceAccess != MetricAccessCheck || k.AdminAccess != AdminCheck || cfg.MaxNamespaces != DefaultMaxNamespaces || k.CacheTTL <= 0 || k.Timeout <= 0 {
 		t.Errorf("defaults not filled: %+v", k)
 	}
 }

@@ -35,6 +35,9 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		r := c.Request()
 		tenant, label := s.admissionTenant(r)
 		limits := s.sched.Config().For(tenant)
+		if p := tenancy.FromContext(r.Context()); p != nil && len(p.Namespaces) > 1 {
+			limits = s.sched.Config().ForAll(tenant, p.Namespaces)
+		}
 		if err := admission.CheckMatchers(limits, len(r.Form["match[]"])); err != nil {
 			return s.limitError(c, label, err)
 		}

@@ -55,9 +55,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// chooseTenant picks the namespace the request acts as and puts its policy in
-// the context. It runs after the form is parsed (the namespace parameter may
-// come in a POST body).
+// chooseTenant picks the namespaces the request acts as and puts their
+// policy in the context. It runs after the form is parsed (the namespace
+// parameter may come in a POST body). Several namespaces are each
+// authorised on their own; one the caller may not read refuses the whole
+// request (403 naming it), never a silent drop from the union.
 func (s *Server) chooseTenant(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.opts.Policies == nil {
@@ -69,24 +71,105 @@ func (s *Server) chooseTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return s.authError(c, err)
 		}
-		ns, err := s.chooseNamespace(r.Context(), id, asked)
+		names, all, err := authn.ParseNamespaces(asked, s.opts.MaxNamespaces)
 		if err != nil {
 			return s.authError(c, err)
 		}
 		var policy *tenancy.Policy
-		if id.Admin {
-			policy = &tenancy.Policy{Namespace: ns, Admin: true, Fingerprint: "admin"}
-		} else if policy, err = s.opts.Policies.Policy(ns); err != nil {
-			s.metrics.authFailures.WithLabelValues("forbidden").Inc()
-			return apiError(http.StatusForbidden, "forbidden", err.Error())
+		switch {
+		case all:
+			policy, err = s.readablePolicy(r.Context(), id)
+		case len(names) > 1:
+			policy, err = s.unionPolicy(r.Context(), id, names)
+		default:
+			var ns string
+			if len(names) == 1 {
+				ns = names[0]
+			}
+			if ns, err = s.chooseNamespace(r.Context(), id, ns); err == nil {
+				policy, err = s.policyOf(id, ns)
+			}
+		}
+		if err != nil {
+			return s.authError(c, err)
 		}
 		c.SetRequest(r.WithContext(tenancy.NewContext(r.Context(), policy)))
 		return next(c)
 	}
 }
 
-// requestedNamespace is the namespace the header or the namespace parameter
-// names ("" for none). Each may be given once; both must agree.
+// policyOf is the policy of one namespace the identity may act as; an
+// error wrapping authn.ErrForbidden when it grants nothing.
+func (s *Server) policyOf(id authn.Identity, ns string) (*tenancy.Policy, error) {
+	if id.Admin {
+		return &tenancy.Policy{Namespace: ns, Admin: true, Fingerprint: "admin"}, nil
+	}
+	p, err := s.opts.Policies.Policy(ns)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", authn.ErrForbidden, err)
+	}
+	return p, nil
+}
+
+// unionPolicy authorises every named namespace, then ORs their policies.
+func (s *Server) unionPolicy(ctx context.Context, id authn.Identity, names []string) (*tenancy.Policy, error) {
+	parts := make([]*tenancy.Policy, 0, len(names))
+	for _, ns := range names {
+		if _, err := s.chooseNamespace(ctx, id, ns); err != nil {
+			return nil, err
+		}
+		p, err := s.policyOf(id, ns)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, p)
+	}
+	return tenancy.Union(parts...), nil
+}
+
+// namespaceLister is what knows the namespaces that have a policy (the
+// candidates of "every namespace I may read").
+type namespaceLister interface {
+	Namespaces() []string
+}
+
+// readablePolicy is the union of every namespace the identity may read
+// that has a policy (authn.AllNamespaces). With Kubernetes RBAC that means
+// reviewing each namespace holding MetricAccess objects; otherwise it is
+// the namespaces the credentials name. Namespaces without rules add
+// nothing and are left out; none at all is 403.
+func (s *Server) readablePolicy(ctx context.Context, id authn.Identity) (*tenancy.Policy, error) {
+	if id.Admin {
+		return &tenancy.Policy{Admin: true, Fingerprint: "admin"}, nil
+	}
+	readable := id.Namespaces
+	if nl, ok := s.opts.Identify.(authn.NamespaceLister); ok {
+		lister, ok := s.opts.Policies.(namespaceLister)
+		if !ok {
+			return nil, fmt.Errorf("%w: the tenant source cannot list its namespaces", authn.ErrUnavailable)
+		}
+		var err error
+		if readable, err = nl.ReadableNamespaces(ctx, id, lister.Namespaces()); err != nil {
+			return nil, err
+		}
+	} else if len(readable) > s.opts.MaxNamespaces {
+		return nil, fmt.Errorf("%w: the credentials name %d namespaces, more than %d (auth.max_namespaces)", authn.ErrBadNamespaces, len(readable), s.opts.MaxNamespaces)
+	}
+	var parts []*tenancy.Policy
+	for _, ns := range readable {
+		if p, err := s.opts.Policies.Policy(ns); err == nil {
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("%w: no namespace the caller may read has MetricAccess rules", authn.ErrForbidden)
+	}
+	return tenancy.Union(parts...), nil
+}
+
+// requestedNamespace is the value of the header or the namespace parameter
+// ("" for none): one namespace, a comma-separated list or `*`. Each may be
+// given once; both must agree.
 func requestedNamespace(r *http.Request) (string, error) {
 	header, err := authn.SingleHeader(r, authn.TenantHeader)
 	if err != nil {
@@ -139,7 +222,7 @@ func (s *Server) authError(c echo.Context, err error) error {
 	msg := clipString(err.Error(), 300)
 	c.Set(authErrorKey, msg)
 	switch {
-	case errors.Is(err, authn.ErrAmbiguous):
+	case errors.Is(err, authn.ErrAmbiguous), errors.Is(err, authn.ErrBadNamespaces):
 		s.metrics.authFailures.WithLabelValues("ambiguous").Inc()
 		return apiError(http.StatusBadRequest, "bad_data", msg)
 	case errors.Is(err, authn.ErrUnavailable):

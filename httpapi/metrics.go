@@ -29,7 +29,7 @@ func newServerMetrics() *serverMetrics {
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_proxy_auth_failures_total",
-			Help: "Requests refused by authentication or tenant choice: missing or invalid credentials (401), a namespace the caller may not act as or that has no policy (forbidden, 403), a credential or tenant given twice (ambiguous, 400), or credentials that could not be checked (unavailable, 503).",
+			Help: "Requests refused by authentication or tenant choice: missing or invalid credentials (401), a namespace the caller may not act as or that has no policy (forbidden, 403), a credential or tenant given twice or a malformed or too long namespace list (ambiguous, 400), or credentials that could not be checked (unavailable, 503).",
 		}, []string{"reason"}),
 	}
 }

@@ -97,8 +97,16 @@ func (s *Server) tenantStatus(c echo.Context) error {
 	if !st.Tenancy {
 		st.Admin = true
 	}
-	if dv, ok := s.tenantsView(); ok && st.Namespace != "" {
-		for _, o := range dv.Namespaces[st.Namespace].Objects {
+	namespaces := []string{st.Namespace}
+	if p != nil && len(p.Namespaces) > 0 {
+		namespaces = p.Namespaces
+	}
+	dv, ok := s.tenantsView()
+	for _, ns := range namespaces {
+		if !ok || ns == "" {
+			continue
+		}
+		for _, o := range dv.Namespaces[ns].Objects {
 			to := TenantObject{Name: o.Name, Source: o.Spec.Source, Metrics: o.Spec.Metrics, Rules: o.Rules, Problems: o.Problems}
 			if to.Problems == nil {
 				to.Problems = []tenancy.Problem{}

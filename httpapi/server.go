@@ -70,7 +70,10 @@ type Options struct {
 	// Identify finds who is asking (package authn); nil trusts the
 	// X-Tenant-Namespace header.
 	Identify Identifier
-	Tenants  Debugger // for /debug/tenants; may be nil
+	// MaxNamespaces bounds the namespaces one request may name
+	// (auth.max_namespaces); 0 means authn.DefaultMaxNamespaces.
+	MaxNamespaces int
+	Tenants       Debugger // for /debug/tenants; may be nil
 	// Ready adds conditions to /ready (e.g. tenant sources synced); may be nil.
 	Ready func() error
 	// TenantsActive counts namespaces with a policy, for
@@ -123,8 +126,11 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.MaxNamespaces <= 0 {
+		opts.MaxNamespaces = authn.DefaultMaxNamespaces
+	}
 	if opts.Identify == nil {
-		opts.Identify = authn.HeaderIdentifier{}
+		opts.Identify = authn.HeaderIdentifier{MaxNamespaces: opts.MaxNamespaces}
 	}
 	if opts.Limits.Scheduler == "" && opts.Limits.Defaults == (admission.Limits{}) && opts.Limits.Tenants == nil {
 		opts.Limits = admission.DefaultConfig()
@@ -395,7 +401,12 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 				"bytes", c.Response().Size,
 			}
 			if p != nil {
-				attrs = append(attrs, "tenant", tenantLabel(p))
+				tenant := tenantLabel(p)
+				if len(p.Namespaces) > 1 {
+					// A log line may name the namespaces a label may not.
+					tenant = clipString(p.Namespace, 300)
+				}
+				attrs = append(attrs, "tenant", tenant)
 			}
 			if sub, _ := c.Get(subjectKey).(string); sub != "" {
 				attrs = append(attrs, "subject", sub)
@@ -437,6 +448,10 @@ func methodLabel(m string) string {
 func tenantLabel(p *tenancy.Policy) string {
 	if p.Namespace == "" && p.Admin {
 		return "(admin)"
+	}
+	if len(p.Namespaces) > 1 {
+		// Every combination of namespaces would be a series of its own.
+		return "(several)"
 	}
 	return p.Namespace
 }

@@ -73,9 +73,14 @@ func boolInt(b bool) int {
 // Policy is what one request may read. A nil *Policy or an admin policy
 // reads everything; otherwise a series is visible iff some rule matches it.
 type Policy struct {
+	// Namespace names the tenant: one namespace, or for a union the
+	// sorted namespaces joined by commas (also the key it is queued and
+	// limited under).
 	Namespace string
-	Admin     bool
-	Rules     []Rule
+	// Namespaces are the namespaces of a union (sorted); nil for one.
+	Namespaces []string
+	Admin      bool
+	Rules      []Rule
 	// Fingerprint identifies the rule set (not the namespace): two requests
 	// with equal fingerprints see exactly the same series.
 	Fingerprint string

@@ -415,6 +415,45 @@ func newPolicy(ns string, rules []Rule) *Policy {
 	return p
 }
 
+// Union is what a request naming several namespaces may read: a series is
+// visible iff some namespace's policy shows it, so the rules are the OR of
+// all their rules (each already bound to its namespace's source, hence the
+// union of each namespace's visible series). Its fingerprint is that of
+// the combined rule set: independent of the order, and equal to a part's
+// only when the union grants exactly what that part grants. An admin part
+// makes the union admin. Parts must be non-nil.
+func Union(parts ...*Policy) *Policy {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	names := make([]string, 0, len(parts))
+	var rules []Rule
+	admin := false
+	for _, p := range parts {
+		names = append(names, p.Namespace)
+		rules = append(rules, p.Rules...)
+		admin = admin || p.Admin
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	ns := strings.Join(names, ",")
+	if admin {
+		return &Policy{Namespace: ns, Namespaces: names, Admin: true, Fingerprint: "admin"}
+	}
+	p := newPolicy(ns, rules)
+	if p == nil {
+		return &Policy{Namespace: ns, Namespaces: names, Fingerprint: Fingerprint(nil)}
+	}
+	p.Namespaces = names
+	return p
+}
+
+// Namespaces returns the namespaces that have a policy (admin namespaces
+// not counted), sorted: the candidates of "every namespace I may read".
+func (r *Registry) Namespaces() []string {
+	return slices.Sorted(maps.Keys(r.state.Load().policies))
+}
+
 // Fingerprint returns the fingerprint a policy with these rules carries.
 func Fingerprint(rules []Rule) string {
 	if p := newPolicy("", rules); p != nil {

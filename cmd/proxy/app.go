@@ -103,17 +103,20 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		a.wg.Go(func() { backends.RunProvider(ctx, name, kd) })
 	}
 	opts := httpapi.Options{
-		Proxy:       cfg.Proxy,
-		Server:      cfg.Server,
-		Limits:      cfg.Limits,
-		Engine:      cfg.Engine,
-		QueryEngine: results,
-		Fanout:      fanout,
-		Explain:     pushDown,
-		Backends:    backends,
-		Registry:    reg,
-		Logger:      logger.With("component", "http"),
-		Version:     version,
+		Proxy:  cfg.Proxy,
+		Server: cfg.Server,
+		Limits: cfg.Limits,
+		Engine: cfg.Engine,
+		// One bound for the names a request may give and the namespaces
+		// "every namespace I may read" may review.
+		MaxNamespaces: cfg.Auth.MaxNamespaces,
+		QueryEngine:   results,
+		Fanout:        fanout,
+		Explain:       pushDown,
+		Backends:      backends,
+		Registry:      reg,
+		Logger:        logger.With("component", "http"),
+		Version:       version,
 	}
 	for _, w := range trustWarnings(cfg) {
 		logger.Warn(w)

@@ -2,20 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
@@ -157,17 +161,30 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 		t.Errorf("team-a's token after the refusals: HTTP %d", a.code)
 	}
 
-	// Admin: get metricaccesses in every namespace.
+	// Admin only on purpose, with the RBAC as shipped: a cluster-wide
+	// binding of the built-in view role (which, aggregated, carries get
+	// metricaccesses everywhere) is no admin; one of the shipped admin
+	// ClusterRole is.
+	aggregateClusterRoles(t, w)
+	tokViewer := w.kube.ServiceAccountToken(t, "platform", "viewer", proxyAudience)
+	bindClusterRole(t, w, "platform-viewer-views-all", "view", "platform", "viewer")
+	testenv.Eventually(t, 5*time.Second, "cluster-wide view carries get metricaccesses everywhere", func() error {
+		if !subjectMay(t, w, testenv.ServiceAccountUser("platform", "viewer"), "platform", authn.MetricAccessCheck) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokViewer)}); a.code != http.StatusForbidden {
+		t.Errorf("/debug/tenants with a cluster-wide view binding: HTTP %d, want 403 (not admin)", a.code)
+	}
+	if a := query(withHeader(bearerHeader(tokViewer), "X-Tenant-Namespace", "team-a")); a.code == http.StatusOK {
+		seesOnly("cluster-wide view, as team-a", a, "team-a")
+	} else {
+		t.Errorf("cluster-wide view, as team-a: HTTP %d %s (view in team-a grants its metrics)", a.code, clip(a.body))
+	}
 	tokAdmin := w.kube.ServiceAccountToken(t, "platform", "oncall", proxyAudience)
-	crb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "platform-oncall-reads-all-metrics"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "metricaccess-viewer"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "oncall", Namespace: "platform"}},
-	}
-	if _, err := w.admin.RbacV1().ClusterRoleBindings().Create(context.Background(), crb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, "cluster-wide grant makes an admin", func() error {
+	bindClusterRole(t, w, "platform-oncall-proxy-admin", "prometheus-multi-tenant-proxy-admin", "platform", "oncall")
+	testenv.Eventually(t, 5*time.Second, "the admin ClusterRole makes an admin", func() error {
 		a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokAdmin)})
 		if a.code != http.StatusOK {
 			return fmt.Errorf("/debug/tenants: HTTP %d", a.code)
@@ -182,6 +199,37 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 		t.Errorf("/debug/tenants as team-a: HTTP %d, want 403", a.code)
 	}
 
+	// "Every namespace I may read": a ServiceAccount of a namespace without
+	// rules, bound to the viewer role in team-a and team-b, sees exactly
+	// those two, the same as naming them; naming a third is 403.
+	tokDash := w.kube.ServiceAccountToken(t, "dashboards", "grafana", proxyAudience)
+	for _, ns := range []string{"team-a", "team-b"} {
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "dashboards-grafana", Namespace: ns},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "metricaccess-viewer"},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "grafana", Namespace: "dashboards"}},
+		}
+		if _, err := w.admin.RbacV1().RoleBindings(ns).Create(context.Background(), rb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	every := withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "*")
+	testenv.Eventually(t, 5*time.Second, "RoleBindings in team-a and team-b", func() error {
+		if a := query(every); !strings.Contains(string(a.body), `"namespace":"team-b"`) || !strings.Contains(string(a.body), `"namespace":"team-a"`) {
+			return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
+		}
+		return nil
+	})
+	got := query(every)
+	if ns := answerNamespaces(t, got); strings.Join(ns, ",") != "team-a,team-b" {
+		t.Errorf("every namespace I may read: namespaces %v in %s, want exactly team-a and team-b", ns, clip(got.body))
+	}
+	compareAnswers(t, "* equals naming both", query(withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "team-b,team-a")), got)
+	compareAnswers(t, "* as a parameter", got, query(bearerHeader(tokDash), "namespace", "*"))
+	if a := query(withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "team-a,team-c")); a.code != http.StatusForbidden || !strings.Contains(string(a.body), "team-c") {
+		t.Errorf("naming team-c, not granted: HTTP %d %s, want 403 naming team-c", a.code, clip(a.body))
+	}
+
 	// The API server stops: a token not reviewed yet gets 503, and once the
 	// cached answers expire so does every other; nothing answers with data.
 	fresh := w.kube.ServiceAccountToken(t, "team-c", "grafana", proxyAudience)
@@ -194,6 +242,93 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	for name, h := range map[string]http.Header{"team-a": bearerHeader(tokA), "team-a as team-b": asB, "admin": bearerHeader(tokAdmin)} {
 		if a := query(h); a.code != http.StatusServiceUnavailable {
 			t.Errorf("%s, API server down, cache expired: HTTP %d %s, want 503", name, a.code, clip(a.body))
+		}
+	}
+}
+
+// answerNamespaces lists the namespace labels of an instant vector, sorted.
+func answerNamespaces(t *testing.T, a apiAnswer) []string {
+	t.Helper()
+	var v struct {
+		Data struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(a.body, &v); err != nil {
+		t.Fatalf("%v: %s", err, clip(a.body))
+	}
+	var ns []string
+	for _, r := range v.Data.Result {
+		ns = append(ns, r.Metric["namespace"])
+	}
+	slices.Sort(ns)
+	return slices.Compact(ns)
+}
+
+// bindClusterRole binds a ServiceAccount to a ClusterRole in every namespace.
+func bindClusterRole(t *testing.T, w *kubeWorld, name, role, ns, sa string) {
+	t.Helper()
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
+	}
+	if _, err := w.admin.RbacV1().ClusterRoleBindings().Create(context.Background(), crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+}
+
+// subjectMay asks the API server whether a ServiceAccount user passes check
+// in all namespaces.
+func subjectMay(t *testing.T, w *kubeWorld, user, saNamespace string, check authn.AccessCheck) bool {
+	t.Helper()
+	sar, err := w.admin.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user, Groups: testenv.ServiceAccountGroups(saNamespace),
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: check.Verb, Group: check.Group, Resource: check.Resource},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sar.Status.Allowed
+}
+
+// aggregateClusterRoles does what kube-controller-manager's clusterrole
+// aggregation controller does (the test runs no controller manager): every
+// ClusterRole with an aggregationRule gets the rules of the ClusterRoles its
+// selectors pick, so the built-in view/edit/admin roles carry what the
+// shipped rbac-users.yaml aggregates into them.
+func aggregateClusterRoles(t *testing.T, w *kubeWorld) {
+	t.Helper()
+	ctx := context.Background()
+	roles, err := w.admin.RbacV1().ClusterRoles().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, agg := range roles.Items {
+		if agg.AggregationRule == nil {
+			continue
+		}
+		var rules []rbacv1.PolicyRule
+		for _, sel := range agg.AggregationRule.ClusterRoleSelectors {
+			ls, err := metav1.LabelSelectorAsSelector(&sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range roles.Items {
+				if r.Name != agg.Name && ls.Matches(k8slabels.Set(r.Labels)) {
+					rules = append(rules, r.Rules...)
+				}
+			}
+		}
+		cp := agg.DeepCopy()
+		cp.Rules = rules
+		if _, err := w.admin.RbacV1().ClusterRoles().Update(ctx, cp, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("aggregating ClusterRole %s: %v", agg.Name, err)
 		}
 	}
 }

@@ -176,7 +176,52 @@ func assertNoForeignNamespace(t testing.TB, what string, a apiAnswer, allowed st
 }
 
 func testTenancy(t *testing.T, f *fleet) {
-	testTenancyAs(t, f, tenantConfig(f, tenantFiles(t)), tenantHeader)
+	cfg := tenantConfig(f, tenantFiles(t))
+	testTenancyAs(t, f, cfg, tenantHeader)
+	t.Run("team-a,team-b", func(t *testing.T) { testTenancyUnion(t, f, cfg) })
+}
+
+// testTenancyUnion: a request naming two namespaces answers exactly what a
+// Prometheus holding the union of their visible series answers, however the
+// two are named; a namespace without rules in the list refuses it.
+func testTenancyUnion(t *testing.T, f *fleet, cfg Config) {
+	p := startProxy(t, cfg)
+	a, b := policyOf(t, p, "team-a"), policyOf(t, p, "team-b")
+	union := tenancy.Union(a, b)
+	if union.Fingerprint == a.Fingerprint || union.Fingerprint == b.Fingerprint {
+		t.Fatal("the union shares a part's fingerprint")
+	}
+	oracle := oracleFor(t, f, "team-a-and-b", union)
+	reqs := suiteRequests(f.data)
+	for _, name := range []string{"cold", "warm"} {
+		t.Run(name, func(t *testing.T) {
+			runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader("team-a,team-b"), 40)
+			for _, r := range attackRequests(f) {
+				want := doRequest(t, oracle.URL, r)
+				r.header = tenantHeader("team-b, team-a")
+				compareAnswers(t, "attack "+r.String(), want, doRequest(t, p.URL, r))
+			}
+		})
+	}
+	// The parts' cached answers are not the union's, nor the other way round.
+	for _, ns := range []string{"team-a", "team-b"} {
+		oracle := oracleFor(t, f, ns, policyOf(t, p, ns))
+		runSuiteMinData(t, oracle.URL, p.URL, reqs[:min(len(reqs), 10)], tenantHeader(ns), 0)
+	}
+	q := apiRequest{path: "/api/v1/query", params: url.Values{"query": {"up"}}, header: tenantHeader("team-a,nobody")}
+	if ans := doRequest(t, p.URL, q); ans.code != http.StatusForbidden || !strings.Contains(string(ans.body), "nobody") {
+		t.Errorf("a namespace without rules in the list: HTTP %d %s, want 403 naming it", ans.code, clip(ans.body))
+	}
+	q.params.Set("namespace", "team-a,team-b")
+	q.header = tenantHeader("team-a,team-b")
+	if ans := doRequest(t, p.URL, q); ans.code != http.StatusOK {
+		t.Errorf("header and parameter naming the same list: HTTP %d %s", ans.code, clip(ans.body))
+	}
+	q.header = http.Header{"X-Tenant-Namespace": {"team-a", "team-b"}}
+	q.params.Del("namespace")
+	if ans := doRequest(t, p.URL, q); ans.code != http.StatusBadRequest {
+		t.Errorf("the header repeated: HTTP %d, want 400", ans.code)
+	}
 }
 
 // testTenancyAs is the tenancy differential suite for a proxy configured
