@@ -21,8 +21,11 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
@@ -144,7 +147,10 @@ type evalRange struct {
 }
 
 func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Queryable, opts promql.QueryOpts, qs string, r evalRange) promql.Query {
+	_, span := tracing.StartSpan(ctx, "plan")
 	pl, err := p.Explain(ctx, qs)
+	planAttributes(span, pl, err)
+	span.End()
 	if err != nil || !pl.Pushed() {
 		return orig
 	}
@@ -178,6 +184,7 @@ func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
 			level = slog.LevelWarn
 		}
 		pq.p.logger.Log(ctx, level, "push-down not used", "query", pq.plan.Expr.String(), "reason", err.Error())
+		trace.SpanFromContext(ctx).AddEvent("push-down not used", trace.WithAttributes(attribute.String("reason", err.Error())))
 		pq.p.outcomes.WithLabelValues("fallback").Inc()
 		return pq.Query.Exec(ctx)
 	}
@@ -196,6 +203,28 @@ func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
 	pq.next = rewritten
 	pq.p.outcomes.WithLabelValues("pushed").Inc()
 	return rewritten.Exec(ctx)
+}
+
+// planAttributes says on the planning span whether anything was pushed
+// and why each node was or was not.
+func planAttributes(span trace.Span, pl *plan.Plan, err error) {
+	if !span.IsRecording() {
+		return
+	}
+	if err != nil {
+		tracing.Fail(span, err)
+		return
+	}
+	span.SetAttributes(attribute.Bool("pushed", pl.Pushed()), attribute.Int("fragments", len(pl.Fragments)))
+	reasons := make([]string, 0, len(pl.Decisions))
+	for _, d := range pl.Decisions {
+		verdict := "local"
+		if d.Pushed {
+			verdict = "pushed"
+		}
+		reasons = append(reasons, fmt.Sprintf("%s: %s: %s", d.Node, verdict, d.Reason))
+	}
+	span.SetAttributes(attribute.StringSlice("decisions", reasons))
 }
 
 func (pq *pushedQuery) lookback() time.Duration {
@@ -277,6 +306,8 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 				ans     *remote.QueryAnswer
 				refused error
 			}
+			ctx, span := tracing.StartSpan(ctx, "push-down fragment", attribute.String("fragment", j.f.ID), attribute.String("group", g.Name), attribute.String("query", j.gq.Query))
+			defer span.End()
 			a, err := callGroup(ctx, p.fanout, g, "query", func(ctx context.Context, c *remote.Client) (answer, error) {
 				v, err := c.Version(ctx)
 				if err != nil {
@@ -348,6 +379,11 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 			})
 			if err == nil {
 				err = a.refused
+				if err != nil {
+					span.SetAttributes(attribute.String("refused", err.Error()))
+				}
+			} else {
+				tracing.Fail(span, err)
 			}
 			if err != nil {
 				errs[i] = err
