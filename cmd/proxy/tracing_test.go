@@ -155,6 +155,36 @@ func (tr traceTree) under(s, ancestor otlpSpan) bool {
 	return false
 }
 
+// await waits for the trace's spans: the proxy's, up to the encoding of
+// its answer, and at least backends spans of backends under the proxy's
+// calls. Spans arrive in batches, from several processes.
+func (r *otlpReceiver) await(t *testing.T, traceID string, backends int) traceTree {
+	t.Helper()
+	var tr traceTree
+	testenv.Eventually(t, time.Minute, "the spans of trace "+traceID+" at the receiver", func() error {
+		tr = r.trace(traceID)
+		if n := len(tr.backendSpans()); len(tr.named("encode response")) == 0 || n < backends {
+			return fmt.Errorf("%d spans, %d of backends:\n%s", len(tr), n, tr.dump())
+		}
+		return nil
+	})
+	t.Logf("trace %s:\n%s", traceID, tr.dump())
+	return tr
+}
+
+// backendSpans are the server spans under a client span: a backend's
+// answers to the proxy's calls (the proxy's own server span has the
+// client's span, from outside the trace's spans, as parent).
+func (tr traceTree) backendSpans() []otlpSpan {
+	var out []otlpSpan
+	for _, s := range tr {
+		if p, ok := tr[s.parent]; ok && s.kind == tracepb.Span_SPAN_KIND_SERVER && p.kind == tracepb.Span_SPAN_KIND_CLIENT {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func (tr traceTree) dump() string {
 	var lines []string
 	for _, s := range tr {
@@ -187,7 +217,9 @@ func TestTracing(t *testing.T) {
 	groups := []string{"a", "b"}
 	var static []discovery.StaticGroup
 	for _, g := range groups {
-		p := testenv.StartPrometheus(t, testenv.V3, tracingData(now, g), testenv.WithName("tracing-"+g), testenv.WithTracing(recv.addr))
+		p := testenv.StartPrometheus(t, testenv.V3, tracingData(now, g), testenv.WithName("tracing-"+g), testenv.WithTracing(recv.addr),
+			// Disjoint groups: an aggregation may be pushed to them.
+			testenv.WithExternalLabels(map[string]string{"cluster": g}))
 		static = append(static, discovery.StaticGroup{Name: g, URLs: []string{p.URL}})
 	}
 
@@ -249,22 +281,7 @@ spec:
 		t.Fatalf("traced query: %d %s", code, body)
 	}
 
-	// Spans arrive in batches, from three processes.
-	var tr traceTree
-	testenv.Eventually(t, time.Minute, "the trace's spans at the receiver", func() error {
-		tr = recv.trace(traceID)
-		backend := 0
-		for _, s := range tr {
-			if p, ok := tr[s.parent]; ok && s.kind == tracepb.Span_SPAN_KIND_SERVER && p.kind == tracepb.Span_SPAN_KIND_CLIENT {
-				backend++
-			}
-		}
-		if len(tr.named("encode response")) == 0 || backend < len(groups) {
-			return fmt.Errorf("%d spans, %d of backends:\n%s", len(tr), backend, tr.dump())
-		}
-		return nil
-	})
-	t.Logf("trace %s:\n%s", traceID, tr.dump())
+	tr := recv.await(t, traceID, len(groups))
 
 	one := func(name string) otlpSpan {
 		t.Helper()
@@ -334,9 +351,8 @@ spec:
 		// The backend's own server span hangs under the proxy's HTTP
 		// client span of this read.
 		joined := false
-		for _, s := range tr {
-			p, ok := tr[s.parent]
-			if ok && s.kind == tracepb.Span_SPAN_KIND_SERVER && p.kind == tracepb.Span_SPAN_KIND_CLIENT && tr.under(p, rr[0]) {
+		for _, s := range tr.backendSpans() {
+			if tr.under(s, rr[0]) && s.attrs["url.path"] == "/api/v1/read" {
 				joined = true
 			}
 		}
@@ -348,6 +364,8 @@ spec:
 	if !slices.Equal(readGroups, groups) {
 		t.Errorf("group reads of groups %v, want %v", readGroups, groups)
 	}
+
+	testTracingPushDown(t, recv, proxy.URL, groups, now)
 
 	// The request's log line and the duration histogram lead to the trace.
 	found := false
@@ -378,6 +396,60 @@ spec:
 	}
 	if !exemplar {
 		t.Errorf("no bucket of prometheus_proxy_request_duration_seconds holds the exemplar trace_id=%s", traceID)
+	}
+}
+
+// testTracingPushDown: a pushed aggregation's trace shows the plan's
+// verdict, one fragment per group, and each backend's evaluation of it
+// under the proxy's call.
+func testTracingPushDown(t *testing.T, recv *otlpReceiver, base string, groups []string, now time.Time) {
+	const traceID = "5cf92f3577b34da6a3ce929d0e0e4737"
+	q := url.Values{"query": {"max(trace_test_value)"}, "time": {strconv.FormatInt(now.Add(-10*time.Minute).Unix(), 10)}}
+	req, err := http.NewRequest(http.MethodGet, base+"/api/v1/query?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = tenantHeader("team-a")
+	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b8-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pushed query: %d %s", resp.StatusCode, body)
+	}
+	tr := recv.await(t, traceID, len(groups))
+	pl := tr.named("plan")
+	if len(pl) != 1 || pl[0].attrs["pushed"] != "true" || pl[0].attrs["fragments"] != "1" {
+		t.Fatalf("plan spans %v, want one saying one fragment is pushed", pl)
+	}
+	frags := tr.named("push-down fragment")
+	var fragGroups []string
+	for _, f := range frags {
+		fragGroups = append(fragGroups, f.attrs["group"])
+		if f.attrs["refused"] != "" {
+			t.Errorf("fragment of group %s refused: %s", f.attrs["group"], f.attrs["refused"])
+		}
+		gq := tr.children(f)
+		if len(gq) != 1 || gq[0].name != "group query" {
+			t.Errorf("fragment of group %s: children %v, want one group query", f.attrs["group"], gq)
+			continue
+		}
+		evaluated := false
+		for _, s := range tr.backendSpans() {
+			if tr.under(s, gq[0]) && s.attrs["url.path"] == "/api/v1/query" {
+				evaluated = true
+			}
+		}
+		if !evaluated {
+			t.Errorf("fragment of group %s: no span of the backend's /api/v1/query under it", f.attrs["group"])
+		}
+	}
+	slices.Sort(fragGroups)
+	if !slices.Equal(fragGroups, groups) {
+		t.Errorf("fragments for groups %v, want %v", fragGroups, groups)
 	}
 }
 
