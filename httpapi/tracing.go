@@ -49,9 +49,11 @@ func endRequestSpan(span trace.Span, p *tenancy.Policy, code int) {
 }
 
 // observeWithTrace observes v, with the request's trace ID as the
-// exemplar when its trace is exported: a slow bucket then leads to a trace.
+// exemplar when the proxy exports its trace: a slow bucket then leads to a
+// trace. A caller's sampled traceparent alone is not enough: with tracing
+// off the proxy's span only passes the caller's IDs on.
 func observeWithTrace(ctx context.Context, o prometheus.Observer, v float64) {
-	if traceID, _, sampled := tracing.IDs(ctx); sampled {
+	if traceID, _, sampled := tracing.IDs(ctx); sampled && trace.SpanFromContext(ctx).IsRecording() {
 		if eo, ok := o.(prometheus.ExemplarObserver); ok {
 			eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": traceID})
 			return

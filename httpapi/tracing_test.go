@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -26,17 +27,29 @@ func spanContext(t *testing.T, sampled bool) context.Context {
 	return trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags}))
 }
 
+// recording continues the trace in ctx with a span of a real SDK provider
+// that samples as the caller says.
+func recording(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	ctx, span := tp.Tracer("test").Start(ctx, "request")
+	t.Cleanup(func() { span.End() })
+	return ctx
+}
+
 // TestDurationExemplar: a sampled request's duration carries its trace ID
-// as the exemplar of its bucket; an unsampled or untraced one carries none
-// (its trace is nowhere to be found).
+// as the exemplar of its bucket; an unsampled or untraced one carries none,
+// nor one the proxy does not trace itself (its spans are nowhere).
 func TestDurationExemplar(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		ctx  context.Context
 		want string
 	}{
-		{"sampled", spanContext(t, true), "4bf92f3577b34da6a3ce929d0e0e4736"},
-		{"not sampled", spanContext(t, false), ""},
+		{"sampled", recording(t, spanContext(t, true)), "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"not sampled", recording(t, spanContext(t, false)), ""},
+		{"caller's sampled trace, tracing off", spanContext(t, true), ""},
 		{"no trace", context.Background(), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
