@@ -73,12 +73,14 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		// A tenant ahead of a neighbour in its share of the CPU waits before
 		// its query asks the backends for anything: once a read is sent, the
 		// backend works on it whether or not the proxy pauses.
-		_, yield := tracing.StartSpan(ctx, "admission turn")
-		err = turn.Yield(ctx)
-		tracing.Fail(yield, err)
-		yield.End()
-		if err != nil {
-			return apiError(499, "canceled", err.Error())
+		if turn != nil {
+			_, yield := tracing.StartSpan(ctx, "admission turn")
+			err = turn.Yield(ctx)
+			tracing.Fail(yield, err)
+			yield.End()
+			if err != nil {
+				return apiError(499, "canceled", err.Error())
+			}
 		}
 
 		if turn != nil {
