@@ -17,8 +17,10 @@ import (
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/stats"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -319,7 +321,11 @@ func (q *query) Exec(ctx context.Context) *promql.Result {
 		// other way round an error it would not have had.
 		flightKey += "\x00" + q.e.flightScope(ctx)
 	}
+	ctx, span := tracing.StartSpan(ctx, "cache", attribute.String("query", q.qs))
+	defer span.End()
 	v, _, shared := q.e.flight.Do(flightKey, func() (any, error) { return run(), nil })
+	// A shared answer was computed for another request, under its span.
+	span.SetAttributes(attribute.Bool("shared", shared))
 	r := v.(*execResult)
 	if shared && r.err != nil && isCancellation(r.err) && ctx.Err() == nil {
 		// The caller that ran the shared execution went away; that is no
@@ -447,12 +453,15 @@ type instantQuery struct {
 func (iq *instantQuery) exec(ctx context.Context, inner promql.Query) *execResult {
 	e := iq.e
 	key := e.storeKey(iq.key)
-	vals, ok := e.get(ctx, []string{key})
+	lookupCtx, span := tracing.StartSpan(ctx, "cache lookup", attribute.String("kind", "instant"))
+	vals, ok := e.get(lookupCtx, []string{key})
 	if b := vals[0]; b != nil {
 		if p, ok := e.sealer.open(b, kindInstant, iq.key); ok {
 			v, err := decodeInstant(p)
 			if err == nil {
 				e.countLookup(true)
+				span.SetAttributes(attribute.Bool("hit", true))
+				span.End()
 				return &execResult{value: v}
 			}
 			e.corrupt(key, err)
@@ -460,6 +469,8 @@ func (iq *instantQuery) exec(ctx context.Context, inner promql.Query) *execResul
 			e.corrupt(key, errCorrupt)
 		}
 	}
+	span.SetAttributes(attribute.Bool("hit", false))
+	span.End()
 	if ok {
 		e.countLookup(false)
 	}

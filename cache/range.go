@@ -10,6 +10,10 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 )
 
 // grid is a range query's evaluation timestamps, start + k·step, in ms as
@@ -91,7 +95,18 @@ func (rq *rangeQuery) exec(ctx context.Context, inner promql.Query) *execResult 
 		settledTo = noTime
 	}
 
-	slots := rq.lookup(ctx, settledTo)
+	lookupCtx, span := tracing.StartSpan(ctx, "cache lookup", attribute.String("kind", "range"))
+	slots := rq.lookup(lookupCtx, settledTo)
+	if span.IsRecording() {
+		hits := 0
+		for _, sl := range slots {
+			if sl.cached != nil {
+				hits++
+			}
+		}
+		span.SetAttributes(attribute.Int("extents", len(slots)), attribute.Int("extents_hit", hits), attribute.Int("extents_missed", len(slots)-hits))
+	}
+	span.End()
 
 	// One run of the wrapped engine from the first missing point to the last.
 	runFrom, runTo := int64(endTime), int64(noTime)
@@ -125,6 +140,9 @@ func (rq *rangeQuery) exec(ctx context.Context, inner promql.Query) *execResult 
 			}
 			defer sub.Close()
 			q = sub
+		}
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.AddEvent("evaluating the missing points", trace.WithAttributes(attribute.String("from", fromMilliseconds(runFrom).UTC().Format(time.RFC3339)), attribute.String("to", fromMilliseconds(runTo).UTC().Format(time.RFC3339))))
 		}
 		res := q.Exec(ctx)
 		r.warnings, r.err = res.Warnings, res.Err

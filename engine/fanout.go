@@ -16,9 +16,12 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/annotations"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -510,19 +513,30 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		zero T
 		errs []error
 	)
+	ctx, span := tracing.StartSpan(ctx, "group "+kind, attribute.String("group", g.Name))
+	defer span.End()
 	replicas := orderForContext(ctx, g.Name, g.Order(f.opts.LoadBalancing))
 	if len(replicas) == 0 {
-		return zero, &GroupError{Group: g.Name, Errs: []error{errors.New("no replicas")}}
+		err := &GroupError{Group: g.Name, Errs: []error{errors.New("no replicas")}}
+		tracing.Fail(span, err)
+		return zero, err
 	}
-	for _, r := range replicas {
+	for i, r := range replicas {
 		backend := redact.URL(r.URL)
+		if i > 0 {
+			// The previous replica failed: the next one is asked.
+			span.AddEvent("failover", trace.WithAttributes(attribute.String("replica", backend)))
+		}
 		c, release, err := f.acquire(g, r.URL)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		start := time.Now()
-		v, err := fn(ctx, c)
+		callCtx, call := tracing.StartSpan(ctx, "replica "+kind, attribute.String("group", g.Name), attribute.String("replica", backend), attribute.Int("attempt", i+1))
+		v, err := fn(callCtx, c)
+		tracing.Fail(call, err)
+		call.End()
 		took := time.Since(start)
 		release()
 		f.metrics.duration.WithLabelValues(kind).Observe(took.Seconds())
@@ -545,8 +559,10 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 			return zero, err
 		}
 		f.backends.ObserveCall(r, err, took)
-		f.opts.Logger.Warn("backend call failed", "group", g.Name, "backend", backend, "kind", kind, "err", err)
+		f.opts.Logger.WarnContext(ctx, "backend call failed", "group", g.Name, "backend", backend, "kind", kind, "err", err)
 		errs = append(errs, err)
 	}
-	return zero, &GroupError{Group: g.Name, Errs: errs}
+	err := &GroupError{Group: g.Name, Errs: errs}
+	tracing.Fail(span, err)
+	return zero, err
 }

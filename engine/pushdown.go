@@ -21,8 +21,11 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
@@ -172,7 +175,14 @@ type evalRange struct {
 }
 
 func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Queryable, opts promql.QueryOpts, qs string, r evalRange) promql.Query {
+	_, span := tracing.StartSpan(ctx, "plan")
 	cp, err := p.cachedPlan(ctx, qs)
+	if err == nil {
+		planAttributes(span, cp.plan, nil)
+	} else {
+		planAttributes(span, nil, err)
+	}
+	span.End()
 	if err != nil || !cp.plan.Pushed() {
 		return orig
 	}
@@ -206,6 +216,7 @@ func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
 			level = slog.LevelWarn
 		}
 		pq.p.logger.Log(ctx, level, "push-down not used", "query", pq.plan.rewritten, "reason", err.Error())
+		trace.SpanFromContext(ctx).AddEvent("push-down not used", trace.WithAttributes(attribute.String("reason", err.Error())))
 		pq.p.outcomes.WithLabelValues("fallback").Inc()
 		return pq.Query.Exec(ctx)
 	}
@@ -224,6 +235,28 @@ func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
 	pq.next = rewritten
 	pq.p.outcomes.WithLabelValues("pushed").Inc()
 	return rewritten.Exec(ctx)
+}
+
+// planAttributes says on the planning span whether anything was pushed
+// and why each node was or was not.
+func planAttributes(span trace.Span, pl *plan.Plan, err error) {
+	if !span.IsRecording() {
+		return
+	}
+	if err != nil {
+		tracing.Fail(span, err)
+		return
+	}
+	span.SetAttributes(attribute.Bool("pushed", pl.Pushed()), attribute.Int("fragments", len(pl.Fragments)))
+	reasons := make([]string, 0, len(pl.Decisions))
+	for _, d := range pl.Decisions {
+		verdict := "local"
+		if d.Pushed {
+			verdict = "pushed"
+		}
+		reasons = append(reasons, fmt.Sprintf("%s: %s: %s", d.Node, verdict, d.Reason))
+	}
+	span.SetAttributes(attribute.StringSlice("decisions", reasons))
 }
 
 func (pq *pushedQuery) lookback() time.Duration {
@@ -370,6 +403,12 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				parts   []*remote.QueryAnswer
 				refused error
 			}
+			ids := make([]string, len(j.frags))
+			for k, f := range j.frags {
+				ids[k] = f.ID
+			}
+			ctx, span := tracing.StartSpan(ctx, "push-down group", attribute.String("group", g.Name), attribute.StringSlice("fragments", ids))
+			defer span.End()
 			a, err := callGroup(ctx, p.fanout, g, "query", func(ctx context.Context, c *remote.Client) (answer, error) {
 				refuse := func(format string, args ...any) (answer, error) {
 					return answer{refused: fmt.Errorf("%w: group %s "+format, append([]any{errNotExact, g.Name}, args...)...)}, nil
@@ -395,6 +434,7 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				}
 				mint, maxt := probeWindow(j.spans)
 				fq := foldGroup(j.queries, j.probe, j.mixed, mint, maxt)
+				span.SetAttributes(attribute.String("query", fq.query))
 				// Probes that could not be folded go to the series
 				// endpoint, beside the query; the answer waits for them.
 				var (
@@ -464,6 +504,11 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 			})
 			if err == nil {
 				err = a.refused
+				if err != nil {
+					span.SetAttributes(attribute.String("refused", err.Error()))
+				}
+			} else {
+				tracing.Fail(span, err)
 			}
 			if err != nil {
 				errs[i] = err

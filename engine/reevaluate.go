@@ -12,9 +12,11 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/stats"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 )
 
@@ -82,7 +84,7 @@ type reEvaluatedQuery struct {
 const maxUnsortedReEvaluations = 16
 
 func (q *reEvaluatedQuery) Exec(ctx context.Context) *promql.Result {
-	res := q.Query.Exec(ctx)
+	res := evaluate(ctx, q.Query, 1)
 	for again := 0; ; again++ {
 		if res.Err == nil || ctx.Err() != nil {
 			return res
@@ -108,12 +110,26 @@ func (q *reEvaluatedQuery) Exec(ctx context.Context) *promql.Result {
 		if se != nil {
 			attrs = append(attrs, "group", se.Group, "backend", se.Replica)
 		}
-		q.r.logger.Warn("query evaluated again: a group's answer broke off mid-stream", attrs...)
+		q.r.logger.WarnContext(ctx, "query evaluated again: a group's answer broke off mid-stream", attrs...)
 		if broken {
 			ctx = withReplicaLast(ctx, se.Group, se.Replica)
 		}
-		res = next.Exec(ctx)
+		res = evaluate(ctx, next, again+2)
 	}
+}
+
+// evaluate runs the engine on q under a span; attempt counts the
+// evaluations of one query (more than one: re-evaluated).
+func evaluate(ctx context.Context, q promql.Query, attempt int) *promql.Result {
+	name := "evaluate"
+	if attempt > 1 {
+		name = "re-evaluate"
+	}
+	ctx, span := tracing.StartSpan(ctx, name, attribute.Int("attempt", attempt))
+	defer span.End()
+	res := q.Exec(ctx)
+	tracing.Fail(span, res.Err)
+	return res
 }
 
 // relayQuery is a query that may hand its evaluation over to a second one

@@ -12,10 +12,12 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -44,7 +46,10 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := admission.CheckSelectors(limits, countSelectors(r.Form.Get("query"))); err != nil {
 			return s.limitError(c, label, err)
 		}
-		release, err := s.sched.Acquire(r.Context(), tenant, label)
+		waitCtx, wait := tracing.StartSpan(r.Context(), "admission wait", attribute.String("tenant", label))
+		release, err := s.sched.Acquire(waitCtx, tenant, label)
+		tracing.Fail(wait, err)
+		wait.End()
 		if err != nil {
 			s.metrics.rejected.Inc()
 			if qe := (*admission.QueueError)(nil); errors.As(err, &qe) {
@@ -71,8 +76,14 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		// A tenant ahead of a neighbour in its share of the CPU waits before
 		// its query asks the backends for anything: once a read is sent, the
 		// backend works on it whether or not the proxy pauses.
-		if err := turn.Yield(ctx); err != nil {
-			return apiError(499, "canceled", err.Error())
+		if turn != nil {
+			_, yield := tracing.StartSpan(ctx, "admission turn")
+			err = turn.Yield(ctx)
+			tracing.Fail(yield, err)
+			yield.End()
+			if err != nil {
+				return apiError(499, "canceled", err.Error())
+			}
 		}
 
 		if turn != nil {
@@ -167,7 +178,7 @@ func (e budgetEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, 
 	if err != nil {
 		return nil, err
 	}
-	return budgetQuery{qry}, nil
+	return &encodingQuery{Query: budgetQuery{qry}}, nil
 }
 
 func (e budgetEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, interval time.Duration) (promql.Query, error) {
@@ -175,7 +186,7 @@ func (e budgetEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, op
 	if err != nil {
 		return nil, err
 	}
-	return budgetQuery{qry}, nil
+	return &encodingQuery{Query: budgetQuery{qry}}, nil
 }
 
 type budgetQuery struct{ promql.Query }

@@ -225,7 +225,9 @@ func methodNotAllowed(echo.Context) error {
 }
 
 func (s *Server) metricsHandler() echo.HandlerFunc {
-	return echo.WrapHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry}))
+	// OpenMetrics, when the scraper asks for it, carries the trace IDs of
+	// the request-duration histogram's exemplars.
+	return echo.WrapHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry, EnableOpenMetrics: true}))
 }
 
 // managementRoutes is what the management listener serves: metrics and
@@ -357,7 +359,13 @@ const (
 func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
-		ctx, reads := withReadStats(c.Request().Context())
+		endpoint := c.Path() // the route: echo routes before middleware runs
+		if endpoint == "" {
+			endpoint = "other"
+		}
+		ctx, span := s.startRequestSpan(c, endpoint)
+		defer span.End()
+		ctx, reads := withReadStats(ctx)
 		var (
 			targetsMu sync.Mutex
 			targets   []string
@@ -378,16 +386,13 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			c.Error(err)
 		}
-		endpoint := c.Path()
-		if endpoint == "" {
-			endpoint = "other"
-		}
 		code := c.Response().Status
 		took := time.Since(start)
 		s.metrics.requests.WithLabelValues(endpoint, methodLabel(c.Request().Method), strconv.Itoa(code)).Inc()
-		s.metrics.duration.WithLabelValues(endpoint).Observe(took.Seconds())
+		observeWithTrace(ctx, s.metrics.duration.WithLabelValues(endpoint), took.Seconds())
 		r := c.Request()
 		p := tenancy.FromContext(r.Context())
+		endRequestSpan(span, p, code)
 		if p != nil {
 			// Only namespaces that hold a policy get here, so the label's
 			// values are bounded by the configuration, not by callers.
@@ -429,7 +434,7 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 				attrs = append(attrs, "target", slices.Clone(targets))
 				targetsMu.Unlock()
 			}
-			s.opts.Logger.Info("request", attrs...)
+			s.opts.Logger.InfoContext(ctx, "request", attrs...)
 		}
 		return nil
 	}

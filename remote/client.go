@@ -27,9 +27,12 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	promremote "github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/util/annotations"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 )
 
 // Config is how the proxy talks to every backend.
@@ -83,6 +86,9 @@ type Client struct {
 	cfg  Config
 	read promremote.ReadClient
 	http *http.Client
+	// pool is the connection pool under the tracing wrappers, which cannot
+	// close idle connections themselves.
+	pool http.RoundTripper
 	// version is the backend's Prometheus version, once known (query.go).
 	version atomic.Pointer[fetched[string]]
 	flags   atomic.Pointer[fetched[map[string]string]]
@@ -145,10 +151,20 @@ func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
 	// One connection pool per backend for remote read, API calls and probes.
 	// The read client's own transport is wrapped for tracing in a way that
 	// cannot close idle connections, so they would outlive Close.
-	if prc, ok := rc.(*promremote.Client); ok {
-		prc.Client = &http.Client{Transport: budgetTransport{next: hc.Transport}, CheckRedirect: hc.CheckRedirect, Jar: hc.Jar}
+	pool := hc.Transport
+	// Every call is a client span of the request's trace and sends its
+	// traceparent, so a backend with tracing on joins the trace.
+	traced := func(rt http.RoundTripper) http.RoundTripper {
+		return otelhttp.NewTransport(rt, otelhttp.WithPropagators(tracing.Propagator),
+			// Health probes and discovery's calls belong to no request:
+			// each would otherwise start a trace of its own.
+			otelhttp.WithFilter(func(r *http.Request) bool { return trace.SpanContextFromContext(r.Context()).IsValid() }))
 	}
-	return &Client{base: u, cfg: cfg, read: rc, http: hc}, nil
+	if prc, ok := rc.(*promremote.Client); ok {
+		prc.Client = &http.Client{Transport: traced(budgetTransport{next: pool}), CheckRedirect: hc.CheckRedirect, Jar: hc.Jar}
+	}
+	hc = &http.Client{Transport: traced(pool), CheckRedirect: hc.CheckRedirect, Jar: hc.Jar, Timeout: hc.Timeout}
+	return &Client{base: u, cfg: cfg, read: rc, http: hc, pool: pool}, nil
 }
 
 // URL is the backend's base URL, as configured.
@@ -179,7 +195,13 @@ func (e *scrubbedError) Unwrap() error { return e.err }
 // proxy (each kept-alive connection holds two goroutines).
 func (c *Client) Close() {
 	c.closed.Store(true)
-	c.http.CloseIdleConnections()
+	c.closeIdle()
+}
+
+func (c *Client) closeIdle() {
+	if ci, ok := c.pool.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
 }
 
 // readClientTimeout is the remote-read library's own deadline, long enough

@@ -63,7 +63,7 @@ func newStreamSet(ctx context.Context, c *Client, frames storage.SeriesSet, budg
 		cancel()
 		if c.closed.Load() {
 			// The client was closed while this stream used a connection.
-			c.http.CloseIdleConnections()
+			c.closeIdle()
 		}
 	})
 	s.close = sync.OnceFunc(func() { close(s.stop); done() })

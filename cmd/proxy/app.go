@@ -18,6 +18,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -32,6 +33,7 @@ type app struct {
 	tenants  *tenancy.Registry
 	cache    *cache.Engine
 	server   *httpapi.Server
+	tracing  *tracing.Provider
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -40,7 +42,18 @@ type app struct {
 func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a := &app{cfg: cfg, logger: logger, registry: reg}
+	// Lines logged for a request carry its trace ID.
+	logger = slog.New(tracing.LogHandler(logger.Handler()))
+	tp, err := tracing.Start(cfg.Tracing, logger.With("component", "tracing"))
+	if err != nil {
+		return nil, err
+	}
+	a := &app{cfg: cfg, logger: logger, registry: reg, tracing: tp}
+	defer func() {
+		if a.server == nil {
+			tp.Stop() // newApp failed
+		}
+	}()
 
 	var probe discovery.Probe
 	backends, err := discovery.NewManager(cfg.Discovery, func(ctx context.Context, g *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
@@ -215,6 +228,7 @@ func (a *app) Close() {
 	if err := a.cache.Close(); err != nil {
 		a.logger.Warn("closing the results cache", "err", err)
 	}
+	a.tracing.Stop()
 }
 
 func promEngineVersion() string { return httpapi.PrometheusCompatVersion() }

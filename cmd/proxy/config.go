@@ -15,6 +15,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -31,6 +32,7 @@ type Config struct {
 	Auth      authn.Config         `yaml:"auth"`
 	Cache     cache.Config         `yaml:"cache"`
 	Limits    admission.Config     `yaml:"limits"`
+	Tracing   tracing.Config       `yaml:"tracing"`
 }
 
 // defaultConfig is what an empty file means.
@@ -44,6 +46,7 @@ func defaultConfig() Config {
 		Tenants: tenancy.Defaults(),
 		Cache:   cache.DefaultConfig(),
 		Limits:  admission.DefaultConfig(),
+		Tracing: tracing.DefaultConfig(),
 	}
 }
 
@@ -97,6 +100,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return fmt.Errorf("auth: %w", err)
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		return err
 	}
 	if c.Server.WriteTimeout <= c.Engine.Timeout {
 		return fmt.Errorf("server.write_timeout (%s) must be longer than engine.timeout (%s), or the longest queries are cut off", c.Server.WriteTimeout, c.Engine.Timeout)

@@ -132,6 +132,8 @@ func docsRender(v reflect.Value) (string, error) {
 		return strconv.FormatInt(v.Int(), 10), nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return strconv.FormatUint(v.Uint(), 10), nil
+	case reflect.Float32, reflect.Float64:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64), nil
 	case reflect.String:
 		if v.String() == "" {
 			return `""`, nil

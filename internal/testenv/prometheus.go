@@ -185,6 +185,7 @@ type promOptions struct {
 	externalLabels map[string]string
 	blocks         string
 	files          map[string]string
+	tracing        string
 }
 
 // WithExternalLabels sets global.external_labels in the server's
@@ -214,6 +215,11 @@ func WithFlags(flags ...string) Option {
 func WithFiles(files map[string]string) Option {
 	return func(o *promOptions) { o.files = files }
 }
+
+// WithTracing has the server export its traces over OTLP/gRPC, without
+// TLS, to endpoint (host:port). It traces only requests that arrive with a
+// sampled traceparent, so its spans are those of the proxy's calls.
+func WithTracing(endpoint string) Option { return func(o *promOptions) { o.tracing = endpoint } }
 
 // WithReadyTimeout bounds the wait for /-/ready (default 60 s; large data
 // takes longer to open).
@@ -279,6 +285,12 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 		for _, k := range slices.Sorted(maps.Keys(o.externalLabels)) {
 			config += "    " + k + ": " + strconv.Quote(o.externalLabels[k]) + "\n"
 		}
+	}
+	if o.tracing != "" {
+		if strings.Contains(config, "tracing:") {
+			t.Fatalf("testenv: %s: WithTracing and a WithConfig holding tracing: conflict", o.name)
+		}
+		config += "tracing:\n  endpoint: " + strconv.Quote(o.tracing) + "\n  client_type: grpc\n  insecure: true\n  sampling_fraction: 0\n"
 	}
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		t.Fatalf("testenv: %v", err)
