@@ -84,7 +84,13 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %s: %w", c.URL(), path, err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// The decoder stops at the answer's closing brace; what follows
+		// (a newline, gzip's trailer) is read so that the connection is
+		// kept for the next call instead of closed and dialled again.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		_ = resp.Body.Close()
+	}()
 	head := &headBuffer{}
 	var body io.Reader = io.TeeReader(&cappedReader{r: resp.Body, left: c.cfg.MaxResponseBytes}, head)
 	if budget != nil {
