@@ -46,6 +46,14 @@ type Limits struct {
 	// a read of every group: `up or up or …` in a 1 MiB body would
 	// otherwise start tens of thousands of reads at once.
 	MaxSelectorsPerQuery int `yaml:"max_selectors_per_query" json:"max_selectors_per_query"`
+	// MaxConcurrentBackendCallsPerQuery bounds the backend calls one
+	// request has in flight at once (every group of every selector read
+	// ahead counts); further calls wait for one to end.
+	MaxConcurrentBackendCallsPerQuery int `yaml:"max_concurrent_backend_calls_per_query" json:"max_concurrent_backend_calls_per_query"`
+	// MaxConcurrentBackendCalls bounds the backend calls all of the
+	// tenant's requests have in flight at once, so one tenant cannot fill
+	// the backends' own read queues; further calls wait for one to end.
+	MaxConcurrentBackendCalls int `yaml:"max_concurrent_backend_calls" json:"max_concurrent_backend_calls"`
 	// MaxQueryLength bounds the time span one selector reads (range,
 	// lookback and offset included).
 	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
@@ -63,6 +71,11 @@ func DefaultLimits() Limits {
 		MaxFetchedChunkBytesPerQuery: 512 << 20,
 		MaxMatchPerRequest:           1000,
 		MaxSelectorsPerQuery:         100,
+		// A Prometheus serves 10 remote reads at once by default
+		// (--storage.remote.read-concurrent-limit); one query stays under
+		// that on a fleet of a few groups, and one tenant under twice it.
+		MaxConcurrentBackendCallsPerQuery: 8,
+		MaxConcurrentBackendCalls:         16,
 	}
 }
 
@@ -169,6 +182,10 @@ func (l Limits) validate() error {
 		return fmt.Errorf("max_match_per_request must not be negative")
 	case l.MaxSelectorsPerQuery < 0:
 		return fmt.Errorf("max_selectors_per_query must not be negative")
+	case l.MaxConcurrentBackendCallsPerQuery < 0:
+		return fmt.Errorf("max_concurrent_backend_calls_per_query must not be negative")
+	case l.MaxConcurrentBackendCalls < 0:
+		return fmt.Errorf("max_concurrent_backend_calls must not be negative")
 	case l.MaxQueryLength < 0:
 		return fmt.Errorf("max_query_length must not be negative")
 	case l.MaxResponseBytes < 0:

@@ -21,6 +21,7 @@ type Scheduler struct {
 	timeout time.Duration
 	metrics *schedulerMetrics
 	turns   *Turns // nil: running requests do not yield
+	calls   tenantCalls
 
 	mu      sync.Mutex
 	running int
@@ -104,6 +105,20 @@ func (s *Scheduler) StartTurn(tenant string) *Turn {
 		return nil
 	}
 	return s.turns.Start(tenant)
+}
+
+// TenantCallGate is a tenant's share of backend calls in flight
+// (max_concurrent_backend_calls), held by its running requests.
+type TenantCallGate struct{ gate *callGate }
+
+// TenantCalls returns tenant's backend-call gate and the function that
+// gives it back when the request ends.
+func (s *Scheduler) TenantCalls(tenant string) (*TenantCallGate, func()) {
+	g, release := s.calls.join(tenant, s.cfg.For(tenant).MaxConcurrentBackendCalls)
+	if g == nil {
+		return nil, release
+	}
+	return &TenantCallGate{gate: g}, release
 }
 
 // Rejected counts a refusal for the metrics; label is a bounded tenant label.
