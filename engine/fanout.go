@@ -66,7 +66,7 @@ type fanoutMetrics struct {
 	skipped  *prometheus.CounterVec
 	// dedupedSelects counts selects that shared an identical select's read.
 	dedupedSelects prometheus.Counter
-	partial  *prometheus.CounterVec
+	partial        *prometheus.CounterVec
 }
 
 // NewFanout returns the fan-out Queryable.
