@@ -116,7 +116,7 @@ tenants:
 	if a.MaxConcurrentRequests != 2 || a.MaxFetchedSeriesPerQuery != 1000 || a.MaxQueuedRequests != 100 {
 		t.Errorf("team-a %+v: want its own concurrency and the defaults' rest", a)
 	}
-	if b != other || other.MaxConcurrentRequests != 8 || other.MaxFetchedChunkBytesPerQuery != 512<<20 {
+	if b != other || other.MaxConcurrentRequests != 8 || other.MaxFetchedChunkBytesPerQuery != 64<<20 {
 		t.Errorf("team-b %+v, others %+v: want the defaults", b, other)
 	}
 	if !cfg.Configured("team-b") || cfg.Configured("team-c") {

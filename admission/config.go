@@ -65,10 +65,16 @@ type Limits struct {
 }
 
 // DefaultLimits are the limits of a tenant nothing is configured for.
+// They are sized so that the shipped Deployment (1 GiB memory limit)
+// survives the worst single request a tenant can send; docs/limits.md
+// gives the arithmetic.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxQueuedRequests:            100,
-		MaxFetchedChunkBytesPerQuery: 512 << 20,
+		MaxQueuedRequests: 100,
+		// Label sets held by the proxy: ~300 B each, 30 MiB.
+		MaxFetchedSeriesPerQuery: 100_000,
+		// Remote-read answers held (read-ahead selectors are held whole).
+		MaxFetchedChunkBytesPerQuery: 64 << 20,
 		MaxMatchPerRequest:           1000,
 		MaxSelectorsPerQuery:         100,
 		// A Prometheus serves 10 remote reads at once by default
@@ -76,6 +82,13 @@ func DefaultLimits() Limits {
 		// that on a fleet of a few groups, and one tenant under twice it.
 		MaxConcurrentBackendCallsPerQuery: 8,
 		MaxConcurrentBackendCalls:         16,
+		// A month-long dashboard with its rate windows fits.
+		MaxQueryLength: model.Duration(32 * 24 * time.Hour),
+		// The answer is held whole until it is complete, and marshalled
+		// once before that: twice this in memory.
+		MaxResponseBytes: 32 << 20,
+		// 0: engine.max_samples, derived from the memory limit, applies.
+		MaxSamplesPerQuery: 0,
 	}
 }
 
