@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"time"
 
@@ -99,6 +100,11 @@ type Config struct {
 	// TimeSharing (Fair only, default on): a running request yields the CPU
 	// to another tenant's request that has run for less time (Turns).
 	TimeSharing bool `yaml:"time_sharing" json:"time_sharing"`
+	// TenantSlots (Fair only) is how many global slots one tenant whose
+	// max_concurrent_requests is 0 may hold, so that another tenant's
+	// request finds a slot free at once. 0: sized to the machine,
+	// min(GOMAXPROCS, slots - 1), at least 1 (TenantShare).
+	TenantSlots int `yaml:"tenant_slots" json:"tenant_slots"`
 	// Defaults apply to every tenant.
 	Defaults Limits `yaml:"defaults" json:"defaults"`
 	// Tenants override Defaults per namespace; a key left out of a tenant's
@@ -117,6 +123,7 @@ func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 	var raw struct {
 		Scheduler   string               `yaml:"scheduler"`
 		TimeSharing *bool                `yaml:"time_sharing"`
+		TenantSlots *int                 `yaml:"tenant_slots"`
 		Defaults    yaml.Node            `yaml:"defaults"`
 		Tenants     map[string]yaml.Node `yaml:"tenants"`
 	}
@@ -131,6 +138,9 @@ func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 	}
 	if raw.TimeSharing != nil {
 		c.TimeSharing = *raw.TimeSharing
+	}
+	if raw.TenantSlots != nil {
+		c.TenantSlots = *raw.TenantSlots
 	}
 	if !raw.Defaults.IsZero() {
 		if err := strictDecode(&raw.Defaults, &c.Defaults); err != nil {
@@ -168,6 +178,9 @@ func (c *Config) Validate() error {
 	case Fair, FIFO:
 	default:
 		return fmt.Errorf("limits.scheduler: %q is neither %q nor %q", c.Scheduler, Fair, FIFO)
+	}
+	if c.TenantSlots < 0 {
+		return fmt.Errorf("limits.tenant_slots must not be negative")
 	}
 	if err := c.Defaults.validate(); err != nil {
 		return fmt.Errorf("limits.defaults: %w", err)
@@ -215,6 +228,18 @@ func (c *Config) For(namespace string) Limits {
 		return l
 	}
 	return c.Defaults
+}
+
+// TenantShare is the number of the slots global slots one tenant without
+// a max_concurrent_requests of its own may hold (Fair only): TenantSlots,
+// or min(GOMAXPROCS, slots-1) and at least 1. A tenant holding more
+// running requests than there are cores gains nothing but the others'
+// wait; one slot always stays for the others.
+func (c *Config) TenantShare(slots int) int {
+	if c.TenantSlots > 0 {
+		return c.TenantSlots
+	}
+	return max(1, min(runtime.GOMAXPROCS(0), slots-1))
 }
 
 // Configured reports whether the namespace has an entry of its own.

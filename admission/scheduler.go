@@ -190,6 +190,10 @@ func (s *Scheduler) queueFor(tenant string) *tenantQueue {
 		l := s.cfg.For(tenant)
 		if s.cfg.Scheduler == FIFO {
 			l.MaxConcurrentRequests, l.MaxQueuedRequests = 0, 0
+		} else if l.MaxConcurrentRequests == 0 {
+			// Without a limit of its own a tenant could hold every slot,
+			// and another tenant's request would wait for one to free up.
+			l.MaxConcurrentRequests = s.cfg.TenantShare(s.slots)
 		}
 		q = &tenantQueue{name: tenant, limits: l}
 		s.queues[tenant] = q
