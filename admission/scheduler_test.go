@@ -132,8 +132,8 @@ func TestShareIndependentOfDemand(t *testing.T) {
 }
 
 // TestDefaultTenantShareLeavesSlotsFree: by default a tenant without a
-// max_concurrent_requests of its own holds at most min(GOMAXPROCS,
-// slots-1) slots, so another tenant's request is granted at once however
+// max_concurrent_requests of its own holds at most GOMAXPROCS/2 (at
+// most slots-1, at least 1) slots, so another tenant's request is granted at once however
 // many requests the first sends.
 func TestDefaultTenantShareLeavesSlotsFree(t *testing.T) {
 	cfg := DefaultConfig()

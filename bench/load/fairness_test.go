@@ -350,8 +350,10 @@ func (t tenantTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // TestFairnessShippedDefaults: the noisy neighbour with nothing configured
 // but 4 global slots. Tenant team-a runs 8 loops of a heavy regex-selector
-// range query (sum by (pod) (rate({__name__=~"http_.*"}[5m])) over 2 h at
-// a 15 s step) while team-b sends its light query: the default per-tenant
+// range query (sum by (pod) (rate({__name__=~"http_.*_bucket"}[5m])) over
+// 2 h at a 15 s step; over this data {__name__=~"http_.*"} itself fails,
+// in Prometheus too, as rate() leaves two metrics with one label set)
+// while team-b sends its light query: the default per-tenant
 // share of the slots leaves team-b one free at once, and time sharing makes
 // team-a's running reads yield to it. team-b gets no error and its p95
 // stays within 3× of its quiet p95 plus a floor of 5 ms (measured again up
@@ -363,9 +365,9 @@ func TestFairnessShippedDefaults(t *testing.T) {
 		data: data, groups: groups,
 		// Caching off: the past data would otherwise make every loop after
 		// the first a cache hit.
-		proxy: "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  max_concurrent_requests: 4\n",
+		proxy: "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  max_concurrent_requests: 4\n" + os.Getenv("FAIR_EXTRA"),
 		heavy: request{path: "/api/v1/query_range", post: true, params: url.Values{
-			"query": {`sum by (pod) (rate({__name__=~"http_.*"}[5m]))`},
+			"query": {`sum by (pod) (rate({__name__=~"http_.*_bucket"}[5m]))`},
 			"start": {at(0)}, "end": {at(2 * time.Hour)}, "step": {"15"}}},
 		light: request{path: "/api/v1/query", params: url.Values{"query": {`sum(up{namespace="team-b"})`}, "time": {at(time.Hour)}}},
 	}
