@@ -364,7 +364,8 @@ func TestFairnessShippedDefaults(t *testing.T) {
 	setup := fairSetup{
 		data: data, groups: groups,
 		// Caching off: the past data would otherwise make every loop after
-		// the first a cache hit.
+		// the first a cache hit. FAIR_EXTRA adds configuration, e.g.
+		// "limits:\n  tenant_slots: 2\n" to compare shares.
 		proxy: "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  max_concurrent_requests: 4\n" + os.Getenv("FAIR_EXTRA"),
 		heavy: request{path: "/api/v1/query_range", post: true, params: url.Values{
 			"query": {`sum by (pod) (rate({__name__=~"http_.*_bucket"}[5m]))`},
