@@ -19,6 +19,10 @@ type Budget struct {
 	cancel context.CancelCauseFunc
 	turn   *Turn // nil: reads never pause
 
+	// calls bounds the request's backend calls in flight, tenantCalls
+	// those of all its tenant's requests (nil: unbounded).
+	calls, tenantCalls *callGate
+
 	bytes   atomic.Int64
 	samples atomic.Int64
 
@@ -31,7 +35,7 @@ type Budget struct {
 // budget for limits l. Call the returned budget's Done when the request ends.
 func NewBudget(ctx context.Context, l Limits) (context.Context, *Budget) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	b := &Budget{limits: l, ctx: ctx, cancel: cancel}
+	b := &Budget{limits: l, ctx: ctx, cancel: cancel, calls: newCallGate(l.MaxConcurrentBackendCallsPerQuery)}
 	if l.MaxFetchedSeriesPerQuery > 0 {
 		b.series = make(map[uint64]struct{})
 	}
@@ -43,6 +47,43 @@ func NewBudget(ctx context.Context, l Limits) (context.Context, *Budget) {
 // paused read stops taking the answer off the connection, so the backend
 // sending it pauses too. Call it before the first read.
 func (b *Budget) PauseFor(turn *Turn) { b.turn = turn }
+
+// ShareTenantCalls makes the budget's backend calls count against its
+// tenant's max_concurrent_backend_calls (Scheduler.TenantCalls). Call it
+// before the first read.
+func (b *Budget) ShareTenantCalls(g *TenantCallGate) {
+	if g != nil {
+		b.tenantCalls = g.gate
+	}
+}
+
+// AcquireCall waits until the request may start one more backend call,
+// within max_concurrent_backend_calls_per_query and its tenant's
+// max_concurrent_backend_calls, and returns the function that ends it.
+// A request running ahead of another tenant's first yields its turn. It
+// fails only when ctx ends while waiting: the wait is the proxy's own
+// queueing, never a backend's fault.
+func (b *Budget) AcquireCall(ctx context.Context) (func(), error) {
+	if b.turn != nil {
+		if err := b.turn.Yield(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.calls.acquire(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.tenantCalls.acquire(ctx); err != nil {
+		b.calls.release()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.tenantCalls.release()
+			b.calls.release()
+		})
+	}, nil
+}
 
 // Done releases the budget's context.
 func (b *Budget) Done() { b.cancel(context.Canceled) }

@@ -116,7 +116,7 @@ tenants:
 	if a.MaxConcurrentRequests != 2 || a.MaxFetchedSeriesPerQuery != 1000 || a.MaxQueuedRequests != 100 {
 		t.Errorf("team-a %+v: want its own concurrency and the defaults' rest", a)
 	}
-	if b != other || other.MaxConcurrentRequests != 8 || other.MaxFetchedChunkBytesPerQuery != 512<<20 {
+	if b != other || other.MaxConcurrentRequests != 8 || other.MaxFetchedChunkBytesPerQuery != 64<<20 {
 		t.Errorf("team-b %+v, others %+v: want the defaults", b, other)
 	}
 	if !cfg.Configured("team-b") || cfg.Configured("team-c") {
@@ -163,4 +163,65 @@ func TestCheckSelectors(t *testing.T) {
 	if err := CheckSelectors(l, 1_000_000); err != nil {
 		t.Fatalf("unlimited: %v", err)
 	}
+}
+
+// TestBudgetBoundsCallsInFlight: a request has at most
+// max_concurrent_backend_calls_per_query calls in flight, all requests of
+// a tenant together at most max_concurrent_backend_calls; a call over
+// either waits, and gives up only when its request's context ends.
+func TestBudgetBoundsCallsInFlight(t *testing.T) {
+	s, err := NewScheduler(Config{Defaults: Limits{MaxConcurrentBackendCallsPerQuery: 2, MaxConcurrentBackendCalls: 3}}, 4, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() (*Budget, func()) {
+		_, b := NewBudget(context.Background(), s.Config().For("team-a"))
+		g, leave := s.TenantCalls("team-a")
+		b.ShareTenantCalls(g)
+		return b, func() { leave(); b.Done() }
+	}
+	b1, done1 := start()
+	defer done1()
+	b2, done2 := start()
+	defer done2()
+	mustAcquire := func(b *Budget) func() {
+		t.Helper()
+		end, err := b.AcquireCall(context.Background())
+		if err != nil {
+			t.Fatalf("call within the limits: %v", err)
+		}
+		return end
+	}
+	tryAcquire := func(b *Budget) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		end, err := b.AcquireCall(ctx)
+		if err == nil {
+			end()
+		}
+		return err
+	}
+	e1, e2 := mustAcquire(b1), mustAcquire(b1)
+	if err := tryAcquire(b1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("third call of one request: %v, want to wait until the request's context ends", err)
+	}
+	e3 := mustAcquire(b2)
+	if err := tryAcquire(b2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("fourth call of the tenant: %v, want to wait (tenant limit 3)", err)
+	}
+	_, other := NewBudget(context.Background(), s.Config().For("team-b"))
+	g, leave := s.TenantCalls("team-b")
+	other.ShareTenantCalls(g)
+	if err := tryAcquire(other); err != nil {
+		t.Errorf("another tenant's call waits for team-a's: %v", err)
+	}
+	leave()
+	other.Done()
+	e1()
+	e1() // ending a call twice frees one slot only
+	if err := tryAcquire(b2); err != nil {
+		t.Errorf("a call after one ended: %v", err)
+	}
+	e2()
+	e3()
 }

@@ -21,6 +21,7 @@ type Scheduler struct {
 	timeout time.Duration
 	metrics *schedulerMetrics
 	turns   *Turns // nil: running requests do not yield
+	calls   tenantCalls
 
 	mu      sync.Mutex
 	running int
@@ -106,6 +107,20 @@ func (s *Scheduler) StartTurn(tenant string) *Turn {
 	return s.turns.Start(tenant)
 }
 
+// TenantCallGate is a tenant's share of backend calls in flight
+// (max_concurrent_backend_calls), held by its running requests.
+type TenantCallGate struct{ gate *callGate }
+
+// TenantCalls returns tenant's backend-call gate and the function that
+// gives it back when the request ends.
+func (s *Scheduler) TenantCalls(tenant string) (*TenantCallGate, func()) {
+	g, release := s.calls.join(tenant, s.cfg.For(tenant).MaxConcurrentBackendCalls)
+	if g == nil {
+		return nil, release
+	}
+	return &TenantCallGate{gate: g}, release
+}
+
 // Rejected counts a refusal for the metrics; label is a bounded tenant label.
 func (s *Scheduler) Rejected(label, reason string) {
 	s.metrics.rejections.WithLabelValues(label, reason).Inc()
@@ -175,6 +190,10 @@ func (s *Scheduler) queueFor(tenant string) *tenantQueue {
 		l := s.cfg.For(tenant)
 		if s.cfg.Scheduler == FIFO {
 			l.MaxConcurrentRequests, l.MaxQueuedRequests = 0, 0
+		} else if l.MaxConcurrentRequests == 0 {
+			// Without a limit of its own a tenant could hold every slot,
+			// and another tenant's request would wait for one to free up.
+			l.MaxConcurrentRequests = s.cfg.TenantShare(s.slots)
 		}
 		q = &tenantQueue{name: tenant, limits: l}
 		s.queues[tenant] = q

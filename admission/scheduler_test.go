@@ -101,7 +101,9 @@ func TestRoundRobinAcrossTenants(t *testing.T) {
 // TestShareIndependentOfDemand: with two slots and tenant a sending ten
 // times more requests than b, b still gets every other slot that frees.
 func TestShareIndependentOfDemand(t *testing.T) {
-	h := newHarness(t, DefaultConfig(), 2)
+	cfg := DefaultConfig()
+	cfg.TenantSlots = 2 // a may hold both slots
+	h := newHarness(t, cfg, 2)
 	h.add("a-0", "a-1")
 	for i := 2; i < 22; i++ {
 		h.add(fmt.Sprintf("a-%d", i))
@@ -126,6 +128,37 @@ func TestShareIndependentOfDemand(t *testing.T) {
 	}
 	if i, j := indexOf(h.order, "b-0"), indexOf(h.order, "b-1"); i > 3 || j > 5 {
 		t.Errorf("b's requests granted at positions %d and %d of %v; round-robin gives 2 and 4", i, j, h.order)
+	}
+}
+
+// TestDefaultTenantShareLeavesSlotsFree: by default a tenant without a
+// max_concurrent_requests of its own holds at most GOMAXPROCS/2 (at
+// most slots-1, at least 1) slots, so another tenant's request is granted at once however
+// many requests the first sends.
+func TestDefaultTenantShareLeavesSlotsFree(t *testing.T) {
+	cfg := DefaultConfig()
+	share := cfg.TenantShare(4)
+	if share < 1 || share > 3 {
+		t.Fatalf("share of 4 slots = %d, want 1..3", share)
+	}
+	h := newHarness(t, cfg, 4)
+	for i := range 10 {
+		h.add(fmt.Sprintf("a-%d", i))
+	}
+	if len(h.order) != share {
+		t.Fatalf("a holds %d slots (%v), want its share %d", len(h.order), h.order, share)
+	}
+	h.add("b-0")
+	if indexOf(h.order, "b-0") < 0 {
+		t.Errorf("b's request waits while a holds %d of 4 slots", share)
+	}
+	one := DefaultConfig()
+	if n := one.TenantShare(1); n != 1 {
+		t.Errorf("share of one slot = %d, want 1", n)
+	}
+	one.TenantSlots = 3
+	if n := one.TenantShare(100); n != 3 {
+		t.Errorf("share with tenant_slots 3 = %d, want 3", n)
 	}
 }
 

@@ -86,6 +86,11 @@ type RedisConfig struct {
 	// server_name, insecure_skip_verify, min_version.
 	TLSEnabled bool             `yaml:"tls_enabled"`
 	TLSConfig  config.TLSConfig `yaml:"tls_config"`
+	// Shared (the default) says several proxies use this Redis (replicas
+	// of one Deployment, or other deployments): each trusts what the others
+	// write, so a signing key is required. Only a Redis used by one proxy
+	// alone may set it false and run unsigned.
+	Shared bool `yaml:"shared"`
 }
 
 // Defaults.
@@ -111,7 +116,7 @@ func DefaultConfig() Config {
 		TTL:           model.Duration(DefaultTTL),
 		Backend:       BackendMemory,
 		Memory:        MemoryConfig{MaxBytes: DefaultMaxBytes},
-		Redis:         RedisConfig{Timeout: model.Duration(DefaultRedisTimeout)},
+		Redis:         RedisConfig{Timeout: model.Duration(DefaultRedisTimeout), Shared: true},
 		MaxFreshness:  model.Duration(DefaultMaxFreshness),
 		SplitInterval: model.Duration(DefaultSplitInterval),
 	}

@@ -84,17 +84,32 @@ func New(cfg Config, next QueryEngine, reg prometheus.Registerer, logger *slog.L
 		store = NewMemoryStore(cfg.Memory.MaxBytes)
 	case BackendRedis:
 		redis.SetLogger(redisLog{logger.With("component", "redis")}) // process-wide in go-redis
+		if cfg.signingKey == nil && cfg.Redis.Shared {
+			return nil, ErrUnsignedSharedRedis
+		}
 		rs, err := NewRedisStore(cfg.Redis)
 		if err != nil {
 			return nil, err
 		}
 		store = rs
 		if cfg.signingKey == nil {
-			logger.Warn("cache.backend is redis without cache.signing_key: anything that can write to this Redis can plant answers the proxy will serve")
+			logger.Warn(unsignedRedisWarning)
 		}
 	}
 	return newEngine(cfg, next, store, cfg.Backend, reg, logger), nil
 }
+
+// ErrUnsignedSharedRedis refuses a Redis cache shared by several proxies
+// without a signing key.
+var ErrUnsignedSharedRedis = errors.New("cache.backend is redis with cache.redis.shared: true (the default) but no cache.signing_key: " +
+	"every proxy would serve, to any tenant whose key it matches, whatever anything able to write to this Redis put there " +
+	"(another deployment, a compromised pod, anyone with the Redis password); set cache.signing_key (32+ bytes, the same in every proxy), " +
+	"or cache.redis.shared: false if this proxy alone uses the Redis")
+
+// unsignedRedisWarning is logged at start when a Redis used by one proxy
+// runs without a signing key.
+const unsignedRedisWarning = "cache.backend is redis without cache.signing_key: entries are neither signed nor encrypted; " +
+	"anything that can write to this Redis can plant answers the proxy will serve to tenants, and anything that can read it sees their results"
 
 // newEngine wraps next with an existing store; cfg must be valid.
 func newEngine(cfg Config, next QueryEngine, store Store, storeName string, reg prometheus.Registerer, logger *slog.Logger) *Engine {

@@ -1,14 +1,20 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/config"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 )
 
 func TestMemoryStoreLRU(t *testing.T) {
@@ -130,5 +136,40 @@ func TestConfigYAMLSharedRedis(t *testing.T) {
 	c.SigningKey = "also inline"
 	if err := c.Validate(); err == nil {
 		t.Error("signing_key and signing_key_file together were accepted")
+	}
+}
+
+// TestSharedRedisNeedsSigningKey: a Redis shared by several proxies (the
+// default) without a signing key is refused before any connection, saying
+// what an unsigned shared Redis means; with a key, or marked as used by
+// one proxy alone, it starts, the latter with a warning.
+func TestSharedRedisNeedsSigningKey(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	base := DefaultConfig()
+	base.Enabled, base.Backend, base.Redis.Addresses = true, BackendRedis, []string{redis.Addr}
+
+	_, err := New(base, newPromEngine(), nil, nil)
+	if !errors.Is(err, ErrUnsignedSharedRedis) || !strings.Contains(err.Error(), "signing_key") || !strings.Contains(err.Error(), "shared: false") {
+		t.Fatalf("shared Redis without a key: %v, want ErrUnsignedSharedRedis naming signing_key and shared: false", err)
+	}
+
+	signed := base
+	signed.SigningKey = config.Secret(strings.Repeat("k", 32))
+	e, err := New(signed, newPromEngine(), nil, nil)
+	if err != nil {
+		t.Fatalf("shared Redis with a key: %v", err)
+	}
+	_ = e.Close()
+
+	var logs bytes.Buffer
+	alone := base
+	alone.Redis.Shared = false
+	e, err = New(alone, newPromEngine(), nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("Redis of one proxy without a key: %v", err)
+	}
+	_ = e.Close()
+	if !strings.Contains(logs.String(), "neither signed nor encrypted") {
+		t.Errorf("no start-up warning about the unsigned Redis in the log:\n%s", logs.String())
 	}
 }

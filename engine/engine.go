@@ -5,6 +5,8 @@ package engine
 import (
 	"fmt"
 	"log/slog"
+	"math"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +20,9 @@ import (
 // Config is the `engine` section: the PromQL engine's limits. Defaults are
 // Prometheus' own, so answers match a Prometheus server's.
 type Config struct {
-	Timeout       model.Duration `yaml:"timeout"`
+	Timeout model.Duration `yaml:"timeout"`
+	// MaxSamples bounds the samples one query holds in memory at once;
+	// 0 derives it from the memory the process may use (MaxSamplesFor).
 	MaxSamples    int            `yaml:"max_samples"`
 	LookbackDelta model.Duration `yaml:"lookback_delta"`
 	// SubqueryStep is the step of subqueries written without one (x[5m:]);
@@ -33,7 +37,6 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Timeout:       model.Duration(2 * time.Minute),
-		MaxSamples:    50_000_000,
 		LookbackDelta: model.Duration(5 * time.Minute),
 		SubqueryStep:  model.Duration(time.Minute),
 		PushDown:      plan.DefaultConfig(),
@@ -46,8 +49,8 @@ func (c *Config) Validate() error {
 	if c.Timeout <= 0 {
 		c.Timeout = model.Duration(2 * time.Minute)
 	}
-	if c.MaxSamples <= 0 {
-		c.MaxSamples = 50_000_000
+	if c.MaxSamples < 0 {
+		return fmt.Errorf("engine.max_samples must not be negative (0: derived from the memory limit)")
 	}
 	if c.LookbackDelta <= 0 {
 		c.LookbackDelta = model.Duration(5 * time.Minute)
@@ -59,6 +62,39 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("engine.default_subquery_step must be at least 1ms")
 	}
 	return c.PushDown.Validate()
+}
+
+// sampleBytes is what one float sample held by the engine takes (a
+// timestamp and a value, promql.FPoint).
+const sampleBytes = 16
+
+// queriesAtPeak is how many queries may hold their largest sample sets at
+// once within the memory limit: the other requests, the results cache and
+// the answers being written need the rest.
+const queriesAtPeak = 8
+
+// unknownMemoryMaxSamples is Prometheus' own default, for a process whose
+// memory is not limited.
+const unknownMemoryMaxSamples = 50_000_000
+
+// MaxSamplesFor is engine.max_samples derived from the Go runtime's memory
+// limit (bytes; math.MaxInt64 or less than 1: none): limit / 8 queries /
+// 16 bytes a sample. A 1 GiB container (GOMEMLIMIT 0.9 GiB) gets 7,549,747
+// samples, 115 MiB a query.
+func MaxSamplesFor(memoryLimit int64) int {
+	if memoryLimit <= 0 || memoryLimit == math.MaxInt64 {
+		return unknownMemoryMaxSamples
+	}
+	return int(max(memoryLimit/queriesAtPeak/sampleBytes, 1))
+}
+
+// EffectiveMaxSamples is cfg.MaxSamples, or when 0, MaxSamplesFor the Go
+// runtime's memory limit now.
+func (c Config) EffectiveMaxSamples() int {
+	if c.MaxSamples > 0 {
+		return c.MaxSamples
+	}
+	return MaxSamplesFor(debug.SetMemoryLimit(-1))
 }
 
 // Parser returns the PromQL parser the proxy uses everywhere, so the engine,
@@ -74,7 +110,7 @@ func NewPromQL(cfg Config, reg prometheus.Registerer, logger *slog.Logger) *prom
 	return promql.NewEngine(promql.EngineOpts{
 		Logger:                   logger,
 		Reg:                      reg,
-		MaxSamples:               cfg.MaxSamples,
+		MaxSamples:               cfg.EffectiveMaxSamples(),
 		Timeout:                  time.Duration(cfg.Timeout),
 		LookbackDelta:            time.Duration(cfg.LookbackDelta),
 		NoStepSubqueryIntervalFn: func(int64) int64 { return step },

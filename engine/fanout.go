@@ -67,7 +67,9 @@ type fanoutMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	skipped  *prometheus.CounterVec
-	partial  *prometheus.CounterVec
+	// dedupedSelects counts selects that shared an identical select's read.
+	dedupedSelects prometheus.Counter
+	partial        *prometheus.CounterVec
 }
 
 // NewFanout returns the fan-out Queryable.
@@ -95,13 +97,17 @@ func NewFanout(backends Backends, opts FanoutOptions) (*Fanout, error) {
 			Name: "prometheus_proxy_backend_groups_skipped_total",
 			Help: "Groups not asked because their labels contradict the query, or the tenant's rules left nothing to ask.",
 		}, []string{"reason"}),
+		dedupedSelects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "prometheus_proxy_deduplicated_selects_total",
+			Help: "Selects of a query answered by the read of an identical select of the same query (same matchers, time range and hints).",
+		}),
 		partial: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_proxy_partial_fanouts_total",
 			Help: "Fan-outs (one per selector or label call) in which a group failed, by outcome: warn (answered without it) or abort (failed with 503).",
 		}, []string{"outcome"}),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.skipped, m.partial} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.skipped, m.dedupedSelects, m.partial} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -309,19 +315,27 @@ type querier struct {
 	failed     *failedGroups
 
 	mu      sync.Mutex
-	pending []*lazySeriesSet // selects not read yet, for prefetchOthers
+	pending []*sharedRead          // reads not started yet, for prefetchOthers
+	reads   map[string]*sharedRead // reads not started yet, by readKey
 }
 
-// lazy returns a set that runs start when first read (lazySeriesSet).
-func (q *querier) lazy(start func(buffered bool) storage.SeriesSet) storage.SeriesSet {
-	l := &lazySeriesSet{start: start}
-	if !q.f.opts.Remote.SequentialSelects {
-		l.q = q
-		q.mu.Lock()
-		q.pending = append(q.pending, l)
-		q.mu.Unlock()
+// lazy returns a set that runs start when first read (lazySeriesSet); a
+// select with the same key as one not read yet shares its read.
+func (q *querier) lazy(key string, start func(buffered bool) storage.SeriesSet) storage.SeriesSet {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if r, ok := q.reads[key]; ok {
+		r.views++
+		q.f.metrics.dedupedSelects.Inc()
+		return &lazySeriesSet{r: r}
 	}
-	return l
+	r := &sharedRead{start: start, q: q, key: key, views: 1, done: make(chan struct{})}
+	if q.reads == nil {
+		q.reads = map[string]*sharedRead{}
+	}
+	q.reads[key] = r
+	q.pending = append(q.pending, r)
+	return &lazySeriesSet{r: r}
 }
 
 func (*querier) Close() error { return nil }
@@ -527,8 +541,19 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 			// The previous replica failed: the next one is asked.
 			span.AddEvent("failover", trace.WithAttributes(attribute.String("replica", backend)))
 		}
+		// Waiting for the query's and the tenant's share of calls in
+		// flight is the proxy's own queueing: it ends only with the query,
+		// and never counts against the replica.
+		endCall, err := remote.AcquireCall(ctx)
+		if err != nil {
+			f.metrics.requests.WithLabelValues(g.Name, backend, kind, "canceled").Inc()
+			err = contextError(ctx, kind)
+			tracing.Fail(span, err)
+			return zero, err
+		}
 		c, release, err := f.acquire(g, r.URL)
 		if err != nil {
+			endCall()
 			errs = append(errs, err)
 			continue
 		}
@@ -539,6 +564,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		call.End()
 		took := time.Since(start)
 		release()
+		endCall()
 		f.metrics.duration.WithLabelValues(kind).Observe(took.Seconds())
 		if observe, ok := ctx.Value(callObserverKey{}).(CallObserver); ok {
 			observe(g.Name, backend, err)

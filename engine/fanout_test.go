@@ -166,3 +166,46 @@ func TestFanOutPanicIsAGroupError(t *testing.T) {
 		t.Errorf("out=%v err=%v warnings=%q", out, err, warnings(warns))
 	}
 }
+
+// fullGate is a query budget whose calls in flight are all taken (by the
+// tenant's other requests): every call waits until its context ends.
+type fullGate struct{ remote.Budget }
+
+func (fullGate) AcquireCall(ctx context.Context) (func(), error) {
+	<-ctx.Done()
+	return nil, context.Cause(ctx)
+}
+
+// TestWaitInOwnGateIsNotTheReplicas: a tenant's flood that times out
+// waiting for its share of backend calls in flight fails that tenant's
+// query with a timeout, asks no backend and reports nothing against the
+// replica, which stays healthy for everyone else.
+func TestWaitInOwnGateIsNotTheReplicas(t *testing.T) {
+	f, b := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "a", URLs: []string{"http://good-1"}})
+	var calls atomic.Int64
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(remote.WithBudget(context.Background(), fullGate{}), 20*time.Millisecond)
+			defer cancel()
+			_, _, err := fanOut(ctx, f, nil, "read", nil, func(ctx context.Context, g *discovery.Group, s [][]*labels.Matcher, c *remote.Client) (string, error) {
+				calls.Add(1)
+				return answer(ctx, g, s, c)
+			})
+			if tm := promql.ErrQueryTimeout(""); !errors.As(err, &tm) {
+				t.Errorf("query waiting in the proxy's own gate: %v, want a query timeout", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := calls.Load(); n != 0 {
+		t.Errorf("%d backend calls made past a full gate", n)
+	}
+	if len(b.failed) != 0 {
+		t.Errorf("waits in the proxy's own gate were reported against replicas: %v", b.failed)
+	}
+	r := b.groups[0].Replicas[0]
+	if !r.Healthy() {
+		t.Error("replica marked unhealthy")
+	}
+}

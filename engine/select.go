@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -71,7 +73,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			}
 		}
 	} else {
-		return q.lazy(func(buffered bool) storage.SeriesSet {
+		return q.lazy(readKey(mint, maxt, hints, ms), func(buffered bool) storage.SeriesSet {
 			parts, warns, err := fanOut(ctx, q.f, q.failed, "read", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
 				ss, err := c.Read(ctx, mint, maxt, hints, sets)
 				if err != nil {
@@ -94,6 +96,28 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	}
 	merged := storage.NewMergeSeriesSet(parts, 0, storage.ChainedSeriesMerge)
 	return &policySeriesSet{SeriesSet: merged, policy: policy, warns: warns, ctx: ctx, yield: yieldFrom(ctx)}
+}
+
+// readKey names what a select reads: identical keys within one query (and
+// so one policy) read the same series. Matchers are sorted, since their
+// order in a selector does not change what it selects.
+func readKey(mint, maxt int64, h *storage.SelectHints, ms []*labels.Matcher) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d,%d", mint, maxt)
+	if h != nil {
+		// Every field, so a field added to the hints can only split keys.
+		fmt.Fprintf(&b, "|%+v", *h)
+	}
+	strs := make([]string, len(ms))
+	for i, m := range ms {
+		strs[i] = m.String()
+	}
+	slices.Sort(strs)
+	for _, s := range strs {
+		b.WriteByte('|')
+		b.WriteString(s)
+	}
+	return b.String()
 }
 
 // policySeriesSet drops every series the policy does not allow. Backends were

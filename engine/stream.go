@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -23,52 +22,115 @@ import (
 // starts theirs at once (prefetch), read whole so they hold no backend slot
 // while they wait for the engine, so a query with k selectors waits for
 // its backends about once rather than k times in a row.
+//
+// Identical selects of one query (same matchers, time range and hints, as
+// in `up or up or …`) share one read: each is a view of it, and a read
+// with several views is read whole once and replayed to each.
 type lazySeriesSet struct {
+	r  *sharedRead
+	ss storage.SeriesSet
+}
+
+// sharedRead is one fan-out of a query and the views that read it.
+type sharedRead struct {
 	// start runs the fan-out; buffered reads every answer whole.
 	start func(buffered bool) storage.SeriesSet
 	q     *querier
-	ss    storage.SeriesSet
+	key   string
 
-	once     sync.Once
-	prefetch chan storage.SeriesSet // set when a prefetch of this set runs
+	// Guarded by q.mu. Once claimed, the read leaves q.reads: a later
+	// identical select gets a read of its own.
+	views   int
+	claimed bool
+
+	done   chan struct{} // closed when answer is set (read whole)
+	answer *readAnswer
+}
+
+// readAnswer is a read held whole, replayed to each of its views.
+type readAnswer struct {
+	series []storage.Series
+	warns  annotations.Annotations
+	err    error
+}
+
+func (a *readAnswer) replay() storage.SeriesSet {
+	if a.err != nil {
+		return storage.ErrSeriesSet(a.err)
+	}
+	return &seriesList{series: a.series, warns: a.warns}
+}
+
+// hold reads ss whole.
+func hold(ss storage.SeriesSet) *readAnswer {
+	a := &readAnswer{}
+	for ss.Next() {
+		a.series = append(a.series, ss.At())
+	}
+	a.err = ss.Err()
+	a.warns = ss.Warnings()
+	return a
 }
 
 func (l *lazySeriesSet) Next() bool {
 	if l.ss == nil {
-		l.ss = l.take()
+		l.ss = l.r.take()
 	}
 	return l.ss.Next()
 }
 
-// take returns the set's answer: the prefetched one, or a streamed fan-out
-// run now (which starts the prefetch of the query's other sets).
-func (l *lazySeriesSet) take() storage.SeriesSet {
-	claimed := false
-	l.once.Do(func() { claimed = true })
-	if !claimed {
-		return <-l.prefetch
+// claim makes the caller the one to run the read; it reports false when
+// someone already did. views is the number of selects sharing the read.
+func (r *sharedRead) claim() (ok bool, views int) {
+	r.q.mu.Lock()
+	defer r.q.mu.Unlock()
+	if r.claimed {
+		return false, r.views
 	}
-	if l.q != nil {
-		l.q.prefetchOthers(l)
+	r.claimed = true
+	if r.q.reads[r.key] == r {
+		delete(r.q.reads, r.key)
 	}
-	return l.start(false)
+	return true, r.views
 }
 
-// prefetchOthers starts the fan-out of every set of the query not started
+// take returns a view's answer: the read held whole (prefetched, or shared
+// with identical selects), or a streamed fan-out run now, which starts the
+// prefetch of the query's other reads.
+func (r *sharedRead) take() storage.SeriesSet {
+	ok, views := r.claim()
+	if !ok {
+		<-r.done
+		return r.answer.replay()
+	}
+	if !r.q.f.opts.Remote.SequentialSelects {
+		r.q.prefetchOthers(r)
+	}
+	if views == 1 {
+		return r.start(false)
+	}
+	r.answer = hold(r.start(true))
+	close(r.done)
+	return r.answer.replay()
+}
+
+// prefetchOthers starts the fan-out of every read of the query not started
 // yet, each in its own goroutine, read whole.
-func (q *querier) prefetchOthers(except *lazySeriesSet) {
+func (q *querier) prefetchOthers(except *sharedRead) {
 	q.mu.Lock()
 	pending := q.pending
 	q.pending = nil
 	q.mu.Unlock()
-	for _, l := range pending {
-		if l == except {
+	for _, r := range pending {
+		if r == except {
 			continue
 		}
-		l.once.Do(func() {
-			l.prefetch = make(chan storage.SeriesSet, 1)
-			go func() { l.prefetch <- l.start(true) }()
-		})
+		if ok, _ := r.claim(); ok {
+			go func() {
+				r.answer = hold(r.start(true))
+				close(r.done)
+			}()
+		}
 	}
 }
 

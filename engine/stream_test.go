@@ -211,3 +211,52 @@ func TestStreamedSelectIsLazy(t *testing.T) {
 		})
 	}
 }
+
+// TestIdenticalSelectsReadOnce: selects of one query with the same
+// matchers (in any order), time range and hints share one read, and each
+// still sees the whole answer; a different select reads on its own.
+func TestIdenticalSelectsReadOnce(t *testing.T) {
+	prom := testenv.StartPrometheus(t, testenv.V2, strings.NewReader(streamData()), testenv.WithName("dedup"))
+	for _, sequential := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sequential=%v", sequential), func(t *testing.T) {
+			pass := testenv.CloseMidStream(t, prom.URL, 1<<30)
+			b := &fakeBackends{groups: discovery.StaticGroups([]discovery.StaticGroup{{Name: "solo", URLs: []string{pass.URL}}}), failed: map[string]int{}}
+			cfg := remote.DefaultConfig()
+			cfg.SequentialSelects = sequential
+			f, err := NewFanout(b, FanoutOptions{Remote: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			q, err := f.Querier(int64(streamStart)*1000, int64(streamStart+3600)*1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			name := labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")
+			i0 := labels.MustNewMatcher(labels.MatchRegexp, "i", "0.")
+			i1 := labels.MustNewMatcher(labels.MatchRegexp, "i", "1.")
+			sets := []storage.SeriesSet{
+				q.Select(context.Background(), false, nil, name, i0),
+				q.Select(context.Background(), false, nil, i0, name),
+				q.Select(context.Background(), false, nil, name, i1),
+				q.Select(context.Background(), false, nil, name, i0),
+			}
+			var first []string
+			for i, ss := range sets {
+				got, err := drainLines(ss)
+				if err != nil || len(got) != 10 {
+					t.Fatalf("set %d: %d series, %v; want 10", i, len(got), err)
+				}
+				if i == 0 {
+					first = got
+				} else if i != 2 && strings.Join(got, "\n") != strings.Join(first, "\n") {
+					t.Errorf("set %d differs from the identical set 0:\n%s\nvs\n%s", i, strings.Join(got, "\n"), strings.Join(first, "\n"))
+				}
+			}
+			if n := pass.Requests(); n != 2 {
+				t.Errorf("%d backend requests for two distinct selects (four selects), want 2", n)
+			}
+		})
+	}
+}

@@ -67,6 +67,9 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		defer turn.Done()
 		ctx, budget := admission.NewBudget(r.Context(), limits)
 		defer budget.Done()
+		calls, leave := s.sched.TenantCalls(tenant)
+		defer leave()
+		budget.ShareTenantCalls(calls)
 		ctx = remote.WithBudget(context.WithValue(ctx, budgetKey{}, budget), budget)
 		if turn != nil {
 			budget.PauseFor(turn)
@@ -284,9 +287,11 @@ func withLimits(v any, limits limitsView) any {
 	return m
 }
 
-// countSelectors is the number of selectors of a PromQL query, each one
-// read of every group; 0 for no query, or one that does not parse (the
-// handler answers that with bad_data).
+// countSelectors is the number of selectors of a PromQL query. Identical
+// selectors are read once (the fan-out shares their read), but each is
+// still evaluated by the engine, whose cost grows faster than the nesting
+// of `up or up or …`, so every one counts. 0 for no query, or one that
+// does not parse (the handler answers that with bad_data).
 func countSelectors(q string) int {
 	if q == "" {
 		return 0

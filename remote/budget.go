@@ -27,6 +27,22 @@ type Budget interface {
 	Err() error
 }
 
+// CallGate is a Budget that also bounds the calls in flight of a query.
+type CallGate interface {
+	// AcquireCall waits until one more call may start and returns the
+	// function that ends it; it fails only when ctx ends first.
+	AcquireCall(ctx context.Context) (release func(), err error)
+}
+
+// AcquireCall waits, when the query's budget bounds its calls in flight,
+// until one more backend call may start; call release when it ends.
+func AcquireCall(ctx context.Context) (release func(), err error) {
+	if g, ok := budgetFrom(ctx).(CallGate); ok {
+		return g.AcquireCall(ctx)
+	}
+	return func() {}, nil
+}
+
 type budgetKey struct{}
 
 // WithBudget makes every read of requests run with the returned context

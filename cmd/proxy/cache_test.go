@@ -105,6 +105,7 @@ func testCacheRedis(t *testing.T, f *fleet) {
 	cfg.Proxy.EnableCaching = true
 	cfg.Cache.Backend = cache.BackendRedis
 	cfg.Cache.Redis.Addresses = []string{redis.Addr}
+	cfg.Cache.Redis.Shared = false // this proxy alone: unsigned is allowed
 	p := startProxy(t, cfg)
 	reqs := suiteRequests(f.data)
 

@@ -74,22 +74,39 @@ func fetchAs(t *testing.T, base string, r apiRequest) promAnswer {
 }
 
 // testTooManySelectors: `up or up or …` with 5,000 selectors in one POST
-// (each a read of every group, all started at once) is refused before any
-// backend is asked; at the default's 100 it answers like the reference.
+// is refused before any backend is asked, distinct or identical (each is
+// still evaluated); at the default's 100 it answers like the reference,
+// and 100 identical selectors are one read per group.
 func testTooManySelectors(t *testing.T, f *fleet) {
 	p := startProxy(t, limitsConfig(f, func(*admission.Limits) {}, nil))
 	at := formatTime(f.data.Start.Add(30 * time.Minute))
-	flood := strings.Repeat("up or ", 4999) + "up"
-	a := fetchAs(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {flood}, "time": {at}}, post: true})
-	wantLimit(t, "5,000 selectors", a, "max_selectors_per_query", "100")
+	distinct := func(n int) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = fmt.Sprintf(`up{x!="%d"}`, i)
+		}
+		return strings.Join(parts, " or ")
+	}
+	for what, q := range map[string]string{"5,000 distinct selectors": distinct(5000), "5,000 identical selectors": strings.Repeat("up or ", 4999) + "up"} {
+		start := time.Now()
+		a := fetchAs(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {q}, "time": {at}}, post: true})
+		t.Logf("%s: HTTP %d in %s", what, a.code, time.Since(start))
+		wantLimit(t, what, a, "max_selectors_per_query", "100")
+	}
 	if n := metricSum(t, p, "prometheus_proxy_backend_requests_total"); n != 0 {
-		t.Errorf("%v backend calls were made for a refused query", n)
+		t.Errorf("%v backend calls were made for refused queries", n)
 	}
-	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="max_selectors_per_query"`); n != 1 {
-		t.Errorf("rejections by reason max_selectors_per_query = %v, want 1", n)
+	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="max_selectors_per_query"`); n != 2 {
+		t.Errorf("rejections by reason max_selectors_per_query = %v, want 2", n)
 	}
-	r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {strings.Repeat("up or ", 99) + "up"}, "time": {at}}, post: true}
-	compareAnswers(t, "100 selectors", doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
+
+	same := apiRequest{path: "/api/v1/query", params: url.Values{"query": {strings.Repeat("up or ", 99) + "up"}, "time": {at}}, post: true}
+	compareAnswers(t, "100 identical selectors", doRequest(t, f.reference.URL, same), doRequest(t, p.URL, same))
+	if n, groups := metricSum(t, p, "prometheus_proxy_backend_requests_total", `kind="read"`), len(f.shards); n > float64(groups) {
+		t.Errorf("%v backend reads for 100 identical selectors, want at most one per group (%d)", n, groups)
+	}
+	r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {distinct(100)}, "time": {at}}, post: true}
+	compareAnswers(t, "100 distinct selectors", doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
 }
 
 // testTooManyMatchers: 10,000 match[] in one POST are refused before any

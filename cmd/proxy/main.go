@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"k8s.io/klog/v2"
 )
 
@@ -36,6 +38,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen-address", "", "address to listen on (host:port); overrides --port")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	autoMemLimit := fs.Bool("auto-gomemlimit", true, "set the Go runtime's memory limit (GOMEMLIMIT) from the container's memory limit (cgroup)")
+	autoMemLimitRatio := fs.Float64("auto-gomemlimit.ratio", 0.9, "the share of the container's memory limit to set GOMEMLIMIT to, in (0, 1]")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,9 +55,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	// client-go logs through klog; make its lines JSON like ours.
 	klog.SetSlogLogger(logger.With("component", "client-go"))
 
+	memLimit, err := setMemoryLimit(*autoMemLimit, *autoMemLimitRatio, memlimit.FromCgroup, logger)
+	if err != nil {
+		return err
+	}
 	cfg, err := loadConfig(*configFile)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if memLimit == math.MaxInt64 {
+		logger.Info("no memory limit known", "engine_max_samples", cfg.Engine.EffectiveMaxSamples())
+	} else {
+		logger.Info("memory limit", "gomemlimit_bytes", memLimit, "engine_max_samples", cfg.Engine.EffectiveMaxSamples(), "derived", cfg.Engine.MaxSamples == 0)
 	}
 	addr := *listen
 	if addr == "" {
