@@ -72,7 +72,8 @@ type ltsSegment struct {
 	version string
 }
 
-// ltsFleet keeps the one 3.5 server of the current segment.
+// ltsFleet keeps the one 3.5 server of the current segment: the one
+// before is killed when the next starts.
 type ltsFleet struct {
 	t       *testing.T
 	cur     *ltsSegment
@@ -95,6 +96,8 @@ func (f *ltsFleet) server(seg *ltsSegment) *ltsSegment {
 	if seg.prom != nil {
 		return seg
 	}
+	f.stop()
+	f.cur = seg
 	seg.load(t)
 	series, n := storageSeries(t, seg.stores[0])
 	seg.prom = testenv.StartPrometheus(t, testenv.V3LTS, nil, testenv.WithName("lts-g0"),
