@@ -16,8 +16,10 @@ import (
 // is never used, but functions of native histograms answer floats). A query
 // using any of that is evaluated in the proxy; a release outside the table
 // gets nothing pushed. Each line is tested with real backends of that
-// release (TestPushDown/LTS); the 3.5 entries come from the CHANGELOG of
-// 3.6.0–3.16.0 and a comparison of ~130 queries on both releases.
+// release (TestPushDown/LTS, and Prometheus' PromQL test scripts with a
+// real 3.5 group: TestPromQLScriptsThroughLTS); the 3.5 entries come from
+// the CHANGELOG of 3.6.0–3.16.0, a comparison of ~130 queries on both
+// releases, and those scripts.
 type releaseLine struct {
 	// missing are functions the release does not have, with the release
 	// that added them.
@@ -131,8 +133,39 @@ var lts35 = releaseLine{
 		"histogram_stddev":     "skips buckets (fixed in 3.15.0)",
 		"histogram_stdvar":     "skips buckets (fixed in 3.15.0)",
 		"info":                 "info() fixes of 3.7.0–3.16.0 (churning series, identifying labels, @ and offset)",
+		"absent":               "keeps the __type__ and __unit__ its matchers name (dropped since 3.16.0)",
+		"absent_over_time":     "keeps the __type__ and __unit__ its matchers name (dropped since 3.16.0)",
 	},
 	syntax: syntaxNotIn35,
+}
+
+// metadataLabels: series may store __type__ and __unit__ (written by a
+// sender with type-and-unit labels, whatever the backend's own flags);
+// 3.16.0 ignores them as it ignores __name__, 3.5 groups and matches on
+// them like any label. Operands aggregated by named labels hold none.
+const metadataLabels = "groups and matches on stored __type__ and __unit__ labels, which the proxy's engine ignores (since 3.16.0),"
+
+// mayCarryMetadata reports whether e's series may hold stored __type__ or
+// __unit__ labels; false only where an aggregation by labels that names
+// neither has dropped them.
+func mayCarryMetadata(e parser.Expr) bool {
+	for {
+		p, ok := e.(*parser.ParenExpr)
+		if !ok {
+			break
+		}
+		e = p.Expr
+	}
+	switch e := e.(type) {
+	case *parser.AggregateExpr:
+		return e.Without || slices.ContainsFunc(e.Grouping, func(l string) bool { return l == "__type__" || l == "__unit__" })
+	case *parser.BinaryExpr:
+		return e.LHS.Type() == parser.ValueTypeVector && mayCarryMetadata(e.LHS) ||
+			e.RHS.Type() == parser.ValueTypeVector && mayCarryMetadata(e.RHS)
+	case *parser.NumberLiteral, *parser.StringLiteral:
+		return false
+	}
+	return true
 }
 
 // syntaxNotIn35 reports a construct 3.5 does not parse or evaluates
@@ -159,6 +192,9 @@ func syntaxNotIn35(n parser.Node) string {
 		if n.Op == parser.QUANTILE {
 			return "answers NaN for ±Inf at an exact rank in quantile() (fixed in 3.16.0)"
 		}
+		if n.Without && mayCarryMetadata(n.Expr) {
+			return metadataLabels + " in a without aggregation"
+		}
 	case *parser.BinaryExpr:
 		switch {
 		case n.Op == parser.TRIM_UPPER || n.Op == parser.TRIM_LOWER:
@@ -169,6 +205,10 @@ func syntaxNotIn35(n parser.Node) string {
 			n.LHS.Type() == parser.ValueTypeVector && n.RHS.Type() == parser.ValueTypeVector &&
 			n.VectorMatching != nil && n.VectorMatching.Card != parser.CardManyToMany:
 			return "checks a comparison's vector matching only on the samples that pass it, answering where the proxy's engine fails (fixed in 3.9.0)"
+		case n.LHS.Type() == parser.ValueTypeVector && n.RHS.Type() == parser.ValueTypeVector &&
+			(n.VectorMatching == nil || !n.VectorMatching.On) &&
+			(mayCarryMetadata(n.LHS) || mayCarryMetadata(n.RHS)):
+			return metadataLabels + " when matching vectors without on()"
 		}
 	}
 	return ""
