@@ -54,9 +54,9 @@ var ltsDiffers = map[string]struct{ eval, why string }{}
 
 // ltsStats counts what happened to the scripts' evals in one mode.
 type ltsStats struct {
-	evals, pushed, toLTS, ltsAnswered, compared, bitEqual, within int
-	refused, skipped                                              map[string]int
-	maxRel                                                        float64
+	comparisonStats
+	evals, pushed, toLTS, ltsAnswered int
+	refused, skipped                  map[string]int
 }
 
 func newLTSStats() *ltsStats {
@@ -554,25 +554,7 @@ func compareLTSEval(t *testing.T, fleet *ltsFleet, ev scriptEval, seg *ltsSegmen
 	if ltsIn {
 		st.ltsAnswered++
 	}
-	got, gotAnnos, err := evalScript(ng, &pushedQueryable{Queryable: seg.ref, answers: answers}, pl.Expr.String(), ev.r)
-	if err != nil {
-		return fmt.Sprintf("the rewritten query fails: %v\nplan %s", err, pl)
-	}
-	if gotAnnos != wantAnnos {
-		return fmt.Sprintf("%d annotations, reference %d\nplan %s", gotAnnos, wantAnnos, pl)
-	}
-	e, w, rel, diff := compareWithin(want, got, reassocTolerance)
-	if diff != "" {
-		return fmt.Sprintf("%s\nplan %s", diff, pl)
-	}
-	if mode == plan.FloatSumsExact && w > 0 {
-		return fmt.Sprintf("%d values differ with float_sums exact (largest relative difference %g)\nplan %s", w, rel, pl)
-	}
-	st.compared++
-	st.bitEqual += e
-	st.within += w
-	st.maxRel = max(st.maxRel, rel)
-	return ""
+	return st.compareCombined(ng, seg.scriptSegment, answers, pl, ev, mode, want, wantAnnos)
 }
 
 // answerMatrix is a backend's answer as a matrix, to compare with one

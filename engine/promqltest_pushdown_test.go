@@ -144,9 +144,15 @@ type scriptEval struct {
 
 // scriptStats counts what happened to the scripts' evals.
 type scriptStats struct {
-	evals, pushed, compared, bitEqual, within, ranked int
-	skipped, droppedSeries                            map[string]int
-	maxRel                                            float64
+	comparisonStats
+	evals, pushed, ranked  int
+	skipped, droppedSeries map[string]int
+}
+
+// comparisonStats counts pushed answers compared with the reference.
+type comparisonStats struct {
+	compared, bitEqual, within int
+	maxRel                     float64
 }
 
 func TestPromQLScriptsThroughPushDown(t *testing.T) {
@@ -318,6 +324,13 @@ func compareScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *prom
 			}
 		}
 	}
+	return st.compareCombined(ng, seg, answers, pl, ev, mode, want, wantAnnos)
+}
+
+// compareCombined evaluates the rewritten query over the groups' answers
+// and compares it with the reference's answer: bit for bit with exact,
+// within reassocTolerance with reassociate. It returns what differs.
+func (st *comparisonStats) compareCombined(ng *promql.Engine, seg *scriptSegment, answers map[string][]storage.Series, pl *plan.Plan, ev scriptEval, mode plan.FloatSums, want promql.Matrix, wantAnnos int) string {
 	got, gotAnnos, err := evalScript(ng, &pushedQueryable{Queryable: seg.ref, answers: answers}, pl.Expr.String(), ev.r)
 	if err != nil {
 		return fmt.Sprintf("the rewritten query fails: %v\nplan %s", err, pl)

@@ -854,21 +854,7 @@ func (h *pushDownFuzzHarness) groupEval(g int, q string, r evalRange) fuzzGroupE
 // probe that PushDown.fetch could not fold: a series matching one of sets
 // with samples in [mint, maxt].
 func (h *pushDownFuzzHarness) seriesFound(g int, mint, maxt int64, sets [][]*labels.Matcher) bool {
-	q, err := h.stores[g].Querier(mint, maxt)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer q.Close()
-	for _, set := range sets {
-		ss := q.Select(context.Background(), false, &storage.SelectHints{Start: mint, End: maxt, Func: "series"}, set...)
-		if ss.Next() {
-			return true
-		}
-		if err := ss.Err(); err != nil {
-			h.t.Fatal(err)
-		}
-	}
-	return false
+	return storeHas(h.t, h.stores[g], mint, maxt, sets)
 }
 
 // pushedAnswer is what the proxy answers with push-down: fallback says why
