@@ -27,6 +27,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
@@ -417,6 +418,7 @@ type proxyConfig struct {
 	Auth      authn.Config         `yaml:"auth"`
 	Cache     cache.Config         `yaml:"cache"`
 	Limits    admission.Config     `yaml:"limits"`
+	Tracing   tracing.Config       `yaml:"tracing"`
 }
 
 // checkRender checks a render's inner consistency: the config decodes as
