@@ -312,7 +312,7 @@ type TenantState struct {
 
 // State is the scheduler at a moment, for /debug/tenants.
 type State struct {
-	Scheduler    string                 `json:"scheduler"`
+	Scheduler    SchedulerMode          `json:"scheduler"`
 	Slots        int                    `json:"slots"`
 	Running      int                    `json:"running"`
 	TimeSharing  bool                   `json:"time_sharing"`

@@ -31,8 +31,8 @@ type Backends interface {
 
 // FanoutOptions configures the fan-out Queryable.
 type FanoutOptions struct {
-	LoadBalancing   string // discovery.RoundRobin or discovery.Random
-	PartialResponse string // discovery.PartialWarn or discovery.PartialAbort
+	LoadBalancing   discovery.BalanceMode
+	PartialResponse discovery.PartialMode
 	Remote          remote.Config
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer
@@ -248,9 +248,9 @@ func PartialResponseScope(ctx context.Context) string {
 	case !ok:
 		return ""
 	case v:
-		return discovery.PartialWarn
+		return string(discovery.PartialWarn)
 	default:
-		return discovery.PartialAbort
+		return string(discovery.PartialAbort)
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 
 // errorType for requests refused for load, as Mimir answers them (429);
 // clients such as Grafana retry them after Retry-After.
-const errorTooManyRequests = "too_many_requests"
+const errorTooManyRequests errorType = "too_many_requests"
 
 // admit runs each API request under its tenant's limits: it refuses too
 // many match[] before anything is sent to a backend, waits for a slot of
@@ -49,7 +49,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 				c.Response().Header().Set("Retry-After", admission.RetryAfterSeconds(qe.RetryAfter))
 				return apiError(http.StatusTooManyRequests, errorTooManyRequests, qe.Msg)
 			}
-			return apiError(499, "canceled", err.Error())
+			return apiError(499, errorCanceled, err.Error())
 		}
 		defer release()
 		s.metrics.inflight.Inc()
@@ -69,7 +69,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		// its query asks the backends for anything: once a read is sent, the
 		// backend works on it whether or not the proxy pauses.
 		if err := turn.Yield(ctx); err != nil {
-			return apiError(499, "canceled", err.Error())
+			return apiError(499, errorCanceled, err.Error())
 		}
 
 		if turn != nil {
@@ -131,7 +131,7 @@ func (s *Server) countLimit(c echo.Context, label string, err error) {
 
 func (s *Server) limitError(c echo.Context, label string, err error) error {
 	s.countLimit(c, label, err)
-	return apiError(http.StatusUnprocessableEntity, "execution", err.Error())
+	return apiError(http.StatusUnprocessableEntity, errorExec, err.Error())
 }
 
 type budgetKey struct{}

@@ -215,7 +215,7 @@ func (s *Server) routes() *echo.Echo {
 var otherMethods = []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}
 
 func methodNotAllowed(echo.Context) error {
-	return apiError(http.StatusMethodNotAllowed, "bad_data", "method not allowed")
+	return apiError(http.StatusMethodNotAllowed, errorBadData, "method not allowed")
 }
 
 func (s *Server) metricsHandler() echo.HandlerFunc {
@@ -449,7 +449,7 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 					panic(r)
 				}
 				s.opts.Logger.Error("panic serving request", "path", c.Request().URL.Path, "panic", fmt.Sprint(r))
-				err = apiError(http.StatusInternalServerError, "internal", "internal error")
+				err = apiError(http.StatusInternalServerError, errorInternal, "internal error")
 			}
 		}()
 		return next(c)
@@ -464,9 +464,9 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 		// later middleware can read parameters.
 		if err := r.ParseForm(); err != nil {
 			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-				return apiError(http.StatusRequestEntityTooLarge, "bad_data", fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+				return apiError(http.StatusRequestEntityTooLarge, errorBadData, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
 			}
-			return apiError(http.StatusBadRequest, "bad_data", "invalid form: "+err.Error())
+			return apiError(http.StatusBadRequest, errorBadData, "invalid form: "+err.Error())
 		}
 		return next(c)
 	}
@@ -481,7 +481,7 @@ func (s *Server) partialResponse(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		allow, err := strconv.ParseBool(v)
 		if err != nil {
-			return apiError(http.StatusBadRequest, "bad_data", fmt.Sprintf("invalid parameter \"partial_response\": %q is not a boolean", v))
+			return apiError(http.StatusBadRequest, errorBadData, fmt.Sprintf("invalid parameter \"partial_response\": %q is not a boolean", v))
 		}
 		r := c.Request()
 		c.SetRequest(r.WithContext(engine.WithPartialResponse(r.Context(), allow)))

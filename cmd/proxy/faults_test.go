@@ -274,7 +274,7 @@ func metricSum(t *testing.T, p *proxyUnderTest, name string, fragments ...string
 // holding the same data. Every query still answers exactly like the
 // reference; health checks take the dead one out, it is then not asked, and
 // it comes back when restarted.
-func testDeadReplica(t *testing.T, f *fleet, mode string) {
+func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 	group := f.data.Clusters[0]
 	spare := testenv.StartPrometheus(t, shardKinds[0], openMetrics(t, f.data, 0, nil), testenv.WithName("spare-"+group))
 	spare.Kill()
