@@ -25,7 +25,7 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, regexp.QuoteMeta(metric)+familySuffixes)}
 	}
 	failed := &failedGroups{}
-	answers, warns, err := fanOut(ctx, f, failed, "metadata", nil, func(ctx context.Context, _ *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (map[string][]remote.Metadata, error) {
+	answers, warns, err := fanOut(ctx, f, failed, callMetadata, nil, func(ctx context.Context, _ *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (map[string][]remote.Metadata, error) {
 		md, _, err := c.Metadata(ctx, metric, 0, limitPerMetric)
 		return md, err
 	})

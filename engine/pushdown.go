@@ -97,7 +97,7 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 				continue
 			}
 			// What the query would be refused for at its execution.
-			v, err := callGroup(ctx, p.fanout, g, "version", func(ctx context.Context, c *remote.Client) (string, error) { return c.Version(ctx) })
+			v, err := callGroup(ctx, p.fanout, g, callVersion, func(ctx context.Context, c *remote.Client) (string, error) { return c.Version(ctx) })
 			switch {
 			case err != nil:
 				f.Queries[i].Refused = "its release could not be read: " + tenantSafe(ctx, err).Error()
@@ -277,7 +277,7 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 				ans     *remote.QueryAnswer
 				refused error
 			}
-			a, err := callGroup(ctx, p.fanout, g, "query", func(ctx context.Context, c *remote.Client) (answer, error) {
+			a, err := callGroup(ctx, p.fanout, g, callQuery, func(ctx context.Context, c *remote.Client) (answer, error) {
 				v, err := c.Version(ctx)
 				if err != nil {
 					return answer{}, err

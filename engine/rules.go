@@ -94,7 +94,7 @@ func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery,
 		groups []*v1.RuleGroup
 		warns  remote.Warnings
 	}
-	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "rules", nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, f, &failedGroups{}, callRules, nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		gs, w, err := c.Rules(ctx)
 		return answer{g, gs, w}, err
 	})
@@ -279,7 +279,7 @@ func (f *Fanout) Alerts(ctx context.Context) (*v1.AlertDiscovery, annotations.An
 		alerts []*v1.Alert
 		warns  remote.Warnings
 	}
-	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "alerts", nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, f, &failedGroups{}, callAlerts, nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		as, w, err := c.Alerts(ctx)
 		return answer{g, as, w}, err
 	})

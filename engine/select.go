@@ -43,8 +43,11 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	policy := tenancy.FromContext(ctx)
 	sets := MatcherSets(policy, ms)
 	if len(sets) == 0 {
-		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
-		return storage.EmptySeriesSet()
+		kind := callRead
+		if hints != nil && hints.Func == "series" {
+			kind = callSeries
+		}
+		return &policySeriesSet{SeriesSet: storage.EmptySeriesSet(), policy: policy, warns: q.f.skipAll(ctx, kind, SkipTenantRules)}
 	}
 
 	var (
@@ -60,7 +63,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			warns remote.Warnings
 		}
 		var answers []answer
-		answers, warns, err = fanOut(ctx, q.f, q.failed, "series", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
+		answers, warns, err = fanOut(ctx, q.f, q.failed, callSeries, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
 			lsets, w, err := c.Series(ctx, mint, maxt, sets)
 			return answer{applyToLabelSets(g, lsets), w}, err
 		})
@@ -72,7 +75,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 		}
 	} else {
 		return q.lazy(func(buffered bool) storage.SeriesSet {
-			parts, warns, err := fanOut(ctx, q.f, q.failed, "read", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
+			parts, warns, err := fanOut(ctx, q.f, q.failed, callRead, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
 				ss, err := c.Read(ctx, mint, maxt, hints, sets)
 				if err != nil {
 					return nil, err
@@ -155,9 +158,9 @@ func (s *policySeriesSet) Warnings() annotations.Annotations {
 // series; replica labels are on none.
 func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
-		return q.labelsFromSeries(ctx, "labels", ms, namesOf)
+		return q.labelsFromSeries(ctx, callLabels, ms, namesOf)
 	}
-	return q.labelCall(ctx, "labels", ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+	return q.labelCall(ctx, callLabels, ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		names, w, err := c.LabelNames(ctx, q.mint, q.maxt, sets, hintLimit(hints))
 		if err != nil || len(names) == 0 {
 			return names, w, err
@@ -173,9 +176,9 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 // some matching series lacks the label (as remote read would show it).
 func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
-		return q.labelsFromSeries(ctx, "label_values", ms, valuesOf(name))
+		return q.labelsFromSeries(ctx, callLabelValues, ms, valuesOf(name))
 	}
-	return q.labelCall(ctx, "label_values", ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+	return q.labelCall(ctx, callLabelValues, ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		if g.IsReplicaLabel(name) {
 			return nil, nil, nil
 		}
@@ -224,13 +227,13 @@ func hintLimit(h *storage.LabelHints) int {
 
 // labelCall fans a label-names or label-values call out with one match[] per
 // allowed matcher set, and merges the sorted, de-duplicated answers.
-func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Matcher, call func(context.Context, *discovery.Group, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
+func (q *querier) labelCall(ctx context.Context, kind callKind, ms []*labels.Matcher, call func(context.Context, *discovery.Group, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
 	policy := tenancy.FromContext(ctx)
 	var sets [][]*labels.Matcher
 	if len(ms) > 0 || !policy.Unrestricted() {
 		sets = MatcherSets(policy, ms)
 		if len(sets) == 0 {
-			return []string{}, nil, nil
+			return []string{}, q.f.skipAll(ctx, kind, SkipTenantRules), nil
 		}
 	}
 	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (labelAnswer, error) {

@@ -11,10 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -352,21 +350,8 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		ctx, reads := withReadStats(c.Request().Context())
-		var (
-			targetsMu sync.Mutex
-			targets   []string
-		)
-		ctx = engine.WithCallObserver(ctx, func(group, backend string, err error) {
-			t := group + "=" + backend
-			if err != nil {
-				t += " (failed)"
-			}
-			targetsMu.Lock()
-			if !slices.Contains(targets, t) {
-				targets = append(targets, t)
-			}
-			targetsMu.Unlock()
-		})
+		groups := &requestGroups{}
+		ctx = engine.WithObserver(ctx, groups)
 		c.SetRequest(c.Request().WithContext(ctx))
 		err := next(c)
 		if err != nil {
@@ -414,9 +399,8 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			if strings.HasPrefix(endpoint, "/api/v1/") {
 				attrs = append(attrs, "series", reads.series.Load(), "samples", reads.samples.Load())
-				targetsMu.Lock()
-				attrs = append(attrs, "target", slices.Clone(targets))
-				targetsMu.Unlock()
+				targets, called := groups.snapshot()
+				attrs = append(attrs, "target", targets, "groups", called)
 			}
 			s.opts.Logger.Info("request", attrs...)
 		}
