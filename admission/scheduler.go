@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -142,7 +143,7 @@ func (s *Scheduler) Acquire(ctx context.Context, tenant, label string) (release 
 	}
 	s.metrics.queueWait.WithLabelValues(label).Observe(time.Since(start).Seconds())
 	if reason != nil && s.abandon(w) {
-		if qe, ok := reason.(*QueueError); ok {
+		if qe := (*QueueError)(nil); errors.As(reason, &qe) {
 			s.Rejected(label, qe.Reason)
 		}
 		return nil, reason

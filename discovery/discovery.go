@@ -497,7 +497,7 @@ func (m *Manager) set(source string, gs []*Group) {
 func (m *Manager) storeTopology(all []*Group) {
 	h := sha256.New()
 	for _, g := range all {
-		fmt.Fprintf(h, "%q %s %s\n", g.Name, g.Labels, g.ExternalLabels())
+		_, _ = fmt.Fprintf(h, "%q %s %s\n", g.Name, g.Labels, g.ExternalLabels())
 	}
 	topo := hex.EncodeToString(h.Sum(nil))
 	m.topology.Store(&topo)

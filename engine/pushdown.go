@@ -251,7 +251,7 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 			}
 			spans, err := selectorSpans(gq.Query, r, lookback)
 			if err != nil {
-				return nil, fmt.Errorf("%w: fragment %s: %v", errNotExact, f.ID, err)
+				return nil, fmt.Errorf("%w: fragment %s: %w", errNotExact, f.ID, err)
 			}
 			jobs = append(jobs, job{f, gq, spans})
 		}
@@ -290,7 +290,7 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 					if ctx.Err() != nil {
 						return answer{}, err
 					}
-					return answer{refused: fmt.Errorf("%w: group %s does not tell its feature flags (%v), and some change what a query answers", errNotExact, g.Name, err)}, nil
+					return answer{refused: fmt.Errorf("%w: group %s does not tell its feature flags (%w), and some change what a query answers", errNotExact, g.Name, err)}, nil
 				}
 				if f := answerChangingFeature(flags["enable-feature"]); f != "" {
 					return answer{refused: fmt.Errorf("%w: group %s runs with --enable-feature=%s, which the proxy's engine does not, and its answers differ", errNotExact, g.Name, f)}, nil

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/util/annotations"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
@@ -55,7 +56,7 @@ func AlertVisible(p *tenancy.Policy, a *v1.Alert) bool {
 
 func alertSeries(a *v1.Alert) labels.Labels {
 	b := labels.NewBuilder(a.Labels)
-	b.Set(labels.MetricName, "ALERTS")
+	b.Set(model.MetricNameLabel, "ALERTS")
 	b.Set("alertstate", a.State)
 	return b.Labels()
 }
@@ -71,11 +72,11 @@ func RuleVisible(p *tenancy.Policy, r v1.Rule) bool {
 	switch r := r.(type) {
 	case *v1.RecordingRule:
 		b := labels.NewBuilder(r.Labels)
-		b.Set(labels.MetricName, r.Name)
+		b.Set(model.MetricNameLabel, r.Name)
 		return p.Matches(b.Labels())
 	case *v1.AlertingRule:
 		b := labels.NewBuilder(r.Labels)
-		b.Set(labels.MetricName, "ALERTS")
+		b.Set(model.MetricNameLabel, "ALERTS")
 		b.Set("alertname", r.Name)
 		if p.Matches(b.Labels()) {
 			return true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -189,7 +190,7 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 		}
 		// One name tells whether such a series exists; the warning that the
 		// answer was cut to it is about this probe, not the request.
-		names, _, err := c.LabelValues(ctx, labels.MetricName, q.mint, q.maxt, withoutLabel(sets, name), 1)
+		names, _, err := c.LabelValues(ctx, model.MetricNameLabel, q.mint, q.maxt, withoutLabel(sets, name), 1)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -204,7 +205,7 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 // (nil sets: all series).
 func withoutLabel(sets [][]*labels.Matcher, name string) [][]*labels.Matcher {
 	absent := labels.MustNewMatcher(labels.MatchEqual, name, "")
-	anyName := labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")
+	anyName := labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".+")
 	if len(sets) == 0 {
 		return [][]*labels.Matcher{{absent, anyName}}
 	}

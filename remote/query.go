@@ -83,9 +83,9 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %s: %w", c.URL(), path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	head := &headBuffer{}
-	var body io.Reader = io.TeeReader(&cappedReader{r: resp.Body, left: c.cfg.MaxResponseBytes}, head)
+	body := io.TeeReader(&cappedReader{r: resp.Body, left: c.cfg.MaxResponseBytes}, head)
 	if budget != nil {
 		body = &chargedBody{ReadCloser: io.NopCloser(body), budget: budget}
 	}

@@ -62,7 +62,7 @@ func TestFairness(t *testing.T) {
 	for shard, cluster := range data.Clusters {
 		om := datagen.Reader(data, shard, nil)
 		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, om, testenv.WithName(cluster))})
-		om.Close()
+		_ = om.Close()
 	}
 	proxy := "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  max_concurrent_requests: 4\n  queue_timeout: 5s\n  backend_timeout: 30s\n"
 	configs := []struct {
@@ -302,7 +302,7 @@ func sendDiscarding(c *http.Client, base string, r request, tenant string) (answ
 	if err != nil {
 		return answer{}, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return answer{}, err
 	}

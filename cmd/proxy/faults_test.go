@@ -163,7 +163,7 @@ func fetch(base string, r apiRequest) (promAnswer, error) {
 	if err != nil {
 		return promAnswer{}, fmt.Errorf("%s: %w", r, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return promAnswer{}, fmt.Errorf("%s: %w", r, err)
@@ -620,7 +620,7 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 	go func() {
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 		errc <- err
 	}()
@@ -688,7 +688,7 @@ func testGarbageFromClients(t *testing.T, f *fleet) {
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}

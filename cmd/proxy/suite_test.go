@@ -161,7 +161,7 @@ func doRequest(t testing.TB, base string, r apiRequest) apiAnswer {
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
