@@ -33,7 +33,8 @@ const (
 	// every matcher set of the call (the group is pruned).
 	SkipGroupLabels SkipReason = "group_labels"
 	// SkipTenantRules: the tenant's rules leave nothing the selector may
-	// match, so no group is asked.
+	// match (then no group is asked), or nothing in this group's labels
+	// (a pushed-down fragment).
 	SkipTenantRules SkipReason = "tenant_rules"
 )
 

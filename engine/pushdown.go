@@ -247,6 +247,8 @@ func (p *PushDown) fetch(ctx context.Context, pl *plan.Plan, policy *tenancy.Pol
 	for _, f := range pl.Fragments {
 		for _, gq := range f.Queries {
 			if gq.Skipped != "" {
+				// The tenant's rules meet the group's labels nowhere.
+				p.fanout.skipGroup(ctx, gq.Group.Name, SkipTenantRules, gq.Skipped)
 				continue
 			}
 			spans, err := selectorSpans(gq.Query, r, lookback)
