@@ -31,7 +31,7 @@ func TestBudgetSeriesCountsDistinctAndCancels(t *testing.T) {
 	if !strings.Contains(err.Error(), "max_fetched_series_per_query=3") {
 		t.Errorf("message %q does not name the limit and its value", err)
 	}
-	if context.Cause(ctx) != err {
+	if !errors.Is(context.Cause(ctx), err) {
 		t.Errorf("context cause %v, want the limit error", context.Cause(ctx))
 	}
 	if err := b.AddBytes(1); err == nil {

@@ -15,15 +15,27 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// SchedulerMode is how the global slots are shared (limits.scheduler).
+type SchedulerMode string
+
 // Scheduler modes.
 const (
 	// Fair queues requests per tenant and hands free slots out round-robin
 	// across tenants with queued work.
-	Fair = "fair"
+	Fair SchedulerMode = "fair"
 	// FIFO is one queue for everyone, first come first served, with no
 	// per-tenant limit on slots or queue: the behaviour of a bare global pool.
-	FIFO = "fifo"
+	FIFO SchedulerMode = "fifo"
 )
+
+// Validate tells whether m is one of the modes.
+func (m SchedulerMode) Validate() error {
+	switch m {
+	case Fair, FIFO:
+		return nil
+	}
+	return fmt.Errorf("%q is neither %q nor %q", string(m), Fair, FIFO)
+}
 
 // Limits bound what one tenant may use. Zero means unlimited for every
 // field (as in Mimir's limits).
@@ -96,7 +108,7 @@ func DefaultLimits() Limits {
 // Config is the `limits` section.
 type Config struct {
 	// Scheduler is Fair (default) or FIFO.
-	Scheduler string `yaml:"scheduler" json:"scheduler"`
+	Scheduler SchedulerMode `yaml:"scheduler" json:"scheduler"`
 	// TimeSharing (Fair only, default on): a running request yields the CPU
 	// to another tenant's request that has run for less time (Turns).
 	TimeSharing bool `yaml:"time_sharing" json:"time_sharing"`
@@ -121,7 +133,7 @@ func DefaultConfig() Config {
 // them, so a tenant names only what differs. Unknown keys are errors.
 func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 	var raw struct {
-		Scheduler   string               `yaml:"scheduler"`
+		Scheduler   SchedulerMode        `yaml:"scheduler"`
 		TimeSharing *bool                `yaml:"time_sharing"`
 		TenantSlots *int                 `yaml:"tenant_slots"`
 		Defaults    yaml.Node            `yaml:"defaults"`
@@ -172,12 +184,11 @@ func strictDecode(n *yaml.Node, into any) error {
 
 // Validate fills defaults and checks the values.
 func (c *Config) Validate() error {
-	switch c.Scheduler {
-	case "":
+	if c.Scheduler == "" {
 		c.Scheduler = Fair
-	case Fair, FIFO:
-	default:
-		return fmt.Errorf("limits.scheduler: %q is neither %q nor %q", c.Scheduler, Fair, FIFO)
+	}
+	if err := c.Scheduler.Validate(); err != nil {
+		return fmt.Errorf("limits.scheduler: %w", err)
 	}
 	if c.TenantSlots < 0 {
 		return fmt.Errorf("limits.tenant_slots must not be negative")

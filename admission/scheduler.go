@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -15,6 +16,8 @@ import (
 // in round-robin order, that has queued work and is under its own
 // max_concurrent_requests: a tenant's share does not grow with the number
 // of requests it sends. In FIFO mode everyone shares one queue.
+// Who gets a slot is decided by queues (plain, deterministic); Scheduler
+// adds the lock, the waiting with its timeout, and the metrics.
 type Scheduler struct {
 	cfg     Config
 	slots   int
@@ -23,27 +26,8 @@ type Scheduler struct {
 	turns   *Turns // nil: running requests do not yield
 	calls   tenantCalls
 
-	mu      sync.Mutex
-	running int
-	queues  map[string]*tenantQueue
-	// ring holds the tenants with queued requests, in the order their
-	// queues became non-empty; next is where the round-robin resumes.
-	ring []*tenantQueue
-	next int
-}
-
-type tenantQueue struct {
-	name    string
-	limits  Limits
-	running int
-	waiting []*waiter
-}
-
-type waiter struct {
-	q        *tenantQueue
-	ready    chan struct{}
-	granted  bool
-	enqueued time.Time
+	mu sync.Mutex
+	q  *queues // who runs and who waits, guarded by mu
 }
 
 type schedulerMetrics struct {
@@ -88,7 +72,8 @@ func NewScheduler(cfg Config, slots int, queueTimeout time.Duration, reg prometh
 			}
 		}
 	}
-	s := &Scheduler{cfg: cfg, slots: slots, timeout: queueTimeout, metrics: m, queues: map[string]*tenantQueue{}}
+	s := &Scheduler{cfg: cfg, slots: slots, timeout: queueTimeout, metrics: m}
+	s.q = newQueues(&s.cfg, slots)
 	if cfg.Scheduler == Fair && cfg.TimeSharing {
 		s.turns = defaultTurns()
 	}
@@ -132,7 +117,7 @@ func (s *Scheduler) Rejected(label, reason string) {
 // the queue timeout, and with ErrCanceled when ctx ends first.
 func (s *Scheduler) Acquire(ctx context.Context, tenant, label string) (release func(), err error) {
 	start := time.Now()
-	w, err := s.enqueue(tenant, start)
+	w, err := s.enqueue(tenant)
 	if err != nil {
 		s.Rejected(label, ReasonQueueFull)
 		return nil, err
@@ -157,7 +142,7 @@ func (s *Scheduler) Acquire(ctx context.Context, tenant, label string) (release 
 	}
 	s.metrics.queueWait.WithLabelValues(label).Observe(time.Since(start).Seconds())
 	if reason != nil && s.abandon(w) {
-		if qe, ok := reason.(*QueueError); ok {
+		if qe := (*QueueError)(nil); errors.As(reason, &qe) {
 			s.Rejected(label, qe.Reason)
 		}
 		return nil, reason
@@ -179,63 +164,20 @@ func (s *Scheduler) releaser(q *tenantQueue, label string) func() {
 	}
 }
 
-// queueFor returns the tenant's queue, made with its limits in Fair mode;
-// in FIFO mode everyone shares one queue without per-tenant limits.
-func (s *Scheduler) queueFor(tenant string) *tenantQueue {
-	if s.cfg.Scheduler == FIFO {
-		tenant = ""
-	}
-	q := s.queues[tenant]
-	if q == nil {
-		l := s.cfg.For(tenant)
-		if s.cfg.Scheduler == FIFO {
-			l.MaxConcurrentRequests, l.MaxQueuedRequests = 0, 0
-		} else if l.MaxConcurrentRequests == 0 {
-			// Without a limit of its own a tenant could hold every slot,
-			// and another tenant's request would wait for one to free up.
-			l.MaxConcurrentRequests = s.cfg.TenantShare(s.slots)
-		}
-		q = &tenantQueue{name: tenant, limits: l}
-		s.queues[tenant] = q
-	}
-	return q
-}
-
-func (q *tenantQueue) canRun() bool {
-	return q.limits.MaxConcurrentRequests <= 0 || q.running < q.limits.MaxConcurrentRequests
-}
-
-// enqueue grants a slot at once when one is free, the tenant is under its
-// own limit and nobody of the tenant waits before it; else it queues the
-// request, or refuses it when the tenant's queue is full. A free slot with
-// other tenants waiting cannot happen: release hands slots out until every
-// waiting tenant is at its own limit.
-func (s *Scheduler) enqueue(tenant string, now time.Time) (*waiter, error) {
+// enqueue grants a slot at once or queues the request (queues.add),
+// or refuses it when the tenant's queue is full.
+func (s *Scheduler) enqueue(tenant string) (*waiter, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	q := s.queueFor(tenant)
-	w := &waiter{q: q, ready: make(chan struct{}), enqueued: now}
-	if s.running < s.slots && q.canRun() && len(q.waiting) == 0 {
-		s.grant(w)
-		return w, nil
-	}
-	if max := q.limits.MaxQueuedRequests; max > 0 && len(q.waiting) >= max {
-		s.dropIfIdle(q)
+	w := &waiter{ready: make(chan struct{})}
+	if !s.q.add(tenant, w) {
 		return nil, &QueueError{Reason: ReasonQueueFull, RetryAfter: s.retryAfter(),
-			Msg: fmt.Sprintf("too many outstanding requests: the tenant's queue is full (limit max_queued_requests=%d)", max)}
+			Msg: fmt.Sprintf("too many outstanding requests: the tenant's queue is full (limit max_queued_requests=%d)", w.q.limits.MaxQueuedRequests)}
 	}
-	q.waiting = append(q.waiting, w)
-	if len(q.waiting) == 1 {
-		s.ring = append(s.ring, q)
+	if w.granted {
+		close(w.ready)
 	}
 	return w, nil
-}
-
-func (s *Scheduler) grant(w *waiter) {
-	w.granted = true
-	s.running++
-	w.q.running++
-	close(w.ready)
 }
 
 // abandon takes a waiter that gave up out of its queue. It returns false
@@ -243,80 +185,14 @@ func (s *Scheduler) grant(w *waiter) {
 func (s *Scheduler) abandon(w *waiter) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if w.granted {
-		return false
-	}
-	q := w.q
-	for i, x := range q.waiting {
-		if x == w {
-			q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
-			break
-		}
-	}
-	if len(q.waiting) == 0 {
-		s.leaveRing(q)
-	}
-	s.dropIfIdle(q)
-	return true
+	return s.q.remove(w)
 }
 
 func (s *Scheduler) release(q *tenantQueue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.running--
-	q.running--
-	s.dispatch()
-	s.dropIfIdle(q)
-}
-
-// dispatch hands free slots out round-robin over the tenants in the ring,
-// skipping those at their own limit.
-func (s *Scheduler) dispatch() {
-	for s.running < s.slots && len(s.ring) > 0 {
-		granted := false
-		for range len(s.ring) {
-			if s.next >= len(s.ring) {
-				s.next = 0
-			}
-			q := s.ring[s.next]
-			if !q.canRun() {
-				s.next++
-				continue
-			}
-			w := q.waiting[0]
-			q.waiting = q.waiting[1:]
-			s.grant(w)
-			granted = true
-			if len(q.waiting) == 0 {
-				s.leaveRing(q) // the next tenant moves into s.next
-			} else {
-				s.next++
-			}
-			break
-		}
-		if !granted {
-			return
-		}
-	}
-}
-
-func (s *Scheduler) leaveRing(q *tenantQueue) {
-	for i, x := range s.ring {
-		if x == q {
-			s.ring = append(s.ring[:i], s.ring[i+1:]...)
-			if i < s.next {
-				s.next--
-			}
-			return
-		}
-	}
-}
-
-// dropIfIdle forgets a tenant with nothing running or queued, so the map
-// holds only tenants with work.
-func (s *Scheduler) dropIfIdle(q *tenantQueue) {
-	if q.running == 0 && len(q.waiting) == 0 && s.queues[q.name] == q {
-		delete(s.queues, q.name)
+	for _, w := range s.q.done(q) {
+		close(w.ready)
 	}
 }
 
@@ -331,7 +207,7 @@ type TenantState struct {
 
 // State is the scheduler at a moment, for /debug/tenants.
 type State struct {
-	Scheduler    string                 `json:"scheduler"`
+	Scheduler    SchedulerMode          `json:"scheduler"`
 	Slots        int                    `json:"slots"`
 	Running      int                    `json:"running"`
 	TimeSharing  bool                   `json:"time_sharing"`
@@ -347,8 +223,8 @@ func (s *Scheduler) State() State {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := State{Scheduler: s.cfg.Scheduler, Slots: s.slots, Running: s.running, TimeSharing: s.turns != nil, QueueTimeout: s.timeout.String(), Tenants: map[string]TenantState{}}
-	for name, q := range s.queues {
+	st := State{Scheduler: s.cfg.Scheduler, Slots: s.slots, Running: s.q.running, TimeSharing: s.turns != nil, QueueTimeout: s.timeout.String(), Tenants: map[string]TenantState{}}
+	for name, q := range s.q.tenants {
 		st.Tenants[name] = TenantState{Running: q.running, Queued: len(q.waiting), Paused: paused[name]}
 	}
 	return st

@@ -18,18 +18,22 @@ func newTestScheduler(t *testing.T, cfg Config, slots int) *Scheduler {
 	return s
 }
 
-// harness drives the scheduler's queue without goroutines or clocks: it
-// enqueues requests by name and releases them, and says which ones hold a
-// slot. Every step is synchronous, so the tests are deterministic.
+// harness drives the scheduler's queues (no lock, no clock): it adds
+// requests by name and releases them, and says which ones hold a slot.
+// Every step is synchronous, so the tests are deterministic.
 type harness struct {
 	t       *testing.T
-	s       *Scheduler
+	q       *queues
 	waiters map[string]*waiter
+	names   map[*waiter]string
 	order   []string // names in the order they were granted
 }
 
 func newHarness(t *testing.T, cfg Config, slots int) *harness {
-	return &harness{t: t, s: newTestScheduler(t, cfg, slots), waiters: map[string]*waiter{}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, q: newQueues(&cfg, slots), waiters: map[string]*waiter{}, names: map[*waiter]string{}}
 }
 
 // add enqueues request name of tenant (the tenant is the name up to "-").
@@ -37,12 +41,14 @@ func (h *harness) add(names ...string) {
 	h.t.Helper()
 	for _, name := range names {
 		tenant, _, _ := strings.Cut(name, "-")
-		w, err := h.s.enqueue(tenant, time.Time{})
-		if err != nil {
-			h.t.Fatalf("enqueue %s: %v", name, err)
+		w := &waiter{}
+		if !h.q.add(tenant, w) {
+			h.t.Fatalf("add %s: the tenant's queue is full", name)
 		}
-		h.waiters[name] = w
-		h.collect()
+		h.waiters[name], h.names[w] = w, name
+		if w.granted {
+			h.order = append(h.order, name)
+		}
 	}
 }
 
@@ -54,31 +60,9 @@ func (h *harness) done(name string) {
 		h.t.Fatalf("%s does not hold a slot", name)
 	}
 	delete(h.waiters, name)
-	h.s.release(w.q)
-	h.collect()
-}
-
-// collect records newly granted requests, in name order for those granted
-// by the same step (only one can be, except at enqueue).
-func (h *harness) collect() {
-	for name, w := range h.waiters {
-		select {
-		case <-w.ready:
-			if !containsName(h.order, name) {
-				h.order = append(h.order, name)
-			}
-		default:
-		}
+	for _, g := range h.q.done(w.q) {
+		h.order = append(h.order, h.names[g])
 	}
-}
-
-func containsName(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 func TestRoundRobinAcrossTenants(t *testing.T) {
@@ -190,9 +174,8 @@ func TestPerTenantConcurrencyLeavesSlotsForOthers(t *testing.T) {
 		t.Errorf("after one of a's requests ended: a-2 granted %v, a-3 granted %v; want true, false",
 			h.waiters["a-2"].granted, h.waiters["a-3"].granted)
 	}
-	st := h.s.State()
-	if st.Tenants["a"] != (TenantState{Running: 2, Queued: 1}) || st.Running != 3 {
-		t.Errorf("state %+v", st)
+	if a := h.q.tenants["a"]; a.running != 2 || len(a.waiting) != 1 || h.q.running != 3 {
+		t.Errorf("a runs %d with %d queued, %d run in all; want 2, 1, 3", a.running, len(a.waiting), h.q.running)
 	}
 }
 
@@ -215,21 +198,21 @@ func TestQueueFull(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Defaults.MaxQueuedRequests = 2
 	s := newTestScheduler(t, cfg, 1)
-	if _, err := s.enqueue("a", time.Time{}); err != nil {
+	if _, err := s.enqueue("a"); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if _, err := s.enqueue("a", time.Time{}); err != nil {
+		if _, err := s.enqueue("a"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := s.enqueue("a", time.Time{})
+	_, err := s.enqueue("a")
 	qe := (*QueueError)(nil)
 	if !errors.As(err, &qe) || qe.Reason != ReasonQueueFull || !strings.Contains(qe.Msg, "max_queued_requests=2") {
 		t.Fatalf("third queued request: %v, want a queue_full QueueError naming the limit", err)
 	}
 	// Another tenant's queue is its own.
-	if _, err := s.enqueue("b", time.Time{}); err != nil {
+	if _, err := s.enqueue("b"); err != nil {
 		t.Errorf("b refused because a's queue is full: %v", err)
 	}
 }
@@ -278,4 +261,26 @@ func TestAcquireTimeoutAndCancel(t *testing.T) {
 		t.Fatalf("the slot was not given back: %v", err)
 	}
 	r2()
+}
+
+// A request that gives up leaves its tenant's place in the round-robin as
+// it was, and a tenant with nothing left is forgotten.
+func TestQueuesRemove(t *testing.T) {
+	h := newHarness(t, DefaultConfig(), 1)
+	h.add("a-0", "a-1", "b-1", "b-2", "c-1")
+	if !h.q.remove(h.waiters["b-1"]) || !h.q.remove(h.waiters["c-1"]) {
+		t.Fatal("a queued request could not be removed")
+	}
+	if _, ok := h.q.tenants["c"]; ok {
+		t.Error("c is remembered with nothing running or queued")
+	}
+	for _, name := range []string{"a-0", "a-1"} {
+		h.done(name)
+	}
+	if got := strings.Join(h.order, " "); got != "a-0 a-1 b-2" {
+		t.Errorf("grant order %q, want a-0 a-1 b-2", got)
+	}
+	if h.q.remove(h.waiters["b-2"]) {
+		t.Error("a granted request was removed from its queue")
+	}
 }

@@ -55,8 +55,8 @@ func TestLongRequestYieldsToAnotherTenantsShortOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-done:
-		t.Fatal("the long request resumed while the short one runs")
+	case err := <-done:
+		t.Fatalf("the long request resumed (%v) while the short one runs", err)
 	default:
 	}
 	short.Done()
@@ -168,8 +168,8 @@ func TestWaitingRequestIsNoReasonToWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-da:
-		t.Fatal("a resumed while b, which has run less, runs")
+	case err := <-da:
+		t.Fatalf("a resumed (%v) while b, which has run less, runs", err)
 	default:
 	}
 	b.Done()
@@ -189,10 +189,7 @@ func TestBudgetReadsPauseForTheTurn(t *testing.T) {
 	short := ts.Start("team-b")
 	done := make(chan error, 1)
 	go func() { done <- budget.AddBytes(10) }()
-	for {
-		if ts.Paused()["team-a"] == 1 {
-			break
-		}
+	for ts.Paused()["team-a"] != 1 {
 		select {
 		case err := <-done:
 			t.Fatalf("the read went on while another tenant's shorter request runs: %v", err)

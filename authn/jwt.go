@@ -103,11 +103,11 @@ func (j *JWTIdentifier) Identify(r *http.Request) (Identity, error) {
 	claims := jwt.MapClaims{}
 	if _, err := j.parser.ParseWithClaims(raw, claims, j.key); err != nil {
 		// The library's messages name the failed check, never the token.
-		return Identity{}, fmt.Errorf("%w: %v", ErrInvalidCredentials, err)
+		return Identity{}, fmt.Errorf("%w: %w", ErrInvalidCredentials, err)
 	}
 	namespaces, err := stringList(claims, j.cfg.NamespaceClaim)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %v", ErrInvalidCredentials, err)
+		return Identity{}, fmt.Errorf("%w: %w", ErrInvalidCredentials, err)
 	}
 	sub, _ := claims.GetSubject()
 	return Identity{Namespaces: namespaces, Admin: j.isAdmin(claims), Subject: "jwt:" + clipString(sub, 128)}, nil

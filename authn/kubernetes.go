@@ -155,7 +155,7 @@ func (k *KubernetesIdentifier) lookup(ctx context.Context, key string, fn func(c
 	case res := <-ch:
 		return res.Val, res.Err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
 }
 

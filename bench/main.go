@@ -145,9 +145,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := harness.UpdateReadme(page, rep); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "wrote the benchmark numbers of %s\n", page)
+		_, _ = fmt.Fprintf(stdout, "wrote the benchmark numbers of %s\n", page)
 	}
-	fmt.Fprint(stdout, rep.Headline())
-	fmt.Fprintf(stdout, "\nwrote %s, %s and %s in %s (%.0f s)\n", harness.MarkdownFile, harness.JSONFile, harness.SVGFile, *out, rep.Seconds)
+	_, _ = fmt.Fprint(stdout, rep.Headline())
+	_, _ = fmt.Fprintf(stdout, "\nwrote %s, %s and %s in %s (%.0f s)\n", harness.MarkdownFile, harness.JSONFile, harness.SVGFile, *out, rep.Seconds)
 	return nil
 }

@@ -267,7 +267,7 @@ func BenchmarkSplitInterval(b *testing.B) {
 				cfg.SplitInterval = model.Duration(split)
 				e := newEngine(cfg, te, ms, "bench", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 				e.now = func() time.Time { return clock }
-				defer e.Close()
+				defer func() { _ = e.Close() }()
 				// A day of history, as if the dashboard had been open since.
 				ctx := context.Background()
 				for _, p := range dashboard {

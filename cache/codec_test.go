@@ -21,7 +21,7 @@ var awkwardFloats = []float64{
 func testHistograms() []*histogram.FloatHistogram {
 	return []*histogram.FloatHistogram{
 		{ // exponential buckets on both sides
-			CounterResetHint: histogram.CounterReset, Schema: 3, ZeroThreshold: 1e-128, ZeroCount: 2.5, Count: math.NaN(), Sum: -0.0,
+			CounterResetHint: histogram.CounterReset, Schema: 3, ZeroThreshold: 1e-128, ZeroCount: 2.5, Count: math.NaN(), Sum: math.Copysign(0, -1), // -0.0 is +0 in Go
 			PositiveSpans: []histogram.Span{{Offset: -5, Length: 2}, {Offset: 3, Length: 1}}, PositiveBuckets: []float64{1, math.Inf(1), 1e-300},
 			NegativeSpans: []histogram.Span{{Offset: 2, Length: 1}}, NegativeBuckets: []float64{0.5},
 		},

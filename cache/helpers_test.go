@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -539,5 +538,3 @@ func sameFloats(a, b []float64) bool {
 	}
 	return true
 }
-
-func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }

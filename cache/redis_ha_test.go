@@ -198,8 +198,11 @@ func TestRedisSentinel(t *testing.T) {
 	answerAll(t, f) // exact, from the engine where Redis cannot answer
 	testenv.Eventually(t, 60*time.Second, "failover to the replica", func() error {
 		a, err := s.MasterAddr()
-		if err != nil || a == first {
-			return fmt.Errorf("master %q (%v)", a, err)
+		if err != nil {
+			return fmt.Errorf("master: %w", err)
+		}
+		if a == first {
+			return fmt.Errorf("master still %q", a)
 		}
 		return nil
 	})

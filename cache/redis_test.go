@@ -59,7 +59,7 @@ func TestRedisRoundTrip(t *testing.T) {
 	}
 
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	keys, err := c.Keys(ctx, keyPrefix+"*").Result()
 	if err != nil || len(keys) == 0 {
 		t.Fatalf("keys %v, err %v", keys, err)
@@ -159,14 +159,14 @@ func TestRedisHanging(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			defer c.Close() // hold the connection, say nothing
+			defer func() { _ = c.Close() }() // hold the connection, say nothing
 		}
 	}()
 	cfg := redisConfig(ln.Addr().String())

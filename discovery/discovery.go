@@ -28,14 +28,42 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 )
 
-// Load-balancing and partial-response modes.
-const (
-	RoundRobin = "round-robin"
-	Random     = "random"
+// BalanceMode is how a group's replica is chosen (discovery.load_balancing).
+type BalanceMode string
 
-	PartialWarn  = "warn"
-	PartialAbort = "abort"
+// Load-balancing modes.
+const (
+	RoundRobin BalanceMode = "round-robin"
+	Random     BalanceMode = "random"
 )
+
+// Validate tells whether m is one of the modes.
+func (m BalanceMode) Validate() error {
+	switch m {
+	case RoundRobin, Random:
+		return nil
+	}
+	return fmt.Errorf("%q is neither %q nor %q", string(m), RoundRobin, Random)
+}
+
+// PartialMode is what a fan-out does when a group fails
+// (discovery.partial_response).
+type PartialMode string
+
+// Partial-response modes.
+const (
+	PartialWarn  PartialMode = "warn"
+	PartialAbort PartialMode = "abort"
+)
+
+// Validate tells whether m is one of the modes.
+func (m PartialMode) Validate() error {
+	switch m {
+	case PartialWarn, PartialAbort:
+		return nil
+	}
+	return fmt.Errorf("%q is neither %q nor %q", string(m), PartialWarn, PartialAbort)
+}
 
 // Config is the `discovery` section of the proxy's configuration.
 type Config struct {
@@ -43,8 +71,8 @@ type Config struct {
 	Static          []StaticGroup  `yaml:"static"`
 	// Kubernetes is one cluster entry, or a list of them (several clusters).
 	Kubernetes          KubernetesClusters `yaml:"kubernetes"`
-	LoadBalancing       string             `yaml:"load_balancing"`
-	PartialResponse     string             `yaml:"partial_response"`
+	LoadBalancing       BalanceMode        `yaml:"load_balancing"`
+	PartialResponse     PartialMode        `yaml:"partial_response"`
 	HealthCheckInterval model.Duration     `yaml:"health_check_interval"`
 	// Replicas are marked unhealthy after this many failed probes or calls in
 	// a row, and healthy again after as many good probes (hysteresis).
@@ -117,19 +145,17 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("discovery.replica_labels: bad label name %q", l)
 		}
 	}
-	switch c.LoadBalancing {
-	case "":
+	if c.LoadBalancing == "" {
 		c.LoadBalancing = RoundRobin
-	case RoundRobin, Random:
-	default:
-		return fmt.Errorf("discovery.load_balancing: %q is neither %q nor %q", c.LoadBalancing, RoundRobin, Random)
 	}
-	switch c.PartialResponse {
-	case "":
+	if err := c.LoadBalancing.Validate(); err != nil {
+		return fmt.Errorf("discovery.load_balancing: %w", err)
+	}
+	if c.PartialResponse == "" {
 		c.PartialResponse = PartialWarn
-	case PartialWarn, PartialAbort:
-	default:
-		return fmt.Errorf("discovery.partial_response: %q is neither %q nor %q", c.PartialResponse, PartialWarn, PartialAbort)
+	}
+	if err := c.PartialResponse.Validate(); err != nil {
+		return fmt.Errorf("discovery.partial_response: %w", err)
 	}
 	names := map[string]bool{}
 	for i, k := range c.Kubernetes {
@@ -287,7 +313,7 @@ func (r *Replica) Observe(err error, latency time.Duration, unhealthyAfter, heal
 // Order returns the replicas in the order a query should try them: healthy
 // ones first, starting at the load balancer's choice, then the unhealthy ones
 // as a last resort (a group whose probes all fail may still answer).
-func (g *Group) Order(mode string) []*Replica {
+func (g *Group) Order(mode BalanceMode) []*Replica {
 	n := len(g.Replicas)
 	if n == 0 {
 		return nil
@@ -471,7 +497,7 @@ func (m *Manager) set(source string, gs []*Group) {
 func (m *Manager) storeTopology(all []*Group) {
 	h := sha256.New()
 	for _, g := range all {
-		fmt.Fprintf(h, "%q %s %s\n", g.Name, g.Labels, g.ExternalLabels())
+		_, _ = fmt.Fprintf(h, "%q %s %s\n", g.Name, g.Labels, g.ExternalLabels())
 	}
 	topo := hex.EncodeToString(h.Sum(nil))
 	m.topology.Store(&topo)

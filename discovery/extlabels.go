@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
@@ -34,7 +35,7 @@ var DefaultReplicaLabels = []string{"prometheus_replica", "replica"}
 
 // anyName matches every series: a backend refuses a selector whose matchers
 // all match the empty string, which a rewrite can leave.
-var anyName = labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")
+var anyName = labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".+")
 
 // groupView is what a group looks like to queries, recomputed when its
 // replicas report new external labels.

@@ -47,7 +47,7 @@ func establishedTo(t *testing.T, port int) int {
 	if err != nil {
 		t.Fatalf("counting connections needs Linux /proc/net/tcp: %v", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	want := fmt.Sprintf("0100007F:%04X", port)
 	n := 0
 	sc := bufio.NewScanner(f)

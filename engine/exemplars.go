@@ -55,7 +55,7 @@ func (q *exemplarQuerier) Select(start, end int64, selectors ...[]*labels.Matche
 		sets = append(sets, MatcherSets(policy, ms)...)
 	}
 	if len(sets) == 0 {
-		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
+		addWarnings(ctx, q.f.skipAll(ctx, callExemplars, SkipTenantRules))
 		return []exemplar.QueryResult{}, nil
 	}
 	type answer struct {
@@ -65,7 +65,7 @@ func (q *exemplarQuerier) Select(start, end int64, selectors ...[]*labels.Matche
 	}
 	// Each group is asked for the sets rewritten for its external labels
 	// (fanOut); a group none of them can match is not asked.
-	answers, warns, err := fanOut(ctx, q.f, &failedGroups{}, "exemplars", sets, func(ctx context.Context, g *discovery.Group, gsets [][]*labels.Matcher, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, q.f, &failedGroups{}, callExemplars, sets, func(ctx context.Context, g *discovery.Group, gsets [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		res, w, err := c.Exemplars(ctx, start, end, gsets)
 		return answer{g, res, w}, err
 	})

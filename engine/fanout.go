@@ -34,8 +34,8 @@ type Backends interface {
 
 // FanoutOptions configures the fan-out Queryable.
 type FanoutOptions struct {
-	LoadBalancing   string // discovery.RoundRobin or discovery.Random
-	PartialResponse string // discovery.PartialWarn or discovery.PartialAbort
+	LoadBalancing   discovery.BalanceMode
+	PartialResponse discovery.PartialMode
 	Remote          remote.Config
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer
@@ -228,19 +228,6 @@ func (f *Fanout) Probe(ctx context.Context, g *discovery.Group, r *discovery.Rep
 	return ext, nil
 }
 
-// CallObserver hears of every backend call made for a request: the group,
-// the replica's URL and the outcome (nil error: answered).
-type CallObserver func(group, backend string, err error)
-
-type callObserverKey struct{}
-
-// WithCallObserver makes the fan-out report each backend call of requests
-// run with the returned context (for request logs). It may be called from
-// several goroutines at once.
-func WithCallObserver(ctx context.Context, observe CallObserver) context.Context {
-	return context.WithValue(ctx, callObserverKey{}, observe)
-}
-
 type partialKey struct{}
 
 // WithPartialResponse overrides discovery.partial_response for one request
@@ -257,9 +244,9 @@ func PartialResponseScope(ctx context.Context) string {
 	case !ok:
 		return ""
 	case v:
-		return discovery.PartialWarn
+		return string(discovery.PartialWarn)
 	default:
-		return discovery.PartialAbort
+		return string(discovery.PartialAbort)
 	}
 }
 
@@ -385,16 +372,19 @@ type groupResult[T any] struct {
 // that did not. It fails when partial answers are not allowed, and also when
 // every group asked failed: an answer made of nothing is not a partial one.
 // Groups that failed earlier in the same query (failed) are not asked again.
-func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind string, sets [][]*labels.Matcher, fn func(context.Context, *discovery.Group, [][]*labels.Matcher, *remote.Client) (T, error)) ([]T, annotations.Annotations, error) {
+func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind callKind, sets [][]*labels.Matcher, fn func(context.Context, *discovery.Group, [][]*labels.Matcher, *remote.Client) (T, error)) ([]T, annotations.Annotations, error) {
 	groups := f.backends.Groups()
 	results := make([]groupResult[T], len(groups))
 	asked := make([]bool, len(groups))
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		skipped []string
+	)
 	for i, g := range groups {
 		gsets, ok, reason := g.RewriteMatchers(sets)
 		if !ok {
-			f.metrics.skipped.WithLabelValues("group_labels").Inc()
-			f.opts.Logger.Debug("group skipped", "group", g.Name, "reason", reason)
+			f.skipGroup(ctx, g.Name, SkipGroupLabels, reason)
+			skipped = append(skipped, g.Name+" ("+string(SkipGroupLabels)+")")
 			continue
 		}
 		asked[i] = true
@@ -439,6 +429,11 @@ func fanOut[T any](ctx context.Context, f *Fanout, failed *failedGroups, kind st
 		errs = append(errs, tenantSafe(ctx, r.err))
 	}
 	if len(errs) == 0 {
+		if len(groups) > 0 && len(skipped) == len(groups) {
+			var warns annotations.Annotations
+			warns.Add(&SkippedWarning{Kind: string(kind), Groups: skipped})
+			return out, warns, nil
+		}
 		return out, nil, nil
 	}
 	if !f.allowPartial(ctx) || len(out) == 0 {
@@ -496,11 +491,11 @@ func (e *RedactedError) Unwrap() error { return e.Err }
 // does, rather than "execution".
 // A query canceled for a reason of its own (a cost limit, see
 // remote.Budget) fails with that reason.
-func contextError(ctx context.Context, kind string) error {
+func contextError(ctx context.Context, kind callKind) error {
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
 		return cause
 	}
-	where := kind + " fan-out to backends"
+	where := string(kind) + " fan-out to backends"
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return promql.ErrQueryTimeout(where)
 	}
@@ -522,12 +517,12 @@ func joinErrors(errs []error) error {
 // callGroup tries the group's replicas in order until one answers. A replica
 // that fails is reported to discovery (passive health) and the next is tried,
 // within the same request.
-func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind string, fn func(context.Context, *remote.Client) (T, error)) (T, error) {
+func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind callKind, fn func(context.Context, *remote.Client) (T, error)) (T, error) {
 	var (
 		zero T
 		errs []error
 	)
-	ctx, span := tracing.StartSpan(ctx, "group "+kind, attribute.String("group", g.Name))
+	ctx, span := tracing.StartSpan(ctx, "group "+string(kind), attribute.String("group", g.Name))
 	defer span.End()
 	replicas := orderForContext(ctx, g.Name, g.Order(f.opts.LoadBalancing))
 	if len(replicas) == 0 {
@@ -546,7 +541,7 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 		// and never counts against the replica.
 		endCall, err := remote.AcquireCall(ctx)
 		if err != nil {
-			f.metrics.requests.WithLabelValues(g.Name, backend, kind, "canceled").Inc()
+			f.metrics.requests.WithLabelValues(g.Name, backend, string(kind), "canceled").Inc()
 			err = contextError(ctx, kind)
 			tracing.Fail(span, err)
 			return zero, err
@@ -558,28 +553,28 @@ func callGroup[T any](ctx context.Context, f *Fanout, g *discovery.Group, kind s
 			continue
 		}
 		start := time.Now()
-		callCtx, call := tracing.StartSpan(ctx, "replica "+kind, attribute.String("group", g.Name), attribute.String("replica", backend), attribute.Int("attempt", i+1))
+		callCtx, call := tracing.StartSpan(ctx, "replica "+string(kind), attribute.String("group", g.Name), attribute.String("replica", backend), attribute.Int("attempt", i+1))
 		v, err := fn(callCtx, c)
 		tracing.Fail(call, err)
 		call.End()
 		took := time.Since(start)
 		release()
 		endCall()
-		f.metrics.duration.WithLabelValues(kind).Observe(took.Seconds())
-		if observe, ok := ctx.Value(callObserverKey{}).(CallObserver); ok {
-			observe(g.Name, backend, err)
+		f.metrics.duration.WithLabelValues(string(kind)).Observe(took.Seconds())
+		if o := observerFrom(ctx); o != nil {
+			o.Called(g.Name, backend, err)
 		}
 		if err == nil {
-			f.metrics.requests.WithLabelValues(g.Name, backend, kind, "success").Inc()
+			f.metrics.requests.WithLabelValues(g.Name, backend, string(kind), "success").Inc()
 			f.backends.ObserveCall(r, nil, took)
 			return v, nil
 		}
 		if ctx.Err() != nil {
 			// The client went away or the query timed out: not the replica's fault.
-			f.metrics.requests.WithLabelValues(g.Name, backend, kind, "canceled").Inc()
+			f.metrics.requests.WithLabelValues(g.Name, backend, string(kind), "canceled").Inc()
 			return zero, err
 		}
-		f.metrics.requests.WithLabelValues(g.Name, backend, kind, "error").Inc()
+		f.metrics.requests.WithLabelValues(g.Name, backend, string(kind), "error").Inc()
 		if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Type == "bad_data" {
 			// Every replica would refuse the same request.
 			return zero, err

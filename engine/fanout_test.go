@@ -35,7 +35,7 @@ func (b *fakeBackends) ObserveCall(r *discovery.Replica, err error, _ time.Durat
 	}
 }
 
-func newTestFanout(t *testing.T, partial string, groups ...discovery.StaticGroup) (*Fanout, *fakeBackends) {
+func newTestFanout(t *testing.T, partial discovery.PartialMode, groups ...discovery.StaticGroup) (*Fanout, *fakeBackends) {
 	t.Helper()
 	b := &fakeBackends{groups: discovery.StaticGroups(groups), failed: map[string]int{}}
 	f, err := NewFanout(b, FanoutOptions{PartialResponse: partial, Remote: remote.DefaultConfig()})

@@ -17,12 +17,11 @@ import (
 // re-checked (a name or value says nothing of the series it came from), and
 // one that ignores match[] there would hand out every other tenant's label
 // values; its series endpoint answers label sets, which can be checked.
-func (q *querier) labelsFromSeries(ctx context.Context, kind string, ms []*labels.Matcher, pick func(labels.Labels, func(string))) ([]string, annotations.Annotations, error) {
+func (q *querier) labelsFromSeries(ctx context.Context, kind callKind, ms []*labels.Matcher, pick func(labels.Labels, func(string))) ([]string, annotations.Annotations, error) {
 	policy := tenancy.FromContext(ctx)
 	sets := MatcherSets(policy, ms)
 	if len(sets) == 0 {
-		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
-		return []string{}, nil, nil
+		return []string{}, q.f.skipAll(ctx, kind, SkipTenantRules), nil
 	}
 	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (labelAnswer, error) {
 		lsets, w, err := c.Series(ctx, q.mint, q.maxt, sets)

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/util/annotations"
 
@@ -22,10 +23,10 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	if metric != "" {
 		// metric names a family; its series may carry suffixed names
 		// (a histogram has no series named after the family itself).
-		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, regexp.QuoteMeta(metric)+familySuffixes)}
+		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, regexp.QuoteMeta(metric)+familySuffixes)}
 	}
 	failed := &failedGroups{}
-	answers, warns, err := fanOut(ctx, f, failed, "metadata", nil, func(ctx context.Context, _ *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (map[string][]remote.Metadata, error) {
+	answers, warns, err := fanOut(ctx, f, failed, callMetadata, nil, func(ctx context.Context, _ *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (map[string][]remote.Metadata, error) {
 		md, _, err := c.Metadata(ctx, metric, 0, limitPerMetric)
 		return md, err
 	})
@@ -35,7 +36,7 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	var visible map[string]bool
 	if p := tenancy.FromContext(ctx); !p.Unrestricted() {
 		q := &querier{f: f, mint: math.MinInt64, maxt: math.MaxInt64, failed: failed}
-		names, w, err := q.LabelValues(ctx, labels.MetricName, nil, ms...)
+		names, w, err := q.LabelValues(ctx, model.MetricNameLabel, nil, ms...)
 		if err != nil {
 			return nil, nil, err
 		}

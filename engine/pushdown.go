@@ -128,7 +128,7 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 				continue
 			}
 			// What the query would be refused for at its execution.
-			v, err := callGroup(ctx, p.fanout, g, "version", func(ctx context.Context, c *remote.Client) (string, error) { return c.Version(ctx) })
+			v, err := callGroup(ctx, p.fanout, g, callVersion, func(ctx context.Context, c *remote.Client) (string, error) { return c.Version(ctx) })
 			switch {
 			case err != nil:
 				f.Queries[i].Refused = "its release could not be read: " + tenantSafe(ctx, err).Error()
@@ -328,7 +328,7 @@ func groupJobs(pl *plan.Plan, r evalRange, lookback time.Duration) ([]*groupJob,
 			if spans == nil {
 				var err error
 				if spans, err = selectorSpans(gq.Query, r, lookback); err != nil {
-					return nil, fmt.Errorf("%w: fragment %s: %v", errNotExact, f.ID, err)
+					return nil, fmt.Errorf("%w: fragment %s: %w", errNotExact, f.ID, err)
 				}
 			}
 			j := byGroup[gq.Group.Name]
@@ -378,6 +378,14 @@ func groupJobs(pl *plan.Plan, r evalRange, lookback time.Duration) ([]*groupJob,
 func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
 	pl := cp.plan
 	byName := p.groupsByName()
+	for _, f := range pl.Fragments {
+		for _, gq := range f.Queries {
+			if gq.Skipped != "" {
+				// The tenant's rules meet the group's labels nowhere.
+				p.fanout.skipGroup(ctx, gq.Group.Name, SkipTenantRules, gq.Skipped)
+			}
+		}
+	}
 	jobs, err := groupJobs(pl, r, lookback)
 	if err != nil {
 		return nil, err
@@ -409,7 +417,7 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 			}
 			ctx, span := tracing.StartSpan(ctx, "push-down group", attribute.String("group", g.Name), attribute.StringSlice("fragments", ids))
 			defer span.End()
-			a, err := callGroup(ctx, p.fanout, g, "query", func(ctx context.Context, c *remote.Client) (answer, error) {
+			a, err := callGroup(ctx, p.fanout, g, callQuery, func(ctx context.Context, c *remote.Client) (answer, error) {
 				refuse := func(format string, args ...any) (answer, error) {
 					return answer{refused: fmt.Errorf("%w: group %s "+format, append([]any{errNotExact, g.Name}, args...)...)}, nil
 				}

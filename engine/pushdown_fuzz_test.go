@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/cortexproject/promqlsmith"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
@@ -59,7 +60,7 @@ func TestPushDownFuzz(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		h.dump = f
 	}
 	if os.Getenv("PUSHDOWN_FUZZ_WHY") == "1" {
@@ -524,7 +525,7 @@ func newPushDownFuzzHarness(t *testing.T, seed uint64) *pushDownFuzzHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".+"))
 	var got []labels.Labels
 	for ss.Next() {
 		got = append(got, ss.At().Labels())
@@ -656,7 +657,7 @@ func (h *pushDownFuzzHarness) generate(i uint64) (q string, ok bool) {
 		return "", false
 	}
 	agg := &parser.AggregateExpr{Op: pushDownFuzzAggrs[rnd.Intn(len(pushDownFuzzAggrs))], Expr: inner, Without: rnd.Intn(3) == 0}
-	for _, l := range []string{"cluster", "job", "instance", "namespace", "env", "le", labels.MetricName} {
+	for _, l := range []string{"cluster", "job", "instance", "namespace", "env", "le", model.MetricNameLabel} {
 		if rnd.Intn(3) == 0 {
 			agg.Grouping = append(agg.Grouping, l)
 		}
@@ -1107,7 +1108,7 @@ func (h *pushDownFuzzHarness) flush() {
 	}
 	h.st.divQueries++
 	if h.dump != nil {
-		fmt.Fprintf(h.dump, "%s\t%s\t%s\t%s\t%s\n", divs[0].c.q, divs[0].c.mode, divs[0].c.tenant.name, fmtRange(divs[0].c.r), divs[0].diff)
+		_, _ = fmt.Fprintf(h.dump, "%s\t%s\t%s\t%s\t%s\n", divs[0].c.q, divs[0].c.mode, divs[0].c.tenant.name, fmtRange(divs[0].c.r), divs[0].diff)
 	}
 	if h.shownDiv >= pushDownFuzzShown && !h.verbose {
 		return

@@ -106,7 +106,7 @@ func (q *reEvaluatedQuery) Exec(ctx context.Context) *promql.Result {
 		}
 		q.next = next
 		q.r.again.Inc()
-		attrs := []any{"query", q.Query.String(), "err", res.Err}
+		attrs := []any{"query", q.String(), "err", res.Err}
 		if se != nil {
 			attrs = append(attrs, "group", se.Group, "backend", se.Replica)
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/util/annotations"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
@@ -55,7 +56,7 @@ func AlertVisible(p *tenancy.Policy, a *v1.Alert) bool {
 
 func alertSeries(a *v1.Alert) labels.Labels {
 	b := labels.NewBuilder(a.Labels)
-	b.Set(labels.MetricName, "ALERTS")
+	b.Set(model.MetricNameLabel, "ALERTS")
 	b.Set("alertstate", a.State)
 	return b.Labels()
 }
@@ -71,11 +72,11 @@ func RuleVisible(p *tenancy.Policy, r v1.Rule) bool {
 	switch r := r.(type) {
 	case *v1.RecordingRule:
 		b := labels.NewBuilder(r.Labels)
-		b.Set(labels.MetricName, r.Name)
+		b.Set(model.MetricNameLabel, r.Name)
 		return p.Matches(b.Labels())
 	case *v1.AlertingRule:
 		b := labels.NewBuilder(r.Labels)
-		b.Set(labels.MetricName, "ALERTS")
+		b.Set(model.MetricNameLabel, "ALERTS")
 		b.Set("alertname", r.Name)
 		if p.Matches(b.Labels()) {
 			return true
@@ -94,7 +95,7 @@ func (f *Fanout) Rules(ctx context.Context, flt RulesFilter) (*v1.RuleDiscovery,
 		groups []*v1.RuleGroup
 		warns  remote.Warnings
 	}
-	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "rules", nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, f, &failedGroups{}, callRules, nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		gs, w, err := c.Rules(ctx)
 		return answer{g, gs, w}, err
 	})
@@ -279,7 +280,7 @@ func (f *Fanout) Alerts(ctx context.Context) (*v1.AlertDiscovery, annotations.An
 		alerts []*v1.Alert
 		warns  remote.Warnings
 	}
-	answers, warns, err := fanOut(ctx, f, &failedGroups{}, "alerts", nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
+	answers, warns, err := fanOut(ctx, f, &failedGroups{}, callAlerts, nil, func(ctx context.Context, g *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (answer, error) {
 		as, w, err := c.Alerts(ctx)
 		return answer{g, as, w}, err
 	})

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -87,7 +88,7 @@ func TestPaginate(t *testing.T) {
 	if err != nil || len(res.RuleGroups) != 1 || res.RuleGroups[0].File != "b" || res.GroupNextToken != "" {
 		t.Fatalf("second page: %+v %v", res, err)
 	}
-	if _, err := paginate(groups, 2, "bogus"); err != ErrBadNextToken {
+	if _, err := paginate(groups, 2, "bogus"); !errors.Is(err, ErrBadNextToken) {
 		t.Fatalf("bad token: %v", err)
 	}
 }

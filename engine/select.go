@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -45,8 +46,11 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	policy := tenancy.FromContext(ctx)
 	sets := MatcherSets(policy, ms)
 	if len(sets) == 0 {
-		q.f.metrics.skipped.WithLabelValues("tenant_rules").Inc()
-		return storage.EmptySeriesSet()
+		kind := callRead
+		if hints != nil && hints.Func == "series" {
+			kind = callSeries
+		}
+		return &policySeriesSet{SeriesSet: storage.EmptySeriesSet(), policy: policy, warns: q.f.skipAll(ctx, kind, SkipTenantRules)}
 	}
 
 	var (
@@ -62,7 +66,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			warns remote.Warnings
 		}
 		var answers []answer
-		answers, warns, err = fanOut(ctx, q.f, q.failed, "series", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
+		answers, warns, err = fanOut(ctx, q.f, q.failed, callSeries, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
 			lsets, w, err := c.Series(ctx, mint, maxt, sets)
 			return answer{applyToLabelSets(g, lsets), w}, err
 		})
@@ -74,7 +78,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 		}
 	} else {
 		return q.lazy(readKey(mint, maxt, hints, ms), func(buffered bool) storage.SeriesSet {
-			parts, warns, err := fanOut(ctx, q.f, q.failed, "read", sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
+			parts, warns, err := fanOut(ctx, q.f, q.failed, callRead, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (storage.SeriesSet, error) {
 				ss, err := c.Read(ctx, mint, maxt, hints, sets)
 				if err != nil {
 					return nil, err
@@ -179,9 +183,9 @@ func (s *policySeriesSet) Warnings() annotations.Annotations {
 // series; replica labels are on none.
 func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
-		return q.labelsFromSeries(ctx, "labels", ms, namesOf)
+		return q.labelsFromSeries(ctx, callLabels, ms, namesOf)
 	}
-	return q.labelCall(ctx, "labels", ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+	return q.labelCall(ctx, callLabels, ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		names, w, err := c.LabelNames(ctx, q.mint, q.maxt, sets, hintLimit(hints))
 		if err != nil || len(names) == 0 {
 			return names, w, err
@@ -197,9 +201,9 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 // some matching series lacks the label (as remote read would show it).
 func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
-		return q.labelsFromSeries(ctx, "label_values", ms, valuesOf(name))
+		return q.labelsFromSeries(ctx, callLabelValues, ms, valuesOf(name))
 	}
-	return q.labelCall(ctx, "label_values", ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+	return q.labelCall(ctx, callLabelValues, ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		if g.IsReplicaLabel(name) {
 			return nil, nil, nil
 		}
@@ -210,7 +214,7 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 		}
 		// One name tells whether such a series exists; the warning that the
 		// answer was cut to it is about this probe, not the request.
-		names, _, err := c.LabelValues(ctx, labels.MetricName, q.mint, q.maxt, withoutLabel(sets, name), 1)
+		names, _, err := c.LabelValues(ctx, model.MetricNameLabel, q.mint, q.maxt, withoutLabel(sets, name), 1)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -225,7 +229,7 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 // (nil sets: all series).
 func withoutLabel(sets [][]*labels.Matcher, name string) [][]*labels.Matcher {
 	absent := labels.MustNewMatcher(labels.MatchEqual, name, "")
-	anyName := labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")
+	anyName := labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".+")
 	if len(sets) == 0 {
 		return [][]*labels.Matcher{{absent, anyName}}
 	}
@@ -248,13 +252,13 @@ func hintLimit(h *storage.LabelHints) int {
 
 // labelCall fans a label-names or label-values call out with one match[] per
 // allowed matcher set, and merges the sorted, de-duplicated answers.
-func (q *querier) labelCall(ctx context.Context, kind string, ms []*labels.Matcher, call func(context.Context, *discovery.Group, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
+func (q *querier) labelCall(ctx context.Context, kind callKind, ms []*labels.Matcher, call func(context.Context, *discovery.Group, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
 	policy := tenancy.FromContext(ctx)
 	var sets [][]*labels.Matcher
 	if len(ms) > 0 || !policy.Unrestricted() {
 		sets = MatcherSets(policy, ms)
 		if len(sets) == 0 {
-			return []string{}, nil, nil
+			return []string{}, q.f.skipAll(ctx, kind, SkipTenantRules), nil
 		}
 	}
 	answers, warns, err := fanOut(ctx, q.f, q.failed, kind, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (labelAnswer, error) {

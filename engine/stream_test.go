@@ -98,7 +98,7 @@ func selectLoad(ctx context.Context, t *testing.T, f *Fanout) ([]string, error) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
+	defer func() { _ = q.Close() }()
 	return drainLines(q.Select(ctx, false, &storage.SelectHints{Start: mint, End: maxt}, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")))
 }
 
@@ -182,7 +182,7 @@ func TestStreamedSelectIsLazy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer q.Close()
+			defer func() { _ = q.Close() }()
 			var sets []storage.SeriesSet
 			for _, i := range []string{"0.", "1.", "2."} {
 				sets = append(sets, q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "load"), labels.MustNewMatcher(labels.MatchRegexp, "i", i)))

@@ -24,7 +24,7 @@ import (
 
 // errorType for requests refused for load, as Mimir answers them (429);
 // clients such as Grafana retry them after Retry-After.
-const errorTooManyRequests = "too_many_requests"
+const errorTooManyRequests errorType = "too_many_requests"
 
 // admit runs each API request under its tenant's limits: it refuses too
 // many match[] before anything is sent to a backend, waits for a slot of
@@ -57,7 +57,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 				c.Response().Header().Set("Retry-After", admission.RetryAfterSeconds(qe.RetryAfter))
 				return apiError(http.StatusTooManyRequests, errorTooManyRequests, qe.Msg)
 			}
-			return apiError(499, "canceled", err.Error())
+			return apiError(499, errorCanceled, err.Error())
 		}
 		defer release()
 		s.metrics.inflight.Inc()
@@ -85,7 +85,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 			tracing.Fail(yield, err)
 			yield.End()
 			if err != nil {
-				return apiError(499, "canceled", err.Error())
+				return apiError(499, errorCanceled, err.Error())
 			}
 		}
 
@@ -148,7 +148,7 @@ func (s *Server) countLimit(c echo.Context, label string, err error) {
 
 func (s *Server) limitError(c echo.Context, label string, err error) error {
 	s.countLimit(c, label, err)
-	return apiError(http.StatusUnprocessableEntity, "execution", err.Error())
+	return apiError(http.StatusUnprocessableEntity, errorExec, err.Error())
 }
 
 type budgetKey struct{}

@@ -224,13 +224,13 @@ func (s *Server) authError(c echo.Context, err error) error {
 	switch {
 	case errors.Is(err, authn.ErrAmbiguous), errors.Is(err, authn.ErrBadNamespaces):
 		s.metrics.authFailures.WithLabelValues("ambiguous").Inc()
-		return apiError(http.StatusBadRequest, "bad_data", msg)
+		return apiError(http.StatusBadRequest, errorBadData, msg)
 	case errors.Is(err, authn.ErrUnavailable):
 		s.metrics.authFailures.WithLabelValues("unavailable").Inc()
-		return apiError(http.StatusServiceUnavailable, "unavailable", msg)
+		return apiError(http.StatusServiceUnavailable, errorUnavailable, msg)
 	case errors.Is(err, authn.ErrForbidden):
 		s.metrics.authFailures.WithLabelValues("forbidden").Inc()
-		return apiError(http.StatusForbidden, "forbidden", strings.TrimPrefix(msg, authn.ErrForbidden.Error()+": "))
+		return apiError(http.StatusForbidden, errorForbidden, strings.TrimPrefix(msg, authn.ErrForbidden.Error()+": "))
 	}
 	return s.unauthorized(c, err, msg)
 }
@@ -241,13 +241,13 @@ func (s *Server) unauthorized(c echo.Context, err error, msg string) error {
 	challenge := s.opts.Identify.Challenge()
 	if errors.Is(err, authn.ErrNoCredentials) {
 		s.metrics.authFailures.WithLabelValues("missing").Inc()
-		return &promError{Code: http.StatusUnauthorized, Type: "unauthorized", Msg: "authentication required: " + msg, Challenge: challenge}
+		return &promError{Code: http.StatusUnauthorized, Type: errorUnauthorized, Msg: "authentication required: " + msg, Challenge: challenge}
 	}
 	s.metrics.authFailures.WithLabelValues("invalid").Inc()
 	if strings.HasPrefix(challenge, "Bearer ") {
 		challenge += `, error="invalid_token"`
 	}
-	return &promError{Code: http.StatusUnauthorized, Type: "unauthorized", Msg: "authentication failed: " + msg, Challenge: challenge}
+	return &promError{Code: http.StatusUnauthorized, Type: errorUnauthorized, Msg: "authentication failed: " + msg, Challenge: challenge}
 }
 
 // requireAdmin lets only admin namespaces reach management endpoints when a
@@ -259,7 +259,7 @@ func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		if p := tenancy.FromContext(c.Request().Context()); p == nil || !p.Admin {
-			return apiError(http.StatusForbidden, "forbidden", "only admin namespaces may read this endpoint")
+			return apiError(http.StatusForbidden, errorForbidden, "only admin namespaces may read this endpoint")
 		}
 		return next(c)
 	}

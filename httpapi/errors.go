@@ -7,10 +7,32 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
+// errorType is the "errorType" of an error answer: Prometheus' v1 API set,
+// plus the few kinds of refusal the proxy adds in front of it.
+type errorType string
+
+// Prometheus' own (web/api/v1), so clients branch on them as they do there.
+const (
+	errorBadData       errorType = "bad_data"
+	errorExec          errorType = "execution"
+	errorTimeout       errorType = "timeout"
+	errorCanceled      errorType = "canceled"
+	errorInternal      errorType = "internal"
+	errorUnavailable   errorType = "unavailable"
+	errorNotFound      errorType = "not_found"
+	errorNotAcceptable errorType = "not_acceptable"
+)
+
+// The proxy's own refusals, before any query runs.
+const (
+	errorUnauthorized errorType = "unauthorized"
+	errorForbidden    errorType = "forbidden"
+)
+
 // promError is an error answered in Prometheus' JSON error format.
 type promError struct {
 	Code int
-	Type string
+	Type errorType
 	Msg  string
 	// Challenge is the WWW-Authenticate value of a 401; empty: the identifier's.
 	Challenge string
@@ -18,12 +40,14 @@ type promError struct {
 
 func (e *promError) Error() string { return e.Msg }
 
-func apiError(code int, typ, msg string) error { return &promError{Code: code, Type: typ, Msg: msg} }
+func apiError(code int, typ errorType, msg string) error {
+	return &promError{Code: code, Type: typ, Msg: msg}
+}
 
 type errorBody struct {
-	Status    string `json:"status"`
-	ErrorType string `json:"errorType"`
-	Error     string `json:"error"`
+	Status    string    `json:"status"`
+	ErrorType errorType `json:"errorType"`
+	Error     string    `json:"error"`
 }
 
 // handleError answers every error, including echo's own 404 and 405, in
@@ -37,14 +61,14 @@ func (s *Server) handleError(err error, c echo.Context) {
 		he := (*echo.HTTPError)(nil)
 		switch {
 		case errors.As(err, &he) && he.Code == http.StatusNotFound:
-			pe = &promError{Code: http.StatusNotFound, Type: "not_found", Msg: "not found: " + c.Request().URL.Path}
+			pe = &promError{Code: http.StatusNotFound, Type: errorNotFound, Msg: "not found: " + c.Request().URL.Path}
 		case errors.As(err, &he) && he.Code == http.StatusMethodNotAllowed:
-			pe = &promError{Code: http.StatusMethodNotAllowed, Type: "bad_data", Msg: "method not allowed"}
+			pe = &promError{Code: http.StatusMethodNotAllowed, Type: errorBadData, Msg: "method not allowed"}
 		case errors.As(err, &he):
-			pe = &promError{Code: he.Code, Type: "internal", Msg: http.StatusText(he.Code)}
+			pe = &promError{Code: he.Code, Type: errorInternal, Msg: http.StatusText(he.Code)}
 		default:
 			s.opts.Logger.Error("request failed", "path", c.Request().URL.Path, "err", err)
-			pe = &promError{Code: http.StatusInternalServerError, Type: "internal", Msg: err.Error()}
+			pe = &promError{Code: http.StatusInternalServerError, Type: errorInternal, Msg: err.Error()}
 		}
 	}
 	if pe.Code == http.StatusUnauthorized {

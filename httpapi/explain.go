@@ -22,7 +22,7 @@ func (s *Server) explainOr(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		text, err := s.opts.Explain.ExplainQuery(c.Request().Context(), c.FormValue("query"))
 		if err != nil {
-			return apiError(http.StatusBadRequest, "bad_data", err.Error())
+			return apiError(http.StatusBadRequest, errorBadData, err.Error())
 		}
 		return c.JSON(http.StatusOK, map[string]any{"status": "success", "data": map[string]string{"explain": text}})
 	}

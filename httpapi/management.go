@@ -117,9 +117,9 @@ func (s *Server) metadata(c echo.Context) error {
 	md, warns, err := s.opts.Fanout.Metadata(c.Request().Context(), form.Get("metric"), limit, perMetric)
 	if err != nil {
 		if ue := (*engine.UnavailableError)(nil); errors.As(err, &ue) {
-			return apiError(http.StatusServiceUnavailable, "unavailable", err.Error())
+			return apiError(http.StatusServiceUnavailable, errorUnavailable, err.Error())
 		}
-		return apiError(422, "execution", err.Error())
+		return apiError(422, errorExec, err.Error())
 	}
 	return success(c, md, warns)
 }
@@ -130,7 +130,7 @@ func intParam(v, name string) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return 0, apiError(http.StatusBadRequest, "bad_data", "invalid parameter \""+name+"\": "+err.Error())
+		return 0, apiError(http.StatusBadRequest, errorBadData, "invalid parameter \""+name+"\": "+err.Error())
 	}
 	return n, nil
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
@@ -121,7 +121,7 @@ func (s *Server) tenantStatus(c echo.Context) error {
 	if err != nil {
 		return fanoutError(err)
 	}
-	names, warns, err := q.LabelValues(ctx, labels.MetricName, &storage.LabelHints{Limit: maxMetricNames + 1})
+	names, warns, err := q.LabelValues(ctx, model.MetricNameLabel, &storage.LabelHints{Limit: maxMetricNames + 1})
 	if err != nil {
 		return fanoutError(err)
 	}

@@ -1,10 +1,11 @@
 package httpapi
 
 import (
-	"github.com/grafana/regexp"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/grafana/regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/route"

@@ -27,36 +27,36 @@ func (s *Server) rules(c echo.Context) error {
 		NextToken:  form.Get("group_next_token"),
 	}
 	if flt.Type != "" && flt.Type != "alert" && flt.Type != "record" {
-		return apiError(http.StatusBadRequest, "bad_data", fmt.Sprintf("invalid parameter \"type\": not supported value %q", flt.Type))
+		return apiError(http.StatusBadRequest, errorBadData, fmt.Sprintf("invalid parameter \"type\": not supported value %q", flt.Type))
 	}
 	if v := form.Get("exclude_alerts"); v != "" {
 		b, err := strconv.ParseBool(strings.ToLower(v))
 		if err != nil {
-			return apiError(http.StatusBadRequest, "bad_data", "invalid parameter \"exclude_alerts\": "+err.Error())
+			return apiError(http.StatusBadRequest, errorBadData, "invalid parameter \"exclude_alerts\": "+err.Error())
 		}
 		flt.ExcludeAlerts = b
 	}
 	if v := form.Get("group_limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
-			return apiError(http.StatusBadRequest, "bad_data", "invalid parameter \"group_limit\": group_limit needs to be greater than 0")
+			return apiError(http.StatusBadRequest, errorBadData, "invalid parameter \"group_limit\": group_limit needs to be greater than 0")
 		}
 		flt.GroupLimit = n
 	} else if flt.NextToken != "" {
-		return apiError(http.StatusBadRequest, "bad_data", "invalid parameter \"group_next_token\": group_limit needs to be present in order to paginate over the groups")
+		return apiError(http.StatusBadRequest, errorBadData, "invalid parameter \"group_next_token\": group_limit needs to be present in order to paginate over the groups")
 	}
 	p := engine.Parser()
 	for _, m := range form["match[]"] {
 		ms, err := p.ParseMetricSelector(m)
 		if err != nil {
-			return apiError(http.StatusBadRequest, "bad_data", fmt.Sprintf("invalid parameter \"match[]\": %v", err))
+			return apiError(http.StatusBadRequest, errorBadData, fmt.Sprintf("invalid parameter \"match[]\": %v", err))
 		}
 		flt.Match = append(flt.Match, ms)
 	}
 	res, warns, err := s.opts.Fanout.Rules(c.Request().Context(), flt)
 	if err != nil {
 		if errors.Is(err, engine.ErrBadNextToken) {
-			return apiError(http.StatusBadRequest, "bad_data", "invalid parameter \"group_next_token\": "+err.Error())
+			return apiError(http.StatusBadRequest, errorBadData, "invalid parameter \"group_next_token\": "+err.Error())
 		}
 		return fanoutError(err)
 	}
@@ -75,9 +75,9 @@ func (s *Server) alerts(c echo.Context) error {
 
 func fanoutError(err error) error {
 	if ue := (*engine.UnavailableError)(nil); errors.As(err, &ue) {
-		return apiError(http.StatusServiceUnavailable, "unavailable", err.Error())
+		return apiError(http.StatusServiceUnavailable, errorUnavailable, err.Error())
 	}
-	return apiError(422, "execution", err.Error())
+	return apiError(422, errorExec, err.Error())
 }
 
 // promSuccess writes data with Prometheus' own JSON codec, so times and
@@ -86,7 +86,7 @@ func promSuccess(c echo.Context, data any, warns annotations.Annotations) error 
 	w, i := warns.AsStrings("", 10, 10)
 	b, err := v1.JSONCodec{}.Encode(&v1.Response{Status: "success", Data: data, Warnings: w, Infos: i})
 	if err != nil {
-		return apiError(http.StatusInternalServerError, "internal", "encoding answer: "+err.Error())
+		return apiError(http.StatusInternalServerError, errorInternal, "encoding answer: "+err.Error())
 	}
 	c.Response().Header().Set(echo.HeaderContentType, "application/json")
 	c.Response().WriteHeader(http.StatusOK)

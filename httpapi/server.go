@@ -6,17 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/grafana/regexp"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/grafana/regexp"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -221,7 +220,7 @@ func (s *Server) routes() *echo.Echo {
 var otherMethods = []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}
 
 func methodNotAllowed(echo.Context) error {
-	return apiError(http.StatusMethodNotAllowed, "bad_data", "method not allowed")
+	return apiError(http.StatusMethodNotAllowed, errorBadData, "method not allowed")
 }
 
 func (s *Server) metricsHandler() echo.HandlerFunc {
@@ -366,21 +365,8 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		ctx, span := s.startRequestSpan(c, endpoint)
 		defer span.End()
 		ctx, reads := withReadStats(ctx)
-		var (
-			targetsMu sync.Mutex
-			targets   []string
-		)
-		ctx = engine.WithCallObserver(ctx, func(group, backend string, err error) {
-			t := group + "=" + backend
-			if err != nil {
-				t += " (failed)"
-			}
-			targetsMu.Lock()
-			if !slices.Contains(targets, t) {
-				targets = append(targets, t)
-			}
-			targetsMu.Unlock()
-		})
+		groups := &requestGroups{}
+		ctx = engine.WithObserver(ctx, groups)
 		c.SetRequest(c.Request().WithContext(ctx))
 		err := next(c)
 		if err != nil {
@@ -430,9 +416,8 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			if strings.HasPrefix(endpoint, "/api/v1/") {
 				attrs = append(attrs, "series", reads.series.Load(), "samples", reads.samples.Load())
-				targetsMu.Lock()
-				attrs = append(attrs, "target", slices.Clone(targets))
-				targetsMu.Unlock()
+				targets, called := groups.snapshot()
+				attrs = append(attrs, "target", targets, "groups", called)
 			}
 			s.opts.Logger.InfoContext(ctx, "request", attrs...)
 		}
@@ -465,11 +450,11 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) (err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
+				if err, ok := r.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(r)
 				}
 				s.opts.Logger.Error("panic serving request", "path", c.Request().URL.Path, "panic", fmt.Sprint(r))
-				err = apiError(http.StatusInternalServerError, "internal", "internal error")
+				err = apiError(http.StatusInternalServerError, errorInternal, "internal error")
 			}
 		}()
 		return next(c)
@@ -484,9 +469,9 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 		// later middleware can read parameters.
 		if err := r.ParseForm(); err != nil {
 			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-				return apiError(http.StatusRequestEntityTooLarge, "bad_data", fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+				return apiError(http.StatusRequestEntityTooLarge, errorBadData, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
 			}
-			return apiError(http.StatusBadRequest, "bad_data", "invalid form: "+err.Error())
+			return apiError(http.StatusBadRequest, errorBadData, "invalid form: "+err.Error())
 		}
 		return next(c)
 	}
@@ -501,7 +486,7 @@ func (s *Server) partialResponse(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		allow, err := strconv.ParseBool(v)
 		if err != nil {
-			return apiError(http.StatusBadRequest, "bad_data", fmt.Sprintf("invalid parameter \"partial_response\": %q is not a boolean", v))
+			return apiError(http.StatusBadRequest, errorBadData, fmt.Sprintf("invalid parameter \"partial_response\": %q is not a boolean", v))
 		}
 		r := c.Request()
 		c.SetRequest(r.WithContext(engine.WithPartialResponse(r.Context(), allow)))

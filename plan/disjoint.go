@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -139,7 +140,7 @@ func (pl *Planner) probe(q string, g Group, label string, sensitive []string) ([
 
 func selectsNothing(ms []*labels.Matcher) bool {
 	for _, m := range ms {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual && m.Value == "" {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual && m.Value == "" {
 			return true
 		}
 	}

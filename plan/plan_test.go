@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -490,7 +491,7 @@ func TestRuleOnGroupLabelKeptForStoredValues(t *testing.T) {
 // rules in every pushed selector are what filters.
 func TestRecheckable(t *testing.T) {
 	ns := &tenancy.Policy{Rules: []tenancy.Rule{{Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "namespace", "a")}}}}
-	named := &tenancy.Policy{Rules: []tenancy.Rule{{Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "x")}}}}
+	named := &tenancy.Policy{Rules: []tenancy.Rule{{Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, "x")}}}}
 	for _, tc := range []struct {
 		q      string
 		policy *tenancy.Policy

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -222,7 +223,7 @@ func outerGrouping(agg *parser.AggregateExpr) []string {
 // Each group answers mean and count in one query, told apart by PartLabel,
 // so a group is asked (and probed) once.
 func (w *walker) pushAvg(agg *parser.AggregateExpr) (parser.Expr, bool) {
-	if !agg.Without && slices.Contains(agg.Grouping, labels.MetricName) {
+	if !agg.Without && slices.Contains(agg.Grouping, model.MetricNameLabel) {
 		// The combination multiplies and divides, which drops the name.
 		w.decide(agg, false, "avg by the metric name: combining the groups' means would drop it")
 		return agg, false

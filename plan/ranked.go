@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -30,7 +31,7 @@ type Ranked struct {
 func (r *Ranked) Key(ls labels.Labels) string {
 	b := labels.NewBuilder(ls)
 	if r.Without {
-		b.Del(append(slices.Clone(r.Grouping), labels.MetricName)...)
+		b.Del(append(slices.Clone(r.Grouping), model.MetricNameLabel)...)
 	} else {
 		b.Keep(r.Grouping...)
 	}

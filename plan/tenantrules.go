@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -28,7 +29,7 @@ func recheckable(n parser.Expr, policy *tenancy.Policy) bool {
 	}
 	for _, r := range policy.Rules {
 		for _, m := range r.Matchers {
-			if m.Name == labels.MetricName || !keepsName(n, m.Name) || writesLabel(n, m.Name) {
+			if m.Name == model.MetricNameLabel || !keepsName(n, m.Name) || writesLabel(n, m.Name) {
 				return false
 			}
 		}
@@ -105,7 +106,7 @@ func (pl *Planner) groupQuery(pushed parser.Expr, g Group, groupLabels []string,
 		case len(fit) == 0:
 			// No rule lets this selector see anything: select nothing.
 			// The empty-name matcher keeps the selector valid and empty.
-			vs.LabelMatchers = append(own, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"), labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, ""))
+			vs.LabelMatchers = append(own, labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".+"), labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, ""))
 			vs.Name = ""
 		case len(fit) == 1:
 			*vs = *withRule(vs, own, fit[0])
@@ -142,7 +143,7 @@ func withRule(vs *parser.VectorSelector, own, rule []*labels.Matcher) *parser.Ve
 			continue
 		}
 		out.LabelMatchers = append(out.LabelMatchers, m)
-		if m.Name == labels.MetricName {
+		if m.Name == model.MetricNameLabel {
 			// x{__name__=~"x|y"} does not parse: all in braces.
 			out.Name = ""
 		}
@@ -152,7 +153,7 @@ func withRule(vs *parser.VectorSelector, own, rule []*labels.Matcher) *parser.Ve
 
 func namesOneMetric(ms []*labels.Matcher) bool {
 	return slices.ContainsFunc(ms, func(m *labels.Matcher) bool {
-		return m.Name == labels.MetricName && m.Type == labels.MatchEqual && m.Value != ""
+		return m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual && m.Value != ""
 	})
 }
 

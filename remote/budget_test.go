@@ -53,7 +53,7 @@ func TestSampledAnswerChargedAtItsDecodedSize(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		_, err = io.ReadAll(resp.Body)
 		return b, err
 	}

@@ -459,7 +459,7 @@ func (c *Client) ExternalLabels(ctx context.Context) (labels.Labels, error) {
 		} `yaml:"global"`
 	}
 	if err := yaml.Unmarshal([]byte(data.YAML), &cfg); err != nil {
-		return labels.EmptyLabels(), fmt.Errorf("backend %s: /api/v1/status/config: %w: %v", c.URL(), ErrBadResponse, err)
+		return labels.EmptyLabels(), fmt.Errorf("backend %s: /api/v1/status/config: %w: %w", c.URL(), ErrBadResponse, err)
 	}
 	return labels.FromMap(cfg.Global.ExternalLabels), nil
 }
@@ -476,7 +476,7 @@ func (c *Client) Ready(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("backend %s: readiness probe: %w", c.URL(), err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("backend %s: readiness probe: HTTP %s", c.URL(), resp.Status)
@@ -547,7 +547,7 @@ func (c *Client) do(req *http.Request, path string, into any) (Warnings, error) 
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %s: %w", c.URL(), path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %s: reading answer: %w", c.URL(), path, err)
@@ -563,7 +563,7 @@ func (c *Client) do(req *http.Request, path string, into any) (Warnings, error) 
 		return nil, &APIError{Backend: c.URL(), Path: path, Code: resp.StatusCode, Type: env.ErrorType, Msg: env.Error}
 	}
 	if err := json.Unmarshal(env.Data, into); err != nil {
-		return nil, fmt.Errorf("backend %s: %s: %w: %v", c.URL(), path, ErrBadResponse, err)
+		return nil, fmt.Errorf("backend %s: %s: %w: %w", c.URL(), path, ErrBadResponse, err)
 	}
 	return append(env.Warnings, env.Infos...), nil
 }

@@ -92,7 +92,7 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 		_ = resp.Body.Close()
 	}()
 	head := &headBuffer{}
-	var body io.Reader = io.TeeReader(&cappedReader{r: resp.Body, left: c.cfg.MaxResponseBytes}, head)
+	body := io.TeeReader(&cappedReader{r: resp.Body, left: c.cfg.MaxResponseBytes}, head)
 	if budget != nil {
 		body = &chargedBody{ReadCloser: io.NopCloser(body), budget: budget}
 	}

@@ -16,10 +16,10 @@ import (
 // charged.
 type spanBudget struct {
 	countingBudget
-	maxSpan          int64
-	series, samples  int
-	maxSamples       int
-	refusedSpan, err error
+	maxSpan         int64
+	series, samples int
+	maxSamples      int
+	err             error
 }
 
 var errSpan = errors.New("span over the limit")

@@ -44,7 +44,7 @@ func (c *Client) Rules(ctx context.Context) ([]*v1.RuleGroup, Warnings, error) {
 		for _, raw := range g.Rules {
 			r, err := decodeRule(raw)
 			if err != nil {
-				return nil, w, fmt.Errorf("backend %s: /api/v1/rules: group %q: %w: %v", c.URL(), g.Name, ErrBadResponse, err)
+				return nil, w, fmt.Errorf("backend %s: /api/v1/rules: group %q: %w: %w", c.URL(), g.Name, ErrBadResponse, err)
 			}
 			rg.Rules = append(rg.Rules, r)
 		}

@@ -97,7 +97,7 @@ func (s *FileSource) Run(ctx context.Context, update func([]*MetricAccess)) {
 	if err != nil {
 		s.logger.Warn("file events unavailable, polling MetricAccess files only", "interval", s.interval, "err", err)
 	} else {
-		defer w.Close()
+		defer func() { _ = w.Close() }()
 		events, werrs = w.Events, w.Errors
 	}
 	watched := map[string]bool{}

@@ -166,7 +166,7 @@ func (s *KubernetesSource) Ready() error {
 		return errors.New("MetricAccess objects have not been read from Kubernetes yet")
 	}
 	if h := s.health.Load(); h != nil && h.err != nil {
-		return fmt.Errorf("%w (since %s): %v", ErrDegraded, h.since.UTC().Format(time.RFC3339), h.err)
+		return fmt.Errorf("%w (since %s): %w", ErrDegraded, h.since.UTC().Format(time.RFC3339), h.err)
 	}
 	return nil
 }

@@ -232,8 +232,12 @@ spec:
 		t.Fatal(err)
 	}
 	eventually("deleted object revoked", func() error {
-		if _, err := reg.Policy("team-a"); !errors.Is(err, ErrNoAccess) {
-			return fmt.Errorf("team-a policy: %v", err)
+		_, err := reg.Policy("team-a")
+		if err == nil {
+			return errors.New("team-a still has a policy")
+		}
+		if !errors.Is(err, ErrNoAccess) {
+			return fmt.Errorf("team-a policy: %w", err)
 		}
 		return nil
 	})
@@ -249,8 +253,12 @@ spec:
 
 	kube.StopAPIServer()
 	eventually("degraded", func() error {
-		if err := src.Ready(); !errors.Is(err, ErrDegraded) {
-			return fmt.Errorf("Ready() = %v, want ErrDegraded", err)
+		err := src.Ready()
+		if err == nil {
+			return errors.New("Ready() = nil, want ErrDegraded")
+		}
+		if !errors.Is(err, ErrDegraded) {
+			return fmt.Errorf("Ready() = %w, want ErrDegraded", err)
 		}
 		return nil
 	})

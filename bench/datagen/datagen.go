@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -407,7 +408,7 @@ func (g *generator) forEachSeries(f family, fn func(s *series)) {
 	g.forEachTarget(f.kinds, func(t *target) {
 		f.series(g, t, func(extra []labels.Label, next sampler) {
 			g.b.Reset()
-			g.b.Add(labels.MetricName, f.name)
+			g.b.Add(model.MetricNameLabel, f.name)
 			g.b.Add("cluster", t.cluster)
 			g.b.Add("namespace", t.namespace)
 			g.b.Add("job", t.job)
@@ -431,7 +432,7 @@ func appendSeriesPrefix(b []byte, name string, lset labels.Labels) []byte {
 	b = append(b, '{')
 	first := true
 	lset.Range(func(l labels.Label) {
-		if l.Name == labels.MetricName {
+		if l.Name == model.MetricNameLabel {
 			return
 		}
 		if !first {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
@@ -273,7 +274,7 @@ func TestSeries(t *testing.T) {
 	for _, s := range samples {
 		if len(bySeries[s.series]) == 0 {
 			b := labels.NewScratchBuilder(len(s.labels) + 1)
-			b.Add(labels.MetricName, s.name)
+			b.Add(model.MetricNameLabel, s.name)
 			for k, v := range s.labels {
 				b.Add(k, v)
 			}
@@ -421,7 +422,7 @@ func TestKeep(t *testing.T) {
 		}
 	}
 	// Families without a kept series get no TYPE line.
-	none := write(t, cfg, -1, func(lset labels.Labels) bool { return lset.Get(labels.MetricName) == "up" })
+	none := write(t, cfg, -1, func(lset labels.Labels) bool { return lset.Get(model.MetricNameLabel) == "up" })
 	if n := bytes.Count(none, []byte("# TYPE")); n != 1 {
 		t.Errorf("%d TYPE lines for one family", n)
 	}
@@ -452,7 +453,7 @@ func TestFractionalTimestamps(t *testing.T) {
 	cfg := datagen.DefaultConfig()
 	cfg.Interval, cfg.Duration = 1500*time.Millisecond, 3*time.Second
 	cfg.Clusters, cfg.Namespaces = cfg.Clusters[:1], cfg.Namespaces[:1]
-	out := string(write(t, cfg, 0, func(lset labels.Labels) bool { return lset.Get(labels.MetricName) == "up" }))
+	out := string(write(t, cfg, 0, func(lset labels.Labels) bool { return lset.Get(model.MetricNameLabel) == "up" }))
 	if !strings.Contains(out, " 1767225601.5\n") {
 		t.Errorf("no 1.5 s timestamp in\n%s", out)
 	}
@@ -536,7 +537,7 @@ func TestReader(t *testing.T) {
 	t.Parallel()
 	cfg := smallConfig()
 	r := datagen.Reader(cfg, 2, nil)
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	var got bytes.Buffer
 	if _, err := got.ReadFrom(r); err != nil {
 		t.Fatal(err)
@@ -563,7 +564,7 @@ func TestForEachSeriesSamples(t *testing.T) {
 				t.Fatalf("%v: %d timestamps, %d values", lset, len(ts), len(vs))
 			}
 			for i := range ts {
-				got = append(got, sample{name: lset.Get(labels.MetricName), labels: lset.WithoutEmpty().Map(), value: vs[i], ts: float64(ts[i]) / 1000})
+				got = append(got, sample{name: lset.Get(model.MetricNameLabel), labels: lset.WithoutEmpty().Map(), value: vs[i], ts: float64(ts[i]) / 1000})
 			}
 			return nil
 		})
@@ -575,7 +576,7 @@ func TestForEachSeriesSamples(t *testing.T) {
 		}
 		for i := range got {
 			w := want[i]
-			w.labels[labels.MetricName] = w.name
+			w.labels[model.MetricNameLabel] = w.name
 			if got[i].name != w.name || got[i].value != w.value || got[i].ts != w.ts || !maps.Equal(got[i].labels, w.labels) {
 				t.Fatalf("shard %d sample %d: got %+v, want %+v", shard, i, got[i], w)
 			}

@@ -45,7 +45,7 @@ func query(ctx context.Context, hc *http.Client, base string, r request, keep bo
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s%s: %w", base, r.path(), err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var body []byte
 	if keep || resp.StatusCode != http.StatusOK {
 		body, err = io.ReadAll(resp.Body)
@@ -220,7 +220,7 @@ func fetch(ctx context.Context, hc *http.Client, url string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)

@@ -82,7 +82,7 @@ func prepareDataset(ctx context.Context, cacheDir string, cfg datagen.Config, lo
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %w", err)
 	}
-	defer os.RemoveAll(staging)
+	defer func() { _ = os.RemoveAll(staging) }()
 
 	d := &Dataset{Hash: hash, Config: cfg, Series: SeriesCount(cfg)}
 	d.Samples = int64(d.Series) * int64(cfg.Steps())

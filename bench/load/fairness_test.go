@@ -154,7 +154,7 @@ func startFairBackends(t *testing.T) (datagen.Config, [][]*testenv.Prometheus) {
 	for shard, cluster := range data.Clusters {
 		om := datagen.Reader(data, shard, nil)
 		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, om, testenv.WithName(cluster))})
-		om.Close()
+		_ = om.Close()
 	}
 	return data, groups
 }
@@ -326,7 +326,7 @@ func sendDiscarding(c *http.Client, base string, r request, tenant string) (answ
 	if err != nil {
 		return answer{}, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return answer{}, err
 	}

@@ -87,7 +87,7 @@ func TestLoad(t *testing.T) {
 		for i, kind := range []testenv.Kind{testenv.V3, testenv.V2} {
 			om := datagen.Reader(data, shard, nil)
 			replicas = append(replicas, testenv.StartPrometheus(t, kind, om, testenv.WithName(fmt.Sprintf("%s-%d", cluster, i))))
-			om.Close()
+			_ = om.Close()
 		}
 		groups = append(groups, replicas)
 	}
@@ -221,7 +221,7 @@ func send(c *http.Client, base string, r request) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return answer{}, err
@@ -427,7 +427,7 @@ var built struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if built.dir != "" {
-		os.RemoveAll(built.dir)
+		_ = os.RemoveAll(built.dir)
 	}
 	os.Exit(code)
 }
@@ -467,7 +467,7 @@ func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prome
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close()
+	defer func() { _ = logf.Close() }()
 	cmd := exec.Command(bin, "--config="+cfgPath, "--listen-address="+addr, "--log-level=warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
@@ -503,7 +503,7 @@ func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prome
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
 	select {
@@ -529,7 +529,7 @@ func (p *proxyProcess) procStatus(t *testing.T, field string) uint64 {
 		t.Errorf("proxy memory: %v", err)
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
@@ -555,7 +555,7 @@ func (p *proxyProcess) metricSum(c *http.Client, name string, fragments ...strin
 	if err != nil {
 		return 0
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sum, _ := testenv.SumMetric(resp.Body, name, fragments...)
 	return sum
 }
@@ -567,7 +567,7 @@ func replicaHealthy(t *testing.T, c *http.Client, base, replica string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var groups []struct {
 		Replicas []struct {
 			URL     string `json:"url"`

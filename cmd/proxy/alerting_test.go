@@ -237,7 +237,7 @@ func (w *alertingWorld) get(t testing.TB, base, path string, params url.Values, 
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, body
 }
@@ -619,7 +619,7 @@ func testGrafanaAlertList(t *testing.T, w *alertingWorld) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}
@@ -661,7 +661,7 @@ func testPartialRules(t *testing.T, w *alertingWorld) {
 		t.Fatal(err)
 	}
 	dead := "http://" + ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	cfg := defaultConfig()
 	cfg.Discovery.Static = []discovery.StaticGroup{{Name: "shard0", URLs: []string{w.backends[0].URL}}, {Name: "dead", URLs: []string{dead}}}
 	p := startProxy(t, cfg)

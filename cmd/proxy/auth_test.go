@@ -195,7 +195,7 @@ func checkRefusals(t *testing.T, base string, path string, cases []refusal) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		var e struct{ Status, ErrorType, Error string }
 		_ = json.Unmarshal(body, &e)
 		switch {
@@ -245,7 +245,7 @@ func testJWTTenants(t *testing.T, f *fleet) {
 			t.Fatal(err)
 		}
 		jwksDoc, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		confused, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 			"iss": testIssuer, "aud": testAudience, "namespaces": "team-a", "exp": time.Now().Add(time.Hour).Unix(),
 		}).SignedString(jwksDoc)
@@ -326,7 +326,7 @@ func testJWTTenants(t *testing.T, f *fleet) {
 				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") || !strings.Contains(string(body), "<table>") || !strings.Contains(string(body), want) {
 				t.Errorf("%s as HTML: %s\n%s", path, ct, clip(body))
 			}
@@ -628,7 +628,7 @@ func tlsGet(base string, cfg *tls.Config) (int, *x509.Certificate, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	var peer *x509.Certificate
 	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
@@ -661,7 +661,7 @@ func testServerTLS(t *testing.T, f *fleet) {
 			t.Error("TLS 1.1 was accepted")
 		}
 		if resp, err := http.Get("http" + strings.TrimPrefix(p.URL, "https") + "/health"); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == 200 {
 				t.Error("plain HTTP answered on the TLS port")
 			}

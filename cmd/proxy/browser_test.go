@@ -174,7 +174,7 @@ func startBrowser(t *testing.T) *cdp {
 		if err != nil {
 			return false
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var targets []struct{ Type, WebSocketDebuggerURL string }
 		if json.NewDecoder(resp.Body).Decode(&targets) != nil {
 			return false
@@ -191,7 +191,7 @@ func startBrowser(t *testing.T) *cdp {
 	if err != nil {
 		t.Fatalf("chromium devtools: %v", err)
 	}
-	t.Cleanup(func() { ws.Close() })
+	t.Cleanup(func() { _ = ws.Close() })
 	return &cdp{t: t, ws: ws}
 }
 
@@ -400,7 +400,7 @@ func testTenantStatus(t *testing.T, w *alertingWorld) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || resp.Header.Get("Content-Security-Policy") == "" {
 		t.Errorf("GET /: HTTP %d %s, CSP %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"))
 	}

@@ -353,7 +353,7 @@ func (w *clientWorld) grafanaDo(t testing.TB, base string, r apiRequest, auth bo
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	return apiAnswer{resp.StatusCode, body}
 }
@@ -415,7 +415,7 @@ func (w *clientWorld) scrape(t testing.TB) map[string]*metricFamily {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != 200 {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("/metrics: HTTP %d %s", resp.StatusCode, b)
@@ -485,7 +485,7 @@ func testMetricsMove(t *testing.T, w *clientWorld) {
 	}
 	// One refused request, to move the failure counter.
 	if resp, err := w.https.Get(w.proxy.URL + "/api/v1/query?query=up"); err == nil {
-		resp.Body.Close()
+		_ = resp.Body.Close()
 	}
 	after := w.scrape(t)
 

@@ -47,7 +47,7 @@ func testMethodLabelBounded(t *testing.T, f *fleet) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 	}
 	a := doRequest(t, p.URL, apiRequest{path: "/metrics"})
 	var methods []string
@@ -120,14 +120,14 @@ func testAuthenticateBeforeBody(t *testing.T, f *fleet) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10485760\r\n\r\nquery=")
+	defer func() { _ = conn.Close() }()
+	_, _ = fmt.Fprintf(conn, "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10485760\r\n\r\nquery=")
 	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("no answer to a request without credentials whose body never comes: %v", err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("body never sent, no credentials: HTTP %d, want 401", resp.StatusCode)
 	}
@@ -147,7 +147,7 @@ func testSlowHeaders(t *testing.T, f *fleet) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		if _, err := io.WriteString(conn, send); err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +243,7 @@ func testPostToGetOnly(t *testing.T, f *fleet) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				return resp.StatusCode
 			}
 			want, got := code(f.reference.URL), code(p.URL)

@@ -66,12 +66,18 @@ type proxyUnderTest struct {
 	// ManagementURL is the management listener's, when configured.
 	ManagementURL string
 	app           *app
-	log           *bytes.Buffer
 }
 
 type syncBuffer struct {
 	mu sync.Mutex
 	bytes.Buffer
+}
+
+// Bytes is a copy of what was written so far.
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.Buffer.Bytes())
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
@@ -127,7 +133,7 @@ func startProxyLogging(t testing.TB, cfg Config, level slog.Level) (*proxyUnderT
 		}
 		a.Close()
 		if t.Failed() {
-			t.Logf("proxy log:\n%s", clip([]byte(logs.String())))
+			t.Logf("proxy log:\n%s", clip(logs.Bytes()))
 		}
 	})
 	scheme := "http"
@@ -202,7 +208,7 @@ func testUnroutedPaths(t *testing.T, f *fleet) {
 				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusMethodNotAllowed {
 				t.Errorf("%s %s: HTTP %d, want 404: %s", method, path, resp.StatusCode, body)
 			}

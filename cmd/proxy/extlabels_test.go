@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
@@ -84,7 +85,7 @@ func writeRelabeled(t testing.TB, cfg datagen.Config, shards []int, stored bool,
 			if keep != nil && !keep(l) {
 				return nil
 			}
-			name := l.Get(labels.MetricName)
+			name := l.Get(model.MetricNameLabel)
 			buf := families[name]
 			if buf == nil {
 				buf = &bytes.Buffer{}
@@ -96,7 +97,7 @@ func writeRelabeled(t testing.TB, cfg datagen.Config, shards []int, stored bool,
 			prefix.WriteByte('{')
 			first := true
 			l.Range(func(lb labels.Label) {
-				if lb.Name == labels.MetricName {
+				if lb.Name == model.MetricNameLabel {
 					return
 				}
 				if !first {
@@ -120,11 +121,11 @@ func writeRelabeled(t testing.TB, cfg datagen.Config, shards []int, stored bool,
 	var out bytes.Buffer
 	w := bufio.NewWriter(&out)
 	for _, name := range order {
-		w.WriteString("# TYPE " + name + " unknown\n")
-		w.Write(families[name].Bytes())
+		_, _ = w.WriteString("# TYPE " + name + " unknown\n")
+		_, _ = w.Write(families[name].Bytes())
 	}
-	w.WriteString("# EOF\n")
-	w.Flush()
+	_, _ = w.WriteString("# EOF\n")
+	_ = w.Flush()
 	return &out
 }
 

@@ -163,7 +163,7 @@ func fetch(base string, r apiRequest) (promAnswer, error) {
 	if err != nil {
 		return promAnswer{}, fmt.Errorf("%s: %w", r, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return promAnswer{}, fmt.Errorf("%s: %w", r, err)
@@ -274,7 +274,7 @@ func metricSum(t *testing.T, p *proxyUnderTest, name string, fragments ...string
 // holding the same data. Every query still answers exactly like the
 // reference; health checks take the dead one out, it is then not asked, and
 // it comes back when restarted.
-func testDeadReplica(t *testing.T, f *fleet, mode string) {
+func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 	group := f.data.Clusters[0]
 	spare := testenv.StartPrometheus(t, shardKinds[0], openMetrics(t, f.data, 0, nil), testenv.WithName("spare-"+group))
 	spare.Kill()
@@ -620,7 +620,7 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 	go func() {
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 		errc <- err
 	}()
@@ -688,7 +688,7 @@ func testGarbageFromClients(t *testing.T, f *fleet) {
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}

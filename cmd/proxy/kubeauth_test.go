@@ -375,7 +375,7 @@ func testKubectlApply(t *testing.T, w *kubeWorld) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Errorf("%s with %v: HTTP %d, want 401", path, h, resp.StatusCode)
 			}

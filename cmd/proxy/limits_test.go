@@ -263,7 +263,7 @@ func testQueueFull(t *testing.T, f *fleet) {
 	}
 	var third promAnswer
 	_ = json.NewDecoder(resp.Body).Decode(&third)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusTooManyRequests || third.ErrorType != "too_many_requests" ||
 		!strings.Contains(third.Error, "max_queued_requests=1") || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("a's third request: HTTP %d %+v Retry-After %q; want 429 too_many_requests naming max_queued_requests=1 with Retry-After",

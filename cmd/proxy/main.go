@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "prometheus-multi-tenant-proxy %s (PromQL engine of Prometheus %s)\n", version, promEngineVersion())
+		_, _ = fmt.Fprintf(stdout, "prometheus-multi-tenant-proxy %s (PromQL engine of Prometheus %s)\n", version, promEngineVersion())
 		return nil
 	}
 	var level slog.Level

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,10 +51,12 @@ func startProxyProc(t *testing.T, name, config string) *proxyProc {
 		p.mu.Unlock()
 		if cmd != nil {
 			_ = cmd.Process.Kill()
-			<-done
+			if err := <-done; err != nil && t.Failed() {
+				t.Logf("proxy %s: %v", name, err)
+			}
 		}
 		if t.Failed() {
-			t.Logf("proxy %s log:\n%s", name, clip([]byte(p.log.String())))
+			t.Logf("proxy %s log:\n%s", name, clip(p.log.Bytes()))
 		}
 	})
 	p.start()
@@ -83,14 +86,17 @@ func (p *proxyProc) start() {
 		select {
 		case err := <-done:
 			done <- err
-			return fmt.Errorf("exited: %v", err)
+			if err == nil {
+				return errors.New("exited")
+			}
+			return fmt.Errorf("exited: %w", err)
 		default:
 		}
 		resp, err := http.Get(p.URL + "/ready")
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("/ready: HTTP %d", resp.StatusCode)
 		}
@@ -113,7 +119,7 @@ func (p *proxyProc) term() {
 			return err
 		}
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "shutting down") {
 			return fmt.Errorf("/ready: HTTP %d %s", resp.StatusCode, body)
 		}
@@ -231,7 +237,7 @@ func tryRequest(client *http.Client, base string, r apiRequest) (apiAnswer, erro
 	if err != nil {
 		return apiAnswer{}, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	return apiAnswer{resp.StatusCode, body}, err
 }
@@ -432,8 +438,12 @@ func testSharedRedisSentinel(t *testing.T, f *fleet) {
 	time.Sleep(time.Second)
 	s.Node(first).Kill()
 	testenv.Eventually(t, 60*time.Second, "failover", func() error {
-		if m, err := s.MasterAddr(); err != nil || m == first {
-			return fmt.Errorf("master %q (%v)", m, err)
+		m, err := s.MasterAddr()
+		if err != nil {
+			return fmt.Errorf("master: %w", err)
+		}
+		if m == first {
+			return fmt.Errorf("master still %q", m)
 		}
 		return nil
 	})
@@ -480,7 +490,7 @@ func startReadyLB(t *testing.T, targets ...string) *readyLB {
 				resp, err := probe.Get(b.target.String() + "/ready")
 				ok := err == nil && resp.StatusCode == http.StatusOK
 				if resp != nil {
-					resp.Body.Close()
+					_ = resp.Body.Close()
 				}
 				b.ready.Store(ok)
 			}

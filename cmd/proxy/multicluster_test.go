@@ -62,7 +62,7 @@ func startConnectProxy(t testing.TB, to map[string]string) *connectProxy {
 		}
 		client, buf, err := w.(http.Hijacker).Hijack()
 		if err != nil {
-			backend.Close()
+			_ = backend.Close()
 			return
 		}
 		cp.mu.Lock()
@@ -74,8 +74,8 @@ func startConnectProxy(t testing.TB, to map[string]string) *connectProxy {
 			_ = backend.(*net.TCPConn).CloseWrite()
 		}()
 		_, _ = io.Copy(client, backend)
-		client.Close()
-		backend.Close()
+		_ = client.Close()
+		_ = backend.Close()
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

@@ -132,7 +132,7 @@ func rawRequest(t testing.TB, method, u, body string, h http.Header) apiAnswer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var b strings.Builder
 	if _, err := ioCopy(&b, resp.Body); err != nil {
 		t.Fatal(err)

@@ -185,7 +185,7 @@ func CloseMidStream(t testing.TB, upstream string, afterBytes int) *Fault {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		for k, vs := range resp.Header {
 			if k != "Content-Length" { // the answer goes out chunked, and short
 				w.Header()[k] = vs
@@ -362,7 +362,7 @@ func IgnoreLabelMatchers(t testing.TB, upstream string) *Fault {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		for k, vs := range resp.Header {
 			w.Header()[k] = vs
 		}

@@ -85,7 +85,7 @@ func TestFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("reading the cut answer: err = %v, want unexpected EOF", err)
 		}
@@ -121,7 +121,7 @@ func get(t *testing.T, c *http.Client, url string) (code int, contentType, body 
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

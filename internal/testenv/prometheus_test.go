@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
@@ -23,7 +24,7 @@ func TestStartPrometheus(t *testing.T) {
 	countUp := func(keep func(labels.Labels) bool) int {
 		n := 0
 		datagen.ForEachSeries(cfg, func(lset labels.Labels) {
-			if lset.Get(labels.MetricName) == "up" && keep(lset) {
+			if lset.Get(model.MetricNameLabel) == "up" && keep(lset) {
 				n++
 			}
 		})
@@ -52,7 +53,7 @@ func TestStartPrometheus(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			data := datagen.Reader(cfg, tc.shard, nil)
-			defer data.Close()
+			defer func() { _ = data.Close() }()
 			p := StartPrometheus(t, tc.kind, data, WithName(name))
 			if got := queryScalar(t, p.URL, "count(up)", at); got != float64(tc.want) {
 				t.Errorf("count(up) = %v, want %d", got, tc.want)
@@ -101,7 +102,7 @@ func queryScalar(t *testing.T, base, query string, at time.Time) float64 {
 	if err != nil {
 		t.Fatalf("query %q: %v", query, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var body struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`

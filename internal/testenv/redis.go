@@ -145,7 +145,7 @@ func (r *Redis) Do(args ...string) (string, error) {
 	if r.o.tls != nil {
 		conn = tls.Client(conn, r.o.tls)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
 	br := bufio.NewReader(conn)
 	if r.o.auth != nil {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestRedis(t *testing.T) {
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("PING after Restart: %v", err)
 	}
-	if err := c.Get(ctx, "k").Err(); err != redis.Nil {
+	if err := c.Get(ctx, "k").Err(); !errors.Is(err, redis.Nil) {
 		t.Fatalf("GET after Restart = %v, want redis.Nil (nothing is persisted)", err)
 	}
 }

@@ -141,8 +141,8 @@ func (p *process) start() error {
 	if err != nil {
 		return fmt.Errorf("start %s: open log: %w", p.name, err)
 	}
-	defer logf.Close() // the child holds its own descriptor
-	fmt.Fprintf(logf, "=== %s %s %s\n", time.Now().Format(time.RFC3339Nano), p.path, strings.Join(p.args, " "))
+	defer func() { _ = logf.Close() }() // the child holds its own descriptor
+	_, _ = fmt.Fprintf(logf, "=== %s %s %s\n", time.Now().Format(time.RFC3339Nano), p.path, strings.Join(p.args, " "))
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = sysProcAttr()
@@ -208,7 +208,7 @@ func (p *process) logTail(maxBytes int64) string {
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Sprintf("(log unreadable: %v)", err)
@@ -258,7 +258,7 @@ func (p *process) waitReady(timeout time.Duration, check func() error) error {
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %v (last check: %v); its log follows at the end of the test", p.name, timeout, last)
+			return fmt.Errorf("%s not ready after %v (last check: %w); its log follows at the end of the test", p.name, timeout, last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

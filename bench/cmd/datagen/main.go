@@ -74,7 +74,7 @@ func run(args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("create output: %w", err)
 		}
-		defer os.Remove(f.Name())
+		defer func() { _ = os.Remove(f.Name()) }()
 		w, closeOut = f, func() error {
 			if err := f.Chmod(0o644); err != nil {
 				return err
