@@ -32,10 +32,10 @@ func ParseNamespaces(value string, max int) (names []string, all bool, err error
 	}
 	for i, item := range strings.Split(value, ",") {
 		item = strings.TrimSpace(item)
-		switch {
-		case item == "":
+		switch item {
+		case "":
 			return nil, false, fmt.Errorf("%w: item %d of %q is empty", ErrBadNamespaces, i+1, clipString(value, 128))
-		case item == AllNamespaces:
+		case AllNamespaces:
 			return nil, false, fmt.Errorf("%w: %q stands alone, for every namespace the caller may read", ErrBadNamespaces, AllNamespaces)
 		}
 		if !slices.Contains(names, item) {

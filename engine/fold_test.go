@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
@@ -14,14 +15,14 @@ import (
 
 func TestFoldGroup(t *testing.T) {
 	probe := [][]*labels.Matcher{{
-		labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "up"),
+		labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, "up"),
 		labels.MustNewMatcher(labels.MatchNotEqual, "cluster", ""),
 		labels.MustNewMatcher(labels.MatchNotEqual, "cluster", "c1"),
 	}}
 	mixed := []plan.MixedProbe{{
 		Label:   "cluster",
-		Stored:  [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "up"), labels.MustNewMatcher(labels.MatchEqual, "cluster", "c1")}},
-		Lacking: [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "up"), labels.MustNewMatcher(labels.MatchEqual, "cluster", "")}},
+		Stored:  [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, "up"), labels.MustNewMatcher(labels.MatchEqual, "cluster", "c1")}},
+		Lacking: [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, "up"), labels.MustNewMatcher(labels.MatchEqual, "cluster", "")}},
 	}}
 	for _, tc := range []struct {
 		name       string
@@ -77,7 +78,7 @@ func TestFoldGroup(t *testing.T) {
 
 func TestFoldedAnswerSplit(t *testing.T) {
 	fq := foldGroup([]string{`sum by (job) (up)`, `count by (job) (up)`},
-		[][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "up"), labels.MustNewMatcher(labels.MatchNotEqual, "cluster", "")}},
+		[][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, "up"), labels.MustNewMatcher(labels.MatchNotEqual, "cluster", "")}},
 		[]plan.MixedProbe{{Label: "cluster", Stored: [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, "cluster", "c1")}}}},
 		0, 60000)
 	series := func(part string, ls ...string) remote.QuerySeries {

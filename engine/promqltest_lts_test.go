@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
@@ -145,8 +146,8 @@ func storageSeries(t *testing.T, s storage.Storage) ([]storedSeries, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
-	ss := q.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".*"))
+	defer func() { _ = q.Close() }()
+	ss := q.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".*"))
 	var (
 		out []storedSeries
 		n   int
@@ -252,7 +253,7 @@ func checkHead(t *testing.T, url string, series []storedSeries) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var st struct {
 		Data struct {
 			HeadStats struct {
@@ -578,7 +579,7 @@ func storeHas(t *testing.T, s storage.Storage, mint, maxt int64, sets [][]*label
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
+	defer func() { _ = q.Close() }()
 	for _, set := range sets {
 		ss := q.Select(context.Background(), false, &storage.SelectHints{Start: mint, End: maxt, Func: "series"}, set...)
 		if ss.Next() {

@@ -232,7 +232,7 @@ func TestIdenticalSelectsReadOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer q.Close()
+			defer func() { _ = q.Close() }()
 			name := labels.MustNewMatcher(labels.MatchEqual, "__name__", "load")
 			i0 := labels.MustNewMatcher(labels.MatchRegexp, "i", "0.")
 			i1 := labels.MustNewMatcher(labels.MatchRegexp, "i", "1.")

@@ -165,7 +165,7 @@ func decodeQueryAnswer(r io.Reader, budget Budget) (*QueryAnswer, queryEnvelope,
 			it.Skip()
 		}
 	}
-	if it.Error != nil && it.Error != io.EOF {
+	if it.Error != nil && !errors.Is(it.Error, io.EOF) {
 		return out, env, it.Error
 	}
 	return out, env, nil
@@ -247,11 +247,11 @@ func decodeResult(it *jsoniter.Iterator, budget Budget, out *QueryAnswer) error 
 // (milliseconds exact), the value a string as Prometheus writes floats.
 func readPoint(it *jsoniter.Iterator) (int64, float64, error) {
 	if !it.ReadArray() {
-		return 0, 0, fmt.Errorf("point is not [time, value]: %v", it.Error)
+		return 0, 0, fmt.Errorf("point is not [time, value]: %w", it.Error)
 	}
 	ts := string(it.ReadNumber())
 	if !it.ReadArray() {
-		return 0, 0, fmt.Errorf("point without a value: %v", it.Error)
+		return 0, 0, fmt.Errorf("point without a value: %w", it.Error)
 	}
 	vs := it.ReadString()
 	if it.ReadArray() {

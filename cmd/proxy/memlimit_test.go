@@ -17,8 +17,8 @@ import (
 func TestConfigMemoryLimit(t *testing.T) {
 	if v, ok := os.LookupEnv("GOMEMLIMIT"); ok {
 		// A GOMEMLIMIT in the environment wins over the container's limit.
-		t.Cleanup(func() { os.Setenv("GOMEMLIMIT", v) })
-		os.Unsetenv("GOMEMLIMIT")
+		t.Cleanup(func() { _ = os.Setenv("GOMEMLIMIT", v) })
+		_ = os.Unsetenv("GOMEMLIMIT")
 	}
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })

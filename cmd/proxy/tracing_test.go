@@ -257,7 +257,7 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
@@ -375,7 +375,7 @@ spec:
 		}
 	}
 	if !found {
-		t.Errorf("no request log line carries trace_id %s:\n%s", traceID, clip([]byte(logs.String())))
+		t.Errorf("no request log line carries trace_id %s:\n%s", traceID, clip(logs.Bytes()))
 	}
 	req, err := http.NewRequest(http.MethodGet, proxy.ManagementURL+"/metrics", nil)
 	if err != nil {
@@ -387,7 +387,7 @@ spec:
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	exemplar := false
 	for _, line := range strings.Split(string(metrics), "\n") {
 		if strings.HasPrefix(line, `prometheus_proxy_request_duration_seconds_bucket{endpoint="/api/v1/query"`) && strings.Contains(line, `# {trace_id="`+traceID+`"}`) {
@@ -416,7 +416,7 @@ func testTracingPushDown(t *testing.T, recv *otlpReceiver, base string, groups [
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("pushed query: %d %s", resp.StatusCode, body)
 	}
