@@ -469,8 +469,8 @@ func testHungGroup(t *testing.T, f *fleet) {
 		instant(f, multi),
 		rangeReq,
 		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
-		{path: "/api/v1/labels"},
-		{path: "/api/v1/label/job/values"},
+		{path: "/api/v1/labels", params: url.Values{"start": {start}, "end": {end}}},
+		{path: "/api/v1/label/job/values", params: url.Values{"start": {start}, "end": {end}}},
 	} {
 		noPartial, partial := r, r
 		noPartial.params, partial.params = cloneValues(r.params), cloneValues(r.params)
@@ -546,8 +546,8 @@ func testEveryFaultIsNamed(t *testing.T, f *fleet) {
 		{path: "/api/v1/query_range", params: url.Values{"query": {`rate(http_requests_total[5m])`}, "start": {start}, "end": {end}, "step": {"60"}}},
 	}
 	apiReqs := []apiRequest{
-		{path: "/api/v1/labels"},
-		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}}},
+		{path: "/api/v1/labels", params: url.Values{"start": {start}, "end": {end}}},
+		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
 		{path: "/api/v1/metadata"},
 	}
 	for _, fk := range faultKinds() {
