@@ -225,3 +225,39 @@ func TestBudgetBoundsCallsInFlight(t *testing.T) {
 	e2()
 	e3()
 }
+
+func TestCheckRange(t *testing.T) {
+	l := Limits{MaxQueryLength: model.Duration(24 * time.Hour)}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := CheckRange(l, start, start.Add(24*time.Hour)); err != nil {
+		t.Fatalf("a range of exactly the limit: %v", err)
+	}
+	err := CheckRange(l, start, start.Add(25*time.Hour))
+	le := (*LimitError)(nil)
+	if !errors.As(err, &le) || le.Limit != "max_query_length" || le.Value != "1d" {
+		t.Fatalf("a range over the limit: %v", err)
+	}
+	if err := CheckRange(Limits{}, start, start.AddDate(10, 0, 0)); err != nil {
+		t.Fatalf("unlimited: %v", err)
+	}
+}
+
+func TestDefaultLabelWindowConfig(t *testing.T) {
+	var c Config
+	if err := yaml.Unmarshal([]byte("defaults: {default_label_window: 2h}\ntenants: {team-a: {default_label_window: 0s}}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.For("team-b").LabelWindow(); got != 2*time.Hour {
+		t.Errorf("defaults: window %v, want 2h", got)
+	}
+	if got := c.For("team-a").LabelWindow(); got != 0 {
+		t.Errorf("team-a: window %v, want 0 (all time)", got)
+	}
+	if got := DefaultLimits().LabelWindow(); got != 12*time.Hour {
+		t.Errorf("default window %v, want 12h", got)
+	}
+	c.Defaults.DefaultLabelWindow = -1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "default_label_window") {
+		t.Errorf("a negative window: %v", err)
+	}
+}

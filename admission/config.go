@@ -70,6 +70,11 @@ type Limits struct {
 	// MaxQueryLength bounds the time span one selector reads (range,
 	// lookback and offset included).
 	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
+	// DefaultLabelWindow is the time range label names and values, series,
+	// metadata and the tenant status page read when the request names none:
+	// the window ending now. Without it such a request reads every series
+	// of the tenant over all time. Zero: all time, as Prometheus.
+	DefaultLabelWindow model.Duration `yaml:"default_label_window" json:"default_label_window"`
 	// MaxResponseBytes bounds the JSON answer sent to the client.
 	MaxResponseBytes int64 `yaml:"max_response_bytes" json:"max_response_bytes"`
 	// MaxSamplesPerQuery bounds the samples the PromQL engine reads for one
@@ -97,6 +102,10 @@ func DefaultLimits() Limits {
 		MaxConcurrentBackendCalls:         16,
 		// A month-long dashboard with its rate windows fits.
 		MaxQueryLength: model.Duration(32 * 24 * time.Hour),
+		// Grafana names a range (its dashboard's); a request without one
+		// gets what a Prometheus' head block holds and a little more: a
+		// working day of recent series, not a year of churned pods.
+		DefaultLabelWindow: model.Duration(12 * time.Hour),
 		// The answer is held whole until it is complete, and marshalled
 		// once before that: twice this in memory.
 		MaxResponseBytes: 32 << 20,
@@ -225,6 +234,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("max_concurrent_backend_calls must not be negative")
 	case l.MaxQueryLength < 0:
 		return fmt.Errorf("max_query_length must not be negative")
+	case l.DefaultLabelWindow < 0:
+		return fmt.Errorf("default_label_window must not be negative")
 	case l.MaxResponseBytes < 0:
 		return fmt.Errorf("max_response_bytes must not be negative")
 	case l.MaxSamplesPerQuery < 0:
@@ -259,6 +270,18 @@ func (c *Config) TenantShare(slots int) int {
 func (c *Config) Configured(namespace string) bool {
 	_, ok := c.Tenants[namespace]
 	return ok
+}
+
+// LabelWindow is DefaultLabelWindow as a time.Duration (zero: all time).
+func (l Limits) LabelWindow() time.Duration { return time.Duration(l.DefaultLabelWindow) }
+
+// CheckRange refuses a request whose start..end is longer than
+// max_query_length, before anything is sent to a backend.
+func CheckRange(l Limits, start, end time.Time) error {
+	if max := l.maxQueryLength(); max > 0 && end.Sub(start) > max {
+		return &LimitError{Limit: "max_query_length", Value: l.MaxQueryLength.String(), What: "the time range of the request"}
+	}
+	return nil
 }
 
 // maxQueryLength is MaxQueryLength as a time.Duration (zero: unlimited).

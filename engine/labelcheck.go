@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -17,7 +18,11 @@ import (
 // re-checked (a name or value says nothing of the series it came from), and
 // one that ignores match[] there would hand out every other tenant's label
 // values; its series endpoint answers label sets, which can be checked.
-func (q *querier) labelsFromSeries(ctx context.Context, kind callKind, ms []*labels.Matcher, pick func(labels.Labels, func(string))) ([]string, annotations.Annotations, error) {
+//
+// A limit cuts each group's answer and the merged one; the series are read
+// whole, as a backend cannot count distinct names or values for the proxy,
+// within the request's range and charged to its budget.
+func (q *querier) labelsFromSeries(ctx context.Context, kind callKind, limit int, ms []*labels.Matcher, pick func(labels.Labels, func(string))) ([]string, annotations.Annotations, error) {
 	policy := tenancy.FromContext(ctx)
 	sets := MatcherSets(policy, ms)
 	if len(sets) == 0 {
@@ -42,12 +47,16 @@ func (q *querier) labelsFromSeries(ctx context.Context, kind callKind, ms []*lab
 		for v := range seen {
 			vals = append(vals, v)
 		}
+		if limit > 0 && len(vals) > limit {
+			slices.Sort(vals)
+			vals = vals[:limit]
+		}
 		return labelAnswer{vals, w}, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return mergeLabelAnswers(answers, &warns), warns, nil
+	return mergeLabelAnswers(answers, &warns, limit), warns, nil
 }
 
 func namesOf(ls labels.Labels, add func(string)) {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"math"
 	"regexp"
 	"slices"
 
@@ -17,8 +16,9 @@ import (
 
 // Metadata fans /api/v1/metadata out to every group and merges the answers:
 // one entry per metric family, identical entries once. A tenant gets only the
-// families of metric names it can see.
-func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMetric int) (map[string][]remote.Metadata, annotations.Annotations, error) {
+// families of metric names it can see, among the series of [mint, maxt]
+// (milliseconds).
+func (f *Fanout) Metadata(ctx context.Context, mint, maxt int64, metric string, limit, limitPerMetric int) (map[string][]remote.Metadata, annotations.Annotations, error) {
 	var ms []*labels.Matcher
 	if metric != "" {
 		// metric names a family; its series may carry suffixed names
@@ -27,7 +27,13 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	}
 	failed := &failedGroups{}
 	answers, warns, err := fanOut(ctx, f, failed, callMetadata, nil, func(ctx context.Context, _ *discovery.Group, _ [][]*labels.Matcher, c *remote.Client) (map[string][]remote.Metadata, error) {
-		md, _, err := c.Metadata(ctx, metric, 0, limitPerMetric)
+		// A tenant's families are filtered after the answer: only an
+		// unrestricted caller can have each backend cut at the limit.
+		backendLimit := 0
+		if tenancy.FromContext(ctx).Unrestricted() {
+			backendLimit = limit
+		}
+		md, _, err := c.Metadata(ctx, metric, backendLimit, limitPerMetric)
 		return md, err
 	})
 	if err != nil {
@@ -35,7 +41,7 @@ func (f *Fanout) Metadata(ctx context.Context, metric string, limit, limitPerMet
 	}
 	var visible map[string]bool
 	if p := tenancy.FromContext(ctx); !p.Unrestricted() {
-		q := &querier{f: f, mint: math.MinInt64, maxt: math.MaxInt64, failed: failed}
+		q := &querier{f: f, mint: mint, maxt: maxt, failed: failed}
 		names, w, err := q.LabelValues(ctx, model.MetricNameLabel, nil, ms...)
 		if err != nil {
 			return nil, nil, err

@@ -67,7 +67,9 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 		}
 		var answers []answer
 		answers, warns, err = fanOut(ctx, q.f, q.failed, callSeries, sets, func(ctx context.Context, g *discovery.Group, sets [][]*labels.Matcher, c *remote.Client) (answer, error) {
-			lsets, w, err := c.Series(ctx, mint, maxt, sets)
+			// Prometheus asks for one more than the client's limit, to
+			// tell whether the answer was cut; each backend answers no more.
+			lsets, w, err := c.SeriesLimit(ctx, mint, maxt, sets, hints.Limit)
 			return answer{applyToLabelSets(g, lsets), w}, err
 		})
 		for _, a := range answers {
@@ -183,9 +185,9 @@ func (s *policySeriesSet) Warnings() annotations.Annotations {
 // series; replica labels are on none.
 func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
-		return q.labelsFromSeries(ctx, callLabels, ms, namesOf)
+		return q.labelsFromSeries(ctx, callLabels, hintLimit(hints), ms, namesOf)
 	}
-	return q.labelCall(ctx, callLabels, ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+	return q.labelCall(ctx, callLabels, hintLimit(hints), ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		names, w, err := c.LabelNames(ctx, q.mint, q.maxt, sets, hintLimit(hints))
 		if err != nil || len(names) == 0 {
 			return names, w, err
@@ -201,9 +203,9 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 // some matching series lacks the label (as remote read would show it).
 func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if !tenancy.FromContext(ctx).Unrestricted() {
-		return q.labelsFromSeries(ctx, callLabelValues, ms, valuesOf(name))
+		return q.labelsFromSeries(ctx, callLabelValues, hintLimit(hints), ms, valuesOf(name))
 	}
-	return q.labelCall(ctx, callLabelValues, ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
+	return q.labelCall(ctx, callLabelValues, hintLimit(hints), ms, func(ctx context.Context, g *discovery.Group, c *remote.Client, sets [][]*labels.Matcher) ([]string, remote.Warnings, error) {
 		if g.IsReplicaLabel(name) {
 			return nil, nil, nil
 		}
@@ -252,7 +254,7 @@ func hintLimit(h *storage.LabelHints) int {
 
 // labelCall fans a label-names or label-values call out with one match[] per
 // allowed matcher set, and merges the sorted, de-duplicated answers.
-func (q *querier) labelCall(ctx context.Context, kind callKind, ms []*labels.Matcher, call func(context.Context, *discovery.Group, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
+func (q *querier) labelCall(ctx context.Context, kind callKind, limit int, ms []*labels.Matcher, call func(context.Context, *discovery.Group, *remote.Client, [][]*labels.Matcher) ([]string, remote.Warnings, error)) ([]string, annotations.Annotations, error) {
 	policy := tenancy.FromContext(ctx)
 	var sets [][]*labels.Matcher
 	if len(ms) > 0 || !policy.Unrestricted() {
@@ -268,7 +270,7 @@ func (q *querier) labelCall(ctx context.Context, kind callKind, ms []*labels.Mat
 	if err != nil {
 		return nil, nil, err
 	}
-	return mergeLabelAnswers(answers, &warns), warns, nil
+	return mergeLabelAnswers(answers, &warns, limit), warns, nil
 }
 
 // labelAnswer is one group's label names or values.
@@ -278,8 +280,8 @@ type labelAnswer struct {
 }
 
 // mergeLabelAnswers sorts and de-duplicates the groups' values and adds
-// their warnings to warns.
-func mergeLabelAnswers(answers []labelAnswer, warns *annotations.Annotations) []string {
+// their warnings to warns; with a limit, it keeps the first limit values.
+func mergeLabelAnswers(answers []labelAnswer, warns *annotations.Annotations, limit int) []string {
 	var all []string
 	for _, a := range answers {
 		all = append(all, a.vals...)
@@ -288,7 +290,11 @@ func mergeLabelAnswers(answers []labelAnswer, warns *annotations.Annotations) []
 		}
 	}
 	slices.Sort(all)
-	return slices.Compact(all)
+	all = slices.Compact(all)
+	if limit > 0 && len(all) > limit {
+		all = all[:limit:limit]
+	}
+	return all
 }
 
 // backendWarning carries a backend's warning text unchanged, so identical

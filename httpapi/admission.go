@@ -46,6 +46,9 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := admission.CheckSelectors(limits, countSelectors(r.Form.Get("query"))); err != nil {
 			return s.limitError(c, label, err)
 		}
+		if err := s.admitListing(c, label, limits); err != nil {
+			return err
+		}
 		waitCtx, wait := tracing.StartSpan(r.Context(), "admission wait", attribute.String("tenant", label))
 		release, err := s.sched.Acquire(waitCtx, tenant, label)
 		tracing.Fail(wait, err)

@@ -114,7 +114,8 @@ func (s *Server) metadata(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	md, warns, err := s.opts.Fanout.Metadata(c.Request().Context(), form.Get("metric"), limit, perMetric)
+	mint, maxt := requestRange(c)
+	md, warns, err := s.opts.Fanout.Metadata(c.Request().Context(), mint, maxt, form.Get("metric"), limit, perMetric)
 	if err != nil {
 		if ue := (*engine.UnavailableError)(nil); errors.As(err, &ue) {
 			return apiError(http.StatusServiceUnavailable, errorUnavailable, err.Error())

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"embed"
 	"io/fs"
-	"math"
 	"net/http"
 	"strings"
 
@@ -117,7 +116,7 @@ func (s *Server) tenantStatus(c echo.Context) error {
 	if st.Admin {
 		st.Links = []string{"/debug", "/debug/targets", "/debug/tenants", "/metrics"}
 	}
-	q, err := s.opts.Fanout.Querier(math.MinInt64, math.MaxInt64)
+	q, err := s.opts.Fanout.Querier(requestRange(c))
 	if err != nil {
 		return fanoutError(err)
 	}

@@ -11,6 +11,10 @@ import (
 	"testing"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 )
 
 // countingBudget refuses once more than max bytes are charged.
@@ -67,5 +71,45 @@ func TestSampledAnswerChargedAtItsDecodedSize(t *testing.T) {
 	// A streamed answer is decoded frame by frame: only its bytes count.
 	if b, err := read("application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse", 1<<20); err != nil || b.bytes != len(block) {
 		t.Fatalf("streamed: charged %d (%v), want %d", b.bytes, err, len(block))
+	}
+}
+
+// TestListingAnswersCharged: the bytes of series, label and metadata
+// answers count toward the query's budget, and a budget over its limit
+// fails the call.
+func TestListingAnswersCharged(t *testing.T) {
+	p := testenv.StartPrometheus(t, testenv.V3, nil)
+	c, err := New(p.URL, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := [][]*labels.Matcher{{labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, "up")}}
+	calls := map[string]func(context.Context) error{
+		"series": func(ctx context.Context) error {
+			_, _, err := c.SeriesLimit(ctx, 0, 1000, up, 10)
+			return err
+		},
+		"labels": func(ctx context.Context) error {
+			_, _, err := c.LabelNames(ctx, 0, 1000, nil, 10)
+			return err
+		},
+		"label values": func(ctx context.Context) error {
+			_, _, err := c.LabelValues(ctx, "job", 0, 1000, nil, 10)
+			return err
+		},
+		"metadata": func(ctx context.Context) error {
+			_, _, err := c.Metadata(ctx, "", 10, 0)
+			return err
+		},
+	}
+	for name, call := range calls {
+		b := &countingBudget{max: 1 << 20}
+		if err := call(WithBudget(context.Background(), b)); err != nil || b.bytes == 0 {
+			t.Errorf("%s: %v, %d bytes charged; want the answer's bytes", name, err, b.bytes)
+		}
+		tight := &countingBudget{max: 10}
+		if err := call(WithBudget(context.Background(), tight)); !errors.Is(err, errOver) {
+			t.Errorf("%s under a 10-byte budget: %v, want the budget's error", name, err)
+		}
 	}
 }

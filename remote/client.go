@@ -376,7 +376,7 @@ func (c *Client) SeriesLimit(ctx context.Context, mint, maxt int64, matcherSets 
 	if limit > 0 {
 		p.Set("limit", strconv.Itoa(limit))
 	}
-	w, err := c.apiCall(ctx, "/api/v1/series", p, &data)
+	w, err := c.apiCall(chargeAnswer(ctx), "/api/v1/series", p, &data)
 	if err != nil {
 		return nil, w, err
 	}
@@ -402,7 +402,7 @@ func (c *Client) LabelNames(ctx context.Context, mint, maxt int64, matcherSets [
 	if limit > 0 {
 		p.Set("limit", strconv.Itoa(limit))
 	}
-	w, err := c.apiCall(ctx, "/api/v1/labels", p, &data)
+	w, err := c.apiCall(chargeAnswer(ctx), "/api/v1/labels", p, &data)
 	return data, w, err
 }
 
@@ -415,7 +415,7 @@ func (c *Client) LabelValues(ctx context.Context, name string, mint, maxt int64,
 	}
 	// The values endpoint is GET only; long match[] lists still fit a URL in
 	// practice because each set is one compact selector.
-	w, err := c.apiGet(ctx, "/api/v1/label/"+url.PathEscape(name)+"/values", p, &data)
+	w, err := c.apiGet(chargeAnswer(ctx), "/api/v1/label/"+url.PathEscape(name)+"/values", p, &data)
 	return data, w, err
 }
 
@@ -439,7 +439,7 @@ func (c *Client) Metadata(ctx context.Context, metric string, limit, limitPerMet
 		p.Set("limit_per_metric", strconv.Itoa(limitPerMetric))
 	}
 	data := map[string][]Metadata{}
-	w, err := c.apiGet(ctx, "/api/v1/metadata", p, &data)
+	w, err := c.apiGet(chargeAnswer(ctx), "/api/v1/metadata", p, &data)
 	return data, w, err
 }
 
@@ -548,7 +548,11 @@ func (c *Client) do(req *http.Request, path string, into any) (Warnings, error) 
 		return nil, fmt.Errorf("backend %s: %s: %w", c.URL(), path, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
+	var r io.Reader = resp.Body
+	if b, ok := req.Context().Value(chargeBytesKey{}).(Budget); ok {
+		r = &chargedBody{ReadCloser: resp.Body, budget: b}
+	}
+	body, err := io.ReadAll(io.LimitReader(r, c.cfg.MaxResponseBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %s: reading answer: %w", c.URL(), path, err)
 	}
@@ -566,6 +570,16 @@ func (c *Client) do(req *http.Request, path string, into any) (Warnings, error) 
 		return nil, fmt.Errorf("backend %s: %s: %w: %w", c.URL(), path, ErrBadResponse, err)
 	}
 	return append(env.Warnings, env.Infos...), nil
+}
+
+// chargeAnswer makes the bytes of a listing answer (series, label names
+// and values, metadata) count toward the query's budget as they are read:
+// a tenant's listing over a wide range is bounded like a read.
+func chargeAnswer(ctx context.Context) context.Context {
+	if b := budgetFrom(ctx); b != nil {
+		return context.WithValue(ctx, chargeBytesKey{}, b)
+	}
+	return ctx
 }
 
 // APIError is an error answer of a backend's HTTP API. Errors of type

@@ -219,11 +219,11 @@ func testLabelsRechecked(t *testing.T, f *fleet) {
 	const ns = "team-a"
 	oracle := oracleFor(t, f, ns, policyOf(t, p, ns))
 	for _, r := range []apiRequest{
-		{path: "/api/v1/labels"},
-		{path: "/api/v1/labels", params: url.Values{"match[]": {`{namespace="team-b"}`}}},
-		{path: "/api/v1/label/namespace/values"},
-		{path: "/api/v1/label/__name__/values"},
-		{path: "/api/v1/label/job/values", params: url.Values{"match[]": {`{__name__=~".+"}`}}},
+		{path: "/api/v1/labels", params: allData(f.data)},
+		{path: "/api/v1/labels", params: withParams(allData(f.data), "match[]", `{namespace="team-b"}`)},
+		{path: "/api/v1/label/namespace/values", params: allData(f.data)},
+		{path: "/api/v1/label/__name__/values", params: allData(f.data)},
+		{path: "/api/v1/label/job/values", params: withParams(allData(f.data), "match[]", `{__name__=~".+"}`)},
 	} {
 		want := doRequest(t, oracle.URL, r)
 		r.header = tenantHeader(ns)

@@ -274,7 +274,7 @@ func TestExternalLabels(t *testing.T) {
 		p := startExtProxy(t, f.config())
 		n := runSuiteMinData(t, f.reference.URL, p.URL, extRequests(f.data), nil, 30)
 		// The answers must have been about clusters at all.
-		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/label/cluster/values"})
+		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/label/cluster/values", params: allData(f.data)})
 		for _, c := range f.data.Clusters {
 			if !strings.Contains(string(a.body), `"`+c+`"`) {
 				t.Errorf("/api/v1/label/cluster/values lacks %s: %s", c, a.body)

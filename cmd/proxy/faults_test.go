@@ -75,6 +75,10 @@ func faultConfig(f *fleet, urls ...string) Config {
 	cfg.Proxy.BackendTimeout = model.Duration(testBackendTimeout)
 	cfg.Backend.Timeout = 0 // filled from proxy.backend_timeout
 	cfg.Discovery.HealthCheckInterval = model.Duration(200 * time.Millisecond)
+	// The fault tests ask one proxy several things at once, each held for
+	// the hung group's timeout; the default share of slots (one tenant,
+	// GOMAXPROCS/2 on this machine) would queue them past queue_timeout.
+	cfg.Limits.TenantSlots = 8
 	if len(urls) > 0 {
 		cfg.Discovery.Static[2].URLs = urls
 	}
@@ -469,8 +473,8 @@ func testHungGroup(t *testing.T, f *fleet) {
 		instant(f, multi),
 		rangeReq,
 		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
-		{path: "/api/v1/labels"},
-		{path: "/api/v1/label/job/values"},
+		{path: "/api/v1/labels", params: url.Values{"start": {start}, "end": {end}}},
+		{path: "/api/v1/label/job/values", params: url.Values{"start": {start}, "end": {end}}},
 	} {
 		noPartial, partial := r, r
 		noPartial.params, partial.params = cloneValues(r.params), cloneValues(r.params)
@@ -546,8 +550,8 @@ func testEveryFaultIsNamed(t *testing.T, f *fleet) {
 		{path: "/api/v1/query_range", params: url.Values{"query": {`rate(http_requests_total[5m])`}, "start": {start}, "end": {end}, "step": {"60"}}},
 	}
 	apiReqs := []apiRequest{
-		{path: "/api/v1/labels"},
-		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}}},
+		{path: "/api/v1/labels", params: url.Values{"start": {start}, "end": {end}}},
+		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
 		{path: "/api/v1/metadata"},
 	}
 	for _, fk := range faultKinds() {

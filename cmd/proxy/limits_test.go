@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ func TestLimits(t *testing.T) {
 	t.Run("SamplesLimit", func(t *testing.T) { testSamplesLimit(t, f) })
 	t.Run("ChunkBytesCancelOtherGroups", func(t *testing.T) { testChunkBytesCancel(t, f) })
 	t.Run("QueueFull", func(t *testing.T) { testQueueFull(t, f) })
+	t.Run("ListingRange", func(t *testing.T) { testListingRange(t, f) })
 	checkLeaks()
 }
 
@@ -131,7 +133,8 @@ func testTooManyMatchers(t *testing.T, f *fleet) {
 		t.Errorf("rejections by reason max_match_per_request = %v, want 1", n)
 	}
 	// At the limit the request runs and answers like the reference.
-	few := url.Values{"match[]": append(params["match[]"][:999], `up{namespace="team-a"}`)}
+	few := allData(f.data)
+	few["match[]"] = append(params["match[]"][:999], `up{namespace="team-a"}`)
 	r := apiRequest{path: "/api/v1/series", params: few, post: true}
 	compareAnswers(t, "1,000 match[]", doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
 }
@@ -296,5 +299,56 @@ func testSamplesLimit(t *testing.T, f *fleet) {
 	compareAnswers(t, "range under the limit", doRequest(t, f.reference.URL, rng), doRequest(t, p.URL, rng))
 	if n := metricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="max_samples_per_query"`); n != 1 {
 		t.Errorf("max_samples_per_query rejections = %v, want 1", n)
+	}
+}
+
+// testListingRange: label names and values and series without a range read
+// only default_label_window back from now (the generated data, months old,
+// is outside it), a range longer than max_query_length is refused before
+// anything is read, and limit cuts the answer, for a restricted tenant and
+// for an admin alike.
+func testListingRange(t *testing.T, f *fleet) {
+	cfg := limitsConfig(f, func(l *admission.Limits) { l.DefaultLabelWindow = model.Duration(30 * time.Minute) }, nil)
+	cfg.Tenants.Files = []string{filepath.Join(tenantFiles(t), "*.yaml")}
+	cfg.Tenants.AdminNamespaces = []string{"monitoring"}
+	p := startProxy(t, cfg)
+	all := allData(f.data)
+	last := f.data.LastSampleTime()
+	list := func(what string, a promAnswer) []json.RawMessage {
+		t.Helper()
+		var items []json.RawMessage
+		if a.code != http.StatusOK || json.Unmarshal(a.Data, &items) != nil {
+			t.Fatalf("%s: %s, want 200 with a list", what, a)
+		}
+		return items
+	}
+	for _, ns := range []string{"team-a", "monitoring"} {
+		for _, r := range []apiRequest{
+			{path: "/api/v1/labels"},
+			{path: "/api/v1/label/__name__/values"},
+			{path: "/api/v1/series", params: url.Values{"match[]": {`{__name__=~".+"}`}}},
+		} {
+			what := ns + " " + r.String()
+			if got := list(what+" without a range", fetchAs(t, p.URL, asTenant(r, ns))); len(got) != 0 {
+				t.Errorf("%s without a range lists %d items of data older than the window: %s", what, len(got), got)
+			}
+			// An end alone reads the window before it.
+			ranged := r
+			ranged.params = withParams(r.params, "end", formatTime(last))
+			if got := list(what+" with an end", fetchAs(t, p.URL, asTenant(ranged, ns))); len(got) == 0 {
+				t.Errorf("%s with end at the data's last sample lists nothing", what)
+			}
+			ranged.params = withParams(r.params, "start", all.Get("start"), "end", all.Get("end"))
+			if got := list(what+" over the data", fetchAs(t, p.URL, asTenant(ranged, ns))); len(got) < 2 {
+				t.Errorf("%s over the data lists %d items, want several", what, len(got))
+			}
+			ranged.params = withParams(ranged.params, "limit", "1")
+			if got := list(what+" limit=1", fetchAs(t, p.URL, asTenant(ranged, ns))); len(got) != 1 {
+				t.Errorf("%s with limit=1 lists %d items: %s", what, len(got), got)
+			}
+			long := r
+			long.params = withParams(r.params, "start", formatTime(last.Add(-40*24*time.Hour)), "end", formatTime(last))
+			wantLimit(t, what+" over 40 days", fetchAs(t, p.URL, asTenant(long, ns)), "max_query_length", "32d")
+		}
 	}
 }

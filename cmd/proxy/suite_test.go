@@ -124,6 +124,23 @@ func expandExpr(expr string, cfg datagen.Config) string {
 	return strings.ReplaceAll(expr, "{at}", strconv.FormatInt(at, 10))
 }
 
+// allData is start and end around the whole generated data.
+func allData(cfg datagen.Config) url.Values {
+	return url.Values{"start": {formatTime(cfg.Start.Add(-time.Minute))}, "end": {formatTime(cfg.LastSampleTime().Add(time.Minute))}}
+}
+
+// withParams is a copy of p with the key/value pairs kv added.
+func withParams(p url.Values, kv ...string) url.Values {
+	out := url.Values{}
+	for k, v := range p {
+		out[k] = append([]string(nil), v...)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out.Add(kv[i], kv[i+1])
+	}
+	return out
+}
+
 func formatTime(t time.Time) string {
 	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
 }
@@ -294,6 +311,9 @@ func suiteRequests(cfg datagen.Config) []apiRequest {
 		reqs = append(reqs, apiRequest{path: "/api/v1/query_range", params: p}, apiRequest{path: "/api/v1/query_range", params: p, post: true})
 	}
 	start, end := formatTime(cfg.Start.Add(20*time.Minute)), formatTime(cfg.Start.Add(40*time.Minute))
+	// The whole data, named as Grafana names its range: without one the
+	// proxy reads only limits.defaults.default_label_window back from now.
+	all := allData(cfg)
 	matchSets := [][]string{
 		nil,
 		{`up`},
@@ -303,15 +323,13 @@ func suiteRequests(cfg datagen.Config) []apiRequest {
 		{`{__name__=~"http_.*", code="500"}`},
 	}
 	for _, ms := range matchSets {
-		for _, window := range [][2]string{{"", ""}, {start, end}} {
+		for _, window := range [][2]string{{all.Get("start"), all.Get("end")}, {start, end}} {
 			p := url.Values{}
 			for _, m := range ms {
 				p.Add("match[]", m)
 			}
-			if window[0] != "" {
-				p.Set("start", window[0])
-				p.Set("end", window[1])
-			}
+			p.Set("start", window[0])
+			p.Set("end", window[1])
 			reqs = append(reqs,
 				apiRequest{path: "/api/v1/labels", params: p},
 				apiRequest{path: "/api/v1/labels", params: p, post: true},
@@ -329,8 +347,8 @@ func suiteRequests(cfg datagen.Config) []apiRequest {
 	reqs = append(reqs,
 		apiRequest{path: "/api/v1/series", params: url.Values{}},                           // no match[]: bad_data
 		apiRequest{path: "/api/v1/series", params: url.Values{"match[]": {`{job=~".*"}`}}}, // matches the empty string: bad_data
-		apiRequest{path: "/api/v1/labels", params: url.Values{"limit": {"3"}}},
-		apiRequest{path: "/api/v1/label/instance/values", params: url.Values{"limit": {"2"}}},
+		apiRequest{path: "/api/v1/labels", params: withParams(all, "limit", "3")},
+		apiRequest{path: "/api/v1/label/instance/values", params: withParams(all, "limit", "2")},
 	)
 	return reqs
 }

@@ -86,6 +86,9 @@ func attackRequests(f *fleet) []apiRequest {
 	q := func(expr string) apiRequest {
 		return apiRequest{path: "/api/v1/query", params: url.Values{"query": {expandExpr(expr, f.data)}, "time": {at}}}
 	}
+	// Listings name the data's range, as Grafana does: without one the
+	// proxy reads only default_label_window back from now.
+	all := allData(f.data)
 	reqs := []apiRequest{
 		q(`{__name__=~".+"}`),
 		q(`count by (namespace) ({__name__=~".+"})`),
@@ -103,13 +106,13 @@ func attackRequests(f *fleet) []apiRequest {
 		q(`{namespace=~"team-.*", __name__!=""}`),
 		q(`{__name__=~"(?i)UP"}`),
 		q(`group by (namespace, cluster) ({__name__=~".+"} offset 1h)`),
-		{path: "/api/v1/series", params: url.Values{"match[]": {`memory_usage_bytes`, `{namespace="team-b"}`}}},
-		{path: "/api/v1/series", params: url.Values{"match[]": {`{__name__=~".+"}`}}, post: true},
-		{path: "/api/v1/labels", params: url.Values{"match[]": {`{namespace="team-b"}`}}},
-		{path: "/api/v1/labels", params: url.Values{}},
-		{path: "/api/v1/label/namespace/values", params: url.Values{}},
-		{path: "/api/v1/label/__name__/values", params: url.Values{"match[]": {`{namespace=~".+"}`}}},
-		{path: "/api/v1/label/cluster/values", params: url.Values{}},
+		{path: "/api/v1/series", params: withParams(all, "match[]", `memory_usage_bytes`, "match[]", `{namespace="team-b"}`)},
+		{path: "/api/v1/series", params: withParams(all, "match[]", `{__name__=~".+"}`), post: true},
+		{path: "/api/v1/labels", params: withParams(all, "match[]", `{namespace="team-b"}`)},
+		{path: "/api/v1/labels", params: all},
+		{path: "/api/v1/label/namespace/values", params: all},
+		{path: "/api/v1/label/__name__/values", params: withParams(all, "match[]", `{namespace=~".+"}`)},
+		{path: "/api/v1/label/cluster/values", params: all},
 	}
 	return reqs
 }
@@ -255,9 +258,9 @@ func testTenancyAs(t *testing.T, f *fleet, cfg Config, as func(ns string) http.H
 			// Prometheus picks, and whatever it picks stays the tenant's.
 			for _, c := range []struct{ method, query, body string }{
 				{"POST", "/api/v1/query?query=memory_usage_bytes&time=" + formatTime(f.data.Start.Add(time.Hour)), "query=http_requests_total&query=up"},
-				{"POST", "/api/v1/series?match[]=memory_usage_bytes", "match[]=http_requests_total"},
+				{"POST", "/api/v1/series?match[]=memory_usage_bytes&" + allData(f.data).Encode(), "match[]=http_requests_total"},
 				{"GET", "/api/v1/query?query=http_requests_total&query=memory_usage_bytes&time=" + formatTime(f.data.Start.Add(time.Hour)), ""},
-				{"POST", "/api/v1/labels?match[]={namespace=\"team-b\"}", "match[]=up"},
+				{"POST", "/api/v1/labels?match[]={namespace=\"team-b\"}&" + allData(f.data).Encode(), "match[]=up"},
 			} {
 				want := rawRequest(t, c.method, oracle.URL+c.query, c.body, nil)
 				got := rawRequest(t, c.method, p.URL+c.query, c.body, as(ns))
