@@ -1038,6 +1038,18 @@ func (h *pushDownFuzzHarness) check(c fuzzCase, want promql.Matrix) {
 		h.example("order: the reference depends on the order of series, and the pushed answer is none of the orders tried", c.q)
 		return
 	}
+	// A topk or bottomk whose tied series the orders tried above all
+	// broke as the reference did (a shuffle may keep the reference's
+	// pick): the same values at every step, other series. Which of tied
+	// series wins is the order's, in one Prometheus as in the proxy.
+	if rankedTie(c.q, want, got, tol) {
+		h.st.orderInconclusive++
+		h.example("order: topk or bottomk picked other series of the same values (a tie)", c.q)
+		if h.strictOrder {
+			h.diverge(c, diff+" (a topk or bottomk tie broken otherwise)", want, got)
+		}
+		return
+	}
 	if !exact && roundingAmplified(c.pl) {
 		h.st.amplified++
 		h.example("reassociate: rounding amplified above a combined sum/avg", c.q)
@@ -1150,6 +1162,46 @@ func (h *pushDownFuzzHarness) flush() {
 // answers, all steps): a value near zero where the inputs are large is
 // cancellation, whose rounding is relative to the inputs, not to it.
 type pushDownFuzzTol struct{ rel, abs float64 }
+
+// rankedTie reports whether query has a topk or bottomk and want and got
+// hold, at every timestamp, the same number of values and the same values
+// (within tol), whatever series carry them.
+func rankedTie(query string, want, got promql.Matrix, tol pushDownFuzzTol) bool {
+	if !strings.Contains(query, "topk") && !strings.Contains(query, "bottomk") {
+		return false
+	}
+	values := func(m promql.Matrix) map[int64][]float64 {
+		out := map[int64][]float64{}
+		for _, s := range m {
+			for _, p := range s.Floats {
+				out[p.T] = append(out[p.T], p.F)
+			}
+			if len(s.Histograms) > 0 {
+				return nil
+			}
+		}
+		for _, vs := range out {
+			slices.Sort(vs)
+		}
+		return out
+	}
+	w, g := values(want), values(got)
+	if w == nil || g == nil || len(w) != len(g) {
+		return false
+	}
+	for t, wv := range w {
+		gv := g[t]
+		if len(gv) != len(wv) {
+			return false
+		}
+		for i := range wv {
+			if wv[i] != gv[i] && !(math.IsNaN(wv[i]) && math.IsNaN(gv[i])) && !tol.within(wv[i], gv[i], math.Abs(wv[i])) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 func (tol pushDownFuzzTol) within(a, b, scale float64) bool {
 	return relDiff(a, b) <= tol.rel || math.Abs(a-b) <= tol.abs*scale
