@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -191,4 +192,92 @@ func (fq foldedQuery) split(ans *remote.QueryAnswer) (foldedAnswer, error) {
 		}
 	}
 	return out, nil
+}
+
+// groupJob is everything a plan asks of one group: the fragments that
+// name it (their queries in plan order), the spans their selectors read,
+// and their probes, merged.
+type groupJob struct {
+	group   plan.Group
+	frags   []*plan.Fragment
+	queries []string
+	spans   [][2]int64
+	probe   [][]*labels.Matcher
+	mixed   []plan.MixedProbe
+}
+
+// groupJobs gathers a plan's group queries by group, in plan order.
+// Probes of several fragments are asked once, over the window of all of
+// them: a wider window can only refuse more.
+func groupJobs(pl *plan.Plan, r evalRange, lookback time.Duration) ([]*groupJob, error) {
+	var jobs []*groupJob
+	byGroup := map[string]*groupJob{}
+	seen := map[string]bool{}
+	key := func(ms []*labels.Matcher) string { return (&parser.VectorSelector{LabelMatchers: ms}).String() }
+	for _, f := range pl.Fragments {
+		// A fragment's group queries differ only in their selectors'
+		// matchers (each group's form of the tenant's rules), never in
+		// ranges, offsets, @ or subqueries: one computation of the spans
+		// holds for all of them.
+		var spans [][2]int64
+		for _, gq := range f.Queries {
+			if gq.Skipped != "" {
+				continue
+			}
+			if spans == nil {
+				var err error
+				if spans, err = selectorSpans(gq.Query, r, lookback); err != nil {
+					return nil, fmt.Errorf("%w: fragment %s: %w", errNotExact, f.ID, err)
+				}
+			}
+			j := byGroup[gq.Group.Name]
+			if j == nil {
+				j = &groupJob{group: gq.Group}
+				byGroup[gq.Group.Name] = j
+				jobs = append(jobs, j)
+			}
+			j.frags = append(j.frags, f)
+			j.queries = append(j.queries, gq.Query)
+			j.spans = append(j.spans, spans...)
+			for _, set := range gq.Probe {
+				if k := gq.Group.Name + "|p|" + key(set); !seen[k] {
+					seen[k] = true
+					j.probe = append(j.probe, set)
+				}
+			}
+			for _, mp := range gq.Mixed {
+				i := slices.IndexFunc(j.mixed, func(x plan.MixedProbe) bool { return x.Label == mp.Label })
+				if i < 0 {
+					j.mixed = append(j.mixed, plan.MixedProbe{Label: mp.Label})
+					i = len(j.mixed) - 1
+				}
+				for side, sets := range [][][]*labels.Matcher{mp.Stored, mp.Lacking} {
+					for _, set := range sets {
+						k := fmt.Sprintf("%s|m|%s|%d|%s", gq.Group.Name, mp.Label, side, key(set))
+						if seen[k] {
+							continue
+						}
+						seen[k] = true
+						if side == 0 {
+							j.mixed[i].Stored = append(j.mixed[i].Stored, set)
+						} else {
+							j.mixed[i].Lacking = append(j.mixed[i].Lacking, set)
+						}
+					}
+				}
+			}
+		}
+	}
+	return jobs, nil
+}
+
+// mixedFound asks the series endpoint both sides of a mixed probe.
+func mixedFound(ctx context.Context, c *remote.Client, mint, maxt int64, mp plan.MixedProbe) (bool, error) {
+	for _, sets := range [][][]*labels.Matcher{mp.Stored, mp.Lacking} {
+		f, _, err := c.SeriesLimit(ctx, mint, maxt, sets, 1)
+		if err != nil || len(f) == 0 {
+			return false, err
+		}
+	}
+	return true, nil
 }
