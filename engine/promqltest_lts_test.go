@@ -390,20 +390,8 @@ func TestPromQLScriptsThroughLTS(t *testing.T) {
 // proxy would with g0 on 3.5 and compares with the reference: it says how
 // they differ, or "".
 func compareLTSEval(t *testing.T, fleet *ltsFleet, ev scriptEval, seg *ltsSegment, ng *promql.Engine, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *ltsStats) string {
-	expr, err := Parser().ParseExpr(ev.expr)
-	if err != nil {
-		st.skipped["the proxy's parser refuses the expression (the scripts enable more syntax)"]++
-		return ""
-	}
-	pl := planner.Plan(expr, groups, nil)
-	if !pl.Pushed() {
-		return ""
-	}
-	st.pushed++
-	seg.load(t)
-	want, wantAnnos, err := evalScript(ng, seg.ref, ev.expr, ev.r)
-	if err != nil {
-		st.skipped["the reference fails (the proxy falls back, as it would for the original)"]++
+	pl, want, wantAnnos, ok := planScriptEval(t, ev, seg.scriptSegment, ng, planner, groups, &st.pushed, st.skipped)
+	if !ok {
 		return ""
 	}
 	jobs, err := groupJobs(pl, ev.r, pushDownFuzzLookback)

@@ -263,24 +263,35 @@ func errorsJoin(errs ...error) error {
 	return nil
 }
 
+// planScriptEval plans one eval; where it is pushed, it loads the
+// segment's data and evaluates the reference. ok is false where there is
+// nothing to compare (counted in skipped, or not pushed).
+func planScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *promql.Engine, planner *plan.Planner, groups []plan.Group, pushed *int, skipped map[string]int) (pl *plan.Plan, want promql.Matrix, wantAnnos int, ok bool) {
+	expr, err := Parser().ParseExpr(ev.expr)
+	if err != nil {
+		skipped["the proxy's parser refuses the expression (the scripts enable more syntax)"]++
+		return nil, nil, 0, false
+	}
+	pl = planner.Plan(expr, groups, nil)
+	if !pl.Pushed() {
+		return nil, nil, 0, false
+	}
+	*pushed++
+	seg.load(t)
+	want, wantAnnos, err = evalScript(ng, seg.ref, ev.expr, ev.r)
+	if err != nil {
+		skipped["the reference fails (the proxy falls back, as it would for the original)"]++
+		return nil, nil, 0, false
+	}
+	return pl, want, wantAnnos, true
+}
+
 // compareScriptEval plans one eval and, where it is pushed, compares the
 // proxy's way of answering it with the reference's: it says how they
 // differ, or "".
 func compareScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *promql.Engine, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *scriptStats) string {
-	expr, err := Parser().ParseExpr(ev.expr)
-	if err != nil {
-		st.skipped["the proxy's parser refuses the expression (the scripts enable more syntax)"]++
-		return ""
-	}
-	pl := planner.Plan(expr, groups, nil)
-	if !pl.Pushed() {
-		return ""
-	}
-	st.pushed++
-	seg.load(t)
-	want, wantAnnos, err := evalScript(ng, seg.ref, ev.expr, ev.r)
-	if err != nil {
-		st.skipped["the reference fails (the proxy falls back, as it would for the original)"]++
+	pl, want, wantAnnos, ok := planScriptEval(t, ev, seg, ng, planner, groups, &st.pushed, st.skipped)
+	if !ok {
 		return ""
 	}
 	answers := map[string][]storage.Series{}
