@@ -40,7 +40,7 @@ func listingRange(form url.Values, window time.Duration, now time.Time) (start, 
 	end = now
 	if hasEnd {
 		if end, err = parseTime(form.Get("end")); err != nil {
-			return start, end, false, apiError(http.StatusBadRequest, "bad_data", "invalid parameter \"end\": "+err.Error())
+			return start, end, false, apiError(http.StatusBadRequest, errorBadData, "invalid parameter \"end\": "+err.Error())
 		}
 	}
 	if !hasStart {
@@ -51,7 +51,7 @@ func listingRange(form url.Values, window time.Duration, now time.Time) (start, 
 		start = end.Add(-window)
 		form.Set("start", formatTime(start))
 	} else if start, err = parseTime(form.Get("start")); err != nil {
-		return start, end, false, apiError(http.StatusBadRequest, "bad_data", "invalid parameter \"start\": "+err.Error())
+		return start, end, false, apiError(http.StatusBadRequest, errorBadData, "invalid parameter \"start\": "+err.Error())
 	}
 	if !hasEnd {
 		form.Set("end", formatTime(end))

@@ -180,7 +180,9 @@ func testPromtool(t *testing.T, w *clientWorld) {
 	calls = append(calls,
 		[]string{"query", "series", "-o", "json", "--match=http_requests_total", "--match={namespace=\"team-b\"}", "--start=" + unixArg(start), "--end=" + unixArg(end), "SERVER"},
 		[]string{"query", "labels", "-o", "json", "--start=" + unixArg(start), "--end=" + unixArg(end), "SERVER", "__name__"},
-		[]string{"query", "labels", "-o", "json", "--match=http_requests_total", "SERVER", "job"},
+		// A range, as Grafana sends: without one promtool asks 9999h back,
+		// past the default max_query_length of a listing.
+		[]string{"query", "labels", "-o", "json", "--match=http_requests_total", "--start=" + unixArg(start), "--end=" + unixArg(end), "SERVER", "job"},
 	)
 	withData := 0
 	for _, c := range calls {
@@ -310,8 +312,10 @@ func testClientGolang(t *testing.T, w *clientWorld) {
 		glv, _, _, gerr := proxy.LabelValues(ctx, "job", m, start, end)
 		same(fmt.Sprint("LabelValues job ", m), wlv, glv, werr, gerr)
 	}
-	wl, _, _, werr := oracle.LabelNames(ctx, nil, time.Time{}, time.Time{})
-	gl, _, _, gerr := proxy.LabelNames(ctx, nil, time.Time{}, time.Time{})
+	// With a range: without one the proxy reads limits' default window
+	// back from now, and this data is older.
+	wl, _, _, werr := oracle.LabelNames(ctx, nil, start, end)
+	gl, _, _, gerr := proxy.LabelNames(ctx, nil, start, end)
 	same("LabelNames, no match[]", wl, gl, werr, gerr)
 	wmd, werr := oracle.Metadata(ctx, "", "")
 	gmd, gerr := proxy.Metadata(ctx, "", "")

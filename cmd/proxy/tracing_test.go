@@ -365,8 +365,6 @@ spec:
 		t.Errorf("group reads of groups %v, want %v", readGroups, groups)
 	}
 
-	testTracingPushDown(t, recv, proxy.URL, groups, now)
-
 	// The request's log line and the duration histogram lead to the trace.
 	found := false
 	for _, line := range strings.Split(logs.String(), "\n") {
@@ -397,6 +395,10 @@ spec:
 	if !exemplar {
 		t.Errorf("no bucket of prometheus_proxy_request_duration_seconds holds the exemplar trace_id=%s", traceID)
 	}
+
+	// After the exemplar check: a bucket keeps the latest exemplar, and
+	// this query would replace it.
+	testTracingPushDown(t, recv, proxy.URL, groups, now)
 }
 
 // testTracingPushDown: a pushed aggregation's trace shows the plan's
