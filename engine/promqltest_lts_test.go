@@ -525,13 +525,8 @@ func compareLTSEval(t *testing.T, fleet *ltsFleet, ev scriptEval, seg *ltsSegmen
 			answers[f.ID] = append(answers[f.ID], ss...)
 		}
 	}
-	for id, ss := range answers {
-		slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
-		for k := 1; k < len(ss); k++ {
-			if labels.Equal(ss[k-1].Labels(), ss[k].Labels()) {
-				return fmt.Sprintf("fragment %s: two groups answered %s, yet the groups are disjoint", id, ss[k].Labels())
-			}
-		}
+	if err := sortDisjoint(answers); err != nil {
+		return err.Error() + ", yet the groups are disjoint"
 	}
 	for _, f := range pl.Fragments {
 		if f.Ranked != nil && rankedDecided(f, answers[f.ID]) != nil {

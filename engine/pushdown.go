@@ -469,15 +469,8 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 			out[id] = append(out[id], ss...)
 		}
 	}
-	for id, ss := range out {
-		slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
-		for k := 1; k < len(ss); k++ {
-			if labels.Equal(ss[k-1].Labels(), ss[k].Labels()) {
-				// Disjoint groups cannot answer the same series; if they
-				// do, the groups are not what their labels say.
-				return nil, fmt.Errorf("%w: fragment %s: two groups answered series %s", errNotExact, id, ss[k].Labels())
-			}
-		}
+	if err := sortDisjoint(out); err != nil {
+		return nil, err
 	}
 	for _, f := range pl.Fragments {
 		if f.Ranked != nil {
@@ -487,6 +480,21 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 		}
 	}
 	return out, nil
+}
+
+// sortDisjoint sorts each fragment's series from all groups by labels and
+// refuses a series two groups answered: disjoint groups cannot answer the
+// same series; if they do, the groups are not what their labels say.
+func sortDisjoint(answers map[string][]storage.Series) error {
+	for id, ss := range answers {
+		slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+		for k := 1; k < len(ss); k++ {
+			if labels.Equal(ss[k-1].Labels(), ss[k].Labels()) {
+				return fmt.Errorf("%w: fragment %s: two groups answered series %s", errNotExact, id, ss[k].Labels())
+			}
+		}
+	}
+	return nil
 }
 
 // rankedDecided checks a combined topk or bottomk (plan.Ranked): at every

@@ -948,13 +948,8 @@ func (h *pushDownFuzzHarness) pushedAnswer(c fuzzCase) (got promql.Matrix, fallb
 			answers[f.ID] = append(answers[f.ID], ss...)
 		}
 	}
-	for _, ss := range answers {
-		slices.SortFunc(ss, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
-		for k := 1; k < len(ss); k++ {
-			if labels.Equal(ss[k-1].Labels(), ss[k].Labels()) {
-				return nil, "two groups answered the same series", nil
-			}
-		}
+	if sortDisjoint(answers) != nil {
+		return nil, "two groups answered the same series", nil
 	}
 	for _, f := range c.pl.Fragments {
 		if f.Ranked != nil && rankedDecided(f, answers[f.ID]) != nil {
