@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 	"k8s.io/client-go/rest"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // TestTTLCache: answers expire, and the cache never holds more than its size.
@@ -62,7 +62,7 @@ func TestKubernetesConfigValidate(t *testing.T) {
 // (a hung listener) costs one timeout and refuses the request as
 // unavailable; nothing is let through or cached.
 func TestKubernetesSlowAPIServerFailsClosed(t *testing.T) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	cfg := Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{Timeout: model.Duration(300 * time.Millisecond)}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestKubernetesSlowAPIServerFailsClosed(t *testing.T) {
 // however many arrive at once, at most maxConcurrentReviews reviews reach
 // the API server, and every one of the requests is refused.
 func TestKubernetesReviewFloodBounded(t *testing.T) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	cfg := Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{Timeout: model.Duration(500 * time.Millisecond)}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 	"k8s.io/client-go/rest"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 func TestParseNamespaces(t *testing.T) {
@@ -80,7 +80,7 @@ func TestHeaderIdentifierList(t *testing.T) {
 // answer fails the whole set rather than dropping the namespaces it could
 // not check.
 func TestReadableNamespacesBoundedAndClosed(t *testing.T) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	cfg := Config{Type: TypeKubernetes, MaxNamespaces: 2, Kubernetes: KubernetesConfig{Timeout: model.Duration(300 * time.Millisecond)}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/teststorage"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // The benchmark data: 200 instances with request counters and classic
@@ -247,7 +247,7 @@ func (m *meteredStore) Set(ctx context.Context, ttl time.Duration, entries ...En
 // unsettled tail and rewrites the extent holding the cutoff.
 func BenchmarkSplitInterval(b *testing.B) {
 	q := benchStorage(b)
-	redisAddr := testenv.StartRedis(b).Addr
+	redisAddr := e2eutil.StartRedis(b).Addr
 	for _, backend := range []string{BackendMemory, BackendRedis} {
 		for _, split := range []time.Duration{10 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 6 * time.Hour, 24 * time.Hour} {
 			b.Run(fmt.Sprintf("%s/split=%s", backend, model.Duration(split)), func(b *testing.B) {

@@ -20,7 +20,7 @@ import (
 
 	"github.com/prometheus/common/config"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // haFixture is a cache on the Redis described by rc, with a clock for the
@@ -92,7 +92,7 @@ func answerAll(t *testing.T, f *fixture) int {
 // master killed every answer is still exact and lookups are bypasses, not
 // errors to the caller; once the master is back the cache hits again.
 func TestRedisCluster(t *testing.T) {
-	cl := testenv.StartRedisCluster(t, 3)
+	cl := e2eutil.StartRedisCluster(t, 3)
 	f, _, advance := haFixture(t, func(rc *RedisConfig) { rc.Addresses = cl.Addrs() })
 	warmAll(t, f, "cluster")
 	per := cl.KeysPerNode()
@@ -133,7 +133,7 @@ func TestRedisCluster(t *testing.T) {
 		t.Errorf("%.0f store errors while slots moved: MOVED/ASK must be followed, not fail", errs)
 	}
 	advance(2 * redisHoldOff)
-	testenv.Eventually(t, 10*time.Second, "hits after the reshard", func() error {
+	e2eutil.Eventually(t, 10*time.Second, "hits after the reshard", func() error {
 		advance(2 * redisHoldOff)
 		if runs := answerAll(t, f); runs != 0 {
 			return fmt.Errorf("%d engine runs on a warm pass", runs)
@@ -155,7 +155,7 @@ func TestRedisCluster(t *testing.T) {
 	cl.WaitOK()
 	advance(2 * redisHoldOff)
 	hits0 := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "hit")
-	testenv.Eventually(t, 30*time.Second, "hits again after the master came back", func() error {
+	e2eutil.Eventually(t, 30*time.Second, "hits again after the master came back", func() error {
 		advance(2 * redisHoldOff)
 		answerAll(t, f)
 		if runs := answerAll(t, f); runs != 0 {
@@ -172,7 +172,7 @@ func TestRedisCluster(t *testing.T) {
 // are found after the master is killed and the replica promoted; during the
 // failover every answer is still exact.
 func TestRedisSentinel(t *testing.T) {
-	s := testenv.StartRedisSentinel(t)
+	s := e2eutil.StartRedisSentinel(t)
 	f, _, advance := haFixture(t, func(rc *RedisConfig) {
 		rc.MasterName = s.MasterName
 		rc.Addresses = s.SentinelAddrs()
@@ -183,7 +183,7 @@ func TestRedisSentinel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Let the replica catch up before the master dies, so the entries survive.
-	testenv.Eventually(t, 10*time.Second, "replica has the entries", func() error {
+	e2eutil.Eventually(t, 10*time.Second, "replica has the entries", func() error {
 		m, _ := s.Node(first).Do("DBSIZE")
 		for _, n := range s.Data {
 			if n.Addr != first {
@@ -196,7 +196,7 @@ func TestRedisSentinel(t *testing.T) {
 	})
 	s.Node(first).Kill()
 	answerAll(t, f) // exact, from the engine where Redis cannot answer
-	testenv.Eventually(t, 60*time.Second, "failover to the replica", func() error {
+	e2eutil.Eventually(t, 60*time.Second, "failover to the replica", func() error {
 		a, err := s.MasterAddr()
 		if err != nil {
 			return fmt.Errorf("master: %w", err)
@@ -206,7 +206,7 @@ func TestRedisSentinel(t *testing.T) {
 		}
 		return nil
 	})
-	testenv.Eventually(t, 30*time.Second, "hits from the promoted replica", func() error {
+	e2eutil.Eventually(t, 30*time.Second, "hits from the promoted replica", func() error {
 		advance(2 * redisHoldOff)
 		if runs := answerAll(t, f); runs != 0 {
 			return fmt.Errorf("%d engine runs on a warm pass", runs)
@@ -221,10 +221,10 @@ func TestRedisSentinel(t *testing.T) {
 func TestRedisACLAndTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile, pool := writeTestCA(t, dir)
-	srv := testenv.StartRedis(t,
-		testenv.RedisTLS(certFile, keyFile, caFile, &tls.Config{RootCAs: pool, ServerName: "localhost"}),
-		testenv.RedisArgs("--user", "default", "off", "--user", "proxy", "on", ">s3cret", "~*", "+@all"),
-		testenv.RedisAuth("proxy", "s3cret"))
+	srv := e2eutil.StartRedis(t,
+		e2eutil.RedisTLS(certFile, keyFile, caFile, &tls.Config{RootCAs: pool, ServerName: "localhost"}),
+		e2eutil.RedisArgs("--user", "default", "off", "--user", "proxy", "on", ">s3cret", "~*", "+@all"),
+		e2eutil.RedisAuth("proxy", "s3cret"))
 	tlsCfg := config.TLSConfig{CAFile: caFile, ServerName: "localhost"}
 
 	f, _, _ := haFixture(t, func(rc *RedisConfig) {

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 func redisConfig(addr string) Config {
@@ -39,7 +39,7 @@ func newRedisFixture(t *testing.T, addr string) (*fixture, *RedisStore) {
 // TestRedisRoundTrip: answers go through a real redis-server, warm answers
 // are exact and need no engine run, entries carry the TTL.
 func TestRedisRoundTrip(t *testing.T) {
-	srv := testenv.StartRedis(t)
+	srv := e2eutil.StartRedis(t)
 	f, _ := newRedisFixture(t, srv.Addr)
 	ctx := context.Background()
 	start, end, step := dataEnd.Add(-6*time.Hour), dataEnd.Add(-5*time.Minute), time.Minute
@@ -74,7 +74,7 @@ func TestRedisRoundTrip(t *testing.T) {
 // lookups are counted as bypasses, and the cache works again once Redis is
 // back.
 func TestRedisKilled(t *testing.T) {
-	srv := testenv.StartRedis(t)
+	srv := e2eutil.StartRedis(t)
 	f, rs := newRedisFixture(t, srv.Addr)
 	var mu sync.Mutex
 	clock := time.Now()

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/common/config"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 func TestMemoryStoreLRU(t *testing.T) {
@@ -144,7 +144,7 @@ func TestConfigYAMLSharedRedis(t *testing.T) {
 // what an unsigned shared Redis means; with a key, or marked as used by
 // one proxy alone, it starts, the latter with a warning.
 func TestSharedRedisNeedsSigningKey(t *testing.T) {
-	redis := testenv.StartRedis(t)
+	redis := e2eutil.StartRedis(t)
 	base := DefaultConfig()
 	base.Enabled, base.Backend, base.Redis.Addresses = true, BackendRedis, []string{redis.Addr}
 

@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 func TestKubernetesConfigSettings(t *testing.T) {
@@ -334,8 +334,8 @@ func TestKubernetesGroupLabelsNeverPruneQueries(t *testing.T) {
 // server, acting as the ServiceAccount of deploy/kubernetes (so its RBAC is
 // enough), and follows creations, readiness changes and deletions.
 func TestKubernetesAgainstAPIServer(t *testing.T) {
-	kube := testenv.StartKube(t)
-	deploy := filepath.Join(testenv.RepoRoot(t), "deploy", "kubernetes")
+	kube := e2eutil.StartKube(t)
+	deploy := filepath.Join(e2eutil.RepoRoot(t), "deploy", "kubernetes")
 	kube.ApplyFiles(t, filepath.Join(deploy, "namespace.yaml"), filepath.Join(deploy, "serviceaccount.yaml"), filepath.Join(deploy, "rbac.yaml"))
 	admin := kubernetes.NewForConfigOrDie(kube.RESTConfig(t))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -346,7 +346,7 @@ func TestKubernetesAgainstAPIServer(t *testing.T) {
 	}
 
 	k, err := NewKubernetes(KubernetesConfig{
-		Kubeconfig:     kube.WriteKubeconfig(t, testenv.ServiceAccountUser("monitoring", "prometheus-multi-tenant-proxy"), testenv.ServiceAccountGroups("monitoring")...),
+		Kubeconfig:     kube.WriteKubeconfig(t, e2eutil.ServiceAccountUser("monitoring", "prometheus-multi-tenant-proxy"), e2eutil.ServiceAccountGroups("monitoring")...),
 		Namespaces:     []string{ns},
 		LabelSelectors: map[string]string{"app": "prom"},
 		Port:           "web",

@@ -27,7 +27,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
@@ -41,7 +41,7 @@ const (
 )
 
 func chartDir(t testing.TB) string {
-	return filepath.Join(testenv.RepoRoot(t), "deploy", "helm", chartName)
+	return filepath.Join(e2eutil.RepoRoot(t), "deploy", "helm", chartName)
 }
 
 // ciValues are the chart's ci/*.yaml values files, by base name.
@@ -61,7 +61,7 @@ func ciValues(t testing.TB) []string {
 // (nothing of the machine's helm setup is read or written).
 func helmRun(t testing.TB, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	bin := testenv.HelmBinary(t)
+	bin := e2eutil.HelmBinary(t)
 	home := t.TempDir()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(),
@@ -121,7 +121,7 @@ func objectKey(o map[string]any) string {
 // elsewhere in the repository (helm reads nothing outside the chart
 // folder); each copy must equal its source byte for byte.
 func TestHelmChartOneSource(t *testing.T) {
-	root := testenv.RepoRoot(t)
+	root := e2eutil.RepoRoot(t)
 	chart := chartDir(t)
 	for copyPath, source := range map[string]string{
 		"crds/metricaccess.yaml":     "deploy/kubernetes/crd.yaml",
@@ -333,8 +333,8 @@ var kustomizeDifferences = []explained{
 // what `kubectl kustomize deploy/kubernetes` does, object by object, up to
 // the differences listed in kustomizeDifferences with their reasons.
 func TestHelmDefaultEqualsKustomize(t *testing.T) {
-	kubectl := testenv.KubectlBinary(t)
-	kout, err := exec.Command(kubectl, "kustomize", filepath.Join(testenv.RepoRoot(t), "deploy", "kubernetes")).Output()
+	kubectl := e2eutil.KubectlBinary(t)
+	kout, err := exec.Command(kubectl, "kustomize", filepath.Join(e2eutil.RepoRoot(t), "deploy", "kubernetes")).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -501,11 +501,11 @@ func filePaths(prefix string, v any) map[string]string {
 // strict field validation) to a real kube-apiserver, with prometheus-operator's
 // ServiceMonitor and PrometheusRule CRDs installed first.
 func TestHelmChartApplied(t *testing.T) {
-	kubectl := testenv.KubectlBinary(t)
-	testenv.HelmBinary(t) // fail before starting the API server when helm is missing
-	kube := testenv.StartKube(t)
+	kubectl := e2eutil.KubectlBinary(t)
+	e2eutil.HelmBinary(t) // fail before starting the API server when helm is missing
+	kube := e2eutil.StartKube(t)
 	kube.ApplyFiles(t,
-		filepath.Join(testenv.RepoRoot(t), "e2e", "testdata", "monitoring-crds.yaml"),
+		filepath.Join(e2eutil.RepoRoot(t), "e2e", "testdata", "monitoring-crds.yaml"),
 		filepath.Join(chartDir(t), "crds", "metricaccess.yaml"))
 
 	apply := func(t *testing.T, file string) (string, error) {
@@ -564,7 +564,7 @@ func TestHelmChartApplied(t *testing.T) {
 // deploy/prometheus/alerts.yaml and the dashboard ConfigMap exactly
 // deploy/grafana/proxy-dashboard.json.
 func TestHelmMonitoringObjects(t *testing.T) {
-	root := testenv.RepoRoot(t)
+	root := e2eutil.RepoRoot(t)
 	objs := objects(t, render(t, "some-release", "observability", filepath.Join(chartDir(t), "ci", "everything-values.yaml")))
 	byKind := map[string]map[string]any{}
 	for _, o := range objs {

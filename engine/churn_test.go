@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 )
 
@@ -66,7 +66,7 @@ func establishedTo(t *testing.T, port int) int {
 // the fan-out holds ten clients. The same churn without Retain keeps a pool
 // per URL ever seen (the control: the measurement can see a leak).
 func TestChurnReturnsToBaseline(t *testing.T) {
-	prom := testenv.StartPrometheus(t, testenv.V2, strings.NewReader("# TYPE up unknown\nup{job=\"churn\"} 1 1700000000\n# EOF\n"), testenv.WithName("churn"))
+	prom := e2eutil.StartPrometheus(t, e2eutil.V2, strings.NewReader("# TYPE up unknown\nup{job=\"churn\"} 1 1700000000\n# EOF\n"), e2eutil.WithName("churn"))
 	port, _ := strconv.Atoi(prom.URL[strings.LastIndexByte(prom.URL, ':')+1:])
 	// Every URL names the same server with its own user part: each is a
 	// replica of its own to the proxy, with its own client and pool.

@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 )
@@ -68,7 +68,7 @@ func newLTSStats() *ltsStats {
 // when the first pushed query needs it.
 type ltsSegment struct {
 	*scriptSegment
-	prom    *testenv.Prometheus
+	prom    *e2eutil.Prometheus
 	client  *remote.Client
 	version string
 }
@@ -101,9 +101,9 @@ func (f *ltsFleet) server(seg *ltsSegment) *ltsSegment {
 	f.cur = seg
 	seg.load(t)
 	series, n := storageSeries(t, seg.stores[0])
-	seg.prom = testenv.StartPrometheus(t, testenv.V3LTS, nil, testenv.WithName("lts-g0"),
+	seg.prom = e2eutil.StartPrometheus(t, e2eutil.V3LTS, nil, e2eutil.WithName("lts-g0"),
 		// Native histograms are stored behind a flag in 3.5 (always since 3.8).
-		testenv.WithFlags("--web.enable-remote-write-receiver", "--enable-feature=native-histograms"))
+		e2eutil.WithFlags("--web.enable-remote-write-receiver", "--enable-feature=native-histograms"))
 	f.starts++
 	f.samples += n
 	c, err := remote.New(seg.prom.URL, remote.DefaultConfig())

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // evalLoad evaluates `load` over the stream data's hour, a step a minute,
@@ -37,7 +37,7 @@ func evalLoad(t *testing.T, qe promql.QueryEngine, f *Fanout) (string, error) {
 // once more with that replica tried last, and answers what the backend
 // holds. A group with no other replica still fails, after one more try.
 func TestReEvaluatedAfterBreak(t *testing.T) {
-	prom := testenv.StartPrometheus(t, testenv.V3, strings.NewReader(streamData()), testenv.WithName("reeval"))
+	prom := e2eutil.StartPrometheus(t, e2eutil.V3, strings.NewReader(streamData()), e2eutil.WithName("reeval"))
 	counted, bodyBytes := countingProxy(t, prom.URL)
 	ng := proxyEngine(t)
 	ref, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "solo", URLs: []string{counted}})
@@ -50,7 +50,7 @@ func TestReEvaluatedAfterBreak(t *testing.T) {
 	half := int(bodyBytes.Load()) / 2
 
 	t.Run("other replica", func(t *testing.T) {
-		cut := testenv.CloseMidStream(t, prom.URL, half)
+		cut := e2eutil.CloseMidStream(t, prom.URL, half)
 		pair := discovery.StaticGroup{Name: "pair", URLs: []string{cut.URL, prom.URL}}
 		plain, _ := newTestFanout(t, discovery.PartialWarn, pair) // round-robin starts at the cut replica
 		defer plain.Close()
@@ -77,7 +77,7 @@ func TestReEvaluatedAfterBreak(t *testing.T) {
 		}
 	})
 	t.Run("no other replica", func(t *testing.T) {
-		cut := testenv.CloseMidStream(t, prom.URL, half)
+		cut := e2eutil.CloseMidStream(t, prom.URL, half)
 		f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "single", URLs: []string{cut.URL}})
 		defer f.Close()
 		re, err := NewReEvaluating(ng, nil, nil)

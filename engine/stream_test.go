@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -108,7 +108,7 @@ func selectLoad(ctx context.Context, t *testing.T, f *Fanout) ([]string, error) 
 // a cut after some series fails the select (default partial_response
 // warn included), with an error a tenant may read, and does not fail over.
 func TestStreamBreaks(t *testing.T) {
-	prom := testenv.StartPrometheus(t, testenv.V3, strings.NewReader(streamData()), testenv.WithName("stream"))
+	prom := e2eutil.StartPrometheus(t, e2eutil.V3, strings.NewReader(streamData()), e2eutil.WithName("stream"))
 	counted, bodyBytes := countingProxy(t, prom.URL)
 	f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "solo", URLs: []string{counted}})
 	want, err := selectLoad(context.Background(), t, f)
@@ -117,9 +117,9 @@ func TestStreamBreaks(t *testing.T) {
 	}
 	total := int(bodyBytes.Load())
 
-	check := testenv.LeakCheck(t, 3, http.DefaultClient.CloseIdleConnections)
+	check := e2eutil.LeakCheck(t, 3, http.DefaultClient.CloseIdleConnections)
 	t.Run("before the first series", func(t *testing.T) {
-		cut := testenv.CloseMidStream(t, prom.URL, 64)
+		cut := e2eutil.CloseMidStream(t, prom.URL, 64)
 		f, backends := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "pair", URLs: []string{cut.URL, prom.URL}})
 		defer f.Close()
 		got, err := selectLoad(context.Background(), t, f) // round-robin starts at the cut replica
@@ -132,7 +132,7 @@ func TestStreamBreaks(t *testing.T) {
 	})
 	for _, tenant := range []bool{false, true} {
 		t.Run(fmt.Sprintf("after some series/tenant=%v", tenant), func(t *testing.T) {
-			cut := testenv.CloseMidStream(t, prom.URL, total/2)
+			cut := e2eutil.CloseMidStream(t, prom.URL, total/2)
 			f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "pair", URLs: []string{cut.URL, prom.URL}})
 			defer f.Close()
 			ctx := context.Background()
@@ -166,10 +166,10 @@ func TestStreamBreaks(t *testing.T) {
 // selectors at once (prefetch), so that all three are asked by then; with
 // backend.sequential_selects each is asked when it is read.
 func TestStreamedSelectIsLazy(t *testing.T) {
-	prom := testenv.StartPrometheus(t, testenv.V2, strings.NewReader(streamData()), testenv.WithName("lazy"))
+	prom := e2eutil.StartPrometheus(t, e2eutil.V2, strings.NewReader(streamData()), e2eutil.WithName("lazy"))
 	for _, sequential := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sequential=%v", sequential), func(t *testing.T) {
-			pass := testenv.CloseMidStream(t, prom.URL, 1<<30)
+			pass := e2eutil.CloseMidStream(t, prom.URL, 1<<30)
 			b := &fakeBackends{groups: discovery.StaticGroups([]discovery.StaticGroup{{Name: "solo", URLs: []string{pass.URL}}}), failed: map[string]int{}}
 			cfg := remote.DefaultConfig()
 			cfg.SequentialSelects = sequential
@@ -200,12 +200,12 @@ func TestStreamedSelectIsLazy(t *testing.T) {
 					want = int64(i + 1)
 				}
 				// The prefetches run in goroutines of their own.
-				testenv.WaitFor(2*time.Second, func() bool { return pass.Requests() >= want })
+				e2eutil.WaitFor(2*time.Second, func() bool { return pass.Requests() >= want })
 				if n := pass.Requests(); n != want {
 					t.Errorf("after reading set %d: %d requests, want %d", i, n, want)
 				}
 			}
-			if !testenv.WaitFor(2*time.Second, func() bool { f.Close(); return pass.OpenConns() == 0 }) {
+			if !e2eutil.WaitFor(2*time.Second, func() bool { f.Close(); return pass.OpenConns() == 0 }) {
 				t.Errorf("%d connections open after the sets were read and the fan-out closed", pass.OpenConns())
 			}
 		})
@@ -216,10 +216,10 @@ func TestStreamedSelectIsLazy(t *testing.T) {
 // matchers (in any order), time range and hints share one read, and each
 // still sees the whole answer; a different select reads on its own.
 func TestIdenticalSelectsReadOnce(t *testing.T) {
-	prom := testenv.StartPrometheus(t, testenv.V2, strings.NewReader(streamData()), testenv.WithName("dedup"))
+	prom := e2eutil.StartPrometheus(t, e2eutil.V2, strings.NewReader(streamData()), e2eutil.WithName("dedup"))
 	for _, sequential := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sequential=%v", sequential), func(t *testing.T) {
-			pass := testenv.CloseMidStream(t, prom.URL, 1<<30)
+			pass := e2eutil.CloseMidStream(t, prom.URL, 1<<30)
 			b := &fakeBackends{groups: discovery.StaticGroups([]discovery.StaticGroup{{Name: "solo", URLs: []string{pass.URL}}}), failed: map[string]int{}}
 			cfg := remote.DefaultConfig()
 			cfg.SequentialSelects = sequential

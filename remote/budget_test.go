@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // countingBudget refuses once more than max bytes are charged.
@@ -78,7 +78,7 @@ func TestSampledAnswerChargedAtItsDecodedSize(t *testing.T) {
 // answers count toward the query's budget, and a budget over its limit
 // fails the call.
 func TestListingAnswersCharged(t *testing.T) {
-	p := testenv.StartPrometheus(t, testenv.V3, nil)
+	p := e2eutil.StartPrometheus(t, e2eutil.V3, nil)
 	c, err := New(p.URL, DefaultConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // TestExternalLabels reads global.external_labels from both Prometheus
@@ -16,9 +16,9 @@ import (
 // backend without the config API.
 func TestExternalLabels(t *testing.T) {
 	want := map[string]string{"cluster": "eu-1", "prometheus": "monitoring/k8s", "prometheus_replica": "prometheus-k8s-0"}
-	for _, kind := range []testenv.Kind{testenv.V3, testenv.V2} {
+	for _, kind := range []e2eutil.Kind{e2eutil.V3, e2eutil.V2} {
 		t.Run(kind.String(), func(t *testing.T) {
-			p := testenv.StartPrometheus(t, kind, nil, testenv.WithExternalLabels(want))
+			p := e2eutil.StartPrometheus(t, kind, nil, e2eutil.WithExternalLabels(want))
 			c, err := New(p.URL, DefaultConfig())
 			if err != nil {
 				t.Fatal(err)
@@ -31,7 +31,7 @@ func TestExternalLabels(t *testing.T) {
 			if !labels.Equal(got, labels.FromMap(want)) {
 				t.Errorf("external labels %s, want %v", got, want)
 			}
-			plain := testenv.StartPrometheus(t, kind, nil)
+			plain := e2eutil.StartPrometheus(t, kind, nil)
 			c2, _ := New(plain.URL, DefaultConfig())
 			defer c2.Close()
 			if got, err := c2.ExternalLabels(context.Background()); err != nil || !got.IsEmpty() {

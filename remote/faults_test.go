@@ -17,7 +17,7 @@ import (
 	promremote "github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 func testClient(t *testing.T, url string) *Client {
@@ -58,12 +58,12 @@ func TestFaultsAreNamed(t *testing.T) {
 		read  string // in the remote-read error
 		api   string // in the label-names error
 	}{
-		{"hang", func(t *testing.T) string { return testenv.Hang(t).URL }, "request timed out after 300ms", "request timed out after 300ms"},
-		{"status 500", func(t *testing.T) string { return testenv.Status500(t).URL }, "status 500", "HTTP 500"},
-		{"garbage samples", func(t *testing.T) string { return testenv.Garbage(t, testenv.ContentTypeSamples).URL }, "snappy", "malformed backend response"},
-		{"garbage stream", func(t *testing.T) string { return testenv.Garbage(t, testenv.ContentTypeChunked).URL }, "chunked", "malformed backend response"},
-		{"wrong content type", func(t *testing.T) string { return testenv.WrongContentType(t).URL }, "unsupported content type: text/html", `content type "text/html`},
-		{"closed port", func(t *testing.T) string { return testenv.ClosedPort(t) }, "connection refused", "connection refused"},
+		{"hang", func(t *testing.T) string { return e2eutil.Hang(t).URL }, "request timed out after 300ms", "request timed out after 300ms"},
+		{"status 500", func(t *testing.T) string { return e2eutil.Status500(t).URL }, "status 500", "HTTP 500"},
+		{"garbage samples", func(t *testing.T) string { return e2eutil.Garbage(t, e2eutil.ContentTypeSamples).URL }, "snappy", "malformed backend response"},
+		{"garbage stream", func(t *testing.T) string { return e2eutil.Garbage(t, e2eutil.ContentTypeChunked).URL }, "chunked", "malformed backend response"},
+		{"wrong content type", func(t *testing.T) string { return e2eutil.WrongContentType(t).URL }, "unsupported content type: text/html", `content type "text/html`},
+		{"closed port", func(t *testing.T) string { return e2eutil.ClosedPort(t) }, "connection refused", "connection refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			url := tc.start(t)
@@ -123,7 +123,7 @@ func (nopFlusher) Flush() {}
 func serveStream(t *testing.T, stream []byte) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", testenv.ContentTypeChunked)
+		w.Header().Set("Content-Type", e2eutil.ContentTypeChunked)
 		_, _ = w.Write(stream)
 	}))
 	t.Cleanup(srv.Close)
@@ -144,7 +144,7 @@ func TestCutStreamIsAnError(t *testing.T) {
 	}
 	cuts = append(cuts, 1, len(stream)-1)
 	for _, at := range cuts {
-		f := testenv.CloseMidStream(t, upstream, at)
+		f := e2eutil.CloseMidStream(t, upstream, at)
 		n, err := read(testClient(t, f.URL))
 		if err == nil || !strings.Contains(err.Error(), "backend "+f.URL) || !strings.Contains(err.Error(), "unexpected EOF") {
 			t.Errorf("stream cut after %d of %d bytes: %d series, err = %v; want an unexpected EOF naming the backend", at, len(stream), n, err)
@@ -179,7 +179,7 @@ func TestFrameWithoutSeries(t *testing.T) {
 // client is left, for remote read and API calls alike.
 func TestCloseReleasesConnections(t *testing.T) {
 	stream, _ := chunkedStream(t, 3)
-	f := testenv.CloseMidStream(t, serveStream(t, stream), 1<<20) // passes everything
+	f := e2eutil.CloseMidStream(t, serveStream(t, stream), 1<<20) // passes everything
 	c := testClient(t, f.URL)
 	if n, err := read(c); err != nil || n != 3 {
 		t.Fatalf("read: %d series, %v", n, err)
@@ -189,7 +189,7 @@ func TestCloseReleasesConnections(t *testing.T) {
 		t.Fatal("no kept-alive connection to release: the test proves nothing")
 	}
 	c.Close()
-	if !testenv.WaitFor(2*time.Second, func() bool { return f.OpenConns() == 0 }) {
+	if !e2eutil.WaitFor(2*time.Second, func() bool { return f.OpenConns() == 0 }) {
 		t.Errorf("%d connections still open after Close", f.OpenConns())
 	}
 }

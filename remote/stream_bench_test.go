@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // bigReadData is 4000 series of two hours every 15 s (1.9M samples).
@@ -36,7 +36,7 @@ func bigReadData() string {
 // decodes each series as it arrives and drops it. Reported per read: time,
 // the heap's peak above the start, and the ratios streamed/buffered.
 func BenchmarkBigRead(b *testing.B) {
-	prom := testenv.StartPrometheus(b, testenv.V3, strings.NewReader(bigReadData()), testenv.WithName("bigread"))
+	prom := e2eutil.StartPrometheus(b, e2eutil.V3, strings.NewReader(bigReadData()), e2eutil.WithName("bigread"))
 	client := func(buffer bool) *Client {
 		return benchClient(b, prom.URL, func(cfg *Config) {
 			cfg.BufferReads = buffer
@@ -90,9 +90,9 @@ func BenchmarkBigRead(b *testing.B) {
 			var pBuf, pStream uint64
 			for b.Loop() {
 				t0 := time.Now()
-				pBuf += testenv.PeakHeap(func() { read(buffered, keep) })
+				pBuf += e2eutil.PeakHeap(func() { read(buffered, keep) })
 				t1 := time.Now()
-				pStream += testenv.PeakHeap(func() { read(streamed, keep) })
+				pStream += e2eutil.PeakHeap(func() { read(streamed, keep) })
 				tBuf, tStream = tBuf+t1.Sub(t0), tStream+time.Since(t1)
 			}
 			n := float64(b.N)
@@ -122,7 +122,7 @@ func BenchmarkSelectorsPerRequest(b *testing.B) {
 		}
 	}
 	data.WriteString("# EOF\n")
-	prom := testenv.StartPrometheus(b, testenv.V3, strings.NewReader(data.String()), testenv.WithName("selectors"))
+	prom := e2eutil.StartPrometheus(b, e2eutil.V3, strings.NewReader(data.String()), e2eutil.WithName("selectors"))
 	c := benchClient(b, prom.URL, nil)
 	var sets [][]*labels.Matcher
 	for _, name := range []string{"a", "b", "c"} {

@@ -15,7 +15,7 @@ import (
 	promremote "github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // frame is one streamed frame of series i holding samples [from, to) step 10.
@@ -52,7 +52,7 @@ func TestStreamHandsOnBeforeTheEnd(t *testing.T) {
 	release := make(chan struct{})
 	sent := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", testenv.ContentTypeChunked)
+		w.Header().Set("Content-Type", e2eutil.ContentTypeChunked)
 		_, _ = w.Write(frame(t, 0, 0, 500))
 		_, _ = w.Write(frame(t, 1, 0, 500))
 		w.(http.Flusher).Flush()
@@ -143,11 +143,11 @@ func TestBreakBeforeFirstSeriesFailsRead(t *testing.T) {
 	buf.Write(frame(t, 2, 0, 500))
 	upstream := serveStream(t, buf.Bytes())
 
-	cut := testenv.CloseMidStream(t, upstream, firstFrame+3)
+	cut := e2eutil.CloseMidStream(t, upstream, firstFrame+3)
 	if _, err := testClient(t, cut.URL).Read(context.Background(), 0, 1000, nil, upSets); err == nil || errors.Is(err, ErrStreamBroken) || !strings.Contains(err.Error(), "unexpected EOF") {
 		t.Errorf("cut in the first series: Read err = %v; want unexpected EOF from Read, not a broken stream", err)
 	}
-	cut = testenv.CloseMidStream(t, upstream, secondSeries+3)
+	cut = e2eutil.CloseMidStream(t, upstream, secondSeries+3)
 	ss, err := testClient(t, cut.URL).Read(context.Background(), 0, 1000, nil, upSets)
 	if err != nil {
 		t.Fatalf("cut in the third series: Read err = %v; want the first series", err)
@@ -207,7 +207,7 @@ func TestAbandonedStreamLetsGo(t *testing.T) {
 	for i := range 200 {
 		buf.Write(frame(t, i, 0, 1000))
 	}
-	f := testenv.CloseMidStream(t, serveStream(t, buf.Bytes()), 1<<30) // passes everything
+	f := e2eutil.CloseMidStream(t, serveStream(t, buf.Bytes()), 1<<30) // passes everything
 	c := testClient(t, f.URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	ss, err := c.Read(ctx, 0, 1000, nil, upSets)
@@ -216,7 +216,7 @@ func TestAbandonedStreamLetsGo(t *testing.T) {
 	}
 	cancel()
 	c.Close()
-	if !testenv.WaitFor(2*time.Second, func() bool { return f.OpenConns() == 0 }) {
+	if !e2eutil.WaitFor(2*time.Second, func() bool { return f.OpenConns() == 0 }) {
 		t.Errorf("%d connections still open after the reader gave up", f.OpenConns())
 	}
 }

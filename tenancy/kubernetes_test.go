@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 func TestStatusFor(t *testing.T) {
@@ -100,8 +100,8 @@ func TestStatusFor(t *testing.T) {
 // creations, updates and deletions within 5 s, and that an outage of the
 // API server keeps the last policies and reports degraded.
 func TestKubernetesSourceAgainstAPIServer(t *testing.T) {
-	kube := testenv.StartKube(t)
-	deploy := filepath.Join(testenv.RepoRoot(t), "deploy", "kubernetes")
+	kube := e2eutil.StartKube(t)
+	deploy := filepath.Join(e2eutil.RepoRoot(t), "deploy", "kubernetes")
 	kube.ApplyFiles(t, filepath.Join(deploy, "namespace.yaml"), filepath.Join(deploy, "crd.yaml"),
 		filepath.Join(deploy, "serviceaccount.yaml"), filepath.Join(deploy, "rbac.yaml"))
 	adminClient, err := dynamic.NewForConfig(kube.RESTConfig(t))
@@ -120,7 +120,7 @@ func TestKubernetesSourceAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa := kube.WriteKubeconfig(t, testenv.ServiceAccountUser("monitoring", "prometheus-multi-tenant-proxy"), testenv.ServiceAccountGroups("monitoring")...)
+	sa := kube.WriteKubeconfig(t, e2eutil.ServiceAccountUser("monitoring", "prometheus-multi-tenant-proxy"), e2eutil.ServiceAccountGroups("monitoring")...)
 	rc, err := clientcmd.BuildConfigFromFlags("", sa)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestKubernetesSourceAgainstAPIServer(t *testing.T) {
 
 	eventually := func(what string, cond func() error) {
 		t.Helper()
-		testenv.Eventually(t, 5*time.Second, what, cond)
+		e2eutil.Eventually(t, 5*time.Second, what, cond)
 	}
 	eventually("synced", func() error {
 		if !reg.Ready() {

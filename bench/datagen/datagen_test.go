@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 func write(t testing.TB, cfg datagen.Config, shard int, keep func(labels.Labels) bool) []byte {
@@ -463,7 +463,7 @@ func TestFractionalTimestamps(t *testing.T) {
 // the project imports and checks that every series and sample arrived.
 func TestPromtool(t *testing.T) {
 	t.Parallel()
-	promtool := testenv.PromtoolBinary(t)
+	promtool := e2eutil.PromtoolBinary(t)
 	cfg := datagen.DefaultConfig()
 	dir := t.TempDir()
 	input := filepath.Join(dir, "data.om")

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 var (
@@ -138,7 +138,7 @@ func TestFairness(t *testing.T) {
 // fairSetup is what every configuration of a fairness run shares.
 type fairSetup struct {
 	data         datagen.Config
-	groups       [][]*testenv.Prometheus
+	groups       [][]*e2eutil.Prometheus
 	proxy        string
 	heavy, light request
 }
@@ -148,12 +148,12 @@ type fairSetup struct {
 type fairConfig struct{ name, limits string }
 
 // startFairBackends starts one Prometheus per cluster of the bench data.
-func startFairBackends(t *testing.T) (datagen.Config, [][]*testenv.Prometheus) {
+func startFairBackends(t *testing.T) (datagen.Config, [][]*e2eutil.Prometheus) {
 	data := datagen.DefaultConfig()
-	var groups [][]*testenv.Prometheus
+	var groups [][]*e2eutil.Prometheus
 	for shard, cluster := range data.Clusters {
 		om := datagen.Reader(data, shard, nil)
-		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, om, testenv.WithName(cluster))})
+		groups = append(groups, []*e2eutil.Prometheus{e2eutil.StartPrometheus(t, e2eutil.V3, om, e2eutil.WithName(cluster))})
 		_ = om.Close()
 	}
 	return data, groups

@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // Knobs: flags, or the environment when running through `make test`. The
@@ -81,12 +81,12 @@ type Report struct {
 // answer given before the load started.
 func TestLoad(t *testing.T) {
 	data := datagen.DefaultConfig()
-	var groups [][]*testenv.Prometheus
+	var groups [][]*e2eutil.Prometheus
 	for shard, cluster := range data.Clusters {
-		var replicas []*testenv.Prometheus
-		for i, kind := range []testenv.Kind{testenv.V3, testenv.V2} {
+		var replicas []*e2eutil.Prometheus
+		for i, kind := range []e2eutil.Kind{e2eutil.V3, e2eutil.V2} {
 			om := datagen.Reader(data, shard, nil)
-			replicas = append(replicas, testenv.StartPrometheus(t, kind, om, testenv.WithName(fmt.Sprintf("%s-%d", cluster, i))))
+			replicas = append(replicas, e2eutil.StartPrometheus(t, kind, om, e2eutil.WithName(fmt.Sprintf("%s-%d", cluster, i))))
 			_ = om.Close()
 		}
 		groups = append(groups, replicas)
@@ -405,7 +405,7 @@ func proxyBinary(t *testing.T) string {
 			return
 		}
 		build := exec.Command(gobin, "build", "-o", bin, "./cmd/proxy")
-		build.Dir = testenv.RepoRoot(t)
+		build.Dir = e2eutil.RepoRoot(t)
 		if out, err := build.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build ./cmd/proxy: %w\n%s", err, out)
 			return
@@ -435,7 +435,7 @@ func TestMain(m *testing.M) {
 // startProxyBinary starts the proxy binary with one group per cluster of
 // the given replicas. sections are more top-level YAML sections; one
 // starting with "proxy:" replaces the default proxy section.
-func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prometheus, sections ...string) *proxyProcess {
+func startProxyBinary(t *testing.T, clusters []string, groups [][]*e2eutil.Prometheus, sections ...string) *proxyProcess {
 	t.Helper()
 	dir := t.TempDir()
 	bin := proxyBinary(t)
@@ -461,7 +461,7 @@ func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prome
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(e2eutil.FreePort(t)))
 	logPath := filepath.Join(dir, "proxy.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -493,7 +493,7 @@ func startProxyBinary(t *testing.T, clusters []string, groups [][]*testenv.Prome
 		}
 	})
 	p := &proxyProcess{url: "http://" + addr, cmd: cmd}
-	ready := testenv.WaitFor(30*time.Second, func() bool {
+	ready := e2eutil.WaitFor(30*time.Second, func() bool {
 		select {
 		case <-done:
 			return true
@@ -556,7 +556,7 @@ func (p *proxyProcess) metricSum(c *http.Client, name string, fragments ...strin
 		return 0
 	}
 	defer func() { _ = resp.Body.Close() }()
-	sum, _ := testenv.SumMetric(resp.Body, name, fragments...)
+	sum, _ := e2eutil.SumMetric(resp.Body, name, fragments...)
 	return sum
 }
 

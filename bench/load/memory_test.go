@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/harness"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 var chunkLimitMiB = envInt("MEM_CHUNK_LIMIT_MIB", 32)
@@ -31,7 +31,7 @@ var chunkLimitMiB = envInt("MEM_CHUNK_LIMIT_MIB", 32)
 // then the engine refuses the result (count_over_time drops __name__, so
 // series of different metrics collide), as Prometheus itself would.
 func TestChunkBytesLimitMemory(t *testing.T) {
-	root := testenv.RepoRoot(t)
+	root := e2eutil.RepoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ds, err := harness.PrepareDataset(ctx, filepath.Join(root, ".cache", "bench"), harness.DefaultOptions().DataConfig(), testWriter{t})
@@ -39,9 +39,9 @@ func TestChunkBytesLimitMemory(t *testing.T) {
 		t.Fatalf("bench dataset: %v", err)
 	}
 	cfg := ds.Config
-	var groups [][]*testenv.Prometheus
+	var groups [][]*e2eutil.Prometheus
 	for i, cluster := range cfg.Clusters {
-		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName(cluster), testenv.WithBlocks(ds.ShardDir(i)))})
+		groups = append(groups, []*e2eutil.Prometheus{e2eutil.StartPrometheus(t, e2eutil.V3, nil, e2eutil.WithName(cluster), e2eutil.WithBlocks(ds.ShardDir(i)))})
 	}
 	limit := int64(chunkLimitMiB) << 20
 	proxy := "proxy:\n  enable_caching: false\n  enable_request_logging: false\n  backend_timeout: 2m\n"
@@ -115,7 +115,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func TestPushedAnswerMemory(t *testing.T) {
 	start := time.Unix(1_800_000_000, 0)
 	const days = 2
-	var groups [][]*testenv.Prometheus
+	var groups [][]*e2eutil.Prometheus
 	clusters := []string{"c1", "c2"}
 	for _, c := range clusters {
 		var om strings.Builder
@@ -124,8 +124,8 @@ func TestPushedAnswerMemory(t *testing.T) {
 			fmt.Fprintf(&om, "m{pod=\"p\"} 1 %d\n", ts.Unix())
 		}
 		om.WriteString("# EOF\n")
-		groups = append(groups, []*testenv.Prometheus{testenv.StartPrometheus(t, testenv.V3, strings.NewReader(om.String()),
-			testenv.WithName("churn-"+c), testenv.WithExternalLabels(map[string]string{"cluster": c}))})
+		groups = append(groups, []*e2eutil.Prometheus{e2eutil.StartPrometheus(t, e2eutil.V3, strings.NewReader(om.String()),
+			e2eutil.WithName("churn-"+c), e2eutil.WithExternalLabels(map[string]string{"cluster": c}))})
 	}
 	limit := int64(chunkLimitMiB) << 20
 	q := request{path: "/api/v1/query_range", params: url.Values{

@@ -19,7 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // The alerting world: two Prometheus 3.x backends, each scraping its shard
@@ -166,8 +166,8 @@ func scrapeConfigExt(target, externalLabels string, shards ...int) string {
 
 type alertingWorld struct {
 	target    string
-	reference *testenv.Prometheus
-	backends  []*testenv.Prometheus
+	reference *e2eutil.Prometheus
+	backends  []*e2eutil.Prometheus
 	proxy     *proxyUnderTest
 	started   time.Time
 	tokens    map[string]string // namespace (or "admin") -> bearer token
@@ -178,16 +178,16 @@ const alertingSecret = "alerting-test-secret-0123456789abcdef"
 
 func startAlertingWorld(t testing.TB) *alertingWorld {
 	target := serveAlertingTarget(t)
-	flags := testenv.WithFlags("--enable-feature=exemplar-storage")
+	flags := e2eutil.WithFlags("--enable-feature=exemplar-storage")
 	files := map[string]string{"rules.yml": alertingRules}
 	w := &alertingWorld{tokens: map[string]string{}, target: target}
 	var groups []discovery.StaticGroup
 	for i := range alertingSeries {
-		p := testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName(fmt.Sprintf("shard%d", i)), flags, testenv.WithConfig(scrapeConfig(target, i)), testenv.WithFiles(files))
+		p := e2eutil.StartPrometheus(t, e2eutil.V3, nil, e2eutil.WithName(fmt.Sprintf("shard%d", i)), flags, e2eutil.WithConfig(scrapeConfig(target, i)), e2eutil.WithFiles(files))
 		w.backends = append(w.backends, p)
 		groups = append(groups, discovery.StaticGroup{Name: fmt.Sprintf("shard%d", i), URLs: []string{p.URL}})
 	}
-	w.reference = testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName("reference"), flags, testenv.WithConfig(scrapeConfig(target, 0, 1)), testenv.WithFiles(files))
+	w.reference = e2eutil.StartPrometheus(t, e2eutil.V3, nil, e2eutil.WithName("reference"), flags, e2eutil.WithConfig(scrapeConfig(target, 0, 1)), e2eutil.WithFiles(files))
 	w.started = time.Now()
 
 	w.tenantDir = t.TempDir()
@@ -259,7 +259,7 @@ func TestAlertingAndExemplars(t *testing.T) {
 // and the firing alerts are there, and exemplars cover some buckets.
 func (w *alertingWorld) waitSettled(t testing.TB) {
 	waitFor(t, 90*time.Second, "rules evaluated and alerts firing everywhere", func() bool {
-		for _, p := range append([]*testenv.Prometheus{w.reference}, w.backends...) {
+		for _, p := range append([]*e2eutil.Prometheus{w.reference}, w.backends...) {
 			_, body := w.get(t, p.URL, "/api/v1/rules", nil, "")
 			rs := decodeRules(t, body)
 			firing := 0
@@ -765,8 +765,8 @@ func testAlertingExternalLabels(t *testing.T, w *alertingWorld) {
 	cfg := defaultConfig()
 	for i := range alertingSeries {
 		ext := fmt.Sprintf("{cluster: e%d, prometheus_replica: r%d}", i, i)
-		p := testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName(fmt.Sprintf("ext%d", i)), testenv.WithFlags("--enable-feature=exemplar-storage"),
-			testenv.WithConfig(scrapeConfigExt(w.target, ext, i)), testenv.WithFiles(map[string]string{"rules.yml": alertingRules}))
+		p := e2eutil.StartPrometheus(t, e2eutil.V3, nil, e2eutil.WithName(fmt.Sprintf("ext%d", i)), e2eutil.WithFlags("--enable-feature=exemplar-storage"),
+			e2eutil.WithConfig(scrapeConfigExt(w.target, ext, i)), e2eutil.WithFiles(map[string]string{"rules.yml": alertingRules}))
 		cfg.Discovery.Static = append(cfg.Discovery.Static, discovery.StaticGroup{Name: fmt.Sprintf("ext%d", i), URLs: []string{p.URL}})
 	}
 	p := startProxy(t, cfg)

@@ -34,7 +34,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // TestAuth runs the authentication and TLS scenarios against one fleet:
@@ -444,7 +444,7 @@ func checkLogs(t *testing.T, logs string, secrets []string, subject string) {
 // waitFor fails the test unless cond holds within the given time.
 func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	testenv.Eventually(t, within, what, func() error {
+	e2eutil.Eventually(t, within, what, func() error {
 		if cond() {
 			return nil
 		}

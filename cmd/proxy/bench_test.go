@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
 
@@ -44,12 +44,12 @@ func BenchmarkProxyVsReference(b *testing.B) {
 func BenchmarkPushDown(b *testing.B) {
 	data := datagen.DefaultConfig()
 	f := &fleet{data: data}
-	f.shards = make([]*testenv.Prometheus, data.Shards())
+	f.shards = make([]*e2eutil.Prometheus, data.Shards())
 	for i := range f.shards {
 		own := data.Clusters[i]
-		f.shards[i] = testenv.StartPrometheus(b, testenv.V3, openMetrics(b, data, i, func(l labels.Labels) bool { return l.Get("cluster") == own }), testenv.WithName("bench-"+own))
+		f.shards[i] = e2eutil.StartPrometheus(b, e2eutil.V3, openMetrics(b, data, i, func(l labels.Labels) bool { return l.Get("cluster") == own }), e2eutil.WithName("bench-"+own))
 	}
-	f.reference = testenv.StartPrometheus(b, testenv.V3, openMetrics(b, data, -1, ownCluster), testenv.WithName("bench-reference"))
+	f.reference = e2eutil.StartPrometheus(b, e2eutil.V3, openMetrics(b, data, -1, ownCluster), e2eutil.WithName("bench-reference"))
 	off, on, sums := pushDownConfig(f, false), pushDownConfig(f, true), pushDownConfigSums(f, true, plan.FloatSumsReassociate)
 	off.Proxy.EnableCaching, on.Proxy.EnableCaching, sums.Proxy.EnableCaching = false, false, false
 	pOff, pOn, pSums := startProxy(b, off), startProxy(b, on), startProxy(b, sums)

@@ -22,7 +22,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // cdp is a minimal Chrome DevTools protocol client for one page target.
@@ -200,7 +200,7 @@ func startBrowser(t *testing.T) *cdp {
 func artifactDir(t testing.TB) string {
 	dir := os.Getenv("TEST_ARTIFACTS")
 	if dir == "" {
-		dir = filepath.Join(testenv.RepoRoot(t), ".artifacts")
+		dir = filepath.Join(e2eutil.RepoRoot(t), ".artifacts")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // readRecorder sits between the proxy and one backend and records the time
@@ -100,7 +100,7 @@ func testCacheMemory(t *testing.T, f *fleet) {
 // testCacheRedis: the same with Redis, and Redis killed between the runs:
 // every answer still equals the reference, served from the backends.
 func testCacheRedis(t *testing.T, f *fleet) {
-	redis := testenv.StartRedis(t)
+	redis := e2eutil.StartRedis(t)
 	cfg := baseConfig(f)
 	cfg.Proxy.EnableCaching = true
 	cfg.Cache.Backend = cache.BackendRedis

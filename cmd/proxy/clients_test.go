@@ -29,7 +29,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // clientWorld is a proxy serving HTTPS with JWT authentication and tenancy,
@@ -40,7 +40,7 @@ type clientWorld struct {
 	caFile  string
 	token   string // team-a
 	admin   string
-	oracle  *testenv.Prometheus
+	oracle  *e2eutil.Prometheus
 	https   *http.Client
 	secrets []string
 }
@@ -143,7 +143,7 @@ func sortKey(x any) string {
 
 func promtool(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(testenv.PromtoolBinary(t), args...)
+	cmd := exec.Command(e2eutil.PromtoolBinary(t), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -551,12 +551,12 @@ func (f *metricFamily) samplesOrNil() []metricSample {
 // is one the proxy serves: in this scrape, or (for metrics of parts this
 // test does not exercise, such as the cache) named in the source.
 func testDeployFiles(t *testing.T, scraped map[string]*metricFamily) {
-	root := testenv.RepoRoot(t)
+	root := e2eutil.RepoRoot(t)
 	rules := filepath.Join(root, "deploy", "prometheus", "alerts.yaml")
 	if out, err := promtool(t, "check", "rules", rules); err != nil {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
 	}
-	cmd := exec.Command(testenv.PromtoolBinary(t), "test", "rules", "alerts_test.yaml")
+	cmd := exec.Command(e2eutil.PromtoolBinary(t), "test", "rules", "alerts_test.yaml")
 	cmd.Dir = filepath.Dir(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool test rules: %v\n%s", err, out)

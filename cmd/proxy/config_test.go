@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // seedExample is the configuration example the project started from; every
@@ -46,7 +46,7 @@ auth:
 `
 
 func TestConfigFilesLoad(t *testing.T) {
-	root := testenv.RepoRoot(t)
+	root := e2eutil.RepoRoot(t)
 	files := map[string]string{"seed example": seedExample}
 	for _, name := range []string{"examples/config.yaml", "examples/kubernetes/config.yaml"} {
 		b, err := os.ReadFile(filepath.Join(root, name))

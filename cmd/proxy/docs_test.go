@@ -15,7 +15,7 @@ import (
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // The documentation is checked against the code: docs/configuration.md has
@@ -177,7 +177,7 @@ var docsRowRE = regexp.MustCompile("^\\|\\s*`([^`]+)`\\s*\\|([^|]*)\\|([^|]*)\\|
 // up to the next level-2 heading.
 func docsReference(t *testing.T) []docsRow {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "docs", "configuration.md"))
+	b, err := os.ReadFile(filepath.Join(e2eutil.RepoRoot(t), "docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +367,7 @@ var (
 // CHANGELOG.md and docs/*.md names a file or directory that exists, and
 // its #anchor, in a Markdown file, a heading there.
 func TestDocsRelativeLinks(t *testing.T) {
-	root := testenv.RepoRoot(t)
+	root := e2eutil.RepoRoot(t)
 	anchorsOf := map[string]map[string]bool{}
 	anchors := func(path string) (map[string]bool, error) {
 		if a, ok := anchorsOf[path]; ok {
@@ -432,7 +432,7 @@ var (
 // CONTRIBUTING.md, CHANGELOG.md and docs/*.md mention is a target of the
 // Makefile.
 func TestDocsMakeTargets(t *testing.T) {
-	root := testenv.RepoRoot(t)
+	root := e2eutil.RepoRoot(t)
 	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // testDoors: each way a hostile client or tenant could get more than it
@@ -166,7 +166,7 @@ func testSlowHeaders(t *testing.T, f *fleet) {
 // group, not the backend (whose URL holds a password); an admin's names the
 // backend with the password hidden; /debug/targets never shows the password.
 func testBackendURLsRedacted(t *testing.T, f *fleet) {
-	fault := testenv.Status500(t)
+	fault := e2eutil.Status500(t)
 	withPassword := "http://proxy:s3cr3t-pw@" + fault.Addr
 	cfg := faultConfig(f, withPassword)
 	cfg.Tenants.Files = []string{filepath.Join(tenantFiles(t), "*.yaml")}
@@ -213,7 +213,7 @@ func testLabelsRechecked(t *testing.T, f *fleet) {
 	dir := tenantFiles(t)
 	cfg := tenantConfig(f, dir)
 	for i := range cfg.Discovery.Static {
-		cfg.Discovery.Static[i].URLs = []string{testenv.IgnoreLabelMatchers(t, f.shards[i].URL).URL}
+		cfg.Discovery.Static[i].URLs = []string{e2eutil.IgnoreLabelMatchers(t, f.shards[i].URL).URL}
 	}
 	p := startProxy(t, cfg)
 	const ns = "team-a"
@@ -263,7 +263,7 @@ func testManagementListener(t *testing.T, f *fleet) {
 	cfg.Server.ManagementAddress = "127.0.0.1:0"
 	p := startProxy(t, cfg)
 	for _, path := range []string{"/metrics", "/health", "/ready", "/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine"} {
-		testenv.Eventually(t, 5*time.Second, path+" on the management listener", func() error {
+		e2eutil.Eventually(t, 5*time.Second, path+" on the management listener", func() error {
 			if a := doRequest(t, p.ManagementURL, apiRequest{path: path}); a.code != http.StatusOK {
 				return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
 			}
@@ -368,7 +368,7 @@ func TestTrustWarnings(t *testing.T) {
 func TestMetadataOfHistogramFamily(t *testing.T) {
 	target := startProxy(t, func() Config {
 		cfg := defaultConfig()
-		cfg.Discovery.Static = []discovery.StaticGroup{{Name: "none", URLs: []string{testenv.ClosedPort(t)}}}
+		cfg.Discovery.Static = []discovery.StaticGroup{{Name: "none", URLs: []string{e2eutil.ClosedPort(t)}}}
 		cfg.Server.ManagementAddress = "127.0.0.1:0"
 		return cfg
 	}())
@@ -376,7 +376,7 @@ func TestMetadataOfHistogramFamily(t *testing.T) {
 	for range 3 {
 		doRequest(t, target.URL, apiRequest{path: "/health"})
 	}
-	scraper := testenv.StartPrometheus(t, testenv.V3, nil, testenv.WithName("scraper"), testenv.WithConfig(fmt.Sprintf(`global: {scrape_interval: 1s}
+	scraper := e2eutil.StartPrometheus(t, e2eutil.V3, nil, e2eutil.WithName("scraper"), e2eutil.WithConfig(fmt.Sprintf(`global: {scrape_interval: 1s}
 scrape_configs:
   - job_name: proxy
     static_configs:
@@ -384,7 +384,7 @@ scrape_configs:
         labels: {namespace: team-a}
 `, strings.TrimPrefix(target.ManagementURL, "http://"))))
 	const family = "prometheus_proxy_request_duration_seconds"
-	testenv.Eventually(t, 20*time.Second, "scraped metadata", func() error {
+	e2eutil.Eventually(t, 20*time.Second, "scraped metadata", func() error {
 		a := doRequest(t, scraper.URL, apiRequest{path: "/api/v1/metadata", params: url.Values{"metric": {family}}})
 		if !strings.Contains(string(a.body), "histogram") {
 			return fmt.Errorf("HTTP %d %s", a.code, a.body)

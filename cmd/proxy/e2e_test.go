@@ -16,7 +16,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // fleet is the shared test world: one Prometheus per shard of the generated
@@ -24,12 +24,12 @@ import (
 // 2.42), and one reference Prometheus (3.x) holding the union.
 type fleet struct {
 	data      datagen.Config
-	shards    []*testenv.Prometheus
-	reference *testenv.Prometheus
+	shards    []*e2eutil.Prometheus
+	reference *e2eutil.Prometheus
 }
 
 // shardKinds mixes Prometheus versions, as real fleets do.
-var shardKinds = []testenv.Kind{testenv.V3, testenv.V2, testenv.V3}
+var shardKinds = []e2eutil.Kind{e2eutil.V3, e2eutil.V2, e2eutil.V3}
 
 func openMetrics(t testing.TB, cfg datagen.Config, shard int, keep func(labels.Labels) bool) io.Reader {
 	t.Helper()
@@ -43,11 +43,11 @@ func openMetrics(t testing.TB, cfg datagen.Config, shard int, keep func(labels.L
 func startFleet(t testing.TB) *fleet {
 	t.Helper()
 	f := &fleet{data: datagen.DefaultConfig()}
-	f.shards = make([]*testenv.Prometheus, f.data.Shards())
+	f.shards = make([]*e2eutil.Prometheus, f.data.Shards())
 	for i := range f.shards {
-		f.shards[i] = testenv.StartPrometheus(t, shardKinds[i%len(shardKinds)], openMetrics(t, f.data, i, nil), testenv.WithName(f.data.Clusters[i]))
+		f.shards[i] = e2eutil.StartPrometheus(t, shardKinds[i%len(shardKinds)], openMetrics(t, f.data, i, nil), e2eutil.WithName(f.data.Clusters[i]))
 	}
-	f.reference = testenv.StartPrometheus(t, testenv.V3, openMetrics(t, f.data, -1, nil), testenv.WithName("reference"))
+	f.reference = e2eutil.StartPrometheus(t, e2eutil.V3, openMetrics(t, f.data, -1, nil), e2eutil.WithName("reference"))
 	return f
 }
 
@@ -179,7 +179,7 @@ func testQueryPath(t *testing.T, f *fleet) {
 func testOnlyV2(t *testing.T, f *fleet) {
 	var groups []discovery.StaticGroup
 	for i := range f.data.Shards() {
-		p := testenv.StartPrometheus(t, testenv.V2, openMetrics(t, f.data, i, nil), testenv.WithName("v2-"+f.data.Clusters[i]))
+		p := e2eutil.StartPrometheus(t, e2eutil.V2, openMetrics(t, f.data, i, nil), e2eutil.WithName("v2-"+f.data.Clusters[i]))
 		groups = append(groups, discovery.StaticGroup{Name: f.data.Clusters[i], URLs: []string{p.URL}})
 	}
 	cfg := baseConfig(f)

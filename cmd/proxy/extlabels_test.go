@@ -22,7 +22,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -33,8 +33,8 @@ import (
 type extFleet struct {
 	data      datagen.Config
 	groups    []discovery.StaticGroup
-	pair      []*testenv.Prometheus // the HA pair (group 0)
-	reference *testenv.Prometheus
+	pair      []*e2eutil.Prometheus // the HA pair (group 0)
+	reference *e2eutil.Prometheus
 }
 
 const extPrometheusLabel = "monitoring/k8s"
@@ -143,7 +143,7 @@ func allShards(cfg datagen.Config) []int {
 func startExtFleet(t testing.TB) *extFleet {
 	t.Helper()
 	f := &extFleet{data: datagen.DefaultConfig()}
-	kinds := [][]testenv.Kind{{testenv.V3, testenv.V2}, {testenv.V2}, {testenv.V3}}
+	kinds := [][]e2eutil.Kind{{e2eutil.V3, e2eutil.V2}, {e2eutil.V2}, {e2eutil.V3}}
 	for shard, ks := range kinds {
 		g := discovery.StaticGroup{Name: "prometheus-" + f.data.Clusters[shard]}
 		for replica, kind := range ks {
@@ -151,8 +151,8 @@ func startExtFleet(t testing.TB) *extFleet {
 			if len(ks) > 1 {
 				ext["prometheus_replica"] = "prometheus-k8s-" + strconv.Itoa(replica)
 			}
-			p := testenv.StartPrometheus(t, kind, relabeledOpenMetrics(t, f.data, []int{shard}, false, nil),
-				testenv.WithName(g.Name+"-"+strconv.Itoa(replica)), testenv.WithExternalLabels(ext))
+			p := e2eutil.StartPrometheus(t, kind, relabeledOpenMetrics(t, f.data, []int{shard}, false, nil),
+				e2eutil.WithName(g.Name+"-"+strconv.Itoa(replica)), e2eutil.WithExternalLabels(ext))
 			g.URLs = append(g.URLs, p.URL)
 			if shard == 0 {
 				f.pair = append(f.pair, p)
@@ -160,7 +160,7 @@ func startExtFleet(t testing.TB) *extFleet {
 		}
 		f.groups = append(f.groups, g)
 	}
-	f.reference = testenv.StartPrometheus(t, testenv.V3, relabeledOpenMetrics(t, f.data, allShards(f.data), true, nil), testenv.WithName("reference-stored-labels"))
+	f.reference = e2eutil.StartPrometheus(t, e2eutil.V3, relabeledOpenMetrics(t, f.data, allShards(f.data), true, nil), e2eutil.WithName("reference-stored-labels"))
 	return f
 }
 
@@ -424,9 +424,9 @@ spec:
 	})
 }
 
-func extOracle(t testing.TB, f *extFleet, ns string, pol *tenancy.Policy) *testenv.Prometheus {
+func extOracle(t testing.TB, f *extFleet, ns string, pol *tenancy.Policy) *e2eutil.Prometheus {
 	t.Helper()
-	return testenv.StartPrometheus(t, testenv.V3, relabeledOpenMetrics(t, f.data, allShards(f.data), true, pol.Matches), testenv.WithName("oracle-"+ns))
+	return e2eutil.StartPrometheus(t, e2eutil.V3, relabeledOpenMetrics(t, f.data, allShards(f.data), true, pol.Matches), e2eutil.WithName("oracle-"+ns))
 }
 
 // backendFront is a reverse proxy in front of one real Prometheus, as a

@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // TestFaults runs the failure scenarios against one shared fleet: dead and
@@ -33,7 +33,7 @@ func TestFaults(t *testing.T) {
 	// Counted after the fleet started: what the scenarios start (proxies,
 	// fakes, extra servers) must all be gone when they end, the proxies'
 	// connections to backends included.
-	checkLeaks := testenv.LeakCheck(t, 5, http.DefaultClient.CloseIdleConnections)
+	checkLeaks := e2eutil.LeakCheck(t, 5, http.DefaultClient.CloseIdleConnections)
 
 	t.Run("DeadReplica/round-robin", func(t *testing.T) { testDeadReplica(t, f, discovery.RoundRobin) })
 	t.Run("DeadReplica/random", func(t *testing.T) { testDeadReplica(t, f, discovery.Random) })
@@ -237,7 +237,7 @@ func targets(t *testing.T, p *proxyUnderTest) []targetStatus {
 func waitHealth(t *testing.T, p *proxyUnderTest, replica string, healthy bool) targetStatus {
 	t.Helper()
 	var last targetStatus
-	ok := testenv.WaitFor(10*time.Second, func() bool {
+	ok := e2eutil.WaitFor(10*time.Second, func() bool {
 		for _, ts := range targets(t, p) {
 			if ts.URL == replica {
 				last = ts
@@ -267,7 +267,7 @@ func metricSum(t *testing.T, p *proxyUnderTest, name string, fragments ...string
 	if a.code != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d", a.code)
 	}
-	sum, err := testenv.SumMetric(bytes.NewReader(a.body), name, fragments...)
+	sum, err := e2eutil.SumMetric(bytes.NewReader(a.body), name, fragments...)
 	if err != nil {
 		t.Fatalf("/metrics: %v", err)
 	}
@@ -280,7 +280,7 @@ func metricSum(t *testing.T, p *proxyUnderTest, name string, fragments ...string
 // it comes back when restarted.
 func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 	group := f.data.Clusters[0]
-	spare := testenv.StartPrometheus(t, shardKinds[0], openMetrics(t, f.data, 0, nil), testenv.WithName("spare-"+group))
+	spare := e2eutil.StartPrometheus(t, shardKinds[0], openMetrics(t, f.data, 0, nil), e2eutil.WithName("spare-"+group))
 	spare.Kill()
 	pair := func(cfg *Config) {
 		cfg.Discovery.Static[0].URLs = []string{spare.URL, f.shards[0].URL}
@@ -346,7 +346,7 @@ func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 // faultKind is one way a backend fails, and what the proxy must say about it.
 type faultKind struct {
 	name  string
-	start func(t *testing.T, f *fleet) (url string, fault *testenv.Fault)
+	start func(t *testing.T, f *fleet) (url string, fault *e2eutil.Fault)
 	// says is in the warning or error of a query (remote read), beside the
 	// group and the backend URL; apiSays in that of the label, series and
 	// metadata endpoints ("" when the fault leaves those intact).
@@ -354,29 +354,29 @@ type faultKind struct {
 }
 
 func faultKinds() []faultKind {
-	fault := func(fn func(testing.TB) *testenv.Fault) func(*testing.T, *fleet) (string, *testenv.Fault) {
-		return func(t *testing.T, _ *fleet) (string, *testenv.Fault) {
+	fault := func(fn func(testing.TB) *e2eutil.Fault) func(*testing.T, *fleet) (string, *e2eutil.Fault) {
+		return func(t *testing.T, _ *fleet) (string, *e2eutil.Fault) {
 			ft := fn(t)
 			return ft.URL, ft
 		}
 	}
-	garbage := func(contentType string) func(testing.TB) *testenv.Fault {
-		return func(t testing.TB) *testenv.Fault { return testenv.Garbage(t, contentType) }
+	garbage := func(contentType string) func(testing.TB) *e2eutil.Fault {
+		return func(t testing.TB) *e2eutil.Fault { return e2eutil.Garbage(t, contentType) }
 	}
 	return []faultKind{
-		{"hang", fault(testenv.Hang), "request timed out after 1s", "request timed out after 1s"},
-		{"status 500", fault(testenv.Status500), "status 500", "HTTP 500"},
-		{"garbage samples", fault(garbage(testenv.ContentTypeSamples)), "snappy: corrupt input", "malformed backend response"},
-		{"garbage stream", fault(garbage(testenv.ContentTypeChunked)), "checksum mismatch", "malformed backend response"},
-		{"wrong content type", fault(testenv.WrongContentType), "unsupported content type: text/html", `content type "text/html`},
+		{"hang", fault(e2eutil.Hang), "request timed out after 1s", "request timed out after 1s"},
+		{"status 500", fault(e2eutil.Status500), "status 500", "HTTP 500"},
+		{"garbage samples", fault(garbage(e2eutil.ContentTypeSamples)), "snappy: corrupt input", "malformed backend response"},
+		{"garbage stream", fault(garbage(e2eutil.ContentTypeChunked)), "checksum mismatch", "malformed backend response"},
+		{"wrong content type", fault(e2eutil.WrongContentType), "unsupported content type: text/html", `content type "text/html`},
 		// Cut inside the first frame: no series has reached the engine, so
 		// the group can still fail over or be left out with a warning
 		// (testBrokenAfterSeries cuts later).
-		{"close mid-stream", func(t *testing.T, f *fleet) (string, *testenv.Fault) {
-			ft := testenv.CloseMidStream(t, f.shards[2].URL, 64)
+		{"close mid-stream", func(t *testing.T, f *fleet) (string, *e2eutil.Fault) {
+			ft := e2eutil.CloseMidStream(t, f.shards[2].URL, 64)
 			return ft.URL, ft
 		}, "unexpected EOF", ""},
-		{"closed port", func(t *testing.T, _ *fleet) (string, *testenv.Fault) { return testenv.ClosedPort(t), nil }, "connection refused", "connection refused"},
+		{"closed port", func(t *testing.T, _ *fleet) (string, *e2eutil.Fault) { return e2eutil.ClosedPort(t), nil }, "connection refused", "connection refused"},
 	}
 }
 
@@ -407,7 +407,7 @@ func testFailoverFromEveryFault(t *testing.T, f *fleet) {
 // the query is evaluated again and answers like the reference; alone, it
 // fails with 503 naming the group (partial_response warn too), never short.
 func testBrokenAfterSeries(t *testing.T, f *fleet) {
-	cut := testenv.CloseMidStream(t, f.shards[2].URL, 16<<10)
+	cut := e2eutil.CloseMidStream(t, f.shards[2].URL, 16<<10)
 	group := f.data.Clusters[2]
 	start, end := formatTime(f.data.Start), formatTime(f.data.Start.Add(2*time.Hour))
 	reqs := []apiRequest{
@@ -450,7 +450,7 @@ func testBrokenAfterSeries(t *testing.T, f *fleet) {
 // backend_timeout + 1 s with the other groups' data and a warning naming the
 // group; with abort it is a 503 naming it; partial_response overrides both.
 func testHungGroup(t *testing.T, f *fleet) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	group := f.data.Clusters[2]
 	healthy := baseConfig(f)
 	healthy.Discovery.Static = healthy.Discovery.Static[:2]
@@ -599,7 +599,7 @@ func testEveryFaultIsNamed(t *testing.T, f *fleet) {
 // up both cancel the fan-out, and the proxy lets go of the backend at once
 // rather than after backend_timeout.
 func testClientGivesUp(t *testing.T, f *fleet) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	cfg := faultConfig(f, hang.URL)
 	cfg.Proxy.BackendTimeout = model.Duration(time.Minute)
 	p := startProxy(t, cfg)
@@ -610,7 +610,7 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 	if a.code != http.StatusServiceUnavailable || a.ErrorType != "timeout" || a.took > 2*time.Second {
 		t.Errorf("timeout=500ms: %s; want 503 timeout within 2s", a)
 	}
-	if !testenv.WaitFor(2*time.Second, released) {
+	if !e2eutil.WaitFor(2*time.Second, released) {
 		t.Errorf("after the query timed out the proxy still holds %d remote reads open", hang.OpenConnsTo("/api/v1/read"))
 	}
 
@@ -628,17 +628,17 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 		}
 		errc <- err
 	}()
-	if !testenv.WaitFor(5*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") > 0 }) {
+	if !e2eutil.WaitFor(5*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") > 0 }) {
 		t.Fatal("the query never reached the hung backend")
 	}
 	cancel()
 	if err := <-errc; err == nil {
 		t.Error("the request finished although the backend hangs")
 	}
-	if !testenv.WaitFor(2*time.Second, released) {
+	if !e2eutil.WaitFor(2*time.Second, released) {
 		t.Errorf("the client hung up but the proxy still holds %d remote reads open", hang.OpenConnsTo("/api/v1/read"))
 	}
-	if !testenv.WaitFor(2*time.Second, func() bool { return metricSum(t, p, "prometheus_proxy_requests_in_flight") == 0 }) {
+	if !e2eutil.WaitFor(2*time.Second, func() bool { return metricSum(t, p, "prometheus_proxy_requests_in_flight") == 0 }) {
 		t.Error("requests still in flight after the client hung up")
 	}
 }
@@ -646,7 +646,7 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 // testConcurrencyLimit: beyond max_concurrent_requests a request waits
 // queue_timeout, then gets a Prometheus-style 429 with Retry-After.
 func testConcurrencyLimit(t *testing.T, f *fleet) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	cfg := faultConfig(f, hang.URL)
 	cfg.Proxy.MaxConcurrentRequests = 1
 	cfg.Proxy.QueueTimeout = model.Duration(200 * time.Millisecond)
@@ -659,7 +659,7 @@ func testConcurrencyLimit(t *testing.T, f *fleet) {
 		}
 		first <- a
 	}()
-	if !testenv.WaitFor(5*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") > 0 }) {
+	if !e2eutil.WaitFor(5*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") > 0 }) {
 		t.Fatal("the first query never reached the hung backend")
 	}
 	second := ask(t, p.URL, instant(f, "up"))

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // TestKustomizeApplyWithHPA: `kubectl apply -k deploy/kubernetes`, as an
@@ -22,8 +22,8 @@ import (
 // creates includes the autoscaler scaling the proxy's Deployment on CPU and
 // on requests in flight, never below two replicas.
 func TestKustomizeApplyWithHPA(t *testing.T) {
-	kubectl := testenv.KubectlBinary(t)
-	kube := testenv.StartKube(t)
+	kubectl := e2eutil.KubectlBinary(t)
+	kube := e2eutil.StartKube(t)
 	kubeconfig := kube.WriteKubeconfig(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -77,7 +77,7 @@ func TestKustomizeApplyWithHPA(t *testing.T) {
 // source) while the API server cannot be reached, and true once both have
 // synced, so an HPA-added or restarted pod gets no traffic before it can
 // answer like the others.
-func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Interface) {
+func testReadyOnlyOnceSynced(t *testing.T, kube *e2eutil.Kube, dyn dynamic.Interface) {
 	ctx := context.Background()
 	svc := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Service",
@@ -95,7 +95,7 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Inter
 	if len(cfg.Discovery.Kubernetes) == 0 || !cfg.Tenants.Kubernetes {
 		t.Fatal("the shipped config does not use Kubernetes discovery and tenants")
 	}
-	saKubeconfig := kube.WriteKubeconfig(t, testenv.ServiceAccountUser(proxyNamespace, proxyServiceAccount), testenv.ServiceAccountGroups(proxyNamespace)...)
+	saKubeconfig := kube.WriteKubeconfig(t, e2eutil.ServiceAccountUser(proxyNamespace, proxyServiceAccount), e2eutil.ServiceAccountGroups(proxyNamespace)...)
 	for i := range cfg.Discovery.Kubernetes {
 		cfg.Discovery.Kubernetes[i].Kubeconfig = saKubeconfig
 	}
@@ -124,7 +124,7 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *testenv.Kube, dyn dynamic.Inter
 	}
 	kube.StartAPIServer()
 	restarted = true
-	testenv.Eventually(t, 30*time.Second, "ready once synced", func() error {
+	e2eutil.Eventually(t, 30*time.Second, "ready once synced", func() error {
 		if a := doRequest(t, probe, apiRequest{path: "/ready"}); a.code != http.StatusOK {
 			return fmt.Errorf("/ready: HTTP %d %s", a.code, a.body)
 		}

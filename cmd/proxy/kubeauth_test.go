@@ -22,7 +22,7 @@ import (
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // proxyAudience is the audience the shipped configuration asks tokens for.
@@ -114,7 +114,7 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	if _, err := w.admin.RbacV1().RoleBindings("team-b").Create(context.Background(), rb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 5*time.Second, "RoleBinding grants team-b", func() error {
+	e2eutil.Eventually(t, 5*time.Second, "RoleBinding grants team-b", func() error {
 		if a := query(asB); a.code != http.StatusOK {
 			return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
 		}
@@ -130,7 +130,7 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	if err := w.admin.RbacV1().RoleBindings("team-b").Delete(context.Background(), rb.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 5*time.Second, "deleted RoleBinding revokes", func() error {
+	e2eutil.Eventually(t, 5*time.Second, "deleted RoleBinding revokes", func() error {
 		if a := query(asB); a.code != http.StatusForbidden {
 			return fmt.Errorf("HTTP %d", a.code)
 		}
@@ -141,8 +141,8 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	uid := w.kube.ServiceAccountUID(t, "team-a", "grafana")
 	now := time.Now()
 	for name, tok := range map[string]string{
-		"expired":                w.kube.SignServiceAccountToken(t, testenv.ServiceAccountClaims("team-a", "grafana", uid, []string{proxyAudience}, now.Add(-2*time.Hour), now.Add(-time.Hour)), false),
-		"forged":                 w.kube.SignServiceAccountToken(t, testenv.ServiceAccountClaims("team-a", "grafana", uid, []string{proxyAudience}, now, now.Add(time.Hour)), true),
+		"expired":                w.kube.SignServiceAccountToken(t, e2eutil.ServiceAccountClaims("team-a", "grafana", uid, []string{proxyAudience}, now.Add(-2*time.Hour), now.Add(-time.Hour)), false),
+		"forged":                 w.kube.SignServiceAccountToken(t, e2eutil.ServiceAccountClaims("team-a", "grafana", uid, []string{proxyAudience}, now, now.Add(time.Hour)), true),
 		"for another audience":   w.kube.ServiceAccountToken(t, "team-a", "grafana", "some-other-service"),
 		"for the API server":     w.kube.ServiceAccountToken(t, "team-a", "grafana"),
 		"not a token":            "garbage",
@@ -168,8 +168,8 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	aggregateClusterRoles(t, w)
 	tokViewer := w.kube.ServiceAccountToken(t, "platform", "viewer", proxyAudience)
 	bindClusterRole(t, w, "platform-viewer-views-all", "view", "platform", "viewer")
-	testenv.Eventually(t, 5*time.Second, "cluster-wide view carries get metricaccesses everywhere", func() error {
-		if !subjectMay(t, w, testenv.ServiceAccountUser("platform", "viewer"), "platform", authn.MetricAccessCheck) {
+	e2eutil.Eventually(t, 5*time.Second, "cluster-wide view carries get metricaccesses everywhere", func() error {
+		if !subjectMay(t, w, e2eutil.ServiceAccountUser("platform", "viewer"), "platform", authn.MetricAccessCheck) {
 			return fmt.Errorf("not yet")
 		}
 		return nil
@@ -184,7 +184,7 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	}
 	tokAdmin := w.kube.ServiceAccountToken(t, "platform", "oncall", proxyAudience)
 	bindClusterRole(t, w, "platform-oncall-proxy-admin", "prometheus-multi-tenant-proxy-admin", "platform", "oncall")
-	testenv.Eventually(t, 5*time.Second, "the admin ClusterRole makes an admin", func() error {
+	e2eutil.Eventually(t, 5*time.Second, "the admin ClusterRole makes an admin", func() error {
 		a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokAdmin)})
 		if a.code != http.StatusOK {
 			return fmt.Errorf("/debug/tenants: HTTP %d", a.code)
@@ -214,7 +214,7 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 		}
 	}
 	every := withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "*")
-	testenv.Eventually(t, 5*time.Second, "RoleBindings in team-a and team-b", func() error {
+	e2eutil.Eventually(t, 5*time.Second, "RoleBindings in team-a and team-b", func() error {
 		if a := query(every); !strings.Contains(string(a.body), `"namespace":"team-b"`) || !strings.Contains(string(a.body), `"namespace":"team-a"`) {
 			return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
 		}
@@ -288,7 +288,7 @@ func bindClusterRole(t *testing.T, w *kubeWorld, name, role, ns, sa string) {
 func subjectMay(t *testing.T, w *kubeWorld, user, saNamespace string, check authn.AccessCheck) bool {
 	t.Helper()
 	sar, err := w.admin.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: user, Groups: testenv.ServiceAccountGroups(saNamespace),
+		User: user, Groups: e2eutil.ServiceAccountGroups(saNamespace),
 		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: check.Verb, Group: check.Group, Resource: check.Resource},
 	}}, metav1.CreateOptions{})
 	if err != nil {
@@ -338,7 +338,7 @@ func aggregateClusterRoles(t *testing.T, w *kubeWorld) {
 // refuses unauthenticated requests, serving probes and metrics on its
 // management port.
 func testKubectlApply(t *testing.T, w *kubeWorld) {
-	kubectl := testenv.KubectlBinary(t)
+	kubectl := e2eutil.KubectlBinary(t)
 	cmd := exec.Command(kubectl, "--kubeconfig="+w.kube.Kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", deployDir(t))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -402,7 +402,7 @@ func testKubectlApply(t *testing.T, w *kubeWorld) {
 			} `yaml:"endpoints"`
 		} `yaml:"spec"`
 	}
-	if err := yamlUnmarshalFile(filepath.Join(testenv.RepoRoot(t), "deploy", "prometheus-operator", "servicemonitor.yaml"), &sm); err != nil {
+	if err := yamlUnmarshalFile(filepath.Join(e2eutil.RepoRoot(t), "deploy", "prometheus-operator", "servicemonitor.yaml"), &sm); err != nil {
 		t.Fatal(err)
 	}
 	svc, err := w.admin.CoreV1().Services(proxyNamespace).Get(context.Background(), "prometheus-multi-tenant-proxy", metav1.GetOptions{})

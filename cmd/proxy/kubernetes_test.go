@@ -33,7 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -45,7 +45,7 @@ const (
 
 // kubeWorld is a real API server holding deploy/kubernetes, and clients of it.
 type kubeWorld struct {
-	kube *testenv.Kube
+	kube *e2eutil.Kube
 	// proxyKubeconfig acts as the proxy's ServiceAccount: RBAC decides.
 	proxyKubeconfig string
 	admin           kubernetes.Interface
@@ -57,12 +57,12 @@ type kubeWorld struct {
 // Pods, ExternalName Services and EndpointSlices answer exactly like the
 // reference, and MetricAccess objects drive tenancy and get their status.
 func TestKubernetes(t *testing.T) {
-	kube := testenv.StartKube(t)
+	kube := e2eutil.StartKube(t)
 	w := &kubeWorld{kube: kube}
 	rc := kube.RESTConfig(t)
 	w.admin = kubernetes.NewForConfigOrDie(rc)
 	w.dyn = dynamic.NewForConfigOrDie(rc)
-	w.proxyKubeconfig = kube.WriteKubeconfig(t, testenv.ServiceAccountUser(proxyNamespace, proxyServiceAccount), testenv.ServiceAccountGroups(proxyNamespace)...)
+	w.proxyKubeconfig = kube.WriteKubeconfig(t, e2eutil.ServiceAccountUser(proxyNamespace, proxyServiceAccount), e2eutil.ServiceAccountGroups(proxyNamespace)...)
 
 	t.Run("ManifestsAccepted", func(t *testing.T) { testManifestsAccepted(t, w) })
 	if t.Failed() {
@@ -78,7 +78,7 @@ func TestKubernetes(t *testing.T) {
 }
 
 func deployDir(t testing.TB) string {
-	return filepath.Join(testenv.RepoRoot(t), "deploy", "kubernetes")
+	return filepath.Join(e2eutil.RepoRoot(t), "deploy", "kubernetes")
 }
 
 // testManifestsAccepted applies every manifest of deploy/kubernetes for real
@@ -128,7 +128,7 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 		}
 	}
 	// The example Service for a Prometheus outside the cluster is accepted too.
-	w.kube.ApplyFiles(t, filepath.Join(testenv.RepoRoot(t), "examples", "kubernetes", "external-prometheus.yaml"))
+	w.kube.ApplyFiles(t, filepath.Join(e2eutil.RepoRoot(t), "examples", "kubernetes", "external-prometheus.yaml"))
 
 	t.Run("Deployment", func(t *testing.T) {
 		d := kinds["Deployment/prometheus-multi-tenant-proxy"]
@@ -176,7 +176,7 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 		if len(cfg.Discovery.Kubernetes) == 0 || !cfg.Tenants.Kubernetes {
 			t.Errorf("the ConfigMap's config does not use Kubernetes: discovery %+v tenants.kubernetes %v", cfg.Discovery.Kubernetes, cfg.Tenants.Kubernetes)
 		}
-		if _, err := loadConfig(filepath.Join(testenv.RepoRoot(t), "examples", "kubernetes", "config.yaml")); err != nil {
+		if _, err := loadConfig(filepath.Join(e2eutil.RepoRoot(t), "examples", "kubernetes", "config.yaml")); err != nil {
 			t.Errorf("examples/kubernetes/config.yaml: %v", err)
 		}
 	})
@@ -237,7 +237,7 @@ func (w *kubeWorld) namespace(t testing.TB, name string) {
 // prometheusPod creates a Pod standing for a test Prometheus: no kubelet
 // runs, so the test writes its status itself, with podIP 127.0.0.1 and the
 // server's port as the container port named "web".
-func (w *kubeWorld) prometheusPod(t testing.TB, ns, name string, lbls map[string]string, p *testenv.Prometheus) *corev1.Pod {
+func (w *kubeWorld) prometheusPod(t testing.TB, ns, name string, lbls map[string]string, p *e2eutil.Prometheus) *corev1.Pod {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(p.Addr)
 	n, _ := strconv.Atoi(port)
@@ -314,7 +314,7 @@ func testDiscoveryPods(t *testing.T, w *kubeWorld, f *fleet) {
 	const ns = "prom-pods"
 	w.namespace(t, ns)
 	// The HA partner of shard 0: another server holding the same data.
-	partner := testenv.StartPrometheus(t, testenv.V3, openMetrics(t, f.data, 0, nil), testenv.WithName(f.data.Clusters[0]+"-replica"))
+	partner := e2eutil.StartPrometheus(t, e2eutil.V3, openMetrics(t, f.data, 0, nil), e2eutil.WithName(f.data.Clusters[0]+"-replica"))
 	sel := map[string]string{"app.kubernetes.io/name": "prometheus"}
 	with := func(k, v string) map[string]string {
 		m := map[string]string{k: v}
@@ -550,7 +550,7 @@ func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *fleet) {
 	for _, ns := range []string{"team-a", "team-b", "team-c", "sneaky"} {
 		w.namespace(t, ns)
 	}
-	examples, err := filepath.Glob(filepath.Join(testenv.RepoRoot(t), "examples", "tenants", "*.yaml"))
+	examples, err := filepath.Glob(filepath.Join(e2eutil.RepoRoot(t), "examples", "tenants", "*.yaml"))
 	if err != nil || len(examples) == 0 {
 		t.Fatalf("no examples/tenants/*.yaml: %v", err)
 	}
@@ -566,7 +566,7 @@ func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *fleet) {
 
 	eventually := func(what string, cond func() error) {
 		t.Helper()
-		testenv.Eventually(t, 5*time.Second, what, cond)
+		e2eutil.Eventually(t, 5*time.Second, what, cond)
 	}
 	ready := func() error {
 		if a := doRequest(t, p.URL, apiRequest{path: "/ready"}); a.code != http.StatusOK {

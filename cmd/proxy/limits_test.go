@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // TestLimits runs the per-tenant limits against real backends: every cost
@@ -23,7 +23,7 @@ import (
 // with Retry-After while other tenants go on.
 func TestLimits(t *testing.T) {
 	f := startFleet(t)
-	checkLeaks := testenv.LeakCheck(t, 5, http.DefaultClient.CloseIdleConnections)
+	checkLeaks := e2eutil.LeakCheck(t, 5, http.DefaultClient.CloseIdleConnections)
 	t.Run("TooManyMatchers", func(t *testing.T) { testTooManyMatchers(t, f) })
 	t.Run("TooManySelectors", func(t *testing.T) { testTooManySelectors(t, f) })
 	t.Run("CostLimits", func(t *testing.T) { testCostLimits(t, f) })
@@ -199,7 +199,7 @@ func testCostLimits(t *testing.T, f *fleet) {
 // limit fails as soon as the other groups' answers pass it, and the read
 // from the hung group is cancelled then, not at the backend timeout.
 func testChunkBytesCancel(t *testing.T, f *fleet) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	cfg := faultConfig(f, hang.URL)
 	cfg.Proxy.BackendTimeout = model.Duration(30 * time.Second)
 	cfg.Limits.Defaults.MaxFetchedChunkBytesPerQuery = 64 << 10
@@ -221,7 +221,7 @@ func testChunkBytesCancel(t *testing.T, f *fleet) {
 		t.Fatal("no answer within 10s although the limit was passed")
 	}
 	wantLimit(t, "whole window of every series", a, "max_fetched_chunk_bytes_per_query", "65536")
-	if !testenv.WaitFor(2*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") == 0 }) {
+	if !e2eutil.WaitFor(2*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") == 0 }) {
 		t.Errorf("the hung group's read is still open after the query failed: %d", hang.OpenConnsTo("/api/v1/read"))
 	}
 	if n := metricSum(t, p, "prometheus_proxy_backend_requests_total", `result="error"`); n != 0 {
@@ -242,7 +242,7 @@ func testChunkBytesCancel(t *testing.T, f *fleet) {
 // gets 429 too_many_requests with Retry-After at once, while tenant b is
 // answered.
 func testQueueFull(t *testing.T, f *fleet) {
-	hang := testenv.Hang(t)
+	hang := e2eutil.Hang(t)
 	cfg := faultConfig(f, hang.URL)
 	cfg.Proxy.BackendTimeout = model.Duration(3 * time.Second)
 	cfg.Proxy.QueueTimeout = model.Duration(10 * time.Second)
@@ -253,7 +253,7 @@ func testQueueFull(t *testing.T, f *fleet) {
 	for range 2 {
 		go func() { done <- doRequest(t, p.URL, hung) }()
 	}
-	if !testenv.WaitFor(5*time.Second, func() bool {
+	if !e2eutil.WaitFor(5*time.Second, func() bool {
 		return hang.OpenConnsTo("/api/v1/read") > 0 && metricSum(t, p, "prometheus_proxy_queue_length") == 1
 	}) {
 		t.Fatal("a's first request never reached the hung backend with the second queued")

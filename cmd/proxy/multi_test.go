@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // proxyProc is the proxy as a real process (this test binary re-executed,
@@ -43,7 +43,7 @@ type proxyProc struct {
 
 func startProxyProc(t *testing.T, name, config string) *proxyProc {
 	t.Helper()
-	p := &proxyProc{t: t, name: name, config: config, port: testenv.FreePort(t), log: &syncBuffer{}}
+	p := &proxyProc{t: t, name: name, config: config, port: e2eutil.FreePort(t), log: &syncBuffer{}}
 	p.URL = "http://127.0.0.1:" + strconv.Itoa(p.port)
 	t.Cleanup(func() {
 		p.mu.Lock()
@@ -82,7 +82,7 @@ func (p *proxyProc) start() {
 	p.mu.Lock()
 	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
-	testenv.Eventually(p.t, 60*time.Second, "proxy "+p.name+" ready", func() error {
+	e2eutil.Eventually(p.t, 60*time.Second, "proxy "+p.name+" ready", func() error {
 		select {
 		case err := <-done:
 			done <- err
@@ -113,7 +113,7 @@ func (p *proxyProc) term() {
 	p.cmd = nil
 	p.mu.Unlock()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	testenv.Eventually(p.t, 900*time.Millisecond, "proxy "+p.name+" fails /ready while draining", func() error {
+	e2eutil.Eventually(p.t, 900*time.Millisecond, "proxy "+p.name+" fails /ready while draining", func() error {
 		resp, err := http.Get(p.URL + "/ready")
 		if err != nil {
 			return err
@@ -355,7 +355,7 @@ func warmAcross(t *testing.T, dash answered, a, b *proxyProc) float64 {
 func hitsAgain(t *testing.T, dash answered, a, b *proxyProc) {
 	t.Helper()
 	hits := b.cacheResult("hit")
-	testenv.Eventually(t, 60*time.Second, "hits again", func() error {
+	e2eutil.Eventually(t, 60*time.Second, "hits again", func() error {
 		dash.check(t, a.URL, "refill via a")
 		reads := b.reads()
 		dash.check(t, b.URL, "via b")
@@ -370,7 +370,7 @@ func hitsAgain(t *testing.T, dash answered, a, b *proxyProc) {
 }
 
 func testSharedRedisCluster(t *testing.T, f *fleet) {
-	cl := testenv.StartRedisCluster(t, 3)
+	cl := e2eutil.StartRedisCluster(t, 3)
 	redisYAML := "    addresses: [" + strings.Join(cl.Addrs(), ", ") + "]\n"
 	cfg := writeProxyConfig(t, f, shardURLs(f), sharedCacheYAML(redisYAML))
 	a, b := startProxyProc(t, "a", cfg), startProxyProc(t, "b", cfg)
@@ -423,7 +423,7 @@ func testSharedRedisCluster(t *testing.T, f *fleet) {
 }
 
 func testSharedRedisSentinel(t *testing.T, f *fleet) {
-	s := testenv.StartRedisSentinel(t)
+	s := e2eutil.StartRedisSentinel(t)
 	redisYAML := "    master_name: " + s.MasterName + "\n    addresses: [" + strings.Join(s.SentinelAddrs(), ", ") + "]\n"
 	cfg := writeProxyConfig(t, f, shardURLs(f), sharedCacheYAML(redisYAML))
 	a, b := startProxyProc(t, "a", cfg), startProxyProc(t, "b", cfg)
@@ -437,7 +437,7 @@ func testSharedRedisSentinel(t *testing.T, f *fleet) {
 	l := startLoad(t, dash, []string{a.URL, b.URL}, 2)
 	time.Sleep(time.Second)
 	s.Node(first).Kill()
-	testenv.Eventually(t, 60*time.Second, "failover", func() error {
+	e2eutil.Eventually(t, 60*time.Second, "failover", func() error {
 		m, err := s.MasterAddr()
 		if err != nil {
 			return fmt.Errorf("master: %w", err)
@@ -532,7 +532,7 @@ func testRollingRestart(t *testing.T, f *fleet) {
 	cfg := writeProxyConfig(t, f, shardURLs(f), "")
 	procs := []*proxyProc{startProxyProc(t, "a", cfg), startProxyProc(t, "b", cfg)}
 	lb := startReadyLB(t, procs[0].URL, procs[1].URL)
-	testenv.Eventually(t, 10*time.Second, "load balancer sees both proxies", func() error {
+	e2eutil.Eventually(t, 10*time.Second, "load balancer sees both proxies", func() error {
 		for i, b := range lb.backends {
 			if !b.ready.Load() {
 				return fmt.Errorf("backend %d not ready", i)
@@ -555,7 +555,7 @@ func testRollingRestart(t *testing.T, f *fleet) {
 		p.term()
 		t.Logf("proxy %s: SIGTERM with %d requests in flight through it, exited after %s", p.name, inflight, time.Since(began).Round(time.Millisecond))
 		p.start()
-		testenv.Eventually(t, 10*time.Second, "load balancer sees "+p.name+" again", func() error {
+		e2eutil.Eventually(t, 10*time.Second, "load balancer sees "+p.name+" again", func() error {
 			if !lb.backends[i].ready.Load() {
 				return fmt.Errorf("not ready")
 			}

@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // connectProxy is the HTTP CONNECT proxy a kube-apiserver's egress
@@ -113,8 +113,8 @@ egressSelections:
         udsName: `+egress.Socket+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eu := testenv.StartKube(t)
-	us := testenv.StartKube(t, testenv.WithAPIServerFlags("--egress-selector-config-file="+egressConfig))
+	eu := e2eutil.StartKube(t)
+	us := e2eutil.StartKube(t, e2eutil.WithAPIServerFlags("--egress-selector-config-file="+egressConfig))
 	euc := kubernetes.NewForConfigOrDie(eu.RESTConfig(t))
 	usc := kubernetes.NewForConfigOrDie(us.RESTConfig(t))
 	ctx := context.Background()
@@ -224,7 +224,7 @@ proxy:
 	}
 
 	region := map[int]map[string]string{0: {"region": "eu"}, 1: {"region": "eu"}, 2: {"region": "us"}}
-	reference := testenv.StartPrometheus(t, testenv.V3, relabeledOpenMetricsExtra(t, f.data, allShards(f.data), region), testenv.WithName("reference-two-clusters"))
+	reference := e2eutil.StartPrometheus(t, e2eutil.V3, relabeledOpenMetricsExtra(t, f.data, allShards(f.data), region), e2eutil.WithName("reference-two-clusters"))
 	runSuite(t, reference.URL, p.URL, append(suiteRequests(f.data), extRequests(f.data)...), nil)
 
 	if n := egress.count(net.JoinHostPort(podIPC, portC)); n == 0 {

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
 
@@ -41,8 +41,8 @@ func storedLabelsFleet(t *testing.T, at time.Time, foreign bool) []discovery.Sta
 			lines = append(lines, `m{namespace="team-b",pod="p3",cluster="other"} 500 `+ts)
 		}
 		om := strings.Join(append(lines, "# EOF", ""), "\n")
-		p := testenv.StartPrometheus(t, testenv.V3, strings.NewReader(om), testenv.WithName("stored-"+cluster),
-			testenv.WithExternalLabels(map[string]string{"cluster": cluster, "env": "prod"}))
+		p := e2eutil.StartPrometheus(t, e2eutil.V3, strings.NewReader(om), e2eutil.WithName("stored-"+cluster),
+			e2eutil.WithExternalLabels(map[string]string{"cluster": cluster, "env": "prod"}))
 		groups = append(groups, discovery.StaticGroup{Name: cluster, URLs: []string{p.URL}})
 	}
 	return groups

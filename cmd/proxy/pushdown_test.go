@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
 
@@ -92,17 +92,17 @@ func combinedRequests(data datagen.Config) []apiRequest { return exprRequests(da
 
 // startShards starts one Prometheus per cluster holding what keep(i) lets
 // through of shard i, and a reference holding what ref lets through of all.
-func startShards(t *testing.T, name string, kinds []testenv.Kind, keep func(shard int) func(labels.Labels) bool, ref func(labels.Labels) bool, shardOpts ...func(shard int) []testenv.Option) *fleet {
+func startShards(t *testing.T, name string, kinds []e2eutil.Kind, keep func(shard int) func(labels.Labels) bool, ref func(labels.Labels) bool, shardOpts ...func(shard int) []e2eutil.Option) *fleet {
 	f := &fleet{data: datagen.DefaultConfig()}
-	f.shards = make([]*testenv.Prometheus, f.data.Shards())
+	f.shards = make([]*e2eutil.Prometheus, f.data.Shards())
 	for i := range f.shards {
-		opts := []testenv.Option{testenv.WithName(name + "-" + f.data.Clusters[i])}
+		opts := []e2eutil.Option{e2eutil.WithName(name + "-" + f.data.Clusters[i])}
 		for _, so := range shardOpts {
 			opts = append(opts, so(i)...)
 		}
-		f.shards[i] = testenv.StartPrometheus(t, kinds[i%len(kinds)], openMetrics(t, f.data, i, keep(i)), opts...)
+		f.shards[i] = e2eutil.StartPrometheus(t, kinds[i%len(kinds)], openMetrics(t, f.data, i, keep(i)), opts...)
 	}
-	f.reference = testenv.StartPrometheus(t, testenv.V3, openMetrics(t, f.data, -1, ref), testenv.WithName(name+"-reference"))
+	f.reference = e2eutil.StartPrometheus(t, e2eutil.V3, openMetrics(t, f.data, -1, ref), e2eutil.WithName(name+"-reference"))
 	return f
 }
 
@@ -136,7 +136,7 @@ func ownCluster(l labels.Labels) bool {
 func TestPushDown(t *testing.T) {
 	t.Run("Disjoint", func(t *testing.T) {
 		// Push-down needs backends of the proxy's own engine release.
-		f := startShards(t, "disjoint", []testenv.Kind{testenv.V3}, func(i int) func(labels.Labels) bool {
+		f := startShards(t, "disjoint", []e2eutil.Kind{e2eutil.V3}, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
 		}, ownCluster)
 		reqs := append(promqlRequests(f.data, func(string) bool { return false }), combinedRequests(f.data)...)
@@ -202,7 +202,7 @@ func TestPushDown(t *testing.T) {
 			for _, ns := range []string{"team-a", "team-b", "team-c"} {
 				t.Run(ns, func(t *testing.T) {
 					pol := policyOf(t, p, ns)
-					oracle := testenv.StartPrometheus(t, testenv.V3, openMetrics(t, f.data, -1, func(l labels.Labels) bool { return ownCluster(l) && pol.Matches(l) }), testenv.WithName("pushdown-oracle-"+ns))
+					oracle := e2eutil.StartPrometheus(t, e2eutil.V3, openMetrics(t, f.data, -1, func(l labels.Labels) bool { return ownCluster(l) && pol.Matches(l) }), e2eutil.WithName("pushdown-oracle-"+ns))
 					before := pushDownCount(t, p, "pushed")
 					runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader(ns), 40)
 					for _, r := range attacks {
@@ -289,7 +289,7 @@ func TestPushDown(t *testing.T) {
 		// the shipped defaults (push-down on, sums re-associated): the
 		// suite answers as the reference, and queries are pushed to the
 		// LTS group too, except what its release evaluates differently.
-		f := startShards(t, "lts", []testenv.Kind{testenv.V3, testenv.V3LTS, testenv.V3}, func(i int) func(labels.Labels) bool {
+		f := startShards(t, "lts", []e2eutil.Kind{e2eutil.V3, e2eutil.V3LTS, e2eutil.V3}, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
 		}, ownCluster)
 		cfg := baseConfig(f)
@@ -321,11 +321,11 @@ func TestPushDown(t *testing.T) {
 		// A backend started with promql-delayed-name-removal keeps
 		// __name__ through functions until the end, as the proxy's engine
 		// does not: its group makes every query fall back.
-		f := startShards(t, "delayed", []testenv.Kind{testenv.V3}, func(i int) func(labels.Labels) bool {
+		f := startShards(t, "delayed", []e2eutil.Kind{e2eutil.V3}, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
-		}, ownCluster, func(i int) []testenv.Option {
+		}, ownCluster, func(i int) []e2eutil.Option {
 			if i == 1 {
-				return []testenv.Option{testenv.WithFlags("--enable-feature=promql-delayed-name-removal")}
+				return []e2eutil.Option{e2eutil.WithFlags("--enable-feature=promql-delayed-name-removal")}
 			}
 			return nil
 		})
@@ -336,7 +336,7 @@ func TestPushDown(t *testing.T) {
 			t.Errorf("pushed %v, fell back %v; want 0 and 1", pushed, fallback)
 		}
 		// The control: the same query over the same shards without the flag is pushed.
-		g := startShards(t, "undelayed", []testenv.Kind{testenv.V3}, func(i int) func(labels.Labels) bool {
+		g := startShards(t, "undelayed", []e2eutil.Kind{e2eutil.V3}, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
 		}, ownCluster)
 		q := startProxy(t, pushDownConfig(g, true))
@@ -349,7 +349,7 @@ func TestPushDown(t *testing.T) {
 	t.Run("NotDisjoint", func(t *testing.T) {
 		// The global series are in groups 0 and 1 alike; the split series
 		// in every group, each holding part of their time.
-		f := startShards(t, "overlap", []testenv.Kind{testenv.V3}, func(i int) func(labels.Labels) bool {
+		f := startShards(t, "overlap", []e2eutil.Kind{e2eutil.V3}, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool {
 				return l.Get("cluster") != datagen.GlobalCluster || i < 2
 			}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // benchSides times query sets against several servers, interleaved so that
@@ -36,7 +36,7 @@ func benchSides(b *testing.B, queries []apiRequest, names []string, bases []stri
 			}
 			// The proxies run in this process: the heap's peak above its
 			// level before the set is what the set cost the proxy.
-			peak[i] += testenv.PeakHeap(func() { took[i] += run(base) })
+			peak[i] += e2eutil.PeakHeap(func() { took[i] += run(base) })
 		}
 	}
 	for i, name := range names {

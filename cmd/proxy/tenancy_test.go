@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -24,7 +24,7 @@ import (
 func tenantFiles(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	src := filepath.Join(testenv.RepoRoot(t), "examples", "tenants")
+	src := filepath.Join(e2eutil.RepoRoot(t), "examples", "tenants")
 	entries, err := os.ReadDir(src)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func policyOf(t testing.TB, p *proxyUnderTest, ns string) *tenancy.Policy {
 }
 
 // oracleFor starts a Prometheus holding exactly the series pol lets through.
-func oracleFor(t testing.TB, f *fleet, name string, pol *tenancy.Policy) *testenv.Prometheus {
+func oracleFor(t testing.TB, f *fleet, name string, pol *tenancy.Policy) *e2eutil.Prometheus {
 	t.Helper()
 	visible := 0
 	datagen.ForEachSeries(f.data, func(l labels.Labels) {
@@ -75,7 +75,7 @@ func oracleFor(t testing.TB, f *fleet, name string, pol *tenancy.Policy) *testen
 		t.Fatalf("tenant %s sees only %d series of the test data: the rules do not fit the data", name, visible)
 	}
 	t.Logf("tenant %s sees %d series", name, visible)
-	return testenv.StartPrometheus(t, testenv.V3, openMetrics(t, f.data, -1, func(l labels.Labels) bool { return pol.Matches(l) }), testenv.WithName("oracle-"+name))
+	return e2eutil.StartPrometheus(t, e2eutil.V3, openMetrics(t, f.data, -1, func(l labels.Labels) bool { return pol.Matches(l) }), e2eutil.WithName("oracle-"+name))
 }
 
 // attackRequests try to read around the tenant's rules. Each must answer

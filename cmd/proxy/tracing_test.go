@@ -24,8 +24,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/testenv"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
 )
 
@@ -161,7 +161,7 @@ func (tr traceTree) under(s, ancestor otlpSpan) bool {
 func (r *otlpReceiver) await(t *testing.T, traceID string, backends int) traceTree {
 	t.Helper()
 	var tr traceTree
-	testenv.Eventually(t, time.Minute, "the spans of trace "+traceID+" at the receiver", func() error {
+	e2eutil.Eventually(t, time.Minute, "the spans of trace "+traceID+" at the receiver", func() error {
 		tr = r.trace(traceID)
 		if n := len(tr.backendSpans()); len(tr.named("encode response")) == 0 || n < backends {
 			return fmt.Errorf("%d spans, %d of backends:\n%s", len(tr), n, tr.dump())
@@ -217,9 +217,9 @@ func TestTracing(t *testing.T) {
 	groups := []string{"a", "b"}
 	var static []discovery.StaticGroup
 	for _, g := range groups {
-		p := testenv.StartPrometheus(t, testenv.V3, tracingData(now, g), testenv.WithName("tracing-"+g), testenv.WithTracing(recv.addr),
+		p := e2eutil.StartPrometheus(t, e2eutil.V3, tracingData(now, g), e2eutil.WithName("tracing-"+g), e2eutil.WithTracing(recv.addr),
 			// Disjoint groups: an aggregation may be pushed to them.
-			testenv.WithExternalLabels(map[string]string{"cluster": g}))
+			e2eutil.WithExternalLabels(map[string]string{"cluster": g}))
 		static = append(static, discovery.StaticGroup{Name: g, URLs: []string{p.URL}})
 	}
 

@@ -1,4 +1,4 @@
-package testenv
+package e2eutil
 
 import (
 	"bufio"
@@ -81,7 +81,7 @@ func (r *Redis) start(extra func(port int) []string) {
 	for attempt := 1; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			r.t.Fatalf("testenv: start redis: %v", err)
+			r.t.Fatalf("e2eutil: start redis: %v", err)
 		}
 		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		r.proc.name = "redis-server " + r.Addr
@@ -115,7 +115,7 @@ func (r *Redis) start(extra func(port int) []string) {
 			return
 		}
 		if !portTaken(err) || attempt == startAttempts {
-			r.t.Fatalf("testenv: %v", err)
+			r.t.Fatalf("e2eutil: %v", err)
 		}
 		r.proc.kill()
 	}
@@ -228,7 +228,7 @@ func (r *Redis) Restart() {
 	r.t.Helper()
 	r.proc.kill()
 	if err := r.startProc(); err != nil {
-		r.t.Fatalf("testenv: restart redis: %v", err)
+		r.t.Fatalf("e2eutil: restart redis: %v", err)
 	}
 }
 
@@ -251,7 +251,7 @@ func (c *RedisCluster) Reshard(from, to, slots int) {
 	id := func(n *Redis) string {
 		s, err := n.Do("CLUSTER", "MYID")
 		if err != nil {
-			c.t.Fatalf("testenv: CLUSTER MYID on %s: %v", n.Addr, err)
+			c.t.Fatalf("e2eutil: CLUSTER MYID on %s: %v", n.Addr, err)
 		}
 		return s
 	}
@@ -259,7 +259,7 @@ func (c *RedisCluster) Reshard(from, to, slots int) {
 		"--cluster-from", id(c.Nodes[from]), "--cluster-to", id(c.Nodes[to]),
 		"--cluster-slots", strconv.Itoa(slots), "--cluster-yes").CombinedOutput()
 	if err != nil {
-		c.t.Fatalf("testenv: redis-cli --cluster reshard: %v\n%s", err, out)
+		c.t.Fatalf("e2eutil: redis-cli --cluster reshard: %v\n%s", err, out)
 	}
 }
 
@@ -297,7 +297,7 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	out, err := exec.Command(cli, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("testenv: redis-cli --cluster create: %v\n%s", err, out)
+		t.Fatalf("e2eutil: redis-cli --cluster create: %v\n%s", err, out)
 	}
 	c.WaitOK()
 	return c
@@ -314,7 +314,7 @@ func (c *RedisCluster) WaitOK() {
 				break
 			}
 			if time.Now().After(deadline) {
-				c.t.Fatalf("testenv: redis cluster node %s not ok after 30s: %v %q\n%s", n.Addr, err, info, n.Log())
+				c.t.Fatalf("e2eutil: redis cluster node %s not ok after 30s: %v %q\n%s", n.Addr, err, info, n.Log())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

@@ -1,4 +1,4 @@
-package testenv
+package e2eutil
 
 import (
 	"context"
@@ -25,7 +25,7 @@ func (k *Kube) EnsureNamespace(t testing.TB, name string) {
 	c := kubernetes.NewForConfigOrDie(k.RESTConfig(t))
 	_, err := c.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("testenv: namespace %s: %v", name, err)
+		t.Fatalf("e2eutil: namespace %s: %v", name, err)
 	}
 }
 
@@ -40,14 +40,14 @@ func (k *Kube) ServiceAccountToken(t testing.TB, namespace, name string, audienc
 	ctx := context.Background()
 	_, err := c.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("testenv: ServiceAccount %s/%s: %v", namespace, name, err)
+		t.Fatalf("e2eutil: ServiceAccount %s/%s: %v", namespace, name, err)
 	}
 	seconds := int64(time.Hour / time.Second)
 	tr, err := c.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: &seconds},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("testenv: token for %s/%s: %v", namespace, name, err)
+		t.Fatalf("e2eutil: token for %s/%s: %v", namespace, name, err)
 	}
 	return tr.Status.Token
 }
@@ -62,24 +62,24 @@ func (k *Kube) SignServiceAccountToken(t testing.TB, claims jwt.MapClaims, forge
 	if forged {
 		var err error
 		if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 	} else {
 		b, err := os.ReadFile(k.saKey)
 		if err != nil {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 		block, _ := pem.Decode(b)
 		if block == nil {
-			t.Fatalf("testenv: %s holds no PEM block", k.saKey)
+			t.Fatalf("e2eutil: %s holds no PEM block", k.saKey)
 		}
 		if key, err = x509.ParsePKCS1PrivateKey(block.Bytes); err != nil {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 	}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(key)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	return tok
 }
@@ -105,7 +105,7 @@ func (k *Kube) ServiceAccountUID(t testing.TB, namespace, name string) string {
 	c := kubernetes.NewForConfigOrDie(k.RESTConfig(t))
 	sa, err := c.CoreV1().ServiceAccounts(namespace).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
-		t.Fatalf("testenv: ServiceAccount %s/%s: %v", namespace, name, err)
+		t.Fatalf("e2eutil: ServiceAccount %s/%s: %v", namespace, name, err)
 	}
 	return string(sa.UID)
 }

@@ -1,4 +1,4 @@
-package testenv
+package e2eutil
 
 import (
 	"bytes"
@@ -45,11 +45,11 @@ func KubeVersion(t testing.TB) string {
 	path := filepath.Join(RepoRoot(t), "tools", "kube-apiserver", "go.mod")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	v := goModRequire(string(data), kubernetesModule)
 	if v == "" {
-		t.Fatalf("testenv: %s does not require %s", path, kubernetesModule)
+		t.Fatalf("e2eutil: %s does not require %s", path, kubernetesModule)
 	}
 	return v
 }
@@ -99,7 +99,7 @@ type Kube struct {
 const ServiceAccountIssuer = "https://kubernetes.default.svc"
 
 // KubeAdminUser is the user name Token authenticates as.
-const KubeAdminUser = "testenv-admin"
+const KubeAdminUser = "e2eutil-admin"
 
 // KubeOption changes how StartKube runs the API server.
 type KubeOption func(*kubeOptions)
@@ -153,7 +153,7 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 			break
 		}
 		if !portTaken(err) || attempt == startAttempts {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 		k.etcd.kill()
 		_ = os.RemoveAll(filepath.Join(dir, "etcd"))
@@ -163,8 +163,8 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	writeRSAKey(t, saKey)
 	k.saKey = saKey
 	tokens := filepath.Join(dir, "tokens.csv")
-	if err := os.WriteFile(tokens, []byte(k.Token+","+KubeAdminUser+",testenv-admin-uid,\"system:masters\"\n"), 0o600); err != nil {
-		t.Fatalf("testenv: %v", err)
+	if err := os.WriteFile(tokens, []byte(k.Token+","+KubeAdminUser+",e2eutil-admin-uid,\"system:masters\"\n"), 0o600); err != nil {
+		t.Fatalf("e2eutil: %v", err)
 	}
 	k.apiserver = &process{path: apiserverBin, logPath: filepath.Join(dir, "kube-apiserver.log")}
 	k.apiserver.cleanup(t)
@@ -198,7 +198,7 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 			break
 		}
 		if !portTaken(err) || attempt == startAttempts {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 		k.apiserver.kill()
 	}
@@ -226,7 +226,7 @@ func (k *Kube) StopAPIServer() { k.apiserver.stop(syscall.SIGTERM, 10*time.Secon
 func (k *Kube) StartAPIServer() {
 	k.t.Helper()
 	if err := k.startAPIServer(); err != nil {
-		k.t.Fatalf("testenv: restart: %v", err)
+		k.t.Fatalf("e2eutil: restart: %v", err)
 	}
 }
 
@@ -252,13 +252,13 @@ func (k *Kube) WriteKubeconfig(t testing.TB, as string, groups ...string) string
 	}
 	f, err := os.CreateTemp(k.dir, "kubeconfig-*.yaml")
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	if _, err := f.WriteString(b.String()); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	if err := f.Close(); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	return f.Name()
 }
@@ -302,11 +302,11 @@ func writeRSAKey(t testing.TB, path string) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	der := x509.MarshalPKCS1PrivateKey(key)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 }
 
@@ -314,7 +314,7 @@ func randomHex(t testing.TB, n int) string {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	return hex.EncodeToString(b)
 }
@@ -329,7 +329,7 @@ func restConfigOf(t testing.TB, kubeconfig string) *rest.Config {
 	t.Helper()
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	rc.QPS, rc.Burst = 100, 200 // tests create objects in bursts
 	return rc
@@ -343,7 +343,7 @@ func (k *Kube) ApplyFiles(t testing.TB, paths ...string) []*unstructured.Unstruc
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 		all = append(all, "\n---\n"...)
 		all = append(all, b...)
@@ -364,11 +364,11 @@ func (k *Kube) Apply(t testing.TB, yamlDocs []byte, opts ...ApplyOption) []*unst
 	rc := k.RESTConfig(t)
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	disco, err := discovery.NewDiscoveryClientForConfig(rc)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
 
@@ -380,7 +380,7 @@ func (k *Kube) Apply(t testing.TB, yamlDocs []byte, opts ...ApplyOption) []*unst
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			t.Fatalf("testenv: apply: decode: %v", err)
+			t.Fatalf("e2eutil: apply: decode: %v", err)
 		}
 		if len(m) == 0 {
 			continue // an empty document
@@ -414,7 +414,7 @@ func (k *Kube) Apply(t testing.TB, yamlDocs []byte, opts ...ApplyOption) []*unst
 			mapping, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		}
 		if err != nil {
-			t.Fatalf("testenv: apply %s: %v", what, err)
+			t.Fatalf("e2eutil: apply %s: %v", what, err)
 		}
 		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
 		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
@@ -423,13 +423,13 @@ func (k *Kube) Apply(t testing.TB, yamlDocs []byte, opts ...ApplyOption) []*unst
 			}
 			ri = dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
 		}
-		ao := metav1.ApplyOptions{FieldManager: "testenv", Force: true}
+		ao := metav1.ApplyOptions{FieldManager: "e2eutil", Force: true}
 		if o.dryRun {
 			ao.DryRun = []string{metav1.DryRunAll}
 		}
 		applied, err := ri.Apply(ctx, obj.GetName(), obj, ao)
 		if err != nil {
-			t.Fatalf("testenv: apply %s: %v", what, err)
+			t.Fatalf("e2eutil: apply %s: %v", what, err)
 		}
 		if rank(obj) == 1 && !o.dryRun {
 			k.waitEstablished(t, ctx, ri, obj.GetName())
@@ -453,7 +453,7 @@ func (k *Kube) waitEstablished(t testing.TB, ctx context.Context, ri dynamic.Res
 	for {
 		crd, err := ri.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			t.Fatalf("testenv: CustomResourceDefinition %s: %v", name, err)
+			t.Fatalf("e2eutil: CustomResourceDefinition %s: %v", name, err)
 		}
 		conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
 		for _, c := range conds {
@@ -463,7 +463,7 @@ func (k *Kube) waitEstablished(t testing.TB, ctx context.Context, ri dynamic.Res
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("testenv: CustomResourceDefinition %s not established: %v", name, ctx.Err())
+			t.Fatalf("e2eutil: CustomResourceDefinition %s not established: %v", name, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -1,4 +1,4 @@
-package testenv
+package e2eutil
 
 import (
 	"os"
@@ -16,11 +16,11 @@ func HelmVersion(t testing.TB) string {
 	path := filepath.Join(RepoRoot(t), "tools", "helm", "go.mod")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	v := goModRequire(string(data), helmModule)
 	if v == "" {
-		t.Fatalf("testenv: %s does not require %s", path, helmModule)
+		t.Fatalf("e2eutil: %s does not require %s", path, helmModule)
 	}
 	return v
 }

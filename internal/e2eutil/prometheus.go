@@ -1,4 +1,4 @@
-package testenv
+package e2eutil
 
 import (
 	"crypto/sha256"
@@ -58,11 +58,11 @@ func PrometheusModuleVersion(t testing.TB) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(RepoRoot(t), "go.mod"))
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	v := goModRequire(string(data), prometheusModule)
 	if v == "" {
-		t.Fatalf("testenv: go.mod does not require %s", prometheusModule)
+		t.Fatalf("e2eutil: go.mod does not require %s", prometheusModule)
 	}
 	return v
 }
@@ -80,11 +80,11 @@ func PrometheusLTSModuleVersion(t testing.TB) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(RepoRoot(t), filepath.FromSlash(ltsGoMod)))
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	v := goModRequire(string(data), prometheusModule)
 	if v == "" {
-		t.Fatalf("testenv: %s does not require %s", ltsGoMod, prometheusModule)
+		t.Fatalf("e2eutil: %s does not require %s", ltsGoMod, prometheusModule)
 	}
 	return v
 }
@@ -129,12 +129,12 @@ func PrometheusBinary(t testing.TB, kind Kind) string {
 		release := ltsRelease(mv)
 		i := strings.LastIndexByte(release, '.')
 		if i < 0 {
-			t.Fatalf("testenv: %s: %s is not a Prometheus module version (v0.MMM.P)", ltsGoMod, mv)
+			t.Fatalf("e2eutil: %s: %s is not a Prometheus module version (v0.MMM.P)", ltsGoMod, mv)
 		}
 		checkMajorVersion(t, path, release[:i+1])
 		return path
 	}
-	t.Fatalf("testenv: unknown Prometheus kind %v", kind)
+	t.Fatalf("e2eutil: unknown Prometheus kind %v", kind)
 	return ""
 }
 
@@ -165,7 +165,7 @@ func checkMajorVersion(t testing.TB, path, prefix string) {
 		v, _ = versionChecked.LoadOrStore(path, err)
 	}
 	if err, _ := v.(error); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 }
 
@@ -257,18 +257,18 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	dir := t.TempDir()
 	p := &Prometheus{Kind: kind, DataDir: filepath.Join(dir, "data"), t: t, opts: o}
 	if err := os.Mkdir(p.DataDir, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	if openMetrics != nil {
 		if blocks := backfill(t, openMetrics); blocks != "" {
 			if err := fsutil.CopyTree(blocks, p.DataDir); err != nil {
-				t.Fatalf("testenv: copy blocks into %s: %v", o.name, err)
+				t.Fatalf("e2eutil: copy blocks into %s: %v", o.name, err)
 			}
 		}
 	}
 	if o.blocks != "" {
 		if err := fsutil.CopyTree(o.blocks, p.DataDir); err != nil {
-			t.Fatalf("testenv: copy blocks into %s: %v", o.name, err)
+			t.Fatalf("e2eutil: copy blocks into %s: %v", o.name, err)
 		}
 	}
 	configFile := filepath.Join(dir, "prometheus.yml")
@@ -279,7 +279,7 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	}
 	if len(o.externalLabels) > 0 {
 		if strings.Contains(config, "global:") {
-			t.Fatalf("testenv: %s: WithExternalLabels and a WithConfig holding global: conflict; put external_labels in the config", o.name)
+			t.Fatalf("e2eutil: %s: WithExternalLabels and a WithConfig holding global: conflict; put external_labels in the config", o.name)
 		}
 		config += "global:\n  external_labels:\n"
 		for _, k := range slices.Sorted(maps.Keys(o.externalLabels)) {
@@ -288,16 +288,16 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	}
 	if o.tracing != "" {
 		if strings.Contains(config, "tracing:") {
-			t.Fatalf("testenv: %s: WithTracing and a WithConfig holding tracing: conflict", o.name)
+			t.Fatalf("e2eutil: %s: WithTracing and a WithConfig holding tracing: conflict", o.name)
 		}
 		config += "tracing:\n  endpoint: " + strconv.Quote(o.tracing) + "\n  client_type: grpc\n  insecure: true\n  sampling_fraction: 0\n"
 	}
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	for name, body := range o.files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 	}
 
@@ -306,7 +306,7 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 	for attempt := 1; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("testenv: start %s: %v", o.name, err)
+			t.Fatalf("e2eutil: start %s: %v", o.name, err)
 		}
 		p.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		p.URL = "http://" + p.Addr
@@ -323,7 +323,7 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 			return p
 		}
 		if !portTaken(err) || attempt == startAttempts {
-			t.Fatalf("testenv: %v", err)
+			t.Fatalf("e2eutil: %v", err)
 		}
 		p.proc.kill()
 	}
@@ -372,7 +372,7 @@ func (p *Prometheus) Restart() {
 	p.t.Helper()
 	p.Stop()
 	if err := p.startProc(); err != nil {
-		p.t.Fatalf("testenv: restart: %v", err)
+		p.t.Fatalf("e2eutil: restart: %v", err)
 	}
 }
 
@@ -405,7 +405,7 @@ func backfill(t testing.TB, openMetrics io.Reader) string {
 	input := filepath.Join(t.TempDir(), "data.om")
 	f, err := os.Create(input)
 	if err != nil {
-		t.Fatalf("testenv: backfill: %v", err)
+		t.Fatalf("e2eutil: backfill: %v", err)
 	}
 	h := sha256.New()
 	size, err := io.Copy(io.MultiWriter(f, h), openMetrics)
@@ -413,7 +413,7 @@ func backfill(t testing.TB, openMetrics io.Reader) string {
 		err = cerr
 	}
 	if err != nil {
-		t.Fatalf("testenv: backfill: spool input: %v", err)
+		t.Fatalf("e2eutil: backfill: spool input: %v", err)
 	}
 	if size == 0 {
 		return ""
@@ -439,7 +439,7 @@ func backfill(t testing.TB, openMetrics io.Reader) string {
 		close(e.done)
 	}
 	if e.err != nil {
-		t.Fatalf("testenv: backfill: %v", e.err)
+		t.Fatalf("e2eutil: backfill: %v", e.err)
 	}
 	return e.dir
 }
@@ -465,7 +465,7 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-const blockCachePrefix = "testenv-blocks-"
+const blockCachePrefix = "e2eutil-blocks-"
 
 // blockCacheDir lives as long as the test binary. Nothing runs when a test
 // binary exits, so each one sweeps the directories of binaries no longer alive

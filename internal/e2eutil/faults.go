@@ -1,4 +1,4 @@
-package testenv
+package e2eutil
 
 import (
 	"bufio"
@@ -74,7 +74,7 @@ func Hang(t testing.TB) *Fault {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("testenv: hang: %v", err)
+		t.Fatalf("e2eutil: hang: %v", err)
 	}
 	f := &Fault{Addr: ln.Addr().String(), Kind: "hang", byPath: map[string]int{}}
 	f.URL = "http://" + f.Addr
@@ -292,7 +292,7 @@ func goroutineDump() string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var out bytes.Buffer
 	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("testing.(*T).Run(")) || bytes.Contains(g, []byte("testenv.goroutineDump(")) {
+		if bytes.Contains(g, []byte("testing.(*T).Run(")) || bytes.Contains(g, []byte("e2eutil.goroutineDump(")) {
 			continue
 		}
 		out.Write(g)

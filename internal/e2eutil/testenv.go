@@ -1,6 +1,6 @@
-// Package testenv starts real servers (Prometheus, promtool backfills, Redis) for tests,
+// Package e2eutil starts real servers (Prometheus, promtool backfills, Redis) for tests,
 // on 127.0.0.1 with free ports, and tears everything down through t.Cleanup.
-package testenv
+package e2eutil
 
 import (
 	"bufio"
@@ -26,7 +26,7 @@ func RepoRoot(t testing.TB) string {
 	t.Helper()
 	root, err := repoRoot()
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	return root
 }
@@ -96,7 +96,7 @@ func FreePort(t testing.TB) int {
 	t.Helper()
 	port, err := freePort()
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("e2eutil: %v", err)
 	}
 	return port
 }
@@ -238,7 +238,7 @@ func (p *process) cleanup(t testing.TB) {
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("testenv: %s log (%s):\n%s", p.name, p.logPath, p.logTail(logTailBytes))
+			t.Logf("e2eutil: %s log (%s):\n%s", p.name, p.logPath, p.logTail(logTailBytes))
 		}
 	})
 }
@@ -290,7 +290,7 @@ func lookBinary(t testing.TB, envVar, def, hint string) string {
 	}
 	path, err := exec.LookPath(def)
 	if err != nil {
-		t.Fatalf("testenv: %s not found (%v): %s, or set %s to its path", def, err, hint, envVar)
+		t.Fatalf("e2eutil: %s not found (%v): %s, or set %s to its path", def, err, hint, envVar)
 	}
 	return path
 }

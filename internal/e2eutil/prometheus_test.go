@@ -1,4 +1,4 @@
-package testenv
+package e2eutil
 
 import (
 	"encoding/json"
