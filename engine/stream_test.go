@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -41,25 +38,37 @@ func streamData() string {
 	return b.String()
 }
 
-// countingProxy passes everything to upstream and counts the bytes of
-// remote-read answers (to know where a cut falls).
-func countingProxy(t *testing.T, upstream string) (string, *atomic.Int64) {
+// countingFanout is a fan-out over one group whose only replica is
+// upstream, reached through a transport of its own that counts the bytes of
+// remote-read answers (to know where a cut falls). Nothing stands between
+// the reference read and the backend, and no other test's connections
+// share its pool.
+func countingFanout(t *testing.T, upstream string) (*Fanout, *atomic.Int64) {
 	t.Helper()
-	u, err := url.Parse(upstream)
+	transport := &http.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	counter := &countingTransport{next: transport}
+	groups := discovery.StaticGroups([]discovery.StaticGroup{{Name: "solo", URLs: []string{upstream}}})
+	groups[0].Transport = counter
+	f, err := NewFanout(&fakeBackends{groups: groups, failed: map[string]int{}}, FanoutOptions{PartialResponse: discovery.PartialWarn, Remote: remote.DefaultConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n atomic.Int64
-	rp := httputil.NewSingleHostReverseProxy(u)
-	rp.ModifyResponse = func(r *http.Response) error {
-		if r.Request.URL.Path == "/api/v1/read" {
-			r.Body = countingBody{r.Body, &n}
-		}
-		return nil
+	t.Cleanup(f.Close)
+	return f, &counter.n
+}
+
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(req)
+	if err == nil && req.URL.Path == "/api/v1/read" {
+		resp.Body = countingBody{resp.Body, &c.n}
 	}
-	srv := httptest.NewServer(rp)
-	t.Cleanup(srv.Close)
-	return srv.URL, &n
+	return resp, err
 }
 
 type countingBody struct {
@@ -109,8 +118,7 @@ func selectLoad(ctx context.Context, t *testing.T, f *Fanout) ([]string, error) 
 // warn included), with an error a tenant may read, and does not fail over.
 func TestStreamBreaks(t *testing.T) {
 	prom := e2eutil.StartPrometheus(t, e2eutil.V3, strings.NewReader(streamData()), e2eutil.WithName("stream"))
-	counted, bodyBytes := countingProxy(t, prom.URL)
-	f, _ := newTestFanout(t, discovery.PartialWarn, discovery.StaticGroup{Name: "solo", URLs: []string{counted}})
+	f, bodyBytes := countingFanout(t, prom.URL)
 	want, err := selectLoad(context.Background(), t, f)
 	if err != nil || len(want) != 40 {
 		t.Fatalf("reference read: %d series, %v", len(want), err)
