@@ -33,6 +33,7 @@ import (
 type otlpSpan struct {
 	traceID, id, parent string
 	name                string
+	service             string // the exporting process's service.name
 	kind                tracepb.Span_SpanKind
 	attrs               map[string]string
 	events              []string
@@ -65,6 +66,7 @@ func (r *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTrace
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rs := range req.GetResourceSpans() {
+		service := otlpAttributes(rs.GetResource().GetAttributes())["service.name"]
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
 				sp := otlpSpan{
@@ -72,6 +74,7 @@ func (r *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTrace
 					id:      hex.EncodeToString(s.GetSpanId()),
 					parent:  hex.EncodeToString(s.GetParentSpanId()),
 					name:    s.GetName(),
+					service: service,
 					kind:    s.GetKind(),
 					attrs:   otlpAttributes(s.GetAttributes()),
 				}
@@ -295,6 +298,9 @@ spec:
 	if root.parent != clientSpanID || root.kind != tracepb.Span_SPAN_KIND_SERVER {
 		t.Errorf("request span: parent %s kind %s, want the client's span %s, server", root.parent, root.kind, clientSpanID)
 	}
+	if root.service != tracing.ServiceName {
+		t.Errorf("request span: service.name %q, want %q (told apart from the backends' %q)", root.service, tracing.ServiceName, "prometheus")
+	}
 	for k, want := range map[string]string{"tenant.namespace": "team-a", "http.route": "/api/v1/query", "http.response.status_code": "200", "http.request.method": "GET"} {
 		if got := root.attrs[k]; got != want {
 			t.Errorf("request span: %s = %q, want %q", k, got, want)
@@ -354,6 +360,9 @@ spec:
 		for _, s := range tr.backendSpans() {
 			if tr.under(s, rr[0]) && s.attrs["url.path"] == "/api/v1/read" {
 				joined = true
+				if s.service != "prometheus" {
+					t.Errorf("group %s: the backend's span has service.name %q, want prometheus", gr.attrs["group"], s.service)
+				}
 			}
 		}
 		if !joined {

@@ -1,5 +1,5 @@
 // Package tracing configures OpenTelemetry tracing the way Prometheus does
-// (same keys, same exporter setup, reused from Prometheus' own packages) and
+// (same keys, checked by Prometheus' own parser; OTLP over gRPC or HTTP) and
 // gives the rest of the proxy one tracer, the W3C propagator and a log
 // handler that writes a traced request's IDs into its log lines.
 package tracing
@@ -9,15 +9,16 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"time"
 
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	promconfig "github.com/prometheus/prometheus/config"
-	promtracing "github.com/prometheus/prometheus/tracing"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	tracesdk "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
@@ -99,7 +100,7 @@ func (c Config) prometheus() (promconfig.TracingConfig, error) {
 
 // Provider is the installed tracer provider; Stop flushes it.
 type Provider struct {
-	m *promtracing.Manager
+	tp *tracesdk.TracerProvider
 }
 
 // Start installs the global tracer provider described by cfg (nothing when
@@ -113,26 +114,26 @@ func Start(cfg Config, logger *slog.Logger) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	m := promtracing.NewManager(logger)
-	// Run only installs the propagator and the error handler, then waits
-	// for Stop.
-	go m.Run()
-	if err := m.ApplyConfig(&promconfig.Config{TracingConfig: pc}); err != nil {
-		m.Stop()
+	tp, err := newProvider(context.Background(), pc)
+	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	return &Provider{m: m}, nil
+	logExportErrors(logger)
+	otel.SetTracerProvider(tp)
+	return &Provider{tp: tp}, nil
 }
 
 // Stop exports what is buffered and turns tracing off.
 func (p *Provider) Stop() {
-	if p == nil || p.m == nil {
+	if p == nil || p.tp == nil {
 		return
 	}
-	p.m.Stop()
 	// A later proxy in the same process (tests) must not hand spans to a
 	// provider that was shut down.
 	otel.SetTracerProvider(noop.NewTracerProvider())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = p.tp.Shutdown(ctx) // what could not be sent was logged by the exporter
 }
 
 // Propagator reads and writes W3C traceparent/tracestate headers.
