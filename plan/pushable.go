@@ -91,44 +91,18 @@ func (w *walker) rewrite(n parser.Expr) parser.Expr {
 			w.decide(n, false, "limitk picks series by the order of its input, which a pushed part would change")
 			return n
 		}
-		e2 := *e
-		e2.Expr = w.rewrite(e.Expr)
-		if e.Param != nil {
-			e2.Param = w.rewrite(e.Param)
-		}
-		return &e2
-	case *parser.BinaryExpr:
-		e2 := *e
-		e2.LHS, e2.RHS = w.rewrite(e.LHS), w.rewrite(e.RHS)
-		return &e2
 	case *parser.Call:
 		if _, bad := notLocal[e.Func.Name]; bad && strings.HasPrefix(e.Func.Name, "absent") {
 			// absent reads its argument's selector matchers: a synthetic
 			// selector there would change its labels.
 			return n
 		}
-		e2 := *e
-		e2.Args = make(parser.Expressions, len(e.Args))
-		for i, a := range e.Args {
-			e2.Args[i] = w.rewrite(a)
-		}
-		return &e2
-	case *parser.ParenExpr:
-		e2 := *e
-		e2.Expr = w.rewrite(e.Expr)
-		return &e2
-	case *parser.UnaryExpr:
-		e2 := *e
-		e2.Expr = w.rewrite(e.Expr)
-		return &e2
-	case *parser.SubqueryExpr, *parser.MatrixSelector, *parser.VectorSelector,
-		*parser.NumberLiteral, *parser.StringLiteral, *parser.StepInvariantExpr, *parser.DurationExpr:
+	case *parser.SubqueryExpr, *parser.StepInvariantExpr:
 		// A subquery's inside is evaluated at other instants than the
 		// query's steps: only whole (above) is it pushed.
 		return n
-	default:
-		panic(fmt.Sprintf("plan: unknown node %T", n))
 	}
+	return mapChildren(n, w.rewrite)
 }
 
 // push replaces n by a fragment when n may be evaluated by the backends, as
@@ -302,19 +276,14 @@ func readsData(n parser.Node) bool {
 // series of one group only, and carries the disjointness label: then the
 // groups' answers, side by side, are n's answer.
 func (w *walker) local(n parser.Expr) (bool, string) {
+	if inner, ok := wrapped(n); ok {
+		return w.local(inner)
+	}
 	switch e := n.(type) {
 	case *parser.VectorSelector, *parser.MatrixSelector:
 		return true, ""
 	case *parser.NumberLiteral, *parser.StringLiteral:
 		return true, ""
-	case *parser.ParenExpr:
-		return w.local(e.Expr)
-	case *parser.UnaryExpr:
-		return w.local(e.Expr)
-	case *parser.SubqueryExpr:
-		return w.local(e.Expr)
-	case *parser.StepInvariantExpr:
-		return w.local(e.Expr)
 	case *parser.Call:
 		if why, bad := notLocal[e.Func.Name]; bad {
 			return false, e.Func.Name + " " + why
@@ -448,17 +417,12 @@ func matchesOn(m *parser.VectorMatching, l string) bool {
 // keeps is keepsName (some false) or mayKeep (some true).
 func keeps(n parser.Expr, l string, some bool) bool {
 	keepsName := func(n parser.Expr, l string) bool { return keeps(n, l, some) }
+	if inner, ok := wrapped(n); ok {
+		return keepsName(inner, l)
+	}
 	switch e := n.(type) {
 	case *parser.VectorSelector, *parser.MatrixSelector:
 		return true
-	case *parser.ParenExpr:
-		return keepsName(e.Expr, l)
-	case *parser.UnaryExpr:
-		return keepsName(e.Expr, l)
-	case *parser.SubqueryExpr:
-		return keepsName(e.Expr, l)
-	case *parser.StepInvariantExpr:
-		return keepsName(e.Expr, l)
 	case *parser.Call:
 		for _, a := range e.Args {
 			if t := a.Type(); t == parser.ValueTypeVector || t == parser.ValueTypeMatrix {

@@ -239,62 +239,8 @@ func orVariants(e parser.Expr, multi map[*parser.VectorSelector][]*parser.Vector
 			}
 			return orOf(alts), nil
 		}
-		c := *n
-		c.Args = slices.Clone(n.Args)
-		for i, a := range c.Args {
-			var err error
-			if c.Args[i], err = rec(a); err != nil {
-				return nil, err
-			}
-		}
-		return &c, nil
-	case *parser.AggregateExpr:
-		c := *n
-		var err error
-		if c.Expr, err = rec(n.Expr); err != nil {
-			return nil, err
-		}
-		if n.Param != nil {
-			if c.Param, err = rec(n.Param); err != nil {
-				return nil, err
-			}
-		}
-		return &c, nil
-	case *parser.BinaryExpr:
-		c := *n
-		var err error
-		if c.LHS, err = rec(n.LHS); err != nil {
-			return nil, err
-		}
-		if c.RHS, err = rec(n.RHS); err != nil {
-			return nil, err
-		}
-		return &c, nil
-	case *parser.ParenExpr:
-		c := *n
-		var err error
-		c.Expr, err = rec(n.Expr)
-		return &c, err
-	case *parser.UnaryExpr:
-		c := *n
-		var err error
-		c.Expr, err = rec(n.Expr)
-		return &c, err
-	case *parser.SubqueryExpr:
-		c := *n
-		var err error
-		c.Expr, err = rec(n.Expr)
-		return &c, err
-	case *parser.StepInvariantExpr:
-		c := *n
-		var err error
-		c.Expr, err = rec(n.Expr)
-		return &c, err
-	case *parser.NumberLiteral, *parser.StringLiteral, *parser.DurationExpr:
-		return n, nil
-	default:
-		panic(fmt.Sprintf("plan: unknown node %T", n))
 	}
+	return withChildren(e, rec)
 }
 
 // orOf is (a or b or …).
