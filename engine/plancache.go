@@ -50,14 +50,14 @@ type verdict struct {
 }
 
 // evaluatesAsProxy is the package's evaluatesAsProxy, remembered.
-func (cp *cachedPlan) evaluatesAsProxy(version, query string) (bool, string) {
+func (cp *cachedPlan) evaluatesAsProxy(version, query string) (same bool, why string) {
 	k := version + "\x00" + query
 	if v, ok := cp.verdicts.Load(k); ok {
 		return v.(verdict).ok, v.(verdict).why
 	}
-	ok, why := evaluatesAsProxy(version, query)
-	cp.verdicts.Store(k, verdict{ok, why})
-	return ok, why
+	same, why = evaluatesAsProxy(version, query)
+	cp.verdicts.Store(k, verdict{same, why})
+	return same, why
 }
 
 // key is the cache key of qs under policy over groups; ok is false when the

@@ -61,7 +61,7 @@ func sameEngine(v string) bool { return releaseOf(v) == engineRelease }
 // evaluatesAsProxy reports whether a backend of version v evaluates query
 // (PromQL text the planner wrote) as the proxy's engine would, and if not,
 // why.
-func evaluatesAsProxy(v, query string) (bool, string) {
+func evaluatesAsProxy(v, query string) (same bool, why string) {
 	line, ok := releaseLines[releaseOf(v)]
 	if !ok {
 		known := make([]string, 0, len(releaseLines))
@@ -75,7 +75,6 @@ func evaluatesAsProxy(v, query string) (bool, string) {
 	if err != nil {
 		return false, fmt.Sprintf("pushed query does not parse: %v", err)
 	}
-	why := ""
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		if why != "" {
 			return nil

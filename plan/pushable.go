@@ -275,7 +275,7 @@ func readsData(n parser.Node) bool {
 // local reports whether every output series of n is computed from the
 // series of one group only, and carries the disjointness label: then the
 // groups' answers, side by side, are n's answer.
-func (w *walker) local(n parser.Expr) (bool, string) {
+func (w *walker) local(n parser.Expr) (ok bool, why string) {
 	if inner, ok := wrapped(n); ok {
 		return w.local(inner)
 	}
@@ -366,7 +366,7 @@ func (w *walker) local(n parser.Expr) (bool, string) {
 
 // constant reports whether a scalar operand reads no series (so each group
 // computes the same value).
-func (w *walker) constant(n parser.Expr) (bool, string) {
+func (w *walker) constant(n parser.Expr) (ok bool, why string) {
 	if readsData(n) {
 		return false, "a scalar operand reads series of every group: " + n.String()
 	}
