@@ -1,7 +1,6 @@
 package e2eutil
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -13,16 +12,7 @@ const helmModule = "helm.sh/helm/v4"
 // v4.3.2: the binary is cached under that name.
 func HelmVersion(t testing.TB) string {
 	t.Helper()
-	path := filepath.Join(RepoRoot(t), "tools", "helm", "go.mod")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("e2eutil: %v", err)
-	}
-	v := goModRequire(string(data), helmModule)
-	if v == "" {
-		t.Fatalf("e2eutil: %s does not require %s", path, helmModule)
-	}
-	return v
+	return requiredVersion(t, "tools/helm/go.mod", helmModule)
 }
 
 // HelmBinary returns the path of helm (.cache/helm-<version>/helm, or $HELM),
