@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -127,65 +126,6 @@ func shapeOf(body []byte) (answerShape, error) {
 	}
 	s.Digest = hex.EncodeToString(h.Sum(nil))[:16]
 	return s, nil
-}
-
-// scrapeSum adds up the samples of metric name in a text exposition whose
-// labels include every pair of match. ok is false when no sample matched.
-func scrapeSum(text []byte, name string, match map[string]string) (sum float64, ok bool) {
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		var labels string
-		switch {
-		case strings.HasPrefix(rest, "{"):
-			end := strings.LastIndex(rest, "}")
-			if end < 0 {
-				continue
-			}
-			labels, rest = rest[1:end], rest[end+1:]
-		case strings.HasPrefix(rest, " "):
-		default:
-			continue // a longer name with the same prefix
-		}
-		if !labelsMatch(labels, match) {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		sum += v
-		ok = true
-	}
-	return sum, ok
-}
-
-// labelsMatch checks `a="x",b="y"` against match. Label values in the
-// metrics read here carry no quotes or commas, so a plain split will do.
-func labelsMatch(labels string, match map[string]string) bool {
-	found := 0
-	for _, kv := range strings.Split(labels, ",") {
-		k, v, okCut := strings.Cut(kv, "=")
-		if !okCut {
-			continue
-		}
-		if want, ok := match[strings.TrimSpace(k)]; ok {
-			if strings.Trim(v, `"`) != want {
-				return false
-			}
-			found++
-		}
-	}
-	return found == len(match)
 }
 
 // metricNames lists the metric names in a text exposition starting with prefix.
