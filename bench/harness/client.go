@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 // newHTTPClient asks without Accept-Encoding: Prometheus would gzip its
@@ -56,7 +58,7 @@ func query(ctx context.Context, hc *http.Client, base string, r request, keep bo
 		return 0, nil, fmt.Errorf("%s%s: read answer: %w", base, r.path(), err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, nil, fmt.Errorf("%s%s %q: HTTP %d: %s", base, r.path(), r.expr, resp.StatusCode, lastBytes(body, 300))
+		return 0, nil, fmt.Errorf("%s%s %q: HTTP %d: %s", base, r.path(), r.expr, resp.StatusCode, e2ehost.LastBytes(body, 300))
 	}
 	return elapsed, body, nil
 }
@@ -166,7 +168,7 @@ func fetch(ctx context.Context, hc *http.Client, url string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, lastBytes(b, 200))
+		return nil, fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, e2ehost.LastBytes(b, 200))
 	}
 	return b, nil
 }

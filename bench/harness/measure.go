@@ -48,34 +48,9 @@ func (r *runner) counters(ctx context.Context, proxyURL string) (counters, error
 		errs []error
 		wg   sync.WaitGroup
 	)
-	// add adds a metric's sum in text, scraped from url, to *to; callers
-	// hold mu.
-	add := func(to *float64, url string, text []byte, name string, fragments ...string) {
-		v, err := e2ehost.SumMetric(bytes.NewReader(text), name, fragments...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", url, err))
-		}
-		*to += v
-	}
-	for _, b := range r.backends {
-		wg.Go(func() {
-			url := b.URL + "/metrics"
-			text, err := fetch(ctx, r.hc, url)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			for _, h := range backendHandlers {
-				match := `handler="` + h + `"`
-				add(&c.reads, url, text, "prometheus_http_requests_total", match)
-				add(&c.bytes, url, text, "prometheus_http_response_size_bytes_sum", match)
-			}
-		})
-	}
-	wg.Go(func() {
-		url := proxyURL + "/metrics"
+	// scrape reads url's metrics and hands read a function that adds a
+	// metric's sum to a counter; read runs under mu.
+	scrape := func(url string, read func(text []byte, add func(to *float64, name string, fragments ...string))) {
 		text, err := fetch(ctx, r.hc, url)
 		mu.Lock()
 		defer mu.Unlock()
@@ -83,17 +58,39 @@ func (r *runner) counters(ctx context.Context, proxyURL string) (counters, error
 			errs = append(errs, err)
 			return
 		}
-		add(&c.proxyReqs, url, text, "prometheus_proxy_backend_requests_total")
-		add(&c.hits, url, text, "prometheus_proxy_cache_requests_total", `result="hit"`)
-		add(&c.misses, url, text, "prometheus_proxy_cache_requests_total", `result="miss"`)
-		add(&c.pushed, url, text, pushDownMetric, `outcome="pushed"`)
-		add(&c.fallback, url, text, pushDownMetric, `outcome="fallback"`)
-		if r.proxyBytesMetric == "" {
-			r.proxyBytesMetric = findBytesCounter(text)
-		}
-		if r.proxyBytesMetric != "" {
-			add(&c.proxyBytes, url, text, r.proxyBytesMetric)
-		}
+		read(text, func(to *float64, name string, fragments ...string) {
+			v, err := e2ehost.SumMetric(bytes.NewReader(text), name, fragments...)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", url, err))
+			}
+			*to += v
+		})
+	}
+	for _, b := range r.backends {
+		wg.Go(func() {
+			scrape(b.URL+"/metrics", func(_ []byte, add func(*float64, string, ...string)) {
+				for _, h := range backendHandlers {
+					match := `handler="` + h + `"`
+					add(&c.reads, "prometheus_http_requests_total", match)
+					add(&c.bytes, "prometheus_http_response_size_bytes_sum", match)
+				}
+			})
+		})
+	}
+	wg.Go(func() {
+		scrape(proxyURL+"/metrics", func(text []byte, add func(*float64, string, ...string)) {
+			add(&c.proxyReqs, "prometheus_proxy_backend_requests_total")
+			add(&c.hits, "prometheus_proxy_cache_requests_total", `result="hit"`)
+			add(&c.misses, "prometheus_proxy_cache_requests_total", `result="miss"`)
+			add(&c.pushed, pushDownMetric, `outcome="pushed"`)
+			add(&c.fallback, pushDownMetric, `outcome="fallback"`)
+			if r.proxyBytesMetric == "" {
+				r.proxyBytesMetric = findBytesCounter(text)
+			}
+			if r.proxyBytesMetric != "" {
+				add(&c.proxyBytes, r.proxyBytesMetric)
+			}
+		})
 	})
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

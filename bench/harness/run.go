@@ -212,7 +212,8 @@ func (r *runner) setup(ctx context.Context) error {
 
 	if r.proxyBin = o.ProxyBinary; r.proxyBin == "" {
 		r.log.printf("building the proxy (go build ./cmd/proxy)")
-		if r.proxyBin, err = buildProxy(ctx, o.RepoRoot, o.CacheDir); err != nil {
+		r.proxyBin = filepath.Join(o.CacheDir, "prometheus-multi-tenant-proxy")
+		if err := e2ehost.BuildProxy(ctx, o.RepoRoot, r.proxyBin); err != nil {
 			return err
 		}
 	}

@@ -1,12 +1,10 @@
 package harness
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,36 +14,6 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/fsutil"
 )
-
-// buildProxy compiles cmd/proxy into cacheDir. It builds to a temporary name
-// and renames, so a run already using the binary is not disturbed.
-func buildProxy(ctx context.Context, root, cacheDir string) (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("build proxy: the go command is needed on PATH: %w", err)
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("build proxy: %w", err)
-	}
-	out := filepath.Join(cacheDir, "prometheus-multi-tenant-proxy")
-	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
-	// The version names the tree measured in the report.
-	version := "dev"
-	if b, err := exec.CommandContext(ctx, "git", "-C", root, "describe", "--tags", "--always", "--dirty").Output(); err == nil {
-		version = strings.TrimSpace(string(b))
-	}
-	cmd := exec.CommandContext(ctx, goBin, "build", "-ldflags", "-X main.version="+version, "-o", tmp, "./cmd/proxy")
-	cmd.Dir = root
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the run
-	if b, err := cmd.CombinedOutput(); err != nil {
-		_ = os.Remove(tmp)
-		return "", fmt.Errorf("go build ./cmd/proxy: %w\n%s", err, lastBytes(b, 4<<10))
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return "", fmt.Errorf("build proxy: %w", err)
-	}
-	return out, nil
-}
 
 // server is a running child that answers HTTP on 127.0.0.1.
 type server struct {

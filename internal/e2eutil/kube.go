@@ -40,11 +40,14 @@ import (
 // kubernetesModule is the module tools/kube-apiserver builds the API server from.
 const kubernetesModule = "k8s.io/kubernetes"
 
+// kubeGoMod is the module that builds kube-apiserver, etcd and kubectl.
+const kubeGoMod = "tools/kube-apiserver/go.mod"
+
 // KubeVersion returns the Kubernetes version tools/kube-apiserver/go.mod
 // requires, e.g. v1.37.2: the binaries are cached under that name.
 func KubeVersion(t testing.TB) string {
 	t.Helper()
-	return requiredVersion(t, "tools/kube-apiserver/go.mod", kubernetesModule)
+	return requiredVersion(t, kubeGoMod, kubernetesModule)
 }
 
 // KubeAssetsDir is the folder holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS
@@ -54,7 +57,8 @@ func KubeAssetsDir(t testing.TB) string {
 	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
 		return d
 	}
-	return filepath.Join(RepoRoot(t), ".cache", "kube-"+KubeVersion(t))
+	dir, _ := toolDir(t, "kube", kubeGoMod, kubernetesModule)
+	return dir
 }
 
 // KubeBinaries returns the paths of kube-apiserver and etcd, or fails the

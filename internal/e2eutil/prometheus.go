@@ -60,10 +60,7 @@ func PrometheusModuleVersion(t testing.TB) string {
 
 func v3Dir(t testing.TB) string {
 	t.Helper()
-	dir, err := e2ehost.PrometheusDir(RepoRoot(t))
-	if err != nil {
-		t.Fatalf("e2eutil: %v", err)
-	}
+	dir, _ := toolDir(t, "prometheus", "go.mod", e2ehost.PrometheusModule)
 	return dir
 }
 
@@ -78,7 +75,9 @@ func PrometheusLTSModuleVersion(t testing.TB) string {
 }
 
 func v3LTSDir(t testing.TB) string {
-	return filepath.Join(RepoRoot(t), ".cache", "prometheus-"+PrometheusLTSModuleVersion(t))
+	t.Helper()
+	dir, _ := toolDir(t, "prometheus", ltsGoMod, e2ehost.PrometheusModule)
+	return dir
 }
 
 // ltsRelease is the release a Prometheus module version stands for
@@ -422,16 +421,9 @@ func runPromtool(promtool, input, key string) (string, error) {
 	out, err := exec.Command(promtool, "tsdb", "create-blocks-from", "openmetrics",
 		"--max-block-duration=24h", input, dir).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("promtool tsdb create-blocks-from openmetrics: %w\n%s", err, tail(out, 4<<10))
+		return "", fmt.Errorf("promtool tsdb create-blocks-from openmetrics: %w\n%s", err, e2ehost.LastBytes(out, 4<<10))
 	}
 	return dir, nil
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }
 
 const blockCachePrefix = "e2eutil-blocks-"

@@ -32,6 +32,16 @@ func requiredVersion(t testing.TB, rel, module string) string {
 	return v
 }
 
+// toolDir is e2ehost.ToolDir below the repository root.
+func toolDir(t testing.TB, name, goMod, module string) (dir, version string) {
+	t.Helper()
+	dir, version, err := e2ehost.ToolDir(RepoRoot(t), name, goMod, module)
+	if err != nil {
+		t.Fatalf("e2eutil: %v", err)
+	}
+	return dir, version
+}
+
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago and
 // not handed out before in this process; servers that still lose the race
 // are restarted on another port by the Start functions.

@@ -143,8 +143,15 @@ func TestRepo(t *testing.T) {
 		t.Error("RepoRoot outside the repository found one")
 	}
 	dir, err := PrometheusDir(root)
-	if err != nil || !strings.HasPrefix(filepath.Base(dir), "prometheus-v") {
+	if err != nil || filepath.Dir(dir) != filepath.Join(root, ".cache") || !strings.HasPrefix(filepath.Base(dir), "prometheus-v") {
 		t.Errorf("PrometheusDir = %q, %v", dir, err)
+	}
+	dir, v, err := ToolDir(root, "helm", "tools/helm/go.mod", "helm.sh/helm/v4")
+	if err != nil || filepath.Base(dir) != "helm-"+v || !strings.HasPrefix(v, "v4.") {
+		t.Errorf("ToolDir(helm) = %q, %q, %v", dir, v, err)
+	}
+	if _, _, err := ToolDir(root, "x", "go.mod", "example.com/not/required"); err == nil {
+		t.Error("ToolDir of a module go.mod does not require found one")
 	}
 }
 

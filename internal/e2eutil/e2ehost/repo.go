@@ -62,15 +62,22 @@ func RequiredVersion(goModPath, module string) (string, error) {
 	return v, nil
 }
 
-// PrometheusDir is where `make tools` builds prometheus and promtool from
-// the Prometheus module version the proxy's go.mod requires:
-// root/.cache/prometheus-<version>.
-func PrometheusDir(root string) (string, error) {
-	v, err := RequiredVersion(filepath.Join(root, "go.mod"), PrometheusModule)
+// ToolDir is where the Makefile caches a tool built from module, at the
+// version that the go.mod at goMod (slash-separated, below root) requires:
+// root/.cache/<name>-<version>. The version is returned too, for hints.
+func ToolDir(root, name, goMod, module string) (dir, version string, err error) {
+	version, err = RequiredVersion(filepath.Join(root, filepath.FromSlash(goMod)), module)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	return filepath.Join(root, ".cache", "prometheus-"+v), nil
+	return filepath.Join(root, ".cache", name+"-"+version), version, nil
+}
+
+// PrometheusDir is where `make tools` builds prometheus and promtool from
+// the Prometheus module version the proxy's go.mod requires.
+func PrometheusDir(root string) (string, error) {
+	dir, _, err := ToolDir(root, "prometheus", "go.mod", PrometheusModule)
+	return dir, err
 }
 
 // LookBinary resolves a binary from the environment variable envVar (when
