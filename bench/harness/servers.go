@@ -54,15 +54,7 @@ func startPrometheus(bin, name, blocks, workDir string, procs *procSet) (*server
 	procs.add(s.proc)
 	err := s.proc.StartOnFreePort(startAttempts, func(port int) error {
 		s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
-		s.proc.Args = []string{
-			"--config.file=" + cfgFile,
-			"--storage.tsdb.path=" + data,
-			"--storage.tsdb.retention.time=100y", // the data is months old
-			"--web.listen-address=127.0.0.1:" + strconv.Itoa(port),
-			// The proxy's engine parses with experimental functions on; the
-			// reference must accept the same queries.
-			"--enable-feature=promql-experimental-functions",
-		}
+		s.proc.Args = e2ehost.PrometheusArgs(cfgFile, data, "127.0.0.1:"+strconv.Itoa(port), true)
 		return nil
 	}, 2*time.Minute, s.ready("/-/ready"))
 	if err != nil {

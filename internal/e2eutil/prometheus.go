@@ -294,12 +294,9 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 		p.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		p.URL = "http://" + p.Addr
 		p.proc.Name = o.name + " (" + p.URL + ")"
-		p.proc.Args = append([]string{
-			"--config.file=" + configFile,
-			"--storage.tsdb.path=" + p.DataDir,
-			"--storage.tsdb.retention.time=100y", // the data is months old
-			"--web.listen-address=" + p.Addr,
-		}, kindFlags(kind)...)
+		// 2.42 has no experimental-functions switch worth matching: its
+		// experimental functions differ anyway.
+		p.proc.Args = e2ehost.PrometheusArgs(configFile, p.DataDir, p.Addr, kind != V2)
 		p.proc.Args = append(p.proc.Args, o.flags...)
 		return nil
 	}, o.readyTimeout, p.ready())
@@ -307,17 +304,6 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 		fatalStart(t, err)
 	}
 	return p
-}
-
-func kindFlags(kind Kind) []string {
-	if kind == V3 || kind == V3LTS {
-		// The proxy's engine parses with experimental functions on; the
-		// reference must accept the same queries; so must the LTS line, for
-		// the experimental functions it has. (2.42 has no such switch worth
-		// matching: its experimental functions differ anyway.)
-		return []string{"--enable-feature=promql-experimental-functions"}
-	}
-	return nil
 }
 
 // ready is the server's readiness check; it reads p.URL when called, so it

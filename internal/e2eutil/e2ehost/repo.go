@@ -133,3 +133,21 @@ func goModRequire(goMod, mod string) string {
 	}
 	return ""
 }
+
+// PrometheusArgs are the flags of a Prometheus server over the TSDB in
+// dataDir, with configFile, listening on addr. experimental turns on the
+// experimental PromQL functions: the proxy's engine parses with them, and a
+// server answering the same queries (a reference, a push-down target) must
+// accept them too.
+func PrometheusArgs(configFile, dataDir, addr string, experimental bool) []string {
+	args := []string{
+		"--config.file=" + configFile,
+		"--storage.tsdb.path=" + dataDir,
+		"--storage.tsdb.retention.time=100y", // test and benchmark data is months old
+		"--web.listen-address=" + addr,
+	}
+	if experimental {
+		args = append(args, "--enable-feature=promql-experimental-functions")
+	}
+	return args
+}
