@@ -204,6 +204,15 @@ func (a answer) problem() string {
 	return ""
 }
 
+// problemOf is what went wrong with a request: the error sending it, or
+// what is wrong with its answer ("" for nothing).
+func problemOf(a answer, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return a.problem()
+}
+
 func send(c *http.Client, base string, r request) (answer, error) {
 	var (
 		resp *http.Response
@@ -323,13 +332,8 @@ func run(t *testing.T, client *http.Client, proxy *proxyProcess, work []request,
 				a, err := send(client, proxy.url, work[w])
 				took := time.Since(t0)
 				mine = append(mine, took)
-				problem := ""
-				switch {
-				case err != nil:
-					problem = err.Error()
-				case a.problem() != "":
-					problem = a.problem()
-				case !same(&a, &want[w]):
+				problem := problemOf(a, err)
+				if problem == "" && !same(&a, &want[w]) {
 					problem = fmt.Sprintf("answer differs from the one before the load: %.300s", a.raw)
 				}
 				if problem != "" {
