@@ -1,5 +1,8 @@
 // Package e2eutil starts real servers (Prometheus, promtool backfills, Redis) for tests,
 // on 127.0.0.1 with free ports, and tears everything down through t.Cleanup.
+// What needs no testing.TB (child processes, ports, go.mod versions, tool
+// paths) lives in e2ehost, which the benchmark binary shares; the helpers
+// here fail the test on its errors.
 package e2eutil
 
 import (
