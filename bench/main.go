@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/harness"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 func main() {
@@ -108,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.Compare != "" {
 		o.Compare = strings.TrimRight(o.Compare, "/")
 	}
-	root, err := harness.FindRepoRoot()
+	root, err := e2ehost.RepoRootFromWorkDir()
 	if err != nil {
 		return err
 	}

@@ -11,9 +11,10 @@ import (
 	"io"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 // newHTTPClient asks without Accept-Encoding: Prometheus would gzip its
@@ -57,7 +58,7 @@ func query(ctx context.Context, hc *http.Client, base string, r request, keep bo
 		return 0, nil, fmt.Errorf("%s%s: read answer: %w", base, r.path(), err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, nil, fmt.Errorf("%s%s %q: HTTP %d: %s", base, r.path(), r.expr, resp.StatusCode, lastBytes(body, 300))
+		return 0, nil, fmt.Errorf("%s%s %q: HTTP %d: %s", base, r.path(), r.expr, resp.StatusCode, e2ehost.LastBytes(body, 300))
 	}
 	return elapsed, body, nil
 }
@@ -129,65 +130,6 @@ func shapeOf(body []byte) (answerShape, error) {
 	return s, nil
 }
 
-// scrapeSum adds up the samples of metric name in a text exposition whose
-// labels include every pair of match. ok is false when no sample matched.
-func scrapeSum(text []byte, name string, match map[string]string) (sum float64, ok bool) {
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		var labels string
-		switch {
-		case strings.HasPrefix(rest, "{"):
-			end := strings.LastIndex(rest, "}")
-			if end < 0 {
-				continue
-			}
-			labels, rest = rest[1:end], rest[end+1:]
-		case strings.HasPrefix(rest, " "):
-		default:
-			continue // a longer name with the same prefix
-		}
-		if !labelsMatch(labels, match) {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		sum += v
-		ok = true
-	}
-	return sum, ok
-}
-
-// labelsMatch checks `a="x",b="y"` against match. Label values in the
-// metrics read here carry no quotes or commas, so a plain split will do.
-func labelsMatch(labels string, match map[string]string) bool {
-	found := 0
-	for _, kv := range strings.Split(labels, ",") {
-		k, v, okCut := strings.Cut(kv, "=")
-		if !okCut {
-			continue
-		}
-		if want, ok := match[strings.TrimSpace(k)]; ok {
-			if strings.Trim(v, `"`) != want {
-				return false
-			}
-			found++
-		}
-	}
-	return found == len(match)
-}
-
 // metricNames lists the metric names in a text exposition starting with prefix.
 func metricNames(text []byte, prefix string) []string {
 	seen := map[string]bool{}
@@ -226,7 +168,7 @@ func fetch(ctx context.Context, hc *http.Client, url string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, lastBytes(b, 200))
+		return nil, fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, e2ehost.LastBytes(b, 200))
 	}
 	return b, nil
 }

@@ -74,25 +74,6 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-func TestScrapeSum(t *testing.T) {
-	text := []byte(`# HELP prometheus_http_requests_total x
-prometheus_http_requests_total{code="200",handler="/api/v1/read"} 3
-prometheus_http_requests_total{code="400",handler="/api/v1/read"} 1
-prometheus_http_requests_total{code="200",handler="/metrics"} 7
-prometheus_http_requests_total_other{handler="/api/v1/read"} 100
-prometheus_proxy_backend_requests_total 2.5
-`)
-	if v, ok := scrapeSum(text, "prometheus_http_requests_total", map[string]string{"handler": "/api/v1/read"}); !ok || v != 4 {
-		t.Errorf("remote reads = %v, %v; want 4", v, ok)
-	}
-	if v, ok := scrapeSum(text, "prometheus_proxy_backend_requests_total", nil); !ok || v != 2.5 {
-		t.Errorf("unlabelled = %v, %v", v, ok)
-	}
-	if _, ok := scrapeSum(text, "absent_total", nil); ok {
-		t.Error("absent metric found")
-	}
-}
-
 func TestShapeIgnoresSeriesOrder(t *testing.T) {
 	a := `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1"],[2,"2"]]},{"metric":{"a":"2"},"values":[[1,"3"]]}]}}`
 	b := `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"2"},"values":[[1,"3"]]},{"metric":{"a":"1"},"values":[[1,"1"],[2,"2"]]}]}}`

@@ -219,6 +219,29 @@ func (rep *Report) ratioCells(cols []column, conc int) string {
 	return b.String()
 }
 
+// qpsCells are the table cells of each column's queries per second.
+func qpsCells(cols []column, cs ConcSummary) string {
+	var b strings.Builder
+	for _, c := range cols {
+		fmt.Fprintf(&b, " %s |", qpsString(cs.QPS[c.name]))
+	}
+	return b.String()
+}
+
+// cpuRows are the table rows of CPU time at cs, those measured: per pass,
+// and modelled with each backend on a machine of its own. cpuTitle and
+// pathTitle are their titles, formatted with the concurrency.
+func cpuRows(cols []column, cs ConcSummary, cpuTitle, pathTitle string) []string {
+	var rows []string
+	if len(cs.CPUSeconds) > 0 {
+		rows = append(rows, "| "+fmt.Sprintf(cpuTitle, cs.Concurrency)+" |"+cpuCells(cols, cs))
+	}
+	if len(cs.CriticalPathSeconds) > 0 {
+		rows = append(rows, "| "+fmt.Sprintf(pathTitle, cs.Concurrency)+" |"+criticalPathCells(cols, cs))
+	}
+	return rows
+}
+
 // cpuCells are the table cells of each column's CPU seconds per pass, its
 // multiple of the reference's, and the proxy's own part.
 func cpuCells(cols []column, cs ConcSummary) string {
@@ -278,16 +301,11 @@ func (rep *Report) summarySection(b *strings.Builder) {
 		w("\n| p50 / reference, concurrency %d (geomean) |", cs.Concurrency)
 		w("%s", rep.ratioCells(cols, cs.Concurrency))
 		w("\n| throughput, concurrency %d (queries/s) |", cs.Concurrency)
-		for _, c := range cols {
-			w(" %s |", qpsString(cs.QPS[c.name]))
-		}
-		if len(cs.CPUSeconds) > 0 {
-			w("\n| CPU per pass, concurrency %d (s; the reference, or the proxy and its backends) |", cs.Concurrency)
-			w("%s", cpuCells(cols, cs))
-		}
-		if len(cs.CriticalPathSeconds) > 0 {
-			w("\n| modelled pass with each backend on its own machine, concurrency %d (s of CPU: proxy + busiest backend; a model) |", cs.Concurrency)
-			w("%s", criticalPathCells(cols, cs))
+		w("%s", qpsCells(cols, cs))
+		for _, row := range cpuRows(cols, cs,
+			"CPU per pass, concurrency %d (s; the reference, or the proxy and its backends)",
+			"modelled pass with each backend on its own machine, concurrency %d (s of CPU: proxy + busiest backend; a model)") {
+			w("\n%s", row)
 		}
 		w("\n")
 	}

@@ -1,11 +1,14 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 // counters are cumulative backend reads, from both ends: the backends'
@@ -45,43 +48,49 @@ func (r *runner) counters(ctx context.Context, proxyURL string) (counters, error
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for _, b := range r.backends {
-		wg.Go(func() {
-			text, err := fetch(ctx, r.hc, b.URL+"/metrics")
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			for _, h := range backendHandlers {
-				match := map[string]string{"handler": h}
-				reads, _ := scrapeSum(text, "prometheus_http_requests_total", match)
-				bytes, _ := scrapeSum(text, "prometheus_http_response_size_bytes_sum", match)
-				c.reads += reads
-				c.bytes += bytes
-			}
-		})
-	}
-	wg.Go(func() {
-		text, err := fetch(ctx, r.hc, proxyURL+"/metrics")
+	// scrape reads url's metrics and hands read a function that adds a
+	// metric's sum to a counter; read runs under mu.
+	scrape := func(url string, read func(text []byte, add func(to *float64, name string, fragments ...string))) {
+		text, err := fetch(ctx, r.hc, url)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
 			errs = append(errs, err)
 			return
 		}
-		c.proxyReqs, _ = scrapeSum(text, "prometheus_proxy_backend_requests_total", nil)
-		c.hits, _ = scrapeSum(text, "prometheus_proxy_cache_requests_total", map[string]string{"result": "hit"})
-		c.misses, _ = scrapeSum(text, "prometheus_proxy_cache_requests_total", map[string]string{"result": "miss"})
-		c.pushed, _ = scrapeSum(text, pushDownMetric, map[string]string{"outcome": "pushed"})
-		c.fallback, _ = scrapeSum(text, pushDownMetric, map[string]string{"outcome": "fallback"})
-		if r.proxyBytesMetric == "" {
-			r.proxyBytesMetric = findBytesCounter(text)
-		}
-		if r.proxyBytesMetric != "" {
-			c.proxyBytes, _ = scrapeSum(text, r.proxyBytesMetric, nil)
-		}
+		read(text, func(to *float64, name string, fragments ...string) {
+			v, err := e2ehost.SumMetric(bytes.NewReader(text), name, fragments...)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", url, err))
+			}
+			*to += v
+		})
+	}
+	for _, b := range r.backends {
+		wg.Go(func() {
+			scrape(b.URL+"/metrics", func(_ []byte, add func(*float64, string, ...string)) {
+				for _, h := range backendHandlers {
+					match := `handler="` + h + `"`
+					add(&c.reads, "prometheus_http_requests_total", match)
+					add(&c.bytes, "prometheus_http_response_size_bytes_sum", match)
+				}
+			})
+		})
+	}
+	wg.Go(func() {
+		scrape(proxyURL+"/metrics", func(text []byte, add func(*float64, string, ...string)) {
+			add(&c.proxyReqs, "prometheus_proxy_backend_requests_total")
+			add(&c.hits, "prometheus_proxy_cache_requests_total", `result="hit"`)
+			add(&c.misses, "prometheus_proxy_cache_requests_total", `result="miss"`)
+			add(&c.pushed, pushDownMetric, `outcome="pushed"`)
+			add(&c.fallback, pushDownMetric, `outcome="fallback"`)
+			if r.proxyBytesMetric == "" {
+				r.proxyBytesMetric = findBytesCounter(text)
+			}
+			if r.proxyBytesMetric != "" {
+				add(&c.proxyBytes, r.proxyBytesMetric)
+			}
+		})
 	})
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -101,23 +110,20 @@ func findBytesCounter(text []byte) string {
 	return ""
 }
 
-func (r *runner) cell(k cellKey) *cell {
-	c := r.cells[k]
-	if c == nil {
-		c = &cell{}
-		r.cells[k] = c
+// entry returns m[k], adding a zero one first when there is none; callers
+// hold r.mu.
+func entry[K comparable, V any](m map[K]*V, k K) *V {
+	v := m[k]
+	if v == nil {
+		v = new(V)
+		m[k] = v
 	}
-	return c
+	return v
 }
 
-func (r *runner) passStats(k passKey) *passStats {
-	p := r.passes[k]
-	if p == nil {
-		p = &passStats{}
-		r.passes[k] = p
-	}
-	return p
-}
+func (r *runner) cell(k cellKey) *cell { return entry(r.cells, k) }
+
+func (r *runner) passStats(k passKey) *passStats { return entry(r.passes, k) }
 
 // one times a single request at concurrency 1, counting the backend reads
 // it caused when t is a proxy. With keep, it returns the answer's shape
@@ -326,14 +332,7 @@ func (r *runner) checkAnswer(k cellKey, body []byte, got answerShape) {
 	}
 }
 
-func (r *runner) checkFor(k cellKey) *check {
-	ch := r.checks[k]
-	if ch == nil {
-		ch = &check{}
-		r.checks[k] = ch
-	}
-	return ch
-}
+func (r *runner) checkFor(k cellKey) *check { return entry(r.checks, k) }
 
 // compareShape records whether an answer equals the reference's.
 func (r *runner) compareShape(k cellKey, want, got answerShape) {

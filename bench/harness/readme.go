@@ -43,17 +43,11 @@ func (rep *Report) ReadmeSection() string {
 	if n := len(s.PerConcurrency); n > 0 {
 		cs := s.PerConcurrency[n-1]
 		w("| queries/s, concurrency %d |", cs.Concurrency)
-		for _, c := range cols {
-			w(" %s |", qpsString(cs.QPS[c.name]))
-		}
-		w("\n")
-		if len(cs.CPUSeconds) > 0 {
-			w("| CPU seconds per load, concurrency %d (reference, or proxy + backends) |", cs.Concurrency)
-			w("%s\n", cpuCells(cols, cs))
-		}
-		if len(cs.CriticalPathSeconds) > 0 {
-			w("| modelled load, each backend on its own machine, concurrency %d (CPU s: proxy + busiest backend; a model) |", cs.Concurrency)
-			w("%s\n", criticalPathCells(cols, cs))
+		w("%s\n", qpsCells(cols, cs))
+		for _, row := range cpuRows(cols, cs,
+			"CPU seconds per load, concurrency %d (reference, or proxy + backends)",
+			"modelled load, each backend on its own machine, concurrency %d (CPU s: proxy + busiest backend; a model)") {
+			w("%s\n", row)
 		}
 	}
 	w("\n")

@@ -551,7 +551,7 @@ func (r *runner) report(started time.Time) *Report {
 
 	// Memory: every server, and the peaks per role.
 	for _, s := range r.servers {
-		m := MemoryReport{Name: s.Name, Role: s.Role, Target: s.Target, Concurrency: s.Concurrency, PeakRSSBytes: s.PeakRSS()}
+		m := MemoryReport{Name: s.Name, Role: s.Role, Target: s.Target, Concurrency: s.Concurrency, PeakRSSBytes: s.proc.PeakRSS()}
 		rep.Memory = append(rep.Memory, m)
 		switch s.Role {
 		case "proxy":

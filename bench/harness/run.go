@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 // Phases and targets as named in the report.
@@ -42,16 +44,16 @@ type endpoint struct {
 	// servers are the processes whose CPU time answers the endpoint's
 	// queries: the reference, or a proxy (first) and the backends (none
 	// for --compare).
-	servers []*proc
+	servers []*e2ehost.Process
 }
 
 // cpu reads the CPU time of the endpoint's servers.
 func (e endpoint) cpu() cpuReading {
 	r := cpuReading{total: cpuOf(e.servers)}
 	if e.proxy && len(e.servers) > 0 {
-		r.proxy = e.servers[0].cpuTime()
+		r.proxy = e.servers[0].CPUTime()
 		for _, b := range e.servers[1:] {
-			r.backends = append(r.backends, b.cpuTime())
+			r.backends = append(r.backends, b.CPUTime())
 		}
 	}
 	return r
@@ -173,7 +175,7 @@ func Run(ctx context.Context, opts Options, stderr io.Writer) (*Report, error) {
 func (r *runner) setup(ctx context.Context) error {
 	o := r.opts
 	if o.RepoRoot == "" {
-		root, err := FindRepoRoot()
+		root, err := e2ehost.RepoRootFromWorkDir()
 		if err != nil {
 			return err
 		}
@@ -183,15 +185,17 @@ func (r *runner) setup(ctx context.Context) error {
 		o.CacheDir = filepath.Join(o.RepoRoot, ".cache", "bench")
 	}
 	if o.Prometheus == "" {
-		dir, err := defaultPrometheusDir(o.RepoRoot)
+		dir, err := e2ehost.PrometheusDir(o.RepoRoot)
 		if err != nil {
 			return err
 		}
 		o.Prometheus = filepath.Join(dir, "prometheus")
 	}
-	if err := checkBinary(o.Prometheus, "run `make tools`, or pass --prometheus"); err != nil {
+	bin, err := e2ehost.LookBinary("", o.Prometheus, "run `make tools`, or pass --prometheus")
+	if err != nil {
 		return err
 	}
+	o.Prometheus = bin
 	r.opts = o
 
 	data := o.DataConfig()
@@ -208,7 +212,8 @@ func (r *runner) setup(ctx context.Context) error {
 
 	if r.proxyBin = o.ProxyBinary; r.proxyBin == "" {
 		r.log.printf("building the proxy (go build ./cmd/proxy)")
-		if r.proxyBin, err = buildProxy(ctx, o.RepoRoot, o.CacheDir); err != nil {
+		r.proxyBin = filepath.Join(o.CacheDir, "prometheus-multi-tenant-proxy")
+		if err := e2ehost.BuildProxy(ctx, o.RepoRoot, r.proxyBin); err != nil {
 			return err
 		}
 	}
@@ -320,13 +325,13 @@ func (r *runner) measure(ctx context.Context) error {
 }
 
 func (r *runner) refEndpoint() endpoint {
-	return endpoint{name: TargetReference, url: r.ref.URL, servers: []*proc{r.ref.proc}}
+	return endpoint{name: TargetReference, url: r.ref.URL, servers: []*e2ehost.Process{r.ref.proc}}
 }
 
 // proxyEndpoint is the endpoint of proxy s under target, answering with
 // the backends.
 func (r *runner) proxyEndpoint(target string, s *server) endpoint {
-	servers := []*proc{s.proc}
+	servers := []*e2ehost.Process{s.proc}
 	for _, b := range r.backends {
 		servers = append(servers, b.proc)
 	}

@@ -1,110 +1,23 @@
 package harness
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/fsutil"
 )
 
-const modulePath = "github.com/ethos-io/prometheus-multi-tenant-proxy"
-
-// FindRepoRoot walks up from the working directory to the project's go.mod.
-func FindRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find repository root: %w", err)
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && goModField(string(b), "module") == modulePath {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("find repository root: no go.mod of %s above the working directory", modulePath)
-		}
-		dir = parent
-	}
-}
-
-// goModField returns the first word after key on a line of go.mod, e.g. the
-// module path, or the version of a required module (key = module path).
-func goModField(goMod, key string) string {
-	for _, line := range strings.Split(goMod, "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "require" {
-			f = f[1:]
-		}
-		if len(f) >= 2 && f[0] == key {
-			return strings.Trim(f[1], `"`)
-		}
-	}
-	return ""
-}
-
-// defaultPrometheusDir is where `make tools` builds Prometheus and promtool
-// from the module version the proxy links.
-func defaultPrometheusDir(root string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(root, "go.mod"))
-	if err != nil {
-		return "", err
-	}
-	v := goModField(string(b), "github.com/prometheus/prometheus")
-	if v == "" {
-		return "", errors.New("go.mod does not require github.com/prometheus/prometheus")
-	}
-	return filepath.Join(root, ".cache", "prometheus-"+v), nil
-}
-
-func checkBinary(path, hint string) error {
-	if st, err := os.Stat(path); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s is missing or not executable: %s", path, hint)
-	}
-	return nil
-}
-
-// buildProxy compiles cmd/proxy into cacheDir. It builds to a temporary name
-// and renames, so a run already using the binary is not disturbed.
-func buildProxy(ctx context.Context, root, cacheDir string) (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("build proxy: the go command is needed on PATH: %w", err)
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("build proxy: %w", err)
-	}
-	out := filepath.Join(cacheDir, "prometheus-multi-tenant-proxy")
-	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
-	// The version names the tree measured in the report.
-	version := "dev"
-	if b, err := exec.CommandContext(ctx, "git", "-C", root, "describe", "--tags", "--always", "--dirty").Output(); err == nil {
-		version = strings.TrimSpace(string(b))
-	}
-	cmd := exec.CommandContext(ctx, goBin, "build", "-ldflags", "-X main.version="+version, "-o", tmp, "./cmd/proxy")
-	cmd.Dir = root
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if b, err := cmd.CombinedOutput(); err != nil {
-		_ = os.Remove(tmp)
-		return "", fmt.Errorf("go build ./cmd/proxy: %w\n%s", err, lastBytes(b, 4<<10))
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return "", fmt.Errorf("build proxy: %w", err)
-	}
-	return out, nil
-}
-
 // server is a running child that answers HTTP on 127.0.0.1.
 type server struct {
-	*proc
+	proc *e2ehost.Process
 	Name string
 	URL  string
 	// Role is "backend", "reference" or "proxy" in the memory table.
@@ -137,36 +50,29 @@ func startPrometheus(bin, name, blocks, workDir string, procs *procSet) (*server
 	if err := os.WriteFile(cfgFile, []byte("scrape_configs: []\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	var lastErr error
-	for range startAttempts {
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		p, err := startProc(name, filepath.Join(dir, "prometheus.log"), bin,
-			"--config.file="+cfgFile,
-			"--storage.tsdb.path="+data,
-			"--storage.tsdb.retention.time=100y", // the data is months old
-			"--web.listen-address="+addr,
-			// The proxy's engine parses with experimental functions on; the
-			// reference must accept the same queries.
-			"--enable-feature=promql-experimental-functions",
-		)
-		if err != nil {
-			return nil, err
-		}
-		procs.add(p)
-		s := &server{proc: p, Name: name, URL: "http://" + addr}
-		if lastErr = p.waitReady(2*time.Minute, httpOK(s.URL+"/-/ready")); lastErr == nil {
-			return s, nil
-		}
-		p.stop(5 * time.Second)
-		if !portTaken(lastErr) {
-			break
-		}
+	s := &server{Name: name, proc: &e2ehost.Process{Name: name, Path: bin, LogPath: filepath.Join(dir, "prometheus.log")}}
+	procs.add(s.proc)
+	err := s.proc.StartOnFreePort(startAttempts, func(port int) error {
+		s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
+		s.proc.Args = e2ehost.PrometheusArgs(cfgFile, data, "127.0.0.1:"+strconv.Itoa(port), true)
+		return nil
+	}, 2*time.Minute, s.ready("/-/ready"))
+	if err != nil {
+		return nil, e2ehost.WithLog(err)
 	}
-	return nil, lastErr
+	return s, nil
 }
+
+var readyClient = &http.Client{Timeout: 2 * time.Second}
+
+// ready checks that path answers 200; it reads s.URL when called, so it
+// follows the port StartOnFreePort picks.
+func (s *server) ready(path string) func() error {
+	return func() error { return e2ehost.HTTPReady(readyClient, s.URL+path, "")() }
+}
+
+// stop asks the server to stop and kills it after grace.
+func (s *server) stop(grace time.Duration) { s.proc.Stop(syscall.SIGTERM, grace) }
 
 // proxyKind is how a proxy instance is configured.
 type proxyKind struct {
@@ -209,57 +115,31 @@ func proxyConfig(groups []group, kind proxyKind, withCacheSection bool) string {
 
 // startProxy runs the proxy binary over the backends and waits for /ready.
 func startProxy(bin, name, workDir string, groups []group, kind proxyKind, procs *procSet) (*server, error) {
-	caching := kind.caching
 	dir := filepath.Join(workDir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	withCache := true
-	var lastErr error
-	for attempt := 0; attempt < startAttempts+1; attempt++ {
-		cfgFile := filepath.Join(dir, "config.yaml")
-		if err := os.WriteFile(cfgFile, []byte(proxyConfig(groups, kind, withCache)), 0o644); err != nil {
+	s := &server{Name: name, Role: "proxy", proc: &e2ehost.Process{Name: name, Path: bin, LogPath: filepath.Join(dir, "proxy.log")}}
+	procs.add(s.proc)
+	cfgFile := filepath.Join(dir, "config.yaml")
+	s.cacheSection = kind.caching
+	for {
+		if err := os.WriteFile(cfgFile, []byte(proxyConfig(groups, kind, s.cacheSection)), 0o644); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		p, err := startProc(name, filepath.Join(dir, "proxy.log"), bin,
-			"--config="+cfgFile, "--listen-address="+addr, "--log-level=warn")
-		if err != nil {
-			return nil, err
-		}
-		procs.add(p)
-		s := &server{proc: p, Name: name, URL: "http://" + addr, Role: "proxy", cacheSection: caching && withCache}
-		if lastErr = p.waitReady(time.Minute, httpOK(s.URL+"/ready")); lastErr == nil {
-			return s, nil
-		}
-		p.stop(5 * time.Second)
-		var ee *exitedError
+		err := s.proc.StartOnFreePort(startAttempts, func(port int) error {
+			s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
+			s.proc.Args = []string{"--config=" + cfgFile, "--listen-address=127.0.0.1:" + strconv.Itoa(port), "--log-level=warn"}
+			return nil
+		}, time.Minute, s.ready("/ready"))
+		var ne *e2ehost.NotReadyError
 		switch {
-		case caching && withCache && errors.As(lastErr, &ee) && strings.Contains(ee.log, "cache"):
-			withCache = false
-		case !portTaken(lastErr):
-			return nil, lastErr
+		case err == nil:
+			return s, nil
+		case s.cacheSection && errors.As(err, &ne) && ne.Exited && strings.Contains(ne.Tail, "cache"):
+			s.cacheSection = false
+		default:
+			return nil, e2ehost.WithLog(err)
 		}
-	}
-	return nil, lastErr
-}
-
-var readyClient = &http.Client{Timeout: 2 * time.Second}
-
-func httpOK(url string) func() error {
-	return func() error {
-		resp, err := readyClient.Get(url)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
-		return nil
 	}
 }

@@ -264,14 +264,7 @@ func lightLoop(c *http.Client, base string, r request, d time.Duration) lightRun
 		a, err := sendAs(c, base, r, "team-b")
 		run.lat = append(run.lat, time.Since(t0))
 		run.sent = append(run.sent, t0)
-		problem := ""
-		switch {
-		case err != nil:
-			problem = err.Error()
-		case a.problem() != "":
-			problem = a.problem()
-		}
-		if problem != "" {
+		if problem := problemOf(a, err); problem != "" {
 			run.failed++
 			if run.first == "" {
 				run.first = problem

@@ -58,13 +58,7 @@ func TestHostileMix(t *testing.T) {
 						t0 := time.Now()
 						a, err := sendAs(client, p.url, r, ns)
 						run.lat = append(run.lat, time.Since(t0))
-						problem := ""
-						if err != nil {
-							problem = err.Error()
-						} else {
-							problem = a.problem()
-						}
-						if problem != "" {
+						if problem := problemOf(a, err); problem != "" {
 							run.failed++
 							if run.first == "" {
 								run.first = problem

@@ -3,8 +3,8 @@
 package load
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 // Knobs: flags, or the environment when running through `make test`. The
@@ -204,6 +204,15 @@ func (a answer) problem() string {
 	return ""
 }
 
+// problemOf is what went wrong with a request: the error sending it, or
+// what is wrong with its answer ("" for nothing).
+func problemOf(a answer, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return a.problem()
+}
+
 func send(c *http.Client, base string, r request) (answer, error) {
 	var (
 		resp *http.Response
@@ -323,13 +332,8 @@ func run(t *testing.T, client *http.Client, proxy *proxyProcess, work []request,
 				a, err := send(client, proxy.url, work[w])
 				took := time.Since(t0)
 				mine = append(mine, took)
-				problem := ""
-				switch {
-				case err != nil:
-					problem = err.Error()
-				case a.problem() != "":
-					problem = a.problem()
-				case !same(&a, &want[w]):
+				problem := problemOf(a, err)
+				if problem == "" && !same(&a, &want[w]) {
 					problem = fmt.Sprintf("answer differs from the one before the load: %.300s", a.raw)
 				}
 				if problem != "" {
@@ -381,8 +385,8 @@ func run(t *testing.T, client *http.Client, proxy *proxyProcess, work []request,
 
 // proxyProcess is the proxy binary running on 127.0.0.1.
 type proxyProcess struct {
-	url string
-	cmd *exec.Cmd
+	url  string
+	proc *e2ehost.Process
 }
 
 // proxyBinary builds the proxy once per test binary (or takes PROXY_BINARY).
@@ -399,15 +403,8 @@ func proxyBinary(t *testing.T) string {
 		}
 		built.dir = dir
 		bin := filepath.Join(dir, "prometheus-multi-tenant-proxy")
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			built.err = fmt.Errorf("go not found to build the proxy (or set PROXY_BINARY): %w", err)
-			return
-		}
-		build := exec.Command(gobin, "build", "-o", bin, "./cmd/proxy")
-		build.Dir = e2eutil.RepoRoot(t)
-		if out, err := build.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build ./cmd/proxy: %w\n%s", err, out)
+		if err := e2ehost.BuildProxy(context.Background(), e2eutil.RepoRoot(t), bin); err != nil {
+			built.err = fmt.Errorf("%w (or set PROXY_BINARY)", err)
 			return
 		}
 		built.bin = bin
@@ -461,87 +458,39 @@ func startProxyBinary(t *testing.T, clusters []string, groups [][]*e2eutil.Prome
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(e2eutil.FreePort(t)))
-	logPath := filepath.Join(dir, "proxy.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = logf.Close() }()
-	cmd := exec.Command(bin, "--config="+cfgPath, "--listen-address="+addr, "--log-level=warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
+	p := &proxyProcess{proc: &e2ehost.Process{Name: "proxy", Path: bin, LogPath: filepath.Join(dir, "proxy.log")}}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		p.proc.Stop(syscall.SIGTERM, 20*time.Second)
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("proxy log:\n%s", b[max(0, len(b)-16<<10):])
+			t.Logf("proxy log:\n%s", p.proc.LogTail(16<<10))
 		}
 	})
-	p := &proxyProcess{url: "http://" + addr, cmd: cmd}
-	ready := e2eutil.WaitFor(30*time.Second, func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-		}
-		resp, err := http.Get(p.url + "/ready")
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	select {
-	case <-done:
-		b, _ := os.ReadFile(logPath)
-		t.Fatalf("the proxy exited: %s", b)
-	default:
-	}
-	if !ready {
-		t.Fatal("the proxy did not become ready in 30s")
+	err := p.proc.StartOnFreePort(3, func(port int) error {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		p.url = "http://" + addr
+		p.proc.Args = []string{"--config=" + cfgPath, "--listen-address=" + addr, "--log-level=warn"}
+		return nil
+	}, 30*time.Second, func() error { return e2ehost.HTTPReady(http.DefaultClient, p.url+"/ready", "")() })
+	if err != nil {
+		t.Fatal(err) // the log follows at the end of the test
 	}
 	http.DefaultClient.CloseIdleConnections()
 	return p
 }
 
 // peakRSS is the proxy's high-water mark of resident memory, in bytes.
-func (p *proxyProcess) peakRSS(t *testing.T) uint64 { return p.procStatus(t, "VmHWM:") }
-
-// procStatus reads one kB field of the proxy's /proc/PID/status, in bytes.
-func (p *proxyProcess) procStatus(t *testing.T, field string) uint64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		t.Errorf("proxy memory: %v", err)
-		return 0
-	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func (p *proxyProcess) peakRSS(t *testing.T) uint64 { return p.memory(t, e2ehost.PeakRSS) }
 
 // rss is the proxy's resident memory now, in bytes.
-func (p *proxyProcess) rss(t *testing.T) uint64 { return p.procStatus(t, "VmRSS:") }
+func (p *proxyProcess) rss(t *testing.T) uint64 { return p.memory(t, e2ehost.RSS) }
+
+func (p *proxyProcess) memory(t *testing.T, read func(pid int) (int64, error)) uint64 {
+	v, err := read(p.proc.PID())
+	if err != nil {
+		t.Errorf("proxy memory: %v", err)
+	}
+	return uint64(v)
+}
 
 // heapInUse reads the proxy's go_memstats_heap_inuse_bytes (0 if absent).
 func (p *proxyProcess) heapInUse(c *http.Client) uint64 {

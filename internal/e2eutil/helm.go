@@ -1,7 +1,6 @@
 package e2eutil
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -9,27 +8,20 @@ import (
 // helmModule is the module tools/helm builds helm from.
 const helmModule = "helm.sh/helm/v4"
 
+// helmGoMod is the module that builds helm.
+const helmGoMod = "tools/helm/go.mod"
+
 // HelmVersion returns the helm version tools/helm/go.mod requires, e.g.
 // v4.3.2: the binary is cached under that name.
 func HelmVersion(t testing.TB) string {
 	t.Helper()
-	path := filepath.Join(RepoRoot(t), "tools", "helm", "go.mod")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("e2eutil: %v", err)
-	}
-	v := goModRequire(string(data), helmModule)
-	if v == "" {
-		t.Fatalf("e2eutil: %s does not require %s", path, helmModule)
-	}
-	return v
+	return requiredVersion(t, helmGoMod, helmModule)
 }
 
 // HelmBinary returns the path of helm (.cache/helm-<version>/helm, or $HELM),
 // or fails the test saying how to build it.
 func HelmBinary(t testing.TB) string {
 	t.Helper()
-	v := HelmVersion(t)
-	path := filepath.Join(RepoRoot(t), ".cache", "helm-"+v, "helm")
-	return lookBinary(t, "HELM", path, "run `make helm-tool` (builds helm "+v+" into "+filepath.Dir(path)+")")
+	dir, v := toolDir(t, "helm", helmGoMod, helmModule)
+	return lookBinary(t, "HELM", filepath.Join(dir, "helm"), "run `make helm-tool` (builds helm "+v+" into "+dir+")")
 }

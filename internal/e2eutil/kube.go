@@ -33,25 +33,21 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 // kubernetesModule is the module tools/kube-apiserver builds the API server from.
 const kubernetesModule = "k8s.io/kubernetes"
 
+// kubeGoMod is the module that builds kube-apiserver, etcd and kubectl.
+const kubeGoMod = "tools/kube-apiserver/go.mod"
+
 // KubeVersion returns the Kubernetes version tools/kube-apiserver/go.mod
 // requires, e.g. v1.37.2: the binaries are cached under that name.
 func KubeVersion(t testing.TB) string {
 	t.Helper()
-	path := filepath.Join(RepoRoot(t), "tools", "kube-apiserver", "go.mod")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("e2eutil: %v", err)
-	}
-	v := goModRequire(string(data), kubernetesModule)
-	if v == "" {
-		t.Fatalf("e2eutil: %s does not require %s", path, kubernetesModule)
-	}
-	return v
+	return requiredVersion(t, kubeGoMod, kubernetesModule)
 }
 
 // KubeAssetsDir is the folder holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS
@@ -61,7 +57,8 @@ func KubeAssetsDir(t testing.TB) string {
 	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
 		return d
 	}
-	return filepath.Join(RepoRoot(t), ".cache", "kube-"+KubeVersion(t))
+	dir, _ := toolDir(t, "kube", kubeGoMod, kubernetesModule)
+	return dir
 }
 
 // KubeBinaries returns the paths of kube-apiserver and etcd, or fails the
@@ -90,8 +87,8 @@ type Kube struct {
 	t         testing.TB
 	dir       string
 	saKey     string // the service-account signing key (PEM)
-	apiserver *process
-	etcd      *process
+	apiserver *e2ehost.Process
+	etcd      *e2ehost.Process
 }
 
 // ServiceAccountIssuer is the issuer (and default audience) of the
@@ -125,15 +122,23 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	dir := t.TempDir()
 	k := &Kube{t: t, dir: dir, Token: randomHex(t, 16)}
 
-	k.etcd = &process{path: etcdBin, logPath: filepath.Join(dir, "etcd.log")}
-	k.etcd.cleanup(t)
+	k.etcd = &e2ehost.Process{Name: "etcd", Path: etcdBin, LogPath: filepath.Join(dir, "etcd.log")}
+	cleanup(t, k.etcd)
 	var etcdURL string
-	for attempt := 1; ; attempt++ {
-		client, peer := FreePort(t), FreePort(t)
+	etcdClient := &http.Client{Timeout: 2 * time.Second}
+	err := k.etcd.StartOnFreePort(startAttempts, func(client int) error {
+		peer, err := e2ehost.FreePort()
+		if err != nil {
+			return err
+		}
+		// A failed attempt may have left a data directory behind.
+		if err := os.RemoveAll(filepath.Join(dir, "etcd")); err != nil {
+			return err
+		}
 		etcdURL = "http://127.0.0.1:" + strconv.Itoa(client)
 		peerURL := "http://127.0.0.1:" + strconv.Itoa(peer)
-		k.etcd.name = "etcd (" + etcdURL + ")"
-		k.etcd.args = []string{
+		k.etcd.Name = "etcd (" + etcdURL + ")"
+		k.etcd.Args = []string{
 			"--name=default",
 			"--data-dir=" + filepath.Join(dir, "etcd"),
 			"--listen-client-urls=" + etcdURL,
@@ -145,18 +150,10 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 			"--unsafe-no-fsync",
 			"--log-level=warn",
 		}
-		err := k.etcd.start()
-		if err == nil {
-			err = k.etcd.waitReady(time.Minute, httpCheck(&http.Client{Timeout: 2 * time.Second}, etcdURL+"/health", ""))
-		}
-		if err == nil {
-			break
-		}
-		if !portTaken(err) || attempt == startAttempts {
-			t.Fatalf("e2eutil: %v", err)
-		}
-		k.etcd.kill()
-		_ = os.RemoveAll(filepath.Join(dir, "etcd"))
+		return nil
+	}, time.Minute, func() error { return e2ehost.HTTPReady(etcdClient, etcdURL+"/health", "")() })
+	if err != nil {
+		fatalStart(t, err)
 	}
 
 	saKey := filepath.Join(dir, "service-account.key")
@@ -166,13 +163,12 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	if err := os.WriteFile(tokens, []byte(k.Token+","+KubeAdminUser+",e2eutil-admin-uid,\"system:masters\"\n"), 0o600); err != nil {
 		t.Fatalf("e2eutil: %v", err)
 	}
-	k.apiserver = &process{path: apiserverBin, logPath: filepath.Join(dir, "kube-apiserver.log")}
-	k.apiserver.cleanup(t)
-	for attempt := 1; ; attempt++ {
-		port := FreePort(t)
+	k.apiserver = &e2ehost.Process{Name: "kube-apiserver", Path: apiserverBin, LogPath: filepath.Join(dir, "kube-apiserver.log")}
+	cleanup(t, k.apiserver)
+	err = k.apiserver.StartOnFreePort(startAttempts, func(port int) error {
 		k.URL = "https://127.0.0.1:" + strconv.Itoa(port)
-		k.apiserver.name = "kube-apiserver (" + k.URL + ")"
-		k.apiserver.args = []string{
+		k.apiserver.Name = "kube-apiserver (" + k.URL + ")"
+		k.apiserver.Args = []string{
 			"--etcd-servers=" + etcdURL,
 			"--bind-address=127.0.0.1",
 			"--secure-port=" + strconv.Itoa(port),
@@ -192,41 +188,38 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 			// which only the (absent) controller manager creates.
 			"--disable-admission-plugins=ServiceAccount",
 		}
-		k.apiserver.args = append(k.apiserver.args, o.flags...)
-		err := k.startAPIServer()
-		if err == nil {
-			break
-		}
-		if !portTaken(err) || attempt == startAttempts {
-			t.Fatalf("e2eutil: %v", err)
-		}
-		k.apiserver.kill()
+		k.apiserver.Args = append(k.apiserver.Args, o.flags...)
+		return nil
+	}, apiServerReadyTimeout, k.apiServerReady())
+	if err != nil {
+		fatalStart(t, err)
 	}
 
 	k.Kubeconfig = k.WriteKubeconfig(t, "")
 	return k
 }
 
-func (k *Kube) startAPIServer() error {
-	if err := k.apiserver.start(); err != nil {
-		return err
-	}
+const apiServerReadyTimeout = 2 * time.Minute
+
+// apiServerReady reads k.URL when called, so it follows the port
+// StartOnFreePort picks.
+func (k *Kube) apiServerReady() func() error {
 	// The server's certificate is self-signed, made at start; the test talks
 	// to its own loopback server only.
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	return k.apiserver.waitReady(2*time.Minute, httpCheck(client, k.URL+"/readyz", k.Token))
+	return func() error { return e2ehost.HTTPReady(client, k.URL+"/readyz", k.Token)() }
 }
 
 // StopAPIServer stops kube-apiserver (etcd keeps running), as an outage of
 // the control plane would.
-func (k *Kube) StopAPIServer() { k.apiserver.stop(syscall.SIGTERM, 10*time.Second) }
+func (k *Kube) StopAPIServer() { k.apiserver.Stop(syscall.SIGTERM, 10*time.Second) }
 
 // StartAPIServer starts kube-apiserver again on the same address after
 // StopAPIServer, and waits until it is ready.
 func (k *Kube) StartAPIServer() {
 	k.t.Helper()
-	if err := k.startAPIServer(); err != nil {
-		k.t.Fatalf("e2eutil: restart: %v", err)
+	if err := k.apiserver.StartReady(apiServerReadyTimeout, k.apiServerReady()); err != nil {
+		fatalStart(k.t, fmt.Errorf("restart: %w", err))
 	}
 }
 
@@ -274,29 +267,7 @@ func ServiceAccountGroups(namespace string) []string {
 }
 
 // Log returns the end of kube-apiserver's output.
-func (k *Kube) Log() string { return k.apiserver.logTail(logTailBytes) }
-
-func httpCheck(client *http.Client, url, token string) func() error {
-	return func() error {
-		req, err := http.NewRequest(http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
-		}
-		return nil
-	}
-}
+func (k *Kube) Log() string { return k.apiserver.LogTail(logTailBytes) }
 
 func writeRSAKey(t testing.TB, path string) {
 	t.Helper()

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/fsutil"
 )
 
@@ -50,25 +51,17 @@ func (k Kind) String() string {
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-const prometheusModule = "github.com/prometheus/prometheus"
-
 // PrometheusModuleVersion returns the version of github.com/prometheus/prometheus
 // required by the project's go.mod, e.g. v0.316.0.
 func PrometheusModuleVersion(t testing.TB) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(RepoRoot(t), "go.mod"))
-	if err != nil {
-		t.Fatalf("e2eutil: %v", err)
-	}
-	v := goModRequire(string(data), prometheusModule)
-	if v == "" {
-		t.Fatalf("e2eutil: go.mod does not require %s", prometheusModule)
-	}
-	return v
+	return requiredVersion(t, "go.mod", e2ehost.PrometheusModule)
 }
 
 func v3Dir(t testing.TB) string {
-	return filepath.Join(RepoRoot(t), ".cache", "prometheus-"+PrometheusModuleVersion(t))
+	t.Helper()
+	dir, _ := toolDir(t, "prometheus", "go.mod", e2ehost.PrometheusModule)
+	return dir
 }
 
 // ltsGoMod is the module that builds the LTS server, apart from the proxy's go.mod.
@@ -78,19 +71,13 @@ const ltsGoMod = "tools/prometheus-lts/go.mod"
 // that tools/prometheus-lts/go.mod requires, e.g. v0.305.1 (Prometheus 3.5.1).
 func PrometheusLTSModuleVersion(t testing.TB) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(RepoRoot(t), filepath.FromSlash(ltsGoMod)))
-	if err != nil {
-		t.Fatalf("e2eutil: %v", err)
-	}
-	v := goModRequire(string(data), prometheusModule)
-	if v == "" {
-		t.Fatalf("e2eutil: %s does not require %s", ltsGoMod, prometheusModule)
-	}
-	return v
+	return requiredVersion(t, ltsGoMod, e2ehost.PrometheusModule)
 }
 
 func v3LTSDir(t testing.TB) string {
-	return filepath.Join(RepoRoot(t), ".cache", "prometheus-"+PrometheusLTSModuleVersion(t))
+	t.Helper()
+	dir, _ := toolDir(t, "prometheus", ltsGoMod, e2ehost.PrometheusModule)
+	return dir
 }
 
 // ltsRelease is the release a Prometheus module version stands for
@@ -237,7 +224,7 @@ type Prometheus struct {
 
 	t    testing.TB
 	opts promOptions
-	proc *process
+	proc *e2ehost.Process
 }
 
 // StartPrometheus backfills openMetrics (nil: no data) with promtool, starts a
@@ -301,69 +288,36 @@ func StartPrometheus(t testing.TB, kind Kind, openMetrics io.Reader, opts ...Opt
 		}
 	}
 
-	p.proc = &process{path: bin, logPath: filepath.Join(dir, "prometheus.log")}
-	p.proc.cleanup(t)
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("e2eutil: start %s: %v", o.name, err)
-		}
+	p.proc = &e2ehost.Process{Name: o.name, Path: bin, LogPath: filepath.Join(dir, "prometheus.log")}
+	cleanup(t, p.proc)
+	err := p.proc.StartOnFreePort(startAttempts, func(port int) error {
 		p.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		p.URL = "http://" + p.Addr
-		p.proc.name = o.name + " (" + p.URL + ")"
-		p.proc.args = append([]string{
-			"--config.file=" + configFile,
-			"--storage.tsdb.path=" + p.DataDir,
-			"--storage.tsdb.retention.time=100y", // the data is months old
-			"--web.listen-address=" + p.Addr,
-		}, kindFlags(kind)...)
-		p.proc.args = append(p.proc.args, o.flags...)
-		err = p.startProc()
-		if err == nil {
-			return p
-		}
-		if !portTaken(err) || attempt == startAttempts {
-			t.Fatalf("e2eutil: %v", err)
-		}
-		p.proc.kill()
-	}
-}
-
-func kindFlags(kind Kind) []string {
-	if kind == V3 || kind == V3LTS {
-		// The proxy's engine parses with experimental functions on; the
-		// reference must accept the same queries; so must the LTS line, for
-		// the experimental functions it has. (2.42 has no such switch worth
-		// matching: its experimental functions differ anyway.)
-		return []string{"--enable-feature=promql-experimental-functions"}
-	}
-	return nil
-}
-
-func (p *Prometheus) startProc() error {
-	if err := p.proc.start(); err != nil {
-		return err
-	}
-	client := &http.Client{Timeout: 2 * time.Second}
-	return p.proc.waitReady(p.opts.readyTimeout, func() error {
-		resp, err := client.Get(p.URL + "/-/ready")
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/-/ready: %s", resp.Status)
-		}
+		p.proc.Name = o.name + " (" + p.URL + ")"
+		// 2.42 has no experimental-functions switch worth matching: its
+		// experimental functions differ anyway.
+		p.proc.Args = e2ehost.PrometheusArgs(configFile, p.DataDir, p.Addr, kind != V2)
+		p.proc.Args = append(p.proc.Args, o.flags...)
 		return nil
-	})
+	}, o.readyTimeout, p.ready())
+	if err != nil {
+		fatalStart(t, err)
+	}
+	return p
+}
+
+// ready is the server's readiness check; it reads p.URL when called, so it
+// follows the port StartOnFreePort picks.
+func (p *Prometheus) ready() func() error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return func() error { return e2ehost.HTTPReady(client, p.URL+"/-/ready", "")() }
 }
 
 // Stop shuts the server down gracefully (SIGTERM; SIGKILL after 10 s).
-func (p *Prometheus) Stop() { p.proc.stop(syscall.SIGTERM, 10*time.Second) }
+func (p *Prometheus) Stop() { p.proc.Stop(syscall.SIGTERM, 10*time.Second) }
 
 // Kill ends the server at once with SIGKILL, as a crash would.
-func (p *Prometheus) Kill() { p.proc.kill() }
+func (p *Prometheus) Kill() { p.proc.Kill() }
 
 // Restart starts the server again on the same address and data; a running
 // server is stopped first. The port may have been taken meanwhile, which fails
@@ -371,13 +325,13 @@ func (p *Prometheus) Kill() { p.proc.kill() }
 func (p *Prometheus) Restart() {
 	p.t.Helper()
 	p.Stop()
-	if err := p.startProc(); err != nil {
-		p.t.Fatalf("e2eutil: restart: %v", err)
+	if err := p.proc.StartReady(p.opts.readyTimeout, p.ready()); err != nil {
+		fatalStart(p.t, fmt.Errorf("restart: %w", err))
 	}
 }
 
 // Log returns the end of the server's output.
-func (p *Prometheus) Log() string { return p.proc.logTail(logTailBytes) }
+func (p *Prometheus) Log() string { return p.proc.LogTail(logTailBytes) }
 
 // Blocks from promtool are deterministic in content, so each distinct input is
 // backfilled once per test binary and copied into every server's data dir.
@@ -453,16 +407,9 @@ func runPromtool(promtool, input, key string) (string, error) {
 	out, err := exec.Command(promtool, "tsdb", "create-blocks-from", "openmetrics",
 		"--max-block-duration=24h", input, dir).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("promtool tsdb create-blocks-from openmetrics: %w\n%s", err, tail(out, 4<<10))
+		return "", fmt.Errorf("promtool tsdb create-blocks-from openmetrics: %w\n%s", err, e2ehost.LastBytes(out, 4<<10))
 	}
 	return dir, nil
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }
 
 const blockCachePrefix = "e2eutil-blocks-"
@@ -481,7 +428,7 @@ func blockCacheDir() (string, error) {
 		for _, d := range old {
 			rest := strings.TrimPrefix(filepath.Base(d), blockCachePrefix)
 			pidStr, _, _ := strings.Cut(rest, "-")
-			if pid, err := strconv.Atoi(pidStr); err == nil && pid != os.Getpid() && !processAlive(pid) {
+			if pid, err := strconv.Atoi(pidStr); err == nil && pid != os.Getpid() && !e2ehost.Alive(pid) {
 				_ = os.RemoveAll(d)
 			}
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil/e2ehost"
 )
 
 // Redis is a redis-server child process without persistence.
@@ -20,7 +22,7 @@ type Redis struct {
 	Addr string
 
 	t    testing.TB
-	proc *process
+	proc *e2ehost.Process
 	o    redisOptions
 }
 
@@ -66,25 +68,21 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 func newRedis(t testing.TB, opts ...RedisOption) *Redis {
 	bin := lookBinary(t, "REDIS_SERVER", "redis-server", "apt-get install redis-server")
 	dir := t.TempDir()
-	r := &Redis{t: t, proc: &process{path: bin, logPath: filepath.Join(dir, "redis.log")}}
+	r := &Redis{t: t, proc: &e2ehost.Process{Name: "redis-server", Path: bin, LogPath: filepath.Join(dir, "redis.log")}}
 	for _, o := range opts {
 		o(&r.o)
 	}
-	r.proc.cleanup(t)
+	cleanup(t, r.proc)
 	return r
 }
 
 // start picks a port and starts the server; extra adds port-dependent args.
-func (r *Redis) start(extra func(port int) []string) {
+func (r *Redis) start(extra func(port int) ([]string, error)) {
 	r.t.Helper()
-	dir := filepath.Dir(r.proc.logPath)
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			r.t.Fatalf("e2eutil: start redis: %v", err)
-		}
+	dir := filepath.Dir(r.proc.LogPath)
+	err := r.proc.StartOnFreePort(startAttempts, func(port int) error {
 		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		r.proc.name = "redis-server " + r.Addr
+		r.proc.Name = "redis-server " + r.Addr
 		portFlag := "--port"
 		if r.o.tls != nil {
 			portFlag = "--tls-port"
@@ -94,7 +92,7 @@ func (r *Redis) start(extra func(port int) []string) {
 			// A sentinel rewrites its configuration file: it must have one.
 			conf := filepath.Join(dir, "sentinel.conf")
 			if err := os.WriteFile(conf, []byte(r.o.sentinel), 0o644); err != nil {
-				r.t.Fatal(err)
+				return err
 			}
 			args = append(args, conf, "--sentinel")
 		}
@@ -107,26 +105,21 @@ func (r *Redis) start(extra func(port int) []string) {
 		}
 		args = append(args, r.o.args...)
 		if extra != nil {
-			args = append(args, extra(port)...)
+			more, err := extra(port)
+			if err != nil {
+				return err
+			}
+			args = append(args, more...)
 		}
-		r.proc.args = args
-		err = r.startProc()
-		if err == nil {
-			return
-		}
-		if !portTaken(err) || attempt == startAttempts {
-			r.t.Fatalf("e2eutil: %v", err)
-		}
-		r.proc.kill()
+		r.proc.Args = args
+		return nil
+	}, redisReadyTimeout, r.ping)
+	if err != nil {
+		fatalStart(r.t, err)
 	}
 }
 
-func (r *Redis) startProc() error {
-	if err := r.proc.start(); err != nil {
-		return err
-	}
-	return r.proc.waitReady(30*time.Second, r.ping)
-}
+const redisReadyTimeout = 30 * time.Second
 
 // ping speaks just enough RESP to see the server answer.
 func (r *Redis) ping() error {
@@ -220,20 +213,20 @@ func ioReadFull(br *bufio.Reader, buf []byte) (int, error) {
 }
 
 // Kill stops the server with SIGKILL, as a crash would; its data is gone.
-func (r *Redis) Kill() { r.proc.kill() }
+func (r *Redis) Kill() { r.proc.Kill() }
 
 // Restart starts a killed server again on the same address (empty, since
 // nothing is persisted). A running server is killed first.
 func (r *Redis) Restart() {
 	r.t.Helper()
-	r.proc.kill()
-	if err := r.startProc(); err != nil {
-		r.t.Fatalf("e2eutil: restart redis: %v", err)
+	r.proc.Kill()
+	if err := r.proc.StartReady(redisReadyTimeout, r.ping); err != nil {
+		fatalStart(r.t, fmt.Errorf("restart redis: %w", err))
 	}
 }
 
 // Log is the tail of the server's log.
-func (r *Redis) Log() string { return r.proc.logTail(logTailBytes) }
+func (r *Redis) Log() string { return r.proc.LogTail(logTailBytes) }
 
 // RedisCluster is a Redis Cluster of masters without replicas, made with
 // redis-cli --cluster create.
@@ -281,15 +274,15 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	c := &RedisCluster{t: t, cli: cli}
 	for range masters {
 		n := newRedis(t, RedisArgs("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"))
-		dir := filepath.Dir(n.proc.logPath)
-		n.start(func(int) []string {
+		dir := filepath.Dir(n.proc.LogPath)
+		n.start(func(int) ([]string, error) {
 			// The bus port defaults to port+10000, which may not exist or be
 			// taken; the node config file keeps its identity across restarts.
-			bus, err := freePort()
+			bus, err := e2ehost.FreePort()
 			if err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
-			return []string{"--cluster-port", strconv.Itoa(bus), "--cluster-config-file", filepath.Join(dir, "nodes.conf")}
+			return []string{"--cluster-port", strconv.Itoa(bus), "--cluster-config-file", filepath.Join(dir, "nodes.conf")}, nil
 		})
 		c.Nodes = append(c.Nodes, n)
 	}
