@@ -105,7 +105,7 @@ func TestSoak(t *testing.T) {
 	var rss []uint64
 	tick := time.NewTicker(250 * time.Millisecond)
 	for deadline := time.Now().Add(duration); time.Now().Before(deadline); <-tick.C {
-		rss = append(rss, p.procStatus(t, "VmRSS:"))
+		rss = append(rss, p.rss(t))
 	}
 	tick.Stop()
 	stop.Store(true)
