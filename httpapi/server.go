@@ -59,7 +59,9 @@ type Options struct {
 	Limits      admission.Config
 	Engine      engine.Config
 	QueryEngine promql.QueryEngine // the PromQL engine, or the cache wrapping it
-	Fanout      *engine.Fanout
+	// Fanout is what every endpoint reads: the fan-out over the backend
+	// groups (engine.Fanout).
+	Fanout Reader
 	// Explain answers /api/v1/query?…&explain=true; may be nil.
 	Explain  Explainer
 	Backends Backends
