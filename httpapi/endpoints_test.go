@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/util/annotations"
 
@@ -39,6 +40,7 @@ type endpointCase struct {
 	form   url.Values        // a form-encoded body (POST)
 	tenant string            // X-Tenant-Namespace
 	header http.Header       // more request headers
+	mgmt   bool              // to the management listener
 	code   int
 	// errType is the errorType of an error answer; every answer of 400 or
 	// more must be one, in Prometheus' JSON error format.
@@ -96,31 +98,29 @@ func warnWith(msg string) func(*fakeReader) {
 // routes over real backends.
 func TestEndpoints(t *testing.T) {
 	db := loadTestStorage(t)
+	// One server per setup: Prometheus' API builds its OpenAPI document
+	// anew for each, which costs more than all the requests of a row.
+	type server struct {
+		srv *Server
+		f   *fakeReader
+	}
+	servers := map[serverSetup]server{}
 	for _, tc := range endpointCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeReader(db)
+			s, ok := servers[tc.setup]
+			if !ok {
+				f := newFakeReader(db)
+				s = server{newTestServer(t, f, tc.setup), f}
+				servers[tc.setup] = s
+			}
+			f := s.f
+			f.reset()
 			if tc.fault != nil {
 				tc.fault(f)
 			}
-			srv := newTestServer(t, f, tc.setup)
-			method := cmpOr(tc.method, http.MethodGet)
-			var req *http.Request
-			if tc.form != nil {
-				req = httptest.NewRequest(method, tc.path, strings.NewReader(tc.form.Encode()))
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			} else {
-				req = httptest.NewRequest(method, tc.path, nil)
-			}
-			for k, vs := range tc.header {
-				req.Header[k] = vs
-			}
-			if tc.tenant != "" {
-				req.Header.Set("X-Tenant-Namespace", tc.tenant)
-			}
-			rec := httptest.NewRecorder()
-			srv.Handler().ServeHTTP(rec, req)
+			rec := serve(s.srv, tc)
 			if rec.Code != tc.code {
-				t.Fatalf("%s %s: HTTP %d, want %d: %s", method, tc.path, rec.Code, tc.code, clipString(rec.Body.String(), 500))
+				t.Fatalf("%s %s: HTTP %d, want %d: %s", cmpOr(tc.method, http.MethodGet), tc.path, rec.Code, tc.code, clipString(rec.Body.String(), 500))
 			}
 			if tc.raw != nil {
 				tc.raw(t, rec)
@@ -148,6 +148,65 @@ func TestEndpoints(t *testing.T) {
 				tc.check(t, b, f)
 			}
 		})
+	}
+}
+
+// serve sends the row's request to the server's main handler, or to its
+// management handler.
+func serve(srv *Server, tc endpointCase) *httptest.ResponseRecorder {
+	method := cmpOr(tc.method, http.MethodGet)
+	var req *http.Request
+	if tc.form != nil {
+		req = httptest.NewRequest(method, tc.path, strings.NewReader(tc.form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	} else {
+		req = httptest.NewRequest(method, tc.path, nil)
+	}
+	for k, vs := range tc.header {
+		req.Header[k] = vs
+	}
+	if tc.tenant != "" {
+		req.Header.Set("X-Tenant-Namespace", tc.tenant)
+	}
+	rec := httptest.NewRecorder()
+	h := srv.Handler()
+	if tc.mgmt {
+		h = srv.ManagementHandler()
+	}
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// TestEndpointsCoverEveryRoute: each route of either listener, with each
+// method it serves, has a row of the table that reaches it and succeeds.
+func TestEndpointsCoverEveryRoute(t *testing.T) {
+	srv := newTestServer(t, newFakeReader(loadTestStorage(t)), serverSetup{})
+	covered := map[string]bool{}
+	for _, tc := range endpointCases() {
+		if tc.code >= 400 {
+			continue
+		}
+		e := srv.echo
+		if tc.mgmt {
+			e = srv.mgmt
+		}
+		method := cmpOr(tc.method, http.MethodGet)
+		c := e.NewContext(httptest.NewRequest(method, tc.path, nil), httptest.NewRecorder())
+		e.Router().Find(method, c.Request().URL.Path, c)
+		covered[fmt.Sprint(tc.mgmt, method, c.Path())] = true
+	}
+	for _, l := range []struct {
+		mgmt bool
+		e    *echo.Echo
+	}{{false, srv.echo}, {true, srv.mgmt}} {
+		for _, r := range l.e.Routes() {
+			if strings.HasSuffix(r.Name, ".methodNotAllowed") || r.Method == echo.RouteNotFound {
+				continue // answers only 405 or 404, which rows check
+			}
+			if !covered[fmt.Sprint(l.mgmt, r.Method, r.Path)] {
+				t.Errorf("no row succeeds at %s %s (management listener: %v)", r.Method, r.Path, l.mgmt)
+			}
+		}
 	}
 }
 
@@ -330,7 +389,14 @@ func endpointCases() []endpointCase {
 		endpointCase{name: "series", path: q("/api/v1/series", "match[]", "up", "start", from, "end", to), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d []map[string]string
 			decode(t, b, &d)
-			if len(d) != 2 || d[0]["__name__"] != "up" || d[0]["instance"] != "a1" {
+			var instances []string
+			for _, s := range d {
+				if s["__name__"] == "up" {
+					instances = append(instances, s["instance"])
+				}
+			}
+			slices.Sort(instances)
+			if len(d) != 2 || !slices.Equal(instances, []string{"a1", "a2"}) {
 				t.Errorf("series %v, want the two up series", d)
 			}
 		}},
@@ -509,11 +575,25 @@ func endpointCases() []endpointCase {
 				t.Errorf("formatted %q", d)
 			}
 		}},
+		endpointCase{name: "format_query/post", method: http.MethodPost, path: "/api/v1/format_query", form: form("query", "up{job='api'}"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+			var d string
+			decode(t, b, &d)
+			if d != `up{job="api"}` {
+				t.Errorf("formatted %q", d)
+			}
+		}},
 		endpointCase{name: "format_query/bad promql", path: q("/api/v1/format_query", "query", "sum("), code: 400, errType: errorBadData},
 		endpointCase{name: "parse_query", method: http.MethodPost, path: "/api/v1/parse_query", form: form("query", "sum(up)"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d map[string]any
 			decode(t, b, &d)
 			if d["type"] != "aggregation" || d["op"] != "sum" {
+				t.Errorf("parsed %s", b.Data)
+			}
+		}},
+		endpointCase{name: "parse_query/get", path: q("/api/v1/parse_query", "query", "up"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+			var d map[string]any
+			decode(t, b, &d)
+			if d["type"] != "vectorSelector" || d["name"] != "up" {
 				t.Errorf("parsed %s", b.Data)
 			}
 		}},
@@ -544,6 +624,9 @@ func endpointCases() []endpointCase {
 	add(
 		endpointCase{name: "not found", path: "/api/v1/nothing", code: 404, errType: errorNotFound},
 		endpointCase{name: "targets not routed", path: "/api/v1/targets", code: 404, errType: errorNotFound},
+		endpointCase{name: "method not allowed", method: http.MethodDelete, path: q("/api/v1/query", "query", "up"), code: 405, errType: errorBadData, check: noRead},
+		endpointCase{name: "method not allowed/series", method: http.MethodPut, path: q("/api/v1/series", "match[]", "up"), code: 405, errType: errorBadData, check: noRead},
+		endpointCase{name: "method not allowed/exemplars", method: http.MethodPatch, path: q("/api/v1/query_exemplars", "query", "up"), code: 405, errType: errorBadData, check: noRead},
 		endpointCase{name: "admin not routed", method: http.MethodPost, path: "/api/v1/admin/tsdb/delete_series", code: 404, errType: errorNotFound},
 	)
 
@@ -592,7 +675,33 @@ func endpointCases() []endpointCase {
 		endpointCase{name: "pprof", path: "/debug/pprof/", code: 200, raw: contains("text/html", "goroutine")},
 		endpointCase{name: "pprof/cmdline", path: "/debug/pprof/cmdline", code: 200, raw: contains("text/plain")},
 		endpointCase{name: "pprof/goroutine", path: "/debug/pprof/goroutine?debug=1", code: 200, raw: contains("text/plain", "goroutine profile")},
+		endpointCase{name: "pprof/profile", path: "/debug/pprof/profile?seconds=1", code: 200, raw: contains("application/octet-stream")},
+		endpointCase{name: "pprof/trace", path: "/debug/pprof/trace?seconds=0.01", code: 200, raw: contains("application/octet-stream")},
+		endpointCase{name: "pprof/symbol", path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
+		endpointCase{name: "pprof/symbol/post", method: http.MethodPost, path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
 		endpointCase{name: "pprof/tenant", setup: tenants, tenant: "team-a", path: "/debug/pprof/heap", code: 403, errType: errorForbidden},
+	)
+
+	// With a management listener, probes and metrics answer there without
+	// credentials; the main port keeps them for admins.
+	withMgmt := serverSetup{tenancy: true, management: true}
+	add(
+		endpointCase{name: "management/health", setup: withMgmt, mgmt: true, path: "/health", code: 200, raw: contains("application/json", `"status":"ok"`)},
+		endpointCase{name: "management/ready", setup: withMgmt, mgmt: true, path: "/ready", code: 200, raw: contains("application/json", `"status":"ready"`)},
+		endpointCase{name: "management/ready not synced", setup: serverSetup{management: true, unsynced: true}, mgmt: true, path: "/ready", code: 503, raw: contains("application/json", "backend discovery has not synced yet")},
+		endpointCase{name: "management/metrics", setup: withMgmt, mgmt: true, path: "/metrics", code: 200, raw: contains("text/plain", "prometheus_proxy_groups_discovered 1")},
+		endpointCase{name: "management/pprof", setup: withMgmt, mgmt: true, path: "/debug/pprof/", code: 200, raw: contains("text/html", "goroutine")},
+		endpointCase{name: "management/pprof/cmdline", setup: withMgmt, mgmt: true, path: "/debug/pprof/cmdline", code: 200, raw: contains("text/plain")},
+		endpointCase{name: "management/pprof/profile", setup: withMgmt, mgmt: true, path: "/debug/pprof/profile?seconds=1", code: 200, raw: contains("application/octet-stream")},
+		endpointCase{name: "management/pprof/trace", setup: withMgmt, mgmt: true, path: "/debug/pprof/trace?seconds=0.01", code: 200, raw: contains("application/octet-stream")},
+		endpointCase{name: "management/pprof/symbol", setup: withMgmt, mgmt: true, path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
+		endpointCase{name: "management/pprof/symbol/post", setup: withMgmt, mgmt: true, method: http.MethodPost, path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
+		endpointCase{name: "management/no tenant data", setup: withMgmt, mgmt: true, path: "/debug/targets", code: 404, errType: errorNotFound},
+		endpointCase{name: "management/no api", setup: withMgmt, mgmt: true, path: q("/api/v1/query", "query", "up"), code: 404, errType: errorNotFound, check: noRead},
+		endpointCase{name: "management/main health needs credentials", setup: withMgmt, path: "/health", code: 401, errType: errorUnauthorized},
+		endpointCase{name: "management/main ready is admin-only", setup: withMgmt, tenant: "team-a", path: "/ready", code: 403, errType: errorForbidden},
+		endpointCase{name: "management/main health for admins", setup: withMgmt, tenant: "monitoring", path: "/health", code: 200, raw: contains("application/json", `"status":"ok"`)},
+		endpointCase{name: "management/main ready for admins", setup: withMgmt, tenant: "monitoring", path: "/ready", code: 200, raw: contains("application/json", `"status":"ready"`)},
 	)
 
 	// The page at / and its files.

@@ -111,6 +111,13 @@ func (f *fakeReader) read(ctx context.Context) error {
 	return f.err
 }
 
+// reset forgets what earlier requests read and any injected fault.
+func (f *fakeReader) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err, f.warns, f.tenants, f.filter = nil, nil, nil, nil
+}
+
 // readTenants is the namespace of every read so far.
 func (f *fakeReader) readTenants() []string {
 	f.mu.Lock()
@@ -255,6 +262,8 @@ type serverSetup struct {
 	maxBody int64
 	// unsynced: discovery has not delivered yet.
 	unsynced bool
+	// management: a management listener is configured (server.management_address).
+	management bool
 }
 
 // newTestServer builds a server over f, with the real PromQL engine.
@@ -280,6 +289,10 @@ func newTestServer(t *testing.T, f *fakeReader, st serverSetup) *Server {
 	if st.limits != nil {
 		opts.Limits = admission.DefaultConfig()
 		opts.Limits.Defaults = *st.limits
+	}
+	if st.management {
+		// Only named: New does not listen.
+		opts.Server.ManagementAddress = "127.0.0.1:0"
 	}
 	if st.maxBody > 0 {
 		opts.Proxy.MaxBodyBytes = st.maxBody
