@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,19 +52,8 @@ type endpointCase struct {
 	raw func(t *testing.T, rec *httptest.ResponseRecorder)
 }
 
-// q builds a path with its parameters.
-func q(path string, kv ...string) string {
-	v := url.Values{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		v.Add(kv[i], kv[i+1])
-	}
-	if len(v) == 0 {
-		return path
-	}
-	return path + "?" + v.Encode()
-}
-
-func form(kv ...string) url.Values {
+// formOf is the parameters given as name, value, name, value, ….
+func formOf(kv ...string) url.Values {
 	v := url.Values{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		v.Add(kv[i], kv[i+1])
@@ -71,11 +61,19 @@ func form(kv ...string) url.Values {
 	return v
 }
 
+// urlOf is a path with the parameters given as in formOf.
+func urlOf(path string, kv ...string) string {
+	if len(kv) == 0 {
+		return path
+	}
+	return path + "?" + formOf(kv...).Encode()
+}
+
 // Every listing below names its range: the test data lies in [0s, 31m],
 // long before the default label window ending now.
 const (
-	from = "0"
-	to   = "3600"
+	listFrom = "0"
+	listTo   = "3600"
 )
 
 var (
@@ -118,9 +116,9 @@ func TestEndpoints(t *testing.T) {
 			if tc.fault != nil {
 				tc.fault(f)
 			}
-			rec := serve(s.srv, tc)
+			rec := serveRow(s.srv, tc)
 			if rec.Code != tc.code {
-				t.Fatalf("%s %s: HTTP %d, want %d: %s", cmpOr(tc.method, http.MethodGet), tc.path, rec.Code, tc.code, clipString(rec.Body.String(), 500))
+				t.Fatalf("%s %s: HTTP %d, want %d: %s", cmp.Or(tc.method, http.MethodGet), tc.path, rec.Code, tc.code, clipString(rec.Body.String(), 500))
 			}
 			if tc.raw != nil {
 				tc.raw(t, rec)
@@ -151,10 +149,10 @@ func TestEndpoints(t *testing.T) {
 	}
 }
 
-// serve sends the row's request to the server's main handler, or to its
+// serveRow sends the row's request to the server's main handler, or to its
 // management handler.
-func serve(srv *Server, tc endpointCase) *httptest.ResponseRecorder {
-	method := cmpOr(tc.method, http.MethodGet)
+func serveRow(srv *Server, tc endpointCase) *httptest.ResponseRecorder {
+	method := cmp.Or(tc.method, http.MethodGet)
 	var req *http.Request
 	if tc.form != nil {
 		req = httptest.NewRequest(method, tc.path, strings.NewReader(tc.form.Encode()))
@@ -190,7 +188,7 @@ func TestEndpointsCoverEveryRoute(t *testing.T) {
 		if tc.mgmt {
 			e = srv.mgmt
 		}
-		method := cmpOr(tc.method, http.MethodGet)
+		method := cmp.Or(tc.method, http.MethodGet)
 		c := e.NewContext(httptest.NewRequest(method, tc.path, nil), httptest.NewRecorder())
 		e.Router().Find(method, c.Request().URL.Path, c)
 		covered[fmt.Sprint(tc.mgmt, method, c.Path())] = true
@@ -210,15 +208,8 @@ func TestEndpointsCoverEveryRoute(t *testing.T) {
 	}
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-// decode reads a success answer's data into v.
-func decode(t *testing.T, b apiBody, v any) {
+// decodeData reads a success answer's data into v.
+func decodeData(t *testing.T, b apiBody, v any) {
 	t.Helper()
 	if b.Status != "success" {
 		t.Fatalf("status %q, want success", b.Status)
@@ -228,14 +219,14 @@ func decode(t *testing.T, b apiBody, v any) {
 	}
 }
 
-// result checks a query answer: its type and number of series.
-func result(typ string, n int) func(*testing.T, apiBody, *fakeReader) {
+// queryResult checks a query answer: its type and number of series.
+func queryResult(typ string, n int) func(*testing.T, apiBody, *fakeReader) {
 	return func(t *testing.T, b apiBody, _ *fakeReader) {
 		var d struct {
 			ResultType string            `json:"resultType"`
 			Result     []json.RawMessage `json:"result"`
 		}
-		decode(t, b, &d)
+		decodeData(t, b, &d)
 		if d.ResultType != typ || len(d.Result) != n {
 			t.Errorf("data %s, want %d %s series", b.Data, n, typ)
 		}
@@ -246,7 +237,7 @@ func result(typ string, n int) func(*testing.T, apiBody, *fakeReader) {
 func stringList(want ...string) func(*testing.T, apiBody, *fakeReader) {
 	return func(t *testing.T, b apiBody, _ *fakeReader) {
 		var d []string
-		decode(t, b, &d)
+		decodeData(t, b, &d)
 		for _, w := range want {
 			if !slices.Contains(d, w) {
 				t.Errorf("data %v lacks %q", d, w)
@@ -292,7 +283,8 @@ func noRead(t *testing.T, _ apiBody, f *fakeReader) {
 	}
 }
 
-func all(checks ...func(*testing.T, apiBody, *fakeReader)) func(*testing.T, apiBody, *fakeReader) {
+// checkAll runs every check.
+func checkAll(checks ...func(*testing.T, apiBody, *fakeReader)) func(*testing.T, apiBody, *fakeReader) {
 	return func(t *testing.T, b apiBody, f *fakeReader) {
 		for _, c := range checks {
 			c(t, b, f)
@@ -300,8 +292,8 @@ func all(checks ...func(*testing.T, apiBody, *fakeReader)) func(*testing.T, apiB
 	}
 }
 
-// contains checks a raw answer's content type and text.
-func contains(contentType string, texts ...string) func(*testing.T, *httptest.ResponseRecorder) {
+// rawHas checks a raw answer's content type and text.
+func rawHas(contentType string, texts ...string) func(*testing.T, *httptest.ResponseRecorder) {
 	return func(t *testing.T, rec *httptest.ResponseRecorder) {
 		if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, contentType) {
 			t.Errorf("Content-Type %q, want %s", ct, contentType)
@@ -314,7 +306,7 @@ func contains(contentType string, texts ...string) func(*testing.T, *httptest.Re
 	}
 }
 
-func limited(edit func(*admission.Limits)) serverSetup {
+func limitedSetup(edit func(*admission.Limits)) serverSetup {
 	l := admission.DefaultLimits()
 	edit(&l)
 	return serverSetup{limits: &l}
@@ -329,66 +321,66 @@ func endpointCases() []endpointCase {
 
 	// /api/v1/query
 	add(
-		endpointCase{name: "query", path: q("/api/v1/query", "query", "up", "time", "600"), code: 200, check: result("vector", 2)},
-		endpointCase{name: "query/post", method: http.MethodPost, path: "/api/v1/query", form: form("query", "sum(up)", "time", "600"), code: 200, check: result("vector", 1)},
-		endpointCase{name: "query/scalar", path: q("/api/v1/query", "query", "1+1", "time", "600"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "query", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: queryResult("vector", 2)},
+		endpointCase{name: "query/post", method: http.MethodPost, path: "/api/v1/query", form: formOf("query", "sum(up)", "time", "600"), code: 200, check: queryResult("vector", 1)},
+		endpointCase{name: "query/scalar", path: urlOf("/api/v1/query", "query", "1+1", "time", "600"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d struct {
 				ResultType string `json:"resultType"`
 				Result     []any  `json:"result"`
 			}
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d.ResultType != "scalar" || len(d.Result) != 2 || d.Result[1] != "2" {
 				t.Errorf("data %s, want scalar 2", b.Data)
 			}
 		}},
-		endpointCase{name: "query/warnings", fault: warnWith(`partial response: group "us" unavailable`), path: q("/api/v1/query", "query", "up", "time", "600"), code: 200,
-			check: all(result("vector", 2), warned(`group "us" unavailable`))},
-		endpointCase{name: "query/missing query", path: q("/api/v1/query", "time", "600"), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "query/bad promql", path: q("/api/v1/query", "query", "up{"), code: 400, errType: errorBadData, check: all(mentions("parse error"), noRead)},
-		endpointCase{name: "query/bad time", path: q("/api/v1/query", "query", "up", "time", "yesterday"), code: 400, errType: errorBadData, check: mentions("time")},
-		endpointCase{name: "query/bad timeout", path: q("/api/v1/query", "query", "up", "timeout", "soon"), code: 400, errType: errorBadData, check: mentions("timeout")},
-		endpointCase{name: "query/bad partial_response", path: q("/api/v1/query", "query", "up", "partial_response", "maybe"), code: 400, errType: errorBadData, check: all(mentions("partial_response"), noRead)},
-		endpointCase{name: "query/group down", fault: failWith(errGroupDown), path: q("/api/v1/query", "query", "up", "time", "600"), code: 503, errType: errorUnavailable, check: mentions(`group "eu" unavailable`)},
-		endpointCase{name: "query/garbled answer", fault: failWith(errGarbled), path: q("/api/v1/query", "query", "up", "time", "600"), code: 422, errType: errorExec, check: mentions("garbled")},
-		endpointCase{name: "query/explain", path: q("/api/v1/query", "query", "sum(up)", "explain", "true"), code: 200, check: all(func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "query/warnings", fault: warnWith(`partial response: group "us" unavailable`), path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200,
+			check: checkAll(queryResult("vector", 2), warned(`group "us" unavailable`))},
+		endpointCase{name: "query/missing query", path: urlOf("/api/v1/query", "time", "600"), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "query/bad promql", path: urlOf("/api/v1/query", "query", "up{"), code: 400, errType: errorBadData, check: checkAll(mentions("parse error"), noRead)},
+		endpointCase{name: "query/bad time", path: urlOf("/api/v1/query", "query", "up", "time", "yesterday"), code: 400, errType: errorBadData, check: mentions("time")},
+		endpointCase{name: "query/bad timeout", path: urlOf("/api/v1/query", "query", "up", "timeout", "soon"), code: 400, errType: errorBadData, check: mentions("timeout")},
+		endpointCase{name: "query/bad partial_response", path: urlOf("/api/v1/query", "query", "up", "partial_response", "maybe"), code: 400, errType: errorBadData, check: checkAll(mentions("partial_response"), noRead)},
+		endpointCase{name: "query/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 503, errType: errorUnavailable, check: mentions(`group "eu" unavailable`)},
+		endpointCase{name: "query/garbled answer", fault: failWith(errGarbled), path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 422, errType: errorExec, check: mentions("garbled")},
+		endpointCase{name: "query/explain", path: urlOf("/api/v1/query", "query", "sum(up)", "explain", "true"), code: 200, check: checkAll(func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d struct{ Explain string }
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d.Explain != "evaluated in the proxy: sum(up)" {
 				t.Errorf("explain %q", d.Explain)
 			}
 		}, noRead)},
-		endpointCase{name: "query/explain bad promql", path: q("/api/v1/query", "query", "sum(", "explain", "true"), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "query/too many selectors", setup: limited(func(l *admission.Limits) { l.MaxSelectorsPerQuery = 2 }),
-			path: q("/api/v1/query", "query", "up + up + up", "time", "600"), code: 422, errType: errorExec, check: all(mentions("max_selectors_per_query"), noRead)},
-		endpointCase{name: "query/too many samples", setup: limited(func(l *admission.Limits) { l.MaxSamplesPerQuery = 5 }),
-			path: q("/api/v1/query", "query", "sum_over_time(up[30m])", "time", "1800"), code: 422, errType: errorExec, check: mentions("max_samples_per_query")},
-		endpointCase{name: "query/answer too large", setup: limited(func(l *admission.Limits) { l.MaxResponseBytes = 64 }),
-			path: q("/api/v1/query", "query", "up", "time", "600"), code: 422, errType: errorExec, check: mentions("max_response_bytes")},
+		endpointCase{name: "query/explain bad promql", path: urlOf("/api/v1/query", "query", "sum(", "explain", "true"), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "query/too many selectors", setup: limitedSetup(func(l *admission.Limits) { l.MaxSelectorsPerQuery = 2 }),
+			path: urlOf("/api/v1/query", "query", "up + up + up", "time", "600"), code: 422, errType: errorExec, check: checkAll(mentions("max_selectors_per_query"), noRead)},
+		endpointCase{name: "query/too many samples", setup: limitedSetup(func(l *admission.Limits) { l.MaxSamplesPerQuery = 5 }),
+			path: urlOf("/api/v1/query", "query", "sum_over_time(up[30m])", "time", "1800"), code: 422, errType: errorExec, check: mentions("max_samples_per_query")},
+		endpointCase{name: "query/answer too large", setup: limitedSetup(func(l *admission.Limits) { l.MaxResponseBytes = 64 }),
+			path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 422, errType: errorExec, check: mentions("max_response_bytes")},
 		endpointCase{name: "query/body too large", setup: serverSetup{maxBody: 32}, method: http.MethodPost, path: "/api/v1/query",
-			form: form("query", strings.Repeat("up or ", 20)+"up"), code: 413, errType: errorBadData, check: all(mentions("larger than 32 bytes"), noRead)},
-		endpointCase{name: "query/tenant", setup: tenants, tenant: "team-a", path: q("/api/v1/query", "query", "up", "time", "600"), code: 200, check: all(result("vector", 2), readAs("team-a"))},
-		endpointCase{name: "query/tenant missing", setup: tenants, path: q("/api/v1/query", "query", "up"), code: 401, errType: errorUnauthorized, check: all(mentions("X-Tenant-Namespace"), noRead)},
-		endpointCase{name: "query/tenant without rules", setup: tenants, tenant: "team-z", path: q("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: noRead},
-		endpointCase{name: "query/tenant twice", setup: tenants, tenant: "team-a", path: q("/api/v1/query", "query", "up", "namespace", "team-b"), code: 400, errType: errorBadData, check: noRead},
+			form: formOf("query", strings.Repeat("up or ", 20)+"up"), code: 413, errType: errorBadData, check: checkAll(mentions("larger than 32 bytes"), noRead)},
+		endpointCase{name: "query/tenant", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: checkAll(queryResult("vector", 2), readAs("team-a"))},
+		endpointCase{name: "query/tenant missing", setup: tenants, path: urlOf("/api/v1/query", "query", "up"), code: 401, errType: errorUnauthorized, check: checkAll(mentions("X-Tenant-Namespace"), noRead)},
+		endpointCase{name: "query/tenant without rules", setup: tenants, tenant: "team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: noRead},
+		endpointCase{name: "query/tenant twice", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/query", "query", "up", "namespace", "team-b"), code: 400, errType: errorBadData, check: noRead},
 	)
 
 	// /api/v1/query_range
 	add(
-		endpointCase{name: "query_range", path: q("/api/v1/query_range", "query", "up", "start", "0", "end", "600", "step", "60"), code: 200, check: result("matrix", 2)},
-		endpointCase{name: "query_range/post", method: http.MethodPost, path: "/api/v1/query_range", form: form("query", "rate(http_requests_total[5m])", "start", "600", "end", "1200", "step", "60"), code: 200, check: result("matrix", 1)},
-		endpointCase{name: "query_range/missing step", path: q("/api/v1/query_range", "query", "up", "start", "0", "end", "600"), code: 400, errType: errorBadData, check: all(mentions("step"), noRead)},
-		endpointCase{name: "query_range/end before start", path: q("/api/v1/query_range", "query", "up", "start", "600", "end", "0", "step", "60"), code: 400, errType: errorBadData, check: mentions("end timestamp must not be before start time")},
-		endpointCase{name: "query_range/too many points", path: q("/api/v1/query_range", "query", "up", "start", "0", "end", "86400", "step", "1"), code: 400, errType: errorBadData, check: mentions("11,000 points")},
-		endpointCase{name: "query_range/bad promql", path: q("/api/v1/query_range", "query", "rate(up)", "start", "0", "end", "600", "step", "60"), code: 400, errType: errorBadData},
-		endpointCase{name: "query_range/group down", fault: failWith(errGroupDown), path: q("/api/v1/query_range", "query", "up", "start", "0", "end", "600", "step", "60"), code: 503, errType: errorUnavailable},
-		endpointCase{name: "query_range/explain", path: q("/api/v1/query_range", "query", "up", "start", "0", "end", "600", "step", "60", "explain", "true"), code: 200, check: noRead},
+		endpointCase{name: "query_range", path: urlOf("/api/v1/query_range", "query", "up", "start", "0", "end", "600", "step", "60"), code: 200, check: queryResult("matrix", 2)},
+		endpointCase{name: "query_range/post", method: http.MethodPost, path: "/api/v1/query_range", form: formOf("query", "rate(http_requests_total[5m])", "start", "600", "end", "1200", "step", "60"), code: 200, check: queryResult("matrix", 1)},
+		endpointCase{name: "query_range/missing step", path: urlOf("/api/v1/query_range", "query", "up", "start", "0", "end", "600"), code: 400, errType: errorBadData, check: checkAll(mentions("step"), noRead)},
+		endpointCase{name: "query_range/end before start", path: urlOf("/api/v1/query_range", "query", "up", "start", "600", "end", "0", "step", "60"), code: 400, errType: errorBadData, check: mentions("end timestamp must not be before start time")},
+		endpointCase{name: "query_range/too many points", path: urlOf("/api/v1/query_range", "query", "up", "start", "0", "end", "86400", "step", "1"), code: 400, errType: errorBadData, check: mentions("11,000 points")},
+		endpointCase{name: "query_range/bad promql", path: urlOf("/api/v1/query_range", "query", "rate(up)", "start", "0", "end", "600", "step", "60"), code: 400, errType: errorBadData},
+		endpointCase{name: "query_range/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/query_range", "query", "up", "start", "0", "end", "600", "step", "60"), code: 503, errType: errorUnavailable},
+		endpointCase{name: "query_range/explain", path: urlOf("/api/v1/query_range", "query", "up", "start", "0", "end", "600", "step", "60", "explain", "true"), code: 200, check: noRead},
 	)
 
 	// /api/v1/series
 	add(
-		endpointCase{name: "series", path: q("/api/v1/series", "match[]", "up", "start", from, "end", to), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "series", path: urlOf("/api/v1/series", "match[]", "up", "start", listFrom, "end", listTo), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d []map[string]string
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			var instances []string
 			for _, s := range d {
 				if s["__name__"] == "up" {
@@ -400,62 +392,62 @@ func endpointCases() []endpointCase {
 				t.Errorf("series %v, want the two up series", d)
 			}
 		}},
-		endpointCase{name: "series/post", method: http.MethodPost, path: "/api/v1/series", form: form("match[]", `{job="db"}`, "start", from, "end", to), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "series/post", method: http.MethodPost, path: "/api/v1/series", form: formOf("match[]", `{job="db"}`, "start", listFrom, "end", listTo), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d []map[string]string
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if len(d) != 1 || d[0]["__name__"] != "memory_usage_bytes" {
 				t.Errorf("series %v", d)
 			}
 		}},
-		endpointCase{name: "series/no match", path: q("/api/v1/series", "start", from, "end", to), code: 400, errType: errorBadData, check: all(mentions("no match[] parameter provided"), noRead)},
-		endpointCase{name: "series/bad match", path: q("/api/v1/series", "match[]", "up{", "start", from, "end", to), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "series/bad start", path: q("/api/v1/series", "match[]", "up", "start", "dawn"), code: 400, errType: errorBadData, check: all(mentions(`"start"`), noRead)},
-		endpointCase{name: "series/too many match", setup: limited(func(l *admission.Limits) { l.MaxMatchPerRequest = 1 }),
-			path: q("/api/v1/series", "match[]", "up", "match[]", "memory_usage_bytes", "start", from, "end", to), code: 422, errType: errorExec, check: all(mentions("max_match_per_request"), noRead)},
-		endpointCase{name: "series/range too long", setup: limited(func(l *admission.Limits) { l.MaxQueryLength = model.Duration(time.Hour) }),
-			path: q("/api/v1/series", "match[]", "up", "start", "0", "end", "86400"), code: 422, errType: errorExec, check: all(mentions("max_query_length"), noRead)},
-		endpointCase{name: "series/group down", fault: failWith(errGroupDown), path: q("/api/v1/series", "match[]", "up", "start", from, "end", to), code: 503, errType: errorUnavailable},
-		endpointCase{name: "series/warnings", fault: warnWith("partial response"), path: q("/api/v1/series", "match[]", "up", "start", from, "end", to), code: 200, check: warned("partial response")},
-		endpointCase{name: "series/tenant", setup: tenants, tenant: "team-a", path: q("/api/v1/series", "match[]", "up", "start", from, "end", to), code: 200, check: readAs("team-a")},
+		endpointCase{name: "series/no match", path: urlOf("/api/v1/series", "start", listFrom, "end", listTo), code: 400, errType: errorBadData, check: checkAll(mentions("no match[] parameter provided"), noRead)},
+		endpointCase{name: "series/bad match", path: urlOf("/api/v1/series", "match[]", "up{", "start", listFrom, "end", listTo), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "series/bad start", path: urlOf("/api/v1/series", "match[]", "up", "start", "dawn"), code: 400, errType: errorBadData, check: checkAll(mentions(`"start"`), noRead)},
+		endpointCase{name: "series/too many match", setup: limitedSetup(func(l *admission.Limits) { l.MaxMatchPerRequest = 1 }),
+			path: urlOf("/api/v1/series", "match[]", "up", "match[]", "memory_usage_bytes", "start", listFrom, "end", listTo), code: 422, errType: errorExec, check: checkAll(mentions("max_match_per_request"), noRead)},
+		endpointCase{name: "series/range too long", setup: limitedSetup(func(l *admission.Limits) { l.MaxQueryLength = model.Duration(time.Hour) }),
+			path: urlOf("/api/v1/series", "match[]", "up", "start", "0", "end", "86400"), code: 422, errType: errorExec, check: checkAll(mentions("max_query_length"), noRead)},
+		endpointCase{name: "series/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/series", "match[]", "up", "start", listFrom, "end", listTo), code: 503, errType: errorUnavailable},
+		endpointCase{name: "series/warnings", fault: warnWith("partial response"), path: urlOf("/api/v1/series", "match[]", "up", "start", listFrom, "end", listTo), code: 200, check: warned("partial response")},
+		endpointCase{name: "series/tenant", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/series", "match[]", "up", "start", listFrom, "end", listTo), code: 200, check: readAs("team-a")},
 	)
 
 	// /api/v1/labels
 	add(
-		endpointCase{name: "labels", path: q("/api/v1/labels", "start", from, "end", to), code: 200, check: stringList("__name__", "code", "instance", "job", "namespace")},
-		endpointCase{name: "labels/post match", method: http.MethodPost, path: "/api/v1/labels", form: form("match[]", "memory_usage_bytes", "start", from, "end", to), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "labels", path: urlOf("/api/v1/labels", "start", listFrom, "end", listTo), code: 200, check: stringList("__name__", "code", "instance", "job", "namespace")},
+		endpointCase{name: "labels/post match", method: http.MethodPost, path: "/api/v1/labels", form: formOf("match[]", "memory_usage_bytes", "start", listFrom, "end", listTo), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d []string
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if !slices.Equal(d, []string{"__name__", "job", "namespace"}) {
 				t.Errorf("labels %v", d)
 			}
 		}},
-		endpointCase{name: "labels/bad match", path: q("/api/v1/labels", "match[]", "{", "start", from, "end", to), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "labels/bad end", path: q("/api/v1/labels", "end", "later"), code: 400, errType: errorBadData, check: mentions(`"end"`)},
-		endpointCase{name: "labels/bad limit", path: q("/api/v1/labels", "limit", "-1", "start", from, "end", to), code: 400, errType: errorBadData, check: mentions("limit")},
-		endpointCase{name: "labels/group down", fault: failWith(errGroupDown), path: q("/api/v1/labels", "start", from, "end", to), code: 503, errType: errorUnavailable},
+		endpointCase{name: "labels/bad match", path: urlOf("/api/v1/labels", "match[]", "{", "start", listFrom, "end", listTo), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "labels/bad end", path: urlOf("/api/v1/labels", "end", "later"), code: 400, errType: errorBadData, check: mentions(`"end"`)},
+		endpointCase{name: "labels/bad limit", path: urlOf("/api/v1/labels", "limit", "-1", "start", listFrom, "end", listTo), code: 400, errType: errorBadData, check: mentions("limit")},
+		endpointCase{name: "labels/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/labels", "start", listFrom, "end", listTo), code: 503, errType: errorUnavailable},
 	)
 
 	// /api/v1/label/:name/values
 	add(
-		endpointCase{name: "label values", path: q("/api/v1/label/job/values", "start", from, "end", to), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "label values", path: urlOf("/api/v1/label/job/values", "start", listFrom, "end", listTo), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d []string
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if !slices.Equal(d, []string{"api", "db"}) {
 				t.Errorf("values %v", d)
 			}
 		}},
-		endpointCase{name: "label values/metric names", path: q("/api/v1/label/__name__/values", "match[]", `{job="api"}`, "start", from, "end", to), code: 200, check: stringList("http_requests_total", "up")},
-		endpointCase{name: "label values/bad name", path: "/api/v1/label/%FF/values", code: 400, errType: errorBadData, check: all(mentions("invalid label name"), noRead)},
-		endpointCase{name: "label values/bad match", path: q("/api/v1/label/job/values", "match[]", "up{", "start", from, "end", to), code: 400, errType: errorBadData},
+		endpointCase{name: "label values/metric names", path: urlOf("/api/v1/label/__name__/values", "match[]", `{job="api"}`, "start", listFrom, "end", listTo), code: 200, check: stringList("http_requests_total", "up")},
+		endpointCase{name: "label values/bad name", path: "/api/v1/label/%FF/values", code: 400, errType: errorBadData, check: checkAll(mentions("invalid label name"), noRead)},
+		endpointCase{name: "label values/bad match", path: urlOf("/api/v1/label/job/values", "match[]", "up{", "start", listFrom, "end", listTo), code: 400, errType: errorBadData},
 		endpointCase{name: "label values/post", method: http.MethodPost, path: "/api/v1/label/job/values", code: 405, errType: errorBadData},
-		endpointCase{name: "label values/group down", fault: failWith(errGroupDown), path: q("/api/v1/label/job/values", "start", from, "end", to), code: 503, errType: errorUnavailable},
+		endpointCase{name: "label values/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/label/job/values", "start", listFrom, "end", listTo), code: 503, errType: errorUnavailable},
 	)
 
 	// /api/v1/metadata
 	metadataData := func(want ...string) func(*testing.T, apiBody, *fakeReader) {
 		return func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d map[string][]engine.Metadata
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if len(d) != len(want) {
 				t.Errorf("metadata %v, want %q", d, want)
 			}
@@ -468,10 +460,10 @@ func endpointCases() []endpointCase {
 	}
 	add(
 		endpointCase{name: "metadata", path: "/api/v1/metadata", code: 200, check: metadataData("http_requests_total", "up")},
-		endpointCase{name: "metadata/metric", path: q("/api/v1/metadata", "metric", "up"), code: 200, check: metadataData("up")},
+		endpointCase{name: "metadata/metric", path: urlOf("/api/v1/metadata", "metric", "up"), code: 200, check: metadataData("up")},
 		endpointCase{name: "metadata/warnings", fault: warnWith("partial response"), path: "/api/v1/metadata", code: 200, check: warned("partial response")},
-		endpointCase{name: "metadata/bad limit", path: q("/api/v1/metadata", "limit", "ten"), code: 400, errType: errorBadData, check: all(mentions(`"limit"`), noRead)},
-		endpointCase{name: "metadata/bad limit_per_metric", path: q("/api/v1/metadata", "limit_per_metric", "x"), code: 400, errType: errorBadData, check: all(mentions(`"limit_per_metric"`), noRead)},
+		endpointCase{name: "metadata/bad limit", path: urlOf("/api/v1/metadata", "limit", "ten"), code: 400, errType: errorBadData, check: checkAll(mentions(`"limit"`), noRead)},
+		endpointCase{name: "metadata/bad limit_per_metric", path: urlOf("/api/v1/metadata", "limit_per_metric", "x"), code: 400, errType: errorBadData, check: checkAll(mentions(`"limit_per_metric"`), noRead)},
 		endpointCase{name: "metadata/group down", fault: failWith(errGroupDown), path: "/api/v1/metadata", code: 503, errType: errorUnavailable},
 		endpointCase{name: "metadata/garbled answer", fault: failWith(errGarbled), path: "/api/v1/metadata", code: 422, errType: errorExec},
 		endpointCase{name: "metadata/post", method: http.MethodPost, path: "/api/v1/metadata", code: 405, errType: errorBadData},
@@ -487,17 +479,17 @@ func endpointCases() []endpointCase {
 				Value  string            `json:"value"`
 			} `json:"exemplars"`
 		}
-		decode(t, b, &d)
+		decodeData(t, b, &d)
 		if len(d) != 1 || d[0].SeriesLabels["__name__"] != "http_requests_total" || len(d[0].Exemplars) != 1 || d[0].Exemplars[0].Labels["trace_id"] != "abc" {
 			t.Errorf("exemplars %s", b.Data)
 		}
 	}
 	add(
-		endpointCase{name: "query_exemplars", path: q("/api/v1/query_exemplars", "query", "http_requests_total", "start", from, "end", to), code: 200, check: exemplarData},
-		endpointCase{name: "query_exemplars/post", method: http.MethodPost, path: "/api/v1/query_exemplars", form: form("query", `rate(http_requests_total{code="200"}[5m])`, "start", from, "end", to), code: 200, check: exemplarData},
-		endpointCase{name: "query_exemplars/bad promql", path: q("/api/v1/query_exemplars", "query", "up{", "start", from, "end", to), code: 400, errType: errorBadData},
-		endpointCase{name: "query_exemplars/bad start", path: q("/api/v1/query_exemplars", "query", "up", "start", "dawn"), code: 400, errType: errorBadData},
-		endpointCase{name: "query_exemplars/group down", fault: failWith(errGroupDown), path: q("/api/v1/query_exemplars", "query", "up", "start", from, "end", to), code: 503, errType: errorUnavailable},
+		endpointCase{name: "query_exemplars", path: urlOf("/api/v1/query_exemplars", "query", "http_requests_total", "start", listFrom, "end", listTo), code: 200, check: exemplarData},
+		endpointCase{name: "query_exemplars/post", method: http.MethodPost, path: "/api/v1/query_exemplars", form: formOf("query", `rate(http_requests_total{code="200"}[5m])`, "start", listFrom, "end", listTo), code: 200, check: exemplarData},
+		endpointCase{name: "query_exemplars/bad promql", path: urlOf("/api/v1/query_exemplars", "query", "up{", "start", listFrom, "end", listTo), code: 400, errType: errorBadData},
+		endpointCase{name: "query_exemplars/bad start", path: urlOf("/api/v1/query_exemplars", "query", "up", "start", "dawn"), code: 400, errType: errorBadData},
+		endpointCase{name: "query_exemplars/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/query_exemplars", "query", "up", "start", listFrom, "end", listTo), code: 503, errType: errorUnavailable},
 	)
 
 	// /api/v1/rules
@@ -508,14 +500,14 @@ func endpointCases() []endpointCase {
 				Rules []map[string]any `json:"rules"`
 			} `json:"groups"`
 		}
-		decode(t, b, &d)
+		decodeData(t, b, &d)
 		if len(d.Groups) != 1 || d.Groups[0].Name != "api" || len(d.Groups[0].Rules) != 1 || d.Groups[0].Rules[0]["type"] != "recording" {
 			t.Errorf("rules %s", b.Data)
 		}
 	}
 	add(
 		endpointCase{name: "rules", path: "/api/v1/rules", code: 200, check: rulesData},
-		endpointCase{name: "rules/filter", path: q("/api/v1/rules", "type", "ALERT", "rule_name[]", "InstanceDown", "match[]", `{job="api"}`, "exclude_alerts", "true", "group_limit", "5", "group_next_token", "t"), code: 200,
+		endpointCase{name: "rules/filter", path: urlOf("/api/v1/rules", "type", "ALERT", "rule_name[]", "InstanceDown", "match[]", `{job="api"}`, "exclude_alerts", "true", "group_limit", "5", "group_next_token", "t"), code: 200,
 			check: func(t *testing.T, b apiBody, f *fakeReader) {
 				rulesData(t, b, f)
 				flt := f.filter
@@ -524,12 +516,12 @@ func endpointCases() []endpointCase {
 				}
 			}},
 		endpointCase{name: "rules/warnings", fault: warnWith("partial response"), path: "/api/v1/rules", code: 200, check: warned("partial response")},
-		endpointCase{name: "rules/bad type", path: q("/api/v1/rules", "type", "both"), code: 400, errType: errorBadData, check: all(mentions(`"type"`), noRead)},
-		endpointCase{name: "rules/bad exclude_alerts", path: q("/api/v1/rules", "exclude_alerts", "maybe"), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "rules/bad group_limit", path: q("/api/v1/rules", "group_limit", "0"), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "rules/token without limit", path: q("/api/v1/rules", "group_next_token", "t"), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "rules/bad match", path: q("/api/v1/rules", "match[]", "up{"), code: 400, errType: errorBadData, check: noRead},
-		endpointCase{name: "rules/stale token", fault: failWith(errStaleToken), path: q("/api/v1/rules", "group_limit", "1", "group_next_token", "t"), code: 400, errType: errorBadData, check: mentions("group_next_token")},
+		endpointCase{name: "rules/bad type", path: urlOf("/api/v1/rules", "type", "both"), code: 400, errType: errorBadData, check: checkAll(mentions(`"type"`), noRead)},
+		endpointCase{name: "rules/bad exclude_alerts", path: urlOf("/api/v1/rules", "exclude_alerts", "maybe"), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "rules/bad group_limit", path: urlOf("/api/v1/rules", "group_limit", "0"), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "rules/token without limit", path: urlOf("/api/v1/rules", "group_next_token", "t"), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "rules/bad match", path: urlOf("/api/v1/rules", "match[]", "up{"), code: 400, errType: errorBadData, check: noRead},
+		endpointCase{name: "rules/stale token", fault: failWith(errStaleToken), path: urlOf("/api/v1/rules", "group_limit", "1", "group_next_token", "t"), code: 400, errType: errorBadData, check: mentions("group_next_token")},
 		endpointCase{name: "rules/group down", fault: failWith(errGroupDown), path: "/api/v1/rules", code: 503, errType: errorUnavailable},
 		endpointCase{name: "rules/garbled answer", fault: failWith(errGarbled), path: "/api/v1/rules", code: 422, errType: errorExec},
 		endpointCase{name: "rules/post", method: http.MethodPost, path: "/api/v1/rules", code: 405, errType: errorBadData},
@@ -545,7 +537,7 @@ func endpointCases() []endpointCase {
 					State  string            `json:"state"`
 				} `json:"alerts"`
 			}
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if len(d.Alerts) != 1 || d.Alerts[0].Labels["alertname"] != "InstanceDown" || d.Alerts[0].State != "firing" {
 				t.Errorf("alerts %s", b.Data)
 			}
@@ -561,50 +553,50 @@ func endpointCases() []endpointCase {
 	add(
 		endpointCase{name: "buildinfo", path: "/api/v1/status/buildinfo", code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d struct{ Version, Revision, GoVersion string }
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d.Version != PrometheusCompatVersion() || d.Revision != "test" || d.GoVersion == "" {
 				t.Errorf("buildinfo %s", b.Data)
 			}
 		}},
 		endpointCase{name: "buildinfo/post", method: http.MethodPost, path: "/api/v1/status/buildinfo", code: 405, errType: errorBadData},
 		endpointCase{name: "buildinfo/tenant missing", setup: tenants, path: "/api/v1/status/buildinfo", code: 401, errType: errorUnauthorized},
-		endpointCase{name: "format_query", path: q("/api/v1/format_query", "query", "sum(up)by(job)"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "format_query", path: urlOf("/api/v1/format_query", "query", "sum(up)by(job)"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d string
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d != "sum by (job) (up)" {
 				t.Errorf("formatted %q", d)
 			}
 		}},
-		endpointCase{name: "format_query/post", method: http.MethodPost, path: "/api/v1/format_query", form: form("query", "up{job='api'}"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "format_query/post", method: http.MethodPost, path: "/api/v1/format_query", form: formOf("query", "up{job='api'}"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d string
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d != `up{job="api"}` {
 				t.Errorf("formatted %q", d)
 			}
 		}},
-		endpointCase{name: "format_query/bad promql", path: q("/api/v1/format_query", "query", "sum("), code: 400, errType: errorBadData},
-		endpointCase{name: "parse_query", method: http.MethodPost, path: "/api/v1/parse_query", form: form("query", "sum(up)"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "format_query/bad promql", path: urlOf("/api/v1/format_query", "query", "sum("), code: 400, errType: errorBadData},
+		endpointCase{name: "parse_query", method: http.MethodPost, path: "/api/v1/parse_query", form: formOf("query", "sum(up)"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d map[string]any
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d["type"] != "aggregation" || d["op"] != "sum" {
 				t.Errorf("parsed %s", b.Data)
 			}
 		}},
-		endpointCase{name: "parse_query/get", path: q("/api/v1/parse_query", "query", "up"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
+		endpointCase{name: "parse_query/get", path: urlOf("/api/v1/parse_query", "query", "up"), code: 200, check: func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d map[string]any
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d["type"] != "vectorSelector" || d["name"] != "up" {
 				t.Errorf("parsed %s", b.Data)
 			}
 		}},
-		endpointCase{name: "parse_query/bad promql", path: q("/api/v1/parse_query", "query", "up{"), code: 400, errType: errorBadData},
+		endpointCase{name: "parse_query/bad promql", path: urlOf("/api/v1/parse_query", "query", "up{"), code: 400, errType: errorBadData},
 	)
 
 	// /api/v1/status/tenant
 	tenantStatusData := func(tenancy bool, ns string, admin bool) func(*testing.T, apiBody, *fakeReader) {
 		return func(t *testing.T, b apiBody, _ *fakeReader) {
 			var d TenantStatus
-			decode(t, b, &d)
+			decodeData(t, b, &d)
 			if d.Tenancy != tenancy || d.Namespace != ns || d.Admin != admin || !slices.Contains(d.MetricNames, "up") {
 				t.Errorf("tenant status %s", b.Data)
 			}
@@ -614,9 +606,9 @@ func endpointCases() []endpointCase {
 		}
 	}
 	add(
-		endpointCase{name: "status/tenant", path: q("/api/v1/status/tenant", "start", from, "end", to), code: 200, check: tenantStatusData(false, "", true)},
-		endpointCase{name: "status/tenant/team", setup: tenants, tenant: "team-a", path: q("/api/v1/status/tenant", "start", from, "end", to), code: 200, check: all(tenantStatusData(true, "team-a", false), readAs("team-a"))},
-		endpointCase{name: "status/tenant/group down", fault: failWith(errGroupDown), path: q("/api/v1/status/tenant", "start", from, "end", to), code: 503, errType: errorUnavailable},
+		endpointCase{name: "status/tenant", path: urlOf("/api/v1/status/tenant", "start", listFrom, "end", listTo), code: 200, check: tenantStatusData(false, "", true)},
+		endpointCase{name: "status/tenant/team", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/status/tenant", "start", listFrom, "end", listTo), code: 200, check: checkAll(tenantStatusData(true, "team-a", false), readAs("team-a"))},
+		endpointCase{name: "status/tenant/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/status/tenant", "start", listFrom, "end", listTo), code: 503, errType: errorUnavailable},
 		endpointCase{name: "status/tenant/post", method: http.MethodPost, path: "/api/v1/status/tenant", code: 405, errType: errorBadData},
 	)
 
@@ -624,9 +616,9 @@ func endpointCases() []endpointCase {
 	add(
 		endpointCase{name: "not found", path: "/api/v1/nothing", code: 404, errType: errorNotFound},
 		endpointCase{name: "targets not routed", path: "/api/v1/targets", code: 404, errType: errorNotFound},
-		endpointCase{name: "method not allowed", method: http.MethodDelete, path: q("/api/v1/query", "query", "up"), code: 405, errType: errorBadData, check: noRead},
-		endpointCase{name: "method not allowed/series", method: http.MethodPut, path: q("/api/v1/series", "match[]", "up"), code: 405, errType: errorBadData, check: noRead},
-		endpointCase{name: "method not allowed/exemplars", method: http.MethodPatch, path: q("/api/v1/query_exemplars", "query", "up"), code: 405, errType: errorBadData, check: noRead},
+		endpointCase{name: "method not allowed", method: http.MethodDelete, path: urlOf("/api/v1/query", "query", "up"), code: 405, errType: errorBadData, check: noRead},
+		endpointCase{name: "method not allowed/series", method: http.MethodPut, path: urlOf("/api/v1/series", "match[]", "up"), code: 405, errType: errorBadData, check: noRead},
+		endpointCase{name: "method not allowed/exemplars", method: http.MethodPatch, path: urlOf("/api/v1/query_exemplars", "query", "up"), code: 405, errType: errorBadData, check: noRead},
 		endpointCase{name: "admin not routed", method: http.MethodPost, path: "/api/v1/admin/tsdb/delete_series", code: 404, errType: errorNotFound},
 	)
 
@@ -638,14 +630,14 @@ func endpointCases() []endpointCase {
 				t.Errorf("health %s (%v)", rec.Body, err)
 			}
 		}},
-		endpointCase{name: "health/tenancy without credentials", setup: tenants, path: "/health", code: 200, raw: contains("application/json", `"status":"ok"`)},
-		endpointCase{name: "ready", path: "/ready", code: 200, raw: contains("application/json", `"status":"ready"`)},
-		endpointCase{name: "ready/discovery not synced", setup: serverSetup{unsynced: true}, path: "/ready", code: 503, raw: contains("application/json", `"not ready"`, "backend discovery has not synced yet")},
-		endpointCase{name: "metrics", path: "/metrics", code: 200, raw: contains("text/plain", "prometheus_proxy_groups_discovered 1", "prometheus_proxy_group_healthy_replicas{group=\"eu\"} 1")},
+		endpointCase{name: "health/tenancy without credentials", setup: tenants, path: "/health", code: 200, raw: rawHas("application/json", `"status":"ok"`)},
+		endpointCase{name: "ready", path: "/ready", code: 200, raw: rawHas("application/json", `"status":"ready"`)},
+		endpointCase{name: "ready/discovery not synced", setup: serverSetup{unsynced: true}, path: "/ready", code: 503, raw: rawHas("application/json", `"not ready"`, "backend discovery has not synced yet")},
+		endpointCase{name: "metrics", path: "/metrics", code: 200, raw: rawHas("text/plain", "prometheus_proxy_groups_discovered 1", "prometheus_proxy_group_healthy_replicas{group=\"eu\"} 1")},
 		endpointCase{name: "metrics/tenant", setup: tenants, tenant: "team-a", path: "/metrics", code: 403, errType: errorForbidden},
-		endpointCase{name: "metrics/admin", setup: tenants, tenant: "monitoring", path: "/metrics", code: 200, raw: contains("text/plain", "prometheus_proxy_tenants_active")},
-		endpointCase{name: "debug", path: "/debug", code: 200, raw: contains("application/json", "/debug/targets", "/debug/tenants")},
-		endpointCase{name: "debug/html", path: "/debug", header: htmlAccept, code: 200, raw: contains("text/html", "/debug/targets")},
+		endpointCase{name: "metrics/admin", setup: tenants, tenant: "monitoring", path: "/metrics", code: 200, raw: rawHas("text/plain", "prometheus_proxy_tenants_active")},
+		endpointCase{name: "debug", path: "/debug", code: 200, raw: rawHas("application/json", "/debug/targets", "/debug/tenants")},
+		endpointCase{name: "debug/html", path: "/debug", header: htmlAccept, code: 200, raw: rawHas("text/html", "/debug/targets")},
 		endpointCase{name: "debug/tenant missing", setup: tenants, path: "/debug", code: 401, errType: errorUnauthorized},
 		endpointCase{name: "debug/tenant", setup: tenants, tenant: "team-a", path: "/debug", code: 403, errType: errorForbidden, check: mentions("admin")},
 		endpointCase{name: "debug/targets", path: "/debug/targets", code: 200, raw: func(t *testing.T, rec *httptest.ResponseRecorder) {
@@ -661,24 +653,24 @@ func endpointCases() []endpointCase {
 			}
 		}},
 		endpointCase{name: "debug/targets/html", path: "/debug/targets", header: htmlAccept, code: 200, raw: func(t *testing.T, rec *httptest.ResponseRecorder) {
-			contains("text/html", "eu", "10.0.0.1:9090")(t, rec)
+			rawHas("text/html", "eu", "10.0.0.1:9090")(t, rec)
 			if strings.Contains(rec.Body.String(), "s3cret") {
 				t.Error("page shows a replica's password")
 			}
 		}},
-		endpointCase{name: "debug/targets/admin", setup: tenants, tenant: "monitoring", path: "/debug/targets", code: 200, raw: contains("application/json", `"group":"eu"`)},
+		endpointCase{name: "debug/targets/admin", setup: tenants, tenant: "monitoring", path: "/debug/targets", code: 200, raw: rawHas("application/json", `"group":"eu"`)},
 		endpointCase{name: "debug/targets/tenant", setup: tenants, tenant: "team-b", path: "/debug/targets", code: 403, errType: errorForbidden},
-		endpointCase{name: "debug/tenants/no tenancy", path: "/debug/tenants", code: 200, raw: contains("application/json", "disabled", `"limits"`)},
-		endpointCase{name: "debug/tenants", setup: tenants, tenant: "monitoring", path: "/debug/tenants", code: 200, raw: contains("application/json", "team-a", "memory_usage_bytes", `"limits"`)},
-		endpointCase{name: "debug/tenants/html", setup: tenants, tenant: "monitoring", path: "/debug/tenants", header: htmlAccept, code: 200, raw: contains("text/html", "team-a")},
+		endpointCase{name: "debug/tenants/no tenancy", path: "/debug/tenants", code: 200, raw: rawHas("application/json", "disabled", `"limits"`)},
+		endpointCase{name: "debug/tenants", setup: tenants, tenant: "monitoring", path: "/debug/tenants", code: 200, raw: rawHas("application/json", "team-a", "memory_usage_bytes", `"limits"`)},
+		endpointCase{name: "debug/tenants/html", setup: tenants, tenant: "monitoring", path: "/debug/tenants", header: htmlAccept, code: 200, raw: rawHas("text/html", "team-a")},
 		endpointCase{name: "debug/tenants/tenant", setup: tenants, tenant: "team-a", path: "/debug/tenants", code: 403, errType: errorForbidden},
-		endpointCase{name: "pprof", path: "/debug/pprof/", code: 200, raw: contains("text/html", "goroutine")},
-		endpointCase{name: "pprof/cmdline", path: "/debug/pprof/cmdline", code: 200, raw: contains("text/plain")},
-		endpointCase{name: "pprof/goroutine", path: "/debug/pprof/goroutine?debug=1", code: 200, raw: contains("text/plain", "goroutine profile")},
-		endpointCase{name: "pprof/profile", path: "/debug/pprof/profile?seconds=1", code: 200, raw: contains("application/octet-stream")},
-		endpointCase{name: "pprof/trace", path: "/debug/pprof/trace?seconds=0.01", code: 200, raw: contains("application/octet-stream")},
-		endpointCase{name: "pprof/symbol", path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
-		endpointCase{name: "pprof/symbol/post", method: http.MethodPost, path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
+		endpointCase{name: "pprof", path: "/debug/pprof/", code: 200, raw: rawHas("text/html", "goroutine")},
+		endpointCase{name: "pprof/cmdline", path: "/debug/pprof/cmdline", code: 200, raw: rawHas("text/plain")},
+		endpointCase{name: "pprof/goroutine", path: "/debug/pprof/goroutine?debug=1", code: 200, raw: rawHas("text/plain", "goroutine profile")},
+		endpointCase{name: "pprof/profile", path: "/debug/pprof/profile?seconds=1", code: 200, raw: rawHas("application/octet-stream")},
+		endpointCase{name: "pprof/trace", path: "/debug/pprof/trace?seconds=0.01", code: 200, raw: rawHas("application/octet-stream")},
+		endpointCase{name: "pprof/symbol", path: "/debug/pprof/symbol", code: 200, raw: rawHas("text/plain", "num_symbols")},
+		endpointCase{name: "pprof/symbol/post", method: http.MethodPost, path: "/debug/pprof/symbol", code: 200, raw: rawHas("text/plain", "num_symbols")},
 		endpointCase{name: "pprof/tenant", setup: tenants, tenant: "team-a", path: "/debug/pprof/heap", code: 403, errType: errorForbidden},
 	)
 
@@ -686,35 +678,35 @@ func endpointCases() []endpointCase {
 	// credentials; the main port keeps them for admins.
 	withMgmt := serverSetup{tenancy: true, management: true}
 	add(
-		endpointCase{name: "management/health", setup: withMgmt, mgmt: true, path: "/health", code: 200, raw: contains("application/json", `"status":"ok"`)},
-		endpointCase{name: "management/ready", setup: withMgmt, mgmt: true, path: "/ready", code: 200, raw: contains("application/json", `"status":"ready"`)},
-		endpointCase{name: "management/ready not synced", setup: serverSetup{management: true, unsynced: true}, mgmt: true, path: "/ready", code: 503, raw: contains("application/json", "backend discovery has not synced yet")},
-		endpointCase{name: "management/metrics", setup: withMgmt, mgmt: true, path: "/metrics", code: 200, raw: contains("text/plain", "prometheus_proxy_groups_discovered 1")},
-		endpointCase{name: "management/pprof", setup: withMgmt, mgmt: true, path: "/debug/pprof/", code: 200, raw: contains("text/html", "goroutine")},
-		endpointCase{name: "management/pprof/cmdline", setup: withMgmt, mgmt: true, path: "/debug/pprof/cmdline", code: 200, raw: contains("text/plain")},
-		endpointCase{name: "management/pprof/profile", setup: withMgmt, mgmt: true, path: "/debug/pprof/profile?seconds=1", code: 200, raw: contains("application/octet-stream")},
-		endpointCase{name: "management/pprof/trace", setup: withMgmt, mgmt: true, path: "/debug/pprof/trace?seconds=0.01", code: 200, raw: contains("application/octet-stream")},
-		endpointCase{name: "management/pprof/symbol", setup: withMgmt, mgmt: true, path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
-		endpointCase{name: "management/pprof/symbol/post", setup: withMgmt, mgmt: true, method: http.MethodPost, path: "/debug/pprof/symbol", code: 200, raw: contains("text/plain", "num_symbols")},
+		endpointCase{name: "management/health", setup: withMgmt, mgmt: true, path: "/health", code: 200, raw: rawHas("application/json", `"status":"ok"`)},
+		endpointCase{name: "management/ready", setup: withMgmt, mgmt: true, path: "/ready", code: 200, raw: rawHas("application/json", `"status":"ready"`)},
+		endpointCase{name: "management/ready not synced", setup: serverSetup{management: true, unsynced: true}, mgmt: true, path: "/ready", code: 503, raw: rawHas("application/json", "backend discovery has not synced yet")},
+		endpointCase{name: "management/metrics", setup: withMgmt, mgmt: true, path: "/metrics", code: 200, raw: rawHas("text/plain", "prometheus_proxy_groups_discovered 1")},
+		endpointCase{name: "management/pprof", setup: withMgmt, mgmt: true, path: "/debug/pprof/", code: 200, raw: rawHas("text/html", "goroutine")},
+		endpointCase{name: "management/pprof/cmdline", setup: withMgmt, mgmt: true, path: "/debug/pprof/cmdline", code: 200, raw: rawHas("text/plain")},
+		endpointCase{name: "management/pprof/profile", setup: withMgmt, mgmt: true, path: "/debug/pprof/profile?seconds=1", code: 200, raw: rawHas("application/octet-stream")},
+		endpointCase{name: "management/pprof/trace", setup: withMgmt, mgmt: true, path: "/debug/pprof/trace?seconds=0.01", code: 200, raw: rawHas("application/octet-stream")},
+		endpointCase{name: "management/pprof/symbol", setup: withMgmt, mgmt: true, path: "/debug/pprof/symbol", code: 200, raw: rawHas("text/plain", "num_symbols")},
+		endpointCase{name: "management/pprof/symbol/post", setup: withMgmt, mgmt: true, method: http.MethodPost, path: "/debug/pprof/symbol", code: 200, raw: rawHas("text/plain", "num_symbols")},
 		endpointCase{name: "management/no tenant data", setup: withMgmt, mgmt: true, path: "/debug/targets", code: 404, errType: errorNotFound},
-		endpointCase{name: "management/no api", setup: withMgmt, mgmt: true, path: q("/api/v1/query", "query", "up"), code: 404, errType: errorNotFound, check: noRead},
+		endpointCase{name: "management/no api", setup: withMgmt, mgmt: true, path: urlOf("/api/v1/query", "query", "up"), code: 404, errType: errorNotFound, check: noRead},
 		endpointCase{name: "management/main health needs credentials", setup: withMgmt, path: "/health", code: 401, errType: errorUnauthorized},
 		endpointCase{name: "management/main ready is admin-only", setup: withMgmt, tenant: "team-a", path: "/ready", code: 403, errType: errorForbidden},
-		endpointCase{name: "management/main health for admins", setup: withMgmt, tenant: "monitoring", path: "/health", code: 200, raw: contains("application/json", `"status":"ok"`)},
-		endpointCase{name: "management/main ready for admins", setup: withMgmt, tenant: "monitoring", path: "/ready", code: 200, raw: contains("application/json", `"status":"ready"`)},
+		endpointCase{name: "management/main health for admins", setup: withMgmt, tenant: "monitoring", path: "/health", code: 200, raw: rawHas("application/json", `"status":"ok"`)},
+		endpointCase{name: "management/main ready for admins", setup: withMgmt, tenant: "monitoring", path: "/ready", code: 200, raw: rawHas("application/json", `"status":"ready"`)},
 	)
 
 	// The page at / and its files.
 	add(
 		endpointCase{name: "page", path: "/", code: 200, raw: func(t *testing.T, rec *httptest.ResponseRecorder) {
-			contains("text/html", "<html")(t, rec)
+			rawHas("text/html", "<html")(t, rec)
 			if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
 				t.Errorf("Content-Security-Policy %q", csp)
 			}
 		}},
-		endpointCase{name: "page/script", path: "/ui/app.js", code: 200, raw: contains("text/javascript", "/api/v1/status/tenant")},
-		endpointCase{name: "page/style", path: "/ui/style.css", code: 200, raw: contains("text/css")},
-		endpointCase{name: "page/missing file", path: "/ui/nothing.js", code: 404, raw: contains("text/plain")},
+		endpointCase{name: "page/script", path: "/ui/app.js", code: 200, raw: rawHas("text/javascript", "/api/v1/status/tenant")},
+		endpointCase{name: "page/style", path: "/ui/style.css", code: 200, raw: rawHas("text/css")},
+		endpointCase{name: "page/missing file", path: "/ui/nothing.js", code: 404, raw: rawHas("text/plain")},
 	)
 	return cases
 }
