@@ -175,6 +175,50 @@ func serveRow(srv *Server, tc endpointCase) *httptest.ResponseRecorder {
 	return rec
 }
 
+// TestQueueFull: a tenant over its max_concurrent_requests waits in its
+// queue; one more than max_queued_requests is refused at once with 429
+// too_many_requests and a Retry-After, without reading anything; the
+// waiting request runs when the slot frees.
+func TestQueueFull(t *testing.T) {
+	l := admission.DefaultLimits()
+	l.MaxConcurrentRequests, l.MaxQueuedRequests = 1, 1
+	f := newFakeReader(loadTestStorage(t))
+	f.gate, f.entered = make(chan struct{}), make(chan struct{}, 4)
+	// The waiting request must not time out while the test holds the slot.
+	srv := newTestServer(t, f, serverSetup{limits: &l, queueTimeout: time.Hour})
+	query := endpointCase{path: urlOf("/api/v1/query", "query", "up", "time", "600"), tenant: "team-a"}
+
+	answers := make(chan *httptest.ResponseRecorder, 2)
+	go func() { answers <- serveRow(srv, query) }()
+	<-f.entered // the first request holds the tenant's one slot
+	go func() { answers <- serveRow(srv, query) }()
+	for waited := time.Duration(0); srv.sched.State().Tenants["team-a"].Queued != 1; waited += time.Millisecond {
+		if waited > time.Minute {
+			t.Fatal("the second request never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	rec := serveRow(srv, query)
+	var b apiBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil || rec.Code != http.StatusTooManyRequests || b.ErrorType != errorTooManyRequests || !strings.Contains(b.Error, "max_queued_requests=1") {
+		t.Fatalf("third request: HTTP %d %s (%v), want 429 too_many_requests naming max_queued_requests", rec.Code, rec.Body, err)
+	}
+	if ra := rec.Header().Get("Retry-After"); ra == "" {
+		t.Error("429 without Retry-After")
+	}
+	if n := len(f.readTenants()); n != 1 {
+		t.Errorf("%d reads with one request running, want 1", n)
+	}
+
+	close(f.gate)
+	for range 2 {
+		if rec := <-answers; rec.Code != http.StatusOK {
+			t.Errorf("queued request: HTTP %d %s", rec.Code, rec.Body)
+		}
+	}
+}
+
 // TestEndpointsCoverEveryRoute: each route of either listener, with each
 // method it serves, has a row of the table that reaches it and succeeds.
 func TestEndpointsCoverEveryRoute(t *testing.T) {
@@ -361,6 +405,9 @@ func endpointCases() []endpointCase {
 		endpointCase{name: "query/tenant", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: checkAll(queryResult("vector", 2), readAs("team-a"))},
 		endpointCase{name: "query/tenant missing", setup: tenants, path: urlOf("/api/v1/query", "query", "up"), code: 401, errType: errorUnauthorized, check: checkAll(mentions("X-Tenant-Namespace"), noRead)},
 		endpointCase{name: "query/tenant without rules", setup: tenants, tenant: "team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: noRead},
+		endpointCase{name: "query/tenants", setup: tenants, tenant: "team-a,team-b", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: readAs("team-a,team-b")},
+		endpointCase{name: "query/tenants one without rules", setup: tenants, tenant: "team-a,team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: checkAll(mentions("team-z"), noRead)},
+		endpointCase{name: "query/tenant in header and parameter", setup: tenants, method: http.MethodPost, path: "/api/v1/query", form: formOf("query", "up", "time", "600", "namespace", "team-b"), header: http.Header{"X-Tenant-Namespace": {"team-b"}}, code: 200, check: readAs("team-b")},
 		endpointCase{name: "query/tenant twice", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/query", "query", "up", "namespace", "team-b"), code: 400, errType: errorBadData, check: noRead},
 	)
 

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/promqltest"
@@ -76,6 +78,10 @@ type fakeReader struct {
 	alerts   *v1.AlertDiscovery
 	warns    annotations.Annotations
 	err      error
+	// gate, when set, holds every read until it is closed; each read
+	// first sends on entered.
+	gate    chan struct{}
+	entered chan struct{}
 
 	mu      sync.Mutex
 	tenants []string            // namespace of each read's policy ("" for none)
@@ -107,7 +113,12 @@ func (f *fakeReader) read(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	f.tenants = append(f.tenants, ns)
+	gate, entered := f.gate, f.entered
 	f.mu.Unlock()
+	if gate != nil {
+		entered <- struct{}{}
+		<-gate
+	}
 	return f.err
 }
 
@@ -264,6 +275,8 @@ type serverSetup struct {
 	unsynced bool
 	// management: a management listener is configured (server.management_address).
 	management bool
+	// queueTimeout replaces proxy.queue_timeout.
+	queueTimeout time.Duration
 }
 
 // newTestServer builds a server over f, with the real PromQL engine.
@@ -293,6 +306,9 @@ func newTestServer(t *testing.T, f *fakeReader, st serverSetup) *Server {
 	if st.management {
 		// Only named: New does not listen.
 		opts.Server.ManagementAddress = "127.0.0.1:0"
+	}
+	if st.queueTimeout > 0 {
+		opts.Proxy.QueueTimeout = model.Duration(st.queueTimeout)
 	}
 	if st.maxBody > 0 {
 		opts.Proxy.MaxBodyBytes = st.maxBody
