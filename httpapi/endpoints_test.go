@@ -43,6 +43,8 @@ type endpointCase struct {
 	header http.Header       // more request headers
 	mgmt   bool              // to the management listener
 	code   int
+	// wantHeader are response headers the answer must carry.
+	wantHeader http.Header
 	// errType is the errorType of an error answer; every answer of 400 or
 	// more must be one, in Prometheus' JSON error format.
 	errType errorType
@@ -119,6 +121,11 @@ func TestEndpoints(t *testing.T) {
 			rec := serveRow(s.srv, tc)
 			if rec.Code != tc.code {
 				t.Fatalf("%s %s: HTTP %d, want %d: %s", cmp.Or(tc.method, http.MethodGet), tc.path, rec.Code, tc.code, clipString(rec.Body.String(), 500))
+			}
+			for k, want := range tc.wantHeader {
+				if got := rec.Header().Values(k); !slices.Equal(got, want) {
+					t.Errorf("header %s: %q, want %q", k, got, want)
+				}
 			}
 			if tc.raw != nil {
 				tc.raw(t, rec)
@@ -403,7 +410,10 @@ func endpointCases() []endpointCase {
 		endpointCase{name: "query/body too large", setup: serverSetup{maxBody: 32}, method: http.MethodPost, path: "/api/v1/query",
 			form: formOf("query", strings.Repeat("up or ", 20)+"up"), code: 413, errType: errorBadData, check: checkAll(mentions("larger than 32 bytes"), noRead)},
 		endpointCase{name: "query/tenant", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: checkAll(queryResult("vector", 2), readAs("team-a"))},
-		endpointCase{name: "query/tenant missing", setup: tenants, path: urlOf("/api/v1/query", "query", "up"), code: 401, errType: errorUnauthorized, check: checkAll(mentions("X-Tenant-Namespace"), noRead)},
+		endpointCase{name: "query/tenant missing", setup: tenants, path: urlOf("/api/v1/query", "query", "up"), code: 401, errType: errorUnauthorized, check: checkAll(mentions("X-Tenant-Namespace"), noRead),
+			wantHeader: http.Header{"Www-Authenticate": {`Tenant header="X-Tenant-Namespace"`}}},
+		endpointCase{name: "query/cors", path: urlOf("/api/v1/query", "query", "up", "time", "600"), header: http.Header{"Origin": {"https://grafana.example"}}, code: 200, check: queryResult("vector", 2),
+			wantHeader: http.Header{"Access-Control-Allow-Origin": {"https://grafana.example"}}},
 		endpointCase{name: "query/tenant without rules", setup: tenants, tenant: "team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: noRead},
 		endpointCase{name: "query/tenants", setup: tenants, tenant: "team-a,team-b", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: readAs("team-a,team-b")},
 		endpointCase{name: "query/tenants one without rules", setup: tenants, tenant: "team-a,team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: checkAll(mentions("team-z"), noRead)},
