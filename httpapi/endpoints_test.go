@@ -1,10 +1,12 @@
 package httpapi
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -43,6 +45,9 @@ type endpointCase struct {
 	header http.Header       // more request headers
 	mgmt   bool              // to the management listener
 	code   int
+	// logged are key/value pairs of the request's log line, as JSON text
+	// (`"tenant":"team-a"`).
+	logged []string
 	// wantHeader are response headers the answer must carry.
 	wantHeader http.Header
 	// errType is the errorType of an error answer; every answer of 400 or
@@ -101,26 +106,36 @@ func TestEndpoints(t *testing.T) {
 	// One server per setup: Prometheus' API builds its OpenAPI document
 	// anew for each, which costs more than all the requests of a row.
 	type server struct {
-		srv *Server
-		f   *fakeReader
+		srv  *Server
+		f    *fakeReader
+		logs *bytes.Buffer
 	}
 	servers := map[serverSetup]server{}
 	for _, tc := range endpointCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			s, ok := servers[tc.setup]
 			if !ok {
-				f := newFakeReader(db)
-				s = server{newTestServer(t, f, tc.setup), f}
+				f, logs := newFakeReader(db), &bytes.Buffer{}
+				s = server{newTestServer(t, f, tc.setup, logs), f, logs}
 				servers[tc.setup] = s
 			}
 			f := s.f
 			f.reset()
+			s.logs.Reset()
 			if tc.fault != nil {
 				tc.fault(f)
 			}
 			rec := serveRow(s.srv, tc)
 			if rec.Code != tc.code {
 				t.Fatalf("%s %s: HTTP %d, want %d: %s", cmp.Or(tc.method, http.MethodGet), tc.path, rec.Code, tc.code, clipString(rec.Body.String(), 500))
+			}
+			if len(tc.logged) > 0 {
+				line := requestLogLine(t, s.logs.String())
+				for _, kv := range tc.logged {
+					if !strings.Contains(line, kv) {
+						t.Errorf("request log line lacks %s: %s", kv, line)
+					}
+				}
 			}
 			for k, want := range tc.wantHeader {
 				if got := rec.Header().Values(k); !slices.Equal(got, want) {
@@ -154,6 +169,21 @@ func TestEndpoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requestLogLine is the one request log line in logs.
+func requestLogLine(t *testing.T, logs string) string {
+	t.Helper()
+	var found []string
+	for l := range strings.Lines(logs) {
+		if strings.Contains(l, `"msg":"request"`) {
+			found = append(found, l)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d request log lines, want 1: %s", len(found), logs)
+	}
+	return found[0]
 }
 
 // serveRow sends the row's request to the server's main handler, or to its
@@ -192,7 +222,7 @@ func TestQueueFull(t *testing.T) {
 	f := newFakeReader(loadTestStorage(t))
 	f.gate, f.entered = make(chan struct{}), make(chan struct{}, 4)
 	// The waiting request must not time out while the test holds the slot.
-	srv := newTestServer(t, f, serverSetup{limits: &l, queueTimeout: time.Hour})
+	srv := newTestServer(t, f, serverSetup{limits: &l, queueTimeout: time.Hour}, io.Discard)
 	query := endpointCase{path: urlOf("/api/v1/query", "query", "up", "time", "600"), tenant: "team-a"}
 
 	answers := make(chan *httptest.ResponseRecorder, 2)
@@ -229,7 +259,7 @@ func TestQueueFull(t *testing.T) {
 // TestEndpointsCoverEveryRoute: each route of either listener, with each
 // method it serves, has a row of the table that reaches it and succeeds.
 func TestEndpointsCoverEveryRoute(t *testing.T) {
-	srv := newTestServer(t, newFakeReader(loadTestStorage(t)), serverSetup{})
+	srv := newTestServer(t, newFakeReader(loadTestStorage(t)), serverSetup{}, io.Discard)
 	covered := map[string]bool{}
 	for _, tc := range endpointCases() {
 		if tc.code >= 400 {
@@ -402,19 +432,23 @@ func endpointCases() []endpointCase {
 		}, noRead)},
 		endpointCase{name: "query/explain bad promql", path: urlOf("/api/v1/query", "query", "sum(", "explain", "true"), code: 400, errType: errorBadData, check: noRead},
 		endpointCase{name: "query/too many selectors", setup: limitedSetup(func(l *admission.Limits) { l.MaxSelectorsPerQuery = 2 }),
-			path: urlOf("/api/v1/query", "query", "up + up + up", "time", "600"), code: 422, errType: errorExec, check: checkAll(mentions("max_selectors_per_query"), noRead)},
+			path: urlOf("/api/v1/query", "query", "up + up + up", "time", "600"), code: 422, errType: errorExec, check: checkAll(mentions("max_selectors_per_query"), noRead),
+			logged: []string{`"status":422`, `"limit":"max_selectors_per_query"`, `"query":"up + up + up"`}},
 		endpointCase{name: "query/too many samples", setup: limitedSetup(func(l *admission.Limits) { l.MaxSamplesPerQuery = 5 }),
-			path: urlOf("/api/v1/query", "query", "sum_over_time(up[30m])", "time", "1800"), code: 422, errType: errorExec, check: mentions("max_samples_per_query")},
+			path: urlOf("/api/v1/query", "query", "sum_over_time(up[30m])", "time", "1800"), code: 422, errType: errorExec, check: mentions("max_samples_per_query"),
+			logged: []string{`"limit":"max_samples_per_query"`}},
 		endpointCase{name: "query/answer too large", setup: limitedSetup(func(l *admission.Limits) { l.MaxResponseBytes = 64 }),
 			path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 422, errType: errorExec, check: mentions("max_response_bytes")},
 		endpointCase{name: "query/body too large", setup: serverSetup{maxBody: 32}, method: http.MethodPost, path: "/api/v1/query",
 			form: formOf("query", strings.Repeat("up or ", 20)+"up"), code: 413, errType: errorBadData, check: checkAll(mentions("larger than 32 bytes"), noRead)},
-		endpointCase{name: "query/tenant", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: checkAll(queryResult("vector", 2), readAs("team-a"))},
+		endpointCase{name: "query/tenant", setup: tenants, tenant: "team-a", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: checkAll(queryResult("vector", 2), readAs("team-a")),
+			logged: []string{`"status":200`, `"tenant":"team-a"`, `"subject":"header:team-a"`, `"series":2`}},
 		endpointCase{name: "query/tenant missing", setup: tenants, path: urlOf("/api/v1/query", "query", "up"), code: 401, errType: errorUnauthorized, check: checkAll(mentions("X-Tenant-Namespace"), noRead),
 			wantHeader: http.Header{"Www-Authenticate": {`Tenant header="X-Tenant-Namespace"`}}},
 		endpointCase{name: "query/cors", path: urlOf("/api/v1/query", "query", "up", "time", "600"), header: http.Header{"Origin": {"https://grafana.example"}}, code: 200, check: queryResult("vector", 2),
 			wantHeader: http.Header{"Access-Control-Allow-Origin": {"https://grafana.example"}}},
-		endpointCase{name: "query/tenant without rules", setup: tenants, tenant: "team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: noRead},
+		endpointCase{name: "query/tenant without rules", setup: tenants, tenant: "team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: noRead,
+			logged: []string{`"status":403`, `"auth_error":`}},
 		endpointCase{name: "query/tenants", setup: tenants, tenant: "team-a,team-b", path: urlOf("/api/v1/query", "query", "up", "time", "600"), code: 200, check: readAs("team-a,team-b")},
 		endpointCase{name: "query/tenants one without rules", setup: tenants, tenant: "team-a,team-z", path: urlOf("/api/v1/query", "query", "up"), code: 403, errType: errorForbidden, check: checkAll(mentions("team-z"), noRead)},
 		endpointCase{name: "query/tenant in header and parameter", setup: tenants, method: http.MethodPost, path: "/api/v1/query", form: formOf("query", "up", "time", "600", "namespace", "team-b"), header: http.Header{"X-Tenant-Namespace": {"team-b"}}, code: 200, check: readAs("team-b")},
@@ -460,7 +494,8 @@ func endpointCases() []endpointCase {
 		endpointCase{name: "series/bad match", path: urlOf("/api/v1/series", "match[]", "up{", "start", listFrom, "end", listTo), code: 400, errType: errorBadData, check: noRead},
 		endpointCase{name: "series/bad start", path: urlOf("/api/v1/series", "match[]", "up", "start", "dawn"), code: 400, errType: errorBadData, check: checkAll(mentions(`"start"`), noRead)},
 		endpointCase{name: "series/too many match", setup: limitedSetup(func(l *admission.Limits) { l.MaxMatchPerRequest = 1 }),
-			path: urlOf("/api/v1/series", "match[]", "up", "match[]", "memory_usage_bytes", "start", listFrom, "end", listTo), code: 422, errType: errorExec, check: checkAll(mentions("max_match_per_request"), noRead)},
+			path: urlOf("/api/v1/series", "match[]", "up", "match[]", "memory_usage_bytes", "start", listFrom, "end", listTo), code: 422, errType: errorExec, check: checkAll(mentions("max_match_per_request"), noRead),
+			logged: []string{`"limit":"max_match_per_request"`, `"match":["up","memory_usage_bytes"]`}},
 		endpointCase{name: "series/range too long", setup: limitedSetup(func(l *admission.Limits) { l.MaxQueryLength = model.Duration(time.Hour) }),
 			path: urlOf("/api/v1/series", "match[]", "up", "start", "0", "end", "86400"), code: 422, errType: errorExec, check: checkAll(mentions("max_query_length"), noRead)},
 		endpointCase{name: "series/group down", fault: failWith(errGroupDown), path: urlOf("/api/v1/series", "match[]", "up", "start", listFrom, "end", listTo), code: 503, errType: errorUnavailable},

@@ -279,10 +279,11 @@ type serverSetup struct {
 	queueTimeout time.Duration
 }
 
-// newTestServer builds a server over f, with the real PromQL engine.
-func newTestServer(t *testing.T, f *fakeReader, st serverSetup) *Server {
+// newTestServer builds a server over f, with the real PromQL engine; it
+// logs to logs as JSON.
+func newTestServer(t *testing.T, f *fakeReader, st serverSetup, logs io.Writer) *Server {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	reg := prometheus.NewRegistry()
 	ecfg := engine.DefaultConfig()
 	opts := Options{
