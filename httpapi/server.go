@@ -185,7 +185,7 @@ func (s *Server) routes() *echo.Echo {
 	for p, h := range getPost {
 		api.GET(p, h)
 		api.POST(p, h)
-		api.Match(otherMethods[1:], p, methodNotAllowed)
+		api.Match(notGetOrPost, p, methodNotAllowed)
 	}
 	// Served over GET only, as Prometheus does: other methods get its 405.
 	getOnly := map[string]echo.HandlerFunc{
@@ -223,9 +223,12 @@ func (s *Server) routes() *echo.Echo {
 	return e
 }
 
-// otherMethods are the methods a GET-only endpoint answers with 405; a
-// GET and POST endpoint answers those after POST.
-var otherMethods = []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}
+// The methods answered with 405: by a GET and POST endpoint (notGetOrPost),
+// by a GET-only one (otherMethods).
+var (
+	notGetOrPost = []string{http.MethodPut, http.MethodDelete, http.MethodPatch}
+	otherMethods = append([]string{http.MethodPost}, notGetOrPost...)
+)
 
 func methodNotAllowed(echo.Context) error {
 	return apiError(http.StatusMethodNotAllowed, errorBadData, "method not allowed")
