@@ -33,14 +33,18 @@ var (
 	errStaleToken = fmt.Errorf("group eu: %w", engine.ErrBadNextToken)
 )
 
+// failWith makes every read fail with err.
 func failWith(err error) func(*fakeReader) { return func(f *fakeReader) { f.err = err } }
 
+// warnWith makes every answer carry the warning msg.
 func warnWith(msg string) func(*fakeReader) {
 	return func(f *fakeReader) {
 		f.warns = annotations.New().Add(errors.New(msg))
 	}
 }
 
+// limitedSetup is a server whose default limits edit changes (a server
+// of its own: setups with limits never compare equal).
 func limitedSetup(edit func(*admission.Limits)) serverSetup {
 	l := admission.DefaultLimits()
 	edit(&l)
@@ -49,6 +53,7 @@ func limitedSetup(edit func(*admission.Limits)) serverSetup {
 
 var htmlAccept = http.Header{"Accept": {"text/html"}}
 
+// endpointCases are the rows of TestEndpoints.
 func endpointCases() []endpointCase {
 	tenants := serverSetup{tenancy: true}
 	var cases []endpointCase
