@@ -14,11 +14,15 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
+// Metadata is one entry of a metric family's metadata, as the backends
+// answer it; named here so callers of the fan-out need not import remote.
+type Metadata = remote.Metadata
+
 // Metadata fans /api/v1/metadata out to every group and merges the answers:
 // one entry per metric family, identical entries once. A tenant gets only the
 // families of metric names it can see, among the series of [mint, maxt]
 // (milliseconds).
-func (f *Fanout) Metadata(ctx context.Context, mint, maxt int64, metric string, limit, limitPerMetric int) (map[string][]remote.Metadata, annotations.Annotations, error) {
+func (f *Fanout) Metadata(ctx context.Context, mint, maxt int64, metric string, limit, limitPerMetric int) (map[string][]Metadata, annotations.Annotations, error) {
 	var ms []*labels.Matcher
 	if metric != "" {
 		// metric names a family; its series may carry suffixed names

@@ -59,7 +59,9 @@ type Options struct {
 	Limits      admission.Config
 	Engine      engine.Config
 	QueryEngine promql.QueryEngine // the PromQL engine, or the cache wrapping it
-	Fanout      *engine.Fanout
+	// Fanout is what every endpoint reads: the fan-out over the backend
+	// groups (engine.Fanout).
+	Fanout Reader
 	// Explain answers /api/v1/query?…&explain=true; may be nil.
 	Explain  Explainer
 	Backends Backends
@@ -170,13 +172,20 @@ func (s *Server) routes() *echo.Echo {
 	// request acts as may come in the body, so it is chosen after.
 	api := e.Group("/api/v1", s.authenticate, s.limitBody, s.chooseTenant, s.admit, s.partialResponse)
 	prom := echo.WrapHandler(s.promAPI)
-	for _, p := range []string{"/query", "/query_range"} {
-		api.GET(p, s.explainOr(prom))
-		api.POST(p, s.explainOr(prom))
+	// Served over GET and POST; other methods get 405, as in Prometheus.
+	getPost := map[string]echo.HandlerFunc{
+		"/query":           s.explainOr(prom),
+		"/query_range":     s.explainOr(prom),
+		"/series":          prom,
+		"/labels":          prom,
+		"/format_query":    prom,
+		"/parse_query":     prom,
+		"/query_exemplars": s.exemplars,
 	}
-	for _, p := range []string{"/series", "/labels", "/format_query", "/parse_query"} {
-		api.GET(p, prom)
-		api.POST(p, prom)
+	for p, h := range getPost {
+		api.GET(p, h)
+		api.POST(p, h)
+		api.Match(notGetOrPost, p, methodNotAllowed)
 	}
 	// Served over GET only, as Prometheus does: other methods get its 405.
 	getOnly := map[string]echo.HandlerFunc{
@@ -191,8 +200,6 @@ func (s *Server) routes() *echo.Echo {
 		api.GET(p, h)
 		api.Match(otherMethods, p, methodNotAllowed)
 	}
-	api.GET("/query_exemplars", s.exemplars)
-	api.POST("/query_exemplars", s.exemplars)
 
 	admin := []echo.MiddlewareFunc{s.authenticate, s.limitBody, s.chooseTenant, s.requireAdmin}
 	if s.opts.Server.ManagementAddress == "" {
@@ -216,8 +223,12 @@ func (s *Server) routes() *echo.Echo {
 	return e
 }
 
-// otherMethods are the methods a GET-only endpoint answers with 405.
-var otherMethods = []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}
+// The methods answered with 405: by a GET and POST endpoint (notGetOrPost),
+// by a GET-only one (otherMethods).
+var (
+	notGetOrPost = []string{http.MethodPut, http.MethodDelete, http.MethodPatch}
+	otherMethods = append([]string{http.MethodPost}, notGetOrPost...)
+)
 
 func methodNotAllowed(echo.Context) error {
 	return apiError(http.StatusMethodNotAllowed, errorBadData, "method not allowed")
