@@ -454,32 +454,3 @@ func testTracingPushDown(t *testing.T, recv *otlpReceiver, base string, groups [
 		t.Errorf("fragments for groups %v, want %v", fragGroups, groups)
 	}
 }
-
-// TestTracingConfig: the section is checked as Prometheus checks its own.
-func TestTracingConfig(t *testing.T) {
-	for _, tc := range []struct {
-		yaml, err string
-	}{
-		{"", ""},
-		{"tracing: {endpoint: \"\"}", ""},
-		{"tracing: {endpoint: 127.0.0.1:4317, insecure: true, sampling_fraction: 0.5, compression: gzip, timeout: 5s, headers: {x-org: a}}", ""},
-		{"tracing: {endpoint: 127.0.0.1:4318, client_type: http}", ""},
-		{"tracing: {endpoint: 127.0.0.1:4317, client_type: udp}", "client_type"},
-		{"tracing: {endpoint: 127.0.0.1:4317, compression: zstd}", "compression"},
-		{"tracing: {endpoint: 127.0.0.1:4317, headers: {Authorization: x}}", "authorization"},
-		{"tracing: {endpoint: 127.0.0.1:4317, sampling_fraction: 2}", "sampling_fraction"},
-		{"tracing: {endpoint: 127.0.0.1:4317, sample_rate: 1}", "sample_rate"},
-	} {
-		path := filepath.Join(t.TempDir(), "config.yaml")
-		if err := os.WriteFile(path, []byte(tc.yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		_, err := loadConfig(path)
-		switch {
-		case tc.err == "" && err != nil:
-			t.Errorf("%s: %v", tc.yaml, err)
-		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
-			t.Errorf("%s: error %v, want one naming %s", tc.yaml, err, tc.err)
-		}
-	}
-}

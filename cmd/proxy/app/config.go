@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bytes"
@@ -35,8 +35,8 @@ type Config struct {
 	Tracing   tracing.Config       `yaml:"tracing"`
 }
 
-// defaultConfig is what an empty file means.
-func defaultConfig() Config {
+// DefaultConfig is what an empty file means.
+func DefaultConfig() Config {
 	backend := remote.DefaultConfig()
 	backend.Timeout = 0 // filled from proxy.backend_timeout unless backend.timeout is set
 	return Config{
@@ -50,12 +50,12 @@ func defaultConfig() Config {
 	}
 }
 
-// loadConfig reads a YAML file; unknown keys are errors, so a typo does not
+// LoadConfig reads a YAML file; unknown keys are errors, so a typo does not
 // silently turn a setting off.
-func loadConfig(path string) (Config, error) {
-	cfg := defaultConfig()
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
 	if path == "" {
-		return cfg, cfg.validate()
+		return cfg, cfg.Validate()
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -66,13 +66,16 @@ func loadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-func (c *Config) validate() error {
+// Validate checks every section and fills what follows from others
+// (the backend timeout from proxy.backend_timeout, the cache's settings
+// from proxy.enable_caching and proxy.cache_ttl).
+func (c *Config) Validate() error {
 	if err := c.Proxy.Validate(); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}

@@ -1,4 +1,7 @@
-package main
+// Package app assembles the proxy from its packages: discovery, engine,
+// tenancy, cache, authentication and the HTTP server. The command parses
+// flags and signals and hands the configuration to New.
+package app
 
 import (
 	"context"
@@ -6,9 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/prometheus/model/labels"
@@ -23,8 +26,9 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
-// app is the assembled proxy: discovery, engine, tenancy, cache and server.
-type app struct {
+// App is the assembled proxy. New opens what it holds (Close releases
+// it); Serve runs the server and every background loop as one group.
+type App struct {
 	cfg      Config
 	logger   *slog.Logger
 	registry *prometheus.Registry
@@ -35,26 +39,32 @@ type app struct {
 	server   *httpapi.Server
 	tracing  *tracing.Provider
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// closers release what New opened, in reverse order.
+	closers []func()
+	// loops run beside the server until Serve's context ends.
+	loops []func(context.Context)
 }
 
-func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) {
+// New assembles the proxy from cfg (validated). version is what
+// /api/v1/status/buildinfo reports. On error, everything opened so far is
+// closed again.
+func New(cfg Config, logger *slog.Logger, version string) (_ *App, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Lines logged for a request carry its trace ID.
 	logger = slog.New(tracing.LogHandler(logger.Handler()))
-	tp, err := tracing.Start(cfg.Tracing, logger.With("component", "tracing"))
-	if err != nil {
-		return nil, err
-	}
-	a := &app{cfg: cfg, logger: logger, registry: reg, tracing: tp}
+	a := &App{cfg: cfg, logger: logger, registry: reg}
 	defer func() {
-		if a.server == nil {
-			tp.Stop() // newApp failed
+		if err != nil {
+			a.Close()
 		}
 	}()
+	if a.tracing, err = tracing.Start(cfg.Tracing, logger.With("component", "tracing")); err != nil {
+		return nil, err
+	}
+	a.onClose(a.tracing.Stop)
 
+	// The fan-out probes replicas for the discovery manager it reads from.
 	var probe discovery.Probe
 	backends, err := discovery.NewManager(cfg.Discovery, func(ctx context.Context, g *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
 		return probe(ctx, g, r)
@@ -73,6 +83,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
+	a.onClose(fanout.Close)
 	probe = fanout.Probe
 	a.fanout = fanout
 	backends.OnUpdate(fanout.Retain)
@@ -102,18 +113,21 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
+	a.onClose(func() {
+		if err := results.Close(); err != nil {
+			logger.Warn("closing the results cache", "err", err)
+		}
+	})
 	a.cache = results
-	ctx, a.cancel = context.WithCancel(ctx)
 	for _, k := range cfg.Discovery.Kubernetes {
 		kd, err := discovery.NewKubernetes(k, time.Duration(cfg.Discovery.RefreshInterval), logger.With("component", "discovery-kubernetes", "cluster", k.Name))
 		if err != nil {
-			a.cancel()
 			return nil, err
 		}
 		// /ready waits for the informers' first complete list of every cluster.
 		name := k.ProviderName()
 		backends.ExpectProvider(name)
-		a.wg.Go(func() { backends.RunProvider(ctx, name, kd) })
+		a.loop(func(ctx context.Context) { backends.RunProvider(ctx, name, kd) })
 	}
 	opts := httpapi.Options{
 		Proxy:  cfg.Proxy,
@@ -141,70 +155,75 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 			kubeconfig = k[0].Kubeconfig // the first (or only) cluster listed
 		}
 		if authOpts.KubeConfig, err = discovery.RESTConfig(kubeconfig); err != nil {
-			a.cancel()
 			return nil, fmt.Errorf("auth.kubernetes: %w", err)
 		}
 	}
 	if opts.Identify, err = authn.New(cfg.Auth, authOpts); err != nil {
-		a.cancel()
 		return nil, err
 	}
 	if headerAdmin(cfg) {
-		a.wg.Go(func() { warnEvery(ctx, headerWarnInterval, logger, headerAdminWarning) })
+		a.loop(func(ctx context.Context) { warnEvery(ctx, headerWarnInterval, logger, headerAdminWarning) })
 	}
 	if cfg.Tenants.Enabled() {
-		tenants, err := tenancy.NewRegistry(cfg.Tenants, logger.With("component", "tenancy"))
-		if err != nil {
-			a.cancel()
+		if err := a.tenancy(cfg, &opts); err != nil {
 			return nil, err
 		}
-		a.tenants = tenants
-		opts.Policies = tenants
-		opts.Tenants = tenantsDebug{tenants}
-		opts.TenantsActive = tenants.ActiveTenants
-		var kubeReady func() error
-		opts.Ready = func() error {
-			if !tenants.Ready() {
-				return errors.New("tenant sources have not synced yet")
-			}
-			if kubeReady != nil {
-				return kubeReady()
-			}
-			return nil
-		}
-		if len(cfg.Tenants.Files) > 0 {
-			files := tenancy.NewFileSource(cfg.Tenants.Files, time.Duration(cfg.Tenants.FileRefreshInterval), logger.With("component", "tenancy-files"))
-			a.wg.Go(func() { tenants.Run(ctx, "files", files) })
-		}
-		if cfg.Tenants.Kubernetes {
-			// MetricAccess objects live in the first (or only) cluster listed.
-			var kubeconfig string
-			if len(cfg.Discovery.Kubernetes) > 0 {
-				kubeconfig = cfg.Discovery.Kubernetes[0].Kubeconfig
-			}
-			rc, err := discovery.RESTConfig(kubeconfig)
-			if err != nil {
-				a.cancel()
-				return nil, fmt.Errorf("tenants.kubernetes: %w", err)
-			}
-			ks, err := tenancy.NewKubernetesSource(cfg.Tenants, rc, logger.With("component", "tenancy-kubernetes"))
-			if err != nil {
-				a.cancel()
-				return nil, err
-			}
-			kubeReady = ks.Ready
-			a.wg.Go(func() { tenants.Run(ctx, "kubernetes", ks) })
-		}
 	}
-	srv, err := httpapi.New(opts)
-	if err != nil {
-		a.cancel()
+	if a.server, err = httpapi.New(opts); err != nil {
 		return nil, err
 	}
-	a.server = srv
-	a.wg.Go(func() { backends.RunHealthChecks(ctx) })
+	a.loop(backends.RunHealthChecks)
 	return a, nil
 }
+
+// tenancy builds the tenant registry and its sources, and what /ready and
+// /debug/tenants show of them.
+func (a *App) tenancy(cfg Config, opts *httpapi.Options) error {
+	tenants, err := tenancy.NewRegistry(cfg.Tenants, a.logger.With("component", "tenancy"))
+	if err != nil {
+		return err
+	}
+	a.tenants = tenants
+	opts.Policies = tenants
+	opts.Tenants = tenantsDebug{tenants}
+	opts.TenantsActive = tenants.ActiveTenants
+	var kubeReady func() error
+	opts.Ready = func() error {
+		if !tenants.Ready() {
+			return errors.New("tenant sources have not synced yet")
+		}
+		if kubeReady != nil {
+			return kubeReady()
+		}
+		return nil
+	}
+	if len(cfg.Tenants.Files) > 0 {
+		files := tenancy.NewFileSource(cfg.Tenants.Files, time.Duration(cfg.Tenants.FileRefreshInterval), a.logger.With("component", "tenancy-files"))
+		a.loop(func(ctx context.Context) { tenants.Run(ctx, "files", files) })
+	}
+	if cfg.Tenants.Kubernetes {
+		// MetricAccess objects live in the first (or only) cluster listed.
+		var kubeconfig string
+		if len(cfg.Discovery.Kubernetes) > 0 {
+			kubeconfig = cfg.Discovery.Kubernetes[0].Kubeconfig
+		}
+		rc, err := discovery.RESTConfig(kubeconfig)
+		if err != nil {
+			return fmt.Errorf("tenants.kubernetes: %w", err)
+		}
+		ks, err := tenancy.NewKubernetesSource(cfg.Tenants, rc, a.logger.With("component", "tenancy-kubernetes"))
+		if err != nil {
+			return err
+		}
+		kubeReady = ks.Ready
+		a.loop(func(ctx context.Context) { tenants.Run(ctx, "kubernetes", ks) })
+	}
+	return nil
+}
+
+func (a *App) onClose(f func()) { a.closers = append(a.closers, f) }
+
+func (a *App) loop(f func(context.Context)) { a.loops = append(a.loops, f) }
 
 // tenantsDebug shows the registry on /debug/tenants.
 type tenantsDebug struct{ *tenancy.Registry }
@@ -212,23 +231,49 @@ type tenantsDebug struct{ *tenancy.Registry }
 func (d tenantsDebug) Debug() any { return d.Registry.Debug() }
 
 // Serve answers HTTP on ln, and the management endpoints on mgmt (may be
-// nil), until ctx ends.
-func (a *app) Serve(ctx context.Context, ln, mgmt net.Listener) error {
+// nil), and runs discovery, tenant sources and health checks beside them,
+// until ctx ends or the server fails; it returns when all of them have
+// stopped. Serve runs once per App.
+func (a *App) Serve(ctx context.Context, ln, mgmt net.Listener) error {
 	if err := checkListener(a.cfg, ln.Addr()); err != nil {
 		return err
 	}
-	return a.server.Serve(ctx, ln, mgmt)
-}
-
-// Close stops the background work and waits for it.
-func (a *app) Close() {
-	a.cancel()
-	a.wg.Wait()
-	a.fanout.Close()
-	if err := a.cache.Close(); err != nil {
-		a.logger.Warn("closing the results cache", "err", err)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var g run.Group
+	g.Add(func() error { return a.server.Serve(ctx, ln, mgmt) }, func(error) { cancel() })
+	for _, f := range a.loops {
+		g.Add(func() error {
+			f(ctx)
+			// A loop that ends early (a source that gave up) leaves the
+			// proxy serving what it has; only the end of ctx stops it.
+			<-ctx.Done()
+			return nil
+		}, func(error) { cancel() })
 	}
-	a.tracing.Stop()
+	err := g.Run()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
 }
 
-func promEngineVersion() string { return httpapi.PrometheusCompatVersion() }
+// Close releases what New opened; call it after Serve has returned.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+// Registry is the registry of the proxy's own metrics (/metrics).
+func (a *App) Registry() *prometheus.Registry { return a.registry }
+
+// Backends is the discovered backend groups and their health.
+func (a *App) Backends() *discovery.Manager { return a.backends }
+
+// Tenants is the tenant registry; nil without a tenant source.
+func (a *App) Tenants() *tenancy.Registry { return a.tenants }
+
+// PromEngineVersion is the Prometheus release whose PromQL engine answers.
+func PromEngineVersion() string { return httpapi.PrometheusCompatVersion() }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"os"
@@ -76,7 +76,7 @@ func TestConfigFilesLoad(t *testing.T) {
 			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := loadConfig(path); err != nil {
+			if _, err := LoadConfig(path); err != nil {
 				t.Fatalf("%s does not load: %v", name, err)
 			}
 		})
@@ -88,7 +88,7 @@ func TestConfigSeedKeysTakeEffect(t *testing.T) {
 	if err := os.WriteFile(path, []byte(seedExample), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,36 @@ func TestConfigRejectsUnknownKeys(t *testing.T) {
 	if err := os.WriteFile(path, []byte("proxy:\n  enable_cachng: true\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadConfig(path); err == nil || !strings.Contains(err.Error(), "enable_cachng") {
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "enable_cachng") {
 		t.Fatalf("a misspelt key was accepted: %v", err)
+	}
+}
+
+// TestTracingConfig: the section is checked as Prometheus checks its own.
+func TestTracingConfig(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, err string
+	}{
+		{"", ""},
+		{"tracing: {endpoint: \"\"}", ""},
+		{"tracing: {endpoint: 127.0.0.1:4317, insecure: true, sampling_fraction: 0.5, compression: gzip, timeout: 5s, headers: {x-org: a}}", ""},
+		{"tracing: {endpoint: 127.0.0.1:4318, client_type: http}", ""},
+		{"tracing: {endpoint: 127.0.0.1:4317, client_type: udp}", "client_type"},
+		{"tracing: {endpoint: 127.0.0.1:4317, compression: zstd}", "compression"},
+		{"tracing: {endpoint: 127.0.0.1:4317, headers: {Authorization: x}}", "authorization"},
+		{"tracing: {endpoint: 127.0.0.1:4317, sampling_fraction: 2}", "sampling_fraction"},
+		{"tracing: {endpoint: 127.0.0.1:4317, sample_rate: 1}", "sample_rate"},
+	} {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(path)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v", tc.yaml, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v, want one naming %s", tc.yaml, err, tc.err)
+		}
 	}
 }

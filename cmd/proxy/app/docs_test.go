@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"fmt"
@@ -202,11 +202,11 @@ func docsReference(t *testing.T) []docsRow {
 }
 
 // docsDefaultKeys lists the keys of Config with their values in the
-// configuration an empty file means (loadConfig with no file).
+// configuration an empty file means (LoadConfig with no file).
 func docsDefaultKeys(t *testing.T) []docsKey {
 	t.Helper()
-	cfg := defaultConfig()
-	if err := cfg.validate(); err != nil {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the default configuration does not validate: %v", err)
 	}
 	var keys []docsKey
@@ -253,7 +253,7 @@ func TestConfigReferenceListsEveryKey(t *testing.T) {
 var docsCodeSpan = regexp.MustCompile("`([^`]*)`")
 
 // TestConfigReferenceDefaults: every row's default is the one the code
-// gives (the value after defaultConfig and validate, as an empty file
+// gives (the value after DefaultConfig and Validate, as an empty file
 // gets). Keys of list entries are not compared: the default configuration
 // has no entries.
 func TestConfigReferenceDefaults(t *testing.T) {
