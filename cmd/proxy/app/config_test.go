@@ -144,3 +144,19 @@ func TestTracingConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendTimeoutFromConfigFile: the seed's proxy.backend_timeout must
+// bound backend calls when backend.timeout is not set.
+func TestBackendTimeoutFromConfigFile(t *testing.T) {
+	path := t.TempDir() + "/config.yaml"
+	if err := os.WriteFile(path, []byte("proxy:\n  backend_timeout: 1s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Duration(cfg.Backend.Timeout); got != time.Second {
+		t.Errorf("backend timeout %v, want proxy.backend_timeout's 1s", got)
+	}
+}

@@ -1,4 +1,8 @@
-package main
+// Package e2eproxy is what the end-to-end test packages share: the fleet
+// of real Prometheus servers holding generated data, the proxy started
+// in-process (cmd/proxy/app) in front of it, and the differential suite
+// comparing its answers with one Prometheus holding the union.
+package e2eproxy
 
 import (
 	"bytes"
@@ -20,7 +24,7 @@ import (
 
 // suiteExprs is the PromQL the proxy must answer exactly like one Prometheus
 // holding all the data. {at} is replaced by a fixed timestamp inside the data.
-var suiteExprs = []string{
+var SuiteExprs = []string{
 	`up`,
 	`count(up)`,
 	`sum by (cluster) (up)`,
@@ -103,15 +107,15 @@ var badRangeQueries = []url.Values{
 }
 
 // suiteTimes returns evaluation instants and ranges inside the data window.
-type rangeSpec struct {
-	start, end time.Time
-	step       time.Duration
+type RangeSpec struct {
+	Start, End time.Time
+	Step       time.Duration
 }
 
-func suiteTimes(cfg datagen.Config) ([]time.Time, []rangeSpec) {
+func SuiteTimes(cfg datagen.Config) ([]time.Time, []RangeSpec) {
 	s := cfg.Start
 	instants := []time.Time{s.Add(30 * time.Minute), s.Add(61*time.Minute + 7*time.Second + 250*time.Millisecond), cfg.LastSampleTime()}
-	ranges := []rangeSpec{
+	ranges := []RangeSpec{
 		{s.Add(10 * time.Minute), s.Add(110 * time.Minute), time.Minute},
 		{s.Add(50 * time.Minute), s.Add(70 * time.Minute), 15 * time.Second},
 		{s.Add(3 * time.Minute), s.Add(100*time.Minute + 13*time.Second), 37 * time.Second},
@@ -119,18 +123,18 @@ func suiteTimes(cfg datagen.Config) ([]time.Time, []rangeSpec) {
 	return instants, ranges
 }
 
-func expandExpr(expr string, cfg datagen.Config) string {
+func ExpandExpr(expr string, cfg datagen.Config) string {
 	at := cfg.Start.Add(45 * time.Minute).Unix()
 	return strings.ReplaceAll(expr, "{at}", strconv.FormatInt(at, 10))
 }
 
 // allData is start and end around the whole generated data.
-func allData(cfg datagen.Config) url.Values {
-	return url.Values{"start": {formatTime(cfg.Start.Add(-time.Minute))}, "end": {formatTime(cfg.LastSampleTime().Add(time.Minute))}}
+func AllData(cfg datagen.Config) url.Values {
+	return url.Values{"start": {FormatTime(cfg.Start.Add(-time.Minute))}, "end": {FormatTime(cfg.LastSampleTime().Add(time.Minute))}}
 }
 
 // withParams is a copy of p with the key/value pairs kv added.
-func withParams(p url.Values, kv ...string) url.Values {
+func WithParams(p url.Values, kv ...string) url.Values {
 	out := url.Values{}
 	for k, v := range p {
 		out[k] = append([]string(nil), v...)
@@ -141,38 +145,38 @@ func withParams(p url.Values, kv ...string) url.Values {
 	return out
 }
 
-func formatTime(t time.Time) string {
+func FormatTime(t time.Time) string {
 	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
 }
 
 // apiRequest is one Prometheus API request, sent as GET or POST.
-type apiRequest struct {
-	path   string
-	params url.Values
-	post   bool
-	header http.Header
+type APIRequest struct {
+	Path   string
+	Params url.Values
+	Post   bool
+	Header http.Header
 }
 
-func (r apiRequest) String() string {
+func (r APIRequest) String() string {
 	m := "GET"
-	if r.post {
+	if r.Post {
 		m = "POST"
 	}
-	return m + " " + r.path + "?" + r.params.Encode()
+	return m + " " + r.Path + "?" + r.Params.Encode()
 }
 
-type apiAnswer struct {
-	code int
-	body []byte
+type APIAnswer struct {
+	Code int
+	Body []byte
 }
 
-func doRequest(t testing.TB, base string, r apiRequest) apiAnswer {
+func DoRequest(t testing.TB, base string, r APIRequest) APIAnswer {
 	t.Helper()
-	req, err := newAPIRequest(base, r)
+	req, err := NewAPIRequest(base, r)
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
 	}
-	for k, v := range r.header {
+	for k, v := range r.Header {
 		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -184,14 +188,14 @@ func doRequest(t testing.TB, base string, r apiRequest) apiAnswer {
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
 	}
-	return apiAnswer{resp.StatusCode, body}
+	return APIAnswer{Code: resp.StatusCode, Body: body}
 }
 
 // normalize decodes a Prometheus API answer and sorts every list whose order
 // Prometheus does not define (series of a vector or matrix, series lists), so
 // two answers compare equal iff they hold the same data. Floats stay strings,
 // so equality is exact.
-func normalize(t testing.TB, body []byte) any {
+func Normalize(t testing.TB, body []byte) any {
 	t.Helper()
 	var v map[string]any
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -236,33 +240,33 @@ func sortByJSON(list []any, field string) {
 }
 
 // diffAnswers says how the proxy's answer differs from the reference's, or "".
-func diffAnswers(t testing.TB, want, got apiAnswer) string {
+func DiffAnswers(t testing.TB, want, got APIAnswer) string {
 	t.Helper()
-	if want.code != got.code {
-		return fmt.Sprintf("HTTP %d, reference %d\nproxy: %s\nreference: %s", got.code, want.code, clip(got.body), clip(want.body))
+	if want.Code != got.Code {
+		return fmt.Sprintf("HTTP %d, reference %d\nproxy: %s\nreference: %s", got.Code, want.Code, Clip(got.Body), Clip(want.Body))
 	}
-	w, g := normalize(t, want.body), normalize(t, got.body)
+	w, g := Normalize(t, want.Body), Normalize(t, got.Body)
 	if !reflect.DeepEqual(w, g) {
-		return fmt.Sprintf("answers differ\nproxy:     %s\nreference: %s", clip(got.body), clip(want.body))
+		return fmt.Sprintf("answers differ\nproxy:     %s\nreference: %s", Clip(got.Body), Clip(want.Body))
 	}
 	return ""
 }
 
 // compareAnswers fails the test when the proxy's answer differs from the reference's.
-func compareAnswers(t testing.TB, what string, want, got apiAnswer) {
+func CompareAnswers(t testing.TB, what string, want, got APIAnswer) {
 	t.Helper()
-	if d := diffAnswers(t, want, got); d != "" {
+	if d := DiffAnswers(t, want, got); d != "" {
 		t.Errorf("%s: %s", what, d)
 	}
 }
 
 // hasData reports whether a successful answer carries at least one series,
 // sample or value (so a suite of empty answers cannot pass unnoticed).
-func hasData(t testing.TB, a apiAnswer) bool {
-	if a.code != http.StatusOK {
+func HasData(t testing.TB, a APIAnswer) bool {
+	if a.Code != http.StatusOK {
 		return false
 	}
-	v := normalize(t, a.body).(map[string]any)
+	v := Normalize(t, a.Body).(map[string]any)
 	switch d := v["data"].(type) {
 	case []any:
 		return len(d) > 0
@@ -279,7 +283,7 @@ func hasData(t testing.TB, a apiAnswer) bool {
 	return false
 }
 
-func clip(b []byte) string {
+func Clip(b []byte) string {
 	if len(b) > 1500 {
 		return string(b[:1500]) + fmt.Sprintf("… (%d bytes)", len(b))
 	}
@@ -289,31 +293,31 @@ func clip(b []byte) string {
 // suiteRequests is the whole differential suite: every expression as instant
 // and range query, GET and POST, the bad queries, and the label and series
 // endpoints with and without match[].
-func suiteRequests(cfg datagen.Config) []apiRequest {
-	instants, ranges := suiteTimes(cfg)
-	var reqs []apiRequest
-	for i, e := range suiteExprs {
-		e = expandExpr(e, cfg)
+func SuiteRequests(cfg datagen.Config) []APIRequest {
+	instants, ranges := SuiteTimes(cfg)
+	var reqs []APIRequest
+	for i, e := range SuiteExprs {
+		e = ExpandExpr(e, cfg)
 		post := i%2 == 1 // alternate, and the first few both ways below
 		for _, ts := range instants {
-			reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {e}, "time": {formatTime(ts)}}, post: post})
+			reqs = append(reqs, APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {e}, "time": {FormatTime(ts)}}, Post: post})
 		}
 		for _, r := range ranges {
-			reqs = append(reqs, apiRequest{path: "/api/v1/query_range", params: url.Values{
-				"query": {e}, "start": {formatTime(r.start)}, "end": {formatTime(r.end)}, "step": {strconv.FormatFloat(r.step.Seconds(), 'f', -1, 64)},
-			}, post: !post})
+			reqs = append(reqs, APIRequest{Path: "/api/v1/query_range", Params: url.Values{
+				"query": {e}, "start": {FormatTime(r.Start)}, "end": {FormatTime(r.End)}, "step": {strconv.FormatFloat(r.Step.Seconds(), 'f', -1, 64)},
+			}, Post: !post})
 		}
 	}
 	for _, p := range badQueries {
-		reqs = append(reqs, apiRequest{path: "/api/v1/query", params: p}, apiRequest{path: "/api/v1/query", params: p, post: true})
+		reqs = append(reqs, APIRequest{Path: "/api/v1/query", Params: p}, APIRequest{Path: "/api/v1/query", Params: p, Post: true})
 	}
 	for _, p := range badRangeQueries {
-		reqs = append(reqs, apiRequest{path: "/api/v1/query_range", params: p}, apiRequest{path: "/api/v1/query_range", params: p, post: true})
+		reqs = append(reqs, APIRequest{Path: "/api/v1/query_range", Params: p}, APIRequest{Path: "/api/v1/query_range", Params: p, Post: true})
 	}
-	start, end := formatTime(cfg.Start.Add(20*time.Minute)), formatTime(cfg.Start.Add(40*time.Minute))
+	start, end := FormatTime(cfg.Start.Add(20*time.Minute)), FormatTime(cfg.Start.Add(40*time.Minute))
 	// The whole data, named as Grafana names its range: without one the
 	// proxy reads only limits.defaults.default_label_window back from now.
-	all := allData(cfg)
+	all := AllData(cfg)
 	matchSets := [][]string{
 		nil,
 		{`up`},
@@ -331,24 +335,24 @@ func suiteRequests(cfg datagen.Config) []apiRequest {
 			p.Set("start", window[0])
 			p.Set("end", window[1])
 			reqs = append(reqs,
-				apiRequest{path: "/api/v1/labels", params: p},
-				apiRequest{path: "/api/v1/labels", params: p, post: true},
-				apiRequest{path: "/api/v1/label/job/values", params: p},
-				apiRequest{path: "/api/v1/label/__name__/values", params: p},
+				APIRequest{Path: "/api/v1/labels", Params: p},
+				APIRequest{Path: "/api/v1/labels", Params: p, Post: true},
+				APIRequest{Path: "/api/v1/label/job/values", Params: p},
+				APIRequest{Path: "/api/v1/label/__name__/values", Params: p},
 			)
 			if len(ms) > 0 {
 				reqs = append(reqs,
-					apiRequest{path: "/api/v1/series", params: p},
-					apiRequest{path: "/api/v1/series", params: p, post: true},
+					APIRequest{Path: "/api/v1/series", Params: p},
+					APIRequest{Path: "/api/v1/series", Params: p, Post: true},
 				)
 			}
 		}
 	}
 	reqs = append(reqs,
-		apiRequest{path: "/api/v1/series", params: url.Values{}},                           // no match[]: bad_data
-		apiRequest{path: "/api/v1/series", params: url.Values{"match[]": {`{job=~".*"}`}}}, // matches the empty string: bad_data
-		apiRequest{path: "/api/v1/labels", params: withParams(all, "limit", "3")},
-		apiRequest{path: "/api/v1/label/instance/values", params: withParams(all, "limit", "2")},
+		APIRequest{Path: "/api/v1/series", Params: url.Values{}},                           // no match[]: bad_data
+		APIRequest{Path: "/api/v1/series", Params: url.Values{"match[]": {`{job=~".*"}`}}}, // matches the empty string: bad_data
+		APIRequest{Path: "/api/v1/labels", Params: WithParams(all, "limit", "3")},
+		APIRequest{Path: "/api/v1/label/instance/values", Params: WithParams(all, "limit", "2")},
 	)
 	return reqs
 }
@@ -356,23 +360,23 @@ func suiteRequests(cfg datagen.Config) []apiRequest {
 // runSuite sends every request to both servers and compares the answers.
 // It also checks that most answers hold data, so the comparison means
 // something, and returns how many requests it compared.
-func runSuite(t *testing.T, reference, proxy string, reqs []apiRequest, header http.Header) int {
-	return runSuiteMinData(t, reference, proxy, reqs, header, len(reqs)/2)
+func RunSuite(t *testing.T, reference, proxy string, reqs []APIRequest, header http.Header) int {
+	return RunSuiteMinData(t, reference, proxy, reqs, header, len(reqs)/2)
 }
 
 // runSuiteMinData is runSuite for data sets where fewer answers hold data
 // (a tenant's view): at least minData of them must.
-func runSuiteMinData(t *testing.T, reference, proxy string, reqs []apiRequest, header http.Header, minData int) int {
+func RunSuiteMinData(t *testing.T, reference, proxy string, reqs []APIRequest, header http.Header, minData int) int {
 	t.Helper()
 	withData := 0
 	for _, r := range reqs {
-		want := doRequest(t, reference, r)
-		if hasData(t, want) {
+		want := DoRequest(t, reference, r)
+		if HasData(t, want) {
 			withData++
 		}
-		r.header = header
-		got := doRequest(t, proxy, r)
-		compareAnswers(t, r.String(), want, got)
+		r.Header = header
+		got := DoRequest(t, proxy, r)
+		CompareAnswers(t, r.String(), want, got)
 	}
 	if withData < minData {
 		t.Errorf("only %d of %d reference answers hold data: the suite does not exercise the data", withData, len(reqs))
@@ -382,11 +386,11 @@ func runSuiteMinData(t *testing.T, reference, proxy string, reqs []apiRequest, h
 }
 
 // newAPIRequest builds r as a GET with a query string or a form POST.
-func newAPIRequest(base string, r apiRequest) (*http.Request, error) {
-	if !r.post {
-		return http.NewRequest(http.MethodGet, base+r.path+"?"+r.params.Encode(), nil)
+func NewAPIRequest(base string, r APIRequest) (*http.Request, error) {
+	if !r.Post {
+		return http.NewRequest(http.MethodGet, base+r.Path+"?"+r.Params.Encode(), nil)
 	}
-	req, err := http.NewRequest(http.MethodPost, base+r.path, strings.NewReader(r.params.Encode()))
+	req, err := http.NewRequest(http.MethodPost, base+r.Path, strings.NewReader(r.Params.Encode()))
 	if err == nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}

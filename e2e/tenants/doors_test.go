@@ -1,4 +1,4 @@
-package main
+package tenants
 
 import (
 	"bufio"
@@ -20,13 +20,15 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // testDoors: each way a hostile client or tenant could get more than it
 // should, or hold the proxy's resources, is closed.
-func testDoors(t *testing.T, f *fleet) {
+func testDoors(t *testing.T, f *e2eproxy.Fleet) {
 	t.Run("MethodLabelBounded", func(t *testing.T) { testMethodLabelBounded(t, f) })
 	t.Run("RepeatedTenantOrCredential", func(t *testing.T) { testRepeatedTenantOrCredential(t, f) })
 	t.Run("AuthenticateBeforeBody", func(t *testing.T) { testAuthenticateBeforeBody(t, f) })
@@ -39,8 +41,8 @@ func testDoors(t *testing.T, f *fleet) {
 }
 
 // testMethodLabelBounded: a made-up method does not become a series.
-func testMethodLabelBounded(t *testing.T, f *fleet) {
-	p := startProxy(t, baseConfig(f))
+func testMethodLabelBounded(t *testing.T, f *e2eproxy.Fleet) {
+	p := e2eproxy.StartProxy(t, e2eproxy.BaseConfig(f))
 	for _, m := range []string{"BREW", "X-" + strings.Repeat("A", 40), "get"} {
 		req, _ := http.NewRequest(m, p.URL+"/api/v1/query?query=up", nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -49,9 +51,9 @@ func testMethodLabelBounded(t *testing.T, f *fleet) {
 		}
 		_ = resp.Body.Close()
 	}
-	a := doRequest(t, p.URL, apiRequest{path: "/metrics"})
+	a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/metrics"})
 	var methods []string
-	for _, line := range strings.Split(string(a.body), "\n") {
+	for _, line := range strings.Split(string(a.Body), "\n") {
 		if strings.HasPrefix(line, "prometheus_proxy_requests_total{") {
 			_, rest, _ := strings.Cut(line, `method="`)
 			m, _, _ := strings.Cut(rest, `"`)
@@ -63,15 +65,15 @@ func testMethodLabelBounded(t *testing.T, f *fleet) {
 			t.Errorf("prometheus_proxy_requests_total has method=%q; want GET, POST or other", m)
 		}
 	}
-	if !strings.Contains(string(a.body), `method="other"`) {
-		t.Errorf("made-up methods are not counted as other:\n%s", clip(a.body))
+	if !strings.Contains(string(a.Body), `method="other"`) {
+		t.Errorf("made-up methods are not counted as other:\n%s", e2eproxy.Clip(a.Body))
 	}
 }
 
 // testRepeatedTenantOrCredential: two tenant headers, two namespace
 // parameters, or header and parameter disagreeing: 400, never the first.
-func testRepeatedTenantOrCredential(t *testing.T, f *fleet) {
-	p := startProxy(t, tenantConfig(f, tenantFiles(t)))
+func testRepeatedTenantOrCredential(t *testing.T, f *e2eproxy.Fleet) {
+	p := e2eproxy.StartProxy(t, e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t)))
 	q := p.URL + "/api/v1/query?query=up"
 	for _, c := range []struct {
 		name   string
@@ -79,40 +81,40 @@ func testRepeatedTenantOrCredential(t *testing.T, f *fleet) {
 		header http.Header
 	}{
 		{"two tenant headers", q, http.Header{"X-Tenant-Namespace": {"team-a", "monitoring"}}},
-		{"two namespace parameters", q + "&namespace=team-a&namespace=monitoring", tenantHeader("team-a")},
-		{"header and parameter differ", q + "&namespace=monitoring", tenantHeader("team-a")},
+		{"two namespace parameters", q + "&namespace=team-a&namespace=monitoring", e2eproxy.TenantHeader("team-a")},
+		{"header and parameter differ", q + "&namespace=monitoring", e2eproxy.TenantHeader("team-a")},
 	} {
 		a := rawRequest(t, http.MethodGet, c.url, "", c.header)
-		if a.code != http.StatusBadRequest || !strings.Contains(string(a.body), `"status":"error"`) {
-			t.Errorf("%s: HTTP %d %s, want 400 Prometheus JSON", c.name, a.code, a.body)
+		if a.Code != http.StatusBadRequest || !strings.Contains(string(a.Body), `"status":"error"`) {
+			t.Errorf("%s: HTTP %d %s, want 400 Prometheus JSON", c.name, a.Code, a.Body)
 		}
 	}
-	if a := rawRequest(t, http.MethodGet, q+"&namespace=team-a", "", tenantHeader("team-a")); a.code != http.StatusOK {
-		t.Errorf("header and parameter agreeing: HTTP %d %s", a.code, a.body)
+	if a := rawRequest(t, http.MethodGet, q+"&namespace=team-a", "", e2eproxy.TenantHeader("team-a")); a.Code != http.StatusOK {
+		t.Errorf("header and parameter agreeing: HTTP %d %s", a.Code, a.Body)
 	}
 	// A JWT proxy: two Authorization headers.
-	cfg := tenantConfig(f, tenantFiles(t))
+	cfg := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
 	cfg.Auth = authn.Config{Type: authn.TypeJWT, JWT: authn.JWTConfig{SecretKey: strings.Repeat("k", 32)}}
-	jp := startProxy(t, cfg)
+	jp := e2eproxy.StartProxy(t, cfg)
 	a := rawRequest(t, http.MethodGet, jp.URL+"/api/v1/query?query=up", "", http.Header{"Authorization": {"Bearer a", "Bearer b"}})
-	if a.code != http.StatusBadRequest {
-		t.Errorf("two Authorization headers: HTTP %d %s, want 400", a.code, a.body)
+	if a.Code != http.StatusBadRequest {
+		t.Errorf("two Authorization headers: HTTP %d %s, want 400", a.Code, a.Body)
 	}
 }
 
 // testAuthenticateBeforeBody: a client without credentials is refused
 // before the proxy reads (or waits for) its body.
-func testAuthenticateBeforeBody(t *testing.T, f *fleet) {
-	cfg := tenantConfig(f, tenantFiles(t))
+func testAuthenticateBeforeBody(t *testing.T, f *e2eproxy.Fleet) {
+	cfg := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
 	cfg.Auth = authn.Config{Type: authn.TypeAPIKey, APIKeys: []string{sha256Hex("key") + " team-a"}}
 	cfg.Proxy.MaxBodyBytes = 1024
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	big := "query=" + strings.Repeat("x", 4096)
-	if a := rawRequest(t, http.MethodPost, p.URL+"/api/v1/query", big, nil); a.code != http.StatusUnauthorized {
-		t.Errorf("large body without credentials: HTTP %d %s, want 401", a.code, a.body)
+	if a := rawRequest(t, http.MethodPost, p.URL+"/api/v1/query", big, nil); a.Code != http.StatusUnauthorized {
+		t.Errorf("large body without credentials: HTTP %d %s, want 401", a.Code, a.Body)
 	}
-	if a := rawRequest(t, http.MethodPost, p.URL+"/api/v1/query", big, bearerHeader("key")); a.code != http.StatusRequestEntityTooLarge {
-		t.Errorf("large body with credentials: HTTP %d %s, want 413", a.code, a.body)
+	if a := rawRequest(t, http.MethodPost, p.URL+"/api/v1/query", big, bearerHeader("key")); a.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("large body with credentials: HTTP %d %s, want 413", a.Code, a.Body)
 	}
 	// Headers announce a large body that never comes: the answer must not
 	// wait for it.
@@ -135,11 +137,11 @@ func testAuthenticateBeforeBody(t *testing.T, f *fleet) {
 
 // testSlowHeaders: a client trickling headers is cut off after
 // server.read_header_timeout, and an idle connection after idle_timeout.
-func testSlowHeaders(t *testing.T, f *fleet) {
-	cfg := baseConfig(f)
+func testSlowHeaders(t *testing.T, f *e2eproxy.Fleet) {
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Server.ReadHeaderTimeout = model.Duration(300 * time.Millisecond)
 	cfg.Server.IdleTimeout = model.Duration(300 * time.Millisecond)
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	addr := strings.TrimPrefix(p.URL, "http://")
 	closedWithin := func(what string, send string) {
 		t.Helper()
@@ -165,76 +167,76 @@ func testSlowHeaders(t *testing.T, f *fleet) {
 // testBackendURLsRedacted: a group fails; the tenant's warning names the
 // group, not the backend (whose URL holds a password); an admin's names the
 // backend with the password hidden; /debug/targets never shows the password.
-func testBackendURLsRedacted(t *testing.T, f *fleet) {
+func testBackendURLsRedacted(t *testing.T, f *e2eproxy.Fleet) {
 	fault := e2eutil.Status500(t)
 	withPassword := "http://proxy:s3cr3t-pw@" + fault.Addr
-	cfg := faultConfig(f, withPassword)
-	cfg.Tenants.Files = []string{filepath.Join(tenantFiles(t), "*.yaml")}
+	cfg := e2eproxy.FaultConfig(f, withPassword)
+	cfg.Tenants.Files = []string{filepath.Join(e2eproxy.TenantFiles(t), "*.yaml")}
 	cfg.Tenants.AdminNamespaces = []string{"monitoring"}
-	p := startProxy(t, cfg)
-	group := f.data.Clusters[2]
-	r := instant(f, "http_requests_total") // granted to team-a
+	p := e2eproxy.StartProxy(t, cfg)
+	group := f.Data.Clusters[2]
+	r := e2eproxy.Instant(f, "http_requests_total") // granted to team-a
 	for _, c := range []struct {
 		ns    string
 		admin bool
 	}{{"team-a", false}, {"monitoring", true}} {
-		r.header = tenantHeader(c.ns)
-		a := doRequest(t, p.URL, r)
-		body := string(a.body)
-		if a.code != http.StatusOK || !strings.Contains(body, "group "+group) {
-			t.Errorf("%s: HTTP %d %s, want a warning naming group %s", c.ns, a.code, clip(a.body), group)
+		r.Header = e2eproxy.TenantHeader(c.ns)
+		a := e2eproxy.DoRequest(t, p.URL, r)
+		body := string(a.Body)
+		if a.Code != http.StatusOK || !strings.Contains(body, "group "+group) {
+			t.Errorf("%s: HTTP %d %s, want a warning naming group %s", c.ns, a.Code, e2eproxy.Clip(a.Body), group)
 		}
 		if strings.Contains(body, "s3cr3t-pw") {
-			t.Errorf("%s sees the backend's password: %s", c.ns, clip(a.body))
+			t.Errorf("%s sees the backend's password: %s", c.ns, e2eproxy.Clip(a.Body))
 		}
 		if seesBackend := strings.Contains(body, fault.Addr); seesBackend != c.admin {
-			t.Errorf("%s sees the backend address: %v, want %v: %s", c.ns, seesBackend, c.admin, clip(a.body))
+			t.Errorf("%s sees the backend address: %v, want %v: %s", c.ns, seesBackend, c.admin, e2eproxy.Clip(a.Body))
 		}
-		r.params = cloneValues(r.params)
-		r.params.Set("partial_response", "false")
-		if a := doRequest(t, p.URL, r); c.ns == "team-a" && (strings.Contains(string(a.body), fault.Addr) || a.code != http.StatusServiceUnavailable) {
-			t.Errorf("%s, aborted: HTTP %d %s", c.ns, a.code, clip(a.body))
+		r.Params = e2eproxy.CloneValues(r.Params)
+		r.Params.Set("partial_response", "false")
+		if a := e2eproxy.DoRequest(t, p.URL, r); c.ns == "team-a" && (strings.Contains(string(a.Body), fault.Addr) || a.Code != http.StatusServiceUnavailable) {
+			t.Errorf("%s, aborted: HTTP %d %s", c.ns, a.Code, e2eproxy.Clip(a.Body))
 		}
-		r.params.Del("partial_response")
+		r.Params.Del("partial_response")
 	}
-	a := doRequest(t, p.URL, apiRequest{path: "/debug/targets", header: tenantHeader("monitoring")})
-	if a.code != http.StatusOK || strings.Contains(string(a.body), "s3cr3t-pw") || !strings.Contains(string(a.body), "xxxxx@"+fault.Addr) {
-		t.Errorf("/debug/targets: HTTP %d %s, want the backend with its password hidden", a.code, clip(a.body))
+	a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/debug/targets", Header: e2eproxy.TenantHeader("monitoring")})
+	if a.Code != http.StatusOK || strings.Contains(string(a.Body), "s3cr3t-pw") || !strings.Contains(string(a.Body), "xxxxx@"+fault.Addr) {
+		t.Errorf("/debug/targets: HTTP %d %s, want the backend with its password hidden", a.Code, e2eproxy.Clip(a.Body))
 	}
-	m := doRequest(t, p.URL, apiRequest{path: "/metrics", header: tenantHeader("monitoring")})
-	if strings.Contains(string(m.body), "s3cr3t-pw") {
+	m := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/metrics", Header: e2eproxy.TenantHeader("monitoring")})
+	if strings.Contains(string(m.Body), "s3cr3t-pw") {
 		t.Error("/metrics shows the backend's password")
 	}
 }
 
 // testLabelsRechecked: behind a backend that ignores match[] on its label
 // endpoints, a tenant still gets exactly its own label names and values.
-func testLabelsRechecked(t *testing.T, f *fleet) {
-	dir := tenantFiles(t)
-	cfg := tenantConfig(f, dir)
+func testLabelsRechecked(t *testing.T, f *e2eproxy.Fleet) {
+	dir := e2eproxy.TenantFiles(t)
+	cfg := e2eproxy.TenantConfig(f, dir)
 	for i := range cfg.Discovery.Static {
-		cfg.Discovery.Static[i].URLs = []string{e2eutil.IgnoreLabelMatchers(t, f.shards[i].URL).URL}
+		cfg.Discovery.Static[i].URLs = []string{e2eutil.IgnoreLabelMatchers(t, f.Shards[i].URL).URL}
 	}
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	const ns = "team-a"
-	oracle := oracleFor(t, f, ns, policyOf(t, p, ns))
-	for _, r := range []apiRequest{
-		{path: "/api/v1/labels", params: allData(f.data)},
-		{path: "/api/v1/labels", params: withParams(allData(f.data), "match[]", `{namespace="team-b"}`)},
-		{path: "/api/v1/label/namespace/values", params: allData(f.data)},
-		{path: "/api/v1/label/__name__/values", params: allData(f.data)},
-		{path: "/api/v1/label/job/values", params: withParams(allData(f.data), "match[]", `{__name__=~".+"}`)},
+	oracle := e2eproxy.OracleFor(t, f, ns, e2eproxy.PolicyOf(t, p, ns))
+	for _, r := range []e2eproxy.APIRequest{
+		{Path: "/api/v1/labels", Params: e2eproxy.AllData(f.Data)},
+		{Path: "/api/v1/labels", Params: e2eproxy.WithParams(e2eproxy.AllData(f.Data), "match[]", `{namespace="team-b"}`)},
+		{Path: "/api/v1/label/namespace/values", Params: e2eproxy.AllData(f.Data)},
+		{Path: "/api/v1/label/__name__/values", Params: e2eproxy.AllData(f.Data)},
+		{Path: "/api/v1/label/job/values", Params: e2eproxy.WithParams(e2eproxy.AllData(f.Data), "match[]", `{__name__=~".+"}`)},
 	} {
-		want := doRequest(t, oracle.URL, r)
-		r.header = tenantHeader(ns)
-		compareAnswers(t, r.String(), want, doRequest(t, p.URL, r))
+		want := e2eproxy.DoRequest(t, oracle.URL, r)
+		r.Header = e2eproxy.TenantHeader(ns)
+		e2eproxy.CompareAnswers(t, r.String(), want, e2eproxy.DoRequest(t, p.URL, r))
 	}
 }
 
 // testPostToGetOnly: endpoints Prometheus serves over GET only answer
 // other methods as Prometheus does (405), not 404.
-func testPostToGetOnly(t *testing.T, f *fleet) {
-	p := startProxy(t, baseConfig(f))
+func testPostToGetOnly(t *testing.T, f *e2eproxy.Fleet) {
+	p := e2eproxy.StartProxy(t, e2eproxy.BaseConfig(f))
 	for _, path := range []string{"/api/v1/label/job/values", "/api/v1/metadata", "/api/v1/status/buildinfo"} {
 		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
 			code := func(base string) int {
@@ -246,7 +248,7 @@ func testPostToGetOnly(t *testing.T, f *fleet) {
 				_ = resp.Body.Close()
 				return resp.StatusCode
 			}
-			want, got := code(f.reference.URL), code(p.URL)
+			want, got := code(f.Reference.URL), code(p.URL)
 			if want != got {
 				t.Errorf("%s %s: HTTP %d, Prometheus answers %d", method, path, got, want)
 			}
@@ -258,29 +260,29 @@ func testPostToGetOnly(t *testing.T, f *fleet) {
 // (/debug/pprof/) answer on the management listener without credentials;
 // the main port keeps them (and /debug) admin-only, and the rest of /debug
 // is not on the management listener.
-func testManagementListener(t *testing.T, f *fleet) {
-	cfg := tenantConfig(f, tenantFiles(t))
+func testManagementListener(t *testing.T, f *e2eproxy.Fleet) {
+	cfg := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
 	cfg.Server.ManagementAddress = "127.0.0.1:0"
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	for _, path := range []string{"/metrics", "/health", "/ready", "/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine"} {
 		e2eutil.Eventually(t, 5*time.Second, path+" on the management listener", func() error {
-			if a := doRequest(t, p.ManagementURL, apiRequest{path: path}); a.code != http.StatusOK {
-				return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
+			if a := e2eproxy.DoRequest(t, p.ManagementURL, e2eproxy.APIRequest{Path: path}); a.Code != http.StatusOK {
+				return fmt.Errorf("HTTP %d %s", a.Code, e2eproxy.Clip(a.Body))
 			}
 			return nil
 		})
-		for _, h := range []http.Header{nil, tenantHeader("team-a")} {
-			if a := doRequest(t, p.URL, apiRequest{path: path, header: h}); a.code != http.StatusUnauthorized && a.code != http.StatusForbidden {
-				t.Errorf("%s on the main port with %v: HTTP %d, want 401 or 403", path, h, a.code)
+		for _, h := range []http.Header{nil, e2eproxy.TenantHeader("team-a")} {
+			if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: path, Header: h}); a.Code != http.StatusUnauthorized && a.Code != http.StatusForbidden {
+				t.Errorf("%s on the main port with %v: HTTP %d, want 401 or 403", path, h, a.Code)
 			}
 		}
-		if a := doRequest(t, p.URL, apiRequest{path: path, header: tenantHeader("monitoring")}); a.code != http.StatusOK {
-			t.Errorf("%s on the main port as admin: HTTP %d", path, a.code)
+		if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: path, Header: e2eproxy.TenantHeader("monitoring")}); a.Code != http.StatusOK {
+			t.Errorf("%s on the main port as admin: HTTP %d", path, a.Code)
 		}
 	}
 	for _, path := range []string{"/debug/tenants", "/debug/targets", "/api/v1/query"} {
-		if a := doRequest(t, p.ManagementURL, apiRequest{path: path, header: tenantHeader("monitoring")}); a.code != http.StatusNotFound {
-			t.Errorf("%s on the management listener: HTTP %d, want 404", path, a.code)
+		if a := e2eproxy.DoRequest(t, p.ManagementURL, e2eproxy.APIRequest{Path: path, Header: e2eproxy.TenantHeader("monitoring")}); a.Code != http.StatusNotFound {
+			t.Errorf("%s on the management listener: HTTP %d, want 404", path, a.Code)
 		}
 	}
 }
@@ -293,15 +295,15 @@ func (loopbackLie) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero, Port:
 
 // testHeaderAdminRefused: a trusted tenant header with admin namespaces does
 // not serve beyond loopback unless explicitly allowed, and says so.
-func testHeaderAdminRefused(t *testing.T, f *fleet) {
-	cfg := tenantConfig(f, tenantFiles(t))
-	if err := cfg.validate(); err != nil {
+func testHeaderAdminRefused(t *testing.T, f *e2eproxy.Fleet) {
+	cfg := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	serve := func(cfg Config) error {
+	serve := func(cfg app.Config) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		a, err := newApp(ctx, cfg, slog.New(slog.DiscardHandler))
+		a, err := app.New(cfg, slog.New(slog.DiscardHandler), "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -332,33 +334,6 @@ func testHeaderAdminRefused(t *testing.T, f *fleet) {
 	if err := serve(cfg); err != nil {
 		t.Errorf("no admin namespaces: %v", err)
 	}
-	// And the warning repeats while it runs.
-	var logs syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		warnEvery(ctx, 50*time.Millisecond, slog.New(slog.NewJSONHandler(&logs, nil)), headerAdminWarning)
-		close(done)
-	}()
-	time.Sleep(300 * time.Millisecond)
-	cancel()
-	<-done
-	if n := strings.Count(logs.String(), "anyone who can reach the proxy"); n < 3 {
-		t.Errorf("warned %d times in 300ms at a 50ms interval", n)
-	}
-}
-
-// TestTrustWarnings: settings that widen who is trusted are said at start.
-func TestTrustWarnings(t *testing.T) {
-	cfg := defaultConfig()
-	cfg.Discovery.Kubernetes = discovery.KubernetesClusters{{}}
-	if w := trustWarnings(cfg); len(w) != 1 || !strings.Contains(w[0], "discovery.kubernetes.namespaces") {
-		t.Errorf("every namespace searched for backends: warnings %q", w)
-	}
-	cfg.Discovery.Kubernetes[0].Namespaces = []string{"monitoring"}
-	if w := trustWarnings(cfg); len(w) != 0 {
-		t.Errorf("namespaces listed: warnings %q", w)
-	}
 }
 
 // TestMetadataOfHistogramFamily: a tenant granted a histogram by name gets
@@ -366,15 +341,15 @@ func TestTrustWarnings(t *testing.T) {
 // HELP/TYPE of families it cannot see. The metadata is real: a Prometheus
 // scrapes a proxy's own metrics.
 func TestMetadataOfHistogramFamily(t *testing.T) {
-	target := startProxy(t, func() Config {
-		cfg := defaultConfig()
+	target := e2eproxy.StartProxy(t, func() app.Config {
+		cfg := app.DefaultConfig()
 		cfg.Discovery.Static = []discovery.StaticGroup{{Name: "none", URLs: []string{e2eutil.ClosedPort(t)}}}
 		cfg.Server.ManagementAddress = "127.0.0.1:0"
 		return cfg
 	}())
 	// Some traffic, so the histograms have buckets.
 	for range 3 {
-		doRequest(t, target.URL, apiRequest{path: "/health"})
+		e2eproxy.DoRequest(t, target.URL, e2eproxy.APIRequest{Path: "/health"})
 	}
 	scraper := e2eutil.StartPrometheus(t, e2eutil.V3, nil, e2eutil.WithName("scraper"), e2eutil.WithConfig(fmt.Sprintf(`global: {scrape_interval: 1s}
 scrape_configs:
@@ -385,9 +360,9 @@ scrape_configs:
 `, strings.TrimPrefix(target.ManagementURL, "http://"))))
 	const family = "prometheus_proxy_request_duration_seconds"
 	e2eutil.Eventually(t, 20*time.Second, "scraped metadata", func() error {
-		a := doRequest(t, scraper.URL, apiRequest{path: "/api/v1/metadata", params: url.Values{"metric": {family}}})
-		if !strings.Contains(string(a.body), "histogram") {
-			return fmt.Errorf("HTTP %d %s", a.code, a.body)
+		a := e2eproxy.DoRequest(t, scraper.URL, e2eproxy.APIRequest{Path: "/api/v1/metadata", Params: url.Values{"metric": {family}}})
+		if !strings.Contains(string(a.Body), "histogram") {
+			return fmt.Errorf("HTTP %d %s", a.Code, a.Body)
 		}
 		return nil
 	})
@@ -411,18 +386,18 @@ spec:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultConfig()
+	cfg := app.DefaultConfig()
 	cfg.Discovery.Static = []discovery.StaticGroup{{Name: "scraper", URLs: []string{scraper.URL}}}
 	cfg.Tenants.Files = []string{filepath.Join(dir, "*.yaml")}
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	families := func(ns string, params url.Values) map[string]json.RawMessage {
 		t.Helper()
-		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/metadata", params: params, header: tenantHeader(ns)})
+		a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/metadata", Params: params, Header: e2eproxy.TenantHeader(ns)})
 		var v struct {
 			Data map[string]json.RawMessage `json:"data"`
 		}
-		if err := json.Unmarshal(a.body, &v); err != nil || a.code != http.StatusOK {
-			t.Fatalf("metadata as %s: HTTP %d %s", ns, a.code, a.body)
+		if err := json.Unmarshal(a.Body, &v); err != nil || a.Code != http.StatusOK {
+			t.Fatalf("metadata as %s: HTTP %d %s", ns, a.Code, a.Body)
 		}
 		return v.Data
 	}

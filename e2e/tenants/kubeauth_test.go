@@ -1,4 +1,4 @@
-package main
+package tenants
 
 import (
 	"context"
@@ -22,6 +22,8 @@ import (
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -30,7 +32,7 @@ const proxyAudience = "prometheus-multi-tenant-proxy"
 
 // kubeAuthConfig makes cfg check tokens with the test API server, as the
 // proxy's ServiceAccount (RBAC of deploy/kubernetes decides what it may ask).
-func kubeAuthConfig(w *kubeWorld, cfg Config) Config {
+func kubeAuthConfig(w *kubeWorld, cfg app.Config) app.Config {
 	cfg.Auth = authn.Config{Type: authn.TypeKubernetes, Kubernetes: authn.KubernetesConfig{
 		Kubeconfig: w.proxyKubeconfig,
 		Audiences:  []string{proxyAudience},
@@ -62,9 +64,9 @@ func (s *saTokens) header(t testing.TB, ns string) http.Header {
 
 // testTenancyKubernetesAuth: the whole tenancy differential suite, every
 // request authenticated by a ServiceAccount token of its namespace.
-func testTenancyKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
+func testTenancyKubernetesAuth(t *testing.T, w *kubeWorld, f *e2eproxy.Fleet) {
 	tokens := &saTokens{w: w}
-	cfg := kubeAuthConfig(w, tenantConfig(f, tenantFiles(t)))
+	cfg := kubeAuthConfig(w, e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t)))
 	testTenancyAs(t, f, cfg, func(ns string) http.Header { return tokens.header(t, ns) })
 }
 
@@ -73,23 +75,23 @@ func testTenancyKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 // RoleBinding grants get metricaccesses there; expired, forged and
 // other-audience tokens are 401; with the API server down nothing is
 // answered that it would not have allowed.
-func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
-	p := startProxy(t, kubeAuthConfig(w, tenantConfig(f, tenantFiles(t))))
+func testKubernetesAuth(t *testing.T, w *kubeWorld, f *e2eproxy.Fleet) {
+	p := e2eproxy.StartProxy(t, kubeAuthConfig(w, e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))))
 	tokA := w.kube.ServiceAccountToken(t, "team-a", "grafana", proxyAudience)
 	tokB := w.kube.ServiceAccountToken(t, "team-b", "grafana", proxyAudience)
-	at := formatTime(f.data.Start.Add(time.Hour))
-	query := func(h http.Header, params ...string) apiAnswer {
+	at := e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))
+	query := func(h http.Header, params ...string) e2eproxy.APIAnswer {
 		v := url.Values{"query": {`count by (namespace) ({__name__=~".+"})`}, "time": {at}}
 		for i := 0; i+1 < len(params); i += 2 {
 			v.Set(params[i], params[i+1])
 		}
-		return doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: v, header: h})
+		return e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: v, Header: h})
 	}
 	// seesOnly checks an answer holds data of exactly one namespace.
-	seesOnly := func(what string, a apiAnswer, ns string) {
+	seesOnly := func(what string, a e2eproxy.APIAnswer, ns string) {
 		t.Helper()
-		if a.code != http.StatusOK || !strings.Contains(string(a.body), `"namespace":"`+ns+`"`) {
-			t.Errorf("%s: HTTP %d %s, want data of %s", what, a.code, clip(a.body), ns)
+		if a.Code != http.StatusOK || !strings.Contains(string(a.Body), `"namespace":"`+ns+`"`) {
+			t.Errorf("%s: HTTP %d %s, want data of %s", what, a.Code, e2eproxy.Clip(a.Body), ns)
 		}
 		assertNoForeignNamespace(t, what, a, ns)
 	}
@@ -97,11 +99,11 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	seesOnly("team-b's token", query(bearerHeader(tokB)), "team-b")
 
 	asB := withHeader(bearerHeader(tokA), "X-Tenant-Namespace", "team-b")
-	if a := query(asB); a.code != http.StatusForbidden || !strings.Contains(string(a.body), "metricaccesses") {
-		t.Errorf("team-a's token as team-b before any grant: HTTP %d %s, want 403 naming the permission", a.code, a.body)
+	if a := query(asB); a.Code != http.StatusForbidden || !strings.Contains(string(a.Body), "metricaccesses") {
+		t.Errorf("team-a's token as team-b before any grant: HTTP %d %s, want 403 naming the permission", a.Code, a.Body)
 	}
-	if a := query(bearerHeader(tokA), "namespace", "team-b"); a.code != http.StatusForbidden {
-		t.Errorf("team-a's token, namespace=team-b, before any grant: HTTP %d %s, want 403", a.code, a.body)
+	if a := query(bearerHeader(tokA), "namespace", "team-b"); a.Code != http.StatusForbidden {
+		t.Errorf("team-a's token, namespace=team-b, before any grant: HTTP %d %s, want 403", a.Code, a.Body)
 	}
 
 	// A RoleBinding in team-b grants team-a's ServiceAccount the viewer role.
@@ -115,8 +117,8 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 		t.Fatal(err)
 	}
 	e2eutil.Eventually(t, 5*time.Second, "RoleBinding grants team-b", func() error {
-		if a := query(asB); a.code != http.StatusOK {
-			return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
+		if a := query(asB); a.Code != http.StatusOK {
+			return fmt.Errorf("HTTP %d %s", a.Code, e2eproxy.Clip(a.Body))
 		}
 		return nil
 	})
@@ -124,15 +126,15 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	seesOnly("team-a's token as team-b, granted", query(asB), "team-b")
 	seesOnly("team-a's token, namespace=team-b, granted", query(bearerHeader(tokA), "namespace", "team-b"), "team-b")
 	seesOnly("team-a's token without a choice", query(bearerHeader(tokA)), "team-a")
-	if a := query(withHeader(bearerHeader(tokB), "X-Tenant-Namespace", "team-a")); a.code != http.StatusForbidden {
-		t.Errorf("the grant is one way: team-b's token as team-a: HTTP %d", a.code)
+	if a := query(withHeader(bearerHeader(tokB), "X-Tenant-Namespace", "team-a")); a.Code != http.StatusForbidden {
+		t.Errorf("the grant is one way: team-b's token as team-a: HTTP %d", a.Code)
 	}
 	if err := w.admin.RbacV1().RoleBindings("team-b").Delete(context.Background(), rb.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e2eutil.Eventually(t, 5*time.Second, "deleted RoleBinding revokes", func() error {
-		if a := query(asB); a.code != http.StatusForbidden {
-			return fmt.Errorf("HTTP %d", a.code)
+		if a := query(asB); a.Code != http.StatusForbidden {
+			return fmt.Errorf("HTTP %d", a.Code)
 		}
 		return nil
 	})
@@ -149,16 +151,16 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 		"the admin's static one": w.kube.Token,
 	} {
 		a := query(bearerHeader(tok))
-		if a.code != http.StatusUnauthorized || !strings.Contains(string(a.body), `"status":"error"`) {
-			t.Errorf("%s token: HTTP %d %s, want 401", name, a.code, clip(a.body))
+		if a.Code != http.StatusUnauthorized || !strings.Contains(string(a.Body), `"status":"error"`) {
+			t.Errorf("%s token: HTTP %d %s, want 401", name, a.Code, e2eproxy.Clip(a.Body))
 		}
 	}
-	if a := query(nil); a.code != http.StatusUnauthorized {
-		t.Errorf("no token: HTTP %d, want 401", a.code)
+	if a := query(nil); a.Code != http.StatusUnauthorized {
+		t.Errorf("no token: HTTP %d, want 401", a.Code)
 	}
 	// The well-formed token is still good: the refusals above are the tokens'.
-	if a := query(bearerHeader(tokA)); a.code != http.StatusOK {
-		t.Errorf("team-a's token after the refusals: HTTP %d", a.code)
+	if a := query(bearerHeader(tokA)); a.Code != http.StatusOK {
+		t.Errorf("team-a's token after the refusals: HTTP %d", a.Code)
 	}
 
 	// Admin only on purpose, with the RBAC as shipped: a cluster-wide
@@ -174,29 +176,29 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 		}
 		return nil
 	})
-	if a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokViewer)}); a.code != http.StatusForbidden {
-		t.Errorf("/debug/tenants with a cluster-wide view binding: HTTP %d, want 403 (not admin)", a.code)
+	if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/debug/tenants", Header: bearerHeader(tokViewer)}); a.Code != http.StatusForbidden {
+		t.Errorf("/debug/tenants with a cluster-wide view binding: HTTP %d, want 403 (not admin)", a.Code)
 	}
-	if a := query(withHeader(bearerHeader(tokViewer), "X-Tenant-Namespace", "team-a")); a.code == http.StatusOK {
+	if a := query(withHeader(bearerHeader(tokViewer), "X-Tenant-Namespace", "team-a")); a.Code == http.StatusOK {
 		seesOnly("cluster-wide view, as team-a", a, "team-a")
 	} else {
-		t.Errorf("cluster-wide view, as team-a: HTTP %d %s (view in team-a grants its metrics)", a.code, clip(a.body))
+		t.Errorf("cluster-wide view, as team-a: HTTP %d %s (view in team-a grants its metrics)", a.Code, e2eproxy.Clip(a.Body))
 	}
 	tokAdmin := w.kube.ServiceAccountToken(t, "platform", "oncall", proxyAudience)
 	bindClusterRole(t, w, "platform-oncall-proxy-admin", "prometheus-multi-tenant-proxy-admin", "platform", "oncall")
 	e2eutil.Eventually(t, 5*time.Second, "the admin ClusterRole makes an admin", func() error {
-		a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokAdmin)})
-		if a.code != http.StatusOK {
-			return fmt.Errorf("/debug/tenants: HTTP %d", a.code)
+		a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/debug/tenants", Header: bearerHeader(tokAdmin)})
+		if a.Code != http.StatusOK {
+			return fmt.Errorf("/debug/tenants: HTTP %d", a.Code)
 		}
 		return nil
 	})
-	countNS := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`count by (namespace) ({__name__=~".+"})`}, "time": {at}}}
-	want := doRequest(t, f.reference.URL, countNS)
-	countNS.header = bearerHeader(tokAdmin)
-	compareAnswers(t, "admin sees the union", want, doRequest(t, p.URL, countNS))
-	if a := doRequest(t, p.URL, apiRequest{path: "/debug/tenants", header: bearerHeader(tokA)}); a.code != http.StatusForbidden {
-		t.Errorf("/debug/tenants as team-a: HTTP %d, want 403", a.code)
+	countNS := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {`count by (namespace) ({__name__=~".+"})`}, "time": {at}}}
+	want := e2eproxy.DoRequest(t, f.Reference.URL, countNS)
+	countNS.Header = bearerHeader(tokAdmin)
+	e2eproxy.CompareAnswers(t, "admin sees the union", want, e2eproxy.DoRequest(t, p.URL, countNS))
+	if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/debug/tenants", Header: bearerHeader(tokA)}); a.Code != http.StatusForbidden {
+		t.Errorf("/debug/tenants as team-a: HTTP %d, want 403", a.Code)
 	}
 
 	// "Every namespace I may read": a ServiceAccount of a namespace without
@@ -215,19 +217,19 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	}
 	every := withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "*")
 	e2eutil.Eventually(t, 5*time.Second, "RoleBindings in team-a and team-b", func() error {
-		if a := query(every); !strings.Contains(string(a.body), `"namespace":"team-b"`) || !strings.Contains(string(a.body), `"namespace":"team-a"`) {
-			return fmt.Errorf("HTTP %d %s", a.code, clip(a.body))
+		if a := query(every); !strings.Contains(string(a.Body), `"namespace":"team-b"`) || !strings.Contains(string(a.Body), `"namespace":"team-a"`) {
+			return fmt.Errorf("HTTP %d %s", a.Code, e2eproxy.Clip(a.Body))
 		}
 		return nil
 	})
 	got := query(every)
 	if ns := answerNamespaces(t, got); strings.Join(ns, ",") != "team-a,team-b" {
-		t.Errorf("every namespace I may read: namespaces %v in %s, want exactly team-a and team-b", ns, clip(got.body))
+		t.Errorf("every namespace I may read: namespaces %v in %s, want exactly team-a and team-b", ns, e2eproxy.Clip(got.Body))
 	}
-	compareAnswers(t, "* equals naming both", query(withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "team-b,team-a")), got)
-	compareAnswers(t, "* as a parameter", got, query(bearerHeader(tokDash), "namespace", "*"))
-	if a := query(withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "team-a,team-c")); a.code != http.StatusForbidden || !strings.Contains(string(a.body), "team-c") {
-		t.Errorf("naming team-c, not granted: HTTP %d %s, want 403 naming team-c", a.code, clip(a.body))
+	e2eproxy.CompareAnswers(t, "* equals naming both", query(withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "team-b,team-a")), got)
+	e2eproxy.CompareAnswers(t, "* as a parameter", got, query(bearerHeader(tokDash), "namespace", "*"))
+	if a := query(withHeader(bearerHeader(tokDash), "X-Tenant-Namespace", "team-a,team-c")); a.Code != http.StatusForbidden || !strings.Contains(string(a.Body), "team-c") {
+		t.Errorf("naming team-c, not granted: HTTP %d %s, want 403 naming team-c", a.Code, e2eproxy.Clip(a.Body))
 	}
 
 	// The API server stops: a token not reviewed yet gets 503, and once the
@@ -235,19 +237,19 @@ func testKubernetesAuth(t *testing.T, w *kubeWorld, f *fleet) {
 	fresh := w.kube.ServiceAccountToken(t, "team-c", "grafana", proxyAudience)
 	w.kube.StopAPIServer()
 	defer w.kube.StartAPIServer()
-	if a := query(bearerHeader(fresh)); a.code != http.StatusServiceUnavailable || strings.Contains(string(a.body), `"success"`) {
-		t.Errorf("new token, API server down: HTTP %d %s, want 503", a.code, clip(a.body))
+	if a := query(bearerHeader(fresh)); a.Code != http.StatusServiceUnavailable || strings.Contains(string(a.Body), `"success"`) {
+		t.Errorf("new token, API server down: HTTP %d %s, want 503", a.Code, e2eproxy.Clip(a.Body))
 	}
 	time.Sleep(1500 * time.Millisecond) // past cache_ttl
 	for name, h := range map[string]http.Header{"team-a": bearerHeader(tokA), "team-a as team-b": asB, "admin": bearerHeader(tokAdmin)} {
-		if a := query(h); a.code != http.StatusServiceUnavailable {
-			t.Errorf("%s, API server down, cache expired: HTTP %d %s, want 503", name, a.code, clip(a.body))
+		if a := query(h); a.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s, API server down, cache expired: HTTP %d %s, want 503", name, a.Code, e2eproxy.Clip(a.Body))
 		}
 	}
 }
 
 // answerNamespaces lists the namespace labels of an instant vector, sorted.
-func answerNamespaces(t *testing.T, a apiAnswer) []string {
+func answerNamespaces(t *testing.T, a e2eproxy.APIAnswer) []string {
 	t.Helper()
 	var v struct {
 		Data struct {
@@ -256,8 +258,8 @@ func answerNamespaces(t *testing.T, a apiAnswer) []string {
 			} `json:"result"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(a.body, &v); err != nil {
-		t.Fatalf("%v: %s", err, clip(a.body))
+	if err := json.Unmarshal(a.Body, &v); err != nil {
+		t.Fatalf("%v: %s", err, e2eproxy.Clip(a.Body))
 	}
 	var ns []string
 	for _, r := range v.Data.Result {
@@ -353,7 +355,7 @@ func testKubectlApply(t *testing.T, w *kubeWorld) {
 	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := app.LoadConfig(path)
 	if err != nil {
 		t.Fatalf("the applied ConfigMap's config: %v", err)
 	}
@@ -364,7 +366,7 @@ func testKubectlApply(t *testing.T, w *kubeWorld) {
 	// ServiceAccount, so the shipped RBAC decides.
 	t.Setenv("KUBECONFIG", w.proxyKubeconfig)
 	cfg.Proxy.EnableRequestLogging = false
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	for _, h := range []http.Header{nil, bearerHeader("garbage"), bearerHeader(w.kube.ServiceAccountToken(t, "team-a", "grafana"))} {
 		for _, path := range []string{"/api/v1/query?query=up", "/metrics", "/debug/tenants", "/ready"} {
 			req, _ := http.NewRequest(http.MethodGet, p.URL+path, nil)
@@ -382,12 +384,12 @@ func testKubectlApply(t *testing.T, w *kubeWorld) {
 		}
 	}
 	// A token meant for the proxy works.
-	if a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {"vector(1)"}}, header: bearerHeader(w.kube.ServiceAccountToken(t, "team-a", "grafana", proxyAudience))}); a.code == http.StatusUnauthorized {
-		t.Errorf("token for the proxy's audience: HTTP %d %s", a.code, a.body)
+	if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {"vector(1)"}}, Header: bearerHeader(w.kube.ServiceAccountToken(t, "team-a", "grafana", proxyAudience))}); a.Code == http.StatusUnauthorized {
+		t.Errorf("token for the proxy's audience: HTTP %d %s", a.Code, a.Body)
 	}
 	for _, path := range []string{"/health", "/metrics"} {
-		if a := doRequest(t, p.ManagementURL, apiRequest{path: path}); a.code != http.StatusOK {
-			t.Errorf("%s on the management port: HTTP %d", path, a.code)
+		if a := e2eproxy.DoRequest(t, p.ManagementURL, e2eproxy.APIRequest{Path: path}); a.Code != http.StatusOK {
+			t.Errorf("%s on the management port: HTTP %d", path, a.Code)
 		}
 	}
 

@@ -1,4 +1,4 @@
-package main
+package tenants
 
 import (
 	"bytes"
@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,9 +31,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // TestAuth runs the authentication and TLS scenarios against one fleet:
@@ -42,7 +41,7 @@ import (
 // credential can be wrong, TLS and mTLS handshakes with generated
 // certificates, and backends behind TLS with a bearer token.
 func TestAuth(t *testing.T) {
-	f := startFleet(t)
+	f := e2eproxy.StartFleet(t)
 	t.Run("JWT", func(t *testing.T) { testJWTTenants(t, f) })
 	t.Run("JWTWithoutTenancy", func(t *testing.T) { testJWTWithoutTenancy(t, f) })
 	t.Run("APIKeys", func(t *testing.T) { testAPIKeyTenants(t, f) })
@@ -52,24 +51,10 @@ func TestAuth(t *testing.T) {
 
 // startLoggedProxy is startProxy with request logging on and every log
 // level kept, so tests can read what the proxy writes.
-func startLoggedProxy(t testing.TB, cfg Config) (*proxyUnderTest, *syncBuffer) {
+func startLoggedProxy(t testing.TB, cfg app.Config) (*e2eproxy.Proxy, *e2eproxy.SyncBuffer) {
 	t.Helper()
 	cfg.Proxy.EnableRequestLogging = true
-	return startProxyLogging(t, cfg, slog.LevelDebug)
-}
-
-// configFromYAML loads a configuration file as the proxy would.
-func configFromYAML(t testing.TB, text string) Config {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, text)
-	}
-	return cfg
+	return e2eproxy.StartProxyLogging(t, cfg, slog.LevelDebug)
 }
 
 // testIDP is an identity provider: RSA signing keys published as a JWKS
@@ -209,23 +194,23 @@ func checkRefusals(t *testing.T, base string, path string, cases []refusal) {
 	}
 }
 
-func testJWTTenants(t *testing.T, f *fleet) {
+func testJWTTenants(t *testing.T, f *e2eproxy.Fleet) {
 	idp := newTestIDP(t)
-	cfg := configFromYAML(t, idp.authYAML())
-	dir := tenantFiles(t)
-	tc := tenantConfig(f, dir)
+	cfg := e2eproxy.ConfigFromYAML(t, idp.authYAML())
+	dir := e2eproxy.TenantFiles(t)
+	tc := e2eproxy.TenantConfig(f, dir)
 	cfg.Discovery, cfg.Tenants = tc.Discovery, tc.Tenants
 	p, logs := startLoggedProxy(t, cfg)
 
 	teamA := idp.token(t, "team-a", nil)
-	oracleA := oracleFor(t, f, "team-a", policyOf(t, p, "team-a"))
+	oracleA := e2eproxy.OracleFor(t, f, "team-a", e2eproxy.PolicyOf(t, p, "team-a"))
 
 	t.Run("tenant-equals-oracle", func(t *testing.T) {
-		runSuiteMinData(t, oracleA.URL, p.URL, suiteRequests(f.data), bearerHeader(teamA), 40)
-		for _, r := range attackRequests(f) {
-			want := doRequest(t, oracleA.URL, r)
-			r.header = bearerHeader(teamA)
-			compareAnswers(t, "attack "+r.String(), want, doRequest(t, p.URL, r))
+		e2eproxy.RunSuiteMinData(t, oracleA.URL, p.URL, e2eproxy.SuiteRequests(f.Data), bearerHeader(teamA), 40)
+		for _, r := range e2eproxy.AttackRequests(f) {
+			want := e2eproxy.DoRequest(t, oracleA.URL, r)
+			r.Header = bearerHeader(teamA)
+			e2eproxy.CompareAnswers(t, "attack "+r.String(), want, e2eproxy.DoRequest(t, p.URL, r))
 		}
 	})
 
@@ -255,8 +240,8 @@ func testJWTTenants(t *testing.T, f *fleet) {
 		const invalid = `error="invalid_token"`
 		checkRefusals(t, p.URL, "/api/v1/query?query=up", []refusal{
 			{name: "no token", header: nil, code: 401, challenge: challenge},
-			{name: "tenant header alone (spoofing)", header: tenantHeader("team-a"), code: 401, challenge: challenge},
-			{name: "admin namespace header alone (spoofing)", header: tenantHeader("monitoring"), code: 401, challenge: challenge},
+			{name: "tenant header alone (spoofing)", header: e2eproxy.TenantHeader("team-a"), code: 401, challenge: challenge},
+			{name: "admin namespace header alone (spoofing)", header: e2eproxy.TenantHeader("monitoring"), code: 401, challenge: challenge},
 			{name: "expired", header: bearerHeader(idp.token(t, "team-a", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() })), code: 401, challenge: invalid},
 			{name: "not yet valid", header: bearerHeader(idp.token(t, "team-a", func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(5 * time.Minute).Unix() })), code: 401, challenge: invalid},
 			{name: "wrong issuer", header: bearerHeader(idp.token(t, "team-a", func(c jwt.MapClaims) { c["iss"] = "https://evil.example.test" })), code: 401, challenge: invalid},
@@ -276,27 +261,27 @@ func testJWTTenants(t *testing.T, f *fleet) {
 	t.Run("choosing-among-own-namespaces", func(t *testing.T) {
 		both := idp.token(t, []string{"team-a", "team-b"}, nil)
 		teamB := idp.token(t, "team-b", nil)
-		q := apiRequest{path: "/api/v1/query", params: url.Values{"query": {`count by (__name__, namespace) ({__name__=~".+"})`}, "time": {formatTime(f.data.Start.Add(time.Hour))}}}
+		q := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {`count by (__name__, namespace) ({__name__=~".+"})`}, "time": {e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))}}}
 		asB := q
-		asB.header = withHeader(bearerHeader(both), "X-Tenant-Namespace", "team-b")
+		asB.Header = withHeader(bearerHeader(both), "X-Tenant-Namespace", "team-b")
 		onlyB := q
-		onlyB.header = bearerHeader(teamB)
+		onlyB.Header = bearerHeader(teamB)
 		asA := q
-		asA.header = bearerHeader(teamA)
-		got, want, a := doRequest(t, p.URL, asB), doRequest(t, p.URL, onlyB), doRequest(t, p.URL, asA)
-		compareAnswers(t, "team-b chosen from a two-namespace token", want, got)
-		if !hasData(t, got) || diffAnswers(t, a, got) == "" {
-			t.Errorf("choosing team-b did not change what the token reads: %s", clip(got.body))
+		asA.Header = bearerHeader(teamA)
+		got, want, a := e2eproxy.DoRequest(t, p.URL, asB), e2eproxy.DoRequest(t, p.URL, onlyB), e2eproxy.DoRequest(t, p.URL, asA)
+		e2eproxy.CompareAnswers(t, "team-b chosen from a two-namespace token", want, got)
+		if !e2eproxy.HasData(t, got) || e2eproxy.DiffAnswers(t, a, got) == "" {
+			t.Errorf("choosing team-b did not change what the token reads: %s", e2eproxy.Clip(got.Body))
 		}
 		assertNoForeignNamespace(t, "team-b chosen", got, "team-b")
 	})
 
 	t.Run("admin", func(t *testing.T) {
 		admin := idp.token(t, nil, func(c jwt.MapClaims) { c["groups"] = []string{"dev", "platform-admins"} })
-		for _, r := range attackRequests(f) {
-			want := doRequest(t, f.reference.URL, r)
-			r.header = bearerHeader(admin)
-			compareAnswers(t, "admin "+r.String(), want, doRequest(t, p.URL, r))
+		for _, r := range e2eproxy.AttackRequests(f) {
+			want := e2eproxy.DoRequest(t, f.Reference.URL, r)
+			r.Header = bearerHeader(admin)
+			e2eproxy.CompareAnswers(t, "admin "+r.String(), want, e2eproxy.DoRequest(t, p.URL, r))
 		}
 		monitoring := idp.token(t, "monitoring", nil)
 		for _, path := range []string{"/debug/tenants", "/debug/targets", "/metrics"} {
@@ -309,11 +294,11 @@ func testJWTTenants(t *testing.T, f *fleet) {
 				{"admin namespace", bearerHeader(monitoring), 200},
 				{"team-a", bearerHeader(teamA), 403},
 				{"team-a naming monitoring", withHeader(bearerHeader(teamA), "X-Tenant-Namespace", "monitoring"), 403},
-				{"header alone", tenantHeader("monitoring"), 401},
+				{"header alone", e2eproxy.TenantHeader("monitoring"), 401},
 				{"nobody", nil, 401},
 			} {
-				if a := doRequest(t, p.URL, apiRequest{path: path, header: c.h}); a.code != c.code {
-					t.Errorf("%s as %s: HTTP %d, want %d: %s", path, c.who, a.code, c.code, clip(a.body))
+				if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: path, Header: c.h}); a.Code != c.code {
+					t.Errorf("%s as %s: HTTP %d, want %d: %s", path, c.who, a.Code, c.code, e2eproxy.Clip(a.Body))
 				}
 			}
 		}
@@ -328,7 +313,7 @@ func testJWTTenants(t *testing.T, f *fleet) {
 			body, _ := io.ReadAll(resp.Body)
 			_ = resp.Body.Close()
 			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") || !strings.Contains(string(body), "<table>") || !strings.Contains(string(body), want) {
-				t.Errorf("%s as HTML: %s\n%s", path, ct, clip(body))
+				t.Errorf("%s as HTML: %s\n%s", path, ct, e2eproxy.Clip(body))
 			}
 		}
 	})
@@ -340,20 +325,20 @@ func testJWTTenants(t *testing.T, f *fleet) {
 		idp.signer = "k2"
 		idp.mu.Unlock()
 		fresh := idp.token(t, "team-a", nil)
-		q := apiRequest{path: "/api/v1/query", params: url.Values{"query": {"up"}}}
+		q := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {"up"}}}
 		status := func(tok string) int {
 			r := q
-			r.header = bearerHeader(tok)
-			return doRequest(t, p.URL, r).code
+			r.Header = bearerHeader(tok)
+			return e2eproxy.DoRequest(t, p.URL, r).Code
 		}
-		waitFor(t, 10*time.Second, "token of the new key accepted", func() bool { return status(fresh) == 200 })
+		e2eproxy.WaitFor(t, 10*time.Second, "token of the new key accepted", func() bool { return status(fresh) == 200 })
 		if c := status(old); c != 200 {
 			t.Errorf("token of the old key, still published: HTTP %d", c)
 		}
 		idp.mu.Lock()
 		delete(idp.keys, "k1")
 		idp.mu.Unlock()
-		waitFor(t, 10*time.Second, "token of the retired key refused", func() bool { return status(old) == 401 })
+		e2eproxy.WaitFor(t, 10*time.Second, "token of the retired key refused", func() bool { return status(old) == 401 })
 		if c := status(fresh); c != 200 {
 			t.Errorf("token of the new key after the old one retired: HTTP %d", c)
 		}
@@ -369,26 +354,26 @@ func testJWTTenants(t *testing.T, f *fleet) {
 
 // testJWTWithoutTenancy: with no tenant source every request sees
 // everything, but a configured authenticator still has to accept it.
-func testJWTWithoutTenancy(t *testing.T, f *fleet) {
+func testJWTWithoutTenancy(t *testing.T, f *e2eproxy.Fleet) {
 	idp := newTestIDP(t)
-	cfg := configFromYAML(t, idp.authYAML())
-	cfg.Discovery = baseConfig(f).Discovery
+	cfg := e2eproxy.ConfigFromYAML(t, idp.authYAML())
+	cfg.Discovery = e2eproxy.BaseConfig(f).Discovery
 	p, _ := startLoggedProxy(t, cfg)
 	checkRefusals(t, p.URL, "/api/v1/query?query=up", []refusal{
 		{name: "no token", code: 401, challenge: "Bearer"},
-		{name: "tenant header alone", header: tenantHeader("team-a"), code: 401, challenge: "Bearer"},
+		{name: "tenant header alone", header: e2eproxy.TenantHeader("team-a"), code: 401, challenge: "Bearer"},
 		{name: "expired", header: bearerHeader(idp.token(t, "team-a", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() })), code: 401, challenge: "invalid_token"},
 	})
 	checkRefusals(t, p.URL, "/metrics", []refusal{{name: "metrics without token", code: 401, challenge: "Bearer"}})
 	tok := idp.token(t, "team-a", nil)
-	for _, r := range attackRequests(f) {
-		want := doRequest(t, f.reference.URL, r)
-		r.header = bearerHeader(tok)
-		compareAnswers(t, "any valid token sees everything: "+r.String(), want, doRequest(t, p.URL, r))
+	for _, r := range e2eproxy.AttackRequests(f) {
+		want := e2eproxy.DoRequest(t, f.Reference.URL, r)
+		r.Header = bearerHeader(tok)
+		e2eproxy.CompareAnswers(t, "any valid token sees everything: "+r.String(), want, e2eproxy.DoRequest(t, p.URL, r))
 	}
 	for _, path := range []string{"/health", "/ready"} {
-		if a := doRequest(t, p.URL, apiRequest{path: path}); a.code != 200 {
-			t.Errorf("%s without a token: HTTP %d, want 200 (probes carry no credentials)", path, a.code)
+		if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: path}); a.Code != 200 {
+			t.Errorf("%s without a token: HTTP %d, want 200 (probes carry no credentials)", path, a.Code)
 		}
 	}
 }
@@ -441,23 +426,12 @@ func checkLogs(t *testing.T, logs string, secrets []string, subject string) {
 	}
 }
 
-// waitFor fails the test unless cond holds within the given time.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	e2eutil.Eventually(t, within, what, func() error {
-		if cond() {
-			return nil
-		}
-		return errors.New("condition not met")
-	})
-}
-
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
 
-func testAPIKeyTenants(t *testing.T, f *fleet) {
+func testAPIKeyTenants(t *testing.T, f *e2eproxy.Fleet) {
 	keyA, keyAdmin, keyNext := randomKey(t), randomKey(t), randomKey(t)
 	keysFile := filepath.Join(t.TempDir(), "api-keys")
 	writeKeys := func(lines ...string) {
@@ -466,42 +440,42 @@ func testAPIKeyTenants(t *testing.T, f *fleet) {
 		}
 	}
 	writeKeys("# keys are stored as SHA-256, never in the clear", sha256Hex(keyA)+" team-a", sha256Hex(keyAdmin)+" monitoring")
-	cfg := configFromYAML(t, "auth:\n  type: api_key\n  api_keys_file: "+keysFile+"\n")
-	tc := tenantConfig(f, tenantFiles(t))
+	cfg := e2eproxy.ConfigFromYAML(t, "auth:\n  type: api_key\n  api_keys_file: "+keysFile+"\n")
+	tc := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
 	cfg.Discovery, cfg.Tenants = tc.Discovery, tc.Tenants
 	p, logs := startLoggedProxy(t, cfg)
-	oracleA := oracleFor(t, f, "team-a", policyOf(t, p, "team-a"))
+	oracleA := e2eproxy.OracleFor(t, f, "team-a", e2eproxy.PolicyOf(t, p, "team-a"))
 
 	apiKey := func(k string) http.Header { return http.Header{"X-Api-Key": {k}} }
-	for i, r := range attackRequests(f) {
-		want := doRequest(t, oracleA.URL, r)
+	for i, r := range e2eproxy.AttackRequests(f) {
+		want := e2eproxy.DoRequest(t, oracleA.URL, r)
 		// Both ways of sending a key.
-		if r.header = apiKey(keyA); i%2 == 1 {
-			r.header = bearerHeader(keyA)
+		if r.Header = apiKey(keyA); i%2 == 1 {
+			r.Header = bearerHeader(keyA)
 		}
-		compareAnswers(t, "team-a key "+r.String(), want, doRequest(t, p.URL, r))
+		e2eproxy.CompareAnswers(t, "team-a key "+r.String(), want, e2eproxy.DoRequest(t, p.URL, r))
 	}
 	checkRefusals(t, p.URL, "/api/v1/query?query=up", []refusal{
 		{name: "no key", code: 401, challenge: "Bearer"},
 		{name: "unknown key", header: apiKey(keyNext), code: 401, challenge: `error="invalid_token"`},
 		{name: "the stored hash instead of the key", header: apiKey(sha256Hex(keyA)), code: 401, challenge: "Bearer"},
-		{name: "tenant header alone", header: tenantHeader("team-a"), code: 401, challenge: "Bearer"},
+		{name: "tenant header alone", header: e2eproxy.TenantHeader("team-a"), code: 401, challenge: "Bearer"},
 		{name: "namespace outside the key", header: withHeader(apiKey(keyA), "X-Tenant-Namespace", "team-b"), code: 403},
 	})
 	checkRefusals(t, p.URL, "/metrics", []refusal{{name: "team key on /metrics", header: apiKey(keyA), code: 403}})
-	if a := doRequest(t, p.URL, apiRequest{path: "/metrics", header: apiKey(keyAdmin)}); a.code != 200 {
-		t.Errorf("admin key on /metrics: HTTP %d", a.code)
+	if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/metrics", Header: apiKey(keyAdmin)}); a.Code != 200 {
+		t.Errorf("admin key on /metrics: HTTP %d", a.Code)
 	}
 
 	// Rotation through the file: the new key works, the old one stops.
 	writeKeys(sha256Hex(keyNext) + " team-a")
-	q := apiRequest{path: "/api/v1/query", params: url.Values{"query": {"up"}}}
+	q := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {"up"}}}
 	status := func(k string) int {
 		r := q
-		r.header = apiKey(k)
-		return doRequest(t, p.URL, r).code
+		r.Header = apiKey(k)
+		return e2eproxy.DoRequest(t, p.URL, r).Code
 	}
-	waitFor(t, 10*time.Second, "new key accepted", func() bool { return status(keyNext) == 200 })
+	e2eproxy.WaitFor(t, 10*time.Second, "new key accepted", func() bool { return status(keyNext) == 200 })
 	if c := status(keyA); c != 401 {
 		t.Errorf("removed key: HTTP %d, want 401", c)
 	}
@@ -637,7 +611,7 @@ func tlsGet(base string, cfg *tls.Config) (int, *x509.Certificate, error) {
 	return resp.StatusCode, peer, nil
 }
 
-func testServerTLS(t *testing.T, f *fleet) {
+func testServerTLS(t *testing.T, f *e2eproxy.Fleet) {
 	serverCA, clientCA, otherCA := newTestCA(t, "server CA"), newTestCA(t, "client CA"), newTestCA(t, "other CA")
 	dir := t.TempDir()
 	certFile, keyFile, clientCAFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "client-ca.pem")
@@ -647,8 +621,8 @@ func testServerTLS(t *testing.T, f *fleet) {
 	}
 
 	t.Run("TLS", func(t *testing.T) {
-		cfg := configFromYAML(t, fmt.Sprintf("server:\n  tls:\n    cert_file: %s\n    key_file: %s\n", certFile, keyFile))
-		cfg.Discovery = baseConfig(f).Discovery
+		cfg := e2eproxy.ConfigFromYAML(t, fmt.Sprintf("server:\n  tls:\n    cert_file: %s\n    key_file: %s\n", certFile, keyFile))
+		cfg.Discovery = e2eproxy.BaseConfig(f).Discovery
 		p, _ := startLoggedProxy(t, cfg)
 		code, peer, err := tlsGet(p.URL, trusting())
 		if err != nil || code != 200 || peer.Subject.CommonName != "proxy-1" {
@@ -668,7 +642,7 @@ func testServerTLS(t *testing.T, f *fleet) {
 		}
 		// A renewed certificate is served without a restart.
 		writePair(t, serverCA.issue(t, "proxy-2", certOpts{}), certFile, keyFile)
-		waitFor(t, 10*time.Second, "renewed certificate served", func() bool {
+		e2eproxy.WaitFor(t, 10*time.Second, "renewed certificate served", func() bool {
 			_, peer, err := tlsGet(p.URL, trusting())
 			return err == nil && peer.Subject.CommonName == "proxy-2"
 		})
@@ -683,8 +657,8 @@ func testServerTLS(t *testing.T, f *fleet) {
 
 	t.Run("mTLS", func(t *testing.T) {
 		writeFile(t, clientCAFile, readFile(t, clientCA.file))
-		cfg := configFromYAML(t, fmt.Sprintf("server:\n  tls:\n    cert_file: %s\n    key_file: %s\n    client_ca_file: %s\n", certFile, keyFile, clientCAFile))
-		cfg.Discovery = baseConfig(f).Discovery
+		cfg := e2eproxy.ConfigFromYAML(t, fmt.Sprintf("server:\n  tls:\n    cert_file: %s\n    key_file: %s\n    client_ca_file: %s\n", certFile, keyFile, clientCAFile))
+		cfg.Discovery = e2eproxy.BaseConfig(f).Discovery
 		p, _ := startLoggedProxy(t, cfg)
 		good := clientCA.issue(t, "grafana", certOpts{client: true})
 		for _, c := range []struct {
@@ -705,7 +679,7 @@ func testServerTLS(t *testing.T, f *fleet) {
 		}
 		// The client CA is reloaded too: switching it admits the other CA's clients.
 		writeFile(t, clientCAFile, readFile(t, otherCA.file))
-		waitFor(t, 10*time.Second, "new client CA in force", func() bool {
+		e2eproxy.WaitFor(t, 10*time.Second, "new client CA in force", func() bool {
 			code, _, err := tlsGet(p.URL, trusting(otherCA.issue(t, "new-client", certOpts{client: true})))
 			return err == nil && code == 200
 		})
@@ -772,7 +746,7 @@ func startTLSFront(t testing.TB, backend string, ca, clientCA *testCA, token str
 	return fr
 }
 
-func testBackendTLS(t *testing.T, f *fleet) {
+func testBackendTLS(t *testing.T, f *e2eproxy.Fleet) {
 	backendCA, clientCA, otherCA := newTestCA(t, "backend CA"), newTestCA(t, "proxy client CA"), newTestCA(t, "other CA")
 	dir := t.TempDir()
 	token := randomKey(t)
@@ -783,13 +757,13 @@ func testBackendTLS(t *testing.T, f *fleet) {
 
 	var fronts []*tlsFront
 	var static strings.Builder
-	for i, sh := range f.shards {
+	for i, sh := range f.Shards {
 		fr := startTLSFront(t, sh.URL, backendCA, clientCA, token)
 		fronts = append(fronts, fr)
-		fmt.Fprintf(&static, "    - name: %s\n      urls: [%q]\n", f.data.Clusters[i], fr.URL)
+		fmt.Fprintf(&static, "    - name: %s\n      urls: [%q]\n", f.Data.Clusters[i], fr.URL)
 	}
-	config := func(caFile, tokenFile string) Config {
-		return configFromYAML(t, fmt.Sprintf(`discovery:
+	config := func(caFile, tokenFile string) app.Config {
+		return e2eproxy.ConfigFromYAML(t, fmt.Sprintf(`discovery:
   static:
 %s
 backend:
@@ -805,14 +779,14 @@ proxy:
 	}
 
 	p, logs := startLoggedProxy(t, config(backendCA.file, tokenFile))
-	reqs := suiteRequests(f.data)
-	var sample []apiRequest
+	reqs := e2eproxy.SuiteRequests(f.Data)
+	var sample []e2eproxy.APIRequest
 	for i, r := range reqs {
 		if i%3 == 0 {
 			sample = append(sample, r)
 		}
 	}
-	runSuite(t, f.reference.URL, p.URL, sample, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, sample, nil)
 	for i, fr := range fronts {
 		if fr.authorized.Load() == 0 || fr.refused.Load() != 0 {
 			t.Errorf("backend %d behind TLS: %d authorized and %d refused calls", i, fr.authorized.Load(), fr.refused.Load())
@@ -825,14 +799,14 @@ proxy:
 	// Negative controls: each missing piece makes the backends unreachable.
 	wrongToken := filepath.Join(dir, "wrong-token")
 	writeFile(t, wrongToken, []byte("not-the-token"))
-	for name, cfg := range map[string]Config{
+	for name, cfg := range map[string]app.Config{
 		"CA not trusted": config(otherCA.file, tokenFile),
 		"wrong token":    config(backendCA.file, wrongToken),
 	} {
-		p := startProxy(t, cfg)
-		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {"up"}, "time": {formatTime(f.data.Start.Add(time.Hour))}}})
-		if a.code != http.StatusServiceUnavailable {
-			t.Errorf("%s: HTTP %d, want 503: %s", name, a.code, clip(a.body))
+		p := e2eproxy.StartProxy(t, cfg)
+		a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {"up"}, "time": {e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))}}})
+		if a.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s: HTTP %d, want 503: %s", name, a.Code, e2eproxy.Clip(a.Body))
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package operations
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -68,25 +69,35 @@ func (r *readRecorder) take() [][2]int64 {
 	return out
 }
 
-func cacheHits(t *testing.T, p *proxyUnderTest) float64 {
-	return metricSum(t, p, "prometheus_proxy_cache_requests_total", `result="hit"`)
+func cacheHits(t *testing.T, p *e2eproxy.Proxy) float64 {
+	return e2eproxy.MetricSum(t, p, "prometheus_proxy_cache_requests_total", `result="hit"`)
 }
 
-func backendReads(t *testing.T, p *proxyUnderTest) float64 {
-	return metricSum(t, p, "prometheus_proxy_backend_requests_total", `kind="read"`)
+func backendReads(t *testing.T, p *e2eproxy.Proxy) float64 {
+	return e2eproxy.MetricSum(t, p, "prometheus_proxy_backend_requests_total", `kind="read"`)
+}
+
+// TestCache runs the results cache's scenarios against one shared fleet,
+// since starting real servers is the expensive part.
+func TestCache(t *testing.T) {
+	f := e2eproxy.StartFleet(t)
+	t.Run("CacheMemory", func(t *testing.T) { testCacheMemory(t, f) })
+	t.Run("CacheRedis", func(t *testing.T) { testCacheRedis(t, f) })
+	t.Run("CacheSlidingWindow", func(t *testing.T) { testCacheSlidingWindow(t, f) })
+	t.Run("CachePolicyChange", func(t *testing.T) { testCachePolicyChange(t, f) })
 }
 
 // testCacheMemory: cold and warm answers both equal the reference, and warm
 // answers come from the cache instead of the backends.
-func testCacheMemory(t *testing.T, f *fleet) {
-	cfg := baseConfig(f)
+func testCacheMemory(t *testing.T, f *e2eproxy.Fleet) {
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Proxy.EnableCaching = true
-	p := startProxy(t, cfg)
-	reqs := suiteRequests(f.data)
+	p := e2eproxy.StartProxy(t, cfg)
+	reqs := e2eproxy.SuiteRequests(f.Data)
 
-	runSuite(t, f.reference.URL, p.URL, reqs, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, reqs, nil)
 	coldReads, coldHits := backendReads(t, p), cacheHits(t, p)
-	runSuite(t, f.reference.URL, p.URL, reqs, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, reqs, nil)
 	warmReads, warmHits := backendReads(t, p)-coldReads, cacheHits(t, p)-coldHits
 	t.Logf("cold: %.0f backend reads; warm: %.0f backend reads, %.0f cache hits", coldReads, warmReads, warmHits)
 	if warmHits == 0 {
@@ -99,33 +110,33 @@ func testCacheMemory(t *testing.T, f *fleet) {
 
 // testCacheRedis: the same with Redis, and Redis killed between the runs:
 // every answer still equals the reference, served from the backends.
-func testCacheRedis(t *testing.T, f *fleet) {
+func testCacheRedis(t *testing.T, f *e2eproxy.Fleet) {
 	redis := e2eutil.StartRedis(t)
-	cfg := baseConfig(f)
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Proxy.EnableCaching = true
 	cfg.Cache.Backend = cache.BackendRedis
 	cfg.Cache.Redis.Addresses = []string{redis.Addr}
 	cfg.Cache.Redis.Shared = false // this proxy alone: unsigned is allowed
-	p := startProxy(t, cfg)
-	reqs := suiteRequests(f.data)
+	p := e2eproxy.StartProxy(t, cfg)
+	reqs := e2eproxy.SuiteRequests(f.Data)
 
-	runSuite(t, f.reference.URL, p.URL, reqs, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, reqs, nil)
 	hits := cacheHits(t, p)
-	runSuite(t, f.reference.URL, p.URL, reqs, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, reqs, nil)
 	if cacheHits(t, p) == hits {
 		t.Fatal("the warm run hit no Redis entry")
 	}
 	redis.Kill()
-	runSuite(t, f.reference.URL, p.URL, reqs, nil) // 0 failed answers without Redis
-	if b := metricSum(t, p, "prometheus_proxy_cache_requests_total", `result="bypass"`); b == 0 {
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, reqs, nil) // 0 failed answers without Redis
+	if b := e2eproxy.MetricSum(t, p, "prometheus_proxy_cache_requests_total", `result="bypass"`); b == 0 {
 		t.Error("Redis was down but no bypass was counted")
 	}
 }
 
 // testCacheSlidingWindow: a dashboard refresh with the end moved by one step
 // reads only the new tail from the backends.
-func testCacheSlidingWindow(t *testing.T, f *fleet) {
-	cfg := baseConfig(f)
+func testCacheSlidingWindow(t *testing.T, f *e2eproxy.Fleet) {
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Proxy.EnableCaching = true
 	var recs []*readRecorder
 	for i := range cfg.Discovery.Static {
@@ -133,13 +144,13 @@ func testCacheSlidingWindow(t *testing.T, f *fleet) {
 		cfg.Discovery.Static[i].URLs = []string{rec.URL}
 		recs = append(recs, rec)
 	}
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	step := time.Minute
-	start, end := f.data.Start.Add(10*time.Minute), f.data.Start.Add(100*time.Minute)
-	query := func(start, end time.Time) apiRequest {
-		return apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{
+	start, end := f.Data.Start.Add(10*time.Minute), f.Data.Start.Add(100*time.Minute)
+	query := func(start, end time.Time) e2eproxy.APIRequest {
+		return e2eproxy.APIRequest{Path: "/api/v1/query_range", Post: true, Params: url.Values{
 			"query": {`sum by (namespace) (rate(http_requests_total[5m]))`},
-			"start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"60"},
+			"start": {e2eproxy.FormatTime(start)}, "end": {e2eproxy.FormatTime(end)}, "step": {"60"},
 		}}
 	}
 	take := func() (n int, earliest int64) {
@@ -155,7 +166,7 @@ func testCacheSlidingWindow(t *testing.T, f *fleet) {
 	for round := range 4 {
 		s, e := start.Add(time.Duration(round)*step), end.Add(time.Duration(round)*step)
 		r := query(s, e)
-		compareAnswers(t, r.String(), doRequest(t, f.reference.URL, r), doRequest(t, p.URL, r))
+		e2eproxy.CompareAnswers(t, r.String(), e2eproxy.DoRequest(t, f.Reference.URL, r), e2eproxy.DoRequest(t, p.URL, r))
 		n, earliest := take()
 		if round == 0 {
 			if n == 0 {
@@ -176,41 +187,41 @@ func testCacheSlidingWindow(t *testing.T, f *fleet) {
 // testCachePolicyChange: two tenants share no entry, and a changed
 // MetricAccess is answered from the new rules at once, never from an entry
 // cached under the old ones.
-func testCachePolicyChange(t *testing.T, f *fleet) {
-	dir := tenantFiles(t)
-	cfg := tenantConfig(f, dir)
+func testCachePolicyChange(t *testing.T, f *e2eproxy.Fleet) {
+	dir := e2eproxy.TenantFiles(t)
+	cfg := e2eproxy.TenantConfig(f, dir)
 	cfg.Proxy.EnableCaching = true
-	p := startProxy(t, cfg)
-	r := apiRequest{path: "/api/v1/query_range", params: url.Values{
+	p := e2eproxy.StartProxy(t, cfg)
+	r := e2eproxy.APIRequest{Path: "/api/v1/query_range", Params: url.Values{
 		"query": {`count by (__name__) ({__name__=~".+"})`},
-		"start": {formatTime(f.data.Start.Add(20 * time.Minute))}, "end": {formatTime(f.data.Start.Add(80 * time.Minute))}, "step": {"120"},
+		"start": {e2eproxy.FormatTime(f.Data.Start.Add(20 * time.Minute))}, "end": {e2eproxy.FormatTime(f.Data.Start.Add(80 * time.Minute))}, "step": {"120"},
 	}}
-	ask := func(ns string) apiAnswer {
-		r.header = tenantHeader(ns)
-		return doRequest(t, p.URL, r)
+	ask := func(ns string) e2eproxy.APIAnswer {
+		r.Header = e2eproxy.TenantHeader(ns)
+		return e2eproxy.DoRequest(t, p.URL, r)
 	}
 	a1, b1 := ask("team-a"), ask("team-b")
-	if a2, b2 := ask("team-a"), ask("team-b"); !bytes.Equal(a1.body, a2.body) || !bytes.Equal(b1.body, b2.body) {
+	if a2, b2 := ask("team-a"), ask("team-b"); !bytes.Equal(a1.Body, a2.Body) || !bytes.Equal(b1.Body, b2.Body) {
 		t.Fatal("warm answers differ from cold ones")
 	}
-	if bytes.Equal(a1.body, b1.body) {
+	if bytes.Equal(a1.Body, b1.Body) {
 		t.Fatal("two tenants got the same answer")
 	}
-	before := p.app.tenants.Generation()
+	before := p.App.Tenants().Generation()
 	extra := strings.Replace(mustRead(t, dir+"/team-a.yaml"), "    - http_requests_total", "    - http_requests_total\n    - memory_usage_bytes", 1)
 	writeTenantFile(t, dir+"/team-a.yaml", extra)
 	deadline := time.Now().Add(5 * time.Second)
-	for p.app.tenants.Generation() == before {
+	for p.App.Tenants().Generation() == before {
 		if time.Now().After(deadline) {
 			t.Fatal("the changed MetricAccess file was not picked up within 5 s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if a3 := ask("team-a"); bytes.Equal(a3.body, a1.body) || !strings.Contains(string(a3.body), "memory_usage_bytes") {
-		t.Errorf("after the policy change team-a got the old answer: %s", clip(a3.body))
+	if a3 := ask("team-a"); bytes.Equal(a3.Body, a1.Body) || !strings.Contains(string(a3.Body), "memory_usage_bytes") {
+		t.Errorf("after the policy change team-a got the old answer: %s", e2eproxy.Clip(a3.Body))
 	}
-	oracle := oracleFor(t, f, "team-a-changed", policyOf(t, p, "team-a"))
-	compareAnswers(t, "changed policy", doRequest(t, oracle.URL, apiRequest{path: r.path, params: r.params}), ask("team-a"))
+	oracle := e2eproxy.OracleFor(t, f, "team-a-changed", e2eproxy.PolicyOf(t, p, "team-a"))
+	e2eproxy.CompareAnswers(t, "changed policy", e2eproxy.DoRequest(t, oracle.URL, e2eproxy.APIRequest{Path: r.Path, Params: r.Params}), ask("team-a"))
 }
 
 func mustRead(t testing.TB, path string) string {

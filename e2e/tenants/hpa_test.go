@@ -1,4 +1,4 @@
-package main
+package tenants
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -111,22 +112,22 @@ func testReadyOnlyOnceSynced(t *testing.T, kube *e2eutil.Kube, dyn dynamic.Inter
 			kube.StartAPIServer()
 		}
 	}()
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	probe := p.URL // probes go to the management listener when there is one
 	if p.ManagementURL != "" {
 		probe = p.ManagementURL
 	}
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		a := doRequest(t, probe, apiRequest{path: "/ready"})
-		if a.code != http.StatusServiceUnavailable || !strings.Contains(string(a.body), "discovery") || !strings.Contains(string(a.body), "tenant") {
-			t.Fatalf("/ready with the API server down: HTTP %d %s; want 503 naming discovery and the tenant source", a.code, a.body)
+		a := e2eproxy.DoRequest(t, probe, e2eproxy.APIRequest{Path: "/ready"})
+		if a.Code != http.StatusServiceUnavailable || !strings.Contains(string(a.Body), "discovery") || !strings.Contains(string(a.Body), "tenant") {
+			t.Fatalf("/ready with the API server down: HTTP %d %s; want 503 naming discovery and the tenant source", a.Code, a.Body)
 		}
 	}
 	kube.StartAPIServer()
 	restarted = true
 	e2eutil.Eventually(t, 30*time.Second, "ready once synced", func() error {
-		if a := doRequest(t, probe, apiRequest{path: "/ready"}); a.code != http.StatusOK {
-			return fmt.Errorf("/ready: HTTP %d %s", a.code, a.body)
+		if a := e2eproxy.DoRequest(t, probe, e2eproxy.APIRequest{Path: "/ready"}); a.Code != http.StatusOK {
+			return fmt.Errorf("/ready: HTTP %d %s", a.Code, a.Body)
 		}
 		return nil
 	})

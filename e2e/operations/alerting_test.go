@@ -1,4 +1,4 @@
-package main
+package operations
 
 import (
 	"encoding/json"
@@ -18,7 +18,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -168,7 +170,7 @@ type alertingWorld struct {
 	target    string
 	reference *e2eutil.Prometheus
 	backends  []*e2eutil.Prometheus
-	proxy     *proxyUnderTest
+	proxy     *e2eproxy.Proxy
 	started   time.Time
 	tokens    map[string]string // namespace (or "admin") -> bearer token
 	tenantDir string
@@ -194,7 +196,7 @@ func startAlertingWorld(t testing.TB) *alertingWorld {
 	if err := os.WriteFile(filepath.Join(w.tenantDir, "tenants.yaml"), []byte(alertingTenants), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := configFromYAML(t, fmt.Sprintf(`auth:
+	cfg := e2eproxy.ConfigFromYAML(t, fmt.Sprintf(`auth:
   type: jwt
   jwt:
     secret_key: %s
@@ -207,7 +209,7 @@ tenants:
 `, alertingSecret, filepath.Join(w.tenantDir, "*.yaml")))
 	cfg.Discovery.Static = groups
 	cfg.Proxy.EnableRequestLogging = false
-	w.proxy = startProxy(t, cfg)
+	w.proxy = e2eproxy.StartProxy(t, cfg)
 	for ns := range visibleTo {
 		w.tokens[ns] = signHS256(t, alertingSecret, jwt.MapClaims{"namespace": ns, "sub": "user-" + ns})
 	}
@@ -258,7 +260,7 @@ func TestAlertingAndExemplars(t *testing.T) {
 // waitSettled waits until every rule of every server has been evaluated
 // and the firing alerts are there, and exemplars cover some buckets.
 func (w *alertingWorld) waitSettled(t testing.TB) {
-	waitFor(t, 90*time.Second, "rules evaluated and alerts firing everywhere", func() bool {
+	e2eproxy.WaitFor(t, 90*time.Second, "rules evaluated and alerts firing everywhere", func() bool {
 		for _, p := range append([]*e2eutil.Prometheus{w.reference}, w.backends...) {
 			_, body := w.get(t, p.URL, "/api/v1/rules", nil, "")
 			rs := decodeRules(t, body)
@@ -319,7 +321,7 @@ func decodeRules(t testing.TB, body []byte) rulesAnswer {
 	t.Helper()
 	var a rulesAnswer
 	if err := json.Unmarshal(body, &a); err != nil || a.Status != "success" {
-		t.Fatalf("rules answer: %v: %s", err, clip(body))
+		t.Fatalf("rules answer: %v: %s", err, e2eproxy.Clip(body))
 	}
 	return a
 }
@@ -410,7 +412,7 @@ func testRulesAndAlerts(t *testing.T, w *alertingWorld) {
 	_, refAlertsBody := w.get(t, w.reference.URL, "/api/v1/alerts", nil, "")
 	refAlerts := decodeAlerts(t, refAlertsBody)
 	if len(refAlerts) < 4 || len(ref) != 6 {
-		t.Fatalf("reference holds %d rules and %d alerts, want 6 and ≥4: %s", len(ref), len(refAlerts), clip(refAlertsBody))
+		t.Fatalf("reference holds %d rules and %d alerts, want 6 and ≥4: %s", len(ref), len(refAlerts), e2eproxy.Clip(refAlertsBody))
 	}
 
 	code, body := w.get(t, w.proxy.URL, "/api/v1/rules", nil, w.tokens["admin"])
@@ -492,11 +494,11 @@ func testRulesAndAlerts(t *testing.T, w *alertingWorld) {
 	}
 	_ = json.Unmarshal(body, &page)
 	if len(page.Data.Groups) != 1 || page.Data.Next == "" {
-		t.Fatalf("group_limit=1: %s", clip(body))
+		t.Fatalf("group_limit=1: %s", e2eproxy.Clip(body))
 	}
 	_, body = w.get(t, w.proxy.URL, "/api/v1/rules", url.Values{"group_limit": {"1"}, "group_next_token": {page.Data.Next}}, w.tokens["admin"])
 	if !strings.Contains(string(body), `"name":"shard1/app"`) || strings.Contains(string(body), "groupNextToken") {
-		t.Errorf("second page: %s", clip(body))
+		t.Errorf("second page: %s", e2eproxy.Clip(body))
 	}
 	for _, bad := range []url.Values{{"type": {"x"}}, {"match[]": {"{"}}, {"group_next_token": {"x"}}, {"group_limit": {"1"}, "group_next_token": {"nope"}}} {
 		code, body := w.get(t, w.proxy.URL, "/api/v1/rules", bad, w.tokens["admin"])
@@ -515,7 +517,7 @@ func decodeAlerts(t testing.TB, body []byte) []alertJSON {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &a); err != nil || a.Status != "success" || a.Data.Alerts == nil {
-		t.Fatalf("alerts answer: %v: %s", err, clip(body))
+		t.Fatalf("alerts answer: %v: %s", err, e2eproxy.Clip(body))
 	}
 	return normAlerts(a.Data.Alerts)
 }
@@ -543,7 +545,7 @@ func decodeExemplars(t testing.TB, body []byte) []exemplarSeries {
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.UseNumber()
 	if err := dec.Decode(&a); err != nil || a.Status != "success" {
-		t.Fatalf("exemplars answer: %v: %s", err, clip(body))
+		t.Fatalf("exemplars answer: %v: %s", err, e2eproxy.Clip(body))
 	}
 	sort.Slice(a.Data, func(i, j int) bool { return omLabels(a.Data[i].SeriesLabels) < omLabels(a.Data[j].SeriesLabels) })
 	if a.Data == nil {
@@ -569,11 +571,11 @@ func testExemplars(t *testing.T, w *alertingWorld) {
 		_, refBody := w.get(t, w.reference.URL, "/api/v1/query_exemplars", window(q), "")
 		ref := decodeExemplars(t, refBody)
 		if len(ref) == 0 || len(ref[0].Exemplars) < 2 {
-			t.Fatalf("%s: the reference holds too few exemplars to compare: %s", q, clip(refBody))
+			t.Fatalf("%s: the reference holds too few exemplars to compare: %s", q, e2eproxy.Clip(refBody))
 		}
 		_, body := w.get(t, w.proxy.URL, "/api/v1/query_exemplars", window(q), w.tokens["admin"])
 		if got := decodeExemplars(t, body); !reflect.DeepEqual(got, ref) {
-			t.Errorf("admin %s: exemplars differ:\nproxy:     %s\nreference: %s", q, clip(body), clip(refBody))
+			t.Errorf("admin %s: exemplars differ:\nproxy:     %s\nreference: %s", q, e2eproxy.Clip(body), e2eproxy.Clip(refBody))
 		}
 		for ns, visible := range visibleTo {
 			want := []exemplarSeries{}
@@ -662,18 +664,18 @@ func testPartialRules(t *testing.T, w *alertingWorld) {
 	}
 	dead := "http://" + ln.Addr().String()
 	_ = ln.Close()
-	cfg := defaultConfig()
+	cfg := app.DefaultConfig()
 	cfg.Discovery.Static = []discovery.StaticGroup{{Name: "shard0", URLs: []string{w.backends[0].URL}}, {Name: "dead", URLs: []string{dead}}}
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	for _, path := range []string{"/api/v1/rules", "/api/v1/alerts", "/api/v1/query_exemplars"} {
 		params := url.Values{"query": {"app_requests_total"}}
 		code, body := w.get(t, p.URL, path, params, "")
 		if code != 200 || !strings.Contains(string(body), `"warnings":["partial response`) {
-			t.Errorf("%s with a dead group: HTTP %d %s", path, code, clip(body))
+			t.Errorf("%s with a dead group: HTTP %d %s", path, code, e2eproxy.Clip(body))
 		}
 		params.Set("partial_response", "false")
 		if code, body := w.get(t, p.URL, path, params, ""); code != 503 || !strings.Contains(string(body), `"errorType":"unavailable"`) {
-			t.Errorf("%s partial_response=false: HTTP %d %s", path, code, clip(body))
+			t.Errorf("%s partial_response=false: HTTP %d %s", path, code, e2eproxy.Clip(body))
 		}
 	}
 }
@@ -681,7 +683,7 @@ func testPartialRules(t *testing.T, w *alertingWorld) {
 // testAlertingGroupLabels: a group's labels are on its alerts, rules and
 // exemplar series, as on its series.
 func testAlertingGroupLabels(t *testing.T, w *alertingWorld) {
-	cfg := defaultConfig()
+	cfg := app.DefaultConfig()
 	shardOf := map[string]string{}
 	for i, p := range w.backends {
 		cluster := fmt.Sprintf("c%d", i)
@@ -690,7 +692,7 @@ func testAlertingGroupLabels(t *testing.T, w *alertingWorld) {
 			shardOf[s.counter["instance"]] = cluster
 		}
 	}
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	_, body := w.get(t, p.URL, "/api/v1/alerts", nil, "")
 	alerts := decodeAlerts(t, body)
 	if len(alerts) == 0 {
@@ -749,7 +751,7 @@ func BenchmarkAlertingVsReference(b *testing.B) {
 			b.Run(c.name+"/"+target.name, func(b *testing.B) {
 				for b.Loop() {
 					if code, body := w.get(b, target.base, c.path, c.params, target.token); code != 200 {
-						b.Fatalf("HTTP %d %s", code, clip(body))
+						b.Fatalf("HTTP %d %s", code, e2eproxy.Clip(body))
 					}
 				}
 			})
@@ -762,16 +764,16 @@ func BenchmarkAlertingVsReference(b *testing.B) {
 // series: the cluster label added, the replica label dropped, and a
 // matcher on the cluster decided by the proxy.
 func testAlertingExternalLabels(t *testing.T, w *alertingWorld) {
-	cfg := defaultConfig()
+	cfg := app.DefaultConfig()
 	for i := range alertingSeries {
 		ext := fmt.Sprintf("{cluster: e%d, prometheus_replica: r%d}", i, i)
 		p := e2eutil.StartPrometheus(t, e2eutil.V3, nil, e2eutil.WithName(fmt.Sprintf("ext%d", i)), e2eutil.WithFlags("--enable-feature=exemplar-storage"),
 			e2eutil.WithConfig(scrapeConfigExt(w.target, ext, i)), e2eutil.WithFiles(map[string]string{"rules.yml": alertingRules}))
 		cfg.Discovery.Static = append(cfg.Discovery.Static, discovery.StaticGroup{Name: fmt.Sprintf("ext%d", i), URLs: []string{p.URL}})
 	}
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	var alerts []alertJSON
-	waitFor(t, time.Minute, "alerts of both clusters, with their cluster label", func() bool {
+	e2eproxy.WaitFor(t, time.Minute, "alerts of both clusters, with their cluster label", func() bool {
 		_, body := w.get(t, p.URL, "/api/v1/alerts", nil, "")
 		alerts = decodeAlerts(t, body)
 		seen := map[string]bool{}
@@ -799,7 +801,7 @@ func testAlertingExternalLabels(t *testing.T, w *alertingWorld) {
 			}
 		}
 	}
-	waitFor(t, time.Minute, "exemplars of cluster e1", func() bool {
+	e2eproxy.WaitFor(t, time.Minute, "exemplars of cluster e1", func() bool {
 		_, body := w.get(t, p.URL, "/api/v1/query_exemplars", url.Values{"query": {`app_requests_total{cluster="e1"}`}}, "")
 		return len(decodeExemplars(t, body)) == 3
 	})

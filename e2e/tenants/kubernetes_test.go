@@ -1,4 +1,4 @@
-package main
+package tenants
 
 import (
 	"bytes"
@@ -32,7 +32,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -68,7 +70,7 @@ func TestKubernetes(t *testing.T) {
 	if t.Failed() {
 		t.FailNow() // everything below needs the CRD and the RBAC
 	}
-	f := startFleet(t)
+	f := e2eproxy.StartFleet(t)
 	t.Run("DiscoveryPodsAndExternalName", func(t *testing.T) { testDiscoveryPods(t, w, f) })
 	t.Run("DiscoveryEndpointSlices", func(t *testing.T) { testDiscoveryEndpointSlices(t, w, f) })
 	t.Run("MetricAccessObjects", func(t *testing.T) { testMetricAccessObjects(t, w, f) })
@@ -176,7 +178,7 @@ func testManifestsAccepted(t *testing.T, w *kubeWorld) {
 		if len(cfg.Discovery.Kubernetes) == 0 || !cfg.Tenants.Kubernetes {
 			t.Errorf("the ConfigMap's config does not use Kubernetes: discovery %+v tenants.kubernetes %v", cfg.Discovery.Kubernetes, cfg.Tenants.Kubernetes)
 		}
-		if _, err := loadConfig(filepath.Join(e2eutil.RepoRoot(t), "examples", "kubernetes", "config.yaml")); err != nil {
+		if _, err := app.LoadConfig(filepath.Join(e2eutil.RepoRoot(t), "examples", "kubernetes", "config.yaml")); err != nil {
 			t.Errorf("examples/kubernetes/config.yaml: %v", err)
 		}
 	})
@@ -271,35 +273,8 @@ func (w *kubeWorld) setPodReady(t testing.TB, pod *corev1.Pod, ready bool) *core
 	return pod
 }
 
-// waitGroups waits until the proxy's groups (name → replica URLs) are want.
-func waitGroups(t testing.TB, p *proxyUnderTest, what string, want map[string][]string) {
-	t.Helper()
-	start := time.Now()
-	for {
-		got := map[string][]string{}
-		for _, g := range p.app.backends.Groups() {
-			urls := []string{}
-			for _, r := range g.Replicas {
-				urls = append(urls, r.URL)
-			}
-			got[g.Name] = urls
-		}
-		for _, urls := range want {
-			slices.Sort(urls)
-		}
-		if fmt.Sprint(got) == fmt.Sprint(want) {
-			t.Logf("%s: groups followed after %v", what, time.Since(start).Round(time.Millisecond))
-			return
-		}
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("%s: groups after 5 s:\n%v\nwant:\n%v", what, got, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func kubeProxyConfig(w *kubeWorld, k discovery.KubernetesConfig) Config {
-	cfg := defaultConfig()
+func kubeProxyConfig(w *kubeWorld, k discovery.KubernetesConfig) app.Config {
+	cfg := app.DefaultConfig()
 	cfg.Proxy.EnableRequestLogging = false
 	k.Kubeconfig = w.proxyKubeconfig
 	cfg.Discovery.Kubernetes = discovery.KubernetesClusters{k}
@@ -310,11 +285,11 @@ func kubeProxyConfig(w *kubeWorld, k discovery.KubernetesConfig) Config {
 // label (an HA pair of shard 0, one pod for shard 1) and shard 2 behind an
 // ExternalName Service answer like the reference; readiness and deletions
 // are followed within seconds.
-func testDiscoveryPods(t *testing.T, w *kubeWorld, f *fleet) {
+func testDiscoveryPods(t *testing.T, w *kubeWorld, f *e2eproxy.Fleet) {
 	const ns = "prom-pods"
 	w.namespace(t, ns)
 	// The HA partner of shard 0: another server holding the same data.
-	partner := e2eutil.StartPrometheus(t, e2eutil.V3, openMetrics(t, f.data, 0, nil), e2eutil.WithName(f.data.Clusters[0]+"-replica"))
+	partner := e2eutil.StartPrometheus(t, e2eutil.V3, e2eproxy.OpenMetrics(t, f.Data, 0, nil), e2eutil.WithName(f.Data.Clusters[0]+"-replica"))
 	sel := map[string]string{"app.kubernetes.io/name": "prometheus"}
 	with := func(k, v string) map[string]string {
 		m := map[string]string{k: v}
@@ -323,12 +298,12 @@ func testDiscoveryPods(t *testing.T, w *kubeWorld, f *fleet) {
 		}
 		return m
 	}
-	a0 := w.prometheusPod(t, ns, "prometheus-a-0", with("prometheus", "a"), f.shards[0])
+	a0 := w.prometheusPod(t, ns, "prometheus-a-0", with("prometheus", "a"), f.Shards[0])
 	w.prometheusPod(t, ns, "prometheus-a-1", with("prometheus", "a"), partner)
-	b0 := w.prometheusPod(t, ns, "prometheus-b-0", with("prometheus", "b"), f.shards[1])
+	b0 := w.prometheusPod(t, ns, "prometheus-b-0", with("prometheus", "b"), f.Shards[1])
 	// Not selected: its data would double shard 1's.
-	w.prometheusPod(t, ns, "stray", map[string]string{"prometheus": "b"}, f.shards[1])
-	_, port, _ := net.SplitHostPort(f.shards[2].Addr)
+	w.prometheusPod(t, ns, "stray", map[string]string{"prometheus": "b"}, f.Shards[1])
+	_, port, _ := net.SplitHostPort(f.Shards[2].Addr)
 	n, _ := strconv.Atoi(port)
 	if _, err := w.admin.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-c", Labels: sel},
@@ -338,58 +313,58 @@ func testDiscoveryPods(t *testing.T, w *kubeWorld, f *fleet) {
 		t.Fatal(err)
 	}
 
-	p := startProxy(t, kubeProxyConfig(w, discovery.KubernetesConfig{
+	p := e2eproxy.StartProxy(t, kubeProxyConfig(w, discovery.KubernetesConfig{
 		Namespaces:     []string{ns},
 		LabelSelectors: sel,
 		Port:           "web",
 		ResourceTypes:  []string{"Pod", "Service"},
 	}))
 	groupA, groupB, groupC := "pods/"+ns+"/prometheus=a", "pods/"+ns+"/prometheus=b", "service/"+ns+"/prometheus-c"
-	waitGroups(t, p, "discovered", map[string][]string{
-		groupA: {f.shards[0].URL, partner.URL},
-		groupB: {f.shards[1].URL},
+	e2eproxy.WaitGroups(t, p, "discovered", map[string][]string{
+		groupA: {f.Shards[0].URL, partner.URL},
+		groupB: {f.Shards[1].URL},
 		groupC: {"http://localhost:" + port},
 	})
-	if a := doRequest(t, p.URL, apiRequest{path: "/ready"}); a.code != http.StatusOK {
-		t.Errorf("/ready: %d %s", a.code, a.body)
+	if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/ready"}); a.Code != http.StatusOK {
+		t.Errorf("/ready: %d %s", a.Code, a.Body)
 	}
-	runSuite(t, f.reference.URL, p.URL, suiteRequests(f.data), nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, e2eproxy.SuiteRequests(f.Data), nil)
 
 	// One replica of the pair not ready: its partner answers alone.
 	w.setPodReady(t, a0, false)
-	waitGroups(t, p, "replica not ready", map[string][]string{
+	e2eproxy.WaitGroups(t, p, "replica not ready", map[string][]string{
 		groupA: {partner.URL},
-		groupB: {f.shards[1].URL},
+		groupB: {f.Shards[1].URL},
 		groupC: {"http://localhost:" + port},
 	})
 	queries := queryRequests(f, 12)
-	runSuite(t, f.reference.URL, p.URL, queries, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, queries, nil)
 
 	// Shard 1's only pod deleted: its group goes, and its data with it.
 	if err := w.admin.CoreV1().Pods(ns).Delete(context.Background(), b0.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitGroups(t, p, "pod deleted", map[string][]string{
+	e2eproxy.WaitGroups(t, p, "pod deleted", map[string][]string{
 		groupA: {partner.URL},
 		groupC: {"http://localhost:" + port},
 	})
-	countUp := apiRequest{path: "/api/v1/query", params: url.Values{"query": {"count(up)"}, "time": {formatTime(f.data.Start.Add(time.Hour))}}}
-	if d := diffAnswers(t, doRequest(t, f.reference.URL, countUp), doRequest(t, p.URL, countUp)); d == "" {
+	countUp := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {"count(up)"}, "time": {e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))}}}
+	if d := e2eproxy.DiffAnswers(t, e2eproxy.DoRequest(t, f.Reference.URL, countUp), e2eproxy.DoRequest(t, p.URL, countUp)); d == "" {
 		t.Error("count(up) still equals the reference after shard 1's pod was deleted")
 	}
 	if err := w.admin.CoreV1().Services(ns).Delete(context.Background(), "prometheus-c", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitGroups(t, p, "service deleted", map[string][]string{groupA: {partner.URL}})
+	e2eproxy.WaitGroups(t, p, "service deleted", map[string][]string{groupA: {partner.URL}})
 }
 
 // queryRequests is the first n PromQL expressions of the suite, as instant
 // queries: enough to tell whether every shard answers.
-func queryRequests(f *fleet, n int) []apiRequest {
-	at := formatTime(f.data.Start.Add(time.Hour))
-	var reqs []apiRequest
-	for _, e := range suiteExprs[:min(n, len(suiteExprs))] {
-		reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {expandExpr(e, f.data)}, "time": {at}}})
+func queryRequests(f *e2eproxy.Fleet, n int) []e2eproxy.APIRequest {
+	at := e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))
+	var reqs []e2eproxy.APIRequest
+	for _, e := range e2eproxy.SuiteExprs[:min(n, len(e2eproxy.SuiteExprs))] {
+		reqs = append(reqs, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {e2eproxy.ExpandExpr(e, f.Data)}, "time": {at}}})
 	}
 	return reqs
 }
@@ -468,13 +443,13 @@ func (rp *redirectingProxy) count(addr string) int64 {
 // (non-loopback) addresses, the only kind the API server accepts there. The
 // proxy's connections go through a forward proxy that maps those addresses
 // to the local shards.
-func testDiscoveryEndpointSlices(t *testing.T, w *kubeWorld, f *fleet) {
+func testDiscoveryEndpointSlices(t *testing.T, w *kubeWorld, f *e2eproxy.Fleet) {
 	const ns = "prom-slices"
 	w.namespace(t, ns)
 	redirect := map[string]string{}
 	want := map[string][]string{}
 	sel := map[string]string{"app.kubernetes.io/name": "prometheus"}
-	for i, shard := range f.shards {
+	for i, shard := range f.Shards {
 		svc := "shard-" + strconv.Itoa(i)
 		if _, err := w.admin.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: svc, Labels: sel},
@@ -497,9 +472,9 @@ func testDiscoveryEndpointSlices(t *testing.T, w *kubeWorld, f *fleet) {
 	})
 	proxyURL, _ := url.Parse(rp.URL)
 	cfg.Backend.HTTPClient.ProxyURL = config_util.URL{URL: proxyURL}
-	p := startProxy(t, cfg)
-	waitGroups(t, p, "discovered", want)
-	runSuite(t, f.reference.URL, p.URL, suiteRequests(f.data), nil)
+	p := e2eproxy.StartProxy(t, cfg)
+	e2eproxy.WaitGroups(t, p, "discovered", want)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, e2eproxy.SuiteRequests(f.Data), nil)
 	for addr := range redirect {
 		if rp.count(addr) == 0 {
 			t.Errorf("no connection to %s went through the test proxy", addr)
@@ -515,16 +490,16 @@ func testDiscoveryEndpointSlices(t *testing.T, w *kubeWorld, f *fleet) {
 		t.Fatal(err)
 	}
 	want["service/"+ns+"/shard-2"] = []string{}
-	waitGroups(t, p, "slice deleted", want)
-	a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {"count(up)"}, "time": {formatTime(f.data.Start.Add(time.Hour))}}})
-	if a.code != http.StatusOK || !strings.Contains(string(a.body), "service/"+ns+"/shard-2") {
-		t.Errorf("query without shard 2's endpoints: HTTP %d %s, want a warning naming the group", a.code, clip(a.body))
+	e2eproxy.WaitGroups(t, p, "slice deleted", want)
+	a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {"count(up)"}, "time": {e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))}}})
+	if a.Code != http.StatusOK || !strings.Contains(string(a.Body), "service/"+ns+"/shard-2") {
+		t.Errorf("query without shard 2's endpoints: HTTP %d %s, want a warning naming the group", a.Code, e2eproxy.Clip(a.Body))
 	}
 	if err := w.admin.CoreV1().Services(ns).Delete(context.Background(), "shard-2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	delete(want, "service/"+ns+"/shard-2")
-	waitGroups(t, p, "service deleted", want)
+	e2eproxy.WaitGroups(t, p, "service deleted", want)
 }
 
 func createSlice(t testing.TB, w *kubeWorld, ns, svc, addr string, port int32) {
@@ -546,7 +521,7 @@ func createSlice(t testing.TB, w *kubeWorld, ns, svc, addr string, port int32) {
 // tenant's oracle); objects created, changed and deleted take effect and get
 // their status within 5 s; an API server outage keeps the last policies and
 // /ready says degraded.
-func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *fleet) {
+func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *e2eproxy.Fleet) {
 	for _, ns := range []string{"team-a", "team-b", "team-c", "sneaky"} {
 		w.namespace(t, ns)
 	}
@@ -556,21 +531,21 @@ func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *fleet) {
 	}
 	w.kube.ApplyFiles(t, examples...)
 
-	cfg := baseConfig(f)
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Tenants.Kubernetes = true
 	cfg.Tenants.AdminNamespaces = []string{"monitoring"}
 	// Outside a cluster and without discovery.kubernetes, the proxy finds
 	// its cluster through $KUBECONFIG.
 	t.Setenv("KUBECONFIG", w.proxyKubeconfig)
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 
 	eventually := func(what string, cond func() error) {
 		t.Helper()
 		e2eutil.Eventually(t, 5*time.Second, what, cond)
 	}
 	ready := func() error {
-		if a := doRequest(t, p.URL, apiRequest{path: "/ready"}); a.code != http.StatusOK {
-			return fmt.Errorf("/ready: HTTP %d %s", a.code, a.body)
+		if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/ready"}); a.Code != http.StatusOK {
+			return fmt.Errorf("/ready: HTTP %d %s", a.Code, a.Body)
 		}
 		return nil
 	}
@@ -600,29 +575,29 @@ func testMetricAccessObjects(t *testing.T, w *kubeWorld, f *fleet) {
 		eventually("status of "+o.ns+"/"+o.name, status(o.ns, o.name, metav1.ConditionTrue, tenancy.ReasonValid, 2))
 	}
 
-	attacks := attackRequests(f)
+	attacks := e2eproxy.AttackRequests(f)
 	for _, ns := range []string{"team-a", "team-b", "team-c"} {
 		t.Run(ns, func(t *testing.T) {
-			oracle := oracleFor(t, f, ns, policyOf(t, p, ns))
+			oracle := e2eproxy.OracleFor(t, f, ns, e2eproxy.PolicyOf(t, p, ns))
 			if ns == "team-c" {
 				// One whole suite; the files test covers the others as well.
-				runSuiteMinData(t, oracle.URL, p.URL, suiteRequests(f.data), tenantHeader(ns), 40)
+				e2eproxy.RunSuiteMinData(t, oracle.URL, p.URL, e2eproxy.SuiteRequests(f.Data), e2eproxy.TenantHeader(ns), 40)
 			}
 			for _, r := range attacks {
-				want := doRequest(t, oracle.URL, r)
-				r.header = tenantHeader(ns)
-				compareAnswers(t, "attack "+r.String(), want, doRequest(t, p.URL, r))
+				want := e2eproxy.DoRequest(t, oracle.URL, r)
+				r.Header = e2eproxy.TenantHeader(ns)
+				e2eproxy.CompareAnswers(t, "attack "+r.String(), want, e2eproxy.DoRequest(t, p.URL, r))
 			}
 		})
 	}
 
-	at := formatTime(f.data.Start.Add(time.Hour))
+	at := e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))
 	count := func(ns, expr string) (int, string) { return resultCount(t, p, ns, expr, at) }
 	sees := func(ns, expr string, want bool) func() error {
 		return func() error {
 			n, body := count(ns, expr)
 			if (n > 0) != want {
-				return fmt.Errorf("%s, %s: %s", ns, expr, clip([]byte(body)))
+				return fmt.Errorf("%s, %s: %s", ns, expr, e2eproxy.Clip([]byte(body)))
 			}
 			return nil
 		}
@@ -674,7 +649,7 @@ spec:
 	}
 	eventually("namespace without objects refused", func() error {
 		if n, body := count("team-b", "up"); n != -http.StatusForbidden {
-			return fmt.Errorf("team-b: %d %s", n, clip([]byte(body)))
+			return fmt.Errorf("team-b: %d %s", n, e2eproxy.Clip([]byte(body)))
 		}
 		return nil
 	})
@@ -689,13 +664,13 @@ spec:
 		}()
 		start := time.Now()
 		for {
-			a := doRequest(t, p.URL, apiRequest{path: "/ready"})
-			if strings.Contains(string(a.body), "degraded") {
-				t.Logf("/ready after %v: HTTP %d %s", time.Since(start).Round(time.Millisecond), a.code, a.body)
+			a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/ready"})
+			if strings.Contains(string(a.Body), "degraded") {
+				t.Logf("/ready after %v: HTTP %d %s", time.Since(start).Round(time.Millisecond), a.Code, a.Body)
 				break
 			}
 			if time.Since(start) > 15*time.Second {
-				t.Fatalf("/ready does not say degraded 15 s into the outage: HTTP %d %s", a.code, a.body)
+				t.Fatalf("/ready does not say degraded 15 s into the outage: HTTP %d %s", a.Code, a.Body)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -709,7 +684,7 @@ spec:
 		w.kube.StartAPIServer()
 		restarted = true
 		start = time.Now()
-		for ready() != nil || strings.Contains(string(doRequest(t, p.URL, apiRequest{path: "/ready"}).body), "degraded") {
+		for ready() != nil || strings.Contains(string(e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/ready"}).Body), "degraded") {
 			if time.Since(start) > 15*time.Second {
 				t.Fatalf("not ready 15 s after the API server came back: %v", ready())
 			}
@@ -728,14 +703,14 @@ spec:
 
 // configMapConfig loads the config.yaml a ConfigMap of deploy/kubernetes
 // holds, as the proxy in the pod would.
-func configMapConfig(t *testing.T, cm *unstructured.Unstructured) Config {
+func configMapConfig(t *testing.T, cm *unstructured.Unstructured) app.Config {
 	t.Helper()
 	text, _, _ := unstructured.NestedString(cm.Object, "data", "config.yaml")
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := app.LoadConfig(path)
 	if err != nil {
 		t.Fatalf("the ConfigMap's config.yaml: %v", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package operations
 
 import (
 	"context"
@@ -23,7 +23,9 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
@@ -233,7 +235,7 @@ spec:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultConfig()
+	cfg := app.DefaultConfig()
 	cfg.Discovery.Static = static
 	cfg.Tenants.Files = []string{filepath.Join(dir, "*.yaml")}
 	cfg.Proxy.EnableRequestLogging = true
@@ -244,7 +246,7 @@ spec:
 	// Nothing the proxy starts itself is sampled: only the request below,
 	// whose caller samples it, is traced.
 	cfg.Tracing.SamplingFraction = 0
-	proxy, logs := startProxyLogging(t, cfg, slog.LevelInfo)
+	proxy, logs := e2eproxy.StartProxyLogging(t, cfg, slog.LevelInfo)
 
 	query := url.Values{"query": {"trace_test_value"}, "time": {strconv.FormatInt(now.Add(-10*time.Minute).Unix(), 10)}}
 	get := func(header http.Header) (int, string) {
@@ -262,8 +264,8 @@ spec:
 		return resp.StatusCode, string(b)
 	}
 	// The tenant's rules are read from the file shortly after start.
-	waitFor(t, 30*time.Second, "team-a's policy", func() bool {
-		code, _ := get(tenantHeader("team-a"))
+	e2eproxy.WaitFor(t, 30*time.Second, "team-a's policy", func() bool {
+		code, _ := get(e2eproxy.TenantHeader("team-a"))
 		return code == http.StatusOK
 	})
 
@@ -271,7 +273,7 @@ spec:
 		traceID      = "4bf92f3577b34da6a3ce929d0e0e4736"
 		clientSpanID = "00f067aa0ba902b7"
 	)
-	h := tenantHeader("team-a")
+	h := e2eproxy.TenantHeader("team-a")
 	h.Set("traceparent", "00-"+traceID+"-"+clientSpanID+"-01")
 	// The cache is bypassed by its own key: the earlier requests asked the
 	// same query and filled it, so ask for one a second later.
@@ -373,7 +375,7 @@ spec:
 		}
 	}
 	if !found {
-		t.Errorf("no request log line carries trace_id %s:\n%s", traceID, clip(logs.Bytes()))
+		t.Errorf("no request log line carries trace_id %s:\n%s", traceID, e2eproxy.Clip(logs.Bytes()))
 	}
 	req, err := http.NewRequest(http.MethodGet, proxy.ManagementURL+"/metrics", nil)
 	if err != nil {
@@ -411,7 +413,7 @@ func testTracingPushDown(t *testing.T, recv *otlpReceiver, base string, groups [
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header = tenantHeader("team-a")
+	req.Header = e2eproxy.TenantHeader("team-a")
 	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b8-01")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package query
 
 import (
 	"bufio"
@@ -21,7 +21,9 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
@@ -164,8 +166,8 @@ func startExtFleet(t testing.TB) *extFleet {
 	return f
 }
 
-func (f *extFleet) config() Config {
-	cfg := defaultConfig()
+func (f *extFleet) config() app.Config {
+	cfg := app.DefaultConfig()
 	cfg.Discovery.Static = f.groups
 	cfg.Proxy.EnableRequestLogging = false
 	return cfg
@@ -173,19 +175,19 @@ func (f *extFleet) config() Config {
 
 // startExtProxy starts a proxy over the fleet and waits until it has read
 // every replica's external labels.
-func startExtProxy(t testing.TB, cfg Config) *proxyUnderTest {
+func startExtProxy(t testing.TB, cfg app.Config) *e2eproxy.Proxy {
 	t.Helper()
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	waitExternalLabels(t, p)
 	return p
 }
 
-func waitExternalLabels(t testing.TB, p *proxyUnderTest) {
+func waitExternalLabels(t testing.TB, p *e2eproxy.Proxy) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		missing := ""
-		for _, g := range p.app.backends.Status() {
+		for _, g := range p.App.Backends().Status() {
 			for _, r := range g.Replicas {
 				if r.ExternalLabels == nil {
 					missing = g.Group + " " + r.URL
@@ -204,8 +206,8 @@ func waitExternalLabels(t testing.TB, p *proxyUnderTest) {
 
 // extRequests are the requests about external labels: every matcher type
 // on cluster, aggregation by it, replica labels, and the label endpoints.
-func extRequests(cfg datagen.Config) []apiRequest {
-	instants, ranges := suiteTimes(cfg)
+func extRequests(cfg datagen.Config) []e2eproxy.APIRequest {
+	instants, ranges := e2eproxy.SuiteTimes(cfg)
 	exprs := []string{
 		`up{cluster=~"cluster-a|cluster-b"}`,
 		`up{cluster!="cluster-a"}`,
@@ -226,15 +228,15 @@ func extRequests(cfg datagen.Config) []apiRequest {
 		`up{cluster!~"cluster-a.*"} or on () vector(0)`,
 		`absent(up{cluster="cluster-d"})`,
 	}
-	var reqs []apiRequest
+	var reqs []e2eproxy.APIRequest
 	for i, e := range exprs {
-		reqs = append(reqs, apiRequest{path: "/api/v1/query", params: url.Values{"query": {e}, "time": {formatTime(instants[i%len(instants)])}}, post: i%2 == 0})
+		reqs = append(reqs, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {e}, "time": {e2eproxy.FormatTime(instants[i%len(instants)])}}, Post: i%2 == 0})
 		r := ranges[i%len(ranges)]
-		reqs = append(reqs, apiRequest{path: "/api/v1/query_range", params: url.Values{
-			"query": {e}, "start": {formatTime(r.start)}, "end": {formatTime(r.end)}, "step": {strconv.FormatFloat(r.step.Seconds(), 'f', -1, 64)},
+		reqs = append(reqs, e2eproxy.APIRequest{Path: "/api/v1/query_range", Params: url.Values{
+			"query": {e}, "start": {e2eproxy.FormatTime(r.Start)}, "end": {e2eproxy.FormatTime(r.End)}, "step": {strconv.FormatFloat(r.Step.Seconds(), 'f', -1, 64)},
 		}})
 	}
-	start, end := formatTime(cfg.Start.Add(20*time.Minute)), formatTime(cfg.Start.Add(40*time.Minute))
+	start, end := e2eproxy.FormatTime(cfg.Start.Add(20*time.Minute)), e2eproxy.FormatTime(cfg.Start.Add(40*time.Minute))
 	for _, ms := range [][]string{
 		nil,
 		{`up`},
@@ -249,14 +251,14 @@ func extRequests(cfg datagen.Config) []apiRequest {
 			p.Add("match[]", m)
 		}
 		reqs = append(reqs,
-			apiRequest{path: "/api/v1/labels", params: p},
-			apiRequest{path: "/api/v1/label/cluster/values", params: p},
-			apiRequest{path: "/api/v1/label/prometheus/values", params: p},
-			apiRequest{path: "/api/v1/label/prometheus_replica/values", params: p},
-			apiRequest{path: "/api/v1/label/job/values", params: p},
+			e2eproxy.APIRequest{Path: "/api/v1/labels", Params: p},
+			e2eproxy.APIRequest{Path: "/api/v1/label/cluster/values", Params: p},
+			e2eproxy.APIRequest{Path: "/api/v1/label/prometheus/values", Params: p},
+			e2eproxy.APIRequest{Path: "/api/v1/label/prometheus_replica/values", Params: p},
+			e2eproxy.APIRequest{Path: "/api/v1/label/job/values", Params: p},
 		)
 		if len(ms) > 0 {
-			reqs = append(reqs, apiRequest{path: "/api/v1/series", params: p, post: true})
+			reqs = append(reqs, e2eproxy.APIRequest{Path: "/api/v1/series", Params: p, Post: true})
 		}
 	}
 	return reqs
@@ -268,23 +270,23 @@ func TestExternalLabels(t *testing.T) {
 	f := startExtFleet(t)
 	t.Run("QueryPathEqualsReference", func(t *testing.T) {
 		p := startExtProxy(t, f.config())
-		runSuite(t, f.reference.URL, p.URL, suiteRequests(f.data), nil)
+		e2eproxy.RunSuite(t, f.reference.URL, p.URL, e2eproxy.SuiteRequests(f.data), nil)
 	})
 	t.Run("ExternalLabelMatchersEqualReference", func(t *testing.T) {
 		p := startExtProxy(t, f.config())
-		n := runSuiteMinData(t, f.reference.URL, p.URL, extRequests(f.data), nil, 30)
+		n := e2eproxy.RunSuiteMinData(t, f.reference.URL, p.URL, extRequests(f.data), nil, 30)
 		// The answers must have been about clusters at all.
-		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/label/cluster/values", params: allData(f.data)})
+		a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/label/cluster/values", Params: e2eproxy.AllData(f.data)})
 		for _, c := range f.data.Clusters {
-			if !strings.Contains(string(a.body), `"`+c+`"`) {
-				t.Errorf("/api/v1/label/cluster/values lacks %s: %s", c, a.body)
+			if !strings.Contains(string(a.Body), `"`+c+`"`) {
+				t.Errorf("/api/v1/label/cluster/values lacks %s: %s", c, a.Body)
 			}
 		}
 		t.Logf("%d requests on external labels compared", n)
 	})
 	t.Run("DebugTargetsShowExternalLabels", func(t *testing.T) {
 		p := startExtProxy(t, f.config())
-		for _, g := range p.app.backends.Status() {
+		for _, g := range p.App.Backends().Status() {
 			if g.ExternalLabels["cluster"] == "" || g.ExternalLabels["prometheus_replica"] != "" {
 				t.Errorf("group %s shows external labels %v; want cluster and no replica label", g.Group, g.ExternalLabels)
 			}
@@ -302,32 +304,32 @@ func TestExternalLabels(t *testing.T) {
 // queries in a row give byte-identical JSON; without replica labels the same
 // run shows the flapping legend (the negative control).
 func testHAPairByteIdentical(t *testing.T, f *extFleet) {
-	at := formatTime(f.data.Start.Add(45 * time.Minute))
-	reqs := []apiRequest{
-		{path: "/api/v1/query", params: url.Values{"query": {`up`}, "time": {at}}},
-		{path: "/api/v1/query_range", params: url.Values{"query": {`rate(http_requests_total{cluster="cluster-a"}[5m])`},
-			"start": {formatTime(f.data.Start.Add(10 * time.Minute))}, "end": {formatTime(f.data.Start.Add(60 * time.Minute))}, "step": {"60"}}},
-		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {at}, "end": {at}}},
+	at := e2eproxy.FormatTime(f.data.Start.Add(45 * time.Minute))
+	reqs := []e2eproxy.APIRequest{
+		{Path: "/api/v1/query", Params: url.Values{"query": {`up`}, "time": {at}}},
+		{Path: "/api/v1/query_range", Params: url.Values{"query": {`rate(http_requests_total{cluster="cluster-a"}[5m])`},
+			"start": {e2eproxy.FormatTime(f.data.Start.Add(10 * time.Minute))}, "end": {e2eproxy.FormatTime(f.data.Start.Add(60 * time.Minute))}, "step": {"60"}}},
+		{Path: "/api/v1/series", Params: url.Values{"match[]": {`up`}, "start": {at}, "end": {at}}},
 	}
-	run := func(cfg Config) (identical bool, replicasUsed int) {
+	run := func(cfg app.Config) (identical bool, replicasUsed int) {
 		p := startExtProxy(t, cfg)
 		identical = true
 		for _, r := range reqs {
-			first := doRequest(t, p.URL, r)
-			if first.code != http.StatusOK || !hasData(t, first) {
-				t.Fatalf("%s: HTTP %d %s", r, first.code, clip(first.body))
+			first := e2eproxy.DoRequest(t, p.URL, r)
+			if first.Code != http.StatusOK || !e2eproxy.HasData(t, first) {
+				t.Fatalf("%s: HTTP %d %s", r, first.Code, e2eproxy.Clip(first.Body))
 			}
 			for i := 1; i < 20; i++ {
-				if got := doRequest(t, p.URL, r); !bytes.Equal(got.body, first.body) {
+				if got := e2eproxy.DoRequest(t, p.URL, r); !bytes.Equal(got.Body, first.Body) {
 					identical = false
-					t.Logf("%s: answer %d differs:\n%s\nfirst:\n%s", r, i, clip(got.body), clip(first.body))
+					t.Logf("%s: answer %d differs:\n%s\nfirst:\n%s", r, i, e2eproxy.Clip(got.Body), e2eproxy.Clip(first.Body))
 					break
 				}
 			}
 		}
-		metrics := doRequest(t, p.URL, apiRequest{path: "/metrics"})
+		metrics := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/metrics"})
 		for _, rp := range f.pair {
-			if bytes.Contains(metrics.body, []byte(`backend="`+rp.URL+`"`)) {
+			if bytes.Contains(metrics.Body, []byte(`backend="`+rp.URL+`"`)) {
 				replicasUsed++
 			}
 		}
@@ -387,15 +389,15 @@ spec:
 	cfg.Tenants.Files = []string{filepath.Join(dir, "*.yaml")}
 	cfg.Tenants.AdminNamespaces = []string{"monitoring"}
 	p := startExtProxy(t, cfg)
-	reqs := append(suiteRequests(f.data), extRequests(f.data)...)
+	reqs := append(e2eproxy.SuiteRequests(f.data), extRequests(f.data)...)
 	for _, ns := range []string{"team-a", "team-b"} {
 		t.Run(ns, func(t *testing.T) {
-			pol, err := p.app.tenants.Policy(ns)
+			pol, err := p.App.Tenants().Policy(ns)
 			if err != nil {
 				t.Fatal(err)
 			}
 			oracle := extOracle(t, f, ns, pol)
-			runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader(ns), 40)
+			e2eproxy.RunSuiteMinData(t, oracle.URL, p.URL, reqs, e2eproxy.TenantHeader(ns), 40)
 		})
 	}
 	// Tenants that are clusters: tenants.namespace_label names the external
@@ -415,12 +417,12 @@ spec:
 		cfg.Tenants.Files = []string{filepath.Join(dir, "*.yaml")}
 		cfg.Tenants.NamespaceLabel = "cluster"
 		p := startExtProxy(t, cfg)
-		pol, err := p.app.tenants.Policy("cluster-c")
+		pol, err := p.App.Tenants().Policy("cluster-c")
 		if err != nil {
 			t.Fatal(err)
 		}
 		oracle := extOracle(t, f, "cluster-c", pol)
-		runSuiteMinData(t, oracle.URL, p.URL, reqs, tenantHeader("cluster-c"), 40)
+		e2eproxy.RunSuiteMinData(t, oracle.URL, p.URL, reqs, e2eproxy.TenantHeader("cluster-c"), 40)
 	})
 }
 
@@ -520,12 +522,12 @@ proxy:
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := app.LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := startExtProxy(t, cfg)
-	runSuite(t, f.reference.URL, p.URL, append(suiteRequests(f.data), extRequests(f.data)...), nil)
+	e2eproxy.RunSuite(t, f.reference.URL, p.URL, append(e2eproxy.SuiteRequests(f.data), extRequests(f.data)...), nil)
 	if guarded.authorized.Load() == 0 || guarded.denied.Load() != 0 {
 		t.Errorf("guarded group: %d authorized, %d denied requests; want all authorized", guarded.authorized.Load(), guarded.denied.Load())
 	}

@@ -1,4 +1,4 @@
-package main
+package query
 
 import (
 	"net/url"
@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
@@ -18,23 +19,23 @@ import (
 // backends), interleaved so machine drift hits both alike. It reports each
 // side's time per query set and their ratio.
 func BenchmarkProxyVsReference(b *testing.B) {
-	f := startFleet(b)
-	cfg := baseConfig(f)
+	f := e2eproxy.StartFleet(b)
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Proxy.EnableCaching = false
-	p := startProxy(b, cfg)
-	start, end := f.data.Start.Add(10*time.Minute), f.data.Start.Add(110*time.Minute)
-	queries := []apiRequest{}
+	p := e2eproxy.StartProxy(b, cfg)
+	start, end := f.Data.Start.Add(10*time.Minute), f.Data.Start.Add(110*time.Minute)
+	queries := []e2eproxy.APIRequest{}
 	for _, q := range []string{
 		`sum by (namespace, code) (rate(http_requests_total[5m]))`,
 		`histogram_quantile(0.9, sum by (le, namespace) (rate(http_request_duration_seconds_bucket[5m])))`,
 		`topk(3, memory_usage_bytes)`,
 		`count by (__name__) ({__name__=~".+"})`,
 	} {
-		queries = append(queries, apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{
-			"query": {q}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"60"},
+		queries = append(queries, e2eproxy.APIRequest{Path: "/api/v1/query_range", Post: true, Params: url.Values{
+			"query": {q}, "start": {e2eproxy.FormatTime(start)}, "end": {e2eproxy.FormatTime(end)}, "step": {"60"},
 		}})
 	}
-	benchSides(b, queries, []string{"ref", "proxy"}, []string{f.reference.URL, p.URL})
+	benchSides(b, queries, []string{"ref", "proxy"}, []string{f.Reference.URL, p.URL})
 }
 
 // BenchmarkPushDown times the same uncached queries against the reference,
@@ -43,18 +44,18 @@ func BenchmarkProxyVsReference(b *testing.B) {
 // reports each side's time per query set and the ratios to the reference.
 func BenchmarkPushDown(b *testing.B) {
 	data := datagen.DefaultConfig()
-	f := &fleet{data: data}
-	f.shards = make([]*e2eutil.Prometheus, data.Shards())
-	for i := range f.shards {
+	f := &e2eproxy.Fleet{Data: data}
+	f.Shards = make([]*e2eutil.Prometheus, data.Shards())
+	for i := range f.Shards {
 		own := data.Clusters[i]
-		f.shards[i] = e2eutil.StartPrometheus(b, e2eutil.V3, openMetrics(b, data, i, func(l labels.Labels) bool { return l.Get("cluster") == own }), e2eutil.WithName("bench-"+own))
+		f.Shards[i] = e2eutil.StartPrometheus(b, e2eutil.V3, e2eproxy.OpenMetrics(b, data, i, func(l labels.Labels) bool { return l.Get("cluster") == own }), e2eutil.WithName("bench-"+own))
 	}
-	f.reference = e2eutil.StartPrometheus(b, e2eutil.V3, openMetrics(b, data, -1, ownCluster), e2eutil.WithName("bench-reference"))
+	f.Reference = e2eutil.StartPrometheus(b, e2eutil.V3, e2eproxy.OpenMetrics(b, data, -1, ownCluster), e2eutil.WithName("bench-reference"))
 	off, on, sums := pushDownConfig(f, false), pushDownConfig(f, true), pushDownConfigSums(f, true, plan.FloatSumsReassociate)
 	off.Proxy.EnableCaching, on.Proxy.EnableCaching, sums.Proxy.EnableCaching = false, false, false
-	pOff, pOn, pSums := startProxy(b, off), startProxy(b, on), startProxy(b, sums)
+	pOff, pOn, pSums := e2eproxy.StartProxy(b, off), e2eproxy.StartProxy(b, on), e2eproxy.StartProxy(b, sums)
 	start, end := data.Start.Add(10*time.Minute), data.Start.Add(110*time.Minute)
-	var queries []apiRequest
+	var queries []e2eproxy.APIRequest
 	for _, q := range []string{
 		`sum by (namespace, code) (rate(http_requests_total[5m]))`,
 		`histogram_quantile(0.9, sum by (le, namespace) (rate(http_request_duration_seconds_bucket[5m])))`,
@@ -70,8 +71,8 @@ func BenchmarkPushDown(b *testing.B) {
 		`1 - avg by (cluster) (rate(node_cpu_seconds_total{mode="idle"}[5m]))`,
 	} {
 		queries = append(queries,
-			apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{"query": {q}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"60"}}},
-			apiRequest{path: "/api/v1/query", post: true, params: url.Values{"query": {q}, "time": {formatTime(end)}}})
+			e2eproxy.APIRequest{Path: "/api/v1/query_range", Post: true, Params: url.Values{"query": {q}, "start": {e2eproxy.FormatTime(start)}, "end": {e2eproxy.FormatTime(end)}, "step": {"60"}}},
+			e2eproxy.APIRequest{Path: "/api/v1/query", Post: true, Params: url.Values{"query": {q}, "time": {e2eproxy.FormatTime(end)}}})
 	}
 	// each[side][i] is the time side spent on queries[i], summed over b.N.
 	each := make([][]time.Duration, 4)
@@ -82,8 +83,8 @@ func BenchmarkPushDown(b *testing.B) {
 		var total time.Duration
 		for i, q := range queries {
 			t0 := time.Now()
-			if a := doRequest(b, base, q); a.code != 200 {
-				b.Fatalf("%s: HTTP %d: %s", q, a.code, clip(a.body))
+			if a := e2eproxy.DoRequest(b, base, q); a.Code != 200 {
+				b.Fatalf("%s: HTTP %d: %s", q, a.Code, e2eproxy.Clip(a.Body))
 			}
 			d := time.Since(t0)
 			each[side][i] += d
@@ -91,7 +92,7 @@ func BenchmarkPushDown(b *testing.B) {
 		}
 		return total
 	}
-	sides := []string{f.reference.URL, pOff.URL, pOn.URL, pSums.URL}
+	sides := []string{f.Reference.URL, pOff.URL, pOn.URL, pSums.URL}
 	for i, u := range sides {
 		run(i, u) // warm page caches and connections
 	}
@@ -109,7 +110,7 @@ func BenchmarkPushDown(b *testing.B) {
 	b.StopTimer()
 	for i, q := range queries {
 		r := float64(each[0][i])
-		b.Logf("%-11s off %.2f on %.2f sums %.2f  %s", strings.TrimPrefix(q.path, "/api/v1/"), float64(each[1][i])/r, float64(each[2][i])/r, float64(each[3][i])/r, q.params.Get("query"))
+		b.Logf("%-11s off %.2f on %.2f sums %.2f  %s", strings.TrimPrefix(q.Path, "/api/v1/"), float64(each[1][i])/r, float64(each[2][i])/r, float64(each[3][i])/r, q.Params.Get("query"))
 	}
 	b.ReportMetric(float64(ref.Nanoseconds())/float64(b.N), "ref-ns/set")
 	b.ReportMetric(float64(tOff)/float64(ref), "off/ref")

@@ -1,4 +1,4 @@
-package main
+package operations
 
 import (
 	"bytes"
@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -156,11 +157,11 @@ func startBrowser(t *testing.T) *cdp {
 		cancel()
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("chromium output:\n%s", clip(logs.Bytes()))
+			t.Logf("chromium output:\n%s", e2eproxy.Clip(logs.Bytes()))
 		}
 	})
 	var port string
-	waitFor(t, 30*time.Second, "chromium's DevToolsActivePort", func() bool {
+	e2eproxy.WaitFor(t, 30*time.Second, "chromium's DevToolsActivePort", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "profile", "DevToolsActivePort"))
 		if err != nil {
 			return false
@@ -169,7 +170,7 @@ func startBrowser(t *testing.T) *cdp {
 		return port != ""
 	})
 	var wsURL string
-	waitFor(t, 30*time.Second, "a chromium page target", func() bool {
+	e2eproxy.WaitFor(t, 30*time.Second, "a chromium page target", func() bool {
 		resp, err := http.Get("http://127.0.0.1:" + port + "/json/list")
 		if err != nil {
 			return false
@@ -282,7 +283,7 @@ func testBrowserPage(t *testing.T, w *alertingWorld) {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &qr); err != nil || len(qr.Data.Result) < 2 {
-		t.Fatalf("query_range for the page: %v %s", err, clip(body))
+		t.Fatalf("query_range for the page: %v %s", err, e2eproxy.Clip(body))
 	}
 	var want, wantPoints []string
 	for _, s := range qr.Data.Result {

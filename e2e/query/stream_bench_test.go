@@ -1,23 +1,24 @@
-package main
+package query
 
 import (
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // benchSides times query sets against several servers, interleaved so that
 // machine drift hits all alike, and reports each side's time per set and
 // its ratio to the first side (the reference).
-func benchSides(b *testing.B, queries []apiRequest, names []string, bases []string) {
+func benchSides(b *testing.B, queries []e2eproxy.APIRequest, names []string, bases []string) {
 	b.Helper()
 	run := func(base string) time.Duration {
 		t0 := time.Now()
 		for _, q := range queries {
-			if a := doRequest(b, base, q); a.code != 200 {
-				b.Fatalf("%s: HTTP %d: %s", q, a.code, clip(a.body))
+			if a := e2eproxy.DoRequest(b, base, q); a.Code != 200 {
+				b.Fatalf("%s: HTTP %d: %s", q, a.Code, e2eproxy.Clip(a.Body))
 			}
 		}
 		return time.Since(t0)
@@ -57,23 +58,23 @@ func benchSides(b *testing.B, queries []apiRequest, names []string, bases []stri
 // reading answers whole (backend.buffer_reads, as before streaming) and the
 // proxy streaming them.
 func BenchmarkStreamedRead(b *testing.B) {
-	f := startFleet(b)
-	cfg := baseConfig(f)
+	f := e2eproxy.StartFleet(b)
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Proxy.EnableCaching = false
 	buffered := cfg
 	buffered.Backend.BufferReads = true
-	pStream, pBuf := startProxy(b, cfg), startProxy(b, buffered)
-	start, end := f.data.Start, f.data.Start.Add(2*time.Hour)
-	var queries []apiRequest
+	pStream, pBuf := e2eproxy.StartProxy(b, cfg), e2eproxy.StartProxy(b, buffered)
+	start, end := f.Data.Start, f.Data.Start.Add(2*time.Hour)
+	var queries []e2eproxy.APIRequest
 	for _, q := range []string{
 		`count({__name__=~".+"})`,
 		`sum by (namespace) (rate({__name__=~".+_total"}[5m]))`,
 	} {
-		queries = append(queries, apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{
-			"query": {q}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {"30"},
+		queries = append(queries, e2eproxy.APIRequest{Path: "/api/v1/query_range", Post: true, Params: url.Values{
+			"query": {q}, "start": {e2eproxy.FormatTime(start)}, "end": {e2eproxy.FormatTime(end)}, "step": {"30"},
 		}})
 	}
-	benchSides(b, queries, []string{"ref", "buffered", "streamed"}, []string{f.reference.URL, pBuf.URL, pStream.URL})
+	benchSides(b, queries, []string{"ref", "buffered", "streamed"}, []string{f.Reference.URL, pBuf.URL, pStream.URL})
 }
 
 // BenchmarkInstantFixedCost times small uncached instant queries, where
@@ -81,14 +82,14 @@ func BenchmarkStreamedRead(b *testing.B) {
 // the data decides, against the reference: the proxy as before streaming
 // (answers read whole, selectors one after another) and as it is now.
 func BenchmarkInstantFixedCost(b *testing.B) {
-	f := startFleet(b)
-	cfg := baseConfig(f)
+	f := e2eproxy.StartFleet(b)
+	cfg := e2eproxy.BaseConfig(f)
 	cfg.Proxy.EnableCaching = false
 	before := cfg
 	before.Backend.BufferReads, before.Backend.SequentialSelects = true, true
-	p, pBefore := startProxy(b, cfg), startProxy(b, before)
-	at := formatTime(f.data.Start.Add(time.Hour))
-	var queries []apiRequest
+	p, pBefore := e2eproxy.StartProxy(b, cfg), e2eproxy.StartProxy(b, before)
+	at := e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))
+	var queries []e2eproxy.APIRequest
 	for _, q := range []string{
 		`count by (namespace) (up)`,
 		`sum(rate(http_requests_total[5m]))`,
@@ -96,7 +97,7 @@ func BenchmarkInstantFixedCost(b *testing.B) {
 		`sum(rate(http_requests_total{code="500"}[5m])) / sum(rate(http_requests_total[5m]))`,
 		`memory_usage_bytes and on (instance, cluster) up == 1`,
 	} {
-		queries = append(queries, apiRequest{path: "/api/v1/query", post: true, params: url.Values{"query": {q}, "time": {at}}})
+		queries = append(queries, e2eproxy.APIRequest{Path: "/api/v1/query", Post: true, Params: url.Values{"query": {q}, "time": {at}}})
 	}
-	benchSides(b, queries, []string{"ref", "before", "now"}, []string{f.reference.URL, pBefore.URL, p.URL})
+	benchSides(b, queries, []string{"ref", "before", "now"}, []string{f.Reference.URL, pBefore.URL, p.URL})
 }

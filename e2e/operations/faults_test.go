@@ -1,4 +1,7 @@
-package main
+// Package operations tests end to end how the proxy behaves in operation:
+// backend faults, limits, the results cache, rules and alerts, tracing and
+// the status page in a real browser.
+package operations
 
 import (
 	"bytes"
@@ -10,7 +13,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -20,7 +22,9 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -29,7 +33,7 @@ import (
 // garbage. Fakes stand in only for the faults; the data comes from real
 // Prometheus servers and answers are compared with the reference.
 func TestFaults(t *testing.T) {
-	f := startFleet(t)
+	f := e2eproxy.StartFleet(t)
 	// Counted after the fleet started: what the scenarios start (proxies,
 	// fakes, extra servers) must all be gone when they end, the proxies'
 	// connections to backends included.
@@ -47,56 +51,20 @@ func TestFaults(t *testing.T) {
 	checkLeaks()
 }
 
-// TestBackendTimeoutFromConfigFile: the seed's proxy.backend_timeout must
-// bound backend calls when backend.timeout is not set.
-func TestBackendTimeoutFromConfigFile(t *testing.T) {
-	path := t.TempDir() + "/config.yaml"
-	if err := os.WriteFile(path, []byte("proxy:\n  backend_timeout: 1s\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := time.Duration(cfg.Backend.Timeout); got != time.Second {
-		t.Errorf("backend timeout %v, want proxy.backend_timeout's 1s", got)
-	}
-}
-
 // Scenario building blocks.
-
-const testBackendTimeout = time.Second
-
-// faultConfig is the fleet's config with cluster-c's replicas replaced by
-// urls, a short backend timeout and fast health checks.
-func faultConfig(f *fleet, urls ...string) Config {
-	cfg := baseConfig(f)
-	cfg.Proxy.EnableCaching = false
-	cfg.Proxy.BackendTimeout = model.Duration(testBackendTimeout)
-	cfg.Backend.Timeout = 0 // filled from proxy.backend_timeout
-	cfg.Discovery.HealthCheckInterval = model.Duration(200 * time.Millisecond)
-	// The fault tests ask one proxy several things at once, each held for
-	// the hung group's timeout; the default share of slots (one tenant,
-	// GOMAXPROCS/2 on this machine) would queue them past queue_timeout.
-	cfg.Limits.TenantSlots = 8
-	if len(urls) > 0 {
-		cfg.Discovery.Static[2].URLs = urls
-	}
-	return cfg
-}
 
 // keepInRotation stops health checks and failed calls from taking a replica
 // out, so every query exercises failover.
-func keepInRotation(cfg *Config) {
+func keepInRotation(cfg *app.Config) {
 	cfg.Discovery.HealthCheckInterval = model.Duration(time.Hour)
 	cfg.Discovery.UnhealthyThreshold = 1 << 30
 }
 
 // suiteQueries is the suite's PromQL part (instant and range queries).
-func suiteQueries(f *fleet, every int) []apiRequest {
-	var out []apiRequest
-	for i, r := range suiteRequests(f.data) {
-		if strings.HasPrefix(r.path, "/api/v1/query") && i%every == 0 {
+func suiteQueries(f *e2eproxy.Fleet, every int) []e2eproxy.APIRequest {
+	var out []e2eproxy.APIRequest
+	for i, r := range e2eproxy.SuiteRequests(f.Data) {
+		if strings.HasPrefix(r.Path, "/api/v1/query") && i%every == 0 {
 			out = append(out, r)
 		}
 	}
@@ -114,7 +82,7 @@ type promAnswer struct {
 	took      time.Duration
 }
 
-func ask(t *testing.T, base string, r apiRequest) promAnswer {
+func ask(t *testing.T, base string, r e2eproxy.APIRequest) promAnswer {
 	t.Helper()
 	a, err := fetch(base, r)
 	if err != nil {
@@ -125,7 +93,7 @@ func ask(t *testing.T, base string, r apiRequest) promAnswer {
 
 // askAll sends the requests at once (to base[i]) and returns the answers in
 // order, so that several slow answers cost the time of one.
-func askAll(t *testing.T, base []string, reqs []apiRequest) []promAnswer {
+func askAll(t *testing.T, base []string, reqs []e2eproxy.APIRequest) []promAnswer {
 	t.Helper()
 	out := make([]promAnswer, len(reqs))
 	errs := make([]error, len(reqs))
@@ -143,23 +111,23 @@ func askAll(t *testing.T, base []string, reqs []apiRequest) []promAnswer {
 }
 
 // fetch sends r without failing the test, so it may run off the test's goroutine.
-func fetch(base string, r apiRequest) (promAnswer, error) {
+func fetch(base string, r e2eproxy.APIRequest) (promAnswer, error) {
 	var body io.Reader
-	target := base + r.path
-	if r.post {
-		body = strings.NewReader(r.params.Encode())
-	} else if len(r.params) > 0 {
-		target += "?" + r.params.Encode()
+	target := base + r.Path
+	if r.Post {
+		body = strings.NewReader(r.Params.Encode())
+	} else if len(r.Params) > 0 {
+		target += "?" + r.Params.Encode()
 	}
 	method := http.MethodGet
-	if r.post {
+	if r.Post {
 		method = http.MethodPost
 	}
 	req, err := http.NewRequest(method, target, body)
 	if err != nil {
 		return promAnswer{}, fmt.Errorf("%s: %w", r, err)
 	}
-	if r.post {
+	if r.Post {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	start := time.Now()
@@ -174,7 +142,7 @@ func fetch(base string, r apiRequest) (promAnswer, error) {
 	}
 	var pa promAnswer
 	if err := json.Unmarshal(b, &pa); err != nil {
-		return promAnswer{}, fmt.Errorf("%s: HTTP %d, not JSON: %w: %s", r, resp.StatusCode, err, clip(b))
+		return promAnswer{}, fmt.Errorf("%s: HTTP %d, not JSON: %w: %s", r, resp.StatusCode, err, e2eproxy.Clip(b))
 	}
 	pa.code, pa.took = resp.StatusCode, time.Since(start)
 	return pa, nil
@@ -184,61 +152,11 @@ func (a promAnswer) String() string {
 	return fmt.Sprintf("HTTP %d %s after %v, errorType %q, error %q, warnings %q", a.code, a.Status, a.took.Round(time.Millisecond), a.ErrorType, a.Error, a.Warnings)
 }
 
-func instant(f *fleet, query string, extra ...string) apiRequest {
-	p := url.Values{"query": {query}, "time": {formatTime(f.data.Start.Add(time.Hour))}}
-	for i := 0; i+1 < len(extra); i += 2 {
-		p.Set(extra[i], extra[i+1])
-	}
-	return apiRequest{path: "/api/v1/query", params: p}
-}
-
-// targetStatus is one replica in /debug/targets.
-type targetStatus struct {
-	Group     string
-	Labels    map[string]string
-	URL       string
-	Healthy   bool
-	LastError string
-	LastCheck time.Time
-	Latency   time.Duration
-	raw       map[string]any
-}
-
-func targets(t *testing.T, p *proxyUnderTest) []targetStatus {
+func waitHealth(t *testing.T, p *e2eproxy.Proxy, replica string, healthy bool) e2eproxy.TargetStatus {
 	t.Helper()
-	a := doRequest(t, p.URL, apiRequest{path: "/debug/targets"})
-	var groups []struct {
-		Group    string            `json:"group"`
-		Labels   map[string]string `json:"labels"`
-		Replicas []map[string]any  `json:"replicas"`
-	}
-	if err := json.Unmarshal(a.body, &groups); a.code != http.StatusOK || err != nil {
-		t.Fatalf("/debug/targets: HTTP %d, %v: %s", a.code, err, clip(a.body))
-	}
-	var out []targetStatus
-	for _, g := range groups {
-		for _, r := range g.Replicas {
-			ts := targetStatus{Group: g.Group, Labels: g.Labels, raw: r}
-			ts.URL, _ = r["url"].(string)
-			ts.Healthy, _ = r["healthy"].(bool)
-			ts.LastError, _ = r["last_error"].(string)
-			if s, ok := r["last_check"].(string); ok {
-				ts.LastCheck, _ = time.Parse(time.RFC3339Nano, s)
-			}
-			if ns, ok := r["latency_ns"].(float64); ok {
-				ts.Latency = time.Duration(ns)
-			}
-			out = append(out, ts)
-		}
-	}
-	return out
-}
-
-func waitHealth(t *testing.T, p *proxyUnderTest, replica string, healthy bool) targetStatus {
-	t.Helper()
-	var last targetStatus
+	var last e2eproxy.TargetStatus
 	ok := e2eutil.WaitFor(10*time.Second, func() bool {
-		for _, ts := range targets(t, p) {
+		for _, ts := range e2eproxy.Targets(t, p) {
 			if ts.URL == replica {
 				last = ts
 				return ts.Healthy == healthy
@@ -254,36 +172,21 @@ func waitHealth(t *testing.T, p *proxyUnderTest, replica string, healthy bool) t
 
 // backendCalls sums the proxy's prometheus_proxy_backend_requests_total for
 // one backend, with the given result ("" for any).
-func backendCalls(t *testing.T, p *proxyUnderTest, backend, result string) float64 {
+func backendCalls(t *testing.T, p *e2eproxy.Proxy, backend, result string) float64 {
 	t.Helper()
-	return metricSum(t, p, "prometheus_proxy_backend_requests_total", `backend="`+backend+`"`, `result="`+result)
-}
-
-// metricSum adds up the samples of a metric whose label text contains every
-// fragment (a trailing-open fragment like `result="` matches any value).
-func metricSum(t *testing.T, p *proxyUnderTest, name string, fragments ...string) float64 {
-	t.Helper()
-	a := doRequest(t, p.URL, apiRequest{path: "/metrics"})
-	if a.code != http.StatusOK {
-		t.Fatalf("/metrics: HTTP %d", a.code)
-	}
-	sum, err := e2eutil.SumMetric(bytes.NewReader(a.body), name, fragments...)
-	if err != nil {
-		t.Fatalf("/metrics: %v", err)
-	}
-	return sum
+	return e2eproxy.MetricSum(t, p, "prometheus_proxy_backend_requests_total", `backend="`+backend+`"`, `result="`+result)
 }
 
 // testDeadReplica: cluster-a is an HA pair of a dead server and a live one
 // holding the same data. Every query still answers exactly like the
 // reference; health checks take the dead one out, it is then not asked, and
 // it comes back when restarted.
-func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
-	group := f.data.Clusters[0]
-	spare := e2eutil.StartPrometheus(t, shardKinds[0], openMetrics(t, f.data, 0, nil), e2eutil.WithName("spare-"+group))
+func testDeadReplica(t *testing.T, f *e2eproxy.Fleet, mode discovery.BalanceMode) {
+	group := f.Data.Clusters[0]
+	spare := e2eutil.StartPrometheus(t, e2eproxy.ShardKinds[0], e2eproxy.OpenMetrics(t, f.Data, 0, nil), e2eutil.WithName("spare-"+group))
 	spare.Kill()
-	pair := func(cfg *Config) {
-		cfg.Discovery.Static[0].URLs = []string{spare.URL, f.shards[0].URL}
+	pair := func(cfg *app.Config) {
+		cfg.Discovery.Static[0].URLs = []string{spare.URL, f.Shards[0].URL}
 		// Configured labels show on answers: the value the series store.
 		cfg.Discovery.Static[0].Labels = map[string]string{"cluster": group}
 		cfg.Discovery.LoadBalancing = mode
@@ -295,23 +198,23 @@ func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 
 	// Failover alone: the dead replica stays in rotation, so half the calls
 	// meet it first and must move on to the live one within the query.
-	cfg := faultConfig(f)
+	cfg := e2eproxy.FaultConfig(f)
 	pair(&cfg)
 	keepInRotation(&cfg)
-	p := startProxy(t, cfg)
-	runSuite(t, f.reference.URL, p.URL, suiteQueries(f, every), nil)
+	p := e2eproxy.StartProxy(t, cfg)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, suiteQueries(f, every), nil)
 	if n := backendCalls(t, p, spare.URL, "error"); n == 0 {
 		t.Error("no call met the dead replica first: failover was not exercised")
 	}
 
 	// Health: probes mark it unhealthy, and /debug/targets says why.
-	cfg = faultConfig(f)
+	cfg = e2eproxy.FaultConfig(f)
 	pair(&cfg)
-	p = startProxy(t, cfg)
+	p = e2eproxy.StartProxy(t, cfg)
 	st := waitHealth(t, p, spare.URL, false)
 	for _, key := range []string{"url", "healthy", "last_error", "last_check", "latency_ns"} {
-		if _, ok := st.raw[key]; !ok {
-			t.Errorf("/debug/targets replica has no %q: %v", key, st.raw)
+		if _, ok := st.Raw[key]; !ok {
+			t.Errorf("/debug/targets replica has no %q: %v", key, st.Raw)
 		}
 	}
 	if st.Group != group || st.Labels["cluster"] != group || !strings.Contains(st.LastError, "connection refused") ||
@@ -322,7 +225,7 @@ func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 	// While unhealthy it is not asked.
 	subset := suiteQueries(f, 16)
 	before := backendCalls(t, p, spare.URL, "")
-	runSuite(t, f.reference.URL, p.URL, subset, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, subset, nil)
 	if after := backendCalls(t, p, spare.URL, ""); after != before {
 		t.Errorf("the unhealthy replica was asked %v times", after-before)
 	}
@@ -330,10 +233,10 @@ func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 	// Restarted, it is probed healthy again and gets its share of queries.
 	spare.Restart()
 	waitHealth(t, p, spare.URL, true)
-	spareBefore, liveBefore := backendCalls(t, p, spare.URL, "success"), backendCalls(t, p, f.shards[0].URL, "success")
-	runSuite(t, f.reference.URL, p.URL, subset, nil)
+	spareBefore, liveBefore := backendCalls(t, p, spare.URL, "success"), backendCalls(t, p, f.Shards[0].URL, "success")
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, subset, nil)
 	spareCalls := backendCalls(t, p, spare.URL, "success") - spareBefore
-	liveCalls := backendCalls(t, p, f.shards[0].URL, "success") - liveBefore
+	liveCalls := backendCalls(t, p, f.Shards[0].URL, "success") - liveBefore
 	t.Logf("%s after recovery: restarted replica answered %v calls, the other %v", mode, spareCalls, liveCalls)
 	if spareCalls == 0 || liveCalls == 0 {
 		t.Errorf("%s: after recovery one replica got no calls (restarted %v, other %v)", mode, spareCalls, liveCalls)
@@ -346,7 +249,7 @@ func testDeadReplica(t *testing.T, f *fleet, mode discovery.BalanceMode) {
 // faultKind is one way a backend fails, and what the proxy must say about it.
 type faultKind struct {
 	name  string
-	start func(t *testing.T, f *fleet) (url string, fault *e2eutil.Fault)
+	start func(t *testing.T, f *e2eproxy.Fleet) (url string, fault *e2eutil.Fault)
 	// says is in the warning or error of a query (remote read), beside the
 	// group and the backend URL; apiSays in that of the label, series and
 	// metadata endpoints ("" when the fault leaves those intact).
@@ -354,8 +257,8 @@ type faultKind struct {
 }
 
 func faultKinds() []faultKind {
-	fault := func(fn func(testing.TB) *e2eutil.Fault) func(*testing.T, *fleet) (string, *e2eutil.Fault) {
-		return func(t *testing.T, _ *fleet) (string, *e2eutil.Fault) {
+	fault := func(fn func(testing.TB) *e2eutil.Fault) func(*testing.T, *e2eproxy.Fleet) (string, *e2eutil.Fault) {
+		return func(t *testing.T, _ *e2eproxy.Fleet) (string, *e2eutil.Fault) {
 			ft := fn(t)
 			return ft.URL, ft
 		}
@@ -372,25 +275,25 @@ func faultKinds() []faultKind {
 		// Cut inside the first frame: no series has reached the engine, so
 		// the group can still fail over or be left out with a warning
 		// (testBrokenAfterSeries cuts later).
-		{"close mid-stream", func(t *testing.T, f *fleet) (string, *e2eutil.Fault) {
-			ft := e2eutil.CloseMidStream(t, f.shards[2].URL, 64)
+		{"close mid-stream", func(t *testing.T, f *e2eproxy.Fleet) (string, *e2eutil.Fault) {
+			ft := e2eutil.CloseMidStream(t, f.Shards[2].URL, 64)
 			return ft.URL, ft
 		}, "unexpected EOF", ""},
-		{"closed port", func(t *testing.T, _ *fleet) (string, *e2eutil.Fault) { return e2eutil.ClosedPort(t), nil }, "connection refused", "connection refused"},
+		{"closed port", func(t *testing.T, _ *e2eproxy.Fleet) (string, *e2eutil.Fault) { return e2eutil.ClosedPort(t), nil }, "connection refused", "connection refused"},
 	}
 }
 
 // testFailoverFromEveryFault: cluster-c is [faulty, live]; whatever the fault,
 // queries fail over within the request and answer like the reference.
-func testFailoverFromEveryFault(t *testing.T, f *fleet) {
+func testFailoverFromEveryFault(t *testing.T, f *e2eproxy.Fleet) {
 	reqs := suiteQueries(f, 24)
 	for _, fk := range faultKinds() {
 		t.Run(fk.name, func(t *testing.T) {
 			u, fault := fk.start(t, f)
-			cfg := faultConfig(f, u, f.shards[2].URL)
+			cfg := e2eproxy.FaultConfig(f, u, f.Shards[2].URL)
 			keepInRotation(&cfg)
-			p := startProxy(t, cfg)
-			runSuite(t, f.reference.URL, p.URL, reqs, nil)
+			p := e2eproxy.StartProxy(t, cfg)
+			e2eproxy.RunSuite(t, f.Reference.URL, p.URL, reqs, nil)
 			if n := backendCalls(t, p, u, "error"); n == 0 {
 				t.Errorf("no call met the faulty replica: failover was not exercised")
 			}
@@ -406,23 +309,23 @@ func testFailoverFromEveryFault(t *testing.T, f *fleet) {
 // neither fail over nor leave the group out: with a live replica beside it
 // the query is evaluated again and answers like the reference; alone, it
 // fails with 503 naming the group (partial_response warn too), never short.
-func testBrokenAfterSeries(t *testing.T, f *fleet) {
-	cut := e2eutil.CloseMidStream(t, f.shards[2].URL, 16<<10)
-	group := f.data.Clusters[2]
-	start, end := formatTime(f.data.Start), formatTime(f.data.Start.Add(2*time.Hour))
-	reqs := []apiRequest{
-		{path: "/api/v1/query_range", params: url.Values{"query": {`sum by (job) (rate({__name__=~".+_total"}[5m]))`}, "start": {start}, "end": {end}, "step": {"60"}}},
-		{path: "/api/v1/query_range", params: url.Values{"query": {`count({__name__=~".+"})`}, "start": {start}, "end": {end}, "step": {"300"}}},
+func testBrokenAfterSeries(t *testing.T, f *e2eproxy.Fleet) {
+	cut := e2eutil.CloseMidStream(t, f.Shards[2].URL, 16<<10)
+	group := f.Data.Clusters[2]
+	start, end := e2eproxy.FormatTime(f.Data.Start), e2eproxy.FormatTime(f.Data.Start.Add(2*time.Hour))
+	reqs := []e2eproxy.APIRequest{
+		{Path: "/api/v1/query_range", Params: url.Values{"query": {`sum by (job) (rate({__name__=~".+_total"}[5m]))`}, "start": {start}, "end": {end}, "step": {"60"}}},
+		{Path: "/api/v1/query_range", Params: url.Values{"query": {`count({__name__=~".+"})`}, "start": {start}, "end": {end}, "step": {"300"}}},
 	}
 	// [cut, live]: a query whose read from the cut replica broke off after
 	// series is evaluated again with the live replica first, and answers
 	// like the reference. Round-robin: each request twice, so each replica
 	// is first once.
-	cfg := faultConfig(f, cut.URL, f.shards[2].URL)
+	cfg := e2eproxy.FaultConfig(f, cut.URL, f.Shards[2].URL)
 	keepInRotation(&cfg)
-	p := startProxy(t, cfg)
-	runSuite(t, f.reference.URL, p.URL, append(slices.Clone(reqs), reqs...), nil)
-	again := metricSum(t, p, "prometheus_proxy_reevaluations_total")
+	p := e2eproxy.StartProxy(t, cfg)
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, append(slices.Clone(reqs), reqs...), nil)
+	again := e2eproxy.MetricSum(t, p, "prometheus_proxy_reevaluations_total")
 	if cut.Cuts() == 0 || again == 0 {
 		t.Fatalf("%d answers cut, %.0f queries evaluated again: no cut came after series, the test proves nothing", cut.Cuts(), again)
 	}
@@ -430,9 +333,9 @@ func testBrokenAfterSeries(t *testing.T, f *fleet) {
 
 	// [cut] alone: the second evaluation breaks off too, and the query
 	// fails with the clear error, never short.
-	alone := faultConfig(f, cut.URL)
+	alone := e2eproxy.FaultConfig(f, cut.URL)
 	keepInRotation(&alone)
-	pa := startProxy(t, alone)
+	pa := e2eproxy.StartProxy(t, alone)
 	for _, r := range reqs {
 		got := ask(t, pa.URL, r)
 		if got.code != http.StatusServiceUnavailable || got.ErrorType != "unavailable" ||
@@ -443,44 +346,44 @@ func testBrokenAfterSeries(t *testing.T, f *fleet) {
 	// Read whole (backend.buffer_reads), a cut fails over within the read.
 	buffered := cfg
 	buffered.Backend.BufferReads = true
-	runSuite(t, f.reference.URL, startProxy(t, buffered).URL, reqs, nil)
+	e2eproxy.RunSuite(t, f.Reference.URL, e2eproxy.StartProxy(t, buffered).URL, reqs, nil)
 }
 
 // testHungGroup: cluster-c never answers. With warn the answer comes within
 // backend_timeout + 1 s with the other groups' data and a warning naming the
 // group; with abort it is a 503 naming it; partial_response overrides both.
-func testHungGroup(t *testing.T, f *fleet) {
+func testHungGroup(t *testing.T, f *e2eproxy.Fleet) {
 	hang := e2eutil.Hang(t)
-	group := f.data.Clusters[2]
-	healthy := baseConfig(f)
+	group := f.Data.Clusters[2]
+	healthy := e2eproxy.BaseConfig(f)
 	healthy.Discovery.Static = healthy.Discovery.Static[:2]
-	withoutC := startProxy(t, healthy)
+	withoutC := e2eproxy.StartProxy(t, healthy)
 
-	warnCfg := faultConfig(f, hang.URL)
-	warn := startProxy(t, warnCfg)
-	abortCfg := faultConfig(f, hang.URL)
+	warnCfg := e2eproxy.FaultConfig(f, hang.URL)
+	warn := e2eproxy.StartProxy(t, warnCfg)
+	abortCfg := e2eproxy.FaultConfig(f, hang.URL)
 	abortCfg.Discovery.PartialResponse = discovery.PartialAbort
-	abort := startProxy(t, abortCfg)
+	abort := e2eproxy.StartProxy(t, abortCfg)
 
-	limit := testBackendTimeout + time.Second
+	limit := e2eproxy.BackendTimeout + time.Second
 	// Several selectors, evaluated one after another: the hung group must
 	// cost one timeout per query, not one per selector.
 	multi := `sum by (cluster) (rate(http_requests_total[5m])) / sum by (cluster) (rate(http_requests_total[5m] offset 5m)) + on (cluster) group by (cluster) (up) * 0 + on (cluster) group by (cluster) (memory_usage_bytes) * 0`
-	start, end := formatTime(f.data.Start.Add(30*time.Minute)), formatTime(f.data.Start.Add(90*time.Minute))
-	rangeReq := apiRequest{path: "/api/v1/query_range", params: url.Values{"query": {`sum by (cluster) (up)`}, "start": {start}, "end": {end}, "step": {"60"}}, post: true}
-	for _, r := range []apiRequest{
-		instant(f, `up`),
-		instant(f, multi),
+	start, end := e2eproxy.FormatTime(f.Data.Start.Add(30*time.Minute)), e2eproxy.FormatTime(f.Data.Start.Add(90*time.Minute))
+	rangeReq := e2eproxy.APIRequest{Path: "/api/v1/query_range", Params: url.Values{"query": {`sum by (cluster) (up)`}, "start": {start}, "end": {end}, "step": {"60"}}, Post: true}
+	for _, r := range []e2eproxy.APIRequest{
+		e2eproxy.Instant(f, `up`),
+		e2eproxy.Instant(f, multi),
 		rangeReq,
-		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
-		{path: "/api/v1/labels", params: url.Values{"start": {start}, "end": {end}}},
-		{path: "/api/v1/label/job/values", params: url.Values{"start": {start}, "end": {end}}},
+		{Path: "/api/v1/series", Params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
+		{Path: "/api/v1/labels", Params: url.Values{"start": {start}, "end": {end}}},
+		{Path: "/api/v1/label/job/values", Params: url.Values{"start": {start}, "end": {end}}},
 	} {
 		noPartial, partial := r, r
-		noPartial.params, partial.params = cloneValues(r.params), cloneValues(r.params)
-		noPartial.params.Set("partial_response", "false")
-		partial.params.Set("partial_response", "true")
-		answers := askAll(t, []string{warn.URL, withoutC.URL, abort.URL, warn.URL, abort.URL}, []apiRequest{r, r, r, noPartial, partial})
+		noPartial.Params, partial.Params = e2eproxy.CloneValues(r.Params), e2eproxy.CloneValues(r.Params)
+		noPartial.Params.Set("partial_response", "false")
+		partial.Params.Set("partial_response", "true")
+		answers := askAll(t, []string{warn.URL, withoutC.URL, abort.URL, warn.URL, abort.URL}, []e2eproxy.APIRequest{r, r, r, noPartial, partial})
 
 		// warn: the other groups' data, exactly, plus the warning.
 		got, want := answers[0], answers[1]
@@ -489,7 +392,7 @@ func testHungGroup(t *testing.T, f *fleet) {
 			t.Errorf("warn, %s: %s; want 200 within %v warning about %s", r, got, limit, group)
 		}
 		if !sameData(t, want.Data, got.Data) {
-			t.Errorf("warn, %s: data differs from the answer without %s\ngot:  %s\nwant: %s", r, group, clip(got.Data), clip(want.Data))
+			t.Errorf("warn, %s: data differs from the answer without %s\ngot:  %s\nwant: %s", r, group, e2eproxy.Clip(got.Data), e2eproxy.Clip(want.Data))
 		}
 		// abort, and warn overridden per request: 503 unavailable naming the group.
 		for name, a := range map[string]promAnswer{"abort": answers[2], "warn+partial_response=false": answers[3]} {
@@ -504,7 +407,7 @@ func testHungGroup(t *testing.T, f *fleet) {
 		}
 	}
 	// A bad value for the override is the client's error.
-	if a := ask(t, warn.URL, instant(f, "up", "partial_response", "maybe")); a.code != http.StatusBadRequest || a.ErrorType != "bad_data" {
+	if a := ask(t, warn.URL, e2eproxy.Instant(f, "up", "partial_response", "maybe")); a.code != http.StatusBadRequest || a.ErrorType != "bad_data" {
 		t.Errorf("partial_response=maybe: %s; want 400 bad_data", a)
 	}
 }
@@ -525,41 +428,33 @@ func warnsAbout(warnings []string, parts ...string) bool {
 func sameData(t *testing.T, a, b json.RawMessage) bool {
 	t.Helper()
 	wrap := func(d json.RawMessage) []byte { return []byte(`{"data":` + string(d) + `}`) }
-	return reflect.DeepEqual(normalize(t, wrap(a)), normalize(t, wrap(b)))
-}
-
-func cloneValues(v url.Values) url.Values {
-	out := url.Values{}
-	for k, vs := range v {
-		out[k] = append([]string(nil), vs...)
-	}
-	return out
+	return reflect.DeepEqual(e2eproxy.Normalize(t, wrap(a)), e2eproxy.Normalize(t, wrap(b)))
 }
 
 // testEveryFaultIsNamed: cluster-c's only replica fails in each way in turn.
 // The answer is never silently short: warn carries a warning, abort a 503,
 // and both name the group, the backend and the fault.
-func testEveryFaultIsNamed(t *testing.T, f *fleet) {
-	group := f.data.Clusters[2]
-	healthy := baseConfig(f)
+func testEveryFaultIsNamed(t *testing.T, f *e2eproxy.Fleet) {
+	group := f.Data.Clusters[2]
+	healthy := e2eproxy.BaseConfig(f)
 	healthy.Discovery.Static = healthy.Discovery.Static[:2]
-	withoutC := startProxy(t, healthy)
-	start, end := formatTime(f.data.Start.Add(30*time.Minute)), formatTime(f.data.Start.Add(90*time.Minute))
-	queries := []apiRequest{
-		instant(f, `up`),
-		{path: "/api/v1/query_range", params: url.Values{"query": {`rate(http_requests_total[5m])`}, "start": {start}, "end": {end}, "step": {"60"}}},
+	withoutC := e2eproxy.StartProxy(t, healthy)
+	start, end := e2eproxy.FormatTime(f.Data.Start.Add(30*time.Minute)), e2eproxy.FormatTime(f.Data.Start.Add(90*time.Minute))
+	queries := []e2eproxy.APIRequest{
+		e2eproxy.Instant(f, `up`),
+		{Path: "/api/v1/query_range", Params: url.Values{"query": {`rate(http_requests_total[5m])`}, "start": {start}, "end": {end}, "step": {"60"}}},
 	}
-	apiReqs := []apiRequest{
-		{path: "/api/v1/labels", params: url.Values{"start": {start}, "end": {end}}},
-		{path: "/api/v1/series", params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
-		{path: "/api/v1/metadata"},
+	apiReqs := []e2eproxy.APIRequest{
+		{Path: "/api/v1/labels", Params: url.Values{"start": {start}, "end": {end}}},
+		{Path: "/api/v1/series", Params: url.Values{"match[]": {`up`}, "start": {start}, "end": {end}}},
+		{Path: "/api/v1/metadata"},
 	}
 	for _, fk := range faultKinds() {
 		t.Run(fk.name, func(t *testing.T) {
 			u, fault := fk.start(t, f)
-			p := startProxy(t, faultConfig(f, u))
+			p := e2eproxy.StartProxy(t, e2eproxy.FaultConfig(f, u))
 			type check struct {
-				r    apiRequest
+				r    e2eproxy.APIRequest
 				says string
 			}
 			var checks []check
@@ -578,10 +473,10 @@ func testEveryFaultIsNamed(t *testing.T, f *fleet) {
 					t.Errorf("%s: %s; want 200 with a warning naming group %s, backend %s and %q", r, got, group, u, says)
 				}
 				if want := ask(t, withoutC.URL, r); !sameData(t, want.Data, got.Data) {
-					t.Errorf("%s: data differs from the answer without %s\ngot:  %s\nwant: %s", r, group, clip(got.Data), clip(want.Data))
+					t.Errorf("%s: data differs from the answer without %s\ngot:  %s\nwant: %s", r, group, e2eproxy.Clip(got.Data), e2eproxy.Clip(want.Data))
 				}
-				r.params = cloneValues(r.params)
-				r.params.Set("partial_response", "false")
+				r.Params = e2eproxy.CloneValues(r.Params)
+				r.Params.Set("partial_response", "false")
 				a := ask(t, p.URL, r)
 				if a.code != http.StatusServiceUnavailable || a.ErrorType != "unavailable" ||
 					!strings.Contains(a.Error, "group "+group) || !strings.Contains(a.Error, "backend "+u) || !strings.Contains(a.Error, says) {
@@ -598,15 +493,15 @@ func testEveryFaultIsNamed(t *testing.T, f *fleet) {
 // testClientGivesUp: the query's timeout parameter and a client that hangs
 // up both cancel the fan-out, and the proxy lets go of the backend at once
 // rather than after backend_timeout.
-func testClientGivesUp(t *testing.T, f *fleet) {
+func testClientGivesUp(t *testing.T, f *e2eproxy.Fleet) {
 	hang := e2eutil.Hang(t)
-	cfg := faultConfig(f, hang.URL)
+	cfg := e2eproxy.FaultConfig(f, hang.URL)
 	cfg.Proxy.BackendTimeout = model.Duration(time.Minute)
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	released := func() bool { return hang.OpenConnsTo("/api/v1/read") == 0 }
 
 	// timeout=500ms: Prometheus' own answer to a query that ran out of time.
-	a := ask(t, p.URL, instant(f, "up", "timeout", "500ms"))
+	a := ask(t, p.URL, e2eproxy.Instant(f, "up", "timeout", "500ms"))
 	if a.code != http.StatusServiceUnavailable || a.ErrorType != "timeout" || a.took > 2*time.Second {
 		t.Errorf("timeout=500ms: %s; want 503 timeout within 2s", a)
 	}
@@ -616,7 +511,7 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 
 	// A client that hangs up.
 	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/api/v1/query?"+instant(f, "up").params.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/api/v1/query?"+e2eproxy.Instant(f, "up").Params.Encode(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -638,22 +533,22 @@ func testClientGivesUp(t *testing.T, f *fleet) {
 	if !e2eutil.WaitFor(2*time.Second, released) {
 		t.Errorf("the client hung up but the proxy still holds %d remote reads open", hang.OpenConnsTo("/api/v1/read"))
 	}
-	if !e2eutil.WaitFor(2*time.Second, func() bool { return metricSum(t, p, "prometheus_proxy_requests_in_flight") == 0 }) {
+	if !e2eutil.WaitFor(2*time.Second, func() bool { return e2eproxy.MetricSum(t, p, "prometheus_proxy_requests_in_flight") == 0 }) {
 		t.Error("requests still in flight after the client hung up")
 	}
 }
 
 // testConcurrencyLimit: beyond max_concurrent_requests a request waits
 // queue_timeout, then gets a Prometheus-style 429 with Retry-After.
-func testConcurrencyLimit(t *testing.T, f *fleet) {
+func testConcurrencyLimit(t *testing.T, f *e2eproxy.Fleet) {
 	hang := e2eutil.Hang(t)
-	cfg := faultConfig(f, hang.URL)
+	cfg := e2eproxy.FaultConfig(f, hang.URL)
 	cfg.Proxy.MaxConcurrentRequests = 1
 	cfg.Proxy.QueueTimeout = model.Duration(200 * time.Millisecond)
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	first := make(chan promAnswer, 1)
 	go func() {
-		a, err := fetch(p.URL, instant(f, "up"))
+		a, err := fetch(p.URL, e2eproxy.Instant(f, "up"))
 		if err != nil {
 			a.Error = err.Error()
 		}
@@ -662,7 +557,7 @@ func testConcurrencyLimit(t *testing.T, f *fleet) {
 	if !e2eutil.WaitFor(5*time.Second, func() bool { return hang.OpenConnsTo("/api/v1/read") > 0 }) {
 		t.Fatal("the first query never reached the hung backend")
 	}
-	second := ask(t, p.URL, instant(f, "up"))
+	second := ask(t, p.URL, e2eproxy.Instant(f, "up"))
 	if second.code != http.StatusTooManyRequests || second.ErrorType != "too_many_requests" ||
 		!strings.Contains(second.Error, "max_concurrent_requests=1") || second.took > time.Second {
 		t.Errorf("second request: %s; want 429 too_many_requests after the 200ms queue timeout", second)
@@ -670,15 +565,15 @@ func testConcurrencyLimit(t *testing.T, f *fleet) {
 	if a := <-first; a.code != http.StatusOK || len(a.Warnings) == 0 {
 		t.Errorf("first request: %s; want a warned partial answer", a)
 	}
-	if a := ask(t, p.URL, instant(f, "vector(1)")); a.code != http.StatusOK {
+	if a := ask(t, p.URL, e2eproxy.Instant(f, "vector(1)")); a.code != http.StatusOK {
 		t.Errorf("after the slot freed: %s", a)
 	}
 }
 
 // testGarbageFromClients: oversized bodies, malformed parameters and random
 // junk get Prometheus-style 4xx answers, never a 5xx or a crash.
-func testGarbageFromClients(t *testing.T, f *fleet) {
-	p := startProxy(t, faultConfig(f))
+func testGarbageFromClients(t *testing.T, f *e2eproxy.Fleet) {
+	p := e2eproxy.StartProxy(t, e2eproxy.FaultConfig(f))
 	send := func(method, path, contentType string, body io.Reader) (int, []byte) {
 		t.Helper()
 		req, err := http.NewRequest(method, p.URL+path, body)
@@ -703,7 +598,7 @@ func testGarbageFromClients(t *testing.T, f *fleet) {
 	for _, path := range []string{"/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/labels"} {
 		code, body := send(http.MethodPost, path, form, strings.NewReader(huge))
 		if code != http.StatusRequestEntityTooLarge || !bytes.Contains(body, []byte(`"errorType":"bad_data"`)) {
-			t.Errorf("POST %s with a 2 MiB body: HTTP %d %s; want 413 bad_data", path, code, clip(body))
+			t.Errorf("POST %s with a 2 MiB body: HTTP %d %s; want 413 bad_data", path, code, e2eproxy.Clip(body))
 		}
 	}
 	var mp bytes.Buffer
@@ -712,11 +607,11 @@ func testGarbageFromClients(t *testing.T, f *fleet) {
 	_ = mw.WriteField("x", strings.Repeat("a", 2<<20))
 	_ = mw.Close()
 	if code, body := send(http.MethodPost, "/api/v1/query", mw.FormDataContentType(), &mp); code/100 != 4 || !bytes.Contains(body, []byte(`"status":"error"`)) {
-		t.Errorf("2 MiB multipart body: HTTP %d %s; want a 4xx JSON error", code, clip(body))
+		t.Errorf("2 MiB multipart body: HTTP %d %s; want a 4xx JSON error", code, e2eproxy.Clip(body))
 	}
 
 	// Malformed parameters: 400 bad_data, as Prometheus answers them.
-	at := formatTime(f.data.Start.Add(time.Hour))
+	at := e2eproxy.FormatTime(f.Data.Start.Add(time.Hour))
 	for _, q := range []string{
 		"query=up&time=yesterday",
 		"query=up&time=" + at + "&timeout=forever",
@@ -734,7 +629,7 @@ func testGarbageFromClients(t *testing.T, f *fleet) {
 				code, body = send(http.MethodGet, "/api/v1/query?"+q, "", nil)
 			}
 			if code != http.StatusBadRequest || !bytes.Contains(body, []byte(`"errorType":"bad_data"`)) {
-				t.Errorf("query %.60q (POST %v): HTTP %d %s; want 400 bad_data", q, post, code, clip(body))
+				t.Errorf("query %.60q (POST %v): HTTP %d %s; want 400 bad_data", q, post, code, e2eproxy.Clip(body))
 			}
 		}
 	}
@@ -750,7 +645,7 @@ func testGarbageFromClients(t *testing.T, f *fleet) {
 		"/api/v1/metadata?limit=x",
 	} {
 		if code, body := send(http.MethodGet, path, "", nil); code != http.StatusBadRequest || !bytes.Contains(body, []byte(`"errorType":"bad_data"`)) {
-			t.Errorf("GET %s: HTTP %d %s; want 400 bad_data", path, code, clip(body))
+			t.Errorf("GET %s: HTTP %d %s; want 400 bad_data", path, code, e2eproxy.Clip(body))
 		}
 	}
 
@@ -779,13 +674,13 @@ func testGarbageFromClients(t *testing.T, f *fleet) {
 			code, body = send(http.MethodPost, path, form, strings.NewReader(v.Encode()))
 		}
 		if code >= 500 || !json.Valid(body) {
-			t.Errorf("junk request %d %s %q: HTTP %d %s", i, path, v.Encode(), code, clip(body))
+			t.Errorf("junk request %d %s %q: HTTP %d %s", i, path, v.Encode(), code, e2eproxy.Clip(body))
 		}
 	}
-	if n := metricSum(t, p, "prometheus_proxy_requests_total", `code="5`); n != 0 {
+	if n := e2eproxy.MetricSum(t, p, "prometheus_proxy_requests_total", `code="5`); n != 0 {
 		t.Errorf("%v answers were 5xx", n)
 	}
-	if a := ask(t, p.URL, instant(f, "count(up)")); a.code != http.StatusOK {
+	if a := ask(t, p.URL, e2eproxy.Instant(f, "count(up)")); a.code != http.StatusOK {
 		t.Errorf("after the junk: %s", a)
 	}
 }

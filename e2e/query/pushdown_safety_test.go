@@ -1,4 +1,4 @@
-package main
+package query
 
 import (
 	"encoding/json"
@@ -14,7 +14,9 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
@@ -96,7 +98,7 @@ spec:
 		t.Run(tc.name, func(t *testing.T) {
 			answers := map[bool]map[string]float64{}
 			for _, on := range []bool{false, true} {
-				cfg := defaultConfig()
+				cfg := app.DefaultConfig()
 				cfg.Discovery.Static = groups
 				cfg.Proxy.EnableRequestLogging = false
 				cfg.Proxy.EnableCaching = false
@@ -104,15 +106,15 @@ spec:
 				cfg.Tenants.NamespaceLabel = tc.nsLabel
 				cfg.Engine.PushDown = plan.Config{Enabled: on, FloatSums: plan.FloatSumsReassociate}
 				p := startExtProxy(t, cfg)
-				r := apiRequest{path: "/api/v1/query", params: url.Values{"query": {tc.query}, "time": {formatTime(at)}}, header: tenantHeader(tc.tenant)}
-				a := doRequest(t, p.URL, r)
-				if a.code != http.StatusOK {
-					t.Fatalf("push-down %v: HTTP %d %s", on, a.code, a.body)
+				r := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {tc.query}, "time": {e2eproxy.FormatTime(at)}}, Header: e2eproxy.TenantHeader(tc.tenant)}
+				a := e2eproxy.DoRequest(t, p.URL, r)
+				if a.Code != http.StatusOK {
+					t.Fatalf("push-down %v: HTTP %d %s", on, a.Code, a.Body)
 				}
-				answers[on] = vectorByLabel(t, a.body, "cluster")
+				answers[on] = vectorByLabel(t, a.Body, "cluster")
 				if pushed := pushDownCount(t, p, "pushed"); on && pushed != 1 {
-					r.params.Set("explain", "true")
-					t.Errorf("push-down on: %v queries pushed, want 1 (the test proves the pushed path only when it is taken)\n%s", pushed, doRequest(t, p.URL, r).body)
+					r.Params.Set("explain", "true")
+					t.Errorf("push-down on: %v queries pushed, want 1 (the test proves the pushed path only when it is taken)\n%s", pushed, e2eproxy.DoRequest(t, p.URL, r).Body)
 				}
 			}
 			for on, got := range answers {
@@ -130,7 +132,7 @@ func TestPushDownQueryLength(t *testing.T) {
 	at := time.Unix(1_800_000_000, 0)
 	groups := storedLabelsFleet(t, at, false)
 	for _, on := range []bool{false, true} {
-		cfg := defaultConfig()
+		cfg := app.DefaultConfig()
 		cfg.Discovery.Static = groups
 		cfg.Proxy.EnableRequestLogging = false
 		cfg.Proxy.EnableCaching = false
@@ -138,15 +140,15 @@ func TestPushDownQueryLength(t *testing.T) {
 		cfg.Limits.Defaults.MaxQueryLength = model.Duration(24 * time.Hour)
 		p := startExtProxy(t, cfg)
 		for _, q := range []string{`max by (cluster) (max_over_time(m[90d]))`, `count(max_over_time(m[90d]))`, `max by (cluster) (max_over_time(m[2d] offset 1h)) - max by (cluster) (m)`} {
-			a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {q}, "time": {formatTime(at)}}})
-			if a.code != http.StatusUnprocessableEntity || !strings.Contains(string(a.body), "max_query_length") {
-				t.Errorf("push-down %v: %s: HTTP %d %s; want 422 naming max_query_length", on, q, a.code, a.body)
+			a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {q}, "time": {e2eproxy.FormatTime(at)}}})
+			if a.Code != http.StatusUnprocessableEntity || !strings.Contains(string(a.Body), "max_query_length") {
+				t.Errorf("push-down %v: %s: HTTP %d %s; want 422 naming max_query_length", on, q, a.Code, a.Body)
 			}
 		}
 		// Within the limit the same shape is answered (and pushed).
-		a := doRequest(t, p.URL, apiRequest{path: "/api/v1/query", params: url.Values{"query": {`max by (cluster) (max_over_time(m[1h]))`}, "time": {formatTime(at)}}})
-		if a.code != http.StatusOK || !hasData(t, a) {
-			t.Errorf("push-down %v: within the limit: HTTP %d %s", on, a.code, a.body)
+		a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {`max by (cluster) (max_over_time(m[1h]))`}, "time": {e2eproxy.FormatTime(at)}}})
+		if a.Code != http.StatusOK || !e2eproxy.HasData(t, a) {
+			t.Errorf("push-down %v: within the limit: HTTP %d %s", on, a.Code, a.Body)
 		}
 		if pushed := pushDownCount(t, p, "pushed"); on && pushed != 1 {
 			t.Errorf("push-down on: %v queries pushed, want the one within the limit", pushed)

@@ -1,4 +1,4 @@
-package main
+package query
 
 import (
 	"context"
@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -207,25 +209,25 @@ proxy:
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := app.LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, cfg)
+	p := e2eproxy.StartProxy(t, cfg)
 	viaAPIServer := strings.TrimRight(us.URL, "/") + "/api/v1/namespaces/monitoring/services/prometheus-c:web/proxy"
-	waitGroups(t, p, "two clusters", map[string][]string{
+	e2eproxy.WaitGroups(t, p, "two clusters", map[string][]string{
 		"eu-edge/service/edge/prometheus-b":  {"http://localhost:" + portB},
 		"eu/pods/monitoring/prometheus=k8s":  {"http://127.0.0.1:" + portOf(f.groups[0].URLs[0]), "http://127.0.0.1:" + portOf(f.groups[0].URLs[1])},
 		"us/service/monitoring/prometheus-c": {viaAPIServer},
 	})
 	waitExternalLabels(t, p)
-	if a := doRequest(t, p.URL, apiRequest{path: "/ready"}); a.code != http.StatusOK {
-		t.Errorf("/ready: %d %s", a.code, a.body)
+	if a := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/ready"}); a.Code != http.StatusOK {
+		t.Errorf("/ready: %d %s", a.Code, a.Body)
 	}
 
 	region := map[int]map[string]string{0: {"region": "eu"}, 1: {"region": "eu"}, 2: {"region": "us"}}
 	reference := e2eutil.StartPrometheus(t, e2eutil.V3, relabeledOpenMetricsExtra(t, f.data, allShards(f.data), region), e2eutil.WithName("reference-two-clusters"))
-	runSuite(t, reference.URL, p.URL, append(suiteRequests(f.data), extRequests(f.data)...), nil)
+	e2eproxy.RunSuite(t, reference.URL, p.URL, append(e2eproxy.SuiteRequests(f.data), extRequests(f.data)...), nil)
 
 	if n := egress.count(net.JoinHostPort(podIPC, portC)); n == 0 {
 		t.Error("no connection went through cluster us's API server to shard 2")
@@ -235,10 +237,10 @@ proxy:
 	if n := egress.refused.Load(); n != 0 {
 		t.Errorf("the API server tried %d unmapped addresses", n)
 	}
-	metrics := doRequest(t, p.URL, apiRequest{path: "/metrics"})
+	metrics := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/metrics"})
 	for _, kind := range []string{"read", "series", "label_values"} {
 		for backend, group := range map[string]string{viaAPIServer: "us/service/monitoring/prometheus-c", "http://localhost:" + portB: "eu-edge/service/edge/prometheus-b"} {
-			if !strings.Contains(string(metrics.body), `backend="`+backend+`",group="`+group+`",kind="`+kind+`",result="success"`) {
+			if !strings.Contains(string(metrics.Body), `backend="`+backend+`",group="`+group+`",kind="`+kind+`",result="success"`) {
 				t.Errorf("no successful %s call to %s in the proxy's metrics", kind, backend)
 			}
 		}

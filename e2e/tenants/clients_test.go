@@ -1,4 +1,4 @@
-package main
+package tenants
 
 import (
 	"bytes"
@@ -29,14 +29,15 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
 // clientWorld is a proxy serving HTTPS with JWT authentication and tenancy,
 // a tenant's token, and that tenant's oracle.
 type clientWorld struct {
-	f       *fleet
-	proxy   *proxyUnderTest
+	f       *e2eproxy.Fleet
+	proxy   *e2eproxy.Proxy
 	caFile  string
 	token   string // team-a
 	admin   string
@@ -51,7 +52,7 @@ type clientWorld struct {
 // calls Grafana's Prometheus data source makes. It also checks the proxy's
 // own metrics and the dashboard and alerts shipped for them.
 func TestClients(t *testing.T) {
-	f := startFleet(t)
+	f := e2eproxy.StartFleet(t)
 	w := startClientWorld(t, f)
 	t.Run("promtool", func(t *testing.T) { testPromtool(t, w) })
 	t.Run("client_golang", func(t *testing.T) { testClientGolang(t, w) })
@@ -61,12 +62,12 @@ func TestClients(t *testing.T) {
 
 const clientsSecret = "clients-test-secret-0123456789abcdef"
 
-func startClientWorld(t *testing.T, f *fleet) *clientWorld {
+func startClientWorld(t *testing.T, f *e2eproxy.Fleet) *clientWorld {
 	ca := newTestCA(t, "proxy CA")
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	writePair(t, ca.issue(t, "proxy", certOpts{}), certFile, keyFile)
-	cfg := configFromYAML(t, fmt.Sprintf(`server:
+	cfg := e2eproxy.ConfigFromYAML(t, fmt.Sprintf(`server:
   tls: {cert_file: %s, key_file: %s}
 auth:
   type: jwt
@@ -76,13 +77,13 @@ auth:
     audience: prometheus-multi-tenant-proxy
     admin_claim: groups=platform-admins
 `, certFile, keyFile, clientsSecret))
-	tc := tenantConfig(f, tenantFiles(t))
+	tc := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
 	cfg.Discovery, cfg.Tenants = tc.Discovery, tc.Tenants
 	p, _ := startLoggedProxy(t, cfg)
 	w := &clientWorld{f: f, proxy: p, caFile: ca.file}
 	w.token = w.sign(t, jwt.MapClaims{"namespace": "team-a", "sub": "grafana"})
 	w.admin = w.sign(t, jwt.MapClaims{"groups": []string{"platform-admins"}, "sub": "prometheus"})
-	w.oracle = oracleFor(t, f, "team-a", policyOf(t, p, "team-a"))
+	w.oracle = e2eproxy.OracleFor(t, f, "team-a", e2eproxy.PolicyOf(t, p, "team-a"))
 	w.https = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool()}}}
 	return w
 }
@@ -105,7 +106,7 @@ func canon(t testing.TB, b []byte) string {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	if err := dec.Decode(&v); err != nil {
-		t.Fatalf("not JSON: %v: %s", err, clip(b))
+		t.Fatalf("not JSON: %v: %s", err, e2eproxy.Clip(b))
 	}
 	var sortLists func(x any)
 	sortLists = func(x any) {
@@ -161,7 +162,7 @@ func testPromtool(t *testing.T, w *clientWorld) {
 	writeFile(t, tokenFile, []byte(w.token))
 	httpConfig := filepath.Join(dir, "http.yaml")
 	writeFile(t, httpConfig, fmt.Appendf(nil, "authorization:\n  type: Bearer\n  credentials_file: %s\ntls_config:\n  ca_file: %s\n", tokenFile, w.caFile))
-	d := w.f.data
+	d := w.f.Data
 	at, start, end := d.Start.Add(61*time.Minute), d.Start.Add(10*time.Minute), d.Start.Add(110*time.Minute)
 	var calls [][]string
 	for _, e := range []string{
@@ -209,7 +210,7 @@ func testPromtool(t *testing.T, w *clientWorld) {
 			continue
 		}
 		if canon(t, []byte(want)) != canon(t, []byte(got)) {
-			t.Errorf("promtool %v: proxy and oracle differ\nproxy:  %s\noracle: %s", c, clip([]byte(got)), clip([]byte(want)))
+			t.Errorf("promtool %v: proxy and oracle differ\nproxy:  %s\noracle: %s", c, e2eproxy.Clip([]byte(got)), e2eproxy.Clip([]byte(want)))
 		}
 		if len(want) > 10 {
 			withData++
@@ -260,7 +261,7 @@ func testClientGolang(t *testing.T, w *clientWorld) {
 	proxy, oracle := promv1.NewAPI(pc), promv1.NewAPI(oc)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d := w.f.data
+	d := w.f.Data
 	at, start, end := d.Start.Add(61*time.Minute), d.Start.Add(10*time.Minute), d.Start.Add(110*time.Minute)
 
 	calls, withData := 0, 0
@@ -284,7 +285,7 @@ func testClientGolang(t *testing.T, w *clientWorld) {
 			return
 		}
 		if a, b := jsonOf(t, want), jsonOf(t, got); a != b {
-			t.Errorf("%s: proxy and oracle differ\nproxy:  %s\noracle: %s", what, clip([]byte(b)), clip([]byte(a)))
+			t.Errorf("%s: proxy and oracle differ\nproxy:  %s\noracle: %s", what, e2eproxy.Clip([]byte(b)), e2eproxy.Clip([]byte(a)))
 		}
 	}
 
@@ -330,15 +331,15 @@ func testClientGolang(t *testing.T, w *clientWorld) {
 
 // grafanaRequest is one call the way Grafana's Prometheus data source
 // sends it (httpMethod POST, the default since Grafana 8).
-func (w *clientWorld) grafanaDo(t testing.TB, base string, r apiRequest, auth bool) apiAnswer {
+func (w *clientWorld) grafanaDo(t testing.TB, base string, r e2eproxy.APIRequest, auth bool) e2eproxy.APIAnswer {
 	t.Helper()
 	var req *http.Request
 	var err error
-	if r.post {
-		req, err = http.NewRequest(http.MethodPost, base+r.path, strings.NewReader(r.params.Encode()))
+	if r.Post {
+		req, err = http.NewRequest(http.MethodPost, base+r.Path, strings.NewReader(r.Params.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	} else {
-		req, err = http.NewRequest(http.MethodGet, base+r.path+"?"+r.params.Encode(), nil)
+		req, err = http.NewRequest(http.MethodGet, base+r.Path+"?"+r.Params.Encode(), nil)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -359,12 +360,12 @@ func (w *clientWorld) grafanaDo(t testing.TB, base string, r apiRequest, auth bo
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
-	return apiAnswer{resp.StatusCode, body}
+	return e2eproxy.APIAnswer{Code: resp.StatusCode, Body: body}
 }
 
 func testGrafanaCalls(t *testing.T, w *clientWorld) {
-	d := w.f.data
-	start, end := formatTime(d.Start.Add(20*time.Minute)), formatTime(d.Start.Add(110*time.Minute))
+	d := w.f.Data
+	start, end := e2eproxy.FormatTime(d.Start.Add(20*time.Minute)), e2eproxy.FormatTime(d.Start.Add(110*time.Minute))
 	window := func(v url.Values) url.Values {
 		v.Set("start", start)
 		v.Set("end", end)
@@ -372,36 +373,36 @@ func testGrafanaCalls(t *testing.T, w *clientWorld) {
 	}
 	// Opening the data source, the query editor's metric browser, then a
 	// dashboard panel.
-	buildinfo := w.grafanaDo(t, w.proxy.URL, apiRequest{path: "/api/v1/status/buildinfo", params: url.Values{}}, true)
+	buildinfo := w.grafanaDo(t, w.proxy.URL, e2eproxy.APIRequest{Path: "/api/v1/status/buildinfo", Params: url.Values{}}, true)
 	var bi struct {
 		Status string
 		Data   struct{ Version string }
 	}
-	if err := json.Unmarshal(buildinfo.body, &bi); err != nil || buildinfo.code != 200 || bi.Status != "success" || !regexp.MustCompile(`^[23]\.\d+\.\d+`).MatchString(bi.Data.Version) {
-		t.Errorf("buildinfo: HTTP %d %s", buildinfo.code, buildinfo.body)
+	if err := json.Unmarshal(buildinfo.Body, &bi); err != nil || buildinfo.Code != 200 || bi.Status != "success" || !regexp.MustCompile(`^[23]\.\d+\.\d+`).MatchString(bi.Data.Version) {
+		t.Errorf("buildinfo: HTTP %d %s", buildinfo.Code, buildinfo.Body)
 	}
-	calls := []apiRequest{
-		{path: "/api/v1/query", post: true, params: url.Values{"query": {"1+1"}, "time": {end}}},
-		{path: "/api/v1/labels", post: true, params: window(url.Values{})},
-		{path: "/api/v1/label/__name__/values", params: window(url.Values{})},
-		{path: "/api/v1/metadata", params: url.Values{}},
-		{path: "/api/v1/metadata", params: url.Values{"metric": {"http_requests_total"}}},
-		{path: "/api/v1/labels", post: true, params: window(url.Values{"match[]": {"http_requests_total"}})},
-		{path: "/api/v1/label/job/values", params: window(url.Values{"match[]": {"http_requests_total"}})},
-		{path: "/api/v1/label/code/values", params: window(url.Values{"match[]": {`http_requests_total{job="api"}`}})},
-		{path: "/api/v1/series", post: true, params: window(url.Values{"match[]": {`http_requests_total{job="api"}`}})},
-		{path: "/api/v1/query_range", post: true, params: window(url.Values{"query": {`sum by (code) (rate(http_requests_total{job="api"}[2m]))`}, "step": {"30"}})},
-		{path: "/api/v1/query_range", post: true, params: window(url.Values{"query": {`histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[2m])))`}, "step": {"60"}})},
-		{path: "/api/v1/query", post: true, params: url.Values{"query": {`sum by (job) (http_requests_total)`}, "time": {end}}},
-		{path: "/api/v1/query_exemplars", post: true, params: window(url.Values{"query": {`http_requests_total`}})},
-		{path: "/api/v1/query_range", post: true, params: window(url.Values{"query": {`rate(http_requests_total[`}, "step": {"30"}})},
+	calls := []e2eproxy.APIRequest{
+		{Path: "/api/v1/query", Post: true, Params: url.Values{"query": {"1+1"}, "time": {end}}},
+		{Path: "/api/v1/labels", Post: true, Params: window(url.Values{})},
+		{Path: "/api/v1/label/__name__/values", Params: window(url.Values{})},
+		{Path: "/api/v1/metadata", Params: url.Values{}},
+		{Path: "/api/v1/metadata", Params: url.Values{"metric": {"http_requests_total"}}},
+		{Path: "/api/v1/labels", Post: true, Params: window(url.Values{"match[]": {"http_requests_total"}})},
+		{Path: "/api/v1/label/job/values", Params: window(url.Values{"match[]": {"http_requests_total"}})},
+		{Path: "/api/v1/label/code/values", Params: window(url.Values{"match[]": {`http_requests_total{job="api"}`}})},
+		{Path: "/api/v1/series", Post: true, Params: window(url.Values{"match[]": {`http_requests_total{job="api"}`}})},
+		{Path: "/api/v1/query_range", Post: true, Params: window(url.Values{"query": {`sum by (code) (rate(http_requests_total{job="api"}[2m]))`}, "step": {"30"}})},
+		{Path: "/api/v1/query_range", Post: true, Params: window(url.Values{"query": {`histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[2m])))`}, "step": {"60"}})},
+		{Path: "/api/v1/query", Post: true, Params: url.Values{"query": {`sum by (job) (http_requests_total)`}, "time": {end}}},
+		{Path: "/api/v1/query_exemplars", Post: true, Params: window(url.Values{"query": {`http_requests_total`}})},
+		{Path: "/api/v1/query_range", Post: true, Params: window(url.Values{"query": {`rate(http_requests_total[`}, "step": {"30"}})},
 	}
 	withData := 0
 	for _, r := range calls {
 		want := w.grafanaDo(t, w.oracle.URL, r, false)
 		got := w.grafanaDo(t, w.proxy.URL, r, true)
-		compareAnswers(t, "grafana "+r.String(), want, got)
-		if hasData(t, want) {
+		e2eproxy.CompareAnswers(t, "grafana "+r.String(), want, got)
+		if e2eproxy.HasData(t, want) {
 			withData++
 		}
 	}
@@ -483,9 +484,9 @@ func (f *metricFamily) sum(match map[string]string) float64 {
 
 func testMetricsMove(t *testing.T, w *clientWorld) {
 	before := w.scrape(t)
-	q := apiRequest{path: "/api/v1/query", params: url.Values{"query": {"sum(rate(http_requests_total[5m]))"}, "time": {formatTime(w.f.data.Start.Add(time.Hour))}}}
-	if a := w.grafanaDo(t, w.proxy.URL, q, true); a.code != 200 {
-		t.Fatalf("query: HTTP %d %s", a.code, a.body)
+	q := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {"sum(rate(http_requests_total[5m]))"}, "time": {e2eproxy.FormatTime(w.f.Data.Start.Add(time.Hour))}}}
+	if a := w.grafanaDo(t, w.proxy.URL, q, true); a.Code != 200 {
+		t.Fatalf("query: HTTP %d %s", a.Code, a.Body)
 	}
 	// One refused request, to move the failure counter.
 	if resp, err := w.https.Get(w.proxy.URL + "/api/v1/query?query=up"); err == nil {
@@ -512,16 +513,16 @@ func testMetricsMove(t *testing.T, w *clientWorld) {
 		}
 	}
 	for name, want := range map[string]float64{
-		"prometheus_proxy_targets_discovered": float64(len(w.f.shards)),
-		"prometheus_proxy_targets_healthy":    float64(len(w.f.shards)),
-		"prometheus_proxy_groups_discovered":  float64(len(w.f.shards)),
+		"prometheus_proxy_targets_discovered": float64(len(w.f.Shards)),
+		"prometheus_proxy_targets_healthy":    float64(len(w.f.Shards)),
+		"prometheus_proxy_groups_discovered":  float64(len(w.f.Shards)),
 		"prometheus_proxy_tenants_active":     3, // team-a, team-b, team-c
 	} {
 		if got := after[name].sum(nil); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if n := len(after["prometheus_proxy_group_healthy_replicas"].samplesOrNil()); n != len(w.f.shards) {
+	if n := len(after["prometheus_proxy_group_healthy_replicas"].samplesOrNil()); n != len(w.f.Shards) {
 		t.Errorf("prometheus_proxy_group_healthy_replicas has %d series, want one per group", n)
 	}
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "prometheus_proxy_requests_in_flight", "prometheus_proxy_requests_rejected_total"} {
