@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
-	"github.com/prometheus/common/model"
 )
 
-// configFromYAML loads a configuration file as the proxy would.
+// ConfigFromYAML loads a configuration file as the proxy would.
 func ConfigFromYAML(t testing.TB, text string) app.Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
@@ -32,7 +33,7 @@ func ConfigFromYAML(t testing.TB, text string) app.Config {
 	return cfg
 }
 
-// waitFor fails the test unless cond holds within the given time.
+// WaitFor fails the test unless cond holds within the given time.
 func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	e2eutil.Eventually(t, within, what, func() error {
@@ -43,7 +44,7 @@ func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 	})
 }
 
-// waitGroups waits until the proxy's groups (name → replica URLs) are want.
+// WaitGroups waits until the proxy's groups (name → replica URLs) are want.
 func WaitGroups(t testing.TB, p *Proxy, what string, want map[string][]string) {
 	t.Helper()
 	start := time.Now()
@@ -72,7 +73,7 @@ func WaitGroups(t testing.TB, p *Proxy, what string, want map[string][]string) {
 
 const BackendTimeout = time.Second
 
-// faultConfig is the fleet's config with cluster-c's replicas replaced by
+// FaultConfig is the fleet's config with cluster-c's replicas replaced by
 // urls, a short backend timeout and fast health checks.
 func FaultConfig(f *Fleet, urls ...string) app.Config {
 	cfg := BaseConfig(f)
@@ -98,7 +99,7 @@ func Instant(f *Fleet, query string, extra ...string) APIRequest {
 	return APIRequest{Path: "/api/v1/query", Params: p}
 }
 
-// targetStatus is one replica in /debug/targets.
+// TargetStatus is one replica in /debug/targets.
 type TargetStatus struct {
 	Group     string
 	Labels    map[string]string
@@ -140,7 +141,7 @@ func Targets(t *testing.T, p *Proxy) []TargetStatus {
 	return out
 }
 
-// metricSum adds up the samples of a metric whose label text contains every
+// MetricSum adds up the samples of a metric whose label text contains every
 // fragment (a trailing-open fragment like `result="` matches any value).
 func MetricSum(t *testing.T, p *Proxy, name string, fragments ...string) float64 {
 	t.Helper()

@@ -10,11 +10,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/labels"
+
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
-	"github.com/prometheus/prometheus/model/labels"
 )
 
 // Fleet is the shared test world: one Prometheus per shard of the generated
@@ -26,7 +27,7 @@ type Fleet struct {
 	Reference *e2eutil.Prometheus
 }
 
-// shardKinds mixes Prometheus versions, as real fleets do.
+// ShardKinds mixes Prometheus versions, as real fleets do.
 var ShardKinds = []e2eutil.Kind{e2eutil.V3, e2eutil.V2, e2eutil.V3}
 
 func OpenMetrics(t testing.TB, cfg datagen.Config, shard int, keep func(labels.Labels) bool) io.Reader {
@@ -49,7 +50,7 @@ func StartFleet(t testing.TB) *Fleet {
 	return f
 }
 
-// staticConfig points the proxy at the fleet, one group per shard.
+// StaticConfig points the proxy at the fleet, one group per shard.
 func (f *Fleet) StaticConfig() []discovery.StaticGroup {
 	var gs []discovery.StaticGroup
 	for i, p := range f.Shards {
@@ -58,7 +59,7 @@ func (f *Fleet) StaticConfig() []discovery.StaticGroup {
 	return gs
 }
 
-// proxyUnderTest is an in-process proxy listening on 127.0.0.1.
+// Proxy is an in-process proxy listening on 127.0.0.1.
 type Proxy struct {
 	URL string
 	// ManagementURL is the management listener's, when configured.
@@ -94,7 +95,7 @@ func StartProxy(t testing.TB, cfg app.Config) *Proxy {
 	return p
 }
 
-// startProxyLogging starts the proxy in-process on 127.0.0.1 with its log
+// StartProxyLogging starts the proxy in-process on 127.0.0.1 with its log
 // kept at level, and returns the log so tests can read what it writes.
 func StartProxyLogging(t testing.TB, cfg app.Config, level slog.Level) (*Proxy, *SyncBuffer) {
 	t.Helper()

@@ -22,7 +22,7 @@ import (
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 )
 
-// suiteExprs is the PromQL the proxy must answer exactly like one Prometheus
+// SuiteExprs is the PromQL the proxy must answer exactly like one Prometheus
 // holding all the data. {at} is replaced by a fixed timestamp inside the data.
 var SuiteExprs = []string{
 	`up`,
@@ -106,7 +106,7 @@ var badRangeQueries = []url.Values{
 	{"query": {`up{`}, "start": {"100"}, "end": {"200"}, "step": {"10"}},
 }
 
-// suiteTimes returns evaluation instants and ranges inside the data window.
+// SuiteTimes returns evaluation instants and ranges inside the data window.
 type RangeSpec struct {
 	Start, End time.Time
 	Step       time.Duration
@@ -128,12 +128,12 @@ func ExpandExpr(expr string, cfg datagen.Config) string {
 	return strings.ReplaceAll(expr, "{at}", strconv.FormatInt(at, 10))
 }
 
-// allData is start and end around the whole generated data.
+// AllData is start and end around the whole generated data.
 func AllData(cfg datagen.Config) url.Values {
 	return url.Values{"start": {FormatTime(cfg.Start.Add(-time.Minute))}, "end": {FormatTime(cfg.LastSampleTime().Add(time.Minute))}}
 }
 
-// withParams is a copy of p with the key/value pairs kv added.
+// WithParams is a copy of p with the key/value pairs kv added.
 func WithParams(p url.Values, kv ...string) url.Values {
 	out := url.Values{}
 	for k, v := range p {
@@ -149,7 +149,7 @@ func FormatTime(t time.Time) string {
 	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
 }
 
-// apiRequest is one Prometheus API request, sent as GET or POST.
+// APIRequest is one Prometheus API request, sent as GET or POST.
 type APIRequest struct {
 	Path   string
 	Params url.Values
@@ -191,7 +191,7 @@ func DoRequest(t testing.TB, base string, r APIRequest) APIAnswer {
 	return APIAnswer{Code: resp.StatusCode, Body: body}
 }
 
-// normalize decodes a Prometheus API answer and sorts every list whose order
+// Normalize decodes a Prometheus API answer and sorts every list whose order
 // Prometheus does not define (series of a vector or matrix, series lists), so
 // two answers compare equal iff they hold the same data. Floats stay strings,
 // so equality is exact.
@@ -239,7 +239,7 @@ func sortByJSON(list []any, field string) {
 	sort.SliceStable(list, func(i, j int) bool { return key(list[i]) < key(list[j]) })
 }
 
-// diffAnswers says how the proxy's answer differs from the reference's, or "".
+// DiffAnswers says how the proxy's answer differs from the reference's, or "".
 func DiffAnswers(t testing.TB, want, got APIAnswer) string {
 	t.Helper()
 	if want.Code != got.Code {
@@ -252,7 +252,7 @@ func DiffAnswers(t testing.TB, want, got APIAnswer) string {
 	return ""
 }
 
-// compareAnswers fails the test when the proxy's answer differs from the reference's.
+// CompareAnswers fails the test when the proxy's answer differs from the reference's.
 func CompareAnswers(t testing.TB, what string, want, got APIAnswer) {
 	t.Helper()
 	if d := DiffAnswers(t, want, got); d != "" {
@@ -260,7 +260,7 @@ func CompareAnswers(t testing.TB, what string, want, got APIAnswer) {
 	}
 }
 
-// hasData reports whether a successful answer carries at least one series,
+// HasData reports whether a successful answer carries at least one series,
 // sample or value (so a suite of empty answers cannot pass unnoticed).
 func HasData(t testing.TB, a APIAnswer) bool {
 	if a.Code != http.StatusOK {
@@ -290,7 +290,7 @@ func Clip(b []byte) string {
 	return string(b)
 }
 
-// suiteRequests is the whole differential suite: every expression as instant
+// SuiteRequests is the whole differential suite: every expression as instant
 // and range query, GET and POST, the bad queries, and the label and series
 // endpoints with and without match[].
 func SuiteRequests(cfg datagen.Config) []APIRequest {
@@ -357,14 +357,14 @@ func SuiteRequests(cfg datagen.Config) []APIRequest {
 	return reqs
 }
 
-// runSuite sends every request to both servers and compares the answers.
+// RunSuite sends every request to both servers and compares the answers.
 // It also checks that most answers hold data, so the comparison means
 // something, and returns how many requests it compared.
 func RunSuite(t *testing.T, reference, proxy string, reqs []APIRequest, header http.Header) int {
 	return RunSuiteMinData(t, reference, proxy, reqs, header, len(reqs)/2)
 }
 
-// runSuiteMinData is runSuite for data sets where fewer answers hold data
+// RunSuiteMinData is RunSuite for data sets where fewer answers hold data
 // (a tenant's view): at least minData of them must.
 func RunSuiteMinData(t *testing.T, reference, proxy string, reqs []APIRequest, header http.Header, minData int) int {
 	t.Helper()
@@ -385,7 +385,7 @@ func RunSuiteMinData(t *testing.T, reference, proxy string, reqs []APIRequest, h
 	return len(reqs)
 }
 
-// newAPIRequest builds r as a GET with a query string or a form POST.
+// NewAPIRequest builds r as a GET with a query string or a form POST.
 func NewAPIRequest(base string, r APIRequest) (*http.Request, error) {
 	if !r.Post {
 		return http.NewRequest(http.MethodGet, base+r.Path+"?"+r.Params.Encode(), nil)

@@ -8,15 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
-	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/labels"
 )
 
-// tenantFiles copies the shipped example MetricAccess files into a
+// TenantFiles copies the shipped example MetricAccess files into a
 // directory the test may change.
 func TenantFiles(t testing.TB) string {
 	t.Helper()
@@ -48,7 +49,7 @@ func TenantConfig(f *Fleet, dir string) app.Config {
 
 func TenantHeader(ns string) http.Header { return http.Header{"X-Tenant-Namespace": {ns}} }
 
-// policyOf returns the proxy's compiled policy for ns.
+// PolicyOf returns the proxy's compiled policy for ns.
 func PolicyOf(t testing.TB, p *Proxy, ns string) *tenancy.Policy {
 	t.Helper()
 	pol, err := p.App.Tenants().Policy(ns)
@@ -58,7 +59,7 @@ func PolicyOf(t testing.TB, p *Proxy, ns string) *tenancy.Policy {
 	return pol
 }
 
-// oracleFor starts a Prometheus holding exactly the series pol lets through.
+// OracleFor starts a Prometheus holding exactly the series pol lets through.
 func OracleFor(t testing.TB, f *Fleet, name string, pol *tenancy.Policy) *e2eutil.Prometheus {
 	t.Helper()
 	visible := 0
@@ -75,7 +76,7 @@ func OracleFor(t testing.TB, f *Fleet, name string, pol *tenancy.Policy) *e2euti
 	return e2eutil.StartPrometheus(t, e2eutil.V3, OpenMetrics(t, f.Data, -1, func(l labels.Labels) bool { return pol.Matches(l) }), e2eutil.WithName("oracle-"+name))
 }
 
-// attackRequests try to read around the tenant's rules. Each must answer
+// AttackRequests try to read around the tenant's rules. Each must answer
 // exactly what the tenant's oracle answers: nothing leaks, and nothing that
 // Prometheus would answer fails.
 func AttackRequests(f *Fleet) []APIRequest {

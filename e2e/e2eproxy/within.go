@@ -7,13 +7,13 @@ import (
 	"strconv"
 )
 
-// tally counts how answers compared within a tolerance.
+// Tally counts how answers compared within a tolerance.
 type Tally struct {
 	Answers, BitEqual, SamplesWithin, SamplesExact int
 	MaxRel                                         float64
 }
 
-// within walks two decoded answers; under "value" or "values" a string is
+// Within walks two decoded answers; under "value" or "values" a string is
 // a sample value, compared within tol.
 func Within(w, g any, tol float64, sample bool, tl *Tally) string {
 	switch wv := w.(type) {

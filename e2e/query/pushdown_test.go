@@ -401,7 +401,7 @@ func sumRequests(data datagen.Config) []e2eproxy.APIRequest { return exprRequest
 // between buckets and can magnify it, so the test allows more.
 const sumsTolerance = 1e-12
 
-// compareWithin is compareAnswers allowing sample values (and only those)
+// compareWithin is CompareAnswers allowing sample values (and only those)
 // to differ by a relative tol; it counts what was bit-equal.
 func compareWithin(t testing.TB, what string, want, got e2eproxy.APIAnswer, tol float64, tl *e2eproxy.Tally) {
 	t.Helper()
@@ -419,7 +419,7 @@ func compareWithin(t testing.TB, what string, want, got e2eproxy.APIAnswer, tol 
 	}
 }
 
-// runSuiteWithin is runSuiteMinData comparing within tol.
+// runSuiteWithin is RunSuiteMinData comparing within tol.
 func runSuiteWithin(t *testing.T, reference, proxy string, reqs []e2eproxy.APIRequest, header http.Header, minData int, tol float64) e2eproxy.Tally {
 	t.Helper()
 	var tl e2eproxy.Tally

@@ -31,9 +31,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // TestAuth runs the authentication and TLS scenarios against one fleet:
@@ -49,7 +50,7 @@ func TestAuth(t *testing.T) {
 	t.Run("BackendTLS", func(t *testing.T) { testBackendTLS(t, f) })
 }
 
-// startLoggedProxy is startProxy with request logging on and every log
+// startLoggedProxy is StartProxy with request logging on and every log
 // level kept, so tests can read what the proxy writes.
 func startLoggedProxy(t testing.TB, cfg app.Config) (*e2eproxy.Proxy, *e2eproxy.SyncBuffer) {
 	t.Helper()
