@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -135,6 +136,14 @@ func StartProxyLogging(t testing.TB, cfg app.Config, level slog.Level) (*Proxy, 
 			t.Logf("proxy log:\n%s", Clip(logs.Bytes()))
 		}
 	})
+	if cfg.Tenants.Enabled() && !cfg.Tenants.Kubernetes {
+		// Serve reads the tenant files as it starts; tests ask as a tenant
+		// at once. (Kubernetes sources are awaited by their tests, some of
+		// which look at the proxy before they sync.)
+		if !e2eutil.WaitFor(30*time.Second, a.Tenants().Ready) {
+			t.Fatalf("proxy: tenant files %v not read within 30s", cfg.Tenants.Files)
+		}
+	}
 	scheme := "http"
 	if cfg.Server.TLS.CertFile != "" {
 		scheme = "https"
