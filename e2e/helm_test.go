@@ -21,16 +21,8 @@ import (
 	"go.yaml.in/yaml/v3"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/httpapi"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/tracing"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
 const (
@@ -405,22 +397,6 @@ func lineDiff(a, b string) string {
 	return strings.Join(out, "\n")
 }
 
-// proxyConfig mirrors the sections of cmd/proxy's Config (each package's
-// own struct), so a rendered config.yaml decodes with unknown keys refused,
-// as the proxy reads it.
-type proxyConfig struct {
-	Discovery discovery.Config     `yaml:"discovery"`
-	Proxy     httpapi.ProxyConfig  `yaml:"proxy"`
-	Server    httpapi.ServerConfig `yaml:"server"`
-	Engine    engine.Config        `yaml:"engine"`
-	Backend   remote.Config        `yaml:"backend"`
-	Tenants   tenancy.Config       `yaml:"tenants"`
-	Auth      authn.Config         `yaml:"auth"`
-	Cache     cache.Config         `yaml:"cache"`
-	Limits    admission.Config     `yaml:"limits"`
-	Tracing   tracing.Config       `yaml:"tracing"`
-}
-
 // checkRender checks a render's inner consistency: the config decodes as
 // the proxy's, and every file it names lies in a volume the container mounts.
 func checkRender(t *testing.T, objs []map[string]any) {
@@ -444,7 +420,8 @@ func checkRender(t *testing.T, objs []map[string]any) {
 	if cfgText == "" {
 		t.Fatal("no ConfigMap with config.yaml rendered")
 	}
-	var cfg proxyConfig
+	// Decoded only: the files it names exist in the container, not here.
+	var cfg app.Config
 	dec := yaml.NewDecoder(strings.NewReader(cfgText))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"k8s.io/klog/v2"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -44,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *showVersion {
-		_, _ = fmt.Fprintf(stdout, "prometheus-multi-tenant-proxy %s (PromQL engine of Prometheus %s)\n", version, promEngineVersion())
+		_, _ = fmt.Fprintf(stdout, "prometheus-multi-tenant-proxy %s (PromQL engine of Prometheus %s)\n", version, app.PromEngineVersion())
 		return nil
 	}
 	var level slog.Level
@@ -59,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*configFile)
+	cfg, err := app.LoadConfig(*configFile)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -76,11 +77,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	app, err := newApp(ctx, cfg, logger)
+	proxy, err := app.New(cfg, logger, version)
 	if err != nil {
 		return err
 	}
-	defer app.Close()
+	defer proxy.Close()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -94,10 +95,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		logger.Info("management endpoints listening", "address", mgmt.Addr().String())
 	}
 	logger.Info("listening", "address", ln.Addr().String(), "version", version)
-	err = app.Serve(ctx, ln, mgmt)
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
+	err = proxy.Serve(ctx, ln, mgmt)
 	logger.Info("stopped")
 	return err
 }

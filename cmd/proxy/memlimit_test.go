@@ -8,6 +8,7 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/cmd/proxy/app"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 )
 
@@ -36,8 +37,8 @@ func TestConfigMemoryLimit(t *testing.T) {
 	if err != nil || got != want || debug.SetMemoryLimit(-1) != want {
 		t.Fatalf("1 GiB container: limit %d (runtime %d), %v; want %d", got, debug.SetMemoryLimit(-1), err, want)
 	}
-	cfg := defaultConfig()
-	if err := cfg.validate(); err != nil {
+	cfg := app.DefaultConfig()
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if n := cfg.Engine.EffectiveMaxSamples(); n != 7_549_747 {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/bench/datagen"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/e2e/e2eproxy"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -34,7 +35,7 @@ type proxyProc struct {
 	config string
 	port   int
 	URL    string
-	log    *syncBuffer
+	log    *e2eproxy.SyncBuffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -43,7 +44,7 @@ type proxyProc struct {
 
 func startProxyProc(t *testing.T, name, config string) *proxyProc {
 	t.Helper()
-	p := &proxyProc{t: t, name: name, config: config, port: e2eutil.FreePort(t), log: &syncBuffer{}}
+	p := &proxyProc{t: t, name: name, config: config, port: e2eutil.FreePort(t), log: &e2eproxy.SyncBuffer{}}
 	p.URL = "http://127.0.0.1:" + strconv.Itoa(p.port)
 	t.Cleanup(func() {
 		p.mu.Lock()
@@ -56,7 +57,7 @@ func startProxyProc(t *testing.T, name, config string) *proxyProc {
 			}
 		}
 		if t.Failed() {
-			t.Logf("proxy %s log:\n%s", name, clip(p.log.Bytes()))
+			t.Logf("proxy %s log:\n%s", name, e2eproxy.Clip(p.log.Bytes()))
 		}
 	})
 	p.start()
@@ -138,7 +139,7 @@ func (p *proxyProc) term() {
 
 func (p *proxyProc) metric(name string, fragments ...string) float64 {
 	p.t.Helper()
-	return metricSum(p.t, &proxyUnderTest{URL: p.URL}, name, fragments...)
+	return e2eproxy.MetricSum(p.t, &e2eproxy.Proxy{URL: p.URL}, name, fragments...)
 }
 
 func (p *proxyProc) reads() float64 {
@@ -151,12 +152,12 @@ func (p *proxyProc) cacheResult(result string) float64 {
 
 // writeProxyConfig writes a proxy configuration over the given backends
 // (one group per shard) with the given cache section (none: no cache).
-func writeProxyConfig(t *testing.T, f *fleet, backends []string, cacheYAML string) string {
+func writeProxyConfig(t *testing.T, f *e2eproxy.Fleet, backends []string, cacheYAML string) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("discovery:\n  static:\n")
 	for i, u := range backends {
-		fmt.Fprintf(&b, "    - name: %s\n      urls: [%q]\n", f.data.Clusters[i], u)
+		fmt.Fprintf(&b, "    - name: %s\n      urls: [%q]\n", f.Data.Clusters[i], u)
 	}
 	fmt.Fprintf(&b, "proxy:\n  enable_caching: %t\n  enable_request_logging: false\n", cacheYAML != "")
 	b.WriteString("server:\n  drain_delay: 1s\n  shutdown_timeout: 30s\n")
@@ -177,7 +178,7 @@ func sharedCacheYAML(redis string) string {
 
 // dashboard is a set of panels whose answers are all settled and
 // cacheable, so that a warm dashboard needs no backend read at all.
-func dashboard(cfg datagen.Config) []apiRequest {
+func dashboard(cfg datagen.Config) []e2eproxy.APIRequest {
 	start, end := cfg.Start.Add(10*time.Minute), cfg.Start.Add(110*time.Minute)
 	exprs := []string{
 		`sum by (namespace) (rate(http_requests_total[5m]))`,
@@ -186,15 +187,15 @@ func dashboard(cfg datagen.Config) []apiRequest {
 		`max by (namespace) (memory_usage_bytes)`,
 		`count by (__name__) ({__name__=~".+"})`,
 	}
-	var out []apiRequest
+	var out []e2eproxy.APIRequest
 	for _, e := range exprs {
 		for _, step := range []string{"60", "120"} {
-			out = append(out, apiRequest{path: "/api/v1/query_range", post: true, params: url.Values{
-				"query": {e}, "start": {formatTime(start)}, "end": {formatTime(end)}, "step": {step},
+			out = append(out, e2eproxy.APIRequest{Path: "/api/v1/query_range", Post: true, Params: url.Values{
+				"query": {e}, "start": {e2eproxy.FormatTime(start)}, "end": {e2eproxy.FormatTime(end)}, "step": {step},
 			}})
 		}
-		out = append(out, apiRequest{path: "/api/v1/query", params: url.Values{
-			"query": {e}, "time": {formatTime(cfg.Start.Add(time.Hour))},
+		out = append(out, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{
+			"query": {e}, "time": {e2eproxy.FormatTime(cfg.Start.Add(time.Hour))},
 		}})
 	}
 	return out
@@ -202,17 +203,17 @@ func dashboard(cfg datagen.Config) []apiRequest {
 
 // answered is a dashboard with the reference's answers.
 type answered struct {
-	reqs []apiRequest
-	want []apiAnswer
+	reqs []e2eproxy.APIRequest
+	want []e2eproxy.APIAnswer
 }
 
-func referenceAnswers(t *testing.T, f *fleet, reqs []apiRequest) answered {
+func referenceAnswers(t *testing.T, f *e2eproxy.Fleet, reqs []e2eproxy.APIRequest) answered {
 	t.Helper()
 	a := answered{reqs: reqs}
 	for _, r := range reqs {
-		w := doRequest(t, f.reference.URL, r)
-		if w.code != http.StatusOK || !hasData(t, w) {
-			t.Fatalf("reference: %s: HTTP %d %s", r, w.code, clip(w.body))
+		w := e2eproxy.DoRequest(t, f.Reference.URL, r)
+		if w.Code != http.StatusOK || !e2eproxy.HasData(t, w) {
+			t.Fatalf("reference: %s: HTTP %d %s", r, w.Code, e2eproxy.Clip(w.Body))
 		}
 		a.want = append(a.want, w)
 	}
@@ -223,23 +224,23 @@ func referenceAnswers(t *testing.T, f *fleet, reqs []apiRequest) answered {
 func (a answered) check(t *testing.T, base, what string) {
 	t.Helper()
 	for i, r := range a.reqs {
-		compareAnswers(t, what+": "+r.String(), a.want[i], doRequest(t, base, r))
+		e2eproxy.CompareAnswers(t, what+": "+r.String(), a.want[i], e2eproxy.DoRequest(t, base, r))
 	}
 }
 
-// tryRequest is doRequest without failing the test: for load loops.
-func tryRequest(client *http.Client, base string, r apiRequest) (apiAnswer, error) {
-	req, err := newAPIRequest(base, r)
+// tryRequest is e2eproxy.DoRequest without failing the test: for load loops.
+func tryRequest(client *http.Client, base string, r e2eproxy.APIRequest) (e2eproxy.APIAnswer, error) {
+	req, err := e2eproxy.NewAPIRequest(base, r)
 	if err != nil {
-		return apiAnswer{}, err
+		return e2eproxy.APIAnswer{}, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return apiAnswer{}, err
+		return e2eproxy.APIAnswer{}, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
-	return apiAnswer{resp.StatusCode, body}, err
+	return e2eproxy.APIAnswer{Code: resp.StatusCode, Body: body}, err
 }
 
 // load asks the panels over and over through the bases, by workers, until
@@ -270,10 +271,10 @@ func startLoad(t *testing.T, a answered, bases []string, workers int) *load {
 				switch {
 				case err != nil:
 					fail = err.Error()
-				case got.code != a.want[k].code:
-					fail = fmt.Sprintf("HTTP %d: %s", got.code, clip(got.body))
+				case got.Code != a.want[k].Code:
+					fail = fmt.Sprintf("HTTP %d: %s", got.Code, e2eproxy.Clip(got.Body))
 				default:
-					fail = diffAnswers(t, a.want[k], got)
+					fail = e2eproxy.DiffAnswers(t, a.want[k], got)
 				}
 				l.answered.Add(1)
 				if fail != "" {
@@ -306,9 +307,9 @@ func (l *load) finish(t *testing.T, what string) {
 	}
 }
 
-func shardURLs(f *fleet) []string {
+func shardURLs(f *e2eproxy.Fleet) []string {
 	var out []string
-	for _, s := range f.shards {
+	for _, s := range f.Shards {
 		out = append(out, s.URL)
 	}
 	return out
@@ -318,7 +319,7 @@ func shardURLs(f *fleet) []string {
 // Sentinel-managed Redis, and restarts them under load behind a load
 // balancer that follows /ready.
 func TestMultiProxy(t *testing.T) {
-	f := startFleet(t)
+	f := e2eproxy.StartFleet(t)
 	t.Run("RedisCluster", func(t *testing.T) { testSharedRedisCluster(t, f) })
 	t.Run("RedisSentinel", func(t *testing.T) { testSharedRedisSentinel(t, f) })
 	t.Run("RollingRestart", func(t *testing.T) { testRollingRestart(t, f) })
@@ -369,12 +370,12 @@ func hitsAgain(t *testing.T, dash answered, a, b *proxyProc) {
 	}
 }
 
-func testSharedRedisCluster(t *testing.T, f *fleet) {
+func testSharedRedisCluster(t *testing.T, f *e2eproxy.Fleet) {
 	cl := e2eutil.StartRedisCluster(t, 3)
 	redisYAML := "    addresses: [" + strings.Join(cl.Addrs(), ", ") + "]\n"
 	cfg := writeProxyConfig(t, f, shardURLs(f), sharedCacheYAML(redisYAML))
 	a, b := startProxyProc(t, "a", cfg), startProxyProc(t, "b", cfg)
-	dash := referenceAnswers(t, f, dashboard(f.data))
+	dash := referenceAnswers(t, f, dashboard(f.Data))
 
 	coldReads := warmAcross(t, dash, a, b)
 	per := cl.KeysPerNode()
@@ -422,12 +423,12 @@ func testSharedRedisCluster(t *testing.T, f *fleet) {
 	}
 }
 
-func testSharedRedisSentinel(t *testing.T, f *fleet) {
+func testSharedRedisSentinel(t *testing.T, f *e2eproxy.Fleet) {
 	s := e2eutil.StartRedisSentinel(t)
 	redisYAML := "    master_name: " + s.MasterName + "\n    addresses: [" + strings.Join(s.SentinelAddrs(), ", ") + "]\n"
 	cfg := writeProxyConfig(t, f, shardURLs(f), sharedCacheYAML(redisYAML))
 	a, b := startProxyProc(t, "a", cfg), startProxyProc(t, "b", cfg)
-	dash := referenceAnswers(t, f, dashboard(f.data))
+	dash := referenceAnswers(t, f, dashboard(f.Data))
 
 	warmAcross(t, dash, a, b)
 	first, err := s.MasterAddr()
@@ -526,7 +527,7 @@ func startReadyLB(t *testing.T, targets ...string) *readyLB {
 // /ready are restarted one after the other (SIGTERM, exit, start) under a
 // steady load; no request fails, none is retried, and requests that were in
 // flight at SIGTERM are answered.
-func testRollingRestart(t *testing.T, f *fleet) {
+func testRollingRestart(t *testing.T, f *e2eproxy.Fleet) {
 	// Without a cache every request reaches the backends, so requests are
 	// in flight when a proxy is told to stop.
 	cfg := writeProxyConfig(t, f, shardURLs(f), "")
@@ -540,7 +541,7 @@ func testRollingRestart(t *testing.T, f *fleet) {
 		}
 		return nil
 	})
-	dash := referenceAnswers(t, f, dashboard(f.data))
+	dash := referenceAnswers(t, f, dashboard(f.Data))
 	l := startLoad(t, dash, []string{lb.URL}, 4)
 	time.Sleep(time.Second)
 	var inflightAtTerm int64
