@@ -77,14 +77,6 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	a.fanout = fanout
 	backends.OnUpdate(fanout.Retain)
 
-	cfg.Cache.Scope = backends.Topology
-	if cfg.Engine.PushDown.Enabled && cfg.Engine.PushDown.FloatSums == plan.FloatSumsReassociate {
-		// Re-associated sums differ from exact ones in the last bits: such
-		// answers must not be served to a proxy that promises exact ones
-		// (or the reverse) through a shared cache.
-		cfg.Cache.Scope = func() string { return backends.Topology() + "\x00float_sums=reassociate" }
-	}
-	cfg.Cache.FlightScope = engine.PartialResponseScope
 	ng := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
 	// The planner also answers explain=true when push-down is off (saying so).
 	pushDown, err := engine.NewPushDown(ng, fanout, cfg.Engine, reg, logger.With("component", "push-down"))
@@ -98,7 +90,8 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	if qe, err = engine.NewReEvaluating(qe, reg, logger.With("component", "promql")); err != nil {
 		return nil, err
 	}
-	results, err := cache.New(cfg.Cache, qe, reg, logger.With("component", "cache"))
+	scope := cacheScope{backends: backends, reassociate: cfg.Engine.PushDown.Enabled && cfg.Engine.PushDown.FloatSums == plan.FloatSumsReassociate}
+	results, err := cache.New(cfg.Cache, qe, scope, reg, logger.With("component", "cache"))
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +198,26 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 	a.wg.Go(func() { backends.RunHealthChecks(ctx) })
 	return a, nil
 }
+
+// cacheScope is what cached answers depend on besides the query and the
+// tenant: the backend groups, how sums are combined, and per request
+// whether a partial answer is acceptable.
+type cacheScope struct {
+	backends *discovery.Manager
+	// reassociate: re-associated sums differ from exact ones in the last
+	// bits, so such answers must not be served to a proxy that promises
+	// exact ones (or the reverse) through a shared cache.
+	reassociate bool
+}
+
+func (s cacheScope) KeyScope() string {
+	if s.reassociate {
+		return s.backends.Topology() + "\x00float_sums=reassociate"
+	}
+	return s.backends.Topology()
+}
+
+func (cacheScope) FlightScope(ctx context.Context) string { return engine.PartialResponseScope(ctx) }
 
 // tenantsDebug shows the registry on /debug/tenants.
 type tenantsDebug struct{ *tenancy.Registry }
