@@ -24,7 +24,9 @@ import (
 
 func testRegistry(t *testing.T) *tenancy.Registry {
 	t.Helper()
-	r, err := tenancy.NewRegistry(tenancy.Config{AdminNamespaces: []string{"monitoring"}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tcfg := tenancy.DefaultConfig()
+	tcfg.AdminNamespaces = []string{"monitoring"}
+	r, err := tenancy.NewRegistry(tcfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func defaultConfig() Config {
 		Proxy:   httpapi.DefaultProxyConfig(),
 		Engine:  engine.DefaultConfig(),
 		Backend: backend,
-		Tenants: tenancy.Defaults(),
+		Tenants: tenancy.DefaultConfig(),
 		Cache:   cache.DefaultConfig(),
 		Limits:  admission.DefaultConfig(),
 		Tracing: tracing.DefaultConfig(),
