@@ -75,9 +75,10 @@ func TestSeveralNamespaces(t *testing.T) {
 	reg := testRegistry(t)
 	key := "k3y"
 	sum := sha256.Sum256([]byte(key))
-	cfg := authn.Config{Type: authn.TypeAPIKey, MaxNamespaces: 3, APIKeys: []string{
+	cfg := authn.DefaultConfig()
+	cfg.Type, cfg.MaxNamespaces, cfg.APIKeys = authn.TypeAPIKey, 3, []string{
 		hex.EncodeToString(sum[:]) + " team-a", hex.EncodeToString(sum[:]) + " team-b",
-	}}
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ func testRepeatedTenantOrCredential(t *testing.T, f *fleet) {
 	}
 	// A JWT proxy: two Authorization headers.
 	cfg := tenantConfig(f, tenantFiles(t))
-	cfg.Auth = authn.Config{Type: authn.TypeJWT, JWT: authn.JWTConfig{SecretKey: strings.Repeat("k", 32)}}
+	cfg.Auth.Type, cfg.Auth.JWT.SecretKey = authn.TypeJWT, strings.Repeat("k", 32)
 	jp := startProxy(t, cfg)
 	a := rawRequest(t, http.MethodGet, jp.URL+"/api/v1/query?query=up", "", http.Header{"Authorization": {"Bearer a", "Bearer b"}})
 	if a.code != http.StatusBadRequest {
@@ -104,7 +104,7 @@ func testRepeatedTenantOrCredential(t *testing.T, f *fleet) {
 // before the proxy reads (or waits for) its body.
 func testAuthenticateBeforeBody(t *testing.T, f *fleet) {
 	cfg := tenantConfig(f, tenantFiles(t))
-	cfg.Auth = authn.Config{Type: authn.TypeAPIKey, APIKeys: []string{sha256Hex("key") + " team-a"}}
+	cfg.Auth.Type, cfg.Auth.APIKeys = authn.TypeAPIKey, []string{sha256Hex("key") + " team-a"}
 	cfg.Proxy.MaxBodyBytes = 1024
 	p := startProxy(t, cfg)
 	big := "query=" + strings.Repeat("x", 4096)
