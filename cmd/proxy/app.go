@@ -155,16 +155,8 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		opts.Policies = tenants
 		opts.Tenants = tenantsDebug{tenants}
 		opts.TenantsActive = tenants.ActiveTenants
-		var kubeReady func() error
-		opts.Ready = func() error {
-			if !tenants.Ready() {
-				return errors.New("tenant sources have not synced yet")
-			}
-			if kubeReady != nil {
-				return kubeReady()
-			}
-			return nil
-		}
+		ready := &tenantsReady{tenants: tenants}
+		opts.Ready = ready
 		if len(cfg.Tenants.Files) > 0 {
 			files := tenancy.NewFileSource(cfg.Tenants.Files, time.Duration(cfg.Tenants.FileRefreshInterval), logger.With("component", "tenancy-files"))
 			a.wg.Go(func() { tenants.Run(ctx, "files", files) })
@@ -185,7 +177,7 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 				a.cancel()
 				return nil, err
 			}
-			kubeReady = ks.Ready
+			ready.kube = ks
 			a.wg.Go(func() { tenants.Run(ctx, "kubernetes", ks) })
 		}
 	}
@@ -218,6 +210,23 @@ func (s cacheScope) KeyScope() string {
 }
 
 func (cacheScope) FlightScope(ctx context.Context) string { return engine.PartialResponseScope(ctx) }
+
+// tenantsReady holds /ready until the tenant sources have synced and the
+// Kubernetes source (if any) reaches its API server.
+type tenantsReady struct {
+	tenants *tenancy.Registry
+	kube    *tenancy.KubernetesSource // nil without tenants.kubernetes
+}
+
+func (r *tenantsReady) Ready() error {
+	if !r.tenants.Ready() {
+		return errors.New("tenant sources have not synced yet")
+	}
+	if r.kube != nil {
+		return r.kube.Ready()
+	}
+	return nil
+}
 
 // tenantsDebug shows the registry on /debug/tenants.
 type tenantsDebug struct{ *tenancy.Registry }
