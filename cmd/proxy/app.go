@@ -154,7 +154,6 @@ func newApp(ctx context.Context, cfg Config, logger *slog.Logger) (*app, error) 
 		a.tenants = tenants
 		opts.Policies = tenants
 		opts.Tenants = tenantsDebug{tenants}
-		opts.TenantsActive = tenants.ActiveTenants
 		ready := &tenantsReady{tenants: tenants}
 		opts.Ready = ready
 		if len(cfg.Tenants.Files) > 0 {
