@@ -170,7 +170,10 @@ func TestCheckSelectors(t *testing.T) {
 // a tenant together at most max_concurrent_backend_calls; a call over
 // either waits, and gives up only when its request's context ends.
 func TestBudgetBoundsCallsInFlight(t *testing.T) {
-	s, err := NewScheduler(Config{Defaults: Limits{MaxConcurrentBackendCallsPerQuery: 2, MaxConcurrentBackendCalls: 3}}, 4, time.Second, nil)
+	cfg := DefaultConfig()
+	cfg.TimeSharing = false
+	cfg.Defaults = Limits{MaxConcurrentBackendCallsPerQuery: 2, MaxConcurrentBackendCalls: 3}
+	s, err := NewScheduler(cfg, 4, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

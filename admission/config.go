@@ -138,8 +138,9 @@ func DefaultConfig() Config {
 	return Config{Scheduler: Fair, TimeSharing: true, Defaults: DefaultLimits()}
 }
 
-// UnmarshalYAML decodes defaults first, then each tenant's entry on top of
-// them, so a tenant names only what differs. Unknown keys are errors.
+// UnmarshalYAML starts from DefaultConfig, decodes defaults over
+// DefaultLimits, then each tenant's entry on top of the defaults, so a
+// tenant names only what differs. Unknown keys are errors.
 func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 	var raw struct {
 		Scheduler   SchedulerMode        `yaml:"scheduler"`
@@ -151,9 +152,7 @@ func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 	if err := strictDecode(node, &raw); err != nil {
 		return err
 	}
-	if c.Defaults == (Limits{}) && c.Scheduler == "" {
-		*c = DefaultConfig()
-	}
+	*c = DefaultConfig()
 	if raw.Scheduler != "" {
 		c.Scheduler = raw.Scheduler
 	}
@@ -168,7 +167,9 @@ func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 			return fmt.Errorf("defaults: %w", err)
 		}
 	}
-	c.Tenants = make(map[string]Limits, len(raw.Tenants))
+	if len(raw.Tenants) > 0 {
+		c.Tenants = make(map[string]Limits, len(raw.Tenants))
+	}
 	for ns, n := range raw.Tenants {
 		l := c.Defaults
 		if err := strictDecode(&n, &l); err != nil {
@@ -191,24 +192,23 @@ func strictDecode(n *yaml.Node, into any) error {
 	return dec.Decode(into)
 }
 
-// Validate fills defaults and checks the values.
-func (c *Config) Validate() error {
-	if c.Scheduler == "" {
-		c.Scheduler = Fair
-	}
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing. tenant_slots 0 is sized to the
+// machine where the slots are known (TenantShare).
+func (c Config) Validate() error {
 	if err := c.Scheduler.Validate(); err != nil {
-		return fmt.Errorf("limits.scheduler: %w", err)
+		return fmt.Errorf("scheduler: %w", err)
 	}
 	if c.TenantSlots < 0 {
-		return fmt.Errorf("limits.tenant_slots must not be negative")
+		return fmt.Errorf("tenant_slots: must not be negative")
 	}
 	if err := c.Defaults.validate(); err != nil {
-		return fmt.Errorf("limits.defaults: %w", err)
+		return fmt.Errorf("defaults.%w", err)
 	}
 	for _, ns := range slices.Sorted(maps.Keys(c.Tenants)) {
 		l := c.Tenants[ns]
 		if err := l.validate(); err != nil {
-			return fmt.Errorf("limits.tenants.%s: %w", ns, err)
+			return fmt.Errorf("tenants.%s.%w", ns, err)
 		}
 	}
 	return nil
@@ -217,29 +217,29 @@ func (c *Config) Validate() error {
 func (l Limits) validate() error {
 	switch {
 	case l.MaxConcurrentRequests < 0:
-		return fmt.Errorf("max_concurrent_requests must not be negative")
+		return fmt.Errorf("max_concurrent_requests: must not be negative")
 	case l.MaxQueuedRequests < 0:
-		return fmt.Errorf("max_queued_requests must not be negative")
+		return fmt.Errorf("max_queued_requests: must not be negative")
 	case l.MaxFetchedSeriesPerQuery < 0:
-		return fmt.Errorf("max_fetched_series_per_query must not be negative")
+		return fmt.Errorf("max_fetched_series_per_query: must not be negative")
 	case l.MaxFetchedChunkBytesPerQuery < 0:
-		return fmt.Errorf("max_fetched_chunk_bytes_per_query must not be negative")
+		return fmt.Errorf("max_fetched_chunk_bytes_per_query: must not be negative")
 	case l.MaxMatchPerRequest < 0:
-		return fmt.Errorf("max_match_per_request must not be negative")
+		return fmt.Errorf("max_match_per_request: must not be negative")
 	case l.MaxSelectorsPerQuery < 0:
-		return fmt.Errorf("max_selectors_per_query must not be negative")
+		return fmt.Errorf("max_selectors_per_query: must not be negative")
 	case l.MaxConcurrentBackendCallsPerQuery < 0:
-		return fmt.Errorf("max_concurrent_backend_calls_per_query must not be negative")
+		return fmt.Errorf("max_concurrent_backend_calls_per_query: must not be negative")
 	case l.MaxConcurrentBackendCalls < 0:
-		return fmt.Errorf("max_concurrent_backend_calls must not be negative")
+		return fmt.Errorf("max_concurrent_backend_calls: must not be negative")
 	case l.MaxQueryLength < 0:
-		return fmt.Errorf("max_query_length must not be negative")
+		return fmt.Errorf("max_query_length: must not be negative")
 	case l.DefaultLabelWindow < 0:
-		return fmt.Errorf("default_label_window must not be negative")
+		return fmt.Errorf("default_label_window: must not be negative")
 	case l.MaxResponseBytes < 0:
-		return fmt.Errorf("max_response_bytes must not be negative")
+		return fmt.Errorf("max_response_bytes: must not be negative")
 	case l.MaxSamplesPerQuery < 0:
-		return fmt.Errorf("max_samples_per_query must not be negative")
+		return fmt.Errorf("max_samples_per_query: must not be negative")
 	}
 	return nil
 }

@@ -38,11 +38,8 @@ type schedulerMetrics struct {
 }
 
 // NewScheduler returns a scheduler of slots global slots (>0) whose requests
-// wait at most queueTimeout. reg may be nil.
+// wait at most queueTimeout; cfg must have passed Validate. reg may be nil.
 func NewScheduler(cfg Config, slots int, queueTimeout time.Duration, reg prometheus.Registerer) (*Scheduler, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if slots <= 0 || queueTimeout <= 0 {
 		return nil, fmt.Errorf("admission: slots and queue timeout must be positive")
 	}

@@ -25,7 +25,7 @@ func TestAPIKeys(t *testing.T) {
 		}
 	}
 	write("# team keys\n\n" + keyLine("key-a", "team-a") + keyLine("key-ab", "team-a") + keyLine("key-ab", "team-b"))
-	id := newTestIdentifier(t, Config{Type: TypeAPIKey, APIKeysFile: file, APIKeys: []string{keyLine("inline-key", "monitoring")}})
+	id := newTestIdentifier(t, typed(TypeAPIKey, func(c *Config) { c.APIKeysFile, c.APIKeys = file, []string{keyLine("inline-key", "monitoring")} }))
 
 	runIdentifyCases(t, id, []identifyCase{
 		{name: "bearer", header: bearer("key-a"), wantNS: []string{"team-a"}},
@@ -72,7 +72,7 @@ func TestAPIKeys(t *testing.T) {
 	})
 	write("not a key file at all\n")
 	// A file broken from the start is an error.
-	if _, err := New(Config{Type: TypeAPIKey, APIKeysFile: file}, Options{}); err == nil {
+	if _, err := New(typed(TypeAPIKey, func(c *Config) { c.APIKeysFile = file }), Options{}); err == nil {
 		t.Error("a broken key file was accepted at start")
 	}
 }

@@ -141,46 +141,79 @@ const DefaultMaxNamespaces = 64
 
 const maxKubeCacheTTL = 5 * time.Minute
 
-// Validate fills defaults and checks the configuration.
-func (c *Config) Validate() error {
+// DefaultConfig is what no `auth` section means: the tenant header is
+// trusted (auth.type none), with the settings each other type then gets.
+func DefaultConfig() Config {
+	return Config{
+		Type:          TypeNone,
+		JWT:           JWTConfig{JWKSRefreshInterval: model.Duration(5 * time.Minute), NamespaceClaim: "namespace"},
+		MaxNamespaces: DefaultMaxNamespaces,
+		Kubernetes: KubernetesConfig{
+			CacheTTL:        model.Duration(10 * time.Second),
+			CacheSize:       10000,
+			Timeout:         model.Duration(5 * time.Second),
+			NamespaceAccess: MetricAccessCheck,
+			AdminAccess:     AdminCheck,
+		},
+	}
+}
+
+// UnmarshalYAML starts from DefaultConfig, so keys left out keep their
+// defaults.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// UnmarshalYAML starts from an empty check: a check written in the file is
+// whole (verb and resource required), never mixed with the default's
+// group or resource.
+func (a *AccessCheck) UnmarshalYAML(unmarshal func(any) error) error {
+	*a = AccessCheck{}
+	type plain AccessCheck
+	return unmarshal((*plain)(a))
+}
+
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing.
+func (c Config) Validate() error {
 	switch c.Type {
-	case "":
-		c.Type = TypeNone
 	case TypeNone, TypeJWT, TypeAPIKey, TypeKubernetes:
 	default:
-		return fmt.Errorf("type %q is none of %s, %s, %s, %s", c.Type, TypeNone, TypeJWT, TypeAPIKey, TypeKubernetes)
+		return fmt.Errorf("type: %q is none of %s, %s, %s, %s", c.Type, TypeNone, TypeJWT, TypeAPIKey, TypeKubernetes)
 	}
 	if c.JWT.NamespaceClaim == "" {
-		c.JWT.NamespaceClaim = "namespace"
+		return errors.New("jwt.namespace_claim: empty")
 	}
 	if c.JWT.JWKSRefreshInterval <= 0 {
-		c.JWT.JWKSRefreshInterval = model.Duration(5 * time.Minute)
+		return fmt.Errorf("jwt.jwks_refresh_interval: %s is not positive", c.JWT.JWKSRefreshInterval)
 	}
 	if _, _, err := parseAdminClaim(c.JWT.AdminClaim); err != nil {
 		return fmt.Errorf("jwt.admin_claim: %w", err)
 	}
 	if c.MaxNamespaces <= 0 {
-		c.MaxNamespaces = DefaultMaxNamespaces
+		return fmt.Errorf("max_namespaces: %d is not positive", c.MaxNamespaces)
 	}
-	k := &c.Kubernetes
+	k := c.Kubernetes
 	if k.CacheTTL <= 0 {
-		k.CacheTTL = model.Duration(10 * time.Second)
+		return fmt.Errorf("kubernetes.cache_ttl: %s is not positive", k.CacheTTL)
 	}
 	if time.Duration(k.CacheTTL) > maxKubeCacheTTL {
 		return fmt.Errorf("kubernetes.cache_ttl: %s is longer than %s: revoked access would keep working that long", k.CacheTTL, model.Duration(maxKubeCacheTTL))
 	}
 	if k.CacheSize <= 0 {
-		k.CacheSize = 10000
+		return fmt.Errorf("kubernetes.cache_size: %d is not positive", k.CacheSize)
 	}
 	if k.Timeout <= 0 {
-		k.Timeout = model.Duration(5 * time.Second)
+		return fmt.Errorf("kubernetes.timeout: %s is not positive", k.Timeout)
 	}
-	for a, def := range map[*AccessCheck]AccessCheck{&k.NamespaceAccess: MetricAccessCheck, &k.AdminAccess: AdminCheck} {
-		if a.Verb == "" && a.Resource == "" && a.Group == "" {
-			*a = def
-		}
-		if a.Verb == "" || a.Resource == "" {
-			return errors.New("kubernetes: namespace_access and admin_access need verb and resource")
+	for _, a := range []struct {
+		key   string
+		check AccessCheck
+	}{{"namespace_access", k.NamespaceAccess}, {"admin_access", k.AdminAccess}} {
+		if a.check.Verb == "" || a.check.Resource == "" {
+			return fmt.Errorf("kubernetes.%s: verb and resource are required", a.key)
 		}
 	}
 	switch c.Type {

@@ -89,13 +89,23 @@ func newTestIdentifier(t testing.TB, cfg Config) Identifier {
 	return id
 }
 
+// typed is DefaultConfig with auth.type typ, changed by mod (may be nil).
+func typed(typ string, mod func(*Config)) Config {
+	c := DefaultConfig()
+	c.Type = typ
+	if mod != nil {
+		mod(&c)
+	}
+	return c
+}
+
 func jwtConfig(mod func(*JWTConfig)) Config {
-	c := Config{Type: TypeJWT, JWT: JWTConfig{
-		SecretKey:  testSecret,
-		Issuer:     "prometheus-proxy",
-		Audience:   "prometheus-users",
-		AdminClaim: "groups=platform-admins",
-	}}
+	c := typed(TypeJWT, func(c *Config) {
+		c.JWT.SecretKey = testSecret
+		c.JWT.Issuer = "prometheus-proxy"
+		c.JWT.Audience = "prometheus-users"
+		c.JWT.AdminClaim = "groups=platform-admins"
+	})
 	if mod != nil {
 		mod(&c.JWT)
 	}
@@ -439,16 +449,19 @@ func TestConfigValidate(t *testing.T) {
 		cfg Config
 		ok  bool
 	}{
-		{Config{}, true},
-		{Config{Type: "ldap"}, false},
-		{Config{Type: TypeJWT}, false},
-		{Config{Type: TypeJWT, JWT: JWTConfig{SecretKey: "x"}}, true},
-		{Config{Type: TypeJWT, JWT: JWTConfig{JWKSURL: "file:///etc/keys"}}, false},
-		{Config{Type: TypeJWT, JWT: JWTConfig{SecretKey: "x", AdminClaim: "groups="}}, false},
-		{Config{Type: TypeJWT, JWT: JWTConfig{SecretKey: "x", AdminClaim: "is_admin"}}, true},
-		{Config{Type: TypeAPIKey}, false},
-		{Config{Type: TypeAPIKey, APIKeys: []string{"abc team-a"}}, false},
-		{Config{Type: TypeAPIKey, APIKeys: []string{strings.Repeat("ab", 32) + " team-a"}}, true},
+		{DefaultConfig(), true},
+		{typed("ldap", nil), false},
+		{typed("", nil), false},
+		{typed(TypeJWT, nil), false},
+		{typed(TypeJWT, func(c *Config) { c.JWT.SecretKey = "x" }), true},
+		{typed(TypeJWT, func(c *Config) { c.JWT.SecretKey, c.JWT.NamespaceClaim = "x", "" }), false},
+		{typed(TypeJWT, func(c *Config) { c.JWT.JWKSURL = "file:///etc/keys" }), false},
+		{typed(TypeJWT, func(c *Config) { c.JWT.SecretKey, c.JWT.AdminClaim = "x", "groups=" }), false},
+		{typed(TypeJWT, func(c *Config) { c.JWT.SecretKey, c.JWT.AdminClaim = "x", "is_admin" }), true},
+		{typed(TypeAPIKey, nil), false},
+		{typed(TypeAPIKey, func(c *Config) { c.APIKeys = []string{"abc team-a"} }), false},
+		{typed(TypeAPIKey, func(c *Config) { c.APIKeys = []string{strings.Repeat("ab", 32) + " team-a"} }), true},
+		{typed(TypeNone, func(c *Config) { c.MaxNamespaces = 0 }), false},
 	} {
 		err := c.cfg.Validate()
 		if (err == nil) != c.ok {

@@ -4,12 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
 	"k8s.io/client-go/rest"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
@@ -39,22 +43,58 @@ func TestKubernetesConfigValidate(t *testing.T) {
 		cfg  Config
 		ok   bool
 	}{
-		{"defaults", Config{Type: TypeKubernetes}, true},
-		{"cache longer than 5m", Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{CacheTTL: model.Duration(time.Hour)}}, false},
-		{"check without a verb", Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{AdminAccess: AccessCheck{Resource: "pods"}}}, false},
-		{"jwks_url and oidc_issuer_url", Config{Type: TypeJWT, JWT: JWTConfig{JWKSURL: "https://a/keys", OIDCIssuerURL: "https://a"}}, false},
-		{"oidc_issuer_url alone", Config{Type: TypeJWT, JWT: JWTConfig{OIDCIssuerURL: "https://dex.example"}}, true},
-		{"oidc_issuer_url not http", Config{Type: TypeJWT, JWT: JWTConfig{OIDCIssuerURL: "dex.example"}}, false},
+		{"defaults", typed(TypeKubernetes, nil), true},
+		{"cache longer than 5m", typed(TypeKubernetes, func(c *Config) { c.Kubernetes.CacheTTL = model.Duration(time.Hour) }), false},
+		{"no cache", typed(TypeKubernetes, func(c *Config) { c.Kubernetes.CacheSize = 0 }), false},
+		{"check without a verb", typed(TypeKubernetes, func(c *Config) { c.Kubernetes.AdminAccess = AccessCheck{Resource: "pods"} }), false},
+		{"jwks_url and oidc_issuer_url", typed(TypeJWT, func(c *Config) { c.JWT.JWKSURL, c.JWT.OIDCIssuerURL = "https://a/keys", "https://a" }), false},
+		{"oidc_issuer_url alone", typed(TypeJWT, func(c *Config) { c.JWT.OIDCIssuerURL = "https://dex.example" }), true},
+		{"oidc_issuer_url not http", typed(TypeJWT, func(c *Config) { c.JWT.OIDCIssuerURL = "dex.example" }), false},
 	} {
 		err := c.cfg.Validate()
 		if (err == nil) != c.ok {
 			t.Errorf("%s: err = %v, want ok=%v", c.name, err, c.ok)
 		}
 	}
-	cfg := Config{Type: TypeKubernetes}
-	_ = cfg.Validate()
-	if k := cfg.Kubernetes; k.NamespaceAccess != MetricAccessCheck || k.AdminAccess != AdminCheck || cfg.MaxNamespaces != DefaultMaxNamespaces || k.CacheTTL <= 0 || k.Timeout <= 0 {
-		t.Errorf("defaults not filled: %+v", k)
+}
+
+// TestConfigDefaults: an empty or partial section is DefaultConfig with the
+// keys it sets (a written access check is whole, never mixed with the
+// default's), and Validate changes nothing.
+func TestConfigDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    func(*Config)
+		invalid string
+	}{
+		{"{}", func(*Config) {}, ""},
+		{"type: kubernetes\nkubernetes: {timeout: 1s, audiences: [a]}\n", func(c *Config) {
+			c.Type, c.Kubernetes.Timeout, c.Kubernetes.Audiences = TypeKubernetes, model.Duration(time.Second), []string{"a"}
+		}, ""},
+		{"type: kubernetes\nkubernetes: {namespace_access: {verb: list}}\n", func(c *Config) {
+			c.Type, c.Kubernetes.NamespaceAccess = TypeKubernetes, AccessCheck{Verb: "list"}
+		}, "kubernetes.namespace_access: "},
+	} {
+		var got Config
+		dec := yaml.NewDecoder(strings.NewReader(tc.in))
+		dec.KnownFields(true)
+		if err := dec.Decode(&got); err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		want := DefaultConfig()
+		tc.want(&want)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q decoded to\n%+v, want\n%+v", tc.in, got, want)
+		}
+		before := got
+		before.Kubernetes.Audiences = slices.Clone(got.Kubernetes.Audiences)
+		err := got.Validate()
+		if tc.invalid == "" && err != nil || tc.invalid != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.invalid)) {
+			t.Errorf("%q: Validate() = %v, want an error starting %q: %v", tc.in, err, tc.invalid, tc.invalid != "")
+		}
+		if !reflect.DeepEqual(got, before) {
+			t.Errorf("Validate changed %+v to %+v", before, got)
+		}
 	}
 }
 
@@ -63,7 +103,7 @@ func TestKubernetesConfigValidate(t *testing.T) {
 // unavailable; nothing is let through or cached.
 func TestKubernetesSlowAPIServerFailsClosed(t *testing.T) {
 	hang := e2eutil.Hang(t)
-	cfg := Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{Timeout: model.Duration(300 * time.Millisecond)}}
+	cfg := typed(TypeKubernetes, func(c *Config) { c.Kubernetes.Timeout = model.Duration(300 * time.Millisecond) })
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +134,7 @@ func TestKubernetesSlowAPIServerFailsClosed(t *testing.T) {
 // the API server, and every one of the requests is refused.
 func TestKubernetesReviewFloodBounded(t *testing.T) {
 	hang := e2eutil.Hang(t)
-	cfg := Config{Type: TypeKubernetes, Kubernetes: KubernetesConfig{Timeout: model.Duration(500 * time.Millisecond)}}
+	cfg := typed(TypeKubernetes, func(c *Config) { c.Kubernetes.Timeout = model.Duration(500 * time.Millisecond) })
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

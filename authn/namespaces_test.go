@@ -81,7 +81,7 @@ func TestHeaderIdentifierList(t *testing.T) {
 // not check.
 func TestReadableNamespacesBoundedAndClosed(t *testing.T) {
 	hang := e2eutil.Hang(t)
-	cfg := Config{Type: TypeKubernetes, MaxNamespaces: 2, Kubernetes: KubernetesConfig{Timeout: model.Duration(300 * time.Millisecond)}}
+	cfg := typed(TypeKubernetes, func(c *Config) { c.MaxNamespaces, c.Kubernetes.Timeout = 2, model.Duration(300*time.Millisecond) })
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

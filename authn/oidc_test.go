@@ -143,7 +143,7 @@ func TestRepeatedHeadersRefused(t *testing.T) {
 	testKeys(t)
 	tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", claimsFor("team-a", nil))
 	jwtID := newTestIdentifier(t, jwtConfig(nil))
-	keys := newTestIdentifier(t, Config{Type: TypeAPIKey, APIKeys: []string{keyLine("k", "team-a")}})
+	keys := newTestIdentifier(t, typed(TypeAPIKey, func(c *Config) { c.APIKeys = []string{keyLine("k", "team-a")} }))
 	for _, c := range []struct {
 		name string
 		id   Identifier

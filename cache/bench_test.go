@@ -128,7 +128,7 @@ func runDashboard(b *testing.B, e QueryEngine, q storage.Queryable, end time.Tim
 func benchCache(b *testing.B, split time.Duration, store Store, now *time.Time) *Engine {
 	cfg := testConfig()
 	cfg.SplitInterval = model.Duration(split)
-	e := newEngine(cfg, newPromEngine(), store, "bench", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	e := newEngine(cfg, newPromEngine(), nil, store, "bench", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	e.now = func() time.Time { return *now }
 	return e
 }
@@ -265,7 +265,7 @@ func BenchmarkSplitInterval(b *testing.B) {
 				te := &timedEngine{next: newPromEngine()}
 				cfg := testConfig()
 				cfg.SplitInterval = model.Duration(split)
-				e := newEngine(cfg, te, ms, "bench", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+				e := newEngine(cfg, te, nil, ms, "bench", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 				e.now = func() time.Time { return clock }
 				defer func() { _ = e.Close() }()
 				// A day of history, as if the dashboard had been open since.

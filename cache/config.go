@@ -2,7 +2,6 @@ package cache
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -50,16 +49,6 @@ type Config struct {
 	// lookback delta, subquery step, feature flags). It is part of every key,
 	// so proxies configured differently never share entries in one Redis.
 	EngineID string `yaml:"-"`
-	// Scope, when set, is read on every query and goes into every key: what
-	// answers depend on besides the query and the tenant, such as the set of
-	// backend groups. When it changes, older entries are no longer found, so
-	// a group that appears or goes away is never hidden by the cache.
-	Scope func() string `yaml:"-"`
-	// FlightScope, when set, is read from each execution's context and
-	// keeps identical queries apart in request coalescing: what changes an
-	// answer for one request but never reaches a stored entry, such as
-	// whether a partial answer is acceptable.
-	FlightScope func(context.Context) string `yaml:"-"`
 }
 
 // MemoryConfig bounds the in-process store.
@@ -130,29 +119,8 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal((*plain)(c))
 }
 
-// withDefaults fills zero values that would otherwise break silently (a
-// zero timeout fails every Redis call, a zero split makes no extents).
-func (c Config) withDefaults() Config {
-	d := DefaultConfig()
-	if c.Backend == "" {
-		c.Backend = d.Backend
-	}
-	if c.TTL == 0 {
-		c.TTL = d.TTL
-	}
-	if c.Memory.MaxBytes == 0 {
-		c.Memory.MaxBytes = d.Memory.MaxBytes
-	}
-	if c.Redis.Timeout == 0 {
-		c.Redis.Timeout = d.Redis.Timeout
-	}
-	if c.SplitInterval == 0 {
-		c.SplitInterval = d.SplitInterval
-	}
-	return c
-}
-
-// Validate reports the first setting that cannot work.
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing.
 func (c Config) Validate() error {
 	if !c.Enabled {
 		return nil
@@ -160,42 +128,42 @@ func (c Config) Validate() error {
 	switch c.Backend {
 	case BackendMemory:
 		if c.Memory.MaxBytes <= 0 {
-			return errors.New("cache.memory.max_bytes must be positive")
+			return errors.New("memory.max_bytes: must be positive")
 		}
 	case BackendRedis:
 		if len(c.Redis.Addresses) == 0 {
-			return errors.New("cache.redis.addresses must name at least one address")
+			return errors.New("redis.addresses: must name at least one address")
 		}
 		if c.Redis.Timeout <= 0 {
-			return errors.New("cache.redis.timeout must be positive")
+			return errors.New("redis.timeout: must be positive")
 		}
 		if c.Redis.DB != 0 && c.Redis.MasterName == "" && len(c.Redis.Addresses) > 1 {
-			return errors.New("cache.redis.db must be 0 for a Redis cluster")
+			return errors.New("redis.db: must be 0 for a Redis cluster")
 		}
 		if c.Redis.PoolSize < 0 {
-			return errors.New("cache.redis.pool_size must not be negative")
+			return errors.New("redis.pool_size: must not be negative")
 		}
 	default:
-		return fmt.Errorf("cache.backend %q: must be %q or %q", c.Backend, BackendMemory, BackendRedis)
+		return fmt.Errorf("backend: %q is neither %q nor %q", c.Backend, BackendMemory, BackendRedis)
 	}
 	if c.TTL <= 0 {
-		return errors.New("cache.ttl must be positive")
+		return errors.New("ttl: must be positive")
 	}
 	if c.MaxFreshness < 0 {
-		return errors.New("cache.max_freshness must not be negative")
+		return errors.New("max_freshness: must not be negative")
 	}
 	if c.SplitInterval <= 0 {
-		return errors.New("cache.split_interval must be positive")
+		return errors.New("split_interval: must be positive")
 	}
 	if strings.ContainsAny(c.KeyPrefix, "{}") {
-		return fmt.Errorf("cache.key_prefix %q: must not contain { or }: a Redis Cluster would put every key in the one slot of that hash tag", c.KeyPrefix)
+		return fmt.Errorf("key_prefix: %q must not contain { or }: a Redis Cluster would put every key in the one slot of that hash tag", c.KeyPrefix)
 	}
 	if c.SigningKey != "" && c.SigningKeyFile != "" {
-		return errors.New("cache.signing_key and cache.signing_key_file are mutually exclusive")
+		return errors.New("signing_key and signing_key_file exclude each other")
 	}
 	if c.Backend == BackendRedis && c.Redis.TLSEnabled {
 		if err := c.Redis.TLSConfig.Validate(); err != nil {
-			return fmt.Errorf("cache.redis.tls_config: %w", err)
+			return fmt.Errorf("redis.tls_config: %w", err)
 		}
 	}
 	return nil

@@ -50,18 +50,31 @@ type Engine struct {
 	engineID  string
 	keyPrefix string
 	sealer    sealer
-	scope     func() string
-	// flightScope separates coalesced executions whose answers differ
-	// although their keys agree (see Config.FlightScope).
-	flightScope func(context.Context) string
-	split       time.Duration
-	freshness   time.Duration
-	ttl         time.Duration
+	scope     Scope // may be nil
+	split     time.Duration
+	freshness time.Duration
+	ttl       time.Duration
 }
 
-// New builds the cache described by cfg in front of next. With caching
-// disabled it returns an Engine that hands every query straight to next.
-func New(cfg Config, next QueryEngine, reg prometheus.Registerer, logger *slog.Logger) (*Engine, error) {
+// Scope is what answers depend on besides the query and the tenant. The
+// cache reads it; whoever assembles the proxy knows what it is.
+type Scope interface {
+	// KeyScope is read on every query and goes into every key, such as
+	// the set of backend groups: when it changes, older entries are no
+	// longer found, so a group that appears or goes away is never hidden
+	// by the cache.
+	KeyScope() string
+	// FlightScope is read from each execution's context and keeps
+	// identical queries apart in request coalescing: what changes an
+	// answer for one request but never reaches a stored entry, such as
+	// whether a partial answer is acceptable.
+	FlightScope(ctx context.Context) string
+}
+
+// New builds the cache described by cfg, which must have passed Validate,
+// in front of next; scope may be nil. With caching disabled it returns an
+// Engine that hands every query straight to next.
+func New(cfg Config, next QueryEngine, scope Scope, reg prometheus.Registerer, logger *slog.Logger) (*Engine, error) {
 	if next == nil {
 		return nil, errors.New("cache: no query engine to wrap")
 	}
@@ -70,10 +83,6 @@ func New(cfg Config, next QueryEngine, reg prometheus.Registerer, logger *slog.L
 	}
 	if !cfg.Enabled {
 		return &Engine{next: next, logger: logger}, nil
-	}
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
 	}
 	if err := cfg.loadSigningKey(); err != nil {
 		return nil, err
@@ -96,7 +105,7 @@ func New(cfg Config, next QueryEngine, reg prometheus.Registerer, logger *slog.L
 			logger.Warn(unsignedRedisWarning)
 		}
 	}
-	return newEngine(cfg, next, store, cfg.Backend, reg, logger), nil
+	return newEngine(cfg, next, scope, store, cfg.Backend, reg, logger), nil
 }
 
 // ErrUnsignedSharedRedis refuses a Redis cache shared by several proxies
@@ -112,23 +121,22 @@ const unsignedRedisWarning = "cache.backend is redis without cache.signing_key: 
 	"anything that can write to this Redis can plant answers the proxy will serve to tenants, and anything that can read it sees their results"
 
 // newEngine wraps next with an existing store; cfg must be valid.
-func newEngine(cfg Config, next QueryEngine, store Store, storeName string, reg prometheus.Registerer, logger *slog.Logger) *Engine {
+func newEngine(cfg Config, next QueryEngine, scope Scope, store Store, storeName string, reg prometheus.Registerer, logger *slog.Logger) *Engine {
 	e := &Engine{
-		next:        next,
-		store:       store,
-		storeName:   storeName,
-		parser:      parser.NewParser(parser.Options{EnableExperimentalFunctions: true}),
-		logger:      logger.With("component", "cache", "store", storeName),
-		metrics:     newMetrics(reg, storeName, store),
-		now:         time.Now,
-		engineID:    cfg.EngineID,
-		keyPrefix:   cfg.KeyPrefix,
-		sealer:      sealer{key: cfg.signingKey},
-		flightScope: cfg.FlightScope,
-		scope:       cfg.Scope,
-		split:       time.Duration(cfg.SplitInterval),
-		freshness:   time.Duration(cfg.MaxFreshness),
-		ttl:         time.Duration(cfg.TTL),
+		next:      next,
+		store:     store,
+		storeName: storeName,
+		parser:    parser.NewParser(parser.Options{EnableExperimentalFunctions: true}),
+		logger:    logger.With("component", "cache", "store", storeName),
+		metrics:   newMetrics(reg, storeName, store),
+		now:       time.Now,
+		engineID:  cfg.EngineID,
+		keyPrefix: cfg.KeyPrefix,
+		sealer:    sealer{key: cfg.signingKey},
+		scope:     scope,
+		split:     time.Duration(cfg.SplitInterval),
+		freshness: time.Duration(cfg.MaxFreshness),
+		ttl:       time.Duration(cfg.TTL),
 	}
 	e.logger.Info("results cache enabled", "split_interval", e.split, "max_freshness", e.freshness, "ttl", e.ttl)
 	return e
@@ -179,7 +187,7 @@ func (e *Engine) prepare(ctx context.Context, opts promql.QueryOpts, qs string, 
 	}
 	var scope string
 	if e.scope != nil {
-		scope = e.scope()
+		scope = e.scope.KeyScope()
 	}
 	k := keyFields(nil).str(keySchema).str(e.keyPrefix).str(kind).str(e.engineID).str(scope).str(tenant).str(s.normalized)
 	return optsFields(k, opts), s, expr, true
@@ -330,11 +338,11 @@ func (q *query) Exec(ctx context.Context) *promql.Result {
 		return q.exec(ctx, inner)
 	}
 	flightKey := q.flightKey
-	if q.e.flightScope != nil {
+	if q.e.scope != nil {
 		// Without this a query that refuses partial answers could be handed
 		// a partial one computed for a caller that accepts them, or the
 		// other way round an error it would not have had.
-		flightKey += "\x00" + q.e.flightScope(ctx)
+		flightKey += "\x00" + q.e.scope.FlightScope(ctx)
 	}
 	ctx, span := tracing.StartSpan(ctx, "cache", attribute.String("query", q.qs))
 	defer span.End()

@@ -563,7 +563,7 @@ func TestSingleflight(t *testing.T) {
 // TestDisabled: a disabled cache hands queries straight through.
 func TestDisabled(t *testing.T) {
 	raw := newPromEngine()
-	e, err := New(Config{}, raw, nil, nil)
+	e, err := New(Config{}, raw, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

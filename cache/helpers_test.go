@@ -270,17 +270,21 @@ type fixture struct {
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.SplitInterval = model.Duration(time.Hour)
-	return cfg.withDefaults()
+	return cfg
 }
 
 func newFixture(t testing.TB, cfg Config, store Store) *fixture {
+	return newScopedFixture(t, cfg, nil, store)
+}
+
+func newScopedFixture(t testing.TB, cfg Config, scope Scope, store Store) *fixture {
 	raw := newPromEngine()
 	f := &fixture{t: t, raw: raw, counter: &countingEngine{next: raw}, store: store, reg: prometheus.NewRegistry(), now: dataEnd}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	f.cache = newEngine(cfg, f.counter, store, cfg.Backend, f.reg, logger)
+	f.cache = newEngine(cfg, f.counter, scope, store, cfg.Backend, f.reg, logger)
 	f.cache.now = func() time.Time { return f.now }
 	t.Cleanup(func() { _ = f.cache.Close() })
 	return f

@@ -21,7 +21,7 @@ func redisConfig(addr string) Config {
 	// Redis can miss the production 100ms budget and turn hits into bypasses.
 	// TestRedisHanging sets the short timeout it measures.
 	cfg.Redis.Timeout = model.Duration(5 * time.Second)
-	return cfg.withDefaults()
+	return cfg
 }
 
 func newRedisFixture(t *testing.T, addr string) (*fixture, *RedisStore) {

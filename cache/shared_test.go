@@ -192,15 +192,13 @@ func (s warnSet) Warnings() annotations.Annotations { return s.w }
 // together, the one refusing partial answers fails and the one accepting
 // them gets the data with its warning; neither gets the other's answer.
 func TestCoalescingKeepsPartialResponse(t *testing.T) {
-	f := sharedFixture(t, NewMemoryStore(DefaultMaxBytes), func(c *Config) {
-		c.FlightScope = func(ctx context.Context) string {
-			allow, _ := ctx.Value(allowPartialKey{}).(bool)
-			if allow {
-				return "warn"
-			}
-			return "abort"
+	f := newScopedFixture(t, testConfig(), flightScopeFunc(func(ctx context.Context) string {
+		allow, _ := ctx.Value(allowPartialKey{}).(bool)
+		if allow {
+			return "warn"
 		}
-	})
+		return "abort"
+	}), NewMemoryStore(DefaultMaxBytes))
 	start, end, step := dataEnd.Add(-3*time.Hour), dataEnd.Add(-5*time.Minute), 30*time.Second
 	qs := `sum by (job) (rate(http_requests_total[5m]))`
 	pq := &partialQueryable{release: make(chan struct{})}
@@ -235,3 +233,10 @@ func TestCoalescingKeepsPartialResponse(t *testing.T) {
 		t.Errorf("partial refused: answered %d series with warnings %v; want an error", len(abort.Value.(promql.Matrix)), abort.Warnings)
 	}
 }
+
+// flightScopeFunc is a Scope that keeps coalesced executions apart by what
+// the function reads from their context, and adds nothing to keys.
+type flightScopeFunc func(context.Context) string
+
+func (flightScopeFunc) KeyScope() string                         { return "" }
+func (f flightScopeFunc) FlightScope(ctx context.Context) string { return f(ctx) }

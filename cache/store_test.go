@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
@@ -87,13 +90,14 @@ func TestConfigValidate(t *testing.T) {
 		mod  func(*Config)
 		want string
 	}{
-		{func(c *Config) { c.Backend = "memcached" }, "cache.backend"},
+		{func(c *Config) { c.Backend = "memcached" }, "backend: "},
 		{func(c *Config) { c.Backend = BackendRedis }, "addresses"},
 		{func(c *Config) { c.Backend, c.Redis.Addresses, c.Redis.DB = BackendRedis, []string{"a:1", "b:1"}, 3 }, "cluster"},
 		{func(c *Config) { c.Memory.MaxBytes = -1 }, "max_bytes"},
 		{func(c *Config) { c.MaxFreshness = -1 }, "max_freshness"},
 		{func(c *Config) { c.SplitInterval = -1 }, "split_interval"},
-		{func(c *Config) { c.TTL = -1 }, "ttl"},
+		{func(c *Config) { c.TTL = -1 }, "ttl: "},
+		{func(c *Config) { c.SplitInterval = 0 }, "split_interval: "},
 	} {
 		c := DefaultConfig()
 		tc.mod(&c)
@@ -101,8 +105,41 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want one about %s", err, tc.want)
 		}
-		if _, err := New(c, newPromEngine(), nil, nil); err == nil {
-			t.Errorf("New accepted a config failing with %s", tc.want)
+		if err != nil && strings.HasPrefix(err.Error(), "cache") {
+			t.Errorf("error %q names the section: the assembler adds it", err)
+		}
+	}
+}
+
+// TestConfigDefaults: an empty or partial section is DefaultConfig with the
+// keys it sets, and Validate changes nothing it checks.
+func TestConfigDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want func(*Config)
+	}{
+		{"{}", func(*Config) {}},
+		{"ttl: 2h\nredis: {addresses: [a:1]}\n", func(c *Config) {
+			c.TTL = model.Duration(2 * time.Hour)
+			c.Redis.Addresses = []string{"a:1"}
+		}},
+	} {
+		var got Config
+		if err := yaml.Unmarshal([]byte(tc.in), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := DefaultConfig()
+		tc.want(&want)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q decoded to\n%+v, want\n%+v", tc.in, got, want)
+		}
+		before := got
+		before.Redis.Addresses = slices.Clone(got.Redis.Addresses)
+		if err := got.Validate(); err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+		}
+		if !reflect.DeepEqual(got, before) {
+			t.Errorf("Validate changed %+v to %+v", before, got)
 		}
 	}
 }
@@ -148,14 +185,14 @@ func TestSharedRedisNeedsSigningKey(t *testing.T) {
 	base := DefaultConfig()
 	base.Enabled, base.Backend, base.Redis.Addresses = true, BackendRedis, []string{redis.Addr}
 
-	_, err := New(base, newPromEngine(), nil, nil)
+	_, err := New(base, newPromEngine(), nil, nil, nil)
 	if !errors.Is(err, ErrUnsignedSharedRedis) || !strings.Contains(err.Error(), "signing_key") || !strings.Contains(err.Error(), "shared: false") {
 		t.Fatalf("shared Redis without a key: %v, want ErrUnsignedSharedRedis naming signing_key and shared: false", err)
 	}
 
 	signed := base
 	signed.SigningKey = config.Secret(strings.Repeat("k", 32))
-	e, err := New(signed, newPromEngine(), nil, nil)
+	e, err := New(signed, newPromEngine(), nil, nil, nil)
 	if err != nil {
 		t.Fatalf("shared Redis with a key: %v", err)
 	}
@@ -164,7 +201,7 @@ func TestSharedRedisNeedsSigningKey(t *testing.T) {
 	var logs bytes.Buffer
 	alone := base
 	alone.Redis.Shared = false
-	e, err = New(alone, newPromEngine(), nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	e, err = New(alone, newPromEngine(), nil, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("Redis of one proxy without a key: %v", err)
 	}

@@ -79,8 +79,8 @@ type Config struct {
 	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
 	HealthyThreshold   int `yaml:"healthy_threshold"`
 	// ReplicaLabels are removed from every answer, so the replicas of an HA
-	// pair (which differ only in them) give one set of series. nil means
-	// DefaultReplicaLabels; an empty list removes nothing.
+	// pair (which differ only in them) give one set of series. An empty
+	// list removes nothing.
 	ReplicaLabels []string `yaml:"replica_labels"`
 }
 
@@ -123,39 +123,53 @@ type KubernetesConfig struct {
 	PodGroupLabel       string            `yaml:"pod_group_label"`
 }
 
-// Validate fills defaults and checks the configuration.
-func (c *Config) Validate() error {
+// DefaultConfig is what no `discovery` section means: no groups yet, and
+// the settings every group then gets.
+func DefaultConfig() Config {
+	return Config{
+		RefreshInterval:     model.Duration(30 * time.Second),
+		LoadBalancing:       RoundRobin,
+		PartialResponse:     PartialWarn,
+		HealthCheckInterval: model.Duration(10 * time.Second),
+		UnhealthyThreshold:  2,
+		HealthyThreshold:    2,
+		ReplicaLabels:       slices.Clone(DefaultReplicaLabels),
+	}
+}
+
+// UnmarshalYAML starts from DefaultConfig, so keys left out keep their
+// defaults (each kubernetes entry starts from DefaultKubernetesConfig).
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing.
+func (c Config) Validate() error {
 	if c.RefreshInterval <= 0 {
-		c.RefreshInterval = model.Duration(30 * time.Second)
+		return fmt.Errorf("refresh_interval: %s is not positive", c.RefreshInterval)
 	}
 	if c.HealthCheckInterval <= 0 {
-		c.HealthCheckInterval = model.Duration(10 * time.Second)
+		return fmt.Errorf("health_check_interval: %s is not positive", c.HealthCheckInterval)
 	}
 	if c.UnhealthyThreshold <= 0 {
-		c.UnhealthyThreshold = 2
+		return fmt.Errorf("unhealthy_threshold: %d is not positive", c.UnhealthyThreshold)
 	}
 	if c.HealthyThreshold <= 0 {
-		c.HealthyThreshold = 2
-	}
-	if c.ReplicaLabels == nil {
-		c.ReplicaLabels = slices.Clone(DefaultReplicaLabels)
+		return fmt.Errorf("healthy_threshold: %d is not positive", c.HealthyThreshold)
 	}
 	for _, l := range c.ReplicaLabels {
 		if !model.LegacyValidation.IsValidLabelName(l) {
-			return fmt.Errorf("discovery.replica_labels: bad label name %q", l)
+			return fmt.Errorf("replica_labels: bad label name %q", l)
 		}
 	}
-	if c.LoadBalancing == "" {
-		c.LoadBalancing = RoundRobin
-	}
 	if err := c.LoadBalancing.Validate(); err != nil {
-		return fmt.Errorf("discovery.load_balancing: %w", err)
-	}
-	if c.PartialResponse == "" {
-		c.PartialResponse = PartialWarn
+		return fmt.Errorf("load_balancing: %w", err)
 	}
 	if err := c.PartialResponse.Validate(); err != nil {
-		return fmt.Errorf("discovery.partial_response: %w", err)
+		return fmt.Errorf("partial_response: %w", err)
 	}
 	names := map[string]bool{}
 	for i, k := range c.Kubernetes {
@@ -163,42 +177,42 @@ func (c *Config) Validate() error {
 			return err
 		}
 		if len(c.Kubernetes) > 1 && k.Name == "" {
-			return fmt.Errorf("discovery.kubernetes[%d]: name is required when several clusters are listed", i)
+			return fmt.Errorf("kubernetes[%d]: name is required when several clusters are listed", i)
 		}
 		if names[k.Name] {
-			return fmt.Errorf("discovery.kubernetes[%d]: duplicate name %q", i, k.Name)
+			return fmt.Errorf("kubernetes[%d]: duplicate name %q", i, k.Name)
 		}
 		names[k.Name] = true
 	}
 	seen := map[string]bool{}
 	for i, g := range c.Static {
 		if g.Name == "" {
-			return fmt.Errorf("discovery.static[%d]: name is required", i)
+			return fmt.Errorf("static[%d]: name is required", i)
 		}
 		if seen[g.Name] {
-			return fmt.Errorf("discovery.static[%d]: duplicate group name %q", i, g.Name)
+			return fmt.Errorf("static[%d]: duplicate group name %q", i, g.Name)
 		}
 		seen[g.Name] = true
 		if len(g.URLs) == 0 {
-			return fmt.Errorf("discovery.static[%d] (%s): at least one url is required", i, g.Name)
+			return fmt.Errorf("static[%d] (%s): at least one url is required", i, g.Name)
 		}
 		for _, u := range g.URLs {
 			pu, err := url.Parse(u)
 			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-				return fmt.Errorf("discovery.static[%d] (%s): bad url %q", i, g.Name, u)
+				return fmt.Errorf("static[%d] (%s): bad url %q", i, g.Name, u)
 			}
 		}
 		for k := range g.Labels {
 			if !model.LegacyValidation.IsValidLabelName(k) {
-				return fmt.Errorf("discovery.static[%d] (%s): bad label name %q", i, g.Name, k)
+				return fmt.Errorf("static[%d] (%s): bad label name %q", i, g.Name, k)
 			}
 		}
 		if g.PathPrefix != "" && !strings.HasPrefix(g.PathPrefix, "/") {
-			return fmt.Errorf("discovery.static[%d] (%s): path_prefix %q must start with /", i, g.Name, g.PathPrefix)
+			return fmt.Errorf("static[%d] (%s): path_prefix %q must start with /", i, g.Name, g.PathPrefix)
 		}
 		if g.HTTPClient != nil {
 			if err := g.HTTPClient.Validate(); err != nil {
-				return fmt.Errorf("discovery.static[%d] (%s): http_client: %w", i, g.Name, err)
+				return fmt.Errorf("static[%d] (%s): http_client: %w", i, g.Name, err)
 			}
 		}
 	}
@@ -383,12 +397,10 @@ func (m *Manager) OnUpdate(fn func([]*Group)) {
 	fn(*m.groups.Load())
 }
 
-// NewManager validates cfg. probe is called for every replica each health
-// check interval (e.g. GET /-/ready, then the external labels).
+// NewManager takes a cfg that passed Validate. probe is called for every
+// replica each health check interval (e.g. GET /-/ready, then the external
+// labels).
 func NewManager(cfg Config, probe Probe, logger *slog.Logger) (*Manager, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if probe == nil {
 		return nil, errors.New("discovery: probe is required")
 	}

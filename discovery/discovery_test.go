@@ -4,35 +4,85 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cfg  Config
+		mod  func(*Config)
 		err  string
 	}{
-		{"defaults", Config{}, ""},
-		{"bad balancing", Config{LoadBalancing: "least-loaded"}, "load_balancing"},
-		{"bad partial", Config{PartialResponse: "maybe"}, "partial_response"},
-		{"no name", Config{Static: []StaticGroup{{URLs: []string{"http://a:9090"}}}}, "name is required"},
-		{"no urls", Config{Static: []StaticGroup{{Name: "a"}}}, "at least one url"},
-		{"bad url", Config{Static: []StaticGroup{{Name: "a", URLs: []string{"a:9090"}}}}, "bad url"},
-		{"duplicate", Config{Static: []StaticGroup{{Name: "a", URLs: []string{"http://a"}}, {Name: "a", URLs: []string{"http://b"}}}}, "duplicate"},
+		{"defaults", func(*Config) {}, ""},
+		{"bad balancing", func(c *Config) { c.LoadBalancing = "least-loaded" }, "load_balancing: "},
+		{"bad partial", func(c *Config) { c.PartialResponse = "maybe" }, "partial_response: "},
+		{"no refresh", func(c *Config) { c.RefreshInterval = 0 }, "refresh_interval: "},
+		{"no health checks", func(c *Config) { c.HealthCheckInterval = 0 }, "health_check_interval: "},
+		{"no threshold", func(c *Config) { c.UnhealthyThreshold = 0 }, "unhealthy_threshold: "},
+		{"bad replica label", func(c *Config) { c.ReplicaLabels = []string{"a-b"} }, "replica_labels: "},
+		{"no name", func(c *Config) { c.Static = []StaticGroup{{URLs: []string{"http://a:9090"}}} }, "name is required"},
+		{"no urls", func(c *Config) { c.Static = []StaticGroup{{Name: "a"}} }, "at least one url"},
+		{"bad url", func(c *Config) { c.Static = []StaticGroup{{Name: "a", URLs: []string{"a:9090"}}} }, "bad url"},
+		{"duplicate", func(c *Config) {
+			c.Static = []StaticGroup{{Name: "a", URLs: []string{"http://a"}}, {Name: "a", URLs: []string{"http://b"}}}
+		}, "static[1]: duplicate"},
+		{"kubernetes entry", func(c *Config) { c.Kubernetes = KubernetesClusters{{Name: "eu", Port: "0"}} }, "kubernetes[eu].port: "},
 	} {
-		err := tc.cfg.Validate()
+		c := DefaultConfig()
+		tc.mod(&c)
+		err := c.Validate()
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%s: Validate() = %v, want error containing %q", tc.name, err, tc.err)
 		}
+		if err != nil && strings.HasPrefix(err.Error(), "discovery") {
+			t.Errorf("%s: %q names the section: the assembler adds it", tc.name, err)
+		}
 	}
-	c := Config{}
-	_ = c.Validate()
-	if c.LoadBalancing != RoundRobin || c.PartialResponse != PartialWarn || c.HealthCheckInterval <= 0 {
-		t.Errorf("defaults not filled: %+v", c)
+}
+
+// TestConfigDefaults: an empty or partial section is DefaultConfig with the
+// keys it sets, at every level (a kubernetes entry starts from
+// DefaultKubernetesConfig), and Validate changes nothing.
+func TestConfigDefaults(t *testing.T) {
+	eu := DefaultKubernetesConfig()
+	eu.Name, eu.Port = "eu", "web"
+	us := DefaultKubernetesConfig()
+	us.Name, us.Access = "us", AccessAPIServer
+	for _, tc := range []struct {
+		in   string
+		want func(*Config)
+	}{
+		{"{}", func(*Config) {}},
+		{"load_balancing: random\nreplica_labels: []\n", func(c *Config) { c.LoadBalancing, c.ReplicaLabels = Random, []string{} }},
+		{"kubernetes: {name: eu, port: web}\n", func(c *Config) { c.Kubernetes = KubernetesClusters{eu} }},
+		{"kubernetes:\n  - {name: eu, port: web}\n  - {name: us, access: apiserver}\n", func(c *Config) { c.Kubernetes = KubernetesClusters{eu, us} }},
+	} {
+		var got Config
+		dec := yaml.NewDecoder(strings.NewReader(tc.in))
+		dec.KnownFields(true)
+		if err := dec.Decode(&got); err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		want := DefaultConfig()
+		tc.want(&want)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q decoded to\n%+v, want\n%+v", tc.in, got, want)
+		}
+		before := got
+		before.ReplicaLabels = slices.Clone(got.ReplicaLabels)
+		before.Kubernetes = slices.Clone(got.Kubernetes)
+		if err := got.Validate(); err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+		}
+		if !reflect.DeepEqual(got, before) {
+			t.Errorf("Validate changed %+v to %+v", before, got)
+		}
 	}
 }
 
@@ -96,7 +146,7 @@ func TestGroupMatches(t *testing.T) {
 
 func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
 	probeErr := errors.New("refused")
-	m, err := NewManager(Config{}, func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) {
+	m, err := NewManager(DefaultConfig(), func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) {
 		if r.URL == "http://bad" {
 			return labels.EmptyLabels(), probeErr
 		}
@@ -121,7 +171,7 @@ func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
 }
 
 func TestTopologyFollowsGroupsNotReplicas(t *testing.T) {
-	m, err := NewManager(Config{}, func(context.Context, *Group, *Replica) (labels.Labels, error) { return labels.EmptyLabels(), nil }, slog.New(slog.DiscardHandler))
+	m, err := NewManager(DefaultConfig(), func(context.Context, *Group, *Replica) (labels.Labels, error) { return labels.EmptyLabels(), nil }, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

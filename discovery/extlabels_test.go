@@ -203,7 +203,9 @@ func TestManagerReadsExternalLabels(t *testing.T) {
 		"http://a0": labels.FromStrings("cluster", "a", "prometheus_replica", "0"),
 		"http://a1": labels.FromStrings("cluster", "a", "prometheus_replica", "1"),
 	}
-	m, err := NewManager(Config{Static: []StaticGroup{{Name: "a", URLs: []string{"http://a0", "http://a1"}}}},
+	cfg := DefaultConfig()
+	cfg.Static = []StaticGroup{{Name: "a", URLs: []string{"http://a0", "http://a1"}}}
+	m, err := NewManager(cfg,
 		func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) { return reported[r.URL], nil },
 		slog.New(slog.DiscardHandler))
 	if err != nil {

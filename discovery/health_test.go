@@ -14,10 +14,9 @@ import (
 // TestHungProbeIsBoundedByInterval: a replica whose probe never returns must
 // not hold up the round, and counts as failed.
 func TestHungProbeIsBoundedByInterval(t *testing.T) {
-	cfg := Config{
-		HealthCheckInterval: model.Duration(50 * time.Millisecond),
-		Static:              []StaticGroup{{Name: "g", URLs: []string{"http://hung", "http://fine"}}},
-	}
+	cfg := DefaultConfig()
+	cfg.HealthCheckInterval = model.Duration(50 * time.Millisecond)
+	cfg.Static = []StaticGroup{{Name: "g", URLs: []string{"http://hung", "http://fine"}}}
 	m, err := NewManager(cfg, func(ctx context.Context, _ *Group, r *Replica) (labels.Labels, error) {
 		if r.URL == "http://hung" {
 			<-ctx.Done()

@@ -198,18 +198,42 @@ func NewKubernetesWithClient(cfg KubernetesConfig, client kubernetes.Interface, 
 	return &Kubernetes{s: s, client: client, resync: resync, logger: logger}, nil
 }
 
-// Validate checks the section without connecting to a cluster, so that a
-// bad key fails when the configuration is loaded.
+// DefaultKubernetesConfig is what an entry of discovery.kubernetes means
+// for the keys it leaves out: the Services of every namespace, reached
+// directly on Prometheus' port over http.
+func DefaultKubernetesConfig() KubernetesConfig {
+	return KubernetesConfig{
+		Access:        AccessDirect,
+		Port:          DefaultKubernetesPort,
+		ResourceTypes: []string{ResourceService},
+		Scheme:        "http",
+	}
+}
+
+// UnmarshalYAML starts from DefaultKubernetesConfig, so keys left out of an
+// entry keep their defaults.
+func (c *KubernetesConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultKubernetesConfig()
+	type plain KubernetesConfig
+	return unmarshal((*plain)(c))
+}
+
+// Validate checks the entry without connecting to a cluster, so that a
+// bad key fails when the configuration is loaded; it changes nothing.
+// Errors name the key within the discovery section.
 func (c KubernetesConfig) Validate() error {
 	_, err := c.settings()
 	return err
 }
 
+// settings checks the entry and derives what the watcher uses. An entry
+// built in code (tests, tools) may leave port, resource_types, scheme and
+// access empty; they then mean DefaultKubernetesConfig's values, as in YAML.
 func (c KubernetesConfig) settings() (kubeSettings, error) {
 	var s kubeSettings
 	var errs []error
 	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("discovery.kubernetes"+c.where()+"."+format, args...))
+		errs = append(errs, fmt.Errorf("kubernetes"+c.where()+"."+format, args...))
 	}
 
 	s.name = c.Name

@@ -79,7 +79,7 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 	}
 
 	run := func(t *testing.T, retain bool) (baseGoroutines, baseConns, endGoroutines, endConns, clients int) {
-		cfg := discovery.Config{}
+		cfg := discovery.DefaultConfig()
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}

@@ -43,25 +43,35 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate fills defaults. Zero values here are not "unlimited": a zero
-// timeout times out every query and zero max samples rejects every query.
-func (c *Config) Validate() error {
+// UnmarshalYAML starts from DefaultConfig, so keys left out keep their
+// defaults.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing. Zero values here are not
+// "unlimited": a zero timeout would time out every query. max_samples 0
+// is derived when the engine is built (EffectiveMaxSamples).
+func (c Config) Validate() error {
 	if c.Timeout <= 0 {
-		c.Timeout = model.Duration(2 * time.Minute)
+		return fmt.Errorf("timeout: %s is not positive", c.Timeout)
 	}
 	if c.MaxSamples < 0 {
-		return fmt.Errorf("engine.max_samples must not be negative (0: derived from the memory limit)")
+		return fmt.Errorf("max_samples: must not be negative (0: derived from the memory limit)")
 	}
 	if c.LookbackDelta <= 0 {
-		c.LookbackDelta = model.Duration(5 * time.Minute)
-	}
-	if c.SubqueryStep <= 0 {
-		c.SubqueryStep = model.Duration(time.Minute)
+		return fmt.Errorf("lookback_delta: %s is not positive", c.LookbackDelta)
 	}
 	if time.Duration(c.SubqueryStep) < time.Millisecond {
-		return fmt.Errorf("engine.default_subquery_step must be at least 1ms")
+		return fmt.Errorf("default_subquery_step: %s is less than 1ms", c.SubqueryStep)
 	}
-	return c.PushDown.Validate()
+	if err := c.PushDown.Validate(); err != nil {
+		return fmt.Errorf("push_down.%w", err)
+	}
+	return nil
 }
 
 // sampleBytes is what one float sample held by the engine takes (a

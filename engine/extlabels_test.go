@@ -19,7 +19,9 @@ import (
 // replica label, as after a health-check round.
 func haGroup(t testing.TB) *discovery.Group {
 	t.Helper()
-	m, err := discovery.NewManager(discovery.Config{Static: []discovery.StaticGroup{{Name: "eu", URLs: []string{"http://r0", "http://r1"}}}},
+	cfg := discovery.DefaultConfig()
+	cfg.Static = []discovery.StaticGroup{{Name: "eu", URLs: []string{"http://r0", "http://r1"}}}
+	m, err := discovery.NewManager(cfg,
 		func(_ context.Context, _ *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
 			return labels.FromStrings("cluster", "eu", "prometheus_replica", r.URL), nil
 		}, slog.New(slog.DiscardHandler))
@@ -107,7 +109,9 @@ func BenchmarkApplyToSeriesSet(b *testing.B) {
 	for i := range in {
 		in[i] = storage.NewListSeries(labels.FromStrings("__name__", "up", "instance", strconv.Itoa(100000+i), "job", "api", "prometheus_replica", "r0"), nil)
 	}
-	noLabels, err := discovery.NewManager(discovery.Config{Static: []discovery.StaticGroup{{Name: "plain", URLs: []string{"http://p"}}}, ReplicaLabels: []string{}},
+	plain := discovery.DefaultConfig()
+	plain.Static, plain.ReplicaLabels = []discovery.StaticGroup{{Name: "plain", URLs: []string{"http://p"}}}, []string{}
+	noLabels, err := discovery.NewManager(plain,
 		func(context.Context, *discovery.Group, *discovery.Replica) (labels.Labels, error) {
 			return labels.EmptyLabels(), nil
 		}, slog.New(slog.DiscardHandler))

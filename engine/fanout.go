@@ -72,11 +72,9 @@ type fanoutMetrics struct {
 	partial        *prometheus.CounterVec
 }
 
-// NewFanout returns the fan-out Queryable.
+// NewFanout returns the fan-out Queryable; opts.Remote must have passed
+// Validate.
 func NewFanout(backends Backends, opts FanoutOptions) (*Fanout, error) {
-	if err := opts.Remote.Validate(); err != nil {
-		return nil, fmt.Errorf("backend config: %w", err)
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

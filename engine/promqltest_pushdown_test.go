@@ -410,7 +410,8 @@ func evalScript(ng *promql.Engine, q storage.Queryable, qs string, r evalRange) 
 // Prometheus servers with default flags, evaluating the same way); the
 // scripts' own engine enables delayed name removal, which neither does.
 func proxyEngine(t *testing.T) *promql.Engine {
-	var cfg Config
+	cfg := DefaultConfig()
+	cfg.PushDown.Enabled = false
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

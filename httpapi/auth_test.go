@@ -24,7 +24,9 @@ import (
 
 func testRegistry(t *testing.T) *tenancy.Registry {
 	t.Helper()
-	r, err := tenancy.NewRegistry(tenancy.Config{AdminNamespaces: []string{"monitoring"}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tcfg := tenancy.DefaultConfig()
+	tcfg.AdminNamespaces = []string{"monitoring"}
+	r, err := tenancy.NewRegistry(tcfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,9 +75,10 @@ func TestSeveralNamespaces(t *testing.T) {
 	reg := testRegistry(t)
 	key := "k3y"
 	sum := sha256.Sum256([]byte(key))
-	cfg := authn.Config{Type: authn.TypeAPIKey, MaxNamespaces: 3, APIKeys: []string{
+	cfg := authn.DefaultConfig()
+	cfg.Type, cfg.MaxNamespaces, cfg.APIKeys = authn.TypeAPIKey, 3, []string{
 		hex.EncodeToString(sum[:]) + " team-a", hex.EncodeToString(sum[:]) + " team-b",
-	}}
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -40,23 +40,28 @@ func DefaultProxyConfig() ProxyConfig {
 	}
 }
 
-// Validate fills zero values with defaults.
-func (c *ProxyConfig) Validate() error {
-	d := DefaultProxyConfig()
-	if c.CacheTTL <= 0 {
-		c.CacheTTL = d.CacheTTL
-	}
-	if c.MaxConcurrentRequests <= 0 {
-		c.MaxConcurrentRequests = d.MaxConcurrentRequests
-	}
-	if c.QueueTimeout <= 0 {
-		c.QueueTimeout = d.QueueTimeout
-	}
-	if c.BackendTimeout <= 0 {
-		c.BackendTimeout = d.BackendTimeout
-	}
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = d.MaxBodyBytes
+// UnmarshalYAML starts from DefaultProxyConfig, so keys left out keep their
+// defaults.
+func (c *ProxyConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultProxyConfig()
+	type plain ProxyConfig
+	return unmarshal((*plain)(c))
+}
+
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing.
+func (c ProxyConfig) Validate() error {
+	switch {
+	case c.CacheTTL <= 0:
+		return fmt.Errorf("cache_ttl: %s is not positive", c.CacheTTL)
+	case c.MaxConcurrentRequests <= 0:
+		return fmt.Errorf("max_concurrent_requests: %d is not positive", c.MaxConcurrentRequests)
+	case c.QueueTimeout <= 0:
+		return fmt.Errorf("queue_timeout: %s is not positive", c.QueueTimeout)
+	case c.BackendTimeout <= 0:
+		return fmt.Errorf("backend_timeout: %s is not positive", c.BackendTimeout)
+	case c.MaxBodyBytes <= 0:
+		return fmt.Errorf("max_body_bytes: %d is not positive", c.MaxBodyBytes)
 	}
 	return nil
 }
@@ -94,37 +99,51 @@ type TLSConfig struct {
 	ClientCAFile string `yaml:"client_ca_file"`
 }
 
-// Validate fills defaults and checks the configuration.
-func (c *ServerConfig) Validate() error {
-	if c.CORSOrigin == "" {
-		c.CORSOrigin = ".*"
+// DefaultServerConfig returns the defaults of the `server` section.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{
+		CORSOrigin:        ".*",
+		ReadHeaderTimeout: model.Duration(10 * time.Second),
+		ReadTimeout:       model.Duration(5 * time.Minute),
+		WriteTimeout:      model.Duration(5 * time.Minute),
+		IdleTimeout:       model.Duration(2 * time.Minute),
+		ShutdownTimeout:   model.Duration(15 * time.Second),
 	}
+}
+
+// UnmarshalYAML starts from DefaultServerConfig, so keys left out keep
+// their defaults.
+func (c *ServerConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultServerConfig()
+	type plain ServerConfig
+	return unmarshal((*plain)(c))
+}
+
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing.
+func (c ServerConfig) Validate() error {
 	if _, err := regexp.Compile("^(?s:" + c.CORSOrigin + ")$"); err != nil {
-		return fmt.Errorf("server.cors_origin: %w", err)
+		return fmt.Errorf("cors_origin: %w", err)
 	}
-	if c.ReadHeaderTimeout <= 0 {
-		c.ReadHeaderTimeout = model.Duration(10 * time.Second)
-	}
-	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = model.Duration(5 * time.Minute)
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = model.Duration(5 * time.Minute)
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = model.Duration(2 * time.Minute)
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = model.Duration(15 * time.Second)
+	for _, d := range []struct {
+		key string
+		v   model.Duration
+	}{
+		{"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout},
+		{"idle_timeout", c.IdleTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s: %s is not positive", d.key, d.v)
+		}
 	}
 	if c.DrainDelay < 0 {
-		return fmt.Errorf("server.drain_delay must not be negative")
+		return fmt.Errorf("drain_delay: must not be negative")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return fmt.Errorf("server.tls: cert_file and key_file go together")
+		return fmt.Errorf("tls: cert_file and key_file go together")
 	}
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
-		return fmt.Errorf("server.tls: client_ca_file needs cert_file and key_file")
+		return fmt.Errorf("tls: client_ca_file needs cert_file and key_file")
 	}
 	return nil
 }

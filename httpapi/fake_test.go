@@ -287,7 +287,7 @@ func newTestServer(t *testing.T, f *fakeReader, st serverSetup, logs io.Writer) 
 	reg := prometheus.NewRegistry()
 	ecfg := engine.DefaultConfig()
 	opts := Options{
-		Proxy: DefaultProxyConfig(), Engine: ecfg,
+		Proxy: DefaultProxyConfig(), Server: DefaultServerConfig(), Engine: ecfg,
 		QueryEngine: engine.NewPromQL(ecfg, reg, logger),
 		Fanout:      f,
 		Explain:     fakeExplainer{},

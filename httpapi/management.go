@@ -50,7 +50,7 @@ func (s *Server) ready(c echo.Context) error {
 		reasons = append(reasons, "no backends discovered")
 	}
 	if s.opts.Ready != nil {
-		if err := s.opts.Ready(); err != nil {
+		if err := s.opts.Ready.Ready(); err != nil {
 			reasons = append(reasons, err.Error())
 		}
 	}

@@ -43,6 +43,12 @@ type Debugger interface {
 	Debug() any
 }
 
+// Readiness is a condition /ready waits for besides the backends (tenant
+// sources synced, say): nil when met, else what is missing.
+type Readiness interface {
+	Ready() error
+}
+
 // Backends is the read-only view of discovery the server shows and checks.
 type Backends interface {
 	Status() []discovery.GroupStatus
@@ -76,7 +82,7 @@ type Options struct {
 	MaxNamespaces int
 	Tenants       Debugger // for /debug/tenants; may be nil
 	// Ready adds conditions to /ready (e.g. tenant sources synced); may be nil.
-	Ready func() error
+	Ready Readiness
 	// TenantsActive counts namespaces with a policy, for
 	// prometheus_proxy_tenants_active; nil asks Policies, if it can tell.
 	TenantsActive func() int

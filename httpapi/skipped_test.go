@@ -26,11 +26,12 @@ import (
 func TestEveryGroupSkipped(t *testing.T) {
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
-	dcfg := discovery.Config{Static: []discovery.StaticGroup{
+	dcfg := discovery.DefaultConfig()
+	dcfg.Static = []discovery.StaticGroup{
 		// Nothing listens there: a call would fail the query, not skip it.
 		{Name: "eu", URLs: []string{"http://127.0.0.1:1"}, Labels: map[string]string{"cluster": "eu"}},
 		{Name: "us", URLs: []string{"http://127.0.0.1:1"}, Labels: map[string]string{"cluster": "us"}},
-	}}
+	}
 	if err := dcfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestEveryGroupSkipped(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ecfg := engine.DefaultConfig()
 	srv, err := New(Options{
-		Proxy: DefaultProxyConfig(), Engine: ecfg,
+		Proxy: DefaultProxyConfig(), Server: DefaultServerConfig(), Engine: ecfg,
 		QueryEngine: engine.NewPromQL(ecfg, reg, logger),
 		Fanout:      fanout, Backends: backends, Registry: reg, Logger: logger,
 	})

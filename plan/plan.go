@@ -106,17 +106,24 @@ func DefaultConfig() Config {
 	return Config{Enabled: true, FloatSums: FloatSumsReassociate}
 }
 
-// Validate refuses unknown values. A Config built in code without
-// FloatSums means FloatSumsExact.
-func (c *Config) Validate() error {
+// UnmarshalYAML starts from DefaultConfig, so keys left out keep their
+// defaults.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// Validate refuses unknown values, naming the key within the section; it
+// changes nothing. An empty FloatSums (a Config built in code, or
+// `float_sums: ""`) means FloatSumsExact: only FloatSumsReassociate
+// combines sums.
+func (c Config) Validate() error {
 	switch c.FloatSums {
-	case "":
-		c.FloatSums = FloatSumsExact
-	case FloatSumsExact, FloatSumsReassociate:
-	default:
-		return fmt.Errorf("engine.push_down.float_sums: %q is neither %q nor %q", c.FloatSums, FloatSumsExact, FloatSumsReassociate)
+	case "", FloatSumsExact, FloatSumsReassociate:
+		return nil
 	}
-	return nil
+	return fmt.Errorf("float_sums: %q is neither %q nor %q", c.FloatSums, FloatSumsExact, FloatSumsReassociate)
 }
 
 // Group is what the planner needs to know of a backend group: its name and

@@ -65,19 +65,30 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate fills zero values with defaults and checks the rest.
-func (c *Config) Validate() error {
-	d := DefaultConfig()
+// UnmarshalYAML starts from DefaultConfig, so keys left out keep their
+// defaults.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// Validate reports the first setting that cannot work, naming its key
+// within the section; it changes nothing.
+func (c Config) Validate() error {
 	if c.Timeout <= 0 {
-		c.Timeout = d.Timeout
+		return fmt.Errorf("timeout: %s is not positive", c.Timeout)
 	}
 	if c.ChunkedReadLimit == 0 {
-		c.ChunkedReadLimit = d.ChunkedReadLimit
+		return errors.New("chunked_read_limit: 0 would refuse every streamed answer")
 	}
 	if c.MaxResponseBytes <= 0 {
-		c.MaxResponseBytes = d.MaxResponseBytes
+		return fmt.Errorf("max_response_bytes: %d is not positive", c.MaxResponseBytes)
 	}
-	return c.HTTPClient.Validate()
+	if err := c.HTTPClient.Validate(); err != nil {
+		return fmt.Errorf("http_client: %w", err)
+	}
+	return nil
 }
 
 // Client reads from one backend. It is safe for concurrent use.

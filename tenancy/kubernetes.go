@@ -127,9 +127,6 @@ func NewKubernetesSource(cfg Config, rc *rest.Config, logger *slog.Logger, optio
 
 // NewKubernetesSourceWithClient is NewKubernetesSource with the client given.
 func NewKubernetesSourceWithClient(cfg Config, client dynamic.Interface, logger *slog.Logger, options ...KubernetesOption) (*KubernetesSource, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if logger == nil {
 		logger = slog.Default()
 	}

@@ -114,7 +114,7 @@ func TestKubernetesSourceAgainstAPIServer(t *testing.T) {
 	kube.Apply(t, []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n"))
 
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg := Defaults()
+	cfg := DefaultConfig()
 	cfg.Kubernetes = true
 	reg, err := NewRegistry(cfg, logger)
 	if err != nil {

@@ -47,9 +47,8 @@ type Config struct {
 	FileRefreshInterval       model.Duration `yaml:"file_refresh_interval"`
 }
 
-// Defaults returns the configuration used for keys the file leaves out;
-// unmarshal the YAML over it.
-func Defaults() Config {
+// DefaultConfig returns the configuration used for keys the file leaves out.
+func DefaultConfig() Config {
 	return Config{
 		WatchAllNamespaces:  true,
 		NamespaceLabel:      DefaultNamespaceLabel,
@@ -57,35 +56,37 @@ func Defaults() Config {
 	}
 }
 
-// Validate fills the zero values that would silently break (an empty
-// namespace label, a zero refresh interval) and checks the rest.
-func (c *Config) Validate() error {
-	if c.NamespaceLabel == "" {
-		c.NamespaceLabel = DefaultNamespaceLabel
-	}
-	if c.FileRefreshInterval == 0 {
-		c.FileRefreshInterval = DefaultFileRefreshInterval
-	}
+// UnmarshalYAML starts from DefaultConfig, so keys left out keep their
+// defaults.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+// Validate reports every setting that cannot work, naming its key within
+// the section; it changes nothing.
+func (c Config) Validate() error {
 	var errs []error
 	if !model.UTF8Validation.IsValidLabelName(c.NamespaceLabel) {
-		errs = append(errs, fmt.Errorf("tenants.namespace_label: %q is not a valid label name", c.NamespaceLabel))
+		errs = append(errs, fmt.Errorf("namespace_label: %q is not a valid label name", c.NamespaceLabel))
 	}
-	if c.FileRefreshInterval < 0 {
-		errs = append(errs, fmt.Errorf("tenants.file_refresh_interval: %s is negative", c.FileRefreshInterval))
+	if c.FileRefreshInterval <= 0 {
+		errs = append(errs, fmt.Errorf("file_refresh_interval: %s is not positive", c.FileRefreshInterval))
 	}
 	for i, g := range c.Files {
 		if _, err := filepath.Match(g, ""); err != nil || g == "" {
-			errs = append(errs, fmt.Errorf("tenants.files[%d]: bad glob %q", i, g))
+			errs = append(errs, fmt.Errorf("files[%d]: bad glob %q", i, g))
 		}
 	}
 	for i, ns := range c.Namespaces {
 		if ns == "" {
-			errs = append(errs, fmt.Errorf("tenants.namespaces[%d]: empty", i))
+			errs = append(errs, fmt.Errorf("namespaces[%d]: empty", i))
 		}
 	}
 	for i, ns := range c.AdminNamespaces {
 		if ns == "" {
-			errs = append(errs, fmt.Errorf("tenants.admin_namespaces[%d]: empty", i))
+			errs = append(errs, fmt.Errorf("admin_namespaces[%d]: empty", i))
 		}
 	}
 	return errors.Join(errs...)
@@ -146,11 +147,9 @@ type snapshot struct {
 	problems   map[string]Problem // by Error(), to log each one once
 }
 
-// NewRegistry validates cfg and returns a registry holding no objects.
+// NewRegistry returns a registry holding no objects; cfg must have passed
+// Validate.
 func NewRegistry(cfg Config, logger *slog.Logger) (*Registry, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if logger == nil {
 		logger = slog.Default()
 	}

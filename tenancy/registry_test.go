@@ -1,11 +1,14 @@
 package tenancy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +19,16 @@ import (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// newTestRegistry builds a registry from cfg; the literal configurations
+// of these tests leave the label and the interval to the defaults.
 func newTestRegistry(t *testing.T, cfg Config) *Registry {
 	t.Helper()
+	d := DefaultConfig()
+	cfg.NamespaceLabel = cmp.Or(cfg.NamespaceLabel, d.NamespaceLabel)
+	cfg.FileRefreshInterval = cmp.Or(cfg.FileRefreshInterval, d.FileRefreshInterval)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	r, err := NewRegistry(cfg, quietLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -306,17 +317,6 @@ func TestRegistryDebug(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	var c Config
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if c.NamespaceLabel != "namespace" || c.FileRefreshInterval != model.Duration(2*time.Second) {
-		t.Errorf("zero config not defaulted: %+v", c)
-	}
-	if c.Enabled() || !c.Watches("anything") {
-		t.Errorf("zero config: Enabled %v, Watches %v", c.Enabled(), c.Watches("anything"))
-	}
-
-	c = Defaults()
 	src := `
 watch_all_namespaces: false
 namespaces: [team-a]
@@ -337,27 +337,60 @@ file_refresh_interval: 5m
 		!c.CompileOptions().AllowCrossNamespaceSource {
 		t.Errorf("parsed config = %+v", c)
 	}
-	if d := Defaults(); !d.WatchAllNamespaces || d.Enabled() {
-		t.Errorf("Defaults() = %+v", d)
+	if d := DefaultConfig(); !d.WatchAllNamespaces || d.Enabled() || !d.Watches("anything") {
+		t.Errorf("DefaultConfig() = %+v", d)
 	}
 	if c := (Config{Kubernetes: true}); !c.Enabled() {
 		t.Error("kubernetes source not Enabled")
 	}
 
-	bad := []Config{
-		{NamespaceLabel: "bad\xff"},
-		{Files: []string{"["}},
-		{Files: []string{""}},
-		{Namespaces: []string{""}},
-		{AdminNamespaces: []string{""}},
-		{FileRefreshInterval: -1},
-	}
-	for _, c := range bad {
-		if err := c.Validate(); err == nil {
-			t.Errorf("Validate(%+v) accepted", c)
+	for _, tc := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.NamespaceLabel = "bad\xff" }, "namespace_label: "},
+		{func(c *Config) { c.NamespaceLabel = "" }, "namespace_label: "},
+		{func(c *Config) { c.Files = []string{"["} }, "files[0]: "},
+		{func(c *Config) { c.Files = []string{""} }, "files[0]: "},
+		{func(c *Config) { c.Namespaces = []string{""} }, "namespaces[0]: "},
+		{func(c *Config) { c.AdminNamespaces = []string{""} }, "admin_namespaces[0]: "},
+		{func(c *Config) { c.FileRefreshInterval = -1 }, "file_refresh_interval: "},
+		{func(c *Config) { c.FileRefreshInterval = 0 }, "file_refresh_interval: "},
+	} {
+		c := DefaultConfig()
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("Validate(%+v) = %v, want an error starting %q", c, err, tc.want)
 		}
-		if _, err := NewRegistry(c, nil); err == nil {
-			t.Errorf("NewRegistry(%+v) accepted", c)
+	}
+}
+
+// TestConfigDefaults: an empty or partial section is DefaultConfig with the
+// keys it sets, and Validate changes nothing.
+func TestConfigDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want func(*Config)
+	}{
+		{"{}", func(*Config) {}},
+		{"files: [a.yaml]\nkubernetes: true\n", func(c *Config) { c.Files, c.Kubernetes = []string{"a.yaml"}, true }},
+	} {
+		var got Config
+		if err := yaml.Unmarshal([]byte(tc.in), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := DefaultConfig()
+		tc.want(&want)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q decoded to %+v, want %+v", tc.in, got, want)
+		}
+		before := got
+		before.Files = slices.Clone(got.Files)
+		if err := got.Validate(); err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+		}
+		if !reflect.DeepEqual(got, before) {
+			t.Errorf("Validate changed %+v to %+v", before, got)
 		}
 	}
 }

@@ -94,7 +94,7 @@ func testRepeatedTenantOrCredential(t *testing.T, f *e2eproxy.Fleet) {
 	}
 	// A JWT proxy: two Authorization headers.
 	cfg := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
-	cfg.Auth = authn.Config{Type: authn.TypeJWT, JWT: authn.JWTConfig{SecretKey: strings.Repeat("k", 32)}}
+	cfg.Auth.Type, cfg.Auth.JWT.SecretKey = authn.TypeJWT, strings.Repeat("k", 32)
 	jp := e2eproxy.StartProxy(t, cfg)
 	a := rawRequest(t, http.MethodGet, jp.URL+"/api/v1/query?query=up", "", http.Header{"Authorization": {"Bearer a", "Bearer b"}})
 	if a.Code != http.StatusBadRequest {
@@ -106,7 +106,7 @@ func testRepeatedTenantOrCredential(t *testing.T, f *e2eproxy.Fleet) {
 // before the proxy reads (or waits for) its body.
 func testAuthenticateBeforeBody(t *testing.T, f *e2eproxy.Fleet) {
 	cfg := e2eproxy.TenantConfig(f, e2eproxy.TenantFiles(t))
-	cfg.Auth = authn.Config{Type: authn.TypeAPIKey, APIKeys: []string{sha256Hex("key") + " team-a"}}
+	cfg.Auth.Type, cfg.Auth.APIKeys = authn.TypeAPIKey, []string{sha256Hex("key") + " team-a"}
 	cfg.Proxy.MaxBodyBytes = 1024
 	p := e2eproxy.StartProxy(t, cfg)
 	big := "query=" + strings.Repeat("x", 4096)

@@ -33,11 +33,9 @@ const proxyAudience = "prometheus-multi-tenant-proxy"
 // kubeAuthConfig makes cfg check tokens with the test API server, as the
 // proxy's ServiceAccount (RBAC of deploy/kubernetes decides what it may ask).
 func kubeAuthConfig(w *kubeWorld, cfg app.Config) app.Config {
-	cfg.Auth = authn.Config{Type: authn.TypeKubernetes, Kubernetes: authn.KubernetesConfig{
-		Kubeconfig: w.proxyKubeconfig,
-		Audiences:  []string{proxyAudience},
-		CacheTTL:   model.Duration(time.Second),
-	}}
+	cfg.Auth.Type = authn.TypeKubernetes
+	k := &cfg.Auth.Kubernetes
+	k.Kubeconfig, k.Audiences, k.CacheTTL = w.proxyKubeconfig, []string{proxyAudience}, model.Duration(time.Second)
 	return cfg
 }
 

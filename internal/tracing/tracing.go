@@ -51,23 +51,29 @@ func DefaultConfig() Config {
 	return Config{ClientType: string(promconfig.TracingClientGRPC)}
 }
 
+// UnmarshalYAML starts from DefaultConfig, so keys left out keep their
+// defaults.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
 // Enabled reports whether spans are exported.
 func (c Config) Enabled() bool { return c.Endpoint != "" }
 
 // Validate checks the section as Prometheus checks its own, by handing it
-// to Prometheus' parser, so the two accept exactly the same blocks.
+// to Prometheus' parser, so the two accept exactly the same blocks. It
+// changes nothing; errors name keys within the section.
 func (c Config) Validate() error {
 	if !c.Enabled() {
 		return nil
 	}
 	if c.SamplingFraction < 0 || c.SamplingFraction > 1 {
-		return fmt.Errorf("tracing.sampling_fraction: %v is not between 0 and 1", c.SamplingFraction)
+		return fmt.Errorf("sampling_fraction: %v is not between 0 and 1", c.SamplingFraction)
 	}
 	_, err := c.prometheus()
-	if err != nil {
-		return fmt.Errorf("tracing: %w", err)
-	}
-	return nil
+	return err
 }
 
 // prometheus converts the section into Prometheus' type and has Prometheus'

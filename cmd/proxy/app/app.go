@@ -88,14 +88,6 @@ func New(cfg Config, logger *slog.Logger, version string) (_ *App, err error) {
 	a.fanout = fanout
 	backends.OnUpdate(fanout.Retain)
 
-	cfg.Cache.Scope = backends.Topology
-	if cfg.Engine.PushDown.Enabled && cfg.Engine.PushDown.FloatSums == plan.FloatSumsReassociate {
-		// Re-associated sums differ from exact ones in the last bits: such
-		// answers must not be served to a proxy that promises exact ones
-		// (or the reverse) through a shared cache.
-		cfg.Cache.Scope = func() string { return backends.Topology() + "\x00float_sums=reassociate" }
-	}
-	cfg.Cache.FlightScope = engine.PartialResponseScope
 	ng := engine.NewPromQL(cfg.Engine, reg, logger.With("component", "promql"))
 	// The planner also answers explain=true when push-down is off (saying so).
 	pushDown, err := engine.NewPushDown(ng, fanout, cfg.Engine, reg, logger.With("component", "push-down"))
@@ -109,7 +101,8 @@ func New(cfg Config, logger *slog.Logger, version string) (_ *App, err error) {
 	if qe, err = engine.NewReEvaluating(qe, reg, logger.With("component", "promql")); err != nil {
 		return nil, err
 	}
-	results, err := cache.New(cfg.Cache, qe, reg, logger.With("component", "cache"))
+	scope := cacheScope{backends: backends, reassociate: cfg.Engine.PushDown.Enabled && cfg.Engine.PushDown.FloatSums == plan.FloatSumsReassociate}
+	results, err := cache.New(cfg.Cache, qe, scope, reg, logger.With("component", "cache"))
 	if err != nil {
 		return nil, err
 	}
@@ -186,17 +179,8 @@ func (a *App) tenancy(cfg Config, opts *httpapi.Options) error {
 	a.tenants = tenants
 	opts.Policies = tenants
 	opts.Tenants = tenantsDebug{tenants}
-	opts.TenantsActive = tenants.ActiveTenants
-	var kubeReady func() error
-	opts.Ready = func() error {
-		if !tenants.Ready() {
-			return errors.New("tenant sources have not synced yet")
-		}
-		if kubeReady != nil {
-			return kubeReady()
-		}
-		return nil
-	}
+	ready := &tenantsReady{tenants: tenants}
+	opts.Ready = ready
 	if len(cfg.Tenants.Files) > 0 {
 		files := tenancy.NewFileSource(cfg.Tenants.Files, time.Duration(cfg.Tenants.FileRefreshInterval), a.logger.With("component", "tenancy-files"))
 		a.loop(func(ctx context.Context) { tenants.Run(ctx, "files", files) })
@@ -215,8 +199,45 @@ func (a *App) tenancy(cfg Config, opts *httpapi.Options) error {
 		if err != nil {
 			return err
 		}
-		kubeReady = ks.Ready
+		ready.kube = ks
 		a.loop(func(ctx context.Context) { tenants.Run(ctx, "kubernetes", ks) })
+	}
+	return nil
+}
+
+// cacheScope is what cached answers depend on besides the query and the
+// tenant: the backend groups, how sums are combined, and per request
+// whether a partial answer is acceptable.
+type cacheScope struct {
+	backends *discovery.Manager
+	// reassociate: re-associated sums differ from exact ones in the last
+	// bits, so such answers must not be served to a proxy that promises
+	// exact ones (or the reverse) through a shared cache.
+	reassociate bool
+}
+
+func (s cacheScope) KeyScope() string {
+	if s.reassociate {
+		return s.backends.Topology() + "\x00float_sums=reassociate"
+	}
+	return s.backends.Topology()
+}
+
+func (cacheScope) FlightScope(ctx context.Context) string { return engine.PartialResponseScope(ctx) }
+
+// tenantsReady holds /ready until the tenant sources have synced and the
+// Kubernetes source (if any) reaches its API server.
+type tenantsReady struct {
+	tenants *tenancy.Registry
+	kube    *tenancy.KubernetesSource // nil without tenants.kubernetes
+}
+
+func (r *tenantsReady) Ready() error {
+	if !r.tenants.Ready() {
+		return errors.New("tenant sources have not synced yet")
+	}
+	if r.kube != nil {
+		return r.kube.Ready()
 	}
 	return nil
 }

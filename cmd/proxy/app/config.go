@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
@@ -35,23 +36,30 @@ type Config struct {
 	Tracing   tracing.Config       `yaml:"tracing"`
 }
 
-// DefaultConfig is what an empty file means.
+// DefaultConfig is what an empty file means: every section's DefaultConfig,
+// with what one section takes from another resolved.
 func DefaultConfig() Config {
 	backend := remote.DefaultConfig()
-	backend.Timeout = 0 // filled from proxy.backend_timeout unless backend.timeout is set
-	return Config{
-		Proxy:   httpapi.DefaultProxyConfig(),
-		Engine:  engine.DefaultConfig(),
-		Backend: backend,
-		Tenants: tenancy.Defaults(),
-		Cache:   cache.DefaultConfig(),
-		Limits:  admission.DefaultConfig(),
-		Tracing: tracing.DefaultConfig(),
+	backend.Timeout = 0 // from proxy.backend_timeout unless backend.timeout is set
+	cfg := Config{
+		Discovery: discovery.DefaultConfig(),
+		Proxy:     httpapi.DefaultProxyConfig(),
+		Server:    httpapi.DefaultServerConfig(),
+		Engine:    engine.DefaultConfig(),
+		Backend:   backend,
+		Tenants:   tenancy.DefaultConfig(),
+		Auth:      authn.DefaultConfig(),
+		Cache:     cache.DefaultConfig(),
+		Limits:    admission.DefaultConfig(),
+		Tracing:   tracing.DefaultConfig(),
 	}
+	cfg.resolve()
+	return cfg
 }
 
 // LoadConfig reads a YAML file; unknown keys are errors, so a typo does not
-// silently turn a setting off.
+// silently turn a setting off. Each section starts from its package's
+// DefaultConfig (its UnmarshalYAML), so keys left out keep their defaults.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
 	if path == "" {
@@ -66,59 +74,60 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
+	// backend.timeout left out takes proxy.backend_timeout (resolve), which
+	// the backend section's own default would hide.
+	var written struct {
+		Backend struct {
+			Timeout *model.Duration `yaml:"timeout"`
+		} `yaml:"backend"`
+	}
+	if err := yaml.Unmarshal(b, &written); err == nil && written.Backend.Timeout == nil {
+		cfg.Backend.Timeout = 0
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// Validate checks every section and fills what follows from others
-// (the backend timeout from proxy.backend_timeout, the cache's settings
-// from proxy.enable_caching and proxy.cache_ttl).
+// Validate resolves what one section takes from another, then checks
+// every section, adding the section's name to its error once. The
+// sections' own Validate change nothing.
 func (c *Config) Validate() error {
-	if err := c.Proxy.Validate(); err != nil {
-		return fmt.Errorf("proxy: %w", err)
-	}
-	// proxy.backend_timeout is the seed's key for every backend call.
+	c.resolve()
+	return c.check()
+}
+
+// resolve is the one place where a value comes from another section: the
+// seed's proxy keys drive the backends' timeout and the cache, and the
+// engine's answer-changing settings go into every cache key, so proxies
+// configured differently never share entries in one Redis.
+func (c *Config) resolve() {
 	if c.Backend.Timeout <= 0 {
 		c.Backend.Timeout = c.Proxy.BackendTimeout
 	}
-	if err := c.Backend.Validate(); err != nil {
-		return fmt.Errorf("backend: %w", err)
-	}
-	if err := c.Discovery.Validate(); err != nil {
-		return err
-	}
-	if err := c.Engine.Validate(); err != nil {
-		return err
-	}
-	if err := c.Server.Validate(); err != nil {
-		return err
-	}
-	if err := c.Tenants.Validate(); err != nil {
-		return fmt.Errorf("tenants: %w", err)
-	}
-	if err := c.Limits.Validate(); err != nil {
-		return err
-	}
-	if err := c.Auth.Validate(); err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	if err := c.Tracing.Validate(); err != nil {
-		return err
+	c.Cache.Enabled = c.Proxy.EnableCaching
+	c.Cache.TTL = c.Proxy.CacheTTL
+	c.Cache.EngineID = fmt.Sprintf("lookback=%s;subquery_step=%s;prometheus=%s",
+		c.Engine.LookbackDelta, c.Engine.SubqueryStep, httpapi.PrometheusCompatVersion())
+}
+
+// check validates every section, in the order of the file's reference.
+func (c Config) check() error {
+	for _, s := range []struct {
+		name    string
+		section interface{ Validate() error }
+	}{
+		{"discovery", c.Discovery}, {"proxy", c.Proxy}, {"server", c.Server}, {"engine", c.Engine},
+		{"backend", c.Backend}, {"tenants", c.Tenants}, {"auth", c.Auth}, {"cache", c.Cache},
+		{"limits", c.Limits}, {"tracing", c.Tracing},
+	} {
+		if err := s.section.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
 	}
 	if c.Server.WriteTimeout <= c.Engine.Timeout {
 		return fmt.Errorf("server.write_timeout (%s) must be longer than engine.timeout (%s), or the longest queries are cut off", c.Server.WriteTimeout, c.Engine.Timeout)
-	}
-	// The seed's proxy.enable_caching and proxy.cache_ttl drive the cache.
-	c.Cache.Enabled = c.Proxy.EnableCaching
-	c.Cache.TTL = c.Proxy.CacheTTL
-	// Settings that change answers go into every cache key, so proxies
-	// configured differently never share entries in one Redis.
-	c.Cache.EngineID = fmt.Sprintf("lookback=%s;subquery_step=%s;prometheus=%s",
-		c.Engine.LookbackDelta, c.Engine.SubqueryStep, httpapi.PrometheusCompatVersion())
-	if err := c.Cache.Validate(); err != nil {
-		return fmt.Errorf("cache: %w", err)
 	}
 	return nil
 }

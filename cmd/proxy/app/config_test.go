@@ -3,11 +3,15 @@ package app
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -158,5 +162,47 @@ func TestBackendTimeoutFromConfigFile(t *testing.T) {
 	}
 	if got := time.Duration(cfg.Backend.Timeout); got != time.Second {
 		t.Errorf("backend timeout %v, want proxy.backend_timeout's 1s", got)
+	}
+}
+
+// TestConfigErrorsNameSectionOnce: a bad key is reported with its section
+// added once by the assembler, and a partial section keeps the defaults of
+// the keys it leaves out.
+func TestConfigErrorsNameSectionOnce(t *testing.T) {
+	for in, want := range map[string]string{
+		"cache:\n  split_interval: 0s\n":                   "cache: split_interval: ",
+		"discovery:\n  load_balancing: fastest\n":          "discovery: load_balancing: ",
+		"engine:\n  timeout: 0s\n":                         "engine: timeout: ",
+		"limits:\n  defaults: {max_queued_requests: -1}\n": "limits: defaults.max_queued_requests: ",
+		"tenants:\n  namespace_label: \"\"\n":              "tenants: namespace_label: ",
+		"server:\n  idle_timeout: 0s\n":                    "server: idle_timeout: ",
+	} {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(in), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(path)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error with %q", in, err, want)
+			continue
+		}
+		section, _, _ := strings.Cut(want, ":")
+		if strings.Count(strings.TrimPrefix(err.Error(), path+": "), section) != 1 {
+			t.Errorf("%q: %v names its section more than once", in, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("discovery:\n  load_balancing: random\nbackend:\n  buffer_reads: true\nproxy:\n  backend_timeout: 3s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Discovery.LoadBalancing, want.Backend.BufferReads = discovery.Random, true
+	want.Proxy.BackendTimeout, want.Backend.Timeout = model.Duration(3*time.Second), model.Duration(3*time.Second)
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("partial sections decoded to\n%+v\nwant\n%+v", cfg, want)
 	}
 }
