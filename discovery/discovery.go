@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -374,7 +373,6 @@ type Provider interface {
 type Manager struct {
 	cfg    Config
 	logger *slog.Logger
-	probe  Probe
 
 	mu       sync.Mutex
 	bySource map[string][]*Group
@@ -397,14 +395,10 @@ func (m *Manager) OnUpdate(fn func([]*Group)) {
 	fn(*m.groups.Load())
 }
 
-// NewManager takes a cfg that passed Validate. probe is called for every
-// replica each health check interval (e.g. GET /-/ready, then the external
-// labels).
-func NewManager(cfg Config, probe Probe, logger *slog.Logger) (*Manager, error) {
-	if probe == nil {
-		return nil, errors.New("discovery: probe is required")
-	}
-	m := &Manager{cfg: cfg, logger: logger, probe: probe, bySource: map[string][]*Group{}, synced: map[string]bool{}, changed: make(chan struct{}, 1)}
+// NewManager takes a cfg that passed Validate. The replicas are probed by
+// RunHealthChecks, given the probe once what it calls exists.
+func NewManager(cfg Config, logger *slog.Logger) (*Manager, error) {
+	m := &Manager{cfg: cfg, logger: logger, bySource: map[string][]*Group{}, synced: map[string]bool{}, changed: make(chan struct{}, 1)}
 	empty := []*Group{}
 	m.groups.Store(&empty)
 	if len(cfg.Static) > 0 {
@@ -518,12 +512,13 @@ func (m *Manager) storeTopology(all []*Group) {
 	}
 }
 
-// RunHealthChecks probes every replica each health_check_interval until ctx ends.
-func (m *Manager) RunHealthChecks(ctx context.Context) {
+// RunHealthChecks probes every replica each health_check_interval until
+// ctx ends (e.g. GET /-/ready, then the external labels).
+func (m *Manager) RunHealthChecks(ctx context.Context, probe Probe) {
 	t := time.NewTicker(time.Duration(m.cfg.HealthCheckInterval))
 	defer t.Stop()
 	for {
-		m.CheckNow(ctx)
+		m.CheckNow(ctx, probe)
 		select {
 		case <-ctx.Done():
 			return
@@ -536,7 +531,7 @@ func (m *Manager) RunHealthChecks(ctx context.Context) {
 // CheckNow probes every replica once, in parallel, and waits for the probes.
 // A probe gets at most one interval: a replica that slow counts as failed,
 // and one hung replica cannot hold up the next round for all the others.
-func (m *Manager) CheckNow(ctx context.Context) {
+func (m *Manager) CheckNow(ctx context.Context, probe Probe) {
 	interval := time.Duration(m.cfg.HealthCheckInterval)
 	var wg sync.WaitGroup
 	for _, g := range m.Groups() {
@@ -545,7 +540,7 @@ func (m *Manager) CheckNow(ctx context.Context) {
 				pctx, cancel := context.WithTimeout(ctx, interval)
 				defer cancel()
 				start := time.Now()
-				ext, err := m.probe(pctx, g, r)
+				ext, err := probe(pctx, g, r)
 				if ctx.Err() != nil {
 					return
 				}

@@ -146,18 +146,19 @@ func TestGroupMatches(t *testing.T) {
 
 func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
 	probeErr := errors.New("refused")
-	m, err := NewManager(DefaultConfig(), func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) {
+	probe := func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) {
 		if r.URL == "http://bad" {
 			return labels.EmptyLabels(), probeErr
 		}
 		return labels.EmptyLabels(), nil
-	}, slog.New(slog.DiscardHandler))
+	}
+	m, err := NewManager(DefaultConfig(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.set("test", StaticGroups([]StaticGroup{{Name: "g", URLs: []string{"http://good", "http://bad"}}}))
-	m.CheckNow(context.Background())
-	m.CheckNow(context.Background())
+	m.CheckNow(context.Background(), probe)
+	m.CheckNow(context.Background(), probe)
 	m.set("test", StaticGroups([]StaticGroup{{Name: "g", URLs: []string{"http://good", "http://bad", "http://new"}}}))
 	st := m.Status()
 	if len(st) != 1 || len(st[0].Replicas) != 3 {
@@ -171,7 +172,7 @@ func TestManagerKeepsHealthAcrossUpdates(t *testing.T) {
 }
 
 func TestTopologyFollowsGroupsNotReplicas(t *testing.T) {
-	m, err := NewManager(DefaultConfig(), func(context.Context, *Group, *Replica) (labels.Labels, error) { return labels.EmptyLabels(), nil }, slog.New(slog.DiscardHandler))
+	m, err := NewManager(DefaultConfig(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,14 +205,13 @@ func TestManagerReadsExternalLabels(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.Static = []StaticGroup{{Name: "a", URLs: []string{"http://a0", "http://a1"}}}
-	m, err := NewManager(cfg,
-		func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) { return reported[r.URL], nil },
-		slog.New(slog.DiscardHandler))
+	probe := func(_ context.Context, _ *Group, r *Replica) (labels.Labels, error) { return reported[r.URL], nil }
+	m, err := NewManager(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := m.Topology()
-	m.CheckNow(context.Background())
+	m.CheckNow(context.Background(), probe)
 	st := m.Status()[0]
 	if st.ExternalLabels["cluster"] != "a" || len(st.ExternalLabels) != 1 || st.Replicas[1].ExternalLabels["prometheus_replica"] != "1" {
 		t.Errorf("status %+v", st)

@@ -17,19 +17,20 @@ func TestHungProbeIsBoundedByInterval(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.HealthCheckInterval = model.Duration(50 * time.Millisecond)
 	cfg.Static = []StaticGroup{{Name: "g", URLs: []string{"http://hung", "http://fine"}}}
-	m, err := NewManager(cfg, func(ctx context.Context, _ *Group, r *Replica) (labels.Labels, error) {
+	probe := func(ctx context.Context, _ *Group, r *Replica) (labels.Labels, error) {
 		if r.URL == "http://hung" {
 			<-ctx.Done()
 			return labels.EmptyLabels(), ctx.Err()
 		}
 		return labels.EmptyLabels(), nil
-	}, slog.New(slog.DiscardHandler))
+	}
+	m, err := NewManager(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	m.CheckNow(context.Background())
-	m.CheckNow(context.Background())
+	m.CheckNow(context.Background(), probe)
+	m.CheckNow(context.Background(), probe)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("two rounds took %v with a 50ms interval", took)
 	}

@@ -83,10 +83,7 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		var probe discovery.Probe
-		mgr, err := discovery.NewManager(cfg, func(ctx context.Context, g *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
-			return probe(ctx, g, r)
-		}, slog.New(slog.DiscardHandler))
+		mgr, err := discovery.NewManager(cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +91,6 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		probe = f.Probe
 		if retain {
 			mgr.OnUpdate(f.Retain)
 		}
@@ -107,7 +103,7 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 		round := func(urls []string) {
 			p.updates <- discovery.StaticGroups([]discovery.StaticGroup{{Name: "g", URLs: urls}})
 			<-p.applied
-			mgr.CheckNow(ctx) // a probe, and so a kept-alive connection, per replica
+			mgr.CheckNow(ctx, f.Probe) // a probe, and so a kept-alive connection, per replica
 			q, _ := f.Querier(0, 1<<62)
 			ss := q.Select(ctx, false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
 			for ss.Next() {

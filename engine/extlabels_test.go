@@ -21,14 +21,13 @@ func haGroup(t testing.TB) *discovery.Group {
 	t.Helper()
 	cfg := discovery.DefaultConfig()
 	cfg.Static = []discovery.StaticGroup{{Name: "eu", URLs: []string{"http://r0", "http://r1"}}}
-	m, err := discovery.NewManager(cfg,
-		func(_ context.Context, _ *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
-			return labels.FromStrings("cluster", "eu", "prometheus_replica", r.URL), nil
-		}, slog.New(slog.DiscardHandler))
+	m, err := discovery.NewManager(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.CheckNow(context.Background())
+	m.CheckNow(context.Background(), func(_ context.Context, _ *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
+		return labels.FromStrings("cluster", "eu", "prometheus_replica", r.URL), nil
+	})
 	return m.Groups()[0]
 }
 
@@ -111,10 +110,7 @@ func BenchmarkApplyToSeriesSet(b *testing.B) {
 	}
 	plain := discovery.DefaultConfig()
 	plain.Static, plain.ReplicaLabels = []discovery.StaticGroup{{Name: "plain", URLs: []string{"http://p"}}}, []string{}
-	noLabels, err := discovery.NewManager(plain,
-		func(context.Context, *discovery.Group, *discovery.Replica) (labels.Labels, error) {
-			return labels.EmptyLabels(), nil
-		}, slog.New(slog.DiscardHandler))
+	noLabels, err := discovery.NewManager(plain, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

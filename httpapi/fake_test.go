@@ -20,6 +20,7 @@ import (
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
@@ -288,6 +289,7 @@ func newTestServer(t *testing.T, f *fakeReader, st serverSetup, logs io.Writer) 
 	ecfg := engine.DefaultConfig()
 	opts := Options{
 		Proxy: DefaultProxyConfig(), Server: DefaultServerConfig(), Engine: ecfg,
+		Limits: admission.DefaultConfig(), MaxNamespaces: authn.DefaultConfig().MaxNamespaces,
 		QueryEngine: engine.NewPromQL(ecfg, reg, logger),
 		Fanout:      f,
 		Explain:     fakeExplainer{},

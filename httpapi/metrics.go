@@ -41,13 +41,10 @@ func (s *Server) registerMetrics() error {
 	for _, r := range []string{"missing", "invalid", "forbidden", "ambiguous", "unavailable"} {
 		m.authFailures.WithLabelValues(r)
 	}
-	tenants := s.opts.TenantsActive
-	if tenants == nil {
-		if ta, ok := s.opts.Policies.(interface{ ActiveTenants() int }); ok {
-			tenants = ta.ActiveTenants
-		} else {
-			tenants = func() int { return 0 }
-		}
+	// prometheus_proxy_tenants_active asks Policies, if it can tell.
+	tenants := func() int { return 0 }
+	if ta, ok := s.opts.Policies.(interface{ ActiveTenants() int }); ok {
+		tenants = ta.ActiveTenants
 	}
 	cs := []prometheus.Collector{
 		m.requests, m.tenantRequests, m.duration, m.inflight, m.rejected, m.authFailures,

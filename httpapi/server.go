@@ -78,17 +78,14 @@ type Options struct {
 	// X-Tenant-Namespace header.
 	Identify Identifier
 	// MaxNamespaces bounds the namespaces one request may name
-	// (auth.max_namespaces); 0 means authn.DefaultMaxNamespaces.
+	// (auth.max_namespaces).
 	MaxNamespaces int
 	Tenants       Debugger // for /debug/tenants; may be nil
 	// Ready adds conditions to /ready (e.g. tenant sources synced); may be nil.
-	Ready Readiness
-	// TenantsActive counts namespaces with a policy, for
-	// prometheus_proxy_tenants_active; nil asks Policies, if it can tell.
-	TenantsActive func() int
-	Registry      *prometheus.Registry
-	Logger        *slog.Logger
-	Version       string
+	Ready    Readiness
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+	Version  string
 }
 
 // Server is the proxy's HTTP server.
@@ -113,17 +110,9 @@ type serverMetrics struct {
 	authFailures   *prometheus.CounterVec
 }
 
-// New validates the options and builds the server.
+// New builds the server from validated sections (each package's Validate,
+// called by the assembler); it neither checks nor fills them again.
 func New(opts Options) (*Server, error) {
-	if err := opts.Proxy.Validate(); err != nil {
-		return nil, err
-	}
-	if err := opts.Server.Validate(); err != nil {
-		return nil, err
-	}
-	if err := opts.Engine.Validate(); err != nil {
-		return nil, err
-	}
 	if opts.QueryEngine == nil || opts.Fanout == nil || opts.Backends == nil {
 		return nil, errors.New("httpapi: query engine, fan-out and backends are required")
 	}
@@ -133,14 +122,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.MaxNamespaces <= 0 {
-		opts.MaxNamespaces = authn.DefaultMaxNamespaces
-	}
 	if opts.Identify == nil {
 		opts.Identify = authn.HeaderIdentifier{MaxNamespaces: opts.MaxNamespaces}
-	}
-	if opts.Limits.Scheduler == "" && opts.Limits.Defaults == (admission.Limits{}) && opts.Limits.Tenants == nil {
-		opts.Limits = admission.DefaultConfig()
 	}
 	s := &Server{opts: opts, started: time.Now()}
 	s.metrics = newServerMetrics()

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -13,8 +12,9 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/engine"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
@@ -35,9 +35,7 @@ func TestEveryGroupSkipped(t *testing.T) {
 	if err := dcfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	backends, err := discovery.NewManager(dcfg, func(context.Context, *discovery.Group, *discovery.Replica) (labels.Labels, error) {
-		return labels.EmptyLabels(), nil
-	}, logger)
+	backends, err := discovery.NewManager(dcfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +47,7 @@ func TestEveryGroupSkipped(t *testing.T) {
 	ecfg := engine.DefaultConfig()
 	srv, err := New(Options{
 		Proxy: DefaultProxyConfig(), Server: DefaultServerConfig(), Engine: ecfg,
+		Limits: admission.DefaultConfig(), MaxNamespaces: authn.DefaultConfig().MaxNamespaces,
 		QueryEngine: engine.NewPromQL(ecfg, reg, logger),
 		Fanout:      fanout, Backends: backends, Registry: reg, Logger: logger,
 	})

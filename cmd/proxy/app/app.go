@@ -14,7 +14,6 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/cache"
@@ -64,11 +63,7 @@ func New(cfg Config, logger *slog.Logger, version string) (_ *App, err error) {
 	}
 	a.onClose(a.tracing.Stop)
 
-	// The fan-out probes replicas for the discovery manager it reads from.
-	var probe discovery.Probe
-	backends, err := discovery.NewManager(cfg.Discovery, func(ctx context.Context, g *discovery.Group, r *discovery.Replica) (labels.Labels, error) {
-		return probe(ctx, g, r)
-	}, logger.With("component", "discovery"))
+	backends, err := discovery.NewManager(cfg.Discovery, logger.With("component", "discovery"))
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +79,6 @@ func New(cfg Config, logger *slog.Logger, version string) (_ *App, err error) {
 		return nil, err
 	}
 	a.onClose(fanout.Close)
-	probe = fanout.Probe
 	a.fanout = fanout
 	backends.OnUpdate(fanout.Retain)
 
@@ -165,7 +159,9 @@ func New(cfg Config, logger *slog.Logger, version string) (_ *App, err error) {
 	if a.server, err = httpapi.New(opts); err != nil {
 		return nil, err
 	}
-	a.loop(backends.RunHealthChecks)
+	// Health checks start where what they call exists: the fan-out probes
+	// replicas with its clients for the manager it reads groups from.
+	a.loop(func(ctx context.Context) { backends.RunHealthChecks(ctx, fanout.Probe) })
 	return a, nil
 }
 
