@@ -4,18 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"reflect"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
-	"go.yaml.in/yaml/v3"
 	"k8s.io/client-go/rest"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -62,40 +59,15 @@ func TestKubernetesConfigValidate(t *testing.T) {
 // keys it sets (a written access check is whole, never mixed with the
 // default's), and Validate changes nothing.
 func TestConfigDefaults(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    func(*Config)
-		invalid string
-	}{
-		{"{}", func(*Config) {}, ""},
-		{"type: kubernetes\nkubernetes: {timeout: 1s, audiences: [a]}\n", func(c *Config) {
+	configtest.Decodes(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{YAML: "{}"},
+		{YAML: "type: kubernetes\nkubernetes: {timeout: 1s, audiences: [a]}\n", Want: func(c *Config) {
 			c.Type, c.Kubernetes.Timeout, c.Kubernetes.Audiences = TypeKubernetes, model.Duration(time.Second), []string{"a"}
-		}, ""},
-		{"type: kubernetes\nkubernetes: {namespace_access: {verb: list}}\n", func(c *Config) {
+		}},
+		{YAML: "type: kubernetes\nkubernetes: {namespace_access: {verb: list}}\n", Want: func(c *Config) {
 			c.Type, c.Kubernetes.NamespaceAccess = TypeKubernetes, AccessCheck{Verb: "list"}
-		}, "kubernetes.namespace_access: "},
-	} {
-		var got Config
-		dec := yaml.NewDecoder(strings.NewReader(tc.in))
-		dec.KnownFields(true)
-		if err := dec.Decode(&got); err != nil {
-			t.Fatalf("%q: %v", tc.in, err)
-		}
-		want := DefaultConfig()
-		tc.want(&want)
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%q decoded to\n%+v, want\n%+v", tc.in, got, want)
-		}
-		before := got
-		before.Kubernetes.Audiences = slices.Clone(got.Kubernetes.Audiences)
-		err := got.Validate()
-		if tc.invalid == "" && err != nil || tc.invalid != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.invalid)) {
-			t.Errorf("%q: Validate() = %v, want an error starting %q: %v", tc.in, err, tc.invalid, tc.invalid != "")
-		}
-		if !reflect.DeepEqual(got, before) {
-			t.Errorf("Validate changed %+v to %+v", before, got)
-		}
-	}
+		}, Invalid: "kubernetes.namespace_access: "},
+	})
 }
 
 // TestKubernetesSlowAPIServerFailsClosed: an API server that never answers

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/e2eutil"
 )
 
@@ -114,34 +113,13 @@ func TestConfigValidate(t *testing.T) {
 // TestConfigDefaults: an empty or partial section is DefaultConfig with the
 // keys it sets, and Validate changes nothing it checks.
 func TestConfigDefaults(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want func(*Config)
-	}{
-		{"{}", func(*Config) {}},
-		{"ttl: 2h\nredis: {addresses: [a:1]}\n", func(c *Config) {
+	configtest.Decodes(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{YAML: "{}"},
+		{YAML: "ttl: 2h\nredis: {addresses: [a:1]}\n", Want: func(c *Config) {
 			c.TTL = model.Duration(2 * time.Hour)
 			c.Redis.Addresses = []string{"a:1"}
 		}},
-	} {
-		var got Config
-		if err := yaml.Unmarshal([]byte(tc.in), &got); err != nil {
-			t.Fatal(err)
-		}
-		want := DefaultConfig()
-		tc.want(&want)
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%q decoded to\n%+v, want\n%+v", tc.in, got, want)
-		}
-		before := got
-		before.Redis.Addresses = slices.Clone(got.Redis.Addresses)
-		if err := got.Validate(); err != nil {
-			t.Errorf("%q: %v", tc.in, err)
-		}
-		if !reflect.DeepEqual(got, before) {
-			t.Errorf("Validate changed %+v to %+v", before, got)
-		}
-	}
+	})
 }
 
 // TestConfigYAMLSharedRedis: the keys for a shared, authenticated Redis

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/prometheus/prometheus/model/labels"
-	"go.yaml.in/yaml/v3"
 )
 
 func TestValidate(t *testing.T) {
@@ -54,36 +52,12 @@ func TestConfigDefaults(t *testing.T) {
 	eu.Name, eu.Port = "eu", "web"
 	us := DefaultKubernetesConfig()
 	us.Name, us.Access = "us", AccessAPIServer
-	for _, tc := range []struct {
-		in   string
-		want func(*Config)
-	}{
-		{"{}", func(*Config) {}},
-		{"load_balancing: random\nreplica_labels: []\n", func(c *Config) { c.LoadBalancing, c.ReplicaLabels = Random, []string{} }},
-		{"kubernetes: {name: eu, port: web}\n", func(c *Config) { c.Kubernetes = KubernetesClusters{eu} }},
-		{"kubernetes:\n  - {name: eu, port: web}\n  - {name: us, access: apiserver}\n", func(c *Config) { c.Kubernetes = KubernetesClusters{eu, us} }},
-	} {
-		var got Config
-		dec := yaml.NewDecoder(strings.NewReader(tc.in))
-		dec.KnownFields(true)
-		if err := dec.Decode(&got); err != nil {
-			t.Fatalf("%q: %v", tc.in, err)
-		}
-		want := DefaultConfig()
-		tc.want(&want)
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%q decoded to\n%+v, want\n%+v", tc.in, got, want)
-		}
-		before := got
-		before.ReplicaLabels = slices.Clone(got.ReplicaLabels)
-		before.Kubernetes = slices.Clone(got.Kubernetes)
-		if err := got.Validate(); err != nil {
-			t.Errorf("%q: %v", tc.in, err)
-		}
-		if !reflect.DeepEqual(got, before) {
-			t.Errorf("Validate changed %+v to %+v", before, got)
-		}
-	}
+	configtest.Decodes(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{YAML: "{}"},
+		{YAML: "load_balancing: random\nreplica_labels: []\n", Want: func(c *Config) { c.LoadBalancing, c.ReplicaLabels = Random, []string{} }},
+		{YAML: "kubernetes: {name: eu, port: web}\n", Want: func(c *Config) { c.Kubernetes = KubernetesClusters{eu} }},
+		{YAML: "kubernetes:\n  - {name: eu, port: web}\n  - {name: us, access: apiserver}\n", Want: func(c *Config) { c.Kubernetes = KubernetesClusters{eu, us} }},
+	})
 }
 
 func TestOrderRoundRobinAndHealth(t *testing.T) {

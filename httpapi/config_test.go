@@ -1,54 +1,28 @@
 package httpapi
 
 import (
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/prometheus/common/model"
-	"go.yaml.in/yaml/v3"
 )
 
 // TestConfigDefaults: an empty or partial proxy or server section is its
 // default with the keys it sets, and Validate changes nothing.
 func TestConfigDefaults(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want func(*ProxyConfig, *ServerConfig)
-	}{
-		{"proxy: {}\nserver: {}\n", func(*ProxyConfig, *ServerConfig) {}},
-		{"proxy: {cache_ttl: 1m}\nserver: {write_timeout: 10m, tls: {cert_file: c, key_file: k}}\n", func(p *ProxyConfig, s *ServerConfig) {
-			p.CacheTTL = model.Duration(time.Minute)
+	configtest.Decodes(t, DefaultProxyConfig, ProxyConfig.Validate, []configtest.Case[ProxyConfig]{
+		{YAML: "{}"},
+		{YAML: "cache_ttl: 1m\n", Want: func(p *ProxyConfig) { p.CacheTTL = model.Duration(time.Minute) }},
+	})
+	configtest.Decodes(t, DefaultServerConfig, ServerConfig.Validate, []configtest.Case[ServerConfig]{
+		{YAML: "{}"},
+		{YAML: "write_timeout: 10m\ntls: {cert_file: c, key_file: k}\n", Want: func(s *ServerConfig) {
 			s.WriteTimeout = model.Duration(10 * time.Minute)
 			s.TLS = TLSConfig{CertFile: "c", KeyFile: "k"}
 		}},
-	} {
-		var got struct {
-			Proxy  ProxyConfig  `yaml:"proxy"`
-			Server ServerConfig `yaml:"server"`
-		}
-		dec := yaml.NewDecoder(strings.NewReader(tc.in))
-		dec.KnownFields(true)
-		if err := dec.Decode(&got); err != nil {
-			t.Fatal(err)
-		}
-		wantP, wantS := DefaultProxyConfig(), DefaultServerConfig()
-		tc.want(&wantP, &wantS)
-		if got.Proxy != wantP || got.Server != wantS {
-			t.Errorf("%q decoded to %+v %+v, want %+v %+v", tc.in, got.Proxy, got.Server, wantP, wantS)
-		}
-		before := got
-		if err := got.Proxy.Validate(); err != nil {
-			t.Errorf("%q: proxy: %v", tc.in, err)
-		}
-		if err := got.Server.Validate(); err != nil {
-			t.Errorf("%q: server: %v", tc.in, err)
-		}
-		if !reflect.DeepEqual(got, before) {
-			t.Errorf("Validate changed %+v to %+v", before, got)
-		}
-	}
+	})
 }
 
 // TestConfigValidate: what cannot work is refused, named by its key within

@@ -7,12 +7,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 )
@@ -344,53 +343,23 @@ file_refresh_interval: 5m
 		t.Error("kubernetes source not Enabled")
 	}
 
-	for _, tc := range []struct {
-		mod  func(*Config)
-		want string
-	}{
-		{func(c *Config) { c.NamespaceLabel = "bad\xff" }, "namespace_label: "},
-		{func(c *Config) { c.NamespaceLabel = "" }, "namespace_label: "},
-		{func(c *Config) { c.Files = []string{"["} }, "files[0]: "},
-		{func(c *Config) { c.Files = []string{""} }, "files[0]: "},
-		{func(c *Config) { c.Namespaces = []string{""} }, "namespaces[0]: "},
-		{func(c *Config) { c.AdminNamespaces = []string{""} }, "admin_namespaces[0]: "},
-		{func(c *Config) { c.FileRefreshInterval = -1 }, "file_refresh_interval: "},
-		{func(c *Config) { c.FileRefreshInterval = 0 }, "file_refresh_interval: "},
-	} {
-		c := DefaultConfig()
-		tc.mod(&c)
-		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
-			t.Errorf("Validate(%+v) = %v, want an error starting %q", c, err, tc.want)
-		}
-	}
+	configtest.Refuses(t, DefaultConfig, Config.Validate, []configtest.Refusal[Config]{
+		{Key: "namespace_label: ", Change: func(c *Config) { c.NamespaceLabel = "bad\xff" }},
+		{Key: "namespace_label: ", Change: func(c *Config) { c.NamespaceLabel = "" }},
+		{Key: "files[0]: ", Change: func(c *Config) { c.Files = []string{"["} }},
+		{Key: "files[0]: ", Change: func(c *Config) { c.Files = []string{""} }},
+		{Key: "namespaces[0]: ", Change: func(c *Config) { c.Namespaces = []string{""} }},
+		{Key: "admin_namespaces[0]: ", Change: func(c *Config) { c.AdminNamespaces = []string{""} }},
+		{Key: "file_refresh_interval: ", Change: func(c *Config) { c.FileRefreshInterval = -1 }},
+		{Key: "file_refresh_interval: ", Change: func(c *Config) { c.FileRefreshInterval = 0 }},
+	})
 }
 
 // TestConfigDefaults: an empty or partial section is DefaultConfig with the
 // keys it sets, and Validate changes nothing.
 func TestConfigDefaults(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want func(*Config)
-	}{
-		{"{}", func(*Config) {}},
-		{"files: [a.yaml]\nkubernetes: true\n", func(c *Config) { c.Files, c.Kubernetes = []string{"a.yaml"}, true }},
-	} {
-		var got Config
-		if err := yaml.Unmarshal([]byte(tc.in), &got); err != nil {
-			t.Fatal(err)
-		}
-		want := DefaultConfig()
-		tc.want(&want)
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%q decoded to %+v, want %+v", tc.in, got, want)
-		}
-		before := got
-		before.Files = slices.Clone(got.Files)
-		if err := got.Validate(); err != nil {
-			t.Errorf("%q: %v", tc.in, err)
-		}
-		if !reflect.DeepEqual(got, before) {
-			t.Errorf("Validate changed %+v to %+v", before, got)
-		}
-	}
+	configtest.Decodes(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{YAML: "{}"},
+		{YAML: "files: [a.yaml]\nkubernetes: true\n", Want: func(c *Config) { c.Files, c.Kubernetes = []string{"a.yaml"}, true }},
+	})
 }

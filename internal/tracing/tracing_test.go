@@ -5,17 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"maps"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	promconfig "github.com/prometheus/prometheus/config"
 	"go.opentelemetry.io/otel/trace"
-	"go.yaml.in/yaml/v3"
 )
 
 func sampledContext(t *testing.T) context.Context {
@@ -97,31 +95,10 @@ func TestStartSpanNeedsARequest(t *testing.T) {
 // TestConfigDefaults: an empty or partial section is DefaultConfig with the
 // keys it sets, and Validate changes nothing.
 func TestConfigDefaults(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want func(*Config)
-	}{
-		{"{}", func(*Config) {}},
-		{"endpoint: collector:4317\nheaders: {X-Org: a}\n", func(c *Config) {
+	configtest.Decodes(t, DefaultConfig, Config.Validate, []configtest.Case[Config]{
+		{YAML: "{}"},
+		{YAML: "endpoint: collector:4317\nheaders: {X-Org: a}\n", Want: func(c *Config) {
 			c.Endpoint, c.Headers = "collector:4317", map[string]string{"X-Org": "a"}
 		}},
-	} {
-		var got Config
-		if err := yaml.Unmarshal([]byte(tc.in), &got); err != nil {
-			t.Fatal(err)
-		}
-		want := DefaultConfig()
-		tc.want(&want)
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%q decoded to %+v, want %+v", tc.in, got, want)
-		}
-		before := got
-		before.Headers = maps.Clone(got.Headers)
-		if err := got.Validate(); err != nil {
-			t.Errorf("%q: %v", tc.in, err)
-		}
-		if !reflect.DeepEqual(got, before) {
-			t.Errorf("Validate changed %+v to %+v", before, got)
-		}
-	}
+	})
 }
