@@ -59,6 +59,9 @@ type NoneConfig struct {
 type JWTConfig struct {
 	// SecretKey verifies HS256/384/512 tokens.
 	SecretKey string `yaml:"secret_key"`
+	// SecretKeyFile holds the secret instead (a mounted Secret), read at
+	// start; a trailing line end is not part of it.
+	SecretKeyFile string `yaml:"secret_key_file"`
 	// PublicKeyFile holds PEM public keys or certificates (RSA or ECDSA) for
 	// RS*/PS*/ES* tokens; re-read when it changes.
 	PublicKeyFile string `yaml:"public_key_file"`
@@ -219,8 +222,11 @@ func (c Config) Validate() error {
 	switch c.Type {
 	case TypeJWT:
 		j := c.JWT
-		if j.SecretKey == "" && j.PublicKeyFile == "" && j.JWKSURL == "" && j.OIDCIssuerURL == "" {
-			return errors.New("jwt: one of secret_key, public_key_file, jwks_url or oidc_issuer_url is required")
+		if j.SecretKey == "" && j.SecretKeyFile == "" && j.PublicKeyFile == "" && j.JWKSURL == "" && j.OIDCIssuerURL == "" {
+			return errors.New("jwt: one of secret_key, secret_key_file, public_key_file, jwks_url or oidc_issuer_url is required")
+		}
+		if j.SecretKey != "" && j.SecretKeyFile != "" {
+			return errors.New("jwt: secret_key and secret_key_file exclude each other")
 		}
 		if j.JWKSURL != "" && j.OIDCIssuerURL != "" {
 			return errors.New("jwt: jwks_url and oidc_issuer_url exclude each other (the issuer's discovery document names its key set)")

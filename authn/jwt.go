@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -45,6 +47,15 @@ func newJWTIdentifier(cfg JWTConfig, logger *slog.Logger) (*JWTIdentifier, error
 	// token claiming HS256 is never checked against a public key, which is
 	// the classic algorithm-confusion forgery. "none" is never accepted.
 	var methods []string
+	if cfg.SecretKeyFile != "" {
+		b, err := os.ReadFile(cfg.SecretKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt.secret_key_file: %w", err)
+		}
+		if cfg.SecretKey = strings.TrimRight(string(b), "\r\n"); cfg.SecretKey == "" {
+			return nil, errors.New("auth.jwt.secret_key_file: the file is empty")
+		}
+	}
 	if cfg.SecretKey != "" {
 		j.secret = []byte(cfg.SecretKey)
 		methods = append(methods, hmacAlgs...)

@@ -480,3 +480,31 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestJWTSecretKeyFile: the HMAC secret read from a file (a mounted
+// Secret, line end dropped) verifies as the inline one does; a missing or
+// empty file fails the start, and the two keys exclude each other.
+func TestJWTSecretKeyFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte(testSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := newTestIdentifier(t, jwtConfig(func(c *JWTConfig) { c.SecretKey, c.SecretKeyFile = "", file }))
+	runIdentifyCases(t, id, []identifyCase{
+		{name: "signed with the file's secret", header: bearer(sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", claimsFor("team-a", nil))), wantNS: []string{"team-a"}},
+		{name: "signed with the secret and its line end", header: bearer(sign(t, jwt.SigningMethodHS256, []byte(testSecret+"\n"), "", claimsFor("team-a", nil))), wantErr: ErrInvalidCredentials},
+	})
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{filepath.Join(t.TempDir(), "missing"): "no such file", empty: "empty"} {
+		cfg := jwtConfig(func(c *JWTConfig) { c.SecretKey, c.SecretKeyFile = "", path })
+		if _, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)}); err == nil || !strings.Contains(err.Error(), "auth.jwt.secret_key_file") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", path, err)
+		}
+	}
+	if err := jwtConfig(func(c *JWTConfig) { c.SecretKeyFile = file }).Validate(); err == nil || !strings.Contains(err.Error(), "exclude") {
+		t.Errorf("secret_key with secret_key_file: %v", err)
+	}
+}

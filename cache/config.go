@@ -59,12 +59,19 @@ type MemoryConfig struct {
 // RedisConfig reaches a single Redis, a cluster (several addresses) or a
 // Sentinel-managed master (master_name set, addresses are the sentinels).
 type RedisConfig struct {
-	Addresses        []string `yaml:"addresses"`
-	Username         string   `yaml:"username"`
-	Password         string   `yaml:"password"`
-	DB               int      `yaml:"db"`
-	MasterName       string   `yaml:"master_name"`
-	SentinelPassword string   `yaml:"sentinel_password"`
+	Addresses []string `yaml:"addresses"`
+	Username  string   `yaml:"username"`
+	Password  string   `yaml:"password"`
+	// PasswordFile holds the password instead (a mounted Secret). It is
+	// read again for every new connection, so a rotated Secret applies
+	// without a restart.
+	PasswordFile     string `yaml:"password_file"`
+	DB               int    `yaml:"db"`
+	MasterName       string `yaml:"master_name"`
+	SentinelPassword string `yaml:"sentinel_password"`
+	// SentinelPasswordFile holds the sentinels' password instead, read at
+	// start.
+	SentinelPasswordFile string `yaml:"sentinel_password_file"`
 	// SentinelUsername is the ACL user for the sentinels; Username and
 	// Password are the data nodes' ACL user.
 	SentinelUsername string         `yaml:"sentinel_username"`
@@ -160,6 +167,12 @@ func (c Config) Validate() error {
 	}
 	if c.SigningKey != "" && c.SigningKeyFile != "" {
 		return errors.New("signing_key and signing_key_file exclude each other")
+	}
+	if c.Redis.Password != "" && c.Redis.PasswordFile != "" {
+		return errors.New("redis.password and redis.password_file exclude each other")
+	}
+	if c.Redis.SentinelPassword != "" && c.Redis.SentinelPasswordFile != "" {
+		return errors.New("redis.sentinel_password and redis.sentinel_password_file exclude each other")
 	}
 	if c.Backend == BackendRedis && c.Redis.TLSEnabled {
 		if err := c.Redis.TLSConfig.Validate(); err != nil {

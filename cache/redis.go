@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +31,34 @@ type RedisStore struct {
 	downUntil time.Time
 }
 
+// readPassword is a password file's content less its line end.
+func readPassword(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// passwordFromFile reads path once, so that a missing file fails the
+// start, then again for each new connection (a rotated Secret applies to
+// the next connection). Without a file it is nil: the static password.
+func passwordFromFile(user, path, key string) (func(context.Context) (string, string, error), error) {
+	if path == "" {
+		return nil, nil
+	}
+	if _, err := readPassword(path); err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return func(context.Context) (string, string, error) {
+		password, err := readPassword(path)
+		if err != nil {
+			return "", "", fmt.Errorf("%s: %w", key, err)
+		}
+		return user, password, nil
+	}, nil
+}
+
 // NewRedisStore builds the client; it does not connect until first used, so
 // a Redis that is down at start-up only makes the cache miss.
 func NewRedisStore(cfg RedisConfig) (*RedisStore, error) {
@@ -43,16 +73,27 @@ func NewRedisStore(cfg RedisConfig) (*RedisStore, error) {
 			return nil, fmt.Errorf("cache.redis.tls_config: %w", err)
 		}
 	}
+	credentials, err := passwordFromFile(cfg.Username, cfg.PasswordFile, "cache.redis.password_file")
+	if err != nil {
+		return nil, err
+	}
+	sentinelPassword := cfg.SentinelPassword
+	if cfg.SentinelPasswordFile != "" {
+		if sentinelPassword, err = readPassword(cfg.SentinelPasswordFile); err != nil {
+			return nil, fmt.Errorf("cache.redis.sentinel_password_file: %w", err)
+		}
+	}
 	client := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:            cfg.Addresses,
-		Username:         cfg.Username,
-		Password:         cfg.Password,
-		DB:               cfg.DB,
-		MasterName:       cfg.MasterName,
-		SentinelUsername: cfg.SentinelUsername,
-		SentinelPassword: cfg.SentinelPassword,
-		PoolSize:         cfg.PoolSize,
-		TLSConfig:        tlsCfg,
+		CredentialsProviderContext: credentials,
+		Addrs:                      cfg.Addresses,
+		Username:                   cfg.Username,
+		Password:                   cfg.Password,
+		DB:                         cfg.DB,
+		MasterName:                 cfg.MasterName,
+		SentinelUsername:           cfg.SentinelUsername,
+		SentinelPassword:           sentinelPassword,
+		PoolSize:                   cfg.PoolSize,
+		TLSConfig:                  tlsCfg,
 		// Every wait is bounded by the short timeout: the cache must never
 		// make a query slower than the backends would.
 		DialTimeout:           timeout,

@@ -2,7 +2,11 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,5 +192,67 @@ func TestRedisHanging(t *testing.T) {
 	}
 	if bypass := f.counterValue("prometheus_proxy_cache_requests_total", "store", "redis", "result", "bypass"); bypass == 0 {
 		t.Fatal("no bypass counted")
+	}
+}
+
+// TestRedisPasswordFile: the password is read from its file, again for
+// each new connection, so a rotated Secret applies once the old
+// connections are gone; a missing file fails the start.
+func TestRedisPasswordFile(t *testing.T) {
+	srv := e2eutil.StartRedis(t,
+		e2eutil.RedisArgs("--user", "default", "off", "--user", "proxy", "on", ">s3cret", "~*", "+@all"),
+		e2eutil.RedisAuth("proxy", "s3cret"))
+	file := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig().Redis
+	cfg.Addresses, cfg.Username, cfg.PasswordFile = []string{srv.Addr}, "proxy", file
+	store, err := NewRedisStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = store.Close() }()
+	ctx := context.Background()
+	roundTrip := func(key string) error {
+		if err := store.Set(ctx, time.Minute, Entry{Key: key, Value: []byte("v")}); err != nil {
+			return err
+		}
+		got, err := store.Get(ctx, key)
+		if err == nil && (len(got) != 1 || string(got[0]) != "v") {
+			err = fmt.Errorf("read back %q", got)
+		}
+		return err
+	}
+	if err := roundTrip("a"); err != nil {
+		t.Fatalf("with the file's password: %v", err)
+	}
+
+	// Rotate: the server's password, then the file; drop the connections
+	// made with the old one.
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "proxy", Password: "s3cret"})
+	defer func() { _ = admin.Close() }()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "proxy", "resetpass", ">n3w").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("n3w\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "CLIENT", "KILL", "USER", "proxy").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The hold-off after the killed connection's failure passes first.
+	if !e2eutil.WaitFor(5*time.Second, func() bool { return roundTrip("b") == nil }) {
+		t.Fatalf("after rotation: %v", roundTrip("b"))
+	}
+
+	cfg.PasswordFile = filepath.Join(t.TempDir(), "missing")
+	if _, err := NewRedisStore(cfg); err == nil || !strings.Contains(err.Error(), "cache.redis.password_file") {
+		t.Errorf("missing password file: %v", err)
+	}
+	both := DefaultConfig()
+	both.Redis.Password, both.Redis.PasswordFile = "x", file
+	if err := both.Validate(); err == nil || !strings.HasPrefix(err.Error(), "redis.password") {
+		t.Errorf("password and password_file: %v", err)
 	}
 }

@@ -95,8 +95,17 @@ taken from Secrets and ConfigMaps. A derived key wins over config.
 {{- with .apiKeys }}
 {{- $derived = mergeOverwrite $derived (dict "auth" (dict "api_keys_file" (printf "%s/api-keys/%s" $sd (.key | default "api-keys")))) }}
 {{- end }}
+{{- with .jwtSecretKey }}
+{{- $derived = mergeOverwrite $derived (dict "auth" (dict "jwt" (dict "secret_key_file" (printf "%s/jwt-secret-key/%s" $sd (.key | default "secret-key"))))) }}
+{{- end }}
 {{- with .cacheSigningKey }}
 {{- $derived = mergeOverwrite $derived (dict "cache" (dict "signing_key_file" (printf "%s/cache-signing-key/%s" $sd (.key | default "signing-key")))) }}
+{{- end }}
+{{- with .redisPassword }}
+{{- $derived = mergeOverwrite $derived (dict "cache" (dict "redis" (dict "password_file" (printf "%s/redis-password/%s" $sd (.key | default "password"))))) }}
+{{- end }}
+{{- with .redisSentinelPassword }}
+{{- $derived = mergeOverwrite $derived (dict "cache" (dict "redis" (dict "sentinel_password_file" (printf "%s/redis-sentinel-password/%s" $sd (.key | default "password"))))) }}
 {{- end }}
 {{- with .redisTLS }}
 {{- $tls := dict "ca_file" (printf "%s/redis-tls/ca.crt" $sd) }}
@@ -135,7 +144,7 @@ secretName, dir}: each is mounted at secretsDir/dir.
 {{- $out = append $out (dict "volume" (printf "kubeconfig-%d" $i) "secretName" .secretName "dir" (printf "kubeconfig-%d" $i)) }}
 {{- end }}
 {{- end }}
-{{- $dirs := dict "authKubeconfig" "auth-kubeconfig" "jwtPublicKeys" "jwt-public-keys" "apiKeys" "api-keys" "cacheSigningKey" "cache-signing-key" "redisTLS" "redis-tls" "serverTLS" "server-tls" }}
+{{- $dirs := dict "authKubeconfig" "auth-kubeconfig" "jwtPublicKeys" "jwt-public-keys" "apiKeys" "api-keys" "cacheSigningKey" "cache-signing-key" "jwtSecretKey" "jwt-secret-key" "redisPassword" "redis-password" "redisSentinelPassword" "redis-sentinel-password" "redisTLS" "redis-tls" "serverTLS" "server-tls" }}
 {{- range $k, $dir := $dirs }}
 {{- with (get $.Values.secretFiles $k) }}
 {{- $out = append $out (dict "volume" $dir "secretName" .secretName "dir" $dir) }}
