@@ -14,6 +14,11 @@ type queues struct {
 	// queues became non-empty; next is where the round-robin resumes.
 	ring []*tenantQueue
 	next int
+	// shared says whether more than one tenant asked lately (the
+	// Scheduler decides, it has the clock): only then does a tenant
+	// without a max_concurrent_requests of its own keep to its share of
+	// the machine. Alone, a tenant's dashboard runs its panels side by side.
+	shared bool
 }
 
 type tenantQueue struct {
@@ -21,6 +26,9 @@ type tenantQueue struct {
 	limits  Limits
 	running int
 	waiting []*waiter
+	// byShare: limits.MaxConcurrentRequests is the tenant share
+	// (TenantShare), not a limit configured for the tenant.
+	byShare bool
 }
 
 // waiter is one request for a slot.
@@ -45,19 +53,23 @@ func (qs *queues) queueFor(tenant string) *tenantQueue {
 		l := qs.cfg.For(tenant)
 		if qs.mode == FIFO {
 			l.MaxConcurrentRequests, l.MaxQueuedRequests = 0, 0
-		} else if l.MaxConcurrentRequests == 0 {
+		}
+		byShare := qs.mode != FIFO && l.MaxConcurrentRequests == 0
+		if byShare {
 			// Without a limit of its own a tenant could hold every slot,
 			// and another tenant's request would wait for one to free up.
 			l.MaxConcurrentRequests = qs.cfg.TenantShare(qs.slots)
 		}
-		q = &tenantQueue{name: tenant, limits: l}
+		q = &tenantQueue{name: tenant, limits: l, byShare: byShare}
 		qs.tenants[tenant] = q
 	}
 	return q
 }
 
-func (q *tenantQueue) canRun() bool {
-	return q.limits.MaxConcurrentRequests <= 0 || q.running < q.limits.MaxConcurrentRequests
+// canRun reports whether q may start one more request: under its limit,
+// or over its share while no other tenant asked lately.
+func (qs *queues) canRun(q *tenantQueue) bool {
+	return q.limits.MaxConcurrentRequests <= 0 || q.running < q.limits.MaxConcurrentRequests || (q.byShare && !qs.shared)
 }
 
 // add grants w a slot at once when one is free, the tenant is under its
@@ -68,7 +80,7 @@ func (q *tenantQueue) canRun() bool {
 func (qs *queues) add(tenant string, w *waiter) bool {
 	q := qs.queueFor(tenant)
 	w.q = q
-	if qs.running < qs.slots && q.canRun() && len(q.waiting) == 0 {
+	if qs.running < qs.slots && qs.canRun(q) && len(q.waiting) == 0 {
 		qs.grant(w)
 		return true
 	}
@@ -130,7 +142,7 @@ func (qs *queues) dispatch() []*waiter {
 				qs.next = 0
 			}
 			q := qs.ring[qs.next]
-			if !q.canRun() {
+			if !qs.canRun(q) {
 				qs.next++
 				continue
 			}

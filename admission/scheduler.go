@@ -28,6 +28,33 @@ type Scheduler struct {
 
 	mu sync.Mutex
 	q  *queues // who runs and who waits, guarded by mu
+	// asked is when each tenant last asked for a slot, within
+	// tenantActiveWindow (older entries are dropped); guarded by mu.
+	asked map[string]time.Time
+}
+
+// tenantActiveWindow is how long a tenant counts as active after it last
+// asked: a dashboard refreshing every few seconds keeps its share of the
+// machine between refreshes, and a tenant alone for this long runs
+// without the share's cap.
+const tenantActiveWindow = 10 * time.Second
+
+// noteAsked records tenant's request and tells the queues whether other
+// tenants are active; called with mu held.
+func (s *Scheduler) noteAsked(tenant string, now time.Time) {
+	s.asked[tenant] = now
+	s.updateShared(now)
+}
+
+// updateShared drops tenants idle for longer than the window and sets the
+// queues' shared mode; called with mu held.
+func (s *Scheduler) updateShared(now time.Time) {
+	for t, at := range s.asked {
+		if now.Sub(at) > tenantActiveWindow {
+			delete(s.asked, t)
+		}
+	}
+	s.q.shared = len(s.asked) > 1
 }
 
 type schedulerMetrics struct {
@@ -69,7 +96,7 @@ func NewScheduler(cfg Config, slots int, queueTimeout time.Duration, reg prometh
 			}
 		}
 	}
-	s := &Scheduler{cfg: cfg, slots: slots, timeout: queueTimeout, metrics: m}
+	s := &Scheduler{cfg: cfg, slots: slots, timeout: queueTimeout, metrics: m, asked: map[string]time.Time{}}
 	s.q = newQueues(&s.cfg, slots)
 	if cfg.Scheduler == Fair && cfg.TimeSharing {
 		s.turns = defaultTurns()
@@ -167,6 +194,7 @@ func (s *Scheduler) enqueue(tenant string) (*waiter, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := &waiter{ready: make(chan struct{})}
+	s.noteAsked(tenant, time.Now())
 	if !s.q.add(tenant, w) {
 		return nil, &QueueError{Reason: ReasonQueueFull, RetryAfter: s.retryAfter(),
 			Msg: fmt.Sprintf("too many outstanding requests: the tenant's queue is full (limit max_queued_requests=%d)", w.q.limits.MaxQueuedRequests)}
@@ -188,6 +216,7 @@ func (s *Scheduler) abandon(w *waiter) bool {
 func (s *Scheduler) release(q *tenantQueue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.updateShared(time.Now())
 	for _, w := range s.q.done(q) {
 		close(w.ready)
 	}

@@ -33,7 +33,9 @@ func newHarness(t *testing.T, cfg Config, slots int) *harness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, q: newQueues(&cfg, slots), waiters: map[string]*waiter{}, names: map[*waiter]string{}}
+	q := newQueues(&cfg, slots)
+	q.shared = true // the tests below are about several tenants
+	return &harness{t: t, q: q, waiters: map[string]*waiter{}, names: map[*waiter]string{}}
 }
 
 // add enqueues request name of tenant (the tenant is the name up to "-").
@@ -143,6 +145,72 @@ func TestDefaultTenantShareLeavesSlotsFree(t *testing.T) {
 	one.TenantSlots = 3
 	if n := one.TenantShare(100); n != 3 {
 		t.Errorf("share with tenant_slots 3 = %d, want 3", n)
+	}
+}
+
+// TestLoneTenantRunsBeyondShare: a tenant alone (no other asked lately)
+// runs as many requests as there are slots, so one dashboard's panels go
+// side by side; once another tenant is active, the share holds again for
+// new grants, and a limit configured for the tenant holds always.
+func TestLoneTenantRunsBeyondShare(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.TenantSlots = 1
+	cfg.Tenants = map[string]Limits{"c": {MaxConcurrentRequests: 2}}
+	h := newHarness(t, cfg, 4)
+	h.q.shared = false
+	for i := range 6 {
+		h.add(fmt.Sprintf("a-%d", i))
+	}
+	if got := strings.Join(h.order, " "); got != "a-0 a-1 a-2 a-3" {
+		t.Fatalf("alone, a got %q; want every slot", got)
+	}
+	h.q.shared = true // b asked
+	h.done("a-0")
+	if len(h.order) != 4 {
+		t.Fatalf("a over its share got another slot once b was active: %v", h.order)
+	}
+	h.add("b-0")
+	if indexOf(h.order, "b-0") < 0 {
+		t.Errorf("b waits for a slot: %v", h.order)
+	}
+
+	lone := newHarness(t, cfg, 4)
+	lone.q.shared = false
+	lone.add("c-0", "c-1", "c-2")
+	if len(lone.order) != 2 {
+		t.Errorf("c, alone, runs %v beyond its own max_concurrent_requests 2", lone.order)
+	}
+}
+
+// TestSchedulerSharesOnlyWithOthers: through the Scheduler, a tenant alone
+// gets slots beyond its share at once; after another tenant asked, its
+// next request beyond the share waits.
+func TestSchedulerSharesOnlyWithOthers(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.TenantSlots = 1
+	s, err := NewScheduler(cfg, 8, 50*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var releases []func()
+	for i := range 3 {
+		r, err := s.Acquire(ctx, "a", "a")
+		if err != nil {
+			t.Fatalf("a's request %d alone: %v", i, err)
+		}
+		releases = append(releases, r)
+	}
+	rb, err := s.Acquire(ctx, "b", "b")
+	if err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	if _, err := s.Acquire(ctx, "a", "a"); err == nil {
+		t.Error("a got a fourth slot while b is active; want it to wait (and time out here)")
+	}
+	rb()
+	for _, r := range releases {
+		r()
 	}
 }
 
