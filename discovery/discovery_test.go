@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 )
 
 func TestValidate(t *testing.T) {

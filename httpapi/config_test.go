@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/prometheus/common/model"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 )
 
 // TestConfigDefaults: an empty or partial proxy or server section is its

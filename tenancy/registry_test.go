@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

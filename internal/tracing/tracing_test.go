@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	promconfig "github.com/prometheus/prometheus/config"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
 )
 
 func sampledContext(t *testing.T) context.Context {
