@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/enum"
 )
 
 // SchedulerMode is how the global slots are shared (limits.scheduler).
@@ -29,13 +31,7 @@ const (
 )
 
 // Validate tells whether m is one of the modes.
-func (m SchedulerMode) Validate() error {
-	switch m {
-	case Fair, FIFO:
-		return nil
-	}
-	return fmt.Errorf("%q is neither %q nor %q", string(m), Fair, FIFO)
-}
+func (m SchedulerMode) Validate() error { return enum.OneOf(m, Fair, FIFO) }
 
 // Limits bound what one tenant may use. Zero means unlimited for every
 // field (as in Mimir's limits).

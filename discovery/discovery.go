@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/enum"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/redact"
 )
 
@@ -37,13 +38,7 @@ const (
 )
 
 // Validate tells whether m is one of the modes.
-func (m BalanceMode) Validate() error {
-	switch m {
-	case RoundRobin, Random:
-		return nil
-	}
-	return fmt.Errorf("%q is neither %q nor %q", string(m), RoundRobin, Random)
-}
+func (m BalanceMode) Validate() error { return enum.OneOf(m, RoundRobin, Random) }
 
 // PartialMode is what a fan-out does when a group fails
 // (discovery.partial_response).
@@ -56,13 +51,7 @@ const (
 )
 
 // Validate tells whether m is one of the modes.
-func (m PartialMode) Validate() error {
-	switch m {
-	case PartialWarn, PartialAbort:
-		return nil
-	}
-	return fmt.Errorf("%q is neither %q nor %q", string(m), PartialWarn, PartialAbort)
-}
+func (m PartialMode) Validate() error { return enum.OneOf(m, PartialWarn, PartialAbort) }
 
 // Config is the `discovery` section of the proxy's configuration.
 type Config struct {

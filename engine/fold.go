@@ -281,3 +281,50 @@ func mixedFound(ctx context.Context, c *remote.Client, mint, maxt int64, mp plan
 	}
 	return true, nil
 }
+
+// mixedOrder returns the group's mixed probes with the side to fold into
+// the query first (as Stored). A mixed probe refuses only where both
+// sides find series, so either side may be folded and the other asked
+// only when the folded one finds some. The folded side is read in full
+// over the query's window (absent_over_time decodes its samples), the
+// other costs a round trip when asked: the cheap order is the one whose
+// folded side is empty. Where the group's series store its value of the
+// label (written by the scrape, not added as an external label), that is
+// the Lacking side; where none does, the Stored side. The order is
+// learned per group and label from the last answer; it changes what is
+// read and asked, never what is proven.
+func (p *PushDown) mixedOrder(group string, mixed []plan.MixedProbe) []plan.MixedProbe {
+	return foldOrder(mixed, func(label string) bool {
+		v, ok := p.foldLacking.Load(mixedKey(group, label))
+		return ok && v.(bool)
+	})
+}
+
+// foldOrder returns mixed with Stored and Lacking swapped in the probes on
+// the labels lackingFirst names.
+func foldOrder(mixed []plan.MixedProbe, lackingFirst func(label string) bool) []plan.MixedProbe {
+	var out []plan.MixedProbe
+	for k, mp := range mixed {
+		if lackingFirst(mp.Label) {
+			if out == nil {
+				out = slices.Clone(mixed)
+			}
+			out[k].Stored, out[k].Lacking = mp.Lacking, mp.Stored
+		}
+	}
+	if out == nil {
+		return mixed
+	}
+	return out
+}
+
+// foldedFound notes that the folded side of the group's mixed probe on
+// label found series: the next query folds the other side.
+func (p *PushDown) foldedFound(group, label string) {
+	key := mixedKey(group, label)
+	v, _ := p.foldLacking.Load(key)
+	swapped, _ := v.(bool)
+	p.foldLacking.Store(key, !swapped)
+}
+
+func mixedKey(group, label string) string { return group + "\x00" + label }

@@ -1,12 +1,16 @@
 package engine
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/discovery"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -42,6 +46,81 @@ type cachedPlan struct {
 	// verdicts memoizes evaluatesAsProxy per backend version and group
 	// query: a parse each, otherwise on every execution.
 	verdicts sync.Map
+	// lastPushed is what the plan's last pushed evaluation cost, for range
+	// queries [0] and instant queries [1]: the only change made to a
+	// cached plan, and it does not change the plan.
+	lastPushed [2]atomic.Pointer[learnedCost]
+}
+
+// pushCost is what a pushed evaluation cost the backends and the proxy:
+// the samples the backends' engines read (their own statistics) and the
+// points of the answers the proxy decoded.
+type pushCost struct {
+	read, points int64
+	// untold: a backend did not say what it read.
+	untold bool
+}
+
+func (c pushCost) add(o pushCost) pushCost {
+	return pushCost{read: c.read + o.read, points: c.points + o.points, untold: c.untold || o.untold}
+}
+
+// answerCost is the cost of one backend's answer.
+func answerCost(a *remote.QueryAnswer) pushCost {
+	c := pushCost{read: a.SamplesRead, untold: a.SamplesRead < 0}
+	for _, s := range a.Series {
+		c.points += int64(len(s.T))
+	}
+	return c
+}
+
+type learnedCost struct {
+	pushCost
+	at time.Time
+}
+
+// pushCostFor is how long a learned cost decides: after it, the query is
+// pushed again and its cost learned anew, so a change in the data (or in
+// the time range a dashboard asks) is noticed.
+const pushCostFor = 5 * time.Minute
+
+func costSlot(instant bool) int {
+	if instant {
+		return 1
+	}
+	return 0
+}
+
+// learn keeps what a pushed evaluation cost.
+func (cp *cachedPlan) learn(instant bool, c pushCost, now time.Time) {
+	if c.untold {
+		cp.lastPushed[costSlot(instant)].Store(nil)
+		return
+	}
+	cp.lastPushed[costSlot(instant)].Store(&learnedCost{pushCost: c, at: now})
+}
+
+// notWorth says why the plan is better evaluated in the proxy, or "": the
+// last time it was pushed (within pushCostFor), the backends read fewer
+// than minSamplesPerPoint samples per point of their answers. A pushed
+// point costs an evaluation step on the backend, its text in JSON and its
+// decoding in the proxy; a sample read through remote read costs a few
+// bytes of a compressed chunk. Where the answer is about as large as what
+// it is computed from (a topk at a step finer than the scrape interval, an
+// aggregation over few series), pushing only adds work.
+func (cp *cachedPlan) notWorth(instant bool, minSamplesPerPoint float64, now time.Time) string {
+	if minSamplesPerPoint <= 0 {
+		return ""
+	}
+	l := cp.lastPushed[costSlot(instant)].Load()
+	if l == nil || now.Sub(l.at) >= pushCostFor || l.points == 0 {
+		return ""
+	}
+	if float64(l.read) >= minSamplesPerPoint*float64(l.points) {
+		return ""
+	}
+	return fmt.Sprintf("evaluated in the proxy: pushed %s ago, the backends read %d samples for answers of %d points, fewer than %g per point (engine.push_down.min_samples_per_point): the series cost less to read than the answers; pushed again after %s",
+		now.Sub(l.at).Round(time.Second), l.read, l.points, minSamplesPerPoint, pushCostFor)
 }
 
 type verdict struct {

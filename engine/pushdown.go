@@ -44,6 +44,12 @@ type PushDown struct {
 	lookback time.Duration
 	logger   *slog.Logger
 	plans    planCache
+	// minSamplesPerPoint is engine.push_down.min_samples_per_point.
+	minSamplesPerPoint float64
+	// foldLacking, per group and group label ("group\x00label"), says a
+	// mixed probe's Lacking side is the one to fold into the query (see
+	// mixedOrder). Bounded by the groups and their labels.
+	foldLacking sync.Map
 }
 
 // NewPushDown wraps ng. cfg is the engine config (validated).
@@ -51,10 +57,11 @@ func NewPushDown(ng *promql.Engine, f *Fanout, cfg Config, reg prometheus.Regist
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &PushDown{ng: ng, fanout: f, planner: plan.New(cfg.PushDown, Parser()), lookback: time.Duration(cfg.LookbackDelta), logger: logger}
+	p := &PushDown{ng: ng, fanout: f, planner: plan.New(cfg.PushDown, Parser()), lookback: time.Duration(cfg.LookbackDelta), logger: logger,
+		minSamplesPerPoint: cfg.PushDown.MinSamplesPerPoint}
 	p.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "prometheus_proxy_pushdown_queries_total",
-		Help: "Queries with parts the backends may evaluate, by outcome: pushed (their answers used) or fallback (evaluated in the proxy: a backend could not answer exactly).",
+		Help: "Queries with parts the backends may evaluate, by outcome: pushed (their answers used), fallback (evaluated in the proxy: a backend could not answer exactly) or cheaper_in_proxy (evaluated in the proxy: the last pushed answers were about as large as what the backends read).",
 	}, []string{"outcome"})
 	if reg != nil {
 		if err := reg.Register(p.outcomes); err != nil {
@@ -139,7 +146,30 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 			}
 		}
 	}
-	return pl.Explain(), nil
+	out := pl.Explain()
+	if cp := p.cachedOnly(ctx, qs); cp != nil {
+		now := time.Now()
+		for _, instant := range []bool{false, true} {
+			kind := "range"
+			if instant {
+				kind = "instant"
+			}
+			if why := cp.notWorth(instant, p.minSamplesPerPoint, now); why != "" {
+				out += "kept in proxy: " + kind + " queries: " + why + "\n"
+			}
+		}
+	}
+	return out, nil
+}
+
+// cachedOnly is the cached plan of qs under the request's tenant, or nil.
+func (p *PushDown) cachedOnly(ctx context.Context, qs string) *cachedPlan {
+	groups := p.fanout.backends.Groups()
+	k, cacheable := planCacheKey(qs, tenancy.FromContext(ctx), groups, planGroups(groups))
+	if !cacheable {
+		return nil
+	}
+	return p.plans.get(k)
 }
 
 // groupsByName are the fan-out's groups as the plan names them.
@@ -186,6 +216,12 @@ func (p *PushDown) wrap(ctx context.Context, orig promql.Query, q storage.Querya
 	if err != nil || !cp.plan.Pushed() {
 		return orig
 	}
+	if why := cp.notWorth(r.step == 0, p.minSamplesPerPoint, time.Now()); why != "" {
+		p.logger.DebugContext(ctx, "push-down not used", "query", cp.rewritten, "reason", why)
+		trace.SpanFromContext(ctx).AddEvent("push-down not used", trace.WithAttributes(attribute.String("reason", why)))
+		p.outcomes.WithLabelValues("cheaper_in_proxy").Inc()
+		return orig
+	}
 	return &pushedQuery{relayQuery: relayQuery{Query: orig}, p: p, plan: cp, policy: tenancy.FromContext(ctx), q: q, opts: opts, r: r}
 }
 
@@ -203,7 +239,10 @@ type pushedQuery struct {
 }
 
 func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
-	answers, err := pq.p.fetch(ctx, pq.plan, pq.policy, pq.r, pq.lookback())
+	answers, cost, err := pq.p.fetch(ctx, pq.plan, pq.policy, pq.r, pq.lookback())
+	if err == nil {
+		pq.plan.learn(pq.r.step == 0, cost, time.Now())
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			// Over a budget (the budget cancels the request with its
@@ -298,7 +337,7 @@ var errNotExact = errors.New("push-down answer not exact")
 // fetch asks every group the plan names for all of its fragments and
 // probes in one query (foldGroup), in parallel, and turns the answers into
 // series for the synthetic selectors.
-func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, error) {
+func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, pushCost, error) {
 	pl := cp.plan
 	byName := p.groupsByName()
 	for _, f := range pl.Fragments {
@@ -311,15 +350,16 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 	}
 	jobs, err := groupJobs(pl, r, lookback)
 	if err != nil {
-		return nil, err
+		return nil, pushCost{}, err
 	}
 	results := make([]map[string][]storage.Series, len(jobs))
+	costs := make([]pushCost, len(jobs))
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
 	for i, j := range jobs {
 		g := byName[j.group.Name]
 		if g == nil {
-			return nil, fmt.Errorf("%w: group %s is gone", errNotExact, j.group.Name)
+			return nil, pushCost{}, fmt.Errorf("%w: group %s is gone", errNotExact, j.group.Name)
 		}
 		wg.Go(func() {
 			defer func() {
@@ -332,6 +372,7 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 			// error that would fail over and count against its health.
 			type answer struct {
 				parts   []*remote.QueryAnswer
+				cost    pushCost
 				refused error
 			}
 			ids := make([]string, len(j.frags))
@@ -364,13 +405,14 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 					return refuse("runs with --enable-feature=%s, which the proxy's engine does not, and its answers differ", f)
 				}
 				mint, maxt := probeWindow(j.spans)
-				fq := foldGroup(j.queries, j.probe, j.mixed, mint, maxt)
+				mixed := p.mixedOrder(g.Name, j.mixed)
+				fq := foldGroup(j.queries, j.probe, mixed, mint, maxt)
 				span.SetAttributes(attribute.String("query", fq.query))
 				// Probes that could not be folded go to the series
 				// endpoint, beside the query; the answer waits for them.
 				var (
 					probeFound bool
-					mixedBoth  = make([]bool, len(j.mixed))
+					mixedBoth  = make([]bool, len(mixed))
 					probeErr   error
 					probed     sync.WaitGroup
 					mu         sync.Mutex
@@ -384,7 +426,7 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 							mu.Unlock()
 						})
 					}
-					for k, mp := range j.mixed {
+					for k, mp := range mixed {
 						probed.Go(func() {
 							both, err := mixedFound(ctx, c, mint, maxt, mp)
 							mu.Lock()
@@ -395,7 +437,7 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				}
 				ans, err := c.Query(ctx, remote.QueryParams{
 					Query: fq.query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
-					Spans: j.spans,
+					Spans: j.spans, Stats: true,
 				})
 				probed.Wait()
 				if probeErr != nil {
@@ -411,14 +453,21 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				if err != nil {
 					return refuse("%v", err)
 				}
+				cost := answerCost(ans)
 				if probeFound || parts.probeFound {
 					return refuse("holds series whose stored %s is not the group's, which the query reads", pl.Label)
 				}
-				// A folded Stored side that matched needs its Lacking
-				// side asked: both together refuse.
+				// A folded side that matched needs the other side asked:
+				// both together refuse.
 				for k, found := range parts.storedFound {
+					if found {
+						p.foldedFound(g.Name, mixed[k].Label)
+						// The folded side read all it matched: not what
+						// the query costs once the order is learned.
+						cost.untold = true
+					}
 					if found && !mixedBoth[k] {
-						f, _, err := c.SeriesLimit(ctx, mint, maxt, j.mixed[k].Lacking, 1)
+						f, _, err := c.SeriesLimit(ctx, mint, maxt, mixed[k].Lacking, 1)
 						if err != nil {
 							return answer{}, err
 						}
@@ -427,11 +476,11 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				}
 				for k, both := range mixedBoth {
 					if both {
-						l := j.mixed[k].Label
+						l := mixed[k].Label
 						return refuse("holds series storing its %s=%q beside series lacking %s, which the query matches or groups by", l, g.ExternalLabels().Get(l), l)
 					}
 				}
-				return answer{parts: parts.fragments}, nil
+				return answer{parts: parts.fragments, cost: cost}, nil
 			})
 			if err == nil {
 				err = a.refused
@@ -445,6 +494,7 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				errs[i] = err
 				return
 			}
+			costs[i] = a.cost
 			results[i] = map[string][]storage.Series{}
 			for k, f := range j.frags {
 				ss, err := fragmentSeries(f, j.group, a.parts[k], r)
@@ -461,7 +511,11 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, pushCost{}, err
+	}
+	var cost pushCost
+	for _, c := range costs {
+		cost = cost.add(c)
 	}
 	out := map[string][]storage.Series{}
 	for _, byFragment := range results {
@@ -470,16 +524,16 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 		}
 	}
 	if err := sortDisjoint(out); err != nil {
-		return nil, err
+		return nil, pushCost{}, err
 	}
 	for _, f := range pl.Fragments {
 		if f.Ranked != nil {
 			if err := rankedDecided(f, out[f.ID]); err != nil {
-				return nil, err
+				return nil, pushCost{}, err
 			}
 		}
 	}
-	return out, nil
+	return out, cost, nil
 }
 
 // sortDisjoint sorts each fragment's series from all groups by labels and

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"math"
 	"testing"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
@@ -14,8 +15,11 @@ func TestConfigDefaults(t *testing.T) {
 		{YAML: "{}"},
 		{YAML: "label: region\n", Want: func(c *Config) { c.Label = "region" }},
 		{YAML: "float_sums: \"\"\n", Want: func(c *Config) { c.FloatSums = "" }},
+		{YAML: "min_samples_per_point: 0\n", Want: func(c *Config) { c.MinSamplesPerPoint = 0 }},
 	})
 	configtest.Refuses(t, DefaultConfig, Config.Validate, []configtest.Refusal[Config]{
 		{Key: "float_sums: ", Change: func(c *Config) { c.FloatSums = "fast" }},
+		{Key: "min_samples_per_point: ", Change: func(c *Config) { c.MinSamplesPerPoint = -1 }},
+		{Key: "min_samples_per_point: ", Change: func(c *Config) { c.MinSamplesPerPoint = math.Inf(1) }},
 	})
 }

@@ -21,7 +21,9 @@
 //     the query reads (a stored value that differs refuses). Where a
 //     matching or grouping compares a group label, the mixed probe refuses
 //     series storing g's own value beside series lacking it, which match
-//     and group apart on a backend that does not store the label.
+//     and group apart on a backend that does not store the label; either
+//     side may be folded into the query and the other asked only when it
+//     finds series (the executor learns which side is empty).
 //     [TestNotDisjointRefused, TestStoredLabelsProbe, TestFuzzFoundRefusals,
 //     TestPushDown/NotDisjoint, the fuzzer]
 //  2. Tenancy (tenantrules.go): every pushed selector carries each tenant
@@ -54,11 +56,18 @@
 //     TestSelectorSpans, TestQueryAnswerChargedAsItArrives,
 //     TestPushDownQueryLength, TestPushedAnswerMemory]
 //  6. Worth (pushable.go): a part without an aggregation is not pushed
-//     (its answer is as large as what it reads). [TestPlans]
+//     (its answer is as large as what it reads). The executor
+//     (engine/plancache.go) also keeps what each push of a plan cost, by
+//     the backends' own statistics: a query whose last push read fewer
+//     than Config.MinSamplesPerPoint samples per point answered is
+//     evaluated in the proxy for a while, with the reason. This decides
+//     cost only; the proof is the same either way. [TestPlans,
+//     TestPushDown/Disjoint/CostChoice]
 package plan
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -66,6 +75,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/enum"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -82,6 +92,12 @@ type Config struct {
 	// FloatSumsReassociate (default) pushes them, equal to one evaluation
 	// within float rounding only; FloatSumsExact keeps them in the proxy.
 	FloatSums FloatSums `yaml:"float_sums"`
+	// MinSamplesPerPoint: a query whose last pushed evaluation (within 5
+	// minutes) read fewer samples on the backends than this many per
+	// point of their answers is evaluated in the proxy instead, where
+	// reading the series costs less than their answers. 0 pushes whatever
+	// the planner proves.
+	MinSamplesPerPoint float64 `yaml:"min_samples_per_point"`
 }
 
 // FloatSums is how the planner treats sums of floats across groups.
@@ -103,8 +119,12 @@ const (
 // are not provably disjoint, releases outside the compatibility table and
 // everything else the planner cannot prove are still evaluated in the proxy.
 func DefaultConfig() Config {
-	return Config{Enabled: true, FloatSums: FloatSumsReassociate}
+	return Config{Enabled: true, FloatSums: FloatSumsReassociate, MinSamplesPerPoint: DefaultMinSamplesPerPoint}
 }
+
+// DefaultMinSamplesPerPoint is engine.push_down.min_samples_per_point's
+// default, measured on the small dashboard set (make bench-quick).
+const DefaultMinSamplesPerPoint = 8
 
 // UnmarshalYAML starts from DefaultConfig, so keys left out keep their
 // defaults.
@@ -119,11 +139,16 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 // `float_sums: ""`) means FloatSumsExact: only FloatSumsReassociate
 // combines sums.
 func (c Config) Validate() error {
-	switch c.FloatSums {
-	case "", FloatSumsExact, FloatSumsReassociate:
+	if c.MinSamplesPerPoint < 0 || math.IsNaN(c.MinSamplesPerPoint) || math.IsInf(c.MinSamplesPerPoint, 0) {
+		return fmt.Errorf("min_samples_per_point: %v is not a finite number of at least 0", c.MinSamplesPerPoint)
+	}
+	if c.FloatSums == "" {
 		return nil
 	}
-	return fmt.Errorf("float_sums: %q is neither %q nor %q", c.FloatSums, FloatSumsExact, FloatSumsReassociate)
+	if err := enum.OneOf(c.FloatSums, FloatSumsExact, FloatSumsReassociate); err != nil {
+		return fmt.Errorf("float_sums: %w", err)
+	}
+	return nil
 }
 
 // Group is what the planner needs to know of a backend group: its name and

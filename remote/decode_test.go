@@ -78,6 +78,15 @@ func TestDecodeQueryAnswerShapes(t *testing.T) {
 	if err != nil || len(ans.Series) != 1 || ans.Series[0].T[0] != 1500 || !ans.Histograms || len(env.Warnings) != 1 || len(env.Infos) != 1 {
 		t.Fatalf("vector: %v %+v %+v", err, env, ans)
 	}
+	if ans.SamplesRead != -1 {
+		t.Errorf("an answer without stats read %d samples, want -1 (not told)", ans.SamplesRead)
+	}
+	// As Prometheus writes them with stats=true: after the result, timings
+	// before samples.
+	withStats := `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}],"stats":{"timings":{"evalTotalTime":0.0003},"samples":{"totalQueryableSamples":11568,"samplesRead":11568,"peakSamples":48}}}}`
+	if ans, _, err = decodeQueryAnswer(bytes.NewReader([]byte(withStats)), nil); err != nil || ans.SamplesRead != 11568 || len(ans.Series) != 1 {
+		t.Fatalf("stats: %v, samples read %d, %d series", err, ans.SamplesRead, len(ans.Series))
+	}
 	errAns := `{"status":"error","errorType":"bad_data","error":"parse error"}`
 	if _, env, err = decodeQueryAnswer(bytes.NewReader([]byte(errAns)), nil); err != nil || env.Status != "error" || env.ErrorType != "bad_data" || env.Error != "parse error" {
 		t.Fatalf("error answer: %v %+v", err, env)

@@ -31,6 +31,10 @@ type QueryAnswer struct {
 	// renders lossily (bucket boundaries, not spans); Series lacks them.
 	Histograms bool
 	Warnings   Warnings
+	// SamplesRead is the backend's own count of the samples its engine
+	// read (stats' totalQueryableSamples) when QueryParams.Stats asked for
+	// it; -1 when the backend did not tell.
+	SamplesRead int64
 }
 
 // QueryParams is one PromQL evaluation: an instant query when Step is 0.
@@ -42,6 +46,10 @@ type QueryParams struct {
 	// Spans are the time spans [mint, maxt] the query's selectors read,
 	// each charged to the budget's CheckSpan before the query is sent.
 	Spans [][2]int64
+	// Stats asks the backend for its query statistics (stats=true, which
+	// every release since 2.x accepts): what its engine read, in
+	// QueryAnswer.SamplesRead.
+	Stats bool
 }
 
 // Query evaluates PromQL on the backend itself. Floats travel as Go's
@@ -61,6 +69,9 @@ func (c *Client) Query(ctx context.Context, p QueryParams) (*QueryAnswer, error)
 		form.Set("step", strconv.FormatFloat(p.Step.Seconds(), 'f', -1, 64))
 	} else {
 		form.Set("time", formatMillis(p.End))
+	}
+	if p.Stats {
+		form.Set("stats", "true")
 	}
 	if p.LookbackDelta > 0 {
 		form.Set("lookback_delta", strconv.FormatFloat(p.LookbackDelta.Seconds(), 'f', -1, 64))
@@ -128,7 +139,7 @@ type queryEnvelope struct {
 func decodeQueryAnswer(r io.Reader, budget Budget) (*QueryAnswer, queryEnvelope, error) {
 	it := jsoniter.Parse(jsoniter.ConfigDefault, r, 32<<10)
 	var env queryEnvelope
-	out := &QueryAnswer{}
+	out := &QueryAnswer{SamplesRead: -1}
 	if it.WhatIsNext() != jsoniter.ObjectValue {
 		return out, env, fmt.Errorf("answer is not a JSON object")
 	}
@@ -157,6 +168,8 @@ func decodeQueryAnswer(r io.Reader, budget Budget) (*QueryAnswer, queryEnvelope,
 					if err := decodeResult(it, budget, out); err != nil {
 						return out, env, err
 					}
+				case "stats":
+					out.SamplesRead = readSamplesRead(it)
 				default:
 					it.Skip()
 				}
@@ -169,6 +182,30 @@ func decodeQueryAnswer(r io.Reader, budget Budget) (*QueryAnswer, queryEnvelope,
 		return out, env, it.Error
 	}
 	return out, env, nil
+}
+
+// readSamplesRead reads {"samples":{"totalQueryableSamples":N,…},…}; -1
+// where the stats do not say.
+func readSamplesRead(it *jsoniter.Iterator) int64 {
+	n := int64(-1)
+	if it.WhatIsNext() != jsoniter.ObjectValue {
+		it.Skip()
+		return n
+	}
+	for k := it.ReadObject(); k != "" && it.Error == nil; k = it.ReadObject() {
+		if k != "samples" || it.WhatIsNext() != jsoniter.ObjectValue {
+			it.Skip()
+			continue
+		}
+		for f := it.ReadObject(); f != "" && it.Error == nil; f = it.ReadObject() {
+			if f == "totalQueryableSamples" && it.WhatIsNext() == jsoniter.NumberValue {
+				n = it.ReadInt64()
+				continue
+			}
+			it.Skip()
+		}
+	}
+	return n
 }
 
 func readStrings(it *jsoniter.Iterator) []string {

@@ -115,9 +115,13 @@ func pushDownConfig(f *e2eproxy.Fleet, on bool) app.Config {
 }
 
 // pushDownConfigSums is pushDownConfig with engine.push_down.float_sums.
+// It pushes whatever the planner proves (min_samples_per_point: 0), so
+// the suites check the pushed answers of every query they ask again, not
+// only the first.
 func pushDownConfigSums(f *e2eproxy.Fleet, on bool, sums plan.FloatSums) app.Config {
 	cfg := e2eproxy.BaseConfig(f)
 	cfg.Engine.PushDown.FloatSums = sums
+	cfg.Engine.PushDown.MinSamplesPerPoint = 0
 	for i := range cfg.Discovery.Static {
 		cfg.Discovery.Static[i].Labels = map[string]string{"cluster": f.Data.Clusters[i]}
 	}
@@ -191,6 +195,7 @@ func TestPushDown(t *testing.T) {
 				t.Errorf("explain: HTTP %d %s", ex.Code, ex.Body)
 			}
 		})
+		t.Run("CostChoice", func(t *testing.T) { testPushDownCostChoice(t, f) })
 		t.Run("Tenants", func(t *testing.T) {
 			dir := e2eproxy.TenantFiles(t)
 			cfg := pushDownConfig(f, true)
@@ -437,4 +442,53 @@ func runSuiteWithin(t *testing.T, reference, proxy string, reqs []e2eproxy.APIRe
 	}
 	t.Logf("%d requests compared within %g: %d answers bit-equal; samples: %d bit-equal, %d within (largest relative difference %.3g)", len(reqs), tol, tl.BitEqual, tl.SamplesExact, tl.SamplesWithin, tl.MaxRel)
 	return tl
+}
+
+// testPushDownCostChoice: with the shipped min_samples_per_point, a query
+// whose pushed answers are as large as what the backends read (an
+// aggregation keeping every series: one sample read per point answered) is
+// pushed once, then evaluated in the proxy with the reason in explain; a
+// query reading many samples per point stays pushed. Both answer the
+// reference's answer every time. The mixed probe's order is learned across
+// queries: the second query grouping by cluster reads no series to prove
+// it.
+func testPushDownCostChoice(t *testing.T, f *e2eproxy.Fleet) {
+	cfg := pushDownConfigSums(f, true, plan.FloatSumsReassociate)
+	cfg.Engine.PushDown.MinSamplesPerPoint = plan.DefaultMinSamplesPerPoint
+	cfg.Proxy.EnableCaching = false // every round evaluated, none answered from the results cache
+	p := e2eproxy.StartProxy(t, cfg)
+	start, end := f.Data.Start.Add(40*time.Minute), f.Data.Start.Add(100*time.Minute)
+	ask := func(q string) e2eproxy.APIRequest {
+		return e2eproxy.APIRequest{Path: "/api/v1/query_range", Post: true, Params: url.Values{
+			"query": {q}, "start": {e2eproxy.FormatTime(start)}, "end": {e2eproxy.FormatTime(end)}, "step": {"15"}}}
+	}
+	const (
+		asLarge = `max by (cluster, namespace, job, instance) (memory_usage_bytes)`
+		reduces = `max(max_over_time(memory_usage_bytes[30m]))`
+	)
+	// These series store their cluster: the first query grouping by it
+	// finds so with its folded probe and reads them all; from then on the
+	// probe folded is the side finding none (series lacking cluster).
+	e2eproxy.RunSuite(t, f.Reference.URL, p.URL, []e2eproxy.APIRequest{ask(`max by (cluster) (up)`)}, nil)
+	for round := range 3 {
+		for _, c := range []struct {
+			q      string
+			pushed bool
+		}{{asLarge, round == 0}, {reduces, true}} {
+			pushed, cheaper := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "cheaper_in_proxy")
+			e2eproxy.RunSuite(t, f.Reference.URL, p.URL, []e2eproxy.APIRequest{ask(c.q)}, nil)
+			gotPushed, gotCheaper := pushDownCount(t, p, "pushed")-pushed, pushDownCount(t, p, "cheaper_in_proxy")-cheaper
+			if want := map[bool]float64{true: 1}[c.pushed]; gotPushed != want || gotCheaper != 1-want {
+				t.Errorf("round %d, %s: pushed %v, evaluated in the proxy as cheaper %v; want pushed %v", round, c.q, gotPushed, gotCheaper, c.pushed)
+			}
+		}
+	}
+	ex := e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {asLarge}, "explain": {"true"}}})
+	if want := "kept in proxy: range queries: evaluated in the proxy: pushed"; ex.Code != 200 || !strings.Contains(string(ex.Body), want) || !strings.Contains(string(ex.Body), "min_samples_per_point") {
+		t.Errorf("explain of %s: HTTP %d %s; want it to hold %q and the key", asLarge, ex.Code, ex.Body, want)
+	}
+	ex = e2eproxy.DoRequest(t, p.URL, e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {reduces}, "explain": {"true"}}})
+	if ex.Code != 200 || strings.Contains(string(ex.Body), "min_samples_per_point") {
+		t.Errorf("explain of %s: HTTP %d %s; want no cost reason", reduces, ex.Code, ex.Body)
+	}
 }
