@@ -160,7 +160,7 @@ func (s *Server) routes() *echo.Echo {
 	// Who is asking is settled before the body is read; the namespace the
 	// request acts as may come in the body, so it is chosen after.
 	api := e.Group("/api/v1", s.authenticate, s.limitBody, s.chooseTenant, s.admit, s.partialResponse)
-	prom := echo.WrapHandler(s.promAPI)
+	prom := echo.WrapHandler(pooledGzip(s.promAPI))
 	// Served over GET and POST; other methods get 405, as in Prometheus.
 	getPost := map[string]echo.HandlerFunc{
 		"/query":           s.explainOr(prom),

@@ -172,3 +172,27 @@ func TestQueryAnswerErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryAsksForStats: with Stats the query asks the backend for its
+// statistics and the answer carries what its engine read.
+func TestQueryAsksForStats(t *testing.T) {
+	var stats string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		stats = r.Form.Get("stats")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"success","data":{"resultType":"matrix","result":[],"stats":{"samples":{"totalQueryableSamples":7}}}}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := testClient(t, srv.URL)
+	p := rangeParams()
+	p.Stats = true
+	ans, err := c.Query(t.Context(), p)
+	if err != nil || ans.SamplesRead != 7 || stats != "true" {
+		t.Fatalf("query: %v, stats=%q, answer %+v", err, stats, ans)
+	}
+	p.Stats = false
+	if _, err = c.Query(t.Context(), p); err != nil || stats != "" {
+		t.Fatalf("query without stats: %v, stats=%q", err, stats)
+	}
+}
