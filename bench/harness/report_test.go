@@ -2,6 +2,7 @@ package harness
 
 import (
 	"encoding/xml"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -68,8 +69,18 @@ func reassociateReport() *Report {
 // numbers; the answers of the re-associating proxy are held to the
 // tolerance, with bit-equal ones counted apart.
 func TestGoalsPerPushDownConfiguration(t *testing.T) {
+	r := &runner{opts: Options{Concurrency: []int{1, 4}}}
+	summarized := reassociateReport()
+	summarized.Summary = Summary{}
+	r.summarize(summarized)
+	c1 := summarized.Summary.PerConcurrency[0]
+	if c1.ReassociateMedianRatio != 0.7 || c1.ReassociateOverOffPanel != "q02" || math.Abs(c1.ReassociateOverOff-80.0/140) > 1e-12 {
+		t.Errorf("median %v, slowest against off %s %v; want 0.7 (the lower of two), q02 80/140", c1.ReassociateMedianRatio, c1.ReassociateOverOffPanel, c1.ReassociateOverOff)
+	}
 	rep := reassociateReport()
-	goals := (&runner{}).goals(rep)
+	rep.Summary.PerConcurrency[0].ReassociateMedianRatio = c1.ReassociateMedianRatio
+	rep.Summary.PerConcurrency[0].ReassociateOverOff, rep.Summary.PerConcurrency[0].ReassociateOverOffPanel = c1.ReassociateOverOff, c1.ReassociateOverOffPanel
+	goals := r.goals(rep)
 	met := map[string]bool{}
 	measured := map[string]string{}
 	for _, g := range goals {
@@ -81,6 +92,7 @@ func TestGoalsPerPushDownConfiguration(t *testing.T) {
 		"worst": true, "worst-reassociate": true,
 		"memory": false, "memory-reassociate": true, // 500 MiB and 200.0 MiB against 450 MiB
 		"answers": true, "answers-reassociate": true,
+		"median-reassociate": true, "not-slower-reassociate": true, // computed below by summarize
 	} {
 		if got, ok := met[name]; !ok || got != want {
 			t.Errorf("goal %q: met %v (present %v), want %v; measured %q", name, got, ok, want, measured[name])
@@ -93,6 +105,14 @@ func TestGoalsPerPushDownConfiguration(t *testing.T) {
 		t.Errorf("uncached-reassociate measured %q", m)
 	}
 
+	// A panel slower on than off beyond the noise, or a median above 1.3×,
+	// fails its goal.
+	rep.Summary.PerConcurrency[0].ReassociateOverOff, rep.Summary.PerConcurrency[0].ReassociateMedianRatio = 1.2, 1.31
+	for _, g := range r.goals(rep) {
+		if (g.Name == "not-slower-reassociate" || g.Name == "median-reassociate") && g.Met {
+			t.Errorf("goal met: %+v", g)
+		}
+	}
 	// One answer beyond the tolerance fails the goal.
 	rep.Summary.AnswersByTarget[2].Differ = 1
 	for _, g := range (&runner{}).goals(rep) {
