@@ -17,7 +17,7 @@ TEST_P ?= 2
 TEST_TIMEOUT ?= 40m
 FUZZ_TIME ?= 20s
 
-.PHONY: all build test fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools helm-tool k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
+.PHONY: all build test test-tools fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools helm-tool k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
 
 all: build
 
@@ -56,7 +56,7 @@ PROMETHEUS_LTS := $(PROM_LTS_DIR)/prometheus
 
 tools: $(PROMETHEUS) $(PROMTOOL) $(PROMETHEUS_LTS)
 
-$(PROMETHEUS) $(PROMTOOL):
+$(PROMETHEUS) $(PROMTOOL) &:
 	@mkdir -p $(PROM_DIR)
 	GOBIN=$(abspath $(PROM_DIR)) $(GO) install -ldflags "-X github.com/prometheus/common/version.Version=$(PROM_RELEASE) -X github.com/prometheus/common/version.Revision=$(PROM_VERSION)" \
 	  github.com/prometheus/prometheus/cmd/prometheus@$(PROM_VERSION) github.com/prometheus/prometheus/cmd/promtool@$(PROM_VERSION)
@@ -71,10 +71,17 @@ $(PROMETHEUS_LTS):
 # bench/load measures one tenant's latency against its own idle baseline
 # (fair scheduling), so it runs after the other packages, alone on the machine.
 LOAD_PKG := ./bench/load
-test: deps tools k8s-tools helm-tool lint
+test: deps test-tools lint
 	$(GO) test -p $(TEST_P) -timeout $(TEST_TIMEOUT) -count=1 $$($(GO) list ./... | grep -v '/bench/load$$')
 	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 $(LOAD_PKG)
 	$(MAKE) fuzz
+
+# The tools the tests run, built side by side: they are independent builds,
+# and on two cores three at once keep both busy through each one's module
+# downloads and single-threaded links (a fresh machine builds them all).
+TOOLS_JOBS ?= 3
+test-tools: deps
+	$(MAKE) --no-print-directory -j$(TOOLS_JOBS) --output-sync=target tools k8s-tools helm-tool $(GOLANGCI_LINT)
 
 # kube-apiserver, kubectl and etcd for the Kubernetes integration tests
 # (kubectl applies deploy/kubernetes with -k), built once
@@ -85,7 +92,7 @@ KUBE_DIR := .cache/kube-$(KUBE_VERSION)
 
 k8s-tools: $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd
 
-$(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd:
+$(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd &:
 	GO=$(GO) ./tools/build.sh $(abspath $(KUBE_DIR))
 
 # helm for the chart tests in e2e/ (lint, template), built once from
