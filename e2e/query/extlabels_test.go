@@ -472,15 +472,7 @@ func startBackendFront(t testing.TB, backend, prefix, token, orgID string) *back
 			return
 		}
 		bf.authorized.Add(1)
-		// Read the body first (see startRedirectingProxy): otherwise the
-		// server may drop the backend connection mid-stream.
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		rev.ServeHTTP(w, r)
+		e2eproxy.ForwardBuffered(w, r, rev)
 	}))
 	t.Cleanup(srv.Close)
 	bf.URL = srv.URL

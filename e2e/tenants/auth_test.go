@@ -1,7 +1,6 @@
 package tenants
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -723,17 +722,7 @@ func startTLSFront(t testing.TB, backend string, ca, clientCA *testCA, token str
 			return
 		}
 		fr.authorized.Add(1)
-		// Read the request whole first: net/http closes an inbound body
-		// once the response starts, which can cut the reverse proxy's
-		// copy of it short (the backend answers remote read as soon as
-		// it has the bytes, before the copy has seen EOF).
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		rp.ServeHTTP(w, r)
+		e2eproxy.ForwardBuffered(w, r, rp)
 	}))
 	srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{ca.issue(t, "backend", certOpts{})},

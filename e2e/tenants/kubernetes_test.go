@@ -1,10 +1,8 @@
 package tenants
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -405,19 +403,7 @@ func startRedirectingProxy(t testing.TB, to map[string]string) *redirectingProxy
 		Transport:     transport,
 		FlushInterval: -1, // remote read streams
 	}
-	// The request body is read whole first: once the answer's headers are
-	// flushed, net/http may close the incoming body while the transport
-	// still checks it for trailing bytes, and then drops the backend
-	// connection in the middle of the answer.
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		rev.ServeHTTP(w, r)
-	})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e2eproxy.ForwardBuffered(w, r, rev) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
