@@ -123,8 +123,12 @@ func DefaultConfig() Config {
 }
 
 // DefaultMinSamplesPerPoint is engine.push_down.min_samples_per_point's
-// default, measured on the small dashboard set (make bench-quick).
-const DefaultMinSamplesPerPoint = 8
+// default. On the small dashboard set (4,464 series in three shards, 15 s
+// steps) the two panels that were slower pushed than not read 12 samples
+// per point answered (a histogram's buckets by job for one namespace, an
+// avg of 12 series per group); a topk read 4.4; every panel reading 46 or
+// more per point was faster pushed.
+const DefaultMinSamplesPerPoint = 16
 
 // UnmarshalYAML starts from DefaultConfig, so keys left out keep their
 // defaults.
