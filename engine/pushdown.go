@@ -100,9 +100,7 @@ func (p *PushDown) Explain(ctx context.Context, qs string) (*plan.Plan, error) {
 // when the same query was planned for the same rules and groups before.
 func (p *PushDown) cachedPlan(ctx context.Context, qs string) (*cachedPlan, error) {
 	policy := tenancy.FromContext(ctx)
-	groups := p.fanout.backends.Groups()
-	pgs := planGroups(groups)
-	k, cacheable := planCacheKey(qs, policy, groups, pgs)
+	k, cacheable, pgs := p.planKey(qs, policy)
 	if cacheable {
 		if cp := p.plans.get(k); cp != nil {
 			return cp, nil
@@ -164,12 +162,20 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 
 // cachedOnly is the cached plan of qs under the request's tenant, or nil.
 func (p *PushDown) cachedOnly(ctx context.Context, qs string) *cachedPlan {
-	groups := p.fanout.backends.Groups()
-	k, cacheable := planCacheKey(qs, tenancy.FromContext(ctx), groups, planGroups(groups))
+	k, cacheable, _ := p.planKey(qs, tenancy.FromContext(ctx))
 	if !cacheable {
 		return nil
 	}
 	return p.plans.get(k)
+}
+
+// planKey is the plan cache's key for qs under policy over the groups as
+// they are now, and those groups as the planner sees them.
+func (p *PushDown) planKey(qs string, policy *tenancy.Policy) (planKey, bool, []plan.Group) {
+	groups := p.fanout.backends.Groups()
+	pgs := planGroups(groups)
+	k, cacheable := planCacheKey(qs, policy, groups, pgs)
+	return k, cacheable, pgs
 }
 
 // groupsByName are the fan-out's groups as the plan names them.
