@@ -44,11 +44,16 @@ deps:
 	fi
 	$(GO) mod download
 
-# Prometheus and promtool built from the same module version the proxy
-# imports, so the reference answers with the very same PromQL engine; and the
-# Prometheus LTS server (3.5) the push-down compatibility tests run, built
-# from tools/prometheus-lts (a module of its own) into
-# .cache/prometheus-<its module version>/.
+# Prometheus and promtool built from the proxy's own module graph (the very
+# PromQL engine and dependency versions the proxy links, so the reference
+# answers as the proxy's engine does, and the test build reuses what this
+# build compiled), and the Prometheus LTS server (3.5) the push-down
+# compatibility tests run, built from tools/prometheus-lts (a module of its
+# own) into .cache/prometheus-<its module version>/. Both without the
+# service-discovery plugins (AWS, Azure, GCE, Kubernetes, ...): the tests'
+# backends scrape nothing, and those SDKs were half of what a fresh machine
+# compiled. The build's module file is a copy of go.mod, so go.mod and
+# go.sum stay what the proxy needs.
 PROM_LTS_VERSION := $(shell sed -n 's/^require github.com\/prometheus\/prometheus \(v[0-9.]*\)$$/\1/p' tools/prometheus-lts/go.mod)
 PROM_LTS_RELEASE := $(shell echo $(PROM_LTS_VERSION) | awk -F. '{m=$$2+0; printf "%d.%d.%s", int(m/100), m%100, $$3}')
 PROM_LTS_DIR := .cache/prometheus-$(PROM_LTS_VERSION)
@@ -58,15 +63,15 @@ tools: $(PROMETHEUS) $(PROMTOOL) $(PROMETHEUS_LTS)
 
 $(PROMETHEUS) $(PROMTOOL) &:
 	@mkdir -p $(PROM_DIR)
-	GOBIN=$(abspath $(PROM_DIR)) $(GO) install -ldflags "-X github.com/prometheus/common/version.Version=$(PROM_RELEASE) -X github.com/prometheus/common/version.Revision=$(PROM_VERSION)" \
-	  github.com/prometheus/prometheus/cmd/prometheus@$(PROM_VERSION) github.com/prometheus/prometheus/cmd/promtool@$(PROM_VERSION)
+	cp go.mod $(PROM_DIR)/build.mod && cp go.sum $(PROM_DIR)/build.sum
+	$(GO) build -mod=mod -modfile=$(PROM_DIR)/build.mod -tags remove_all_sd \
+	  -ldflags "-X github.com/prometheus/common/version.Version=$(PROM_RELEASE) -X github.com/prometheus/common/version.Revision=$(PROM_VERSION)" \
+	  -o $(PROM_DIR)/ github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
+	rm -f $(PROM_DIR)/build.mod $(PROM_DIR)/build.sum
 
 $(PROMETHEUS_LTS):
 	@if [ -z "$(PROM_LTS_VERSION)" ]; then echo 'tools/prometheus-lts/go.mod: no "require github.com/prometheus/prometheus vX.Y.Z" line' >&2; exit 1; fi
-	@mkdir -p $(PROM_LTS_DIR)
-	cd tools/prometheus-lts && $(GO) build -ldflags "-X github.com/prometheus/common/version.Version=$(PROM_LTS_RELEASE) -X github.com/prometheus/common/version.Revision=$(PROM_LTS_VERSION)" \
-	  -o $(abspath $(PROMETHEUS_LTS)).tmp github.com/prometheus/prometheus/cmd/prometheus
-	mv $(PROMETHEUS_LTS).tmp $(PROMETHEUS_LTS)
+	GO=$(GO) ./tools/prometheus-lts/build.sh $(abspath $(PROMETHEUS_LTS)) $(PROM_LTS_RELEASE)
 
 # bench/load measures one tenant's latency against its own idle baseline
 # (fair scheduling), so it runs after the other packages, alone on the machine.
