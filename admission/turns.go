@@ -194,6 +194,13 @@ func (t *Turn) endWait(now time.Time) {
 	}
 }
 
+// Contended reports whether another tenant has requests running beside
+// t's: work t cannot pause once started (a query a backend evaluates) is
+// then better cut short.
+func (t *Turn) Contended() bool {
+	return t != nil && t.turns.tenants.Load() >= 2
+}
+
 // Yield waits while another tenant's request that has run for less time
 // than this one runs (see Turns). It returns ctx's error when ctx ends
 // during the wait, else nil.

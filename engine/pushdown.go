@@ -441,10 +441,11 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 						})
 					}
 				}
-				ans, err := c.Query(ctx, remote.QueryParams{
+				ans, pieces, err := queryInPieces(ctx, remote.QueryParams{
 					Query: fq.query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
 					Spans: j.spans, Stats: true,
-				})
+				}, c.Query)
+				span.SetAttributes(attribute.Int("pieces", pieces))
 				probed.Wait()
 				if probeErr != nil {
 					return answer{}, probeErr

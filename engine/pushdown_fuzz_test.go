@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/prometheus/util/teststorage"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/remote"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/tenancy"
 )
 
@@ -466,6 +467,7 @@ type pushDownFuzzStats struct {
 	divBy                                        map[string]int
 	groupErrors                                  map[string]int
 	probesApart                                  int
+	piecewise                                    int                 // group range queries asked in pieces
 	examples                                     map[string][]string // non-failing classes: a few queries each
 }
 
@@ -774,6 +776,9 @@ type fuzzCase struct {
 	// and asks the Stored side apart, the order the executor learns for a
 	// group whose series store its labels: both orders must refuse alike.
 	lackingFirst bool
+	// pieceSteps > 0 asks each group a range query in pieces of that many
+	// steps (queryInPieces, as while other tenants' requests run).
+	pieceSteps int64
 }
 
 func (h *pushDownFuzzHarness) runQuery(name, q string, rr []evalRange, random bool) {
@@ -828,7 +833,11 @@ func (h *pushDownFuzzHarness) runQuery(name, q string, rr []evalRange, random bo
 			for _, mode := range pushDownFuzzModes {
 				if pl := plans[mode]; pl != nil {
 					h.st.evals++
-					h.check(fuzzCase{name: name, q: q, mode: mode, tenant: tn, r: r, pl: pl, lackingFirst: h.st.evals%2 == 0}, want)
+					c := fuzzCase{name: name, q: q, mode: mode, tenant: tn, r: r, pl: pl, lackingFirst: h.st.evals%2 == 0}
+					if r.step > 0 && h.st.evals%4 == 1 {
+						c.pieceSteps = 2 + int64(h.st.evals%23)
+					}
+					h.check(c, want)
 				}
 			}
 		}
@@ -853,6 +862,28 @@ func (h *pushDownFuzzHarness) groupEval(g int, q string, r evalRange) fuzzGroupE
 	e := fuzzGroupEval{m: m, annos: annos, err: err}
 	h.cache[key] = e
 	return e
+}
+
+// piecewiseEval evaluates q on group g's storage in pieces of steps steps,
+// as queryInPieces sends a range query while the request is contended,
+// and merges the pieces' answers as it does.
+func (h *pushDownFuzzHarness) piecewiseEval(g int, q string, r evalRange, steps int64) (fuzzGroupEval, *remote.QueryAnswer) {
+	var out fuzzGroupEval
+	ctx := withPieces(context.Background(), pieceSizing{contended: func() bool { return true }, first: steps})
+	ans, pieces, err := queryInPieces(ctx, remote.QueryParams{Query: q, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step},
+		func(_ context.Context, p remote.QueryParams) (*remote.QueryAnswer, error) {
+			e := h.groupEval(g, p.Query, evalRange{start: time.UnixMilli(p.Start), end: time.UnixMilli(p.End), step: p.Step})
+			out.annos += e.annos
+			if e.err != nil {
+				return nil, e.err
+			}
+			return matrixAnswer(e.m), nil
+		})
+	out.err = err
+	if pieces > 1 {
+		h.st.piecewise++
+	}
+	return out, ans
 }
 
 // seriesFound asks group g's storage what the series endpoint answers a
@@ -909,6 +940,13 @@ func (h *pushDownFuzzHarness) pushedAnswer(c fuzzCase) (got promql.Matrix, fallb
 			}
 		}
 		e := h.groupEval(g, fq.query, c.r)
+		var ans *remote.QueryAnswer
+		if e.err == nil {
+			ans = matrixAnswer(e.m)
+		}
+		if c.pieceSteps > 0 {
+			e, ans = h.piecewiseEval(g, fq.query, c.r, c.pieceSteps)
+		}
 		switch {
 		case e.err != nil:
 			msg := e.err.Error()
@@ -920,7 +958,7 @@ func (h *pushDownFuzzHarness) pushedAnswer(c fuzzCase) (got promql.Matrix, fallb
 		case e.annos > 0:
 			return nil, "a group answers with annotations", nil
 		}
-		parts, err := fq.split(matrixAnswer(e.m))
+		parts, err := fq.split(ans)
 		if err != nil {
 			h.t.Errorf("splitting the answer to %q: %v", fq.query, err)
 			return nil, "the folded answer cannot be split", nil
@@ -1373,6 +1411,7 @@ func (h *pushDownFuzzHarness) report(minPushed float64) {
 		t.Logf("  fell back (%d): %s", st.fallback[why], why)
 	}
 	t.Logf("  groups whose probes could not be folded into their query: %d", st.probesApart)
+	t.Logf("  group range queries asked in pieces (as while other tenants run): %d", st.piecewise)
 	for _, msg := range slices.Sorted(maps.Keys(st.groupErrors)) {
 		t.Logf("    group query error (%d): %s…", st.groupErrors[msg], msg)
 	}

@@ -76,7 +76,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		ctx = remote.WithBudget(context.WithValue(ctx, budgetKey{}, budget), budget)
 		if turn != nil {
 			budget.PauseFor(turn)
-			ctx = engine.WithYield(ctx, turn.Yield)
+			ctx = engine.WithContention(engine.WithYield(ctx, turn.Yield), turn.Contended)
 		}
 		c.SetRequest(r.WithContext(ctx))
 		// A tenant ahead of a neighbour in its share of the CPU waits before
