@@ -194,11 +194,32 @@ func (t *Turn) endWait(now time.Time) {
 	}
 }
 
+// neighbourWindow is how recently another tenant's request must have
+// ended for t to count as contended: a neighbour's dashboard sends its
+// next query within seconds, and a long query sent whole between two of
+// them would hold the backends when the next one comes.
+const neighbourWindow = 10 * time.Second
+
 // Contended reports whether another tenant has requests running beside
-// t's: work t cannot pause once started (a query a backend evaluates) is
-// then better cut short.
+// t's, or ended one within neighbourWindow: work t cannot pause once
+// started (a query a backend evaluates) is then better cut short.
 func (t *Turn) Contended() bool {
-	return t != nil && t.turns.tenants.Load() >= 2
+	if t == nil {
+		return false
+	}
+	ts := t.turns
+	if ts.tenants.Load() >= 2 {
+		return true
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	now := time.Now()
+	for name, d := range ts.history {
+		if name != t.tenant && now.Sub(d.at) < neighbourWindow {
+			return true
+		}
+	}
+	return false
 }
 
 // Yield waits while another tenant's request that has run for less time

@@ -286,3 +286,38 @@ func TestNoHistoryWithoutHalfLife(t *testing.T) {
 		t.Errorf("history kept without a half-life: %v", ts.history)
 	}
 }
+
+func TestContendedWhileAnotherTenantRunsOrRanRecently(t *testing.T) {
+	ts := NewTurns(5*time.Millisecond, time.Second, 50*time.Millisecond, time.Second)
+	a := ts.Start("team-a")
+	defer a.Done()
+	if a.Contended() {
+		t.Fatal("a tenant alone is contended")
+	}
+	same := ts.Start("team-a")
+	if a.Contended() {
+		t.Error("the tenant's own second request makes it contended")
+	}
+	same.Done()
+	b := ts.Start("team-b")
+	if !a.Contended() || !b.Contended() {
+		t.Error("two tenants running: not contended")
+	}
+	b.Done()
+	if !a.Contended() {
+		t.Error("a neighbour's request that just ended: not contended")
+	}
+	// Its end is forgotten after neighbourWindow.
+	ts.mu.Lock()
+	h := ts.history["team-b"]
+	h.at = h.at.Add(-neighbourWindow)
+	ts.history["team-b"] = h
+	ts.mu.Unlock()
+	if a.Contended() {
+		t.Error("a neighbour gone for neighbourWindow still contends")
+	}
+	var none *Turn
+	if none.Contended() {
+		t.Error("a nil turn is contended")
+	}
+}

@@ -12,7 +12,7 @@ import (
 // A pushed range query is evaluated by the backend's own engine, which the
 // proxy cannot pause: once sent, it runs to its end on the backend's cores
 // whatever the proxy's time sharing decides. While other tenants' requests
-// run, it is therefore sent in pieces of consecutive steps, each sized to
+// run (admission's Turn.Contended), it is therefore sent in pieces of consecutive steps, each sized to
 // take about pieceTarget of backend time, and the request yields between
 // pieces, so a neighbour's short query waits at most for one piece, not
 // for a long query's whole evaluation. Alone, a query goes in one piece.
