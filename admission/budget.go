@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -189,6 +190,37 @@ func CheckMatchers(l Limits, n int) error {
 func CheckSelectors(l Limits, n int) error {
 	if l.MaxSelectorsPerQuery > 0 && n > l.MaxSelectorsPerQuery {
 		return &LimitError{Limit: "max_selectors_per_query", Value: strconv.Itoa(l.MaxSelectorsPerQuery), What: "selectors of one query (got " + strconv.Itoa(n) + ")"}
+	}
+	return nil
+}
+
+// operatorsPerSelector bounds, per selector max_selectors_per_query
+// allows, the operators and parentheses of a query the proxy parses:
+// Prometheus' parser takes time quadratic in how deep expressions nest
+// (each operator's type is found by walking its operand chain), and `up
+// or up or …` 5,000 deep took 150 ms of CPU to parse, before any limit
+// could refuse it. A dashboard's query has a handful per selector.
+const (
+	operatorsPerSelector = 10
+	operatorsSlack       = 100
+)
+
+// OperatorsBound is how many operators and opening parentheses a query
+// may have to be parsed at all under l; 0 when max_selectors_per_query is
+// unlimited.
+func OperatorsBound(l Limits) int {
+	if l.MaxSelectorsPerQuery <= 0 {
+		return 0
+	}
+	return operatorsPerSelector*l.MaxSelectorsPerQuery + operatorsSlack
+}
+
+// CheckOperators refuses a query with more than OperatorsBound operators
+// and opening parentheses, before it is parsed.
+func CheckOperators(l Limits, n int) error {
+	if bound := OperatorsBound(l); bound > 0 && n > bound {
+		return &LimitError{Limit: "max_selectors_per_query", Value: strconv.Itoa(l.MaxSelectorsPerQuery),
+			What: fmt.Sprintf("operators and parentheses of one query, %d per selector allowed (got more than %d)", operatorsPerSelector, bound)}
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := admission.CheckMatchers(limits, len(r.Form["match[]"])); err != nil {
 			return s.limitError(c, label, err)
 		}
-		if err := admission.CheckSelectors(limits, countSelectors(r.Form.Get("query"))); err != nil {
+		if err := checkSelectors(limits, r.Form.Get("query")); err != nil {
 			return s.limitError(c, label, err)
 		}
 		if err := s.admitListing(c, label, limits); err != nil {
@@ -288,6 +288,41 @@ func withLimits(v any, limits limitsView) any {
 	}
 	m["limits"] = limits
 	return m
+}
+
+// checkSelectors refuses a query with more selectors than the tenant's
+// max_selectors_per_query, before anything is sent to a backend, and
+// without parsing one whose operators and parentheses alone show it is
+// beyond any query that limit allows (the lexer's pass is linear; the
+// parser's is not, see admission.OperatorsBound).
+func checkSelectors(limits admission.Limits, q string) error {
+	if q == "" {
+		return nil
+	}
+	if bound := admission.OperatorsBound(limits); bound > 0 {
+		if err := admission.CheckOperators(limits, countOperators(q, bound)); err != nil {
+			return err
+		}
+	}
+	return admission.CheckSelectors(limits, countSelectors(q))
+}
+
+// countOperators counts q's operators and opening parentheses, stopping
+// past bound.
+func countOperators(q string, bound int) int {
+	l := parser.Lex(q)
+	var it parser.Item
+	n := 0
+	for n <= bound {
+		l.NextItem(&it)
+		switch {
+		case it.Typ == parser.EOF || it.Typ == parser.ERROR:
+			return n
+		case it.Typ.IsOperator() || it.Typ == parser.LEFT_PAREN:
+			n++
+		}
+	}
+	return n
 }
 
 // countSelectors is the number of selectors of a PromQL query. Identical

@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
 )
 
 // The size limit holds the answer back until it is complete, so an answer
@@ -56,4 +59,60 @@ func TestCountSelectors(t *testing.T) {
 			t.Errorf("countSelectors(%q) = %d, want %d", q, got, want)
 		}
 	}
+}
+
+// A query deep enough to take the parser long is refused from the lexer's
+// count alone, naming max_selectors_per_query; one within the limit is
+// parsed and counted as before, whatever its operators.
+func TestCheckSelectorsBeforeParsing(t *testing.T) {
+	limits := admission.Limits{MaxSelectorsPerQuery: 100}
+	deep := strings.Repeat("up or ", 4999) + "up"
+	scalars := strings.Repeat("1 + ", 4999) + "1" // no selector at all
+	parens := strings.Repeat("(", 2000) + "up" + strings.Repeat(")", 2000)
+	for what, q := range map[string]string{"5,000 selectors": deep, "5,000 scalars": scalars, "2,000 parentheses": parens} {
+		err := checkSelectors(limits, q)
+		var le *admission.LimitError
+		if !errors.As(err, &le) || le.Limit != "max_selectors_per_query" || !strings.Contains(err.Error(), "operators and parentheses") {
+			t.Errorf("%s: %v, want the operators' bound of max_selectors_per_query", what, err)
+		}
+		if n := countOperators(q, admission.OperatorsBound(limits)); n != admission.OperatorsBound(limits)+1 {
+			t.Errorf("%s: counting stopped at %d, want one past the bound %d", what, n, admission.OperatorsBound(limits))
+		}
+	}
+	for q, wantErr := range map[string]bool{
+		strings.Repeat("up or ", 99) + "up":  false,
+		strings.Repeat("up or ", 100) + "up": true, // 101 selectors: refused by the count
+		`sum by (job) (rate(http_requests_total{job=~"a.*", code!="500"}[5m])) / on (job) group_left sum by (job) (rate(http_requests_total[5m]))`: false,
+		"up{": false, // the handler answers bad_data
+	} {
+		err := checkSelectors(limits, q)
+		if (err != nil) != wantErr {
+			t.Errorf("checkSelectors(%.40q…) = %v, want error %v", q, err, wantErr)
+		}
+	}
+	if err := checkSelectors(admission.Limits{}, deep); err != nil {
+		t.Errorf("unlimited selectors: %v", err)
+	}
+}
+
+// BenchmarkSelectorFloodRefusal: the cost of refusing `up or up or …`
+// 5,000 deep, from the lexer's count (checkSelectors) against parsing it
+// to count its selectors.
+func BenchmarkSelectorFloodRefusal(b *testing.B) {
+	deep := strings.Repeat("up or ", 4999) + "up"
+	limits := admission.Limits{MaxSelectorsPerQuery: 100}
+	b.Run("lexed", func(b *testing.B) {
+		for b.Loop() {
+			if checkSelectors(limits, deep) == nil {
+				b.Fatal("not refused")
+			}
+		}
+	})
+	b.Run("parsed", func(b *testing.B) {
+		for b.Loop() {
+			if admission.CheckSelectors(limits, countSelectors(deep)) == nil {
+				b.Fatal("not refused")
+			}
+		}
+	})
 }

@@ -17,13 +17,13 @@ import (
 // range query each, every 200 ms) on a proxy with the shipped defaults,
 // first alone, then while a sixth sends the worst shapes it can: selector
 // floods, match[] floods, label values over all time, regex-heavy
-// selectors and huge ranges, from 4 loops. The five get no error, no
-// replica is marked unhealthy, and the proxy's peak RSS stays under the
-// shipped 1 GiB memory limit. Their p95 against the target of 3× their
-// quiet p95 plus 5 ms is reported, not held: on a 2-core machine the
-// backends serving the hostile tenant's one running heavy query share
-// the cores with everything measured (4–6× measured on 2026-12-06).
-// Loopback only; bounded in time (HOSTILE_DURATION).
+// selectors and huge ranges, from 4 loops. The five get no error, their
+// p95 stays within 3× their quiet p95 (plus 5 ms of floor for a shared
+// machine's scheduling), no replica is marked unhealthy, and the proxy's
+// peak RSS stays under the shipped 1 GiB memory limit. The floods are
+// refused before they cost much: a 5,000-deep `up or up or …` took the
+// parser 60 ms (quadratic in depth) until it was refused from the lexer's
+// count. Loopback only; bounded in time (HOSTILE_DURATION).
 func TestHostileMix(t *testing.T) {
 	duration := envDuration("HOSTILE_DURATION", 20*time.Second)
 	data, groups := startFairBackends(t)
@@ -136,7 +136,7 @@ func TestHostileMix(t *testing.T) {
 			t.Errorf("%s: %d requests failed, first: %s%s", ns, q.failed+l.failed, q.first, l.first)
 		}
 		if l.pct(0.95) > 3*q.pct(0.95)+5 {
-			t.Logf("%s: p95 under attack %.1f ms, quiet %.1f ms: over the 3× + 5 ms target", ns, l.pct(0.95), q.pct(0.95))
+			t.Errorf("%s: p95 under attack %.1f ms, quiet %.1f ms: over 3× + 5 ms", ns, l.pct(0.95), q.pct(0.95))
 		}
 	}
 	for _, g := range groups {
