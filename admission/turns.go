@@ -195,27 +195,35 @@ func (t *Turn) endWait(now time.Time) {
 }
 
 // neighbourWindow is how recently another tenant's request must have
-// ended for t to count as contended: a neighbour's dashboard sends its
-// next query within seconds, and a long query sent whole between two of
-// them would hold the backends when the next one comes.
+// ended to count for Contended: a neighbour's dashboard sends its next
+// query within seconds, and a long query sent whole between two of them
+// would hold the backends when the next one comes.
 const neighbourWindow = 10 * time.Second
 
-// Contended reports whether another tenant has requests running beside
-// t's, or ended one within neighbourWindow: work t cannot pause once
-// started (a query a backend evaluates) is then better cut short.
+// Contended reports whether t is ahead of a neighbour: another tenant,
+// running now or within neighbourWindow, has run at least a quantum less
+// than t counts as having run. Work t cannot pause once started (a query a
+// backend evaluates) is then better cut short; a request level with its
+// neighbours, or alone, goes whole.
 func (t *Turn) Contended() bool {
 	if t == nil {
 		return false
 	}
 	ts := t.turns
-	if ts.tenants.Load() >= 2 {
-		return true
-	}
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	now := time.Now()
+	ahead := ts.share(t, now) - ts.quantum
+	if ahead <= 0 {
+		return false
+	}
+	for o := range ts.running {
+		if o.tenant != t.tenant && ts.share(o, now) < ahead {
+			return true
+		}
+	}
 	for name, d := range ts.history {
-		if name != t.tenant && now.Sub(d.at) < neighbourWindow {
+		if name != t.tenant && ts.perTen[name] == 0 && now.Sub(d.at) < neighbourWindow && d.valueAt(now, ts.halfLife) < ahead {
 			return true
 		}
 	}

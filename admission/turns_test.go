@@ -287,9 +287,9 @@ func TestNoHistoryWithoutHalfLife(t *testing.T) {
 	}
 }
 
-func TestContendedWhileAnotherTenantRunsOrRanRecently(t *testing.T) {
+func TestContendedWhenAheadOfANeighbour(t *testing.T) {
 	ts := NewTurns(5*time.Millisecond, time.Second, 50*time.Millisecond, time.Second)
-	a := ts.Start("team-a")
+	a := started(ts, "team-a", time.Second)
 	defer a.Done()
 	if a.Contended() {
 		t.Fatal("a tenant alone is contended")
@@ -300,8 +300,11 @@ func TestContendedWhileAnotherTenantRunsOrRanRecently(t *testing.T) {
 	}
 	same.Done()
 	b := ts.Start("team-b")
-	if !a.Contended() || !b.Contended() {
-		t.Error("two tenants running: not contended")
+	if !a.Contended() {
+		t.Error("a request that ran a second, beside a neighbour's new one: not contended")
+	}
+	if b.Contended() {
+		t.Error("the neighbour's new request, behind a long one: contended")
 	}
 	b.Done()
 	if !a.Contended() {

@@ -11,11 +11,12 @@ import (
 
 // A pushed range query is evaluated by the backend's own engine, which the
 // proxy cannot pause: once sent, it runs to its end on the backend's cores
-// whatever the proxy's time sharing decides. While other tenants' requests
-// run (admission's Turn.Contended), it is therefore sent in pieces of consecutive steps, each sized to
+// whatever the proxy's time sharing decides. While the request is ahead of
+// another tenant's (admission's Turn.Contended), it is therefore sent in pieces of consecutive steps, each sized to
 // take about pieceTarget of backend time, and the request yields between
 // pieces, so a neighbour's short query waits at most for one piece, not
-// for a long query's whole evaluation. Alone, a query goes in one piece.
+// for a long query's whole evaluation. Level with its neighbours, or
+// alone, a query goes in one piece.
 //
 // Each step of a range query is evaluated on its own (range selectors,
 // lookback and subquery steps are fixed by the step's time, subqueries
@@ -44,8 +45,8 @@ type pieceSizing struct {
 type piecesKey struct{}
 
 // WithContention makes pushed range queries run with ctx ask contended
-// whether other tenants' requests are running, and go in pieces while they
-// are (see pieceTarget).
+// whether the request is ahead of another tenant's, and go in pieces while
+// it is (see pieceTarget).
 func WithContention(ctx context.Context, contended func() bool) context.Context {
 	if contended == nil {
 		return ctx
