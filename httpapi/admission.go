@@ -294,35 +294,41 @@ func withLimits(v any, limits limitsView) any {
 // max_selectors_per_query, before anything is sent to a backend, and
 // without parsing one whose operators and parentheses alone show it is
 // beyond any query that limit allows (the lexer's pass is linear; the
-// parser's is not, see admission.OperatorsBound).
+// parser's is not, see admission.OperatorsBound). A query the lexer
+// refuses is left to the handler, which answers bad_data as Prometheus
+// does (the parser type-checks nothing after a syntax error).
 func checkSelectors(limits admission.Limits, q string) error {
 	if q == "" {
 		return nil
 	}
-	if bound := admission.OperatorsBound(limits); bound > 0 {
-		if err := admission.CheckOperators(limits, countOperators(q, bound)); err != nil {
+	if admission.OperatorsBound(limits) > 0 {
+		n, lexed := countOperators(q)
+		if !lexed {
+			return nil
+		}
+		if err := admission.CheckOperators(limits, n); err != nil {
 			return err
 		}
 	}
 	return admission.CheckSelectors(limits, countSelectors(q))
 }
 
-// countOperators counts q's operators and opening parentheses, stopping
-// past bound.
-func countOperators(q string, bound int) int {
+// countOperators counts q's operators and opening parentheses; lexed is
+// false when the lexer finds q malformed.
+func countOperators(q string) (n int, lexed bool) {
 	l := parser.Lex(q)
 	var it parser.Item
-	n := 0
-	for n <= bound {
+	for {
 		l.NextItem(&it)
 		switch {
-		case it.Typ == parser.EOF || it.Typ == parser.ERROR:
-			return n
+		case it.Typ == parser.EOF:
+			return n, true
+		case it.Typ == parser.ERROR:
+			return n, false
 		case it.Typ.IsOperator() || it.Typ == parser.LEFT_PAREN:
 			n++
 		}
 	}
-	return n
 }
 
 // countSelectors is the number of selectors of a PromQL query. Identical
