@@ -12,11 +12,12 @@ import (
 // A pushed range query is evaluated by the backend's own engine, which the
 // proxy cannot pause: once sent, it runs to its end on the backend's cores
 // whatever the proxy's time sharing decides. While the request is ahead of
-// another tenant's (admission's Turn.Contended), it is therefore sent in pieces of consecutive steps, each sized to
-// take about pieceTarget of backend time, and the request yields between
-// pieces, so a neighbour's short query waits at most for one piece, not
-// for a long query's whole evaluation. Level with its neighbours, or
-// alone, a query goes in one piece.
+// another tenant's (admission's Turn.Contended), it is therefore sent in
+// pieces of consecutive steps, each sized to take about pieceTarget of
+// backend time, and the request yields between pieces, so a neighbour's
+// short query waits at most for one piece, not for a long query's whole
+// evaluation. Level with its neighbours, or alone, a query goes in one
+// piece.
 //
 // Each step of a range query is evaluated on its own (range selectors,
 // lookback and subquery steps are fixed by the step's time, subqueries
