@@ -777,7 +777,7 @@ type fuzzCase struct {
 	// group whose series store its labels: both orders must refuse alike.
 	lackingFirst bool
 	// pieceSteps > 0 asks each group a range query in pieces of that many
-	// steps (queryInPieces, as while other tenants' requests run).
+	// steps (queryInPieces, as for a request ahead of a neighbour).
 	pieceSteps int64
 }
 
@@ -1411,7 +1411,7 @@ func (h *pushDownFuzzHarness) report(minPushed float64) {
 		t.Logf("  fell back (%d): %s", st.fallback[why], why)
 	}
 	t.Logf("  groups whose probes could not be folded into their query: %d", st.probesApart)
-	t.Logf("  group range queries asked in pieces (as while other tenants run): %d", st.piecewise)
+	t.Logf("  group range queries asked in pieces (as for a request ahead of a neighbour): %d", st.piecewise)
 	for _, msg := range slices.Sorted(maps.Keys(st.groupErrors)) {
 		t.Logf("    group query error (%d): %s…", st.groupErrors[msg], msg)
 	}
