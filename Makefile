@@ -71,7 +71,7 @@ $(PROMETHEUS) $(PROMTOOL) &:
 
 $(PROMETHEUS_LTS):
 	@if [ -z "$(PROM_LTS_VERSION)" ]; then echo 'tools/prometheus-lts/go.mod: no "require github.com/prometheus/prometheus vX.Y.Z" line' >&2; exit 1; fi
-	GO=$(GO) ./tools/prometheus-lts/build.sh $(abspath $(PROMETHEUS_LTS)) $(PROM_LTS_RELEASE)
+	GO=$(GO) ./tools/prometheus-lts/build.sh $(abspath $(PROMETHEUS_LTS)) $(PROM_LTS_RELEASE) $(PROM_LTS_VERSION)
 
 # bench/load measures one tenant's latency against its own idle baseline
 # (fair scheduling), so it runs after the other packages, alone on the machine.

@@ -939,13 +939,14 @@ func (h *pushDownFuzzHarness) pushedAnswer(c fuzzCase) (got promql.Matrix, fallb
 				}
 			}
 		}
-		e := h.groupEval(g, fq.query, c.r)
-		var ans *remote.QueryAnswer
-		if e.err == nil {
-			ans = matrixAnswer(e.m)
-		}
+		var (
+			e   fuzzGroupEval
+			ans *remote.QueryAnswer
+		)
 		if c.pieceSteps > 0 {
 			e, ans = h.piecewiseEval(g, fq.query, c.r, c.pieceSteps)
+		} else if e = h.groupEval(g, fq.query, c.r); e.err == nil {
+			ans = matrixAnswer(e.m)
 		}
 		switch {
 		case e.err != nil:

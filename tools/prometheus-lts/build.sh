@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Prometheus LTS server of this module's go.mod into OUT without
+# build.sh OUT RELEASE VERSION: builds the Prometheus LTS server of this
+# module's go.mod (module VERSION, release RELEASE) into OUT without
 # its service-discovery plugins: the tests' backends scrape nothing, and the
 # cloud SDKs behind those plugins are most of what the build compiles.
 # Prometheus 3.5 has no build tag to leave them out (3.16's remove_all_sd),
@@ -9,10 +10,10 @@
 set -euo pipefail
 out="$1"
 release="$2"
+version="$3"
 here="$(cd "$(dirname "$0")" && pwd)"
 GO="${GO:-go}"
 cd "$here"
-version="$(sed -n 's/^require github.com\/prometheus\/prometheus \(v[0-9.]*\)$/\1/p' go.mod)"
 "$GO" mod download github.com/prometheus/prometheus
 mod="$("$GO" list -m -f '{{.Dir}}' github.com/prometheus/prometheus)"
 mkdir -p "$(dirname "$out")"
