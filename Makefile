@@ -81,12 +81,27 @@ test: deps test-tools lint
 	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 $(LOAD_PKG)
 	$(MAKE) fuzz
 
-# The tools the tests run, built side by side: they are independent builds,
-# and on two cores three at once keep both busy through each one's module
-# downloads and single-threaded links (a fresh machine builds them all).
-TOOLS_JOBS ?= 3
+# The tools the tests run, in two chains side by side. Prometheus 3.16,
+# kube-apiserver/kubectl/etcd and helm share most of their packages with
+# each other and with the test build (client-go, grpc, OpenTelemetry, x/net:
+# tools/*/go.mod require the proxy's versions, checked by e2ehost's
+# TestToolModulesShareDependencyVersions, and every one of them is built
+# with the tests' flags, no -trimpath), so they build one after the other
+# and each finds the packages before it in the build cache; two builds
+# compiling the same package at once would both compile it. The Prometheus
+# LTS server and golangci-lint share little, and build beside that chain,
+# keeping both cores busy through downloads and single-threaded links.
 test-tools: deps
-	$(MAKE) --no-print-directory -j$(TOOLS_JOBS) --output-sync=target tools k8s-tools helm-tool $(GOLANGCI_LINT)
+	$(MAKE) --no-print-directory -j2 --output-sync=target tools-shared tools-own
+
+.PHONY: tools-shared tools-own
+tools-shared:
+	$(MAKE) --no-print-directory $(PROMETHEUS) $(PROMTOOL)
+	$(MAKE) --no-print-directory k8s-tools
+	$(MAKE) --no-print-directory helm-tool
+
+tools-own:
+	$(MAKE) --no-print-directory $(PROMETHEUS_LTS) $(GOLANGCI_LINT)
 
 # kube-apiserver, kubectl and etcd for the Kubernetes integration tests
 # (kubectl applies deploy/kubernetes with -k), built once
@@ -102,7 +117,8 @@ $(KUBE_DIR)/kube-apiserver $(KUBE_DIR)/kubectl $(KUBE_DIR)/etcd &:
 
 # helm for the chart tests in e2e/ (lint, template), built once from
 # tools/helm (a module of its own, outside the proxy's go.mod) into
-# .cache/helm-<version>/helm.
+# .cache/helm-<version>/helm; without -trimpath, like the test build, so
+# the packages it shares with kube-apiserver and the tests compile once.
 HELM_VERSION := $(shell sed -n 's/^require helm.sh\/helm\/v4 \(v[0-9.]*\)$$/\1/p' tools/helm/go.mod)
 HELM := .cache/helm-$(HELM_VERSION)/helm
 
@@ -111,7 +127,7 @@ helm-tool: $(HELM)
 $(HELM):
 	@if [ -z "$(HELM_VERSION)" ]; then echo 'tools/helm/go.mod: no "require helm.sh/helm/v4 vX.Y.Z" line' >&2; exit 1; fi
 	@mkdir -p $(dir $(HELM))
-	cd tools/helm && $(GO) build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION) -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+	cd tools/helm && $(GO) build -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION) -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
 	  -o $(abspath $(HELM)).tmp helm.sh/helm/v4/cmd/helm
 	mv $(HELM).tmp $(HELM)
 

@@ -3,6 +3,9 @@
 # and etcd for the integration tests into DIR (default
 # .cache/kube-<kubernetes version>/), the folder KUBEBUILDER_ASSETS names.
 # Each binary is built only when missing, so a kept cache costs nothing.
+# Built without -trimpath, like the test build and with the proxy's
+# versions of what they share (go.mod here), so the packages they share with
+# the tests and with each other are compiled once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 GO="${GO:-go}"
@@ -19,7 +22,7 @@ if [ ! -x "$dir/kube-apiserver" ]; then
 	minor="$(echo "$kube_version" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')"
 	pkg=k8s.io/component-base/version
 	echo "building kube-apiserver $kube_version into $dir"
-	(cd "$root/tools/kube-apiserver" && "$GO" build -trimpath \
+	(cd "$root/tools/kube-apiserver" && "$GO" build \
 		-ldflags "-s -w -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
 		-o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
 	mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"
@@ -30,7 +33,7 @@ if [ ! -x "$dir/kubectl" ]; then
 	minor="$(echo "$kube_version" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')"
 	pkg=k8s.io/component-base/version
 	echo "building kubectl $kube_version into $dir"
-	(cd "$root/tools/kube-apiserver" && "$GO" build -trimpath \
+	(cd "$root/tools/kube-apiserver" && "$GO" build \
 		-ldflags "-s -w -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
 		-o "$dir/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
 	mv "$dir/kubectl.tmp" "$dir/kubectl"
@@ -38,6 +41,6 @@ fi
 
 if [ ! -x "$dir/etcd" ]; then
 	echo "building etcd into $dir"
-	(cd "$root/tools/etcd" && "$GO" build -trimpath -ldflags "-s -w" -o "$dir/etcd.tmp" go.etcd.io/etcd/server/v3)
+	(cd "$root/tools/etcd" && "$GO" build -ldflags "-s -w" -o "$dir/etcd.tmp" go.etcd.io/etcd/server/v3)
 	mv "$dir/etcd.tmp" "$dir/etcd"
 fi
