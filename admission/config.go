@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"time"
@@ -76,6 +77,16 @@ type Limits struct {
 	// MaxSamplesPerQuery bounds the samples the PromQL engine reads for one
 	// evaluation (Prometheus' own query-cost accounting).
 	MaxSamplesPerQuery int64 `yaml:"max_samples_per_query" json:"max_samples_per_query"`
+	// RefusalsPerSecond and RefusalBurst slow down a tenant whose requests
+	// keep being refused (by these limits or a full queue): past
+	// RefusalBurst recent refusals, its further requests wait until the
+	// refusals drain back under the burst at RefusalsPerSecond, before
+	// anything is done for them; one that would wait over 5 s is
+	// answered 429 at once. A client sending again at once what was just
+	// refused is then held to that rate instead of costing the proxy
+	// every copy. 0 per second: no slowing down.
+	RefusalsPerSecond float64 `yaml:"refusals_per_second" json:"refusals_per_second"`
+	RefusalBurst      int     `yaml:"refusal_burst" json:"refusal_burst"`
 }
 
 // DefaultLimits are the limits of a tenant nothing is configured for.
@@ -107,6 +118,10 @@ func DefaultLimits() Limits {
 		MaxResponseBytes: 32 << 20,
 		// 0: engine.max_samples, derived from the memory limit, applies.
 		MaxSamplesPerQuery: 0,
+		// A dashboard whose every panel is refused, twice, passes at once;
+		// a loop re-sending refused requests is held to 2 a second.
+		RefusalsPerSecond: 2,
+		RefusalBurst:      60,
 	}
 }
 
@@ -236,6 +251,12 @@ func (l Limits) validate() error {
 		return fmt.Errorf("max_response_bytes: must not be negative")
 	case l.MaxSamplesPerQuery < 0:
 		return fmt.Errorf("max_samples_per_query: must not be negative")
+	case !(l.RefusalsPerSecond >= 0) || math.IsInf(l.RefusalsPerSecond, 1):
+		return fmt.Errorf("refusals_per_second: must be a number, 0 or more")
+	case l.RefusalBurst < 0 || (l.RefusalsPerSecond > 0 && l.RefusalBurst == 0):
+		// 0 would read as "unlimited" where several namespaces' limits
+		// are combined (Strictest).
+		return fmt.Errorf("refusal_burst: must be at least 1 while refusals_per_second is set")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"math"
 	"testing"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/internal/configtest"
@@ -33,5 +34,9 @@ func TestConfigValidateKeys(t *testing.T) {
 		{Key: "tenant_slots: ", Change: func(c *Config) { c.TenantSlots = -1 }},
 		{Key: "defaults.max_queued_requests: ", Change: func(c *Config) { c.Defaults.MaxQueuedRequests = -1 }},
 		{Key: "tenants.team-a.max_query_length: ", Change: func(c *Config) { c.Tenants = map[string]Limits{"team-a": {MaxQueryLength: -1}} }},
+		{Key: "defaults.refusals_per_second: ", Change: func(c *Config) { c.Defaults.RefusalsPerSecond = -1 }},
+		{Key: "defaults.refusals_per_second: ", Change: func(c *Config) { c.Defaults.RefusalsPerSecond = math.NaN() }},
+		{Key: "defaults.refusals_per_second: ", Change: func(c *Config) { c.Defaults.RefusalsPerSecond = math.Inf(1) }},
+		{Key: "defaults.refusal_burst: ", Change: func(c *Config) { c.Defaults.RefusalBurst = 0 }},
 	})
 }

@@ -30,10 +30,14 @@ func (e *LimitError) Reason() string { return e.Limit }
 const (
 	ReasonQueueFull    = "queue_full"
 	ReasonQueueTimeout = "queue_timeout"
+	// ReasonRefusalBackoff: the tenant's recent requests were refused so
+	// often that this one would wait too long for its turn (refusals.go).
+	ReasonRefusalBackoff = "refusal_backoff"
 )
 
-// QueueError says a request got no slot: its tenant's queue was full, or it
-// waited queue_timeout. Answered as 429 with Retry-After.
+// QueueError says a request got no slot: its tenant's queue was full, it
+// waited queue_timeout, or its tenant's refused requests are being paid
+// off. Answered as 429 with Retry-After.
 type QueueError struct {
 	Reason     string
 	Msg        string

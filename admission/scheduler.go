@@ -25,6 +25,8 @@ type Scheduler struct {
 	metrics *schedulerMetrics
 	turns   *Turns // nil: running requests do not yield
 	calls   tenantCalls
+	// refusals is each tenant's debt of refused requests (refusals.go).
+	refusals refusals
 
 	mu sync.Mutex
 	q  *queues // who runs and who waits, guarded by mu
@@ -62,6 +64,7 @@ type schedulerMetrics struct {
 	queueWait   *prometheus.HistogramVec
 	running     *prometheus.GaugeVec
 	rejections  *prometheus.CounterVec
+	refusalWait *prometheus.HistogramVec
 }
 
 // NewScheduler returns a scheduler of slots global slots (>0) whose requests
@@ -88,9 +91,14 @@ func NewScheduler(cfg Config, slots int, queueTimeout time.Duration, reg prometh
 			Name: "prometheus_proxy_limit_rejections_total",
 			Help: "Requests refused by a limit, by tenant and reason (queue_full, queue_timeout, or the cost limit's key).",
 		}, []string{"tenant", "reason"}),
+		refusalWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "prometheus_proxy_refusal_backoff_seconds",
+			Help:    "Time requests were held because their tenant's recent requests kept being refused (limits.refusals_per_second), by tenant.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 10),
+		}, []string{"tenant"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queueLength, m.queueWait, m.running, m.rejections} {
+		for _, c := range []prometheus.Collector{m.queueLength, m.queueWait, m.running, m.rejections, m.refusalWait} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/admission"
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/authn"
@@ -40,6 +41,16 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		if p := tenancy.FromContext(r.Context()); p != nil && len(p.Namespaces) > 1 {
 			limits = s.sched.Config().ForAll(tenant, p.Namespaces)
 		}
+		// Every refusal by a limit or the queue adds to the tenant's debt;
+		// a tenant deep in debt waits before its request is looked at.
+		defer func() {
+			if reason, _ := c.Get(limitKey).(string); reason != "" && reason != admission.ReasonRefusalBackoff {
+				s.sched.NoteRefused(tenant, limits)
+			}
+		}()
+		if err := s.awaitRefusals(c, tenant, label, limits); err != nil {
+			return err
+		}
 		if err := admission.CheckMatchers(limits, len(r.Form["match[]"])); err != nil {
 			return s.limitError(c, label, err)
 		}
@@ -54,13 +65,7 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		tracing.Fail(wait, err)
 		wait.End()
 		if err != nil {
-			s.metrics.rejected.Inc()
-			if qe := (*admission.QueueError)(nil); errors.As(err, &qe) {
-				c.Set(limitKey, qe.Reason)
-				c.Response().Header().Set("Retry-After", admission.RetryAfterSeconds(qe.RetryAfter))
-				return apiError(http.StatusTooManyRequests, errorTooManyRequests, qe.Msg)
-			}
-			return apiError(499, errorCanceled, err.Error())
+			return s.queueRefusal(c, err)
 		}
 		defer release()
 		s.metrics.inflight.Inc()
@@ -122,6 +127,40 @@ func (s *Server) admit(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return err
 	}
+}
+
+// queueRefusal answers a request that got no slot: 429 with Retry-After
+// for a *admission.QueueError, 499 when the client went away first.
+func (s *Server) queueRefusal(c echo.Context, err error) error {
+	s.metrics.rejected.Inc()
+	if qe := (*admission.QueueError)(nil); errors.As(err, &qe) {
+		c.Set(limitKey, qe.Reason)
+		c.Response().Header().Set("Retry-After", admission.RetryAfterSeconds(qe.RetryAfter))
+		return apiError(http.StatusTooManyRequests, errorTooManyRequests, qe.Msg)
+	}
+	return apiError(499, errorCanceled, err.Error())
+}
+
+// awaitRefusals holds the request while its tenant pays off refused
+// requests (limits.refusals_per_second); the wait shows as its own span
+// and in the debug log, with why.
+func (s *Server) awaitRefusals(c echo.Context, tenant, label string, limits admission.Limits) error {
+	ctx := c.Request().Context()
+	start := time.Now()
+	waited, err := s.sched.AwaitRefusals(ctx, tenant, label, limits)
+	if waited == 0 && err == nil {
+		return nil
+	}
+	_, span := tracing.Tracer().Start(ctx, "admission backoff", trace.WithTimestamp(start),
+		trace.WithAttributes(attribute.String("tenant", label), attribute.String("reason", "the tenant's recent requests were refused by limits")))
+	tracing.Fail(span, err)
+	span.End()
+	s.opts.Logger.DebugContext(ctx, "request held: the tenant's recent requests kept being refused (limits.refusals_per_second)",
+		"tenant", label, "waited", waited, "refused", err != nil)
+	if err != nil {
+		return s.queueRefusal(c, err)
+	}
+	return nil
 }
 
 // admissionTenant names the request's tenant for the scheduler and its

@@ -176,9 +176,6 @@ func DoRequest(t testing.TB, base string, r APIRequest) APIAnswer {
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
 	}
-	for k, v := range r.Header {
-		req.Header[k] = v
-	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s: %v", r, err)
@@ -385,14 +382,26 @@ func RunSuiteMinData(t *testing.T, reference, proxy string, reqs []APIRequest, h
 	return len(reqs)
 }
 
-// NewAPIRequest builds r as a GET with a query string or a form POST.
+// NewAPIRequest builds r as a GET with a query string or a form POST,
+// with r.Header.
 func NewAPIRequest(base string, r APIRequest) (*http.Request, error) {
-	if !r.Post {
-		return http.NewRequest(http.MethodGet, base+r.Path+"?"+r.Params.Encode(), nil)
+	var (
+		req *http.Request
+		err error
+	)
+	if r.Post {
+		req, err = http.NewRequest(http.MethodPost, base+r.Path, strings.NewReader(r.Params.Encode()))
+	} else {
+		req, err = http.NewRequest(http.MethodGet, base+r.Path+"?"+r.Params.Encode(), nil)
 	}
-	req, err := http.NewRequest(http.MethodPost, base+r.Path, strings.NewReader(r.Params.Encode()))
-	if err == nil {
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range r.Header {
+		req.Header[k] = v
+	}
+	if r.Post {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	return req, err
+	return req, nil
 }

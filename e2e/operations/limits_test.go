@@ -33,6 +33,7 @@ func TestLimits(t *testing.T) {
 	t.Run("ChunkBytesCancelOtherGroups", func(t *testing.T) { testChunkBytesCancel(t, f) })
 	t.Run("QueueFull", func(t *testing.T) { testQueueFull(t, f) })
 	t.Run("ListingRange", func(t *testing.T) { testListingRange(t, f) })
+	t.Run("RefusalBackoff", func(t *testing.T) { testRefusalBackoff(t, f) })
 	checkLeaks()
 }
 
@@ -284,6 +285,51 @@ func testQueueFull(t *testing.T, f *e2eproxy.Fleet) {
 	}
 	if n := e2eproxy.MetricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="queue_full"`); n != 1 {
 		t.Errorf("queue_full rejections = %v, want 1", n)
+	}
+}
+
+// testRefusalBackoff: past refusal_burst refused requests, a tenant's
+// requests wait for its refusals to drain at refusals_per_second, and one
+// whose wait would pass 5 s is answered 429 at once (naming the key, with
+// Retry-After), valid or not, while other tenants go on; no backend is
+// asked for the refused ones.
+func testRefusalBackoff(t *testing.T, f *e2eproxy.Fleet) {
+	p := e2eproxy.StartProxy(t, limitsConfig(f, func(l *admission.Limits) {
+		l.RefusalsPerSecond, l.RefusalBurst = 0.1, 2 // a refusal over the burst is 10 s of waiting
+	}, nil))
+	at := e2eproxy.FormatTime(f.Data.Start.Add(30 * time.Minute))
+	flood := asTenant(e2eproxy.APIRequest{Path: "/api/v1/query", Post: true,
+		Params: url.Values{"query": {strings.Repeat("up or ", 200) + "up"}, "time": {at}}}, "team-a")
+	for i := range 3 {
+		wantLimit(t, fmt.Sprintf("flood %d", i+1), fetchAs(t, p.URL, flood), "max_selectors_per_query", "100")
+	}
+	valid := asTenant(e2eproxy.Instant(f, `sum(up{namespace="team-a"})`), "team-a")
+	for what, r := range map[string]e2eproxy.APIRequest{"a fourth flood": flood, "a valid query": valid} {
+		req, err := e2eproxy.NewAPIRequest(p.URL, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pa promAnswer
+		_ = json.NewDecoder(resp.Body).Decode(&pa)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || pa.ErrorType != "too_many_requests" || !strings.Contains(pa.Error, "refusals_per_second") ||
+			resp.Header.Get("Retry-After") == "" {
+			t.Errorf("team-a, %s after 3 refusals: HTTP %d %+v Retry-After %q; want 429 too_many_requests naming refusals_per_second with Retry-After",
+				what, resp.StatusCode, pa, resp.Header.Get("Retry-After"))
+		}
+	}
+	if b := fetchAs(t, p.URL, asTenant(e2eproxy.Instant(f, `sum(up{namespace="team-b"})`), "team-b")); b.code != http.StatusOK {
+		t.Errorf("team-b while team-a is held: %s", b)
+	}
+	if n := e2eproxy.MetricSum(t, p, "prometheus_proxy_limit_rejections_total", `reason="refusal_backoff"`); n != 2 {
+		t.Errorf("refusal_backoff rejections = %v, want 2", n)
+	}
+	if n := e2eproxy.MetricSum(t, p, "prometheus_proxy_backend_requests_total", `kind="read"`); n == 0 || n > float64(len(f.Shards)) {
+		t.Errorf("%v backend reads; want team-b's only (one per group, %d)", n, len(f.Shards))
 	}
 }
 
