@@ -19,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -191,13 +191,12 @@ func (s *KubernetesSource) Run(ctx context.Context, update func([]*MetricAccess)
 	}
 
 	var (
-		factories []dynamicinformer.DynamicSharedInformerFactory
+		informers []cache.SharedIndexInformer
 		synced    []cache.InformerSynced
 	)
 	stores := map[string]cache.Store{}
 	for _, ns := range s.namespaces {
-		f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(s.client, s.resync, ns, nil)
-		inf := f.ForResource(GroupVersionResource).Informer()
+		inf := s.informer(ns)
 		// managedFields would double the cached size of every object.
 		_ = inf.SetTransform(func(obj any) (any, error) {
 			if u, ok := obj.(*unstructured.Unstructured); ok {
@@ -213,7 +212,7 @@ func (s *KubernetesSource) Run(ctx context.Context, update func([]*MetricAccess)
 			UpdateFunc: func(_, obj any) { enqueue(obj) },
 			DeleteFunc: func(any) { notify() },
 		})
-		factories = append(factories, f)
+		informers = append(informers, inf)
 		synced = append(synced, inf.HasSynced)
 		stores[ns] = inf.GetStore()
 	}
@@ -221,14 +220,11 @@ func (s *KubernetesSource) Run(ctx context.Context, update func([]*MetricAccess)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer queue.ShutDown()
-	for _, f := range factories {
-		f.Start(ctx.Done())
+	// The informers stop with ctx, which has ended whenever this returns;
+	// wg.Wait above waits for them.
+	for _, inf := range informers {
+		wg.Go(func() { inf.RunWithContext(ctx) })
 	}
-	defer func() {
-		for _, f := range factories {
-			f.Shutdown()
-		}
-	}()
 	wg.Go(func() { s.checkHealth(ctx) })
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return
@@ -253,6 +249,29 @@ func (s *KubernetesSource) Run(ctx context.Context, update func([]*MetricAccess)
 			return
 		}
 	}
+}
+
+// informer lists and watches the MetricAccess objects of namespace ns ("":
+// all). Built on the dynamic client directly rather than client-go's
+// dynamicinformer, whose package links the typed informers and clientset
+// of every built-in API group (two thirds of this package's dependencies,
+// compiled again for every fuzzing build).
+func (s *KubernetesSource) informer(ns string) cache.SharedIndexInformer {
+	resource := s.client.Resource(GroupVersionResource).Namespace(ns)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			return resource.List(ctx, opts)
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			return resource.Watch(ctx, opts)
+		},
+	}
+	return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, s.client),
+		&unstructured.Unstructured{}, cache.SharedIndexInformerOptions{
+			ResyncPeriod:      s.resync,
+			Indexers:          cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+			ObjectDescription: GroupVersionResource.String(),
+		})
 }
 
 // objects converts every cached object. One that does not convert (possible
