@@ -18,12 +18,14 @@ import (
 // first alone, then while a sixth sends the worst shapes it can: selector
 // floods, match[] floods, label values over all time, regex-heavy
 // selectors and huge ranges, from 4 loops. The five get no error, their
-// p95 stays within 3× their quiet p95 (plus 5 ms of floor for a shared
-// machine's scheduling), no replica is marked unhealthy, and the proxy's
-// peak RSS stays under the shipped 1 GiB memory limit. The floods are
-// refused before they cost much: a 5,000-deep `up or up or …` took the
-// parser 60 ms (quadratic in depth) until it was refused from the lexer's
-// count. Loopback only; bounded in time (HOSTILE_DURATION).
+// p95 stays within 3× their quiet p95, no replica is marked unhealthy, and
+// the proxy's peak RSS stays under the shipped 1 GiB memory limit. The
+// floods are refused before they cost much (a 5,000-deep `up or up or …`
+// took the parser 60 ms, quadratic in depth, until it was refused from the
+// lexer's count), and a tenant refused again and again is held
+// (limits.refusals_per_second): its loops, re-sending at once what was
+// refused, had cost the proxy 500 refusals a second, and the five's p95
+// 2–3.4× quiet. Loopback only; bounded in time (HOSTILE_DURATION).
 func TestHostileMix(t *testing.T) {
 	duration := envDuration("HOSTILE_DURATION", 20*time.Second)
 	data, groups := startFairBackends(t)
@@ -135,8 +137,8 @@ func TestHostileMix(t *testing.T) {
 		if q.failed+l.failed != 0 {
 			t.Errorf("%s: %d requests failed, first: %s%s", ns, q.failed+l.failed, q.first, l.first)
 		}
-		if l.pct(0.95) > 3*q.pct(0.95)+5 {
-			t.Errorf("%s: p95 under attack %.1f ms, quiet %.1f ms: over 3× + 5 ms", ns, l.pct(0.95), q.pct(0.95))
+		if l.pct(0.95) > 3*q.pct(0.95) {
+			t.Errorf("%s: p95 under attack %.1f ms, quiet %.1f ms: over 3×", ns, l.pct(0.95), q.pct(0.95))
 		}
 	}
 	for _, g := range groups {
