@@ -66,6 +66,28 @@ func wantLimit(t *testing.T, what string, a promAnswer, limit, value string) {
 	}
 }
 
+// wantTooManyRequests sends r and checks a 429 "too_many_requests" answer
+// whose error names naming, with Retry-After.
+func wantTooManyRequests(t *testing.T, what, base string, r e2eproxy.APIRequest, naming string) {
+	t.Helper()
+	req, err := e2eproxy.NewAPIRequest(base, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a promAnswer
+	_ = json.NewDecoder(resp.Body).Decode(&a)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || a.ErrorType != "too_many_requests" ||
+		!strings.Contains(a.Error, naming) || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("%s: HTTP %d %+v Retry-After %q; want 429 too_many_requests naming %s with Retry-After",
+			what, resp.StatusCode, a, resp.Header.Get("Retry-After"), naming)
+	}
+}
+
 // fetchAs is fetch with the request's header.
 func fetchAs(t *testing.T, base string, r e2eproxy.APIRequest) promAnswer {
 	t.Helper()
@@ -261,20 +283,7 @@ func testQueueFull(t *testing.T, f *e2eproxy.Fleet) {
 	}) {
 		t.Fatal("a's first request never reached the hung backend with the second queued")
 	}
-	req, _ := http.NewRequest(http.MethodGet, p.URL+"/api/v1/query?"+hung.Params.Encode(), nil)
-	req.Header.Set("X-Tenant-Namespace", "a")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var third promAnswer
-	_ = json.NewDecoder(resp.Body).Decode(&third)
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusTooManyRequests || third.ErrorType != "too_many_requests" ||
-		!strings.Contains(third.Error, "max_queued_requests=1") || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("a's third request: HTTP %d %+v Retry-After %q; want 429 too_many_requests naming max_queued_requests=1 with Retry-After",
-			resp.StatusCode, third, resp.Header.Get("Retry-After"))
-	}
+	wantTooManyRequests(t, "a's third request", p.URL, hung, "max_queued_requests=1")
 	if b := fetchAs(t, p.URL, asTenant(e2eproxy.Instant(f, "vector(1)"), "b")); b.code != http.StatusOK {
 		t.Errorf("tenant b while a is queued: %s", b)
 	}
@@ -305,22 +314,7 @@ func testRefusalBackoff(t *testing.T, f *e2eproxy.Fleet) {
 	}
 	valid := asTenant(e2eproxy.Instant(f, `sum(up{namespace="team-a"})`), "team-a")
 	for what, r := range map[string]e2eproxy.APIRequest{"a fourth flood": flood, "a valid query": valid} {
-		req, err := e2eproxy.NewAPIRequest(p.URL, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pa promAnswer
-		_ = json.NewDecoder(resp.Body).Decode(&pa)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusTooManyRequests || pa.ErrorType != "too_many_requests" || !strings.Contains(pa.Error, "refusals_per_second") ||
-			resp.Header.Get("Retry-After") == "" {
-			t.Errorf("team-a, %s after 3 refusals: HTTP %d %+v Retry-After %q; want 429 too_many_requests naming refusals_per_second with Retry-After",
-				what, resp.StatusCode, pa, resp.Header.Get("Retry-After"))
-		}
+		wantTooManyRequests(t, "team-a, "+what+" after 3 refusals", p.URL, r, "refusals_per_second")
 	}
 	if b := fetchAs(t, p.URL, asTenant(e2eproxy.Instant(f, `sum(up{namespace="team-b"})`), "team-b")); b.code != http.StatusOK {
 		t.Errorf("team-b while team-a is held: %s", b)
