@@ -33,6 +33,7 @@ type refusals struct {
 type refusalDebt struct {
 	level   float64   // refusals not yet drained, as of at
 	at      time.Time // when level was last brought up to date
+	rate    float64   // the tenant's refusals_per_second at its last refusal
 	waiting int       // requests waiting for the debt to drain
 }
 
@@ -60,30 +61,31 @@ func (s *Scheduler) NoteRefused(tenant string, l Limits) {
 	d := r.debts[tenant]
 	if d == nil {
 		if len(r.debts) >= refusalSweepAt {
-			r.sweep(now, l.RefusalsPerSecond)
+			r.sweep(now)
 		}
 		d = &refusalDebt{at: now}
 		r.debts[tenant] = d
 	}
 	d.drain(now, l.RefusalsPerSecond)
 	d.level++
+	d.rate = l.RefusalsPerSecond
 }
 
-// sweep forgets the debts drained by now (at the rate given; called with
-// mu held).
-func (r *refusals) sweep(now time.Time, rate float64) {
+// sweep forgets the debts drained by now, each at its tenant's rate
+// (called with mu held).
+func (r *refusals) sweep(now time.Time) {
 	for t, d := range r.debts {
-		if d.waiting == 0 && d.level-now.Sub(d.at).Seconds()*rate <= 0 {
+		if d.waiting == 0 && d.level-now.Sub(d.at).Seconds()*d.rate <= 0 {
 			delete(r.debts, t)
 		}
 	}
 }
 
-// AwaitRefusals holds a request of tenant (label: its metrics label) while the tenant's refusal debt
-// is over refusal_burst, until it drains back under, and returns how long
-// it waited. A wait over maxRefusalWait, or more waiting requests than the
-// tenant's max_queued_requests, is a *QueueError at once (429); ctx
-// ending first is ErrCanceled.
+// AwaitRefusals holds a request of tenant (label: its metrics label)
+// while the tenant's refusal debt is over refusal_burst, until it drains
+// back under, and returns how long it waited. A wait over maxRefusalWait,
+// or more waiting requests than the tenant's max_queued_requests, is a
+// *QueueError at once (429); ctx ending first is ErrCanceled.
 func (s *Scheduler) AwaitRefusals(ctx context.Context, tenant, label string, l Limits) (time.Duration, error) {
 	if l.RefusalsPerSecond <= 0 {
 		return 0, nil

@@ -90,14 +90,19 @@ func TestRefusalBackoffWaitersAndCancel(t *testing.T) {
 }
 
 // TestRefusalDebtsForgotten: tenants named by unverified headers are not
-// bounded, so drained debts are forgotten once there are many.
+// bounded, so drained debts are forgotten once there are many, each judged
+// at its own tenant's rate.
 func TestRefusalDebtsForgotten(t *testing.T) {
 	s := newTestScheduler(t, DefaultConfig(), 4)
-	l := refusalLimits(1e9, 1) // a refusal drains in a nanosecond
+	s.NoteRefused("slow", refusalLimits(0.001, 1)) // drains in 1,000 s
+	l := refusalLimits(1e9, 1)                     // a refusal drains in a nanosecond
 	for i := range 3 * refusalSweepAt {
 		s.NoteRefused(fmt.Sprintf("t%d", i), l)
 	}
-	if n := len(s.refusals.debts); n > refusalSweepAt+1 {
-		t.Fatalf("%d debts kept for 3×%d tenants with drained debts; want at most %d", n, refusalSweepAt, refusalSweepAt+1)
+	if n := len(s.refusals.debts); n > refusalSweepAt+2 {
+		t.Fatalf("%d debts kept for 3×%d tenants with drained debts; want at most %d", n, refusalSweepAt, refusalSweepAt+2)
+	}
+	if s.refusals.debts["slow"] == nil {
+		t.Fatal("a debt not yet drained at its own tenant's rate was forgotten")
 	}
 }
