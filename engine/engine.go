@@ -3,6 +3,8 @@
 package engine
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -13,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
 
 	"github.com/ethos-io/prometheus-multi-tenant-proxy/plan"
 )
@@ -113,23 +116,69 @@ func Parser() parser.Parser {
 	return parser.NewParser(parser.Options{EnableExperimentalFunctions: true})
 }
 
-// NewPromQL returns a PromQL engine configured like a Prometheus server
-// (with @, negative offsets and experimental functions on).
-func NewPromQL(cfg Config, reg prometheus.Registerer, logger *slog.Logger) *promql.Engine {
+// PromQL is the proxy's PromQL engine: Prometheus' engine configured like a
+// Prometheus server (with @, negative offsets and experimental functions
+// on), built twice. Prometheus' query-cost accounting checks the context and
+// counts on every sample an iterator yields — a quarter of the CPU of a
+// query evaluated in the proxy, which one Prometheus holding the data does
+// not spend (the accounting is off there unless asked for). So only a query
+// that carries a samples limit (a tenant's max_samples_per_query, handed in
+// with the query's options) runs on the engine that keeps the account.
+type PromQL struct {
+	plain, costed *promql.Engine
+}
+
+// NewPromQL returns the proxy's engine. The engines' metrics are registered
+// on reg once each, told apart by query_cost="off" or "enforced".
+func NewPromQL(cfg Config, reg prometheus.Registerer, logger *slog.Logger) *PromQL {
 	step := time.Duration(cfg.SubqueryStep).Milliseconds()
-	return promql.NewEngine(promql.EngineOpts{
-		Logger:                   logger,
-		Reg:                      reg,
-		MaxSamples:               cfg.EffectiveMaxSamples(),
-		Timeout:                  time.Duration(cfg.Timeout),
-		LookbackDelta:            time.Duration(cfg.LookbackDelta),
-		NoStepSubqueryIntervalFn: func(int64) int64 { return step },
-		EnableAtModifier:         true,
-		EnableNegativeOffset:     true,
-		// Prometheus' query-cost accounting, with no ceiling of its own:
-		// it enforces a tenant's max_samples_per_query handed in with the
-		// query's options.
-		EnableQueryCost: true,
-		Parser:          Parser(),
-	})
+	build := func(costed bool) *promql.Engine {
+		var r prometheus.Registerer
+		if reg != nil {
+			accounting := "off"
+			if costed {
+				accounting = "enforced"
+			}
+			r = prometheus.WrapRegistererWith(prometheus.Labels{"query_cost": accounting}, reg)
+		}
+		return promql.NewEngine(promql.EngineOpts{
+			Logger:                   logger,
+			Reg:                      r,
+			MaxSamples:               cfg.EffectiveMaxSamples(),
+			Timeout:                  time.Duration(cfg.Timeout),
+			LookbackDelta:            time.Duration(cfg.LookbackDelta),
+			NoStepSubqueryIntervalFn: func(int64) int64 { return step },
+			EnableAtModifier:         true,
+			EnableNegativeOffset:     true,
+			// With no ceiling of its own: it enforces the limit the
+			// query's options carry.
+			EnableQueryCost: costed,
+			Parser:          Parser(),
+		})
+	}
+	return &PromQL{plain: build(false), costed: build(true)}
+}
+
+// engineFor picks the engine that keeps the samples account when the query
+// has a limit to keep.
+func (e *PromQL) engineFor(opts promql.QueryOpts) *promql.Engine {
+	if c, ok := opts.(promql.QueryCostOpts); ok && (c.MaxSamplesRead() > 0 || c.MaxSeries() > 0 || c.MaxQueryDuration() > 0) {
+		return e.costed
+	}
+	return e.plain
+}
+
+// NewInstantQuery implements promql.QueryEngine.
+func (e *PromQL) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
+	return e.engineFor(opts).NewInstantQuery(ctx, q, opts, qs, ts)
+}
+
+// NewRangeQuery implements promql.QueryEngine.
+func (e *PromQL) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, interval time.Duration) (promql.Query, error) {
+	return e.engineFor(opts).NewRangeQuery(ctx, q, opts, qs, start, end, interval)
+}
+
+// Close releases both engines.
+func (e *PromQL) Close() error {
+	return errors.Join(e.plain.Close(), e.costed.Close())
 }

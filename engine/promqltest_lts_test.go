@@ -389,7 +389,7 @@ func TestPromQLScriptsThroughLTS(t *testing.T) {
 // compareLTSEval plans one eval and, where it is pushed, answers it as the
 // proxy would with g0 on 3.5 and compares with the reference: it says how
 // they differ, or "".
-func compareLTSEval(t *testing.T, fleet *ltsFleet, ev scriptEval, seg *ltsSegment, ng *promql.Engine, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *ltsStats) string {
+func compareLTSEval(t *testing.T, fleet *ltsFleet, ev scriptEval, seg *ltsSegment, ng *PromQL, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *ltsStats) string {
 	pl, want, wantAnnos, ok := planScriptEval(t, ev, seg.scriptSegment, ng, planner, groups, &st.pushed, st.skipped)
 	if !ok {
 		return ""

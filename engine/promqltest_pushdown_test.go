@@ -187,7 +187,7 @@ func TestPromQLScriptsThroughPushDown(t *testing.T) {
 	}
 }
 
-func runScriptPushDown(t *testing.T, file, script string, ng *promql.Engine, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *scriptStats) {
+func runScriptPushDown(t *testing.T, file, script string, ng *PromQL, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *scriptStats) {
 	lines := strings.Split(script, "\n")
 	seg := &scriptSegment{}
 	for i := 0; i < len(lines); i++ {
@@ -266,7 +266,7 @@ func errorsJoin(errs ...error) error {
 // planScriptEval plans one eval; where it is pushed, it loads the
 // segment's data and evaluates the reference. ok is false where there is
 // nothing to compare (counted in skipped, or not pushed).
-func planScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *promql.Engine, planner *plan.Planner, groups []plan.Group, pushed *int, skipped map[string]int) (pl *plan.Plan, want promql.Matrix, wantAnnos int, ok bool) {
+func planScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *PromQL, planner *plan.Planner, groups []plan.Group, pushed *int, skipped map[string]int) (pl *plan.Plan, want promql.Matrix, wantAnnos int, ok bool) {
 	expr, err := Parser().ParseExpr(ev.expr)
 	if err != nil {
 		skipped["the proxy's parser refuses the expression (the scripts enable more syntax)"]++
@@ -289,7 +289,7 @@ func planScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *promql.
 // compareScriptEval plans one eval and, where it is pushed, compares the
 // proxy's way of answering it with the reference's: it says how they
 // differ, or "".
-func compareScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *promql.Engine, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *scriptStats) string {
+func compareScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *PromQL, planner *plan.Planner, groups []plan.Group, mode plan.FloatSums, st *scriptStats) string {
 	pl, want, wantAnnos, ok := planScriptEval(t, ev, seg, ng, planner, groups, &st.pushed, st.skipped)
 	if !ok {
 		return ""
@@ -336,7 +336,7 @@ func compareScriptEval(t *testing.T, ev scriptEval, seg *scriptSegment, ng *prom
 // compareCombined evaluates the rewritten query over the groups' answers
 // and compares it with the reference's answer: bit for bit with exact,
 // within reassocTolerance with reassociate. It returns what differs.
-func (st *comparisonStats) compareCombined(ng *promql.Engine, seg *scriptSegment, answers map[string][]storage.Series, pl *plan.Plan, ev scriptEval, mode plan.FloatSums, want promql.Matrix, wantAnnos int) string {
+func (st *comparisonStats) compareCombined(ng *PromQL, seg *scriptSegment, answers map[string][]storage.Series, pl *plan.Plan, ev scriptEval, mode plan.FloatSums, want promql.Matrix, wantAnnos int) string {
 	got, gotAnnos, err := evalScript(ng, &pushedQueryable{Queryable: seg.ref, answers: answers}, pl.Expr.String(), ev.r)
 	if err != nil {
 		return fmt.Sprintf("the rewritten query fails: %v\nplan %s", err, pl)
@@ -361,7 +361,7 @@ func (st *comparisonStats) compareCombined(ng *promql.Engine, seg *scriptSegment
 }
 
 // evalScript is evalOn returning errors and the number of annotations.
-func evalScript(ng *promql.Engine, q storage.Queryable, qs string, r evalRange) (promql.Matrix, int, error) {
+func evalScript(ng *PromQL, q storage.Queryable, qs string, r evalRange) (promql.Matrix, int, error) {
 	var (
 		qry promql.Query
 		err error
@@ -409,7 +409,7 @@ func evalScript(ng *promql.Engine, q storage.Queryable, qs string, r evalRange) 
 // proxyEngine is the engine as the proxy configures it (the backends are
 // Prometheus servers with default flags, evaluating the same way); the
 // scripts' own engine enables delayed name removal, which neither does.
-func proxyEngine(t *testing.T) *promql.Engine {
+func proxyEngine(t *testing.T) *PromQL {
 	cfg := DefaultConfig()
 	cfg.PushDown.Enabled = false
 	if err := cfg.Validate(); err != nil {

@@ -38,7 +38,7 @@ import (
 // histogram, a group down) is evaluated in the proxy as without push-down.
 type PushDown struct {
 	outcomes *prometheus.CounterVec
-	ng       *promql.Engine
+	ng       promql.QueryEngine
 	fanout   *Fanout
 	planner  *plan.Planner
 	lookback time.Duration
@@ -53,7 +53,7 @@ type PushDown struct {
 }
 
 // NewPushDown wraps ng. cfg is the engine config (validated).
-func NewPushDown(ng *promql.Engine, f *Fanout, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*PushDown, error) {
+func NewPushDown(ng promql.QueryEngine, f *Fanout, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*PushDown, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -421,7 +421,7 @@ var pushDownFuzzModes = []plan.FloatSums{plan.FloatSumsExact, plan.FloatSumsReas
 
 type pushDownFuzzHarness struct {
 	t        *testing.T
-	ng       *promql.Engine
+	ng       *PromQL
 	seed     uint64
 	data     []fuzzSeries
 	shown    []labels.Labels // every series as shown: promqlsmith picks names, labels and values from them

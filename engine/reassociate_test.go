@@ -263,7 +263,7 @@ func TestReassociatedSumsWithinRounding(t *testing.T) {
 	}
 }
 
-func evalOn(t *testing.T, ng *promql.Engine, q storage.Queryable, qs string, r evalRange) promql.Matrix {
+func evalOn(t *testing.T, ng *PromQL, q storage.Queryable, qs string, r evalRange) promql.Matrix {
 	t.Helper()
 	var (
 		qry promql.Query
@@ -304,7 +304,7 @@ func evalOn(t *testing.T, ng *promql.Engine, q storage.Queryable, qs string, r e
 
 // groupAnswer is what one group's backend answers to a pushed query, as the
 // query API would carry it (floats only, sorted by labels).
-func groupAnswer(t *testing.T, ng *promql.Engine, q storage.Queryable, qs string, r evalRange) *remote.QueryAnswer {
+func groupAnswer(t *testing.T, ng *PromQL, q storage.Queryable, qs string, r evalRange) *remote.QueryAnswer {
 	t.Helper()
 	return matrixAnswer(evalOn(t, ng, q, qs, r))
 }
