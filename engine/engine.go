@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -126,11 +127,25 @@ func Parser() parser.Parser {
 // with the query's options) runs on the engine that keeps the account.
 type PromQL struct {
 	plain, costed *promql.Engine
+	// parts evaluates the groups' parts of pushed queries the proxy
+	// evaluates itself (groupeval.go), up to partsAtOnce of one query side
+	// by side: each is held to 1/partsAtOnce of max_samples, so that a
+	// query split by group holds no more samples at once than it would in
+	// one pass. Its metrics are not registered.
+	parts       *PromQL
+	partsAtOnce int
 }
 
 // NewPromQL returns the proxy's engine. The engines' metrics are registered
 // on reg once each, told apart by query_cost="off" or "enforced".
 func NewPromQL(cfg Config, reg prometheus.Registerer, logger *slog.Logger) *PromQL {
+	ng := newPromQL(cfg, cfg.EffectiveMaxSamples(), reg, logger)
+	ng.partsAtOnce = max(1, runtime.GOMAXPROCS(0))
+	ng.parts = newPromQL(cfg, max(1, cfg.EffectiveMaxSamples()/ng.partsAtOnce), nil, logger)
+	return ng
+}
+
+func newPromQL(cfg Config, maxSamples int, reg prometheus.Registerer, logger *slog.Logger) *PromQL {
 	step := time.Duration(cfg.SubqueryStep).Milliseconds()
 	build := func(costed bool) *promql.Engine {
 		var r prometheus.Registerer
@@ -144,7 +159,7 @@ func NewPromQL(cfg Config, reg prometheus.Registerer, logger *slog.Logger) *Prom
 		return promql.NewEngine(promql.EngineOpts{
 			Logger:                   logger,
 			Reg:                      r,
-			MaxSamples:               cfg.EffectiveMaxSamples(),
+			MaxSamples:               maxSamples,
 			Timeout:                  time.Duration(cfg.Timeout),
 			LookbackDelta:            time.Duration(cfg.LookbackDelta),
 			NoStepSubqueryIntervalFn: func(int64) int64 { return step },
@@ -178,7 +193,11 @@ func (e *PromQL) NewRangeQuery(ctx context.Context, q storage.Queryable, opts pr
 	return e.engineFor(opts).NewRangeQuery(ctx, q, opts, qs, start, end, interval)
 }
 
-// Close releases both engines.
+// Close releases the engines.
 func (e *PromQL) Close() error {
-	return errors.Join(e.plain.Close(), e.costed.Close())
+	err := errors.Join(e.plain.Close(), e.costed.Close())
+	if e.parts != nil {
+		err = errors.Join(err, e.parts.Close())
+	}
+	return err
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -77,5 +78,43 @@ func TestPlanCacheBounded(t *testing.T) {
 	c.put(k, cp)
 	if c.get(k) != cp {
 		t.Error("an entry just put is not found")
+	}
+}
+
+// TestNotWorthSplitInProxy: a query whose every group's part the proxy
+// evaluated over the group's data is evaluated in one pass while its split
+// read too little to pay for the extra evaluations; where a backend
+// evaluated a part, or the split read enough, it stays split.
+func TestNotWorthSplitInProxy(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name               string
+		cost               pushCost
+		minSamplesPerPoint float64
+		inProxy            bool
+	}{
+		{"small, every part by the proxy", pushCost{read: 100_000, points: 1_000, byProxy: 3}, 16, true},
+		{"large, every part by the proxy", pushCost{read: 400_000, points: 1_000, byProxy: 3}, 16, false},
+		{"small, a part by a backend", pushCost{read: 100_000, points: 1_000, byProxy: 2, byBackend: 1}, 16, false},
+		{"small, every part by backends", pushCost{read: 100_000, points: 1_000, byBackend: 3}, 16, false},
+		{"small, but min_samples_per_point: 0", pushCost{read: 100_000, points: 1_000, byProxy: 3}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := &cachedPlan{}
+			cp.learn(false, tc.cost, now)
+			why := cp.notWorth(false, tc.minSamplesPerPoint, now.Add(time.Second))
+			if got := why != ""; got != tc.inProxy {
+				t.Fatalf("notWorth = %q; want evaluated in one pass: %v", why, tc.inProxy)
+			}
+			if tc.inProxy && !strings.Contains(why, "fewer than 250000") {
+				t.Errorf("reason %q does not say what the split read against what it must", why)
+			}
+			if cp.notWorth(true, tc.minSamplesPerPoint, now.Add(time.Second)) != "" {
+				t.Error("a range query's cost decided for instant queries")
+			}
+			if why := cp.notWorth(false, tc.minSamplesPerPoint, now.Add(pushCostFor)); why != "" {
+				t.Errorf("after %s: %q; want it split again", pushCostFor, why)
+			}
+		})
 	}
 }

@@ -42,6 +42,10 @@ const (
 	// bySeriesAndTime also moves a series to the next backend every
 	// splitSpan, so series are merged across backends sample by sample.
 	bySeriesAndTime
+	// asGroupData keeps every sample in one backend and reads it as a
+	// group's part evaluated by the proxy does (groupData): one replica's
+	// remote read, the series as stored.
+	asGroupData
 )
 
 const splitSpan = int64(150 * 1000) // 2m30s, in ms: most scripts have a sample every 1m or less
@@ -86,11 +90,15 @@ var notAcrossTime = map[string]map[string]string{
 // switch "unknown", since it cannot know that nothing reset in between.
 const hintAcrossBackends = "counter-reset hint is set to unknown by Prometheus' merge where a series continues in another backend"
 
+// TestPromQLScriptsThroughFanout runs Prometheus' PromQL test scripts over
+// three TSDBs behind remote read, read by the fan-out (spread by series,
+// then by series and time), and over one read as a group's data is read
+// when the proxy evaluates the group's part of a pushed query itself.
 func TestPromQLScriptsThroughFanout(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		mode splitMode
-	}{{"by_series", bySeries}, {"by_series_and_time", bySeriesAndTime}} {
+	}{{"by_series", bySeries}, {"by_series_and_time", bySeriesAndTime}, {"as_group_data", asGroupData}} {
 		t.Run(mode.name, func(t *testing.T) {
 			ng := promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery)
 			for _, file := range scriptFiles(t) {
@@ -229,12 +237,18 @@ type spreadStorage struct {
 	dbs     []*teststorage.TestStorage
 	servers []*httptest.Server
 	fanout  *Fanout
+	// group reads the one backend as groupData (asGroupData).
+	group *remote.Client
 }
 
 func newSpreadStorage(tb testing.TB, mode splitMode) *spreadStorage {
 	s := &spreadStorage{mode: mode}
 	var groups []discovery.StaticGroup
-	for i := range 3 {
+	backends := 3
+	if mode == asGroupData {
+		backends = 1
+	}
+	for i := range backends {
 		db := promqltest.NewBuiltinTestStorage(tb)
 		h := promremote.NewReadHandler(nil, nil, db, func() config.Config { return config.Config{} }, 0, 1, 1<<20)
 		mux := http.NewServeMux()
@@ -250,6 +264,13 @@ func newSpreadStorage(tb testing.TB, mode splitMode) *spreadStorage {
 		tb.Fatal(err)
 	}
 	s.fanout = f
+	if mode == asGroupData {
+		c, err := remote.New(s.servers[0].URL, remote.DefaultConfig())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.group = c
+	}
 	tb.Cleanup(func() { _ = s.Close() })
 	return s
 }
@@ -267,6 +288,9 @@ func (s *spreadStorage) backend(ls labels.Labels, t int64) int {
 }
 
 func (s *spreadStorage) Querier(mint, maxt int64) (storage.Querier, error) {
+	if s.group != nil {
+		return groupData{c: s.group, failed: &readFailure{}}.Querier(mint, maxt)
+	}
 	return s.fanout.Querier(mint, maxt)
 }
 
@@ -293,6 +317,9 @@ func (s *spreadStorage) Close() error {
 		return nil
 	}
 	s.fanout.Close()
+	if s.group != nil {
+		s.group.Close()
+	}
 	for _, srv := range s.servers {
 		srv.Close()
 	}

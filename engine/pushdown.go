@@ -38,12 +38,15 @@ import (
 // histogram, a group down) is evaluated in the proxy as without push-down.
 type PushDown struct {
 	outcomes *prometheus.CounterVec
-	ng       promql.QueryEngine
-	fanout   *Fanout
-	planner  *plan.Planner
-	lookback time.Duration
-	logger   *slog.Logger
-	plans    planCache
+	// groupEvals counts the groups' parts of pushed queries by who
+	// evaluated them: the group's backend, or the proxy over its data.
+	groupEvals *prometheus.CounterVec
+	ng         *PromQL
+	fanout     *Fanout
+	planner    *plan.Planner
+	lookback   time.Duration
+	logger     *slog.Logger
+	plans      planCache
 	// minSamplesPerPoint is engine.push_down.min_samples_per_point.
 	minSamplesPerPoint float64
 	// foldLacking, per group and group label ("group\x00label"), says a
@@ -53,7 +56,7 @@ type PushDown struct {
 }
 
 // NewPushDown wraps ng. cfg is the engine config (validated).
-func NewPushDown(ng promql.QueryEngine, f *Fanout, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*PushDown, error) {
+func NewPushDown(ng *PromQL, f *Fanout, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*PushDown, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -63,9 +66,15 @@ func NewPushDown(ng promql.QueryEngine, f *Fanout, cfg Config, reg prometheus.Re
 		Name: "prometheus_proxy_pushdown_queries_total",
 		Help: "Queries with parts the backends may evaluate, by outcome: pushed (their answers used), fallback (evaluated in the proxy: a backend could not answer exactly) or cheaper_in_proxy (evaluated in the proxy: the last pushed answers were about as large as what the backends read).",
 	}, []string{"outcome"})
+	p.groupEvals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "prometheus_proxy_pushdown_group_queries_total",
+		Help: "Groups' parts of pushed queries, by who evaluated them: backend (the group's Prometheus) or proxy (the proxy's engine over the group's data, read by remote read: the backend's release or flags evaluate differently).",
+	}, []string{"evaluated_by"})
 	if reg != nil {
-		if err := reg.Register(p.outcomes); err != nil {
-			return nil, err
+		for _, c := range []prometheus.Collector{p.outcomes, p.groupEvals} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return p, nil
@@ -139,7 +148,7 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 				f.Queries[i].Refused = "its release could not be read: " + tenantSafe(ctx, err).Error()
 			default:
 				if ok, why := evaluatesAsProxy(v, gq.Query); !ok {
-					f.Queries[i].Refused = why
+					f.Queries[i].InProxy = why
 				}
 			}
 		}
@@ -245,7 +254,7 @@ type pushedQuery struct {
 }
 
 func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
-	answers, cost, err := pq.p.fetch(ctx, pq.plan, pq.policy, pq.r, pq.lookback())
+	answers, cost, err := pq.p.fetch(ctx, pq.plan, pq.policy, pq.r, pq.lookback(), samplesLimitOf(pq.opts))
 	if err == nil {
 		pq.plan.learn(pq.r.step == 0, cost, time.Now())
 	}
@@ -280,6 +289,42 @@ func (pq *pushedQuery) Exec(ctx context.Context) *promql.Result {
 	pq.next = rewritten
 	pq.p.outcomes.WithLabelValues("pushed").Inc()
 	return rewritten.Exec(ctx)
+}
+
+// samplesLimitOf is the max_samples_per_query the query's options carry, 0
+// for none.
+func samplesLimitOf(opts promql.QueryOpts) uint64 {
+	if c, ok := opts.(promql.QueryCostOpts); ok {
+		return c.MaxSamplesRead()
+	}
+	return 0
+}
+
+// evaluatedByProxy says why the group's backend (c) would not evaluate the
+// group's queries as the proxy's engine does — its release, or a feature
+// flag — so that the proxy's engine evaluates them over the group's data;
+// "" when the backend evaluates them.
+func (p *PushDown) evaluatedByProxy(ctx context.Context, c *remote.Client, cp *cachedPlan, queries []string) (string, error) {
+	v, err := c.Version(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, q := range queries {
+		if ok, why := cp.evaluatesAsProxy(v, q); !ok {
+			return why, nil
+		}
+	}
+	flags, err := c.Flags(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", err
+		}
+		return fmt.Sprintf("does not tell its feature flags (%v), and some change what a query answers", err), nil
+	}
+	if f := answerChangingFeature(flags["enable-feature"]); f != "" {
+		return fmt.Sprintf("runs with --enable-feature=%s, which the proxy's engine does not, and its answers differ", f), nil
+	}
+	return "", nil
 }
 
 // planAttributes says on the planning span whether anything was pushed
@@ -343,7 +388,7 @@ var errNotExact = errors.New("push-down answer not exact")
 // fetch asks every group the plan names for all of its fragments and
 // probes in one query (foldGroup), in parallel, and turns the answers into
 // series for the synthetic selectors.
-func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Policy, r evalRange, lookback time.Duration) (map[string][]storage.Series, pushCost, error) {
+func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Policy, r evalRange, lookback time.Duration, samplesLimit uint64) (map[string][]storage.Series, pushCost, error) {
 	pl := cp.plan
 	byName := p.groupsByName()
 	for _, f := range pl.Fragments {
@@ -358,6 +403,9 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 	if err != nil {
 		return nil, pushCost{}, err
 	}
+	// The proxy's own evaluations of groups' parts run this many at once
+	// (PromQL.partsAtOnce: each is held to that share of max_samples).
+	partsAtOnce := make(chan struct{}, p.ng.partsAtOnce)
 	results := make([]map[string][]storage.Series, len(jobs))
 	costs := make([]pushCost, len(jobs))
 	errs := make([]error, len(jobs))
@@ -391,24 +439,25 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				refuse := func(format string, args ...any) (answer, error) {
 					return answer{refused: fmt.Errorf("%w: group %s "+format, append([]any{errNotExact, g.Name}, args...)...)}, nil
 				}
-				v, err := c.Version(ctx)
+				inProxy, err := p.evaluatedByProxy(ctx, c, cp, j.queries)
 				if err != nil {
 					return answer{}, err
 				}
-				for _, q := range j.queries {
-					if ok, why := cp.evaluatesAsProxy(v, q); !ok {
-						return refuse("%s", why)
+				eval := c.Query
+				if inProxy != "" {
+					// Not the backend's engine: the proxy's, over the
+					// group's data (groupeval.go), beside the other groups.
+					span.SetAttributes(attribute.String("evaluated_by", "proxy"), attribute.String("reason", inProxy))
+					p.logger.DebugContext(ctx, "push-down: a group's part evaluated by the proxy over its data", "group", g.Name, "reason", inProxy)
+					eval = func(ctx context.Context, qp remote.QueryParams) (*remote.QueryAnswer, error) {
+						select {
+						case partsAtOnce <- struct{}{}:
+						case <-ctx.Done():
+							return nil, contextError(ctx, callQuery)
+						}
+						defer func() { <-partsAtOnce }()
+						return p.evalOnGroupData(ctx, c, qp, samplesLimit)
 					}
-				}
-				flags, err := c.Flags(ctx)
-				if err != nil {
-					if ctx.Err() != nil {
-						return answer{}, err
-					}
-					return refuse("does not tell its feature flags (%v), and some change what a query answers", err)
-				}
-				if f := answerChangingFeature(flags["enable-feature"]); f != "" {
-					return refuse("runs with --enable-feature=%s, which the proxy's engine does not, and its answers differ", f)
 				}
 				mint, maxt := probeWindow(j.spans)
 				mixed := p.mixedOrder(g.Name, j.mixed)
@@ -441,14 +490,28 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 						})
 					}
 				}
-				ans, pieces, err := queryInPieces(ctx, remote.QueryParams{
+				qp := remote.QueryParams{
 					Query: fq.query, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: lookback,
 					Spans: j.spans, Stats: true,
-				}, c.Query)
+				}
+				var (
+					ans    *remote.QueryAnswer
+					pieces = 1
+				)
+				if inProxy != "" {
+					// The proxy's engine yields as it reads: no pieces,
+					// which would read the data once per piece.
+					ans, err = eval(ctx, qp)
+				} else {
+					ans, pieces, err = queryInPieces(ctx, qp, eval)
+				}
 				span.SetAttributes(attribute.Int("pieces", pieces))
 				probed.Wait()
 				if probeErr != nil {
 					return answer{}, probeErr
+				}
+				if errors.Is(err, errGroupEval) {
+					return answer{refused: fmt.Errorf("%w: group %s: %w", errNotExact, g.Name, err)}, nil
 				}
 				if apiErr := (*remote.APIError)(nil); errors.As(err, &apiErr) && apiErr.Code < 500 {
 					return answer{refused: fmt.Errorf("%w: %w", errNotExact, err)}, nil
@@ -456,11 +519,21 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				if err != nil {
 					return answer{}, err
 				}
+				evaluatedBy := "backend"
+				if inProxy != "" {
+					evaluatedBy = "proxy"
+				}
+				p.groupEvals.WithLabelValues(evaluatedBy).Inc()
 				parts, err := fq.split(ans)
 				if err != nil {
 					return refuse("%v", err)
 				}
 				cost := answerCost(ans)
+				if inProxy != "" {
+					cost.byProxy = 1
+				} else {
+					cost.byBackend = 1
+				}
 				if probeFound || parts.probeFound {
 					return refuse("holds series whose stored %s is not the group's, which the query reads", pl.Label)
 				}

@@ -420,13 +420,18 @@ func pushDownFuzzTenants() []*fuzzTenant {
 var pushDownFuzzModes = []plan.FloatSums{plan.FloatSumsExact, plan.FloatSumsReassociate}
 
 type pushDownFuzzHarness struct {
-	t        *testing.T
-	ng       *PromQL
-	seed     uint64
-	data     []fuzzSeries
-	shown    []labels.Labels // every series as shown: promqlsmith picks names, labels and values from them
-	groups   []plan.Group
-	stores   [3]storage.Storage
+	t      *testing.T
+	ng     *PromQL
+	seed   uint64
+	data   []fuzzSeries
+	shown  []labels.Labels // every series as shown: promqlsmith picks names, labels and values from them
+	groups []plan.Group
+	stores [3]storage.Storage
+	// viaRead answers for group fuzzReadGroup: its queries are evaluated
+	// as the proxy evaluates a group's part itself (evalOnGroupData), over
+	// its storage read by remote read, not on the storage directly.
+	viaRead  *PushDown
+	readFrom *remote.Client
 	tenants  []*fuzzTenant
 	planners map[plan.FloatSums]*plan.Planner
 	cache    map[string]fuzzGroupEval
@@ -466,6 +471,7 @@ type pushDownFuzzStats struct {
 	recheckShown                                 []string
 	divBy                                        map[string]int
 	groupErrors                                  map[string]int
+	readGroupEvals                               int // group queries answered through remote read and evalOnGroupData
 	probesApart                                  int
 	piecewise                                    int                 // group range queries asked in pieces
 	examples                                     map[string][]string // non-failing classes: a few queries each
@@ -511,6 +517,8 @@ func newPushDownFuzzHarness(t *testing.T, seed uint64) *pushDownFuzzHarness {
 		slices.SortFunc(own, func(a, b fuzzSeries) int { return labels.Compare(a.own, b.own) })
 		h.stores[g] = pushDownFuzzStorage(t, own, false)
 	}
+	h.readFrom, _ = groupBackend(t, h.stores[fuzzReadGroup])
+	h.viaRead = &PushDown{ng: h.ng}
 	for _, tn := range h.tenants {
 		for _, s := range h.data {
 			if tn.policy.Matches(s.shown) {
@@ -853,13 +861,29 @@ func (h *pushDownFuzzHarness) runQuery(name, q string, rr []evalRange, random bo
 
 // groupEval evaluates a fragment's query on group g's storage (what the
 // group's backend would answer), once per query, group and range.
+// fuzzReadGroup is the group whose parts the harness evaluates as the
+// proxy evaluates a part itself: through remote read and evalOnGroupData.
+const fuzzReadGroup = 1
+
 func (h *pushDownFuzzHarness) groupEval(g int, q string, r evalRange) fuzzGroupEval {
 	key := fmt.Sprintf("%d|%d|%d|%d|%s", g, r.start.UnixMilli(), r.end.UnixMilli(), r.step, q)
 	if e, ok := h.cache[key]; ok {
 		return e
 	}
-	m, annos, err := evalScript(h.ng, h.stores[g], q, r)
-	e := fuzzGroupEval{m: m, annos: annos, err: err}
+	var e fuzzGroupEval
+	if g == fuzzReadGroup {
+		ans, err := h.viaRead.evalOnGroupData(context.Background(), h.readFrom, remote.QueryParams{
+			Query: q, Start: r.start.UnixMilli(), End: r.end.UnixMilli(), Step: r.step, LookbackDelta: 5 * time.Minute,
+		}, 0)
+		e.err = err
+		if err == nil {
+			e.m, e.annos = answerMatrix(ans), len(ans.Warnings)
+			h.st.readGroupEvals++
+		}
+	} else {
+		m, annos, err := evalScript(h.ng, h.stores[g], q, r)
+		e = fuzzGroupEval{m: m, annos: annos, err: err}
+	}
 	h.cache[key] = e
 	return e
 }
@@ -1387,6 +1411,7 @@ func amplifies(n parser.Node) bool {
 func (h *pushDownFuzzHarness) report(minPushed float64) {
 	t, st := h.t, &h.st
 	t.Logf("queries: %d random (%d more did not parse, %d generator panics), %d regressions", st.queries, st.unparseable, st.genPanics, st.regressions)
+	t.Logf("group %d's queries answered through remote read as the proxy evaluates a group's part itself: %d", fuzzReadGroup, st.readGroupEvals)
 	share := 0.0
 	if st.queries > 0 {
 		share = float64(st.pushedQueries) / float64(st.queries)

@@ -311,16 +311,9 @@ func groupAnswer(t *testing.T, ng *PromQL, q storage.Queryable, qs string, r eva
 
 // matrixAnswer is m as the query API carries it to the proxy.
 func matrixAnswer(m promql.Matrix) *remote.QueryAnswer {
-	ans := &remote.QueryAnswer{}
-	for _, s := range m {
-		if len(s.Histograms) > 0 {
-			ans.Histograms = true
-		}
-		qs := remote.QuerySeries{Labels: s.Metric}
-		for _, p := range s.Floats {
-			qs.T, qs.F = append(qs.T, p.T), append(qs.F, p.F)
-		}
-		ans.Series = append(ans.Series, qs)
+	ans, err := answerOf(m)
+	if err != nil {
+		panic(err)
 	}
 	return ans
 }

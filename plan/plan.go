@@ -42,8 +42,13 @@
 //     the backends do not store (label_replace of a group label, matching
 //     on a group label one side lost), or pick by input order or a hash of
 //     all labels (limitk, limit_ratio, topk inside a part), are not pushed.
+//     Where g's release or flags would evaluate the fragment differently,
+//     the executor evaluates it with the proxy's engine over g's series as
+//     g stores them (engine/groupeval.go): the same text over the same
+//     input, so obligations 1, 2, 4 and 5 hold as for g's backend.
 //     [TestPlans, TestKeeps, TestFuzzFoundRefusals, TestEvaluatesAsProxy,
-//     TestPushDown/OtherEngineRelease, TestPushDown/LTS]
+//     TestPushDown/OtherEngineRelease, TestPushDown/OnlyOtherEngineRelease,
+//     TestPushDown/LTS, TestPromQLScriptsThroughFanout/as_group_data]
 //  4. Combination (pushable.go, ranked.go): the operation combining the
 //     groups' answers is distributive (the table below), ranked with a tie
 //     check, or re-associative under FloatSumsReassociate.
@@ -60,9 +65,11 @@
 //     (engine/plancache.go) also keeps what each push of a plan cost, by
 //     the backends' own statistics: a query whose last push read fewer
 //     than Config.MinSamplesPerPoint samples per point answered is
-//     evaluated in the proxy for a while, with the reason. This decides
-//     cost only; the proof is the same either way. [TestPlans,
-//     TestPushDown/Disjoint/CostChoice]
+//     evaluated in the proxy for a while, with the reason; so is one whose
+//     every part the proxy evaluated over the groups' data, reading too
+//     little for the split to pay. This decides cost only; the proof is
+//     the same either way. [TestPlans, TestPushDown/Disjoint/CostChoice,
+//     TestNotWorthSplitInProxy]
 package plan
 
 import (
@@ -116,8 +123,10 @@ const (
 
 // DefaultConfig is what no `engine.push_down` section means: push-down on,
 // sums and means combined across groups within float rounding. Groups that
-// are not provably disjoint, releases outside the compatibility table and
-// everything else the planner cannot prove are still evaluated in the proxy.
+// are not provably disjoint and everything else the planner cannot prove
+// are still evaluated in the proxy; a group whose backend's release or
+// flags evaluate a part differently has that part evaluated by the proxy
+// over the group's data.
 func DefaultConfig() Config {
 	return Config{Enabled: true, FloatSums: FloatSumsReassociate, MinSamplesPerPoint: DefaultMinSamplesPerPoint}
 }
@@ -222,9 +231,14 @@ type GroupQuery struct {
 	Group   Group
 	Query   string
 	Skipped string // non-empty: the group holds nothing the tenant may see
-	// Refused, set by the executor (which reads the backends' release and
+	// InProxy, set by the executor (which reads the backends' release and
 	// flags), says why the group's backends would not evaluate Query as
-	// the proxy's engine does: then the query is evaluated in the proxy.
+	// the proxy's engine does: then the proxy's engine evaluates Query
+	// over the group's data, read by remote read as the backend stores it.
+	InProxy string
+	// Refused, set by the executor, says why the group cannot be asked at
+	// all (its release could not be read): the whole query is then
+	// evaluated in the proxy.
 	Refused string
 	// Probe must find no series on the group before its answer is used:
 	// each set is a pushed selector with the disjointness label required
@@ -309,6 +323,9 @@ func (p *Plan) Explain() string {
 				continue
 			}
 			fmt.Fprintf(&b, "  %s: %s\n", q.Group.Name, q.Query)
+			if q.InProxy != "" {
+				fmt.Fprintf(&b, "  %s: evaluated by the proxy over this group's data, beside the other groups: %s\n", q.Group.Name, q.InProxy)
+			}
 			if q.Refused != "" {
 				fmt.Fprintf(&b, "  %s: refused, so the whole query is evaluated in the proxy: %s\n", q.Group.Name, q.Refused)
 			}

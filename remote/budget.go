@@ -56,6 +56,9 @@ func budgetFrom(ctx context.Context) Budget {
 	return b
 }
 
+// BudgetFrom is the budget requests run with ctx are charged to, or nil.
+func BudgetFrom(ctx context.Context) Budget { return budgetFrom(ctx) }
+
 type chargeBytesKey struct{}
 
 // budgetTransport charges the bytes of remote-read answers to the query's

@@ -22,17 +22,30 @@ import (
 // pushDownCount reads prometheus_proxy_pushdown_queries_total{outcome}.
 func pushDownCount(t testing.TB, p *e2eproxy.Proxy, outcome string) float64 {
 	t.Helper()
+	return counterValue(t, p, "prometheus_proxy_pushdown_queries_total", "outcome", outcome)
+}
+
+// groupEvalCount reads prometheus_proxy_pushdown_group_queries_total{evaluated_by}:
+// the groups' parts of pushed queries their backends ("backend") or the
+// proxy over their data ("proxy") evaluated.
+func groupEvalCount(t testing.TB, p *e2eproxy.Proxy, by string) float64 {
+	t.Helper()
+	return counterValue(t, p, "prometheus_proxy_pushdown_group_queries_total", "evaluated_by", by)
+}
+
+func counterValue(t testing.TB, p *e2eproxy.Proxy, metric, label, value string) float64 {
+	t.Helper()
 	mfs, err := p.App.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "prometheus_proxy_pushdown_queries_total" {
+		if mf.GetName() != metric {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
+				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
 				}
 			}
@@ -272,22 +285,52 @@ func TestPushDown(t *testing.T) {
 	})
 
 	t.Run("OtherEngineRelease", func(t *testing.T) {
-		// Prometheus 2.42 selects ranges closed on the left, 3.x open:
-		// the same query answers differently, so a group of another
-		// release makes every query fall back.
+		// Prometheus 2.42 selects ranges closed on the left, 3.x open: the
+		// same query answers differently there, so nothing is sent to the
+		// 2.42 group to evaluate. Its part is evaluated by the proxy's
+		// engine over its data, beside the 3.x groups' pushed parts.
 		f := startShards(t, "mixed", e2eproxy.ShardKinds, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
 		}, ownCluster)
 		r := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {`max by (namespace) (rate(http_requests_total[5m]))`}, "time": {e2eproxy.FormatTime(f.Data.Start.Add(30 * time.Minute))}}}
 		p := e2eproxy.StartProxy(t, pushDownConfig(f, true))
 		e2eproxy.CompareAnswers(t, r.String(), e2eproxy.DoRequest(t, f.Reference.URL, r), e2eproxy.DoRequest(t, p.URL, r))
-		if pushed, fallback := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"); pushed != 0 || fallback != 1 {
-			t.Errorf("pushed %v, fell back %v; want 0 and 1", pushed, fallback)
+		if pushed, fallback := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"); pushed != 1 || fallback != 0 {
+			t.Errorf("pushed %v, fell back %v; want 1 and 0", pushed, fallback)
 		}
-		// explain names the group refused and why.
+		if byBackend, byProxy := groupEvalCount(t, p, "backend"), groupEvalCount(t, p, "proxy"); byBackend != 2 || byProxy != 1 {
+			t.Errorf("groups' parts evaluated by their backends %v, by the proxy %v; want 2 (the 3.x groups) and 1 (the 2.42 group)", byBackend, byProxy)
+		}
+		// explain names the group evaluated by the proxy and why.
 		r.Params.Set("explain", "true")
-		if ex := e2eproxy.DoRequest(t, p.URL, r); ex.Code != 200 || !strings.Contains(string(ex.Body), "refused") || !strings.Contains(string(ex.Body), "compatibility table") {
-			t.Errorf("explain: HTTP %d %s; want the 2.x group refused, naming the compatibility table", ex.Code, ex.Body)
+		if ex := e2eproxy.DoRequest(t, p.URL, r); ex.Code != 200 || !strings.Contains(string(ex.Body), "evaluated by the proxy over this group's data") || !strings.Contains(string(ex.Body), "compatibility table") {
+			t.Errorf("explain: HTTP %d %s; want the 2.x group evaluated by the proxy, naming the compatibility table", ex.Code, ex.Body)
+		}
+		// The suite, the combined expressions and the sums, with the
+		// shipped float_sums (reassociate), as the reference answers them.
+		cfg := pushDownConfigSums(f, true, plan.FloatSumsReassociate)
+		q := e2eproxy.StartProxy(t, cfg)
+		reqs := append(promqlRequests(f.Data, func(string) bool { return false }), combinedRequests(f.Data)...)
+		runSuiteWithin(t, f.Reference.URL, q.URL, append(reqs, sumRequests(f.Data)...), nil, len(reqs)/2, sumsTolerance)
+		if byProxy := groupEvalCount(t, q, "proxy"); byProxy < float64(len(sumRequests(f.Data))) {
+			t.Errorf("the 2.42 group's parts of only %v queries evaluated by the proxy", byProxy)
+		}
+	})
+
+	t.Run("OnlyOtherEngineRelease", func(t *testing.T) {
+		// Every group on 2.42: the suite and the sums answer as the
+		// reference, with every group's part evaluated by the proxy over
+		// the group's data, and explain says so.
+		f := startShards(t, "v2only", []e2eutil.Kind{e2eutil.V2}, func(i int) func(labels.Labels) bool {
+			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
+		}, ownCluster)
+		p := e2eproxy.StartProxy(t, pushDownConfigSums(f, true, plan.FloatSumsReassociate))
+		reqs := append(promqlRequests(f.Data, func(string) bool { return false }), combinedRequests(f.Data)...)
+		runSuiteWithin(t, f.Reference.URL, p.URL, append(reqs, sumRequests(f.Data)...), nil, len(reqs)/2, sumsTolerance)
+		pushed, byBackend, byProxy := pushDownCount(t, p, "pushed"), groupEvalCount(t, p, "backend"), groupEvalCount(t, p, "proxy")
+		t.Logf("2.42 only: %v queries split by group, %v groups' parts evaluated by the proxy", pushed, byProxy)
+		if byBackend != 0 || pushed < float64(len(sumRequests(f.Data))) || byProxy < 3*pushed {
+			t.Errorf("split %v, groups' parts by backends %v, by the proxy %v; want none by backends and every group's part of at least the %d sums by the proxy", pushed, byBackend, byProxy, len(sumRequests(f.Data)))
 		}
 	})
 
@@ -311,12 +354,14 @@ func TestPushDown(t *testing.T) {
 		if pushed < float64(len(sumRequests(f.Data))) {
 			t.Errorf("with a 3.5 group only %v queries pushed", pushed)
 		}
-		// What 3.5 evaluates differently falls back, and explain says why.
+		// What 3.5 evaluates differently is not sent to it: the proxy
+		// evaluates the LTS group's part over its data, and explain says why.
 		r := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {`max by (namespace) (quantile_over_time(0.9, memory_usage_bytes[10m]))`}, "time": {e2eproxy.FormatTime(f.Data.Start.Add(30 * time.Minute))}}}
-		before := pushDownCount(t, p, "fallback")
+		fellBefore, byProxyBefore, byBackendBefore := pushDownCount(t, p, "fallback"), groupEvalCount(t, p, "proxy"), groupEvalCount(t, p, "backend")
 		e2eproxy.CompareAnswers(t, r.String(), e2eproxy.DoRequest(t, f.Reference.URL, r), e2eproxy.DoRequest(t, p.URL, r))
-		if fell := pushDownCount(t, p, "fallback") - before; fell != 1 {
-			t.Errorf("quantile_over_time with a 3.5 group: %v fell back, want 1", fell)
+		fell, byProxy, byBackend := pushDownCount(t, p, "fallback")-fellBefore, groupEvalCount(t, p, "proxy")-byProxyBefore, groupEvalCount(t, p, "backend")-byBackendBefore
+		if fell != 0 || byProxy != 1 || byBackend != 2 {
+			t.Errorf("quantile_over_time with a 3.5 group: %v fell back, groups' parts by the proxy %v, by backends %v; want 0, 1 (the 3.5 group) and 2", fell, byProxy, byBackend)
 		}
 		r.Params.Set("explain", "true")
 		if ex := e2eproxy.DoRequest(t, p.URL, r); !strings.Contains(string(ex.Body), "quantile_over_time() differs") {
@@ -327,7 +372,7 @@ func TestPushDown(t *testing.T) {
 	t.Run("DelayedNameRemoval", func(t *testing.T) {
 		// A backend started with promql-delayed-name-removal keeps
 		// __name__ through functions until the end, as the proxy's engine
-		// does not: its group makes every query fall back.
+		// does not: its group's part is evaluated by the proxy.
 		f := startShards(t, "delayed", []e2eutil.Kind{e2eutil.V3}, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
 		}, ownCluster, func(i int) []e2eutil.Option {
@@ -339,8 +384,8 @@ func TestPushDown(t *testing.T) {
 		r := e2eproxy.APIRequest{Path: "/api/v1/query", Params: url.Values{"query": {`max by (namespace) (rate(http_requests_total[5m]))`}, "time": {e2eproxy.FormatTime(f.Data.Start.Add(30 * time.Minute))}}}
 		p := e2eproxy.StartProxy(t, pushDownConfig(f, true))
 		e2eproxy.CompareAnswers(t, r.String(), e2eproxy.DoRequest(t, f.Reference.URL, r), e2eproxy.DoRequest(t, p.URL, r))
-		if pushed, fallback := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"); pushed != 0 || fallback != 1 {
-			t.Errorf("pushed %v, fell back %v; want 0 and 1", pushed, fallback)
+		if pushed, fallback, byProxy := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"), groupEvalCount(t, p, "proxy"); pushed != 1 || fallback != 0 || byProxy != 1 {
+			t.Errorf("pushed %v, fell back %v, groups' parts by the proxy %v; want 1, 0 and 1", pushed, fallback, byProxy)
 		}
 		// The control: the same query over the same shards without the flag is pushed.
 		g := startShards(t, "undelayed", []e2eutil.Kind{e2eutil.V3}, func(i int) func(labels.Labels) bool {
@@ -348,8 +393,8 @@ func TestPushDown(t *testing.T) {
 		}, ownCluster)
 		q := e2eproxy.StartProxy(t, pushDownConfig(g, true))
 		e2eproxy.CompareAnswers(t, r.String(), e2eproxy.DoRequest(t, g.Reference.URL, r), e2eproxy.DoRequest(t, q.URL, r))
-		if pushed := pushDownCount(t, q, "pushed"); pushed != 1 {
-			t.Errorf("without the flag: pushed %v, want 1", pushed)
+		if pushed, byProxy := pushDownCount(t, q, "pushed"), groupEvalCount(t, q, "proxy"); pushed != 1 || byProxy != 0 {
+			t.Errorf("without the flag: pushed %v, groups' parts by the proxy %v; want 1 and 0", pushed, byProxy)
 		}
 	})
 
