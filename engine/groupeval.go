@@ -29,7 +29,8 @@ import (
 // everything after it (probes folded into the query, group labels added,
 // the policy re-check, the combination across groups) is unchanged. The
 // groups' fragments run side by side, so what the proxy would evaluate
-// alone over the union runs on as many cores as there are groups.
+// alone over the union runs on as many cores as there are groups (up to
+// PromQL.partsAtOnce).
 
 // groupData is one group's series as its backend stores them, read from one
 // replica (the one callGroup chose, so failover stays with callGroup).
@@ -80,13 +81,24 @@ func (q *groupDataQuerier) Select(ctx context.Context, _ bool, hints *storage.Se
 		q.failed.set(err)
 		return storage.ErrSeriesSet(err)
 	}
-	return watchedSet{SeriesSet: ss, failed: q.failed}
+	return watchedSet{SeriesSet: ss, failed: q.failed, ctx: ctx, yield: yieldFrom(ctx)}
 }
 
-// watchedSet keeps the error a streamed read ends with.
+// watchedSet keeps the error a streamed read ends with, and, with a yield
+// function, pauses for other tenants' requests while the part's samples
+// are walked, as the fan-out's reads do.
 type watchedSet struct {
 	storage.SeriesSet
 	failed *readFailure
+	ctx    context.Context
+	yield  YieldFunc
+}
+
+func (s watchedSet) At() storage.Series {
+	if s.yield == nil {
+		return s.SeriesSet.At()
+	}
+	return yieldingSeries{Series: s.SeriesSet.At(), ctx: s.ctx, yield: s.yield}
 }
 
 func (s watchedSet) Err() error {

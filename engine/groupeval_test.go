@@ -136,3 +136,23 @@ func TestEvalOnGroupData(t *testing.T) {
 		}
 	})
 }
+
+// TestEvalOnGroupDataYields: a part evaluated by the proxy pauses for other
+// tenants' requests while it walks its samples, as the fan-out's reads do.
+func TestEvalOnGroupDataYields(t *testing.T) {
+	db := costTestStorage(t, 40)
+	c, _ := groupBackend(t, db)
+	p := &PushDown{ng: NewPromQL(DefaultConfig(), nil, nil)}
+	t.Cleanup(func() { _ = p.ng.Close() })
+	var yields int
+	ctx := WithYield(context.Background(), func(context.Context) error { yields++; return nil })
+	_, err := p.evalOnGroupData(ctx, c, remote.QueryParams{Query: `sum(rate(requests_total[5m]))`, Start: 600_000, End: 3_000_000, Step: 15 * time.Second, LookbackDelta: 5 * time.Minute}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 40 series of 240 samples read by rate windows over 161 steps: the
+	// engine walks well over 40 × 512 samples.
+	if yields < 40 {
+		t.Errorf("yielded %d times; want at least once per %d samples walked", yields, yieldEvery)
+	}
+}

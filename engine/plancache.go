@@ -75,10 +75,10 @@ func (c pushCost) add(o pushCost) pushCost {
 // of its answer, then one more evaluation to combine them, against one
 // evaluation over every group's data. The split wins by running the groups
 // side by side, which pays once the evaluation itself is several
-// milliseconds of work: on a small three-group set (2 cores), panels
-// reading 400,000 samples or more were faster split, those reading
-// 140,000 or fewer slower (200,000: even).
-const minSamplesSplitInProxy = 250_000
+// milliseconds of work: on a small three-group set of 2.42 backends (2
+// cores shared with them), panels reading 400,000 samples or more were
+// 15-25% faster split, those reading 300,000 or fewer no faster or slower.
+const minSamplesSplitInProxy = 400_000
 
 // answerCost is the cost of one backend's answer.
 func answerCost(a *remote.QueryAnswer) pushCost {

@@ -94,7 +94,7 @@ func TestNotWorthSplitInProxy(t *testing.T) {
 		inProxy            bool
 	}{
 		{"small, every part by the proxy", pushCost{read: 100_000, points: 1_000, byProxy: 3}, 16, true},
-		{"large, every part by the proxy", pushCost{read: 400_000, points: 1_000, byProxy: 3}, 16, false},
+		{"large, every part by the proxy", pushCost{read: 500_000, points: 1_000, byProxy: 3}, 16, false},
 		{"small, a part by a backend", pushCost{read: 100_000, points: 1_000, byProxy: 2, byBackend: 1}, 16, false},
 		{"small, every part by backends", pushCost{read: 100_000, points: 1_000, byBackend: 3}, 16, false},
 		{"small, but min_samples_per_point: 0", pushCost{read: 100_000, points: 1_000, byProxy: 3}, 0, false},
@@ -106,7 +106,7 @@ func TestNotWorthSplitInProxy(t *testing.T) {
 			if got := why != ""; got != tc.inProxy {
 				t.Fatalf("notWorth = %q; want evaluated in one pass: %v", why, tc.inProxy)
 			}
-			if tc.inProxy && !strings.Contains(why, "fewer than 250000") {
+			if tc.inProxy && !strings.Contains(why, "fewer than 400000") {
 				t.Errorf("reason %q does not say what the split read against what it must", why)
 			}
 			if cp.notWorth(true, tc.minSamplesPerPoint, now.Add(time.Second)) != "" {
