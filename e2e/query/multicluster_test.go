@@ -227,7 +227,9 @@ proxy:
 
 	region := map[int]map[string]string{0: {"region": "eu"}, 1: {"region": "eu"}, 2: {"region": "us"}}
 	reference := e2eutil.StartPrometheus(t, e2eutil.V3, relabeledOpenMetricsExtra(t, f.data, allShards(f.data), region), e2eutil.WithName("reference-two-clusters"))
-	e2eproxy.RunSuite(t, reference.URL, p.URL, append(e2eproxy.SuiteRequests(f.data), extRequests(f.data)...), nil)
+	// Shipped configuration: push-down with sums re-associated.
+	reqs := append(e2eproxy.SuiteRequests(f.data), extRequests(f.data)...)
+	runSuiteWithin(t, reference.URL, p.URL, reqs, nil, len(reqs)/2, sumsTolerance)
 
 	if n := egress.count(net.JoinHostPort(podIPC, portC)); n == 0 {
 		t.Error("no connection went through cluster us's API server to shard 2")
