@@ -54,7 +54,7 @@
 //     check, or re-associative under FloatSumsReassociate.
 //     [TestPlans, TestPlansReassociate, TestRankedDecided,
 //     TestReassociatedSumsWithinRounding]
-//  5. Cost (the executor, engine/pushdown.go): the answer is charged to the
+//  5. Cost (the executor, engine/pushdown.go and pushanswers.go): the answer is charged to the
 //     query's budgets as it is decoded, each selector's span is checked
 //     before the query is sent, answers stay sparse, and a fallback reads
 //     through the same budget. [TestPushedAnswersStaySparse,
