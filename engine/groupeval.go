@@ -95,10 +95,7 @@ type watchedSet struct {
 }
 
 func (s watchedSet) At() storage.Series {
-	if s.yield == nil {
-		return s.SeriesSet.At()
-	}
-	return yieldingSeries{Series: s.SeriesSet.At(), ctx: s.ctx, yield: s.yield}
+	return yieldingAt(s.ctx, s.SeriesSet.At(), s.yield)
 }
 
 func (s watchedSet) Err() error {
@@ -157,11 +154,12 @@ func (p *PushDown) evalOnGroupData(ctx context.Context, c *remote.Client, qp rem
 	res := qry.Exec(ctx)
 	if res.Err != nil {
 		var tooMany promql.ErrTooManySamplesRead
+		readErr := data.failed.get()
 		switch {
-		case data.failed.get() != nil:
+		case readErr != nil:
 			// The replica's read failed (or the budget stopped it):
 			// callGroup fails over, or ends with the query.
-			return nil, data.failed.get()
+			return nil, readErr
 		case errors.As(res.Err, &tooMany) && samplesLimit > 0 && budget != nil:
 			// Over the tenant's limit: the budget says which.
 			if err := budget.AddSamples(int(min(samplesLimit, math.MaxInt32)) + 1); err != nil {

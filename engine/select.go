@@ -156,10 +156,7 @@ func (s *policySeriesSet) Next() bool {
 }
 
 func (s *policySeriesSet) At() storage.Series {
-	if s.yield == nil {
-		return s.SeriesSet.At()
-	}
-	return yieldingSeries{Series: s.SeriesSet.At(), ctx: s.ctx, yield: s.yield}
+	return yieldingAt(s.ctx, s.SeriesSet.At(), s.yield)
 }
 
 func (s *policySeriesSet) Err() error {

@@ -34,6 +34,16 @@ func yieldFrom(ctx context.Context) YieldFunc {
 // enough that the check costs nothing measurable.
 const yieldEvery = 512
 
+// yieldingAt is s, with iterators that call yield as they step when yield
+// is set: what a series set reading for a request with a yield function
+// hands the engine.
+func yieldingAt(ctx context.Context, s storage.Series, yield YieldFunc) storage.Series {
+	if yield == nil {
+		return s
+	}
+	return yieldingSeries{Series: s, ctx: ctx, yield: yield}
+}
+
 // yieldingSeries hands out iterators that yield as they step.
 type yieldingSeries struct {
 	storage.Series
