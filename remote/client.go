@@ -95,8 +95,11 @@ func (c Config) Validate() error {
 type Client struct {
 	base *url.URL
 	cfg  Config
-	read promremote.ReadClient
-	http *http.Client
+	// readURL and readHTTP make remote-read calls (frames.go): readHTTP
+	// charges the answer's bytes to the query's budget as it arrives.
+	readURL  string
+	readHTTP *http.Client
+	http     *http.Client
 	// pool is the connection pool under the tracing wrappers, which cannot
 	// close idle connections themselves.
 	pool http.RoundTripper
@@ -142,17 +145,6 @@ func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
 	u.Path = strings.TrimRight(u.Path, "/")
 	readURL := *u
 	readURL.Path += "/api/v1/read"
-	rc, err := promremote.NewReadClient(redacted, &promremote.ClientConfig{
-		URL: &config_util.URL{URL: &readURL},
-		// Read keeps its own deadline (waitTimer): the library's would
-		// also run while a streamed answer waits for the engine to read it.
-		Timeout:          model.Duration(readClientTimeout),
-		HTTPClientConfig: cfg.HTTPClient,
-		ChunkedReadLimit: cfg.ChunkedReadLimit,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("backend %s: remote read client: %w", redacted, err)
-	}
 	var hc *http.Client
 	if o.transport != nil {
 		hc = &http.Client{Transport: o.transport}
@@ -160,8 +152,8 @@ func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("backend %s: http client: %w", redacted, err)
 	}
 	// One connection pool per backend for remote read, API calls and probes.
-	// The read client's own transport is wrapped for tracing in a way that
-	// cannot close idle connections, so they would outlive Close.
+	// The tracing wrappers cannot close idle connections, so they would
+	// outlive Close: the pool is kept to close them.
 	pool := hc.Transport
 	// Every call is a client span of the request's trace and sends its
 	// traceparent, so a backend with tracing on joins the trace.
@@ -171,11 +163,11 @@ func New(rawURL string, cfg Config, opts ...Option) (*Client, error) {
 			// each would otherwise start a trace of its own.
 			otelhttp.WithFilter(func(r *http.Request) bool { return trace.SpanContextFromContext(r.Context()).IsValid() }))
 	}
-	if prc, ok := rc.(*promremote.Client); ok {
-		prc.Client = &http.Client{Transport: traced(budgetTransport{next: pool}), CheckRedirect: hc.CheckRedirect, Jar: hc.Jar}
-	}
+	// A read keeps its own deadline (waitTimer), not the client's: that
+	// would also run while a streamed answer waits for the engine to read it.
+	readHTTP := &http.Client{Transport: traced(budgetTransport{next: pool}), CheckRedirect: hc.CheckRedirect, Jar: hc.Jar}
 	hc = &http.Client{Transport: traced(pool), CheckRedirect: hc.CheckRedirect, Jar: hc.Jar, Timeout: hc.Timeout}
-	return &Client{base: u, cfg: cfg, read: rc, http: hc, pool: pool}, nil
+	return &Client{base: u, cfg: cfg, readURL: readURL.String(), readHTTP: readHTTP, http: hc, pool: pool}, nil
 }
 
 // URL is the backend's base URL, as configured.
@@ -214,10 +206,6 @@ func (c *Client) closeIdle() {
 		ci.CloseIdleConnections()
 	}
 }
-
-// readClientTimeout is the remote-read library's own deadline, long enough
-// never to come before the proxy's (the query's timeout ends any call).
-const readClientTimeout = 24 * time.Hour
 
 // waitTimer cancels a remote read (with the same cause as callContext)
 // when the proxy has waited on the backend for the configured timeout in a
@@ -280,9 +268,8 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 		}
 	}()
 	defer func() {
-		// The decoding library trusts frames that pass their checksum (a
-		// frame without series panics it); a broken backend must fail its
-		// call, not the process.
+		// A broken backend must fail its call, not the process: the
+		// decoders check what they read, this is in case one misses it.
 		if r := recover(); r != nil {
 			err = fmt.Errorf("backend %s: remote read: %w: %v", c.URL(), ErrBadResponse, r)
 		}
@@ -290,7 +277,7 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	if budget != nil {
 		ctx = context.WithValue(ctx, chargeBytesKey{}, budget)
 	}
-	ss, err := c.read.ReadMultiple(ctx, queries, true)
+	ss, err := c.readMultiple(ctx, queries, mint, maxt)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: remote read: %w", c.URL(), c.scrub(err))
 	}
@@ -341,7 +328,10 @@ func sortedRuns(ss storage.SeriesSet, budget Budget) ([]storage.SeriesSet, error
 			runs = append(runs, &listSeriesSet{series: cur})
 			cur = nil
 		}
-		cur = append(cur, labeledSeries{Series: s, lset: lset})
+		if _, decoded := s.(*chunkSeries); !decoded {
+			s = labeledSeries{Series: s, lset: lset}
+		}
+		cur = append(cur, s)
 		prev = lset
 	}
 	if err := ss.Err(); err != nil {
@@ -351,8 +341,9 @@ func sortedRuns(ss storage.SeriesSet, budget Budget) ([]storage.SeriesSet, error
 	return runs, nil
 }
 
-// labeledSeries keeps a series' labels decoded: a streamed series rebuilds
-// them on every Labels() call, and merging and filtering call it often.
+// labeledSeries keeps the labels of a series that would rebuild them on
+// every Labels() call (a merged one, one of an answer of samples): merging
+// and filtering call it often.
 type labeledSeries struct {
 	storage.Series
 	lset labels.Labels

@@ -155,8 +155,8 @@ func TestCutStreamIsAnError(t *testing.T) {
 	}
 }
 
-// TestFrameWithoutSeries: the decoding library indexes the first series of
-// every frame; a frame without one must be an error, not a crash.
+// TestFrameWithoutSeries: every frame holds a series; a frame without one
+// must be an error, not a crash.
 func TestFrameWithoutSeries(t *testing.T) {
 	stream, _ := chunkedStream(t, 2)
 	var buf bytes.Buffer

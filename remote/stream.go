@@ -140,9 +140,8 @@ type producer struct {
 // or why it stopped early: a broken answer, the call's end, or Close.
 func (p *producer) run(ctx context.Context, ch chan<- storage.Series, stop <-chan struct{}) (err error) {
 	defer func() {
-		// The decoding library trusts frames that pass their checksum (a
-		// frame without series panics it); a broken backend must fail its
-		// query, not the process.
+		// A broken backend must fail its query, not the process: the
+		// decoders check what they read, this is in case one misses it.
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrBadResponse, r)
 		}
@@ -200,9 +199,13 @@ func (p *producer) next() (storage.Series, bool, error) {
 			return nil, false, err
 		}
 	}
-	var series storage.Series = labeledSeries{Series: parts[0], lset: lset}
+	series := parts[0]
 	if len(parts) > 1 {
-		series = labeledSeries{Series: storage.ChainedSeriesMerge(parts...), lset: lset}
+		if joined, ok := joinFrames(parts); ok {
+			series = joined
+		} else {
+			series = labeledSeries{Series: storage.ChainedSeriesMerge(parts...), lset: lset}
+		}
 	}
 	p.prev = lset
 	p.produced++
