@@ -136,15 +136,16 @@ func (p *PushDown) ExplainQuery(ctx context.Context, qs string) (string, error) 
 			if gq.Skipped != "" || g == nil {
 				continue
 			}
-			// What the query would be refused for at its execution.
-			v, err := callGroup(ctx, p.fanout, g, callVersion, func(ctx context.Context, c *remote.Client) (string, error) { return c.Version(ctx) })
+			// What the execution would decide for the group: its release
+			// and its feature flags, as evaluatedByProxy reads them.
+			why, err := callGroup(ctx, p.fanout, g, callVersion, func(ctx context.Context, c *remote.Client) (string, error) {
+				return evaluatedByProxy(ctx, c, evaluatesAsProxy, []string{gq.Query})
+			})
 			switch {
 			case err != nil:
 				f.Queries[i].Refused = "its release could not be read: " + tenantSafe(ctx, err).Error()
-			default:
-				if ok, why := evaluatesAsProxy(v, gq.Query); !ok {
-					f.Queries[i].InProxy = why
-				}
+			case why != "":
+				f.Queries[i].InProxy = why
 			}
 		}
 	}
@@ -298,14 +299,15 @@ func samplesLimitOf(opts promql.QueryOpts) uint64 {
 // evaluatedByProxy says why the group's backend (c) would not evaluate the
 // group's queries as the proxy's engine does — its release, or a feature
 // flag — so that the proxy's engine evaluates them over the group's data;
-// "" when the backend evaluates them.
-func (p *PushDown) evaluatedByProxy(ctx context.Context, c *remote.Client, cp *cachedPlan, queries []string) (string, error) {
+// "" when the backend evaluates them. sameAnswer is evaluatesAsProxy or a
+// plan's memo of it.
+func evaluatedByProxy(ctx context.Context, c *remote.Client, sameAnswer func(version, query string) (bool, string), queries []string) (string, error) {
 	v, err := c.Version(ctx)
 	if err != nil {
 		return "", err
 	}
 	for _, q := range queries {
-		if ok, why := cp.evaluatesAsProxy(v, q); !ok {
+		if ok, why := sameAnswer(v, q); !ok {
 			return why, nil
 		}
 	}
@@ -434,7 +436,7 @@ func (p *PushDown) fetch(ctx context.Context, cp *cachedPlan, policy *tenancy.Po
 				refuse := func(format string, args ...any) (answer, error) {
 					return answer{refused: fmt.Errorf("%w: group %s "+format, append([]any{errNotExact, g.Name}, args...)...)}, nil
 				}
-				inProxy, err := p.evaluatedByProxy(ctx, c, cp, j.queries)
+				inProxy, err := evaluatedByProxy(ctx, c, cp.evaluatesAsProxy, j.queries)
 				if err != nil {
 					return answer{}, err
 				}

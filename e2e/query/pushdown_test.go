@@ -387,6 +387,10 @@ func TestPushDown(t *testing.T) {
 		if pushed, fallback, byProxy := pushDownCount(t, p, "pushed"), pushDownCount(t, p, "fallback"), groupEvalCount(t, p, "proxy"); pushed != 1 || fallback != 0 || byProxy != 1 {
 			t.Errorf("pushed %v, fell back %v, groups' parts by the proxy %v; want 1, 0 and 1", pushed, fallback, byProxy)
 		}
+		ex := e2eproxy.APIRequest{Path: r.Path, Params: url.Values{"query": r.Params["query"], "time": r.Params["time"], "explain": {"true"}}}
+		if body := string(e2eproxy.DoRequest(t, p.URL, ex).Body); !strings.Contains(body, "--enable-feature=promql-delayed-name-removal") || strings.Count(body, "evaluated by the proxy") != 1 {
+			t.Errorf("explain does not say the flagged group's part is evaluated by the proxy, and why: %s", body)
+		}
 		// The control: the same query over the same shards without the flag is pushed.
 		g := startShards(t, "undelayed", []e2eutil.Kind{e2eutil.V3}, func(i int) func(labels.Labels) bool {
 			return func(l labels.Labels) bool { return l.Get("cluster") == datagen.DefaultConfig().Clusters[i] }
