@@ -66,7 +66,7 @@ func (c *Client) readMultiple(ctx context.Context, queries []*prompb.Query, mint
 	contentType := resp.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(contentType, contentTypeSamples):
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		return sampledAnswer(resp.Body, len(queries))
 	case strings.HasPrefix(contentType, contentTypeChunked):
 		return &frameSet{
