@@ -61,7 +61,7 @@ func (c *Client) readMultiple(ctx context.Context, queries []*prompb.Query, mint
 	if resp.StatusCode/100 != 2 {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("remote server returned http status %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("remote server returned http status %s: %s", resp.Status, snippet(body))
 	}
 	contentType := resp.Header.Get("Content-Type")
 	switch {
@@ -431,15 +431,21 @@ func (it *chunksIterator) nextChunk() bool {
 
 func (it *chunksIterator) exhausted() bool { return it.chunks == nil }
 
+// chunkEnded moves on once the current chunk's iterator has ended: false
+// when the series has too, or the chunk broke off.
+func (it *chunksIterator) chunkEnded() bool {
+	if err := it.cur.Err(); err != nil {
+		it.err, it.chunks = err, nil
+		return false
+	}
+	return it.nextChunk()
+}
+
 func (it *chunksIterator) Next() chunkenc.ValueType {
 	for !it.exhausted() {
 		vt := it.cur.Next()
 		if vt == chunkenc.ValNone {
-			if err := it.cur.Err(); err != nil {
-				it.err, it.chunks = err, nil
-				break
-			}
-			if !it.nextChunk() {
+			if !it.chunkEnded() {
 				break
 			}
 			continue
@@ -482,11 +488,7 @@ func (it *chunksIterator) Seek(t millis) chunkenc.ValueType {
 	for !it.exhausted() {
 		vt := it.cur.Seek(t)
 		if vt == chunkenc.ValNone {
-			if err := it.cur.Err(); err != nil {
-				it.err, it.chunks = err, nil
-				break
-			}
-			if !it.nextChunk() {
+			if !it.chunkEnded() {
 				break
 			}
 			continue
