@@ -116,8 +116,9 @@ func sampledAnswer(body io.Reader, queries int) (storage.SeriesSet, error) {
 
 // frameSet reads a streamed answer frame by frame (Prometheus writes one
 // series a frame; a long series spans several, each repeating its labels).
-// Each frame is decoded into one chunkSeries: its labels built once, its
-// chunks' bytes copied into one buffer that they index.
+// Each series of a frame is decoded into a chunkSeries: its labels built
+// once, its chunks' bytes copied into one buffer that they index. A frame
+// that breaks off hands on none of its series.
 type frameSet struct {
 	r          *promremote.ChunkedReader
 	body       io.ReadCloser
@@ -143,7 +144,7 @@ func (s *frameSet) Next() bool {
 			s.queue = s.decoded
 		}
 		if err != nil {
-			s.ended = true
+			s.ended, s.queue = true, nil
 			_ = s.body.Close()
 			if !errors.Is(err, io.EOF) {
 				s.err = err

@@ -430,3 +430,31 @@ func BenchmarkDecodeFrames(b *testing.B) {
 		}
 	})
 }
+
+// TestBrokenFrameHandsOnNothing: a frame whose second series is broken
+// fails the set without handing on its first.
+func TestBrokenFrameHandsOnNothing(t *testing.T) {
+	good, _ := chunkedStream(t, 1)
+	var first prompb.ChunkedReadResponse
+	if err := first.Unmarshal(frameBody(t, good)); err != nil {
+		t.Fatal(err)
+	}
+	broken := *first.ChunkedSeries[0]
+	broken.Chunks = []prompb.Chunk{{MinTimeMs: 0, MaxTimeMs: 900, Type: prompb.Chunk_XOR, Data: []byte{0}}}
+	frame, err := (&prompb.ChunkedReadResponse{ChunkedSeries: []*prompb.ChunkedSeries{first.ChunkedSeries[0], &broken}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := promremote.NewChunkedWriter(&buf, nopFlusher{}).Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	ss := &frameSet{r: promremote.NewChunkedReader(&buf, 1<<20, nil), body: io.NopCloser(nil), mint: 0, maxt: 1000}
+	n := 0
+	for ss.Next() {
+		n++
+	}
+	if n != 0 || !errors.Is(ss.Err(), ErrBadResponse) || ss.Next() {
+		t.Errorf("%d series handed on, err %v; want none and an ErrBadResponse", n, ss.Err())
+	}
+}
