@@ -6,33 +6,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 )
 
 func series(name string, ts ...int64) storage.Series {
 	var s []chunks.Sample
 	for _, t := range ts {
-		s = append(s, fSample{t, float64(t)})
+		s = append(s, testSample{t: t, f: float64(t)})
 	}
 	return storage.NewListSeries(labels.FromStrings("__name__", name), s)
 }
-
-type fSample struct {
-	t int64
-	f float64
-}
-
-func (s fSample) T() int64                    { return s.t }
-func (fSample) ST() int64                     { return 0 }
-func (s fSample) F() float64                  { return s.f }
-func (fSample) H() *histogram.Histogram       { return nil }
-func (fSample) FH() *histogram.FloatHistogram { return nil }
-func (fSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
-func (s fSample) Copy() chunks.Sample         { return s }
 
 func TestSortedRunsMergesQueriesAndFrames(t *testing.T) {
 	// Two queries' answers back to back, the second repeating a series of the

@@ -163,8 +163,8 @@ func (*frameSet) Warnings() annotations.Annotations { return nil }
 
 // decodeFrame appends the series of one ChunkedReadResponse to out.
 func (s *frameSet) decodeFrame(b []byte, out []*chunkSeries) ([]*chunkSeries, error) {
-	err := eachField(b, func(num protowire.Number, v []byte) error {
-		if num != 1 { // chunked_series; query_index is not needed: queries' series are merged
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if num != 1 || typ != protowire.BytesType { // chunked_series; query_index is not needed: queries' series are merged
 			return nil
 		}
 		cs, err := s.decodeSeries(v)
@@ -190,15 +190,19 @@ func (s *frameSet) decodeSeries(b []byte) (*chunkSeries, error) {
 	s.b.Reset()
 	s.scratch = s.scratch[:0]
 	size := 0
-	err := eachField(b, func(num protowire.Number, v []byte) error {
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
 		switch num {
 		case 1: // labels
 			var name, value []byte
-			if err := eachField(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case 1:
+			if err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				switch {
+				case typ != protowire.BytesType:
+				case num == 1:
 					name = v
-				case 2:
+				case num == 2:
 					value = v
 				}
 				return nil
@@ -239,74 +243,64 @@ func (s *frameSet) decodeSeries(b []byte) (*chunkSeries, error) {
 // decodeChunk decodes one Chunk; its data still points into the frame.
 func decodeChunk(b []byte) (chunkRef, error) {
 	var c chunkRef
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return c, badFrame(n)
-		}
-		b = b[n:]
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch {
-		case typ == protowire.VarintType && num <= 3:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return c, badFrame(n)
-			}
-			b = b[n:]
-			switch num {
-			case 1:
-				c.mint = int64(v)
-			case 2:
-				c.maxt = int64(v)
-			case 3:
-				c.enc = chunkenc.Encoding(v)
-			}
+		case typ == protowire.VarintType && num == 1:
+			c.mint = int64(x)
+		case typ == protowire.VarintType && num == 2:
+			c.maxt = int64(x)
+		case typ == protowire.VarintType && num == 3:
+			c.enc = chunkenc.Encoding(x)
 		case typ == protowire.BytesType && num == 4:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return c, badFrame(n)
-			}
-			b = b[n:]
 			c.data = v
-		default:
-			n := protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return c, badFrame(n)
-			}
-			b = b[n:]
 		}
+		return nil
+	})
+	if err != nil {
+		return c, err
 	}
 	// Every chunk encoding starts with a header its iterator reads
-	// unchecked: two bytes (the sample count), three where a flags byte
-	// follows.
-	if header := 3; len(c.data) < header && (c.enc != chunkenc.EncXOR || len(c.data) < 2) {
+	// unchecked: the sample count (two bytes), then for all but XOR a
+	// flags byte.
+	header := 3
+	if c.enc == chunkenc.EncXOR {
+		header = 2
+	}
+	if len(c.data) < header {
 		return c, fmt.Errorf("%w: a remote-read chunk of %d bytes", ErrBadResponse, len(c.data))
 	}
 	return c, nil
 }
 
-// eachField calls f with every length-delimited field of the message b
-// (the only kind the callers need) and skips the others.
-func eachField(b []byte, f func(num protowire.Number, v []byte) error) error {
+// eachField calls f with every length-delimited (v) and varint (x) field
+// of the message b, and skips the others.
+func eachField(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return badFrame(n)
 		}
 		b = b[n:]
-		if typ != protowire.BytesType {
-			n := protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return badFrame(n)
-			}
-			b = b[n:]
-			continue
+		var (
+			v []byte
+			x uint64
+		)
+		switch typ {
+		case protowire.BytesType:
+			v, n = protowire.ConsumeBytes(b)
+		case protowire.VarintType:
+			x, n = protowire.ConsumeVarint(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
-		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
 			return badFrame(n)
 		}
 		b = b[n:]
-		if err := f(num, v); err != nil {
+		if typ != protowire.BytesType && typ != protowire.VarintType {
+			continue
+		}
+		if err := f(num, typ, v, x); err != nil {
 			return err
 		}
 	}
