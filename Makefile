@@ -80,10 +80,15 @@ $(PROMETHEUS_LTS):
 # bench/load measures one tenant's latency against its own idle baseline
 # (fair scheduling), so it runs after the other packages, alone on the machine.
 LOAD_PKG := ./bench/load
+# make test runs the fairness measurements at half their length with team-b
+# sending twice as often (the same number of requests behind each
+# percentile) and the soak for 30 s; run the package alone for the
+# lengths docs/limits.md reports.
+LOAD_TEST_ENV ?= FAIR_DURATION=15s FAIR_IDLE=10s FAIR_INTERVAL=100ms SOAK_DURATION=30s
 test: deps
 	$(MAKE) --no-print-directory -j2 --output-sync=target tools-shared tools-own-lint
 	$(GO) test -p $(TEST_P) -timeout $(TEST_TIMEOUT) -count=1 $$($(GO) list ./... | grep -v '/bench/load$$')
-	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 $(LOAD_PKG)
+	$(LOAD_TEST_ENV) $(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 $(LOAD_PKG)
 	$(MAKE) fuzz
 
 # The tools the tests run, in two chains side by side. Prometheus 3.16,
