@@ -18,7 +18,7 @@ TEST_TIMEOUT ?= 40m
 # A count, not a duration: with -fuzztime 20s Go's fuzzing coordinator can
 # fail the run with a bare "context deadline exceeded" (no input written)
 # when the deadline falls while a worker is minimizing; a count has no
-# deadline to race. 100000 inputs take 15-20 s here.
+# deadline to race. 100000 inputs take 10-20 s here.
 FUZZ_TIME ?= 100000x
 
 .PHONY: all build test test-tools fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools helm-tool k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
