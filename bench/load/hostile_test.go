@@ -28,6 +28,10 @@ import (
 // 2–3.4× quiet. Loopback only; bounded in time (HOSTILE_DURATION).
 func TestHostileMix(t *testing.T) {
 	duration := envDuration("HOSTILE_DURATION", 20*time.Second)
+	// Each tenant loads its dashboard this often (HOSTILE_INTERVAL): a
+	// shorter run at a shorter interval keeps as many requests behind
+	// each percentile.
+	interval := envDuration("HOSTILE_INTERVAL", 200*time.Millisecond)
 	data, groups := startFairBackends(t)
 	p := startProxyBinary(t, data.Clusters, groups, "proxy:\n  enable_request_logging: false\n")
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
@@ -53,7 +57,7 @@ func TestHostileMix(t *testing.T) {
 		for _, ns := range tenants {
 			wg.Go(func() {
 				var run lightRun
-				tick := time.NewTicker(200 * time.Millisecond)
+				tick := time.NewTicker(interval)
 				defer tick.Stop()
 				for deadline := time.Now().Add(d); time.Now().Before(deadline); <-tick.C {
 					for _, r := range dashboard(ns) {
