@@ -1,16 +1,26 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	promremote "github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/annotations"
 
@@ -207,5 +217,62 @@ func TestWaitInOwnGateIsNotTheReplicas(t *testing.T) {
 	r := b.groups[0].Replicas[0]
 	if !r.Healthy() {
 		t.Error("replica marked unhealthy")
+	}
+}
+
+// TestReadsOwnTheirHints: a select's reads start after Select returns (at
+// the first Next, beside the query's other reads), while the engine goes
+// on and sorts an aggregation's grouping in place, the slice the hints
+// hold. Each read sends the grouping as it was when selected; a read that
+// shared the slice sent whatever the engine left in it, and one encoding
+// it mid-sort broke its request ("index out of range").
+func TestReadsOwnTheirHints(t *testing.T) {
+	db := costTestStorage(t, 2)
+	read := promremote.NewReadHandler(nil, nil, db, func() config.Config { return config.Config{} }, 0, 1, 1<<20)
+	var (
+		mu   sync.Mutex
+		sent [][]string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var req prompb.ReadRequest
+		if raw, err := snappy.Decode(nil, body); err != nil || req.Unmarshal(raw) != nil {
+			t.Errorf("undecodable read request: %v", err)
+			return
+		}
+		mu.Lock()
+		for _, q := range req.Queries {
+			sent = append(sent, q.Hints.Grouping)
+		}
+		mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		read.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	f, _ := newTestFanout(t, discovery.PartialAbort, discovery.StaticGroup{Name: "a", URLs: []string{srv.URL}})
+	q, err := f.Querier(0, 3_600_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grouping := []string{"pod", "namespace"}
+	hints := &storage.SelectHints{Start: 0, End: 3_600_000, Func: "sum", By: true, Grouping: grouping}
+	ss := q.Select(context.Background(), false, hints, labels.MustNewMatcher(labels.MatchEqual, "__name__", "requests_total"))
+	// What the engine does next: sort the aggregation's grouping.
+	slices.Sort(grouping)
+	n := 0
+	for ss.Next() {
+		n++
+	}
+	if err := ss.Err(); err != nil || n != 2 {
+		t.Fatalf("read %d series, err %v; want 2", n, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 1 || !slices.Equal(sent[0], []string{"pod", "namespace"}) {
+		t.Errorf("groupings sent %q; want the one selected, [pod namespace]", sent)
 	}
 }

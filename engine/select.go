@@ -42,6 +42,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	mint, maxt := q.mint, q.maxt
 	if hints != nil {
 		mint, maxt = hints.Start, hints.End
+		hints = ownHints(hints)
 	}
 	policy := tenancy.FromContext(ctx)
 	sets := MatcherSets(policy, ms)
@@ -102,6 +103,17 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	}
 	merged := storage.NewMergeSeriesSet(parts, 0, storage.ChainedSeriesMerge)
 	return &policySeriesSet{SeriesSet: merged, policy: policy, warns: warns, ctx: ctx, yield: yieldFrom(ctx)}
+}
+
+// ownHints copies hints for reads that outlive Select: their Grouping is
+// the parsed query's own slice, which the engine sorts in place when it
+// evaluates the aggregation, while a read started ahead may still be
+// encoding it into its request (a torn slice there broke the request's
+// encoding: "index out of range").
+func ownHints(h *storage.SelectHints) *storage.SelectHints {
+	own := *h
+	own.Grouping = slices.Clone(h.Grouping)
+	return &own
 }
 
 // readKey names what a select reads: identical keys within one query (and
