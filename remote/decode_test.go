@@ -3,7 +3,10 @@ package remote
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"testing"
+
+	jsoniter "github.com/json-iterator/go"
 )
 
 // matrixAnswer is a query_range answer of n series with points each, as
@@ -39,25 +42,45 @@ func BenchmarkDecodeQueryAnswer(b *testing.B) {
 	}
 }
 
-func TestParseMillis(t *testing.T) {
+func TestReadPoint(t *testing.T) {
 	for in, want := range map[string]int64{
 		"1767225600":     1767225600000,
 		"1767225600.5":   1767225600500,
 		"1767225600.123": 1767225600123,
 		"1767225600.05":  1767225600050,
+		"4102444799.999": 4102444799999,
 		"-1.5":           -1500,
 		"-0.001":         -1,
 		"1.7672256e9":    1767225600000,
 		"0.0004":         0,
 	} {
-		got, err := parseMillis(in)
-		if err != nil || got != want {
-			t.Errorf("parseMillis(%q) = %d, %v; want %d", in, got, err, want)
+		it := jsoniter.ParseString(jsoniter.ConfigDefault, "["+in+`,"0.25"]`)
+		ts, v, err := readPoint(it)
+		if err != nil || ts != want || v != 0.25 {
+			t.Errorf("readPoint([%s, \"0.25\"]) = %d, %g, %v; want %d, 0.25", in, ts, v, err, want)
 		}
 	}
-	for _, in := range []string{"", "x", "1.2x", "1.x"} {
-		if _, err := parseMillis(in); err == nil {
-			t.Errorf("parseMillis(%q): no error", in)
+	for _, in := range []string{`[]`, `["1","2"]`, `[1]`, `[1,2]`, `[1,""]`, `[1,"x"]`, `[1,"1",3]`, `[1e300,"1"]`, `{}`} {
+		if _, _, err := readPoint(jsoniter.ParseString(jsoniter.ConfigDefault, in)); err == nil {
+			t.Errorf("readPoint(%s): no error", in)
+		}
+	}
+	for in, want := range map[string]float64{`"NaN"`: math.NaN(), `"+Inf"`: math.Inf(1), `"-Inf"`: math.Inf(-1), `"1e-300"`: 1e-300} {
+		_, v, err := readPoint(jsoniter.ParseString(jsoniter.ConfigDefault, "[1,"+in+"]"))
+		if err != nil || math.Float64bits(v) != math.Float64bits(want) && !(math.IsNaN(v) && math.IsNaN(want)) {
+			t.Errorf("readPoint value %s = %g, %v", in, v, err)
+		}
+	}
+}
+
+// Every millisecond of a day decodes exactly: the time passes through a
+// float64.
+func TestReadPointMillisecondsExact(t *testing.T) {
+	for ms := int64(1767225600000); ms < 1767225600000+86_400_000; ms += 7 {
+		in := fmt.Sprintf(`[%d.%03d,"1"]`, ms/1000, ms%1000)
+		ts, _, err := readPoint(jsoniter.ParseString(jsoniter.ConfigDefault, in))
+		if err != nil || ts != ms {
+			t.Fatalf("readPoint(%s) = %d, %v", in, ts, err)
 		}
 	}
 }
