@@ -364,7 +364,12 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		ctx, span := s.startRequestSpan(c, endpoint)
 		defer span.End()
-		ctx, reads := withReadStats(ctx)
+		// The reads are counted for the request log only: counting wraps
+		// every series and every sample step the engine takes.
+		var reads *readStats
+		if s.opts.Proxy.EnableRequestLogging {
+			ctx, reads = withReadStats(ctx)
+		}
 		groups := &requestGroups{}
 		ctx = engine.WithObserver(ctx, groups)
 		c.SetRequest(c.Request().WithContext(ctx))
