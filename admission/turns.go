@@ -19,8 +19,8 @@ import (
 // halved every halfLife), so the unit of the share is the tenant: a tenant
 // that keeps sending heavy queries starts each new one behind a neighbour
 // that has asked for little, instead of level with it. The wait
-// ends when the other request finishes, starts waiting itself, or has run
-// as long, and never lasts more than maxWait in a row; after such a wait
+// ends when the other request finishes, waits for a third one itself, or
+// has run as long, and never lasts more than maxWait in a row; after such a wait
 // the request runs for grace without yielding, so a stream of neighbours
 // cannot starve it.
 type Turns struct {
@@ -163,21 +163,48 @@ func (ts *Turns) share(t *Turn, now time.Time) time.Duration {
 // first request it yields to has run as long as t (when it stops being a
 // reason to wait; t's past decays meanwhile, which only shortens that).
 func (ts *Turns) blockedFor(t *Turn, now time.Time) (time.Duration, bool) {
+	return ts.blockedAmong(t, now, map[*Turn]bool{})
+}
+
+// blockedAmong is blockedFor, with resumes memoizing resumesNow. A request
+// waiting in Yield is a reason to wait only when it resumes now: one that
+// waits for a third keeps no core busy, but one whose reason just ended
+// will run, and must not find the longer request it was yielding to
+// running beside it because that one happened to look first.
+func (ts *Turns) blockedAmong(t *Turn, now time.Time, resumes map[*Turn]bool) (time.Duration, bool) {
 	mine := ts.share(t, now)
 	var until time.Duration
 	blocked := false
 	for o := range ts.running {
-		if o.tenant == t.tenant || o.waiting > 0 {
+		if o.tenant == t.tenant {
 			continue
 		}
-		if gap := mine - ts.quantum - ts.share(o, now); gap > 0 {
-			if !blocked || gap < until {
-				until = gap
-			}
-			blocked = true
+		gap := mine - ts.quantum - ts.share(o, now)
+		if gap <= 0 || o.waiting > 0 && !ts.resumesNow(o, now, resumes) {
+			continue
 		}
+		if !blocked || gap < until {
+			until = gap
+		}
+		blocked = true
 	}
 	return until, blocked
+}
+
+// resumesNow reports whether the waiting request o ends its wait now, as
+// its Yield decides it. The requests it looks at have run less than o, so
+// the recursion ends.
+func (ts *Turns) resumesNow(o *Turn, now time.Time, memo map[*Turn]bool) bool {
+	if r, ok := memo[o]; ok {
+		return r
+	}
+	r := !now.After(o.graceEnd) || now.Sub(o.waitStart) >= ts.maxWait
+	if !r {
+		_, blocked := ts.blockedAmong(o, now, memo)
+		r = !blocked
+	}
+	memo[o] = r
+	return r
 }
 
 func (t *Turn) beginWait(now time.Time) {
