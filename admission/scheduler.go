@@ -149,12 +149,12 @@ func (s *Scheduler) Rejected(label, reason string) {
 // the queue timeout, and with ErrCanceled when ctx ends first.
 func (s *Scheduler) Acquire(ctx context.Context, tenant, label string) (release func(), err error) {
 	start := time.Now()
-	w, err := s.enqueue(tenant)
+	w, granted, err := s.enqueue(tenant)
 	if err != nil {
 		s.Rejected(label, ReasonQueueFull)
 		return nil, err
 	}
-	if w.granted {
+	if granted {
 		s.metrics.queueWait.WithLabelValues(label).Observe(0)
 		return s.releaser(w.q, label), nil
 	}
@@ -197,20 +197,21 @@ func (s *Scheduler) releaser(q *tenantQueue, label string) func() {
 }
 
 // enqueue grants a slot at once or queues the request (queues.add),
-// or refuses it when the tenant's queue is full.
-func (s *Scheduler) enqueue(tenant string) (*waiter, error) {
+// or refuses it when the tenant's queue is full. granted is read under
+// the lock: once it is released, a release elsewhere may grant w.
+func (s *Scheduler) enqueue(tenant string) (w *waiter, granted bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := &waiter{ready: make(chan struct{})}
+	w = &waiter{ready: make(chan struct{})}
 	s.noteAsked(tenant, time.Now())
 	if !s.q.add(tenant, w) {
-		return nil, &QueueError{Reason: ReasonQueueFull, RetryAfter: s.retryAfter(),
+		return nil, false, &QueueError{Reason: ReasonQueueFull, RetryAfter: s.retryAfter(),
 			Msg: fmt.Sprintf("too many outstanding requests: the tenant's queue is full (limit max_queued_requests=%d)", w.q.limits.MaxQueuedRequests)}
 	}
 	if w.granted {
 		close(w.ready)
 	}
-	return w, nil
+	return w, w.granted, nil
 }
 
 // abandon takes a waiter that gave up out of its queue. It returns false

@@ -266,21 +266,21 @@ func TestQueueFull(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Defaults.MaxQueuedRequests = 2
 	s := newTestScheduler(t, cfg, 1)
-	if _, err := s.enqueue("a"); err != nil {
+	if _, _, err := s.enqueue("a"); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if _, err := s.enqueue("a"); err != nil {
+		if _, _, err := s.enqueue("a"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := s.enqueue("a")
+	_, _, err := s.enqueue("a")
 	qe := (*QueueError)(nil)
 	if !errors.As(err, &qe) || qe.Reason != ReasonQueueFull || !strings.Contains(qe.Msg, "max_queued_requests=2") {
 		t.Fatalf("third queued request: %v, want a queue_full QueueError naming the limit", err)
 	}
 	// Another tenant's queue is its own.
-	if _, err := s.enqueue("b"); err != nil {
+	if _, _, err := s.enqueue("b"); err != nil {
 		t.Errorf("b refused because a's queue is full: %v", err)
 	}
 }
