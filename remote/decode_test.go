@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"runtime"
 	"testing"
 
 	jsoniter "github.com/json-iterator/go"
@@ -125,5 +126,36 @@ func TestDecodeQueryAnswerShapes(t *testing.T) {
 		if _, _, err := decodeQueryAnswer(bytes.NewReader([]byte(bad)), nil); err == nil {
 			t.Errorf("%s: no error", bad)
 		}
+	}
+}
+
+// A long series followed by many short ones allocates for the points the
+// answer has: a series may be sized from the one before it, never from
+// the longest (which would multiply the long one by the short ones).
+func TestDecodeAllocatesForThePointsRead(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString(`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"pod":"long"},"values":[`)
+	for p := range 10_000 {
+		if p > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `[%d,"1"]`, 1767225600+p)
+	}
+	b.WriteString(`]}`)
+	for i := range 2_000 {
+		fmt.Fprintf(&b, `,{"metric":{"pod":"short-%d"},"values":[[1767225600,"1"]]}`, i)
+	}
+	b.WriteString(`]}}`)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ans, _, err := decodeQueryAnswer(bytes.NewReader(b.Bytes()), nil)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(ans.Series) != 2_001 {
+		t.Fatalf("decode: %v, %d series", err, len(ans.Series))
+	}
+	// 12,000 points of 16 bytes and 2,001 label sets: well under 4 MiB;
+	// every short series sized like the long one would take 320 MB.
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+		t.Errorf("decoding allocated %d bytes", got)
 	}
 }
