@@ -163,10 +163,11 @@ func (ts *Turns) share(t *Turn, now time.Time) time.Duration {
 // first request it yields to has run as long as t (when it stops being a
 // reason to wait; t's past decays meanwhile, which only shortens that).
 func (ts *Turns) blockedFor(t *Turn, now time.Time) (time.Duration, bool) {
-	return ts.blockedAmong(t, now, map[*Turn]bool{})
+	return ts.blockedAmong(t, now, nil)
 }
 
-// blockedAmong is blockedFor, with resumes memoizing resumesNow. A request
+// blockedAmong is blockedFor, with resumes memoizing resumesNow (made
+// when a waiting request is first looked at). A request
 // waiting in Yield is a reason to wait only when it resumes now: one that
 // waits for a third keeps no core busy, but one whose reason just ended
 // will run, and must not find the longer request it was yielding to
@@ -180,8 +181,16 @@ func (ts *Turns) blockedAmong(t *Turn, now time.Time, resumes map[*Turn]bool) (t
 			continue
 		}
 		gap := mine - ts.quantum - ts.share(o, now)
-		if gap <= 0 || o.waiting > 0 && !ts.resumesNow(o, now, resumes) {
+		if gap <= 0 {
 			continue
+		}
+		if o.waiting > 0 {
+			if resumes == nil {
+				resumes = map[*Turn]bool{}
+			}
+			if !ts.resumesNow(o, now, resumes) {
+				continue
+			}
 		}
 		if !blocked || gap < until {
 			until = gap
