@@ -346,7 +346,11 @@ func (rep *Report) summarySection(b *strings.Builder) {
 		}
 		w("; uncached %s: %d, %d differed", targetTitle(ta.Target), ta.Checked, ta.Differ)
 	}
-	w(".\n\n")
+	w(".")
+	if ref, eng := majorVersion(rep.Machine.Prometheus, "version "), majorVersion(rep.Machine.Proxy, "engine of Prometheus "); s.AnswersDiffer > 0 && ref != "" && eng != "" && ref != eng {
+		w(" The reference is Prometheus %s.x and the proxy's engine %s.x: the releases evaluate range selectors differently (2.x includes a sample at the range's start, 3.x does not), so answers over ranges differ on the same data.", ref, eng)
+	}
+	w("\n\n")
 
 	w("| target | measured | met |\n|---|---|---|\n")
 	for _, g := range s.Targets {
@@ -576,3 +580,17 @@ func minutesString(m float64) string {
 }
 
 func escapeCell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+
+// majorVersion is the major version in a version string after marker
+// ("prometheus, version 2.42.0 …" after "version "), or "".
+func majorVersion(v, marker string) string {
+	_, rest, ok := strings.Cut(v, marker)
+	if !ok {
+		return ""
+	}
+	major, _, ok := strings.Cut(rest, ".")
+	if _, err := strconv.Atoi(major); !ok || err != nil {
+		return ""
+	}
+	return major
+}

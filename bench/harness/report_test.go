@@ -233,3 +233,21 @@ func TestCriticalPath(t *testing.T) {
 		t.Errorf("add: %v", got)
 	}
 }
+
+// TestRenderReleasesApart: answers that differ because the reference runs
+// another release than the proxy's engine say so; the same release does
+// not.
+func TestRenderReleasesApart(t *testing.T) {
+	rep := reassociateReport()
+	rep.Summary.AnswersChecked, rep.Summary.AnswersDiffer = 10, 4
+	rep.Machine.Proxy = "prometheus-multi-tenant-proxy abc (PromQL engine of Prometheus 3.16.0)"
+	const note = "The reference is Prometheus 2.x and the proxy's engine 3.x"
+	rep.Machine.Prometheus = "prometheus, version 2.42.0 (branch: debian/sid)"
+	if md := rep.Markdown(); !strings.Contains(md, note) {
+		t.Errorf("2.42 reference, answers differing: no word on the releases:\n%s", md)
+	}
+	rep.Machine.Prometheus = "prometheus, version 3.16.0 (branch: , revision: v0.316.0)"
+	if md := rep.Markdown(); strings.Contains(md, "The reference is Prometheus") {
+		t.Errorf("same release: the releases named as the reason:\n%s", md)
+	}
+}
