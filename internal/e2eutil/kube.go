@@ -88,6 +88,7 @@ type Kube struct {
 	dir       string
 	saKey     string // the service-account signing key (PEM)
 	apiserver *e2ehost.Process
+	port      int // the API server's, which its clients know
 	etcd      *e2ehost.Process
 }
 
@@ -166,6 +167,7 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	k.apiserver = &e2ehost.Process{Name: "kube-apiserver", Path: apiserverBin, LogPath: filepath.Join(dir, "kube-apiserver.log")}
 	cleanup(t, k.apiserver)
 	err = k.apiserver.StartOnFreePort(startAttempts, func(port int) error {
+		k.port = port
 		k.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 		k.apiserver.Name = "kube-apiserver (" + k.URL + ")"
 		k.apiserver.Args = []string{
@@ -211,14 +213,17 @@ func (k *Kube) apiServerReady() func() error {
 }
 
 // StopAPIServer stops kube-apiserver (etcd keeps running), as an outage of
-// the control plane would.
-func (k *Kube) StopAPIServer() { k.apiserver.Stop(syscall.SIGTERM, 10*time.Second) }
+// the control plane would. Its port is held meanwhile (clients dialling it
+// are refused), so the restart finds it free.
+func (k *Kube) StopAPIServer() {
+	k.apiserver.StopHoldingPort(syscall.SIGTERM, 10*time.Second, k.port)
+}
 
 // StartAPIServer starts kube-apiserver again on the same address after
 // StopAPIServer, and waits until it is ready.
 func (k *Kube) StartAPIServer() {
 	k.t.Helper()
-	if err := k.apiserver.StartReady(apiServerReadyTimeout, k.apiServerReady()); err != nil {
+	if err := k.apiserver.RestartOnPort(apiServerReadyTimeout, k.apiServerReady()); err != nil {
 		fatalStart(k.t, fmt.Errorf("restart: %w", err))
 	}
 }

@@ -320,12 +320,12 @@ func (p *Prometheus) Stop() { p.proc.Stop(syscall.SIGTERM, 10*time.Second) }
 func (p *Prometheus) Kill() { p.proc.Kill() }
 
 // Restart starts the server again on the same address and data; a running
-// server is stopped first. The port may have been taken meanwhile, which fails
-// the test.
+// server is stopped first. A port taken meanwhile (by a passing
+// connection) is waited for, up to 15 s.
 func (p *Prometheus) Restart() {
 	p.t.Helper()
 	p.Stop()
-	if err := p.proc.StartReady(p.opts.readyTimeout, p.ready()); err != nil {
+	if err := p.proc.RestartOnPort(p.opts.readyTimeout, p.ready()); err != nil {
 		fatalStart(p.t, fmt.Errorf("restart: %w", err))
 	}
 }

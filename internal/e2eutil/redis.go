@@ -216,11 +216,12 @@ func ioReadFull(br *bufio.Reader, buf []byte) (int, error) {
 func (r *Redis) Kill() { r.proc.Kill() }
 
 // Restart starts a killed server again on the same address (empty, since
-// nothing is persisted). A running server is killed first.
+// nothing is persisted). A running server is killed first; a port taken
+// meanwhile is waited for, up to 15 s.
 func (r *Redis) Restart() {
 	r.t.Helper()
 	r.proc.Kill()
-	if err := r.proc.StartReady(redisReadyTimeout, r.ping); err != nil {
+	if err := r.proc.RestartOnPort(redisReadyTimeout, r.ping); err != nil {
 		fatalStart(r.t, fmt.Errorf("restart redis: %w", err))
 	}
 }

@@ -56,6 +56,8 @@ type Process struct {
 	done    chan struct{} // closed once the child has exited and been reaped
 	peakRSS int64         // the last VmHWM read before a stop
 	logFrom int64         // where the current start's output begins in the log
+	// releasePort lets go of the port StopHoldingPort holds.
+	releasePort func()
 }
 
 // Start starts the child.
@@ -119,6 +121,47 @@ func (p *Process) StartOnFreePort(attempts int, configure func(port int) error, 
 		if !PortTaken(err) || attempt >= attempts {
 			return err
 		}
+	}
+}
+
+// samePortWait is how long a restart on the child's own port keeps trying
+// while another socket holds the port.
+const samePortWait = 15 * time.Second
+
+// StopHoldingPort stops the child (see Stop) and keeps port, the one its
+// clients know it by, from being lent to another socket until
+// RestartOnPort: a connect() anywhere on the machine picks its local port
+// from the range a freed listening port returns to.
+func (p *Process) StopHoldingPort(sig os.Signal, grace time.Duration, port int) {
+	p.Stop(sig, grace)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.releasePort == nil {
+		p.releasePort = holdPort(port)
+	}
+}
+
+// RestartOnPort starts the child again with its Args, on the port its
+// clients know (see StopHoldingPort), and waits until ready passes. A start
+// that finds the port taken (the hold let go for the child to bind it, or
+// never held) is tried again for up to samePortWait: whatever took it is
+// most likely a connection that ends.
+func (p *Process) RestartOnPort(timeout time.Duration, ready func() error) error {
+	p.mu.Lock()
+	release := p.releasePort
+	p.releasePort = nil
+	p.mu.Unlock()
+	if release != nil {
+		release()
+	}
+	deadline := time.Now().Add(samePortWait)
+	for {
+		err := p.StartReady(timeout, ready)
+		if err == nil || !PortTaken(err) || time.Now().After(deadline) {
+			return err
+		}
+		p.Kill()
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -177,3 +177,23 @@ func TestLookBinary(t *testing.T) {
 		t.Errorf("a directory: %v, want the hint", err)
 	}
 }
+
+// TestRestartOnPort: a restart that finds its port taken is tried again
+// until the port is free, on the same port (its Args unchanged).
+func TestRestartOnPort(t *testing.T) {
+	dir := t.TempDir()
+	tried, marker := filepath.Join(dir, "tried"), filepath.Join(dir, "up")
+	script := "if [ ! -f " + tried + " ]; then touch " + tried + "; echo 'bind: address already in use'; exit 1; fi; touch " + marker + "; exec sleep 30"
+	p := &Process{Name: "server", Path: "/bin/sh", Args: []string{"-c", script}, LogPath: filepath.Join(dir, "log")}
+	defer p.Kill()
+	err := p.RestartOnPort(20*time.Second, func() error {
+		_, err := os.Stat(marker)
+		return err
+	})
+	if err != nil {
+		t.Fatal(WithLog(err))
+	}
+	if _, err := os.Stat(tried); err != nil || !p.Running() {
+		t.Errorf("first start not made (%v) or second not running (%v)", err, p.Running())
+	}
+}
