@@ -313,15 +313,26 @@ func (p *Prometheus) ready() func() error {
 	return func() error { return e2ehost.HTTPReady(client, p.URL+"/-/ready", "")() }
 }
 
-// Stop shuts the server down gracefully (SIGTERM; SIGKILL after 10 s).
-func (p *Prometheus) Stop() { p.proc.Stop(syscall.SIGTERM, 10*time.Second) }
+// Stop shuts the server down gracefully (SIGTERM; SIGKILL after 10 s). Its
+// port stays held for Restart.
+func (p *Prometheus) Stop() { p.proc.StopHoldingPort(syscall.SIGTERM, 10*time.Second, portOf(p.Addr)) }
 
-// Kill ends the server at once with SIGKILL, as a crash would.
-func (p *Prometheus) Kill() { p.proc.Kill() }
+// Kill ends the server at once with SIGKILL, as a crash would. Its port
+// stays held for Restart.
+func (p *Prometheus) Kill() { p.proc.StopHoldingPort(os.Kill, time.Minute, portOf(p.Addr)) }
+
+// portOf is the port of host:port (0 when there is none). A stopped
+// server's port is held (refusing connections, as when nothing is there)
+// until it restarts on it: see e2ehost.Process.StopHoldingPort.
+func portOf(addr string) int {
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	return n
+}
 
 // Restart starts the server again on the same address and data; a running
-// server is stopped first. A port taken meanwhile (by a passing
-// connection) is waited for, up to 15 s.
+// server is stopped first. The port was held since the stop; one taken
+// before the hold is waited for, up to 15 s.
 func (p *Prometheus) Restart() {
 	p.t.Helper()
 	p.Stop()

@@ -136,7 +136,7 @@ func (p *Process) StopHoldingPort(sig os.Signal, grace time.Duration, port int) 
 	p.Stop(sig, grace)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.releasePort == nil {
+	if p.releasePort == nil && port > 0 {
 		p.releasePort = holdPort(port)
 	}
 }
