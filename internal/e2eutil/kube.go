@@ -88,7 +88,6 @@ type Kube struct {
 	dir       string
 	saKey     string // the service-account signing key (PEM)
 	apiserver *e2ehost.Process
-	port      int // the API server's, which its clients know
 	etcd      *e2ehost.Process
 }
 
@@ -167,7 +166,6 @@ func StartKube(t testing.TB, opts ...KubeOption) *Kube {
 	k.apiserver = &e2ehost.Process{Name: "kube-apiserver", Path: apiserverBin, LogPath: filepath.Join(dir, "kube-apiserver.log")}
 	cleanup(t, k.apiserver)
 	err = k.apiserver.StartOnFreePort(startAttempts, func(port int) error {
-		k.port = port
 		k.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 		k.apiserver.Name = "kube-apiserver (" + k.URL + ")"
 		k.apiserver.Args = []string{
@@ -216,7 +214,7 @@ func (k *Kube) apiServerReady() func() error {
 // the control plane would. Its port is held meanwhile (clients dialling it
 // are refused), so the restart finds it free.
 func (k *Kube) StopAPIServer() {
-	k.apiserver.StopHoldingPort(syscall.SIGTERM, 10*time.Second, k.port)
+	k.apiserver.StopHoldingPort(syscall.SIGTERM, 10*time.Second)
 }
 
 // StartAPIServer starts kube-apiserver again on the same address after

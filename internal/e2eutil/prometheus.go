@@ -315,20 +315,11 @@ func (p *Prometheus) ready() func() error {
 
 // Stop shuts the server down gracefully (SIGTERM; SIGKILL after 10 s). Its
 // port stays held for Restart.
-func (p *Prometheus) Stop() { p.proc.StopHoldingPort(syscall.SIGTERM, 10*time.Second, portOf(p.Addr)) }
+func (p *Prometheus) Stop() { p.proc.StopHoldingPort(syscall.SIGTERM, 10*time.Second) }
 
 // Kill ends the server at once with SIGKILL, as a crash would. Its port
 // stays held for Restart.
-func (p *Prometheus) Kill() { p.proc.StopHoldingPort(os.Kill, time.Minute, portOf(p.Addr)) }
-
-// portOf is the port of host:port (0 when there is none). A stopped
-// server's port is held (refusing connections, as when nothing is there)
-// until it restarts on it: see e2ehost.Process.StopHoldingPort.
-func portOf(addr string) int {
-	_, port, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(port)
-	return n
-}
+func (p *Prometheus) Kill() { p.proc.StopHoldingPort(os.Kill, time.Minute) }
 
 // Restart starts the server again on the same address and data; a running
 // server is stopped first. The port was held since the stop; one taken

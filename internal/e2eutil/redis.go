@@ -214,7 +214,7 @@ func ioReadFull(br *bufio.Reader, buf []byte) (int, error) {
 
 // Kill stops the server with SIGKILL, as a crash would; its data is gone,
 // its port held for Restart.
-func (r *Redis) Kill() { r.proc.StopHoldingPort(os.Kill, time.Minute, portOf(r.Addr)) }
+func (r *Redis) Kill() { r.proc.StopHoldingPort(os.Kill, time.Minute) }
 
 // Restart starts a killed server again on the same address (empty, since
 // nothing is persisted). A running server is killed first; a port taken

@@ -56,7 +56,10 @@ type Process struct {
 	done    chan struct{} // closed once the child has exited and been reaped
 	peakRSS int64         // the last VmHWM read before a stop
 	logFrom int64         // where the current start's output begins in the log
-	// releasePort lets go of the port StopHoldingPort holds.
+	// port is the one StartOnFreePort started the child on, which its
+	// clients know it by; releasePort lets go of it once StopHoldingPort
+	// held it.
+	port        int
 	releasePort func()
 }
 
@@ -115,6 +118,9 @@ func (p *Process) StartOnFreePort(attempts int, configure func(port int) error, 
 		}
 		err = p.StartReady(timeout, ready)
 		if err == nil {
+			p.mu.Lock()
+			p.port = port
+			p.mu.Unlock()
 			return nil
 		}
 		p.Kill()
@@ -128,16 +134,17 @@ func (p *Process) StartOnFreePort(attempts int, configure func(port int) error, 
 // while another socket holds the port.
 const samePortWait = 15 * time.Second
 
-// StopHoldingPort stops the child (see Stop) and keeps port, the one its
-// clients know it by, from being lent to another socket until
+// StopHoldingPort stops the child (see Stop) and keeps the port
+// StartOnFreePort started it on from being lent to another socket until
 // RestartOnPort: a connect() anywhere on the machine picks its local port
-// from the range a freed listening port returns to.
-func (p *Process) StopHoldingPort(sig os.Signal, grace time.Duration, port int) {
+// from the range a freed listening port returns to. A child started
+// otherwise has no port to hold.
+func (p *Process) StopHoldingPort(sig os.Signal, grace time.Duration) {
 	p.Stop(sig, grace)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.releasePort == nil && port > 0 {
-		p.releasePort = holdPort(port)
+	if p.releasePort == nil && p.port > 0 {
+		p.releasePort = holdPort(p.port)
 	}
 }
 
