@@ -30,8 +30,18 @@ var ErrUnsortedAnswer = errors.New("the answer is not sorted by labels")
 // most 1 MB, typically one series of a few kB).
 const readAhead = 256
 
+// streamBatch is how many series the producer hands on at once: a reader
+// (the engine expands a selector's whole set before evaluating it) takes
+// series faster than they are decoded, so handing them on one by one
+// parked and woke it once a series, a few percent of the proxy's CPU.
+// The first series is sent alone (Read waits for it), then a batch when
+// full and at the end of the answer; the series of a batch not sent when
+// the answer breaks never reached the reader.
+const streamBatch = 128
+
 // streamSet hands on one query's series as their frames are decoded. A
-// goroutine reads the frames, up to readAhead series ahead of the reader. A
+// goroutine reads the frames, up to readAhead series ahead of the reader,
+// and hands them on in batches of streamBatch. A
 // long series spans frames that repeat its labels: frames are read one ahead
 // so that those are handed on as one series. Each series is charged to the
 // budget when it is complete.
@@ -39,15 +49,16 @@ const readAhead = 256
 // It is not safe for concurrent use, like every storage.SeriesSet.
 type streamSet struct {
 	c     *Client
-	ch    chan storage.Series // closed when the producer ends
-	stop  chan struct{}       // closed by Close
+	ch    chan []storage.Series // closed when the producer ends
+	stop  chan struct{}         // closed by Close
 	close func()
 	// endErr is why the producer ended early, read after ch is closed.
 	endErr error
 
 	cur      storage.Series
-	handed   int  // series handed on
-	peeked   bool // cur was read by Read and is not handed on yet
+	batch    []storage.Series // received, not handed on yet
+	handed   int              // series handed on
+	peeked   bool             // cur was read by Read and is not handed on yet
 	finished bool
 	err      error
 }
@@ -57,7 +68,7 @@ type streamSet struct {
 // while the producer waits on the backend. done ends the call (cancels its
 // context) and ctx is that context.
 func newStreamSet(ctx context.Context, c *Client, frames storage.SeriesSet, budget Budget, wait *time.Timer, cancel context.CancelFunc) *streamSet {
-	s := &streamSet{c: c, ch: make(chan storage.Series, readAhead), stop: make(chan struct{})}
+	s := &streamSet{c: c, ch: make(chan []storage.Series, readAhead/streamBatch), stop: make(chan struct{})}
 	done := sync.OnceFunc(func() {
 		wait.Stop()
 		cancel()
@@ -86,15 +97,20 @@ func (s *streamSet) Next() bool {
 	if s.finished {
 		return false
 	}
-	series, ok := <-s.ch
-	if !ok {
-		s.finished = true
-		if s.endErr != nil {
-			s.fail(s.endErr)
+	if len(s.batch) == 0 {
+		batch, ok := <-s.ch
+		if !ok {
+			s.finished = true
+			if s.endErr != nil {
+				s.fail(s.endErr)
+			}
+			return false
 		}
-		return false
+		s.batch = batch
 	}
-	s.cur = series
+	s.cur = s.batch[0]
+	s.batch[0] = nil // the reader keeps what it wants; the batch holds nothing
+	s.batch = s.batch[1:]
 	s.handed++
 	return true
 }
@@ -118,7 +134,7 @@ func (*streamSet) Warnings() annotations.Annotations { return nil }
 // Close ends the call when its answer is not read to the end (the reader
 // gave up): the connection is torn down rather than left streaming.
 func (s *streamSet) Close() {
-	s.finished, s.peeked = true, false
+	s.finished, s.peeked, s.batch = true, false, nil
 	s.close()
 }
 
@@ -136,9 +152,10 @@ type producer struct {
 	produced  int
 }
 
-// run sends every series on ch and returns nil at the end of the answer,
-// or why it stopped early: a broken answer, the call's end, or Close.
-func (p *producer) run(ctx context.Context, ch chan<- storage.Series, stop <-chan struct{}) (err error) {
+// run sends every series on ch, in batches, and returns nil at the end of
+// the answer, or why it stopped early: a broken answer, the call's end, or
+// Close.
+func (p *producer) run(ctx context.Context, ch chan<- []storage.Series, stop <-chan struct{}) (err error) {
 	defer func() {
 		// A broken backend must fail its query, not the process: the
 		// decoders check what they read, this is in case one misses it.
@@ -146,17 +163,36 @@ func (p *producer) run(ctx context.Context, ch chan<- storage.Series, stop <-cha
 			err = fmt.Errorf("%w: %v", ErrBadResponse, r)
 		}
 	}()
-	for {
-		series, more, err := p.next()
-		if err != nil || !more {
-			return err
-		}
+	send := func(batch []storage.Series) error {
 		select {
-		case ch <- series:
+		case ch <- batch:
+			return nil
 		case <-stop:
 			return errors.New("closed by its reader")
 		case <-ctx.Done():
 			return context.Cause(ctx)
+		}
+	}
+	batch := make([]storage.Series, 0, streamBatch)
+	for {
+		series, more, err := p.next()
+		if err != nil {
+			return err
+		}
+		if !more {
+			if len(batch) == 0 {
+				return nil
+			}
+			return send(batch)
+		}
+		batch = append(batch, series)
+		// The first series goes alone: Read waits for it to decide
+		// whether the caller may still fail over.
+		if len(batch) == streamBatch || p.produced == 1 {
+			if err := send(batch); err != nil {
+				return err
+			}
+			batch = make([]storage.Series, 0, streamBatch)
 		}
 	}
 }

@@ -161,6 +161,52 @@ func TestBreakBeforeFirstSeriesFailsRead(t *testing.T) {
 	}
 }
 
+// TestStreamHandsOnInBatches: after the first series, a stream hands on
+// whole batches. Every series of a long answer arrives once and in order;
+// a cut inside the third batch ends the set after the first series and
+// the first full batch, as a broken stream: the series decoded after those
+// never reached the reader.
+func TestStreamHandsOnInBatches(t *testing.T) {
+	n := 2*streamBatch + 5
+	var buf bytes.Buffer
+	var cutAt int
+	for i := range n {
+		if i == 1+streamBatch+streamBatch/2 {
+			cutAt = buf.Len() + 3
+		}
+		buf.Write(frame(t, i, 0, 100))
+	}
+	upstream := serveStream(t, buf.Bytes())
+	ss, err := testClient(t, upstream).Read(context.Background(), 0, 1000, nil, upSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for ss.Next() {
+		if want := fmt.Sprintf("%03d", got); ss.At().Labels().Get("i") != want {
+			t.Fatalf("series %d is i=%s, want i=%s", got, ss.At().Labels().Get("i"), want)
+		}
+		got++
+	}
+	if err := ss.Err(); err != nil || got != n {
+		t.Fatalf("%d of %d series, err %v", got, n, err)
+	}
+
+	cut := e2eutil.CloseMidStream(t, upstream, cutAt)
+	ss, err = testClient(t, cut.URL).Read(context.Background(), 0, 1000, nil, upSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = 0
+	for ss.Next() {
+		got++
+	}
+	handed := fmt.Sprintf("after %d series", 1+streamBatch)
+	if err := ss.Err(); got != 1+streamBatch || !errors.Is(err, ErrStreamBroken) || !strings.Contains(err.Error(), handed) {
+		t.Errorf("cut in the third batch: %d series, err = %v; want %d then a broken stream %s", got, err, 1+streamBatch, handed)
+	}
+}
+
 // TestUnsortedAnswerIsAnError: a backend that does not sort its streamed
 // answer (Prometheus adds external labels after sorting, so a series
 // storing an external label's name sorts elsewhere) cannot be merged as
