@@ -59,11 +59,13 @@ func FreePort(t testing.TB) int {
 
 const logTailBytes = 16 << 10
 
-// cleanup kills the child at the end of the test and prints its log if the
-// test failed. Register it after t.TempDir so it runs before the directory goes.
+// cleanup kills the child at the end of the test, lets go of a port held
+// for a restart that did not come, and prints the child's log if the test
+// failed. Register it after t.TempDir so it runs before the directory goes.
 func cleanup(t testing.TB, p *e2ehost.Process) {
 	t.Cleanup(func() {
 		p.Kill()
+		p.LetGoOfPort()
 		if t.Failed() {
 			t.Logf("e2eutil: %s log (%s):\n%s", p.Name, p.LogPath, p.LogTail(logTailBytes))
 		}

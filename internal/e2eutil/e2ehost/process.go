@@ -148,12 +148,10 @@ func (p *Process) StopHoldingPort(sig os.Signal, grace time.Duration) {
 	}
 }
 
-// RestartOnPort starts the child again with its Args, on the port its
-// clients know (see StopHoldingPort), and waits until ready passes. A start
-// that finds the port taken (the hold let go for the child to bind it, or
-// never held) is tried again for up to samePortWait: whatever took it is
-// most likely a connection that ends.
-func (p *Process) RestartOnPort(timeout time.Duration, ready func() error) error {
+// LetGoOfPort releases the port StopHoldingPort holds, for a child stopped
+// for good (a test's cleanup): the hold is a socket of the test binary,
+// kept otherwise until it exits.
+func (p *Process) LetGoOfPort() {
 	p.mu.Lock()
 	release := p.releasePort
 	p.releasePort = nil
@@ -161,6 +159,15 @@ func (p *Process) RestartOnPort(timeout time.Duration, ready func() error) error
 	if release != nil {
 		release()
 	}
+}
+
+// RestartOnPort starts the child again with its Args, on the port its
+// clients know (see StopHoldingPort), and waits until ready passes. A start
+// that finds the port taken (the hold let go for the child to bind it, or
+// never held) is tried again for up to samePortWait: whatever took it is
+// most likely a connection that ends.
+func (p *Process) RestartOnPort(timeout time.Duration, ready func() error) error {
+	p.LetGoOfPort()
 	deadline := time.Now().Add(samePortWait)
 	for {
 		err := p.StartReady(timeout, ready)

@@ -68,3 +68,31 @@ func TestStopHoldingPort(t *testing.T) {
 	}
 	_ = l.Close()
 }
+
+// TestLetGoOfPort: a child stopped for good gives its held port back.
+func TestLetGoOfPort(t *testing.T) {
+	var port int
+	marker := filepath.Join(t.TempDir(), "up")
+	p := &Process{Name: "server", Path: "/bin/sh", LogPath: filepath.Join(t.TempDir(), "log")}
+	defer p.Kill()
+	if err := p.StartOnFreePort(1, func(pt int) error {
+		port = pt
+		p.Args = []string{"-c", "touch " + marker + "; exec sleep 30"}
+		return nil
+	}, 20*time.Second, func() error { _, err := os.Stat(marker); return err }); err != nil {
+		t.Fatal(WithLog(err))
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p.StopHoldingPort(os.Kill, time.Minute)
+	if l, err := net.Listen("tcp", addr); err == nil {
+		_ = l.Close()
+		t.Fatal("the stopped child's port could be bound")
+	}
+	p.LetGoOfPort()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the port is still held after LetGoOfPort: %v", err)
+	}
+	_ = l.Close()
+	p.LetGoOfPort() // nothing held: a no-op
+}
