@@ -22,8 +22,9 @@ var ErrStreamBroken = errors.New("remote-read answer broke off")
 // read made again succeeds.
 var ErrUnsortedAnswer = errors.New("the answer is not sorted by labels")
 
-// readAhead is how many complete series a stream decodes before its
-// reader asks for them. While the merge waits for a slower group, a group's
+// readAhead is how many complete series a stream holds in sent batches
+// before its reader asks for them (with the batch being filled, up to
+// readAhead+streamBatch are decoded ahead). While the merge waits for a slower group, a group's
 // answer keeps arriving (and is charged to the query's budget, so a query
 // over its limit fails without waiting for the slow group); the bound keeps
 // what a group holds for its reader small (Prometheus sends frames of at
@@ -173,7 +174,7 @@ func (p *producer) run(ctx context.Context, ch chan<- []storage.Series, stop <-c
 			return context.Cause(ctx)
 		}
 	}
-	batch := make([]storage.Series, 0, streamBatch)
+	batch := make([]storage.Series, 0, 1) // the first series goes alone
 	for {
 		series, more, err := p.next()
 		if err != nil {
