@@ -28,7 +28,7 @@ FUZZ_TIME ?= 100000x
 # of 17. A crasher is still written out whole.
 FUZZ_MINIMIZE ?= 1000x
 
-.PHONY: all build test test-race test-tools fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools helm-tool k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
+.PHONY: all build pgo test test-race test-tools fuzz fuzz-pushdown dev-setup demo lint deps tools k8s-tools helm-tool k8s-deploy docker-build clean dev-run dev-test-request ci bench bench-quick bench-readme
 
 all: build
 
@@ -237,6 +237,12 @@ bench-readme:
 # .cache/bench/results-quick/.
 bench-quick: tools
 	$(GO) run ./bench --quick $(BENCH_FLAGS)
+
+# cmd/proxy/default.pgo again: the proxy's CPU profile over the bench's
+# dashboard (push-down off, then the default configuration), which every
+# go build of cmd/proxy uses for profile-guided optimisation.
+pgo: tools
+	$(GO) run ./bench --pgo-profile cmd/proxy/default.pgo $(BENCH_FLAGS)
 
 IMAGE ?= prometheus-multi-tenant-proxy
 docker-build:

@@ -92,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	render := fs.String("render", "", "only render this report JSON again as Markdown and SVG into --out (no servers)")
 	readme := fs.Bool("readme", false, "also write the report's summary into docs/benchmark.md's numbers (full-size runs only)")
+	pgo := fs.String("pgo-profile", "", "only record the proxy's CPU profile over the dashboard (push-down off, then the default configuration) into this file, for profile-guided optimisation (cmd/proxy/default.pgo)")
+	pgoFor := fs.Duration("pgo-duration", 40*time.Second, "with --pgo-profile: how long each configuration is profiled")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -121,6 +123,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			// in the repository.
 			*out = filepath.Join(root, ".cache", "bench", "results-quick")
 		}
+	}
+
+	if *pgo != "" {
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		if err := harness.Profile(ctx, o, *pgo, *pgoFor, stderr); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(stdout, "wrote %s\n", *pgo)
+		return err
 	}
 
 	var rep *harness.Report
