@@ -3,6 +3,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,8 +88,7 @@ func (r *runner) profileUnderLoad(ctx context.Context, base string, d time.Durat
 			}
 			if _, _, err := query(ctx, r.hc, base, rq, false); err != nil {
 				cancel()
-				<-done
-				return err
+				return errors.Join(err, <-done)
 			}
 		}
 	}

@@ -35,7 +35,9 @@ func TestMergeProfiles(t *testing.T) {
 		if err := pprof.StartCPUProfile(f); err != nil {
 			t.Fatal(err)
 		}
-		spinForProfile(300 * time.Millisecond)
+		if spinForProfile(300*time.Millisecond) <= 0 {
+			t.Fatal("the spin computed nothing")
+		}
 		pprof.StopCPUProfile()
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
