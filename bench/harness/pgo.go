@@ -23,22 +23,11 @@ import (
 // over and over, one query at a time. The two profiles are merged with `go
 // tool pprof -proto`.
 func Profile(ctx context.Context, opts Options, out string, perProxy time.Duration, stderr io.Writer) error {
-	if err := opts.Validate(); err != nil {
+	r, err := newRunner(opts, stderr)
+	if err != nil {
 		return err
 	}
-	r := &runner{
-		opts: opts, log: newProgress(stderr), procs: &procSet{},
-		cells: map[cellKey]*cell{}, passes: map[passKey]*passStats{}, checks: map[cellKey]*check{},
-		phaseSeconds: map[string]float64{},
-	}
-	r.hc = newHTTPClient(4)
-	defer r.hc.CloseIdleConnections()
-	defer func() {
-		r.procs.stopAll()
-		if r.workDir != "" && !opts.KeepWorkDir {
-			_ = os.RemoveAll(r.workDir)
-		}
-	}()
+	defer r.close()
 	if err := r.setup(ctx); err != nil {
 		return err
 	}

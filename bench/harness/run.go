@@ -138,6 +138,25 @@ type check struct{ same, close, differ int }
 // Run executes the whole benchmark and returns its report. Every child
 // process is stopped before it returns, on success, error or cancellation.
 func Run(ctx context.Context, opts Options, stderr io.Writer) (*Report, error) {
+	r, err := newRunner(opts, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	started := time.Now()
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.measure(ctx); err != nil {
+		return nil, err
+	}
+	// Stopping records every server's peak RSS.
+	r.procs.stopAll()
+	return r.report(started), nil
+}
+
+// newRunner is a runner for opts; close stops what it started.
+func newRunner(opts Options, stderr io.Writer) (*runner, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -151,25 +170,16 @@ func Run(ctx context.Context, opts Options, stderr io.Writer) (*Report, error) {
 		maxConc = max(maxConc, c)
 	}
 	r.hc = newHTTPClient(maxConc + 4)
-	defer r.hc.CloseIdleConnections()
-	started := time.Now()
-	// Servers first, then their directories, on every way out.
-	defer func() {
-		r.procs.stopAll()
-		if r.workDir != "" && !opts.KeepWorkDir {
-			_ = os.RemoveAll(r.workDir)
-		}
-	}()
+	return r, nil
+}
 
-	if err := r.setup(ctx); err != nil {
-		return nil, err
-	}
-	if err := r.measure(ctx); err != nil {
-		return nil, err
-	}
-	// Stopping records every server's peak RSS.
+// close stops every server, then removes their directories (unless kept).
+func (r *runner) close() {
+	r.hc.CloseIdleConnections()
 	r.procs.stopAll()
-	return r.report(started), nil
+	if r.workDir != "" && !r.opts.KeepWorkDir {
+		_ = os.RemoveAll(r.workDir)
+	}
 }
 
 func (r *runner) setup(ctx context.Context) error {
