@@ -25,7 +25,7 @@ func TestQuickReport(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := run(ctx, []string{"--quick", "--out", dir, "--concurrency=2",
-		"--uncached-rounds=1", "--cold-rounds=1", "--warm-rounds=1", "--sliding-rounds=1", "--concurrent-rounds=1"}, &stdout, &stderr)
+		"--uncached-rounds=1", "--cold-rounds=1", "--warm-rounds=1", "--sliding-rounds=1", "--concurrent-rounds=1", "--floors"}, &stdout, &stderr)
 	t.Logf("progress:\n%s", stderr.String())
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -109,6 +109,21 @@ func checkReport(t *testing.T, rep *harness.Report) {
 				checkResult(t, q.ID, r)
 			}
 		}
+		// The floor phase, at concurrency 1 only; the proxy over the
+		// reference answers as the reference does.
+		for _, target := range []string{harness.TargetReference, harness.TargetReassociate, harness.TargetBackendsAlone, harness.TargetOverReference} {
+			if r, ok := find(q, harness.PhaseFloor, target, 1); !ok {
+				t.Errorf("%s: no floor phase result of %s", q.ID, target)
+			} else {
+				checkResult(t, q.ID, r)
+				if target == harness.TargetOverReference && (r.AnswersSame != 1 || r.AnswersDiffer+r.AnswersClose != 0) {
+					t.Errorf("%s: the proxy over the reference answered %d times as it, %d not", q.ID, r.AnswersSame, r.AnswersDiffer+r.AnswersClose)
+				}
+			}
+			if _, ok := find(q, harness.PhaseFloor, target, 2); ok {
+				t.Errorf("%s: %s measured in the floor phase at concurrency 2", q.ID, target)
+			}
+		}
 		same, differ := 0, 0
 		for _, r := range q.Results {
 			same += r.AnswersSame
@@ -138,6 +153,13 @@ func checkReport(t *testing.T, rep *harness.Report) {
 		}
 	}
 
+	for _, target := range []string{harness.TargetBackendsAlone, harness.TargetOverReference} {
+		if p, ok := findPhase(rep, harness.PhaseFloor, target, 1); !ok || p.RatioGeomean <= 0 || p.Errors != 0 ||
+			p.CPUSecondsPerPass == nil || *p.CPUSecondsPerPass <= 0 || p.ProxyCPUSecondsPerPass != nil {
+			t.Errorf("floor phase of %s: %+v (present %v)", target, p, ok)
+		}
+	}
+
 	roles := map[string]bool{}
 	for _, m := range rep.Memory {
 		if m.PeakRSSBytes <= 0 {
@@ -164,6 +186,11 @@ func checkReport(t *testing.T, rep *harness.Report) {
 		}
 		if cs.ReassociateRatio <= 0 || cs.ReassociateInstantRatio <= 0 || cs.ReassociateWorstPanel == "" {
 			t.Errorf("reassociate summary at concurrency %d: %+v", cs.Concurrency, cs)
+		}
+		if (cs.FloorDefaultMedianRatio > 0) != (cs.Concurrency == 1) || (cs.BackendsAloneMedianRatio > 0) != (cs.Concurrency == 1) ||
+			(cs.OverReferenceMedianRatio > 0) != (cs.Concurrency == 1) {
+			t.Errorf("medians of the floor phase at concurrency %d: %v, %v, %v", cs.Concurrency, cs.FloorDefaultMedianRatio,
+				cs.BackendsAloneMedianRatio, cs.OverReferenceMedianRatio)
 		}
 		if cs.PeakRSSProxy <= 0 || cs.PeakRSSPushDown <= 0 || cs.PeakRSSReassociate <= 0 {
 			t.Errorf("peak RSS per configuration at concurrency %d: off %d, on %d, reassociate %d", cs.Concurrency,
@@ -267,7 +294,8 @@ func checkMarkdown(t *testing.T, rep *harness.Report, path string) {
 		"| uncached, push-down on: p50 ≤ 1.0× the reference", "panels pushed",
 		"proxy uncached, push-down on, reassociate", "reassociate: within 1e-12 / bit-equal",
 		"| uncached, push-down on, `float_sums: reassociate`: p50 ≤ 1.0× the reference",
-		"| peak RSS of the uncached proxy, push-down on, `float_sums: reassociate`, at concurrency 2"} {
+		"| peak RSS of the uncached proxy, push-down on, `float_sums: reassociate`, at concurrency 2",
+		"floor phase: backends alone, no proxy", "over the reference alone", "at concurrency 1 (floor phase: "} {
 		if !strings.Contains(md, s) {
 			t.Errorf("%s lacks %q", path, s)
 		}

@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.SlidingRounds, "sliding-rounds", o.SlidingRounds, "sliding-window refreshes")
 	fs.IntVar(&o.ConcRounds, "concurrent-rounds", o.ConcRounds, "passes per phase at concurrency > 1")
 	fs.DurationVar(&o.PhaseBudget, "phase-budget", o.PhaseBudget, "a phase stops starting new rounds after this long")
+	fs.BoolVar(&o.Floors, "floors", o.Floors, "also time, in a rotation of their own at concurrency 1, the backends answering each panel with no proxy and the proxy (push-down off) over the reference alone, beside the reference and the default configuration")
 	fs.StringVar(&o.Compare, "compare", "", "also measure this Prometheus-compatible endpoint (base URL) in the uncached phase")
 	out := fs.String("out", "", "directory for latest.{md,json,svg} (default bench/results; with --quick .cache/bench/results-quick)")
 	fs.StringVar(&o.Prometheus, "prometheus", os.Getenv("PROMETHEUS_V3"), "prometheus binary (default: the build of `make tools`)")

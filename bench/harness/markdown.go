@@ -88,6 +88,14 @@ func columnTitle(name string) string {
 		return "proxy uncached, push-down on"
 	case "uncached reassociate":
 		return "proxy uncached, push-down on, reassociate"
+	case "floor: reference":
+		return "floor phase: reference"
+	case "floor: default":
+		return "floor phase: proxy, push-down on, reassociate"
+	case "floor: backends alone":
+		return "floor phase: backends alone, no proxy"
+	case "floor: over reference":
+		return "floor phase: proxy, push-down off, over the reference alone"
 	}
 	return "proxy " + name
 }
@@ -167,6 +175,9 @@ func (rep *Report) Markdown() string {
 		}
 		w(" (the uncached phase, with %d targets where the budget counts three, after %.0f s per concurrency level)",
 			targets, uncachedBudget(secondsDuration(set.PhaseBudgetSeconds), targets).Seconds())
+	}
+	if rep.hasTarget(TargetBackendsAlone, PhaseFloor) {
+		w("; the floor phase as many rounds as the uncached one, its 4 targets after %.0f s", uncachedBudget(secondsDuration(set.PhaseBudgetSeconds), 4).Seconds())
 	}
 	w(".\n")
 	if len(rep.Warnings) > 0 {

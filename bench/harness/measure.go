@@ -137,7 +137,16 @@ func (r *runner) one(ctx context.Context, phase string, t endpoint, rq request, 
 		}
 	}
 	cpu0 := t.cpu()
-	d, body, err := query(ctx, r.hc, t.url, rq, keep)
+	var (
+		d    time.Duration
+		body []byte
+		err  error
+	)
+	if len(t.each) > 0 {
+		d, err = queryEach(ctx, r.hc, t.each, rq)
+	} else {
+		d, body, err = query(ctx, r.hc, t.url, rq, keep)
+	}
 	cpu := t.cpu().sub(cpu0)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -41,6 +41,10 @@ type Options struct {
 	// push-down on; the uncached phase always measures both.
 	CachedPushDown bool
 
+	// Floors adds the floor phase (PhaseFloor): what this machine takes
+	// for each panel with no proxy, and with the proxy over one backend.
+	Floors bool
+
 	// Compare is another Prometheus-compatible endpoint measured beside the
 	// reference in the uncached phase ("" for none).
 	Compare string

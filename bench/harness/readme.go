@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -28,7 +29,9 @@ func (rep *Report) ReadmeSection() string {
 	}
 	w("Latest run (`make bench`, %s, %d CPUs shared with other work, load average %s at the start; %s series, %s):\n\n",
 		rep.Started.Format("2006-01-02"), rep.Machine.CPUs, rep.Machine.LoadAvgStart, thousands(d.Series), layout)
-	cols := rep.columns()
+	// The README's table is the product's numbers; the machine's floor
+	// stays in the full report.
+	cols := slices.DeleteFunc(rep.columns(), func(c column) bool { return c.phase == PhaseFloor })
 	w("|   |")
 	w("%s", headerCells(cols))
 	for _, cs := range s.PerConcurrency {

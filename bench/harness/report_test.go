@@ -251,3 +251,56 @@ func TestRenderReleasesApart(t *testing.T) {
 		t.Errorf("same release: the releases named as the reason:\n%s", md)
 	}
 }
+
+// TestFloors: the backends alone and the proxy over the reference,
+// measured at concurrency 1, give their medians beside the default
+// configuration's, columns of the full report, and no columns of the
+// README's table.
+func TestFloors(t *testing.T) {
+	rep := reassociateReport()
+	for i := range rep.Queries {
+		// The floor phase's reference is 10 % faster than the uncached
+		// phase's: each phase's ratios are to its own.
+		rep.Queries[i].Results = append(rep.Queries[i].Results,
+			Result{Phase: PhaseFloor, Target: TargetReference, Concurrency: 1, Samples: 3, P50: 90},
+			Result{Phase: PhaseFloor, Target: TargetReassociate, Concurrency: 1, Samples: 3, P50: []float64{117, 108}[i], Ratio: []float64{1.3, 1.2}[i]},
+			Result{Phase: PhaseFloor, Target: TargetBackendsAlone, Concurrency: 1, Samples: 3, P50: []float64{99, 90}[i], Ratio: []float64{1.1, 1}[i]},
+			Result{Phase: PhaseFloor, Target: TargetOverReference, Concurrency: 1, Samples: 3, P50: []float64{144, 126}[i], Ratio: []float64{1.6, 1.4}[i],
+				AnswersSame: 3})
+	}
+	for _, target := range []string{TargetReference, TargetReassociate, TargetBackendsAlone, TargetOverReference} {
+		rep.Phases = append(rep.Phases, PhaseReport{Phase: PhaseFloor, Target: target, Concurrency: 1, RatioGeomean: 1.2})
+	}
+	r := &runner{opts: Options{Concurrency: []int{1, 4}}}
+	rep.Summary = Summary{}
+	r.summarize(rep)
+	c1, c4 := rep.Summary.PerConcurrency[0], rep.Summary.PerConcurrency[1]
+	if c1.FloorDefaultMedianRatio != 1.2 || c1.BackendsAloneMedianRatio != 1 || c1.OverReferenceMedianRatio != 1.4 || c1.ReassociateMedianRatio != 0.7 {
+		t.Errorf("medians at concurrency 1: floor phase default %v, backends alone %v, over the reference %v, uncached default %v; want 1.2, 1, 1.4 (the lower of two), 0.7",
+			c1.FloorDefaultMedianRatio, c1.BackendsAloneMedianRatio, c1.OverReferenceMedianRatio, c1.ReassociateMedianRatio)
+	}
+	if c4.FloorDefaultMedianRatio != 0 || c4.BackendsAloneMedianRatio != 0 || c4.OverReferenceMedianRatio != 0 {
+		t.Errorf("floor medians at concurrency 4: %+v", c4)
+	}
+	var median Goal
+	for _, g := range r.goals(rep) {
+		if g.Name == "median-reassociate" {
+			median = g
+		}
+	}
+	if median.Measured != "0.70× at concurrency 1 (floor phase: 1.20×; the backends alone, no proxy 1.00×; push-down off over the reference alone 1.40×)" || !median.Met {
+		t.Errorf("median goal %+v", median)
+	}
+	md := rep.Markdown()
+	for _, s := range []string{"| floor phase: reference | floor phase: proxy, push-down on, reassociate | floor phase: backends alone, no proxy | floor phase: proxy, push-down off, over the reference alone |",
+		"| q02 | panel q02 (instant) |  | 1 | 100 | 140 (1.40×) | 110 (1.10×) | 80.0 (0.80×) | 90.0 | 108 (1.20×) | 90.0 (1.00×) | 126 (1.40×) |",
+		"the floor phase as many rounds as the uncached one"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+	// Named in the median's goal, not a column.
+	if readme := rep.ReadmeSection(); strings.Contains(readme, "| floor phase:") || !strings.Contains(readme, "(floor phase: 1.20×; the backends alone, no proxy 1.00×; ") {
+		t.Errorf("README table has a floor as a column, or its goal does not name them:\n%s", readme)
+	}
+}
