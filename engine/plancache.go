@@ -72,14 +72,18 @@ func (c pushCost) add(o pushCost) pushCost {
 // minSamplesPushedRange is what a pushed range query must have the
 // backends read, in all, to be worth pushing whatever its samples per
 // point: a pushed query carries fixed costs of its own (the folded probes,
-// its answer in JSON, a second evaluation in the proxy) that a small read
-// does not outweigh. On a small three-group set (3.16, 15 s steps),
-// aggregations by cluster or job over one series a target, reading about
-// 35,000 samples for 48 per point, were 7-15% slower pushed; every range
-// panel reading 137,000 or more was as fast or faster pushed. An instant
-// query's samples undercount what remote read would bring (whole chunks
-// for one point), so it is judged per point only.
-const minSamplesPushedRange = 40_000
+// its answer in JSON, a second evaluation in the proxy, each backend's
+// cost per query) that a small read does not outweigh. On a small
+// three-group set (3.16, 15 s steps), aggregations by cluster or job over
+// one series a target, reading about 35,000 samples for 48 per point, were
+// 7-15% slower pushed; over eight runs of the bench's small set, the
+// panels reading 68,000 were no faster pushed (q06, two sums folded into
+// one query, 8% slower on average and slower in every run), those reading
+// 205,000 5-25% faster. Pushed, such a panel costs more CPU in all: q06
+// 12.9 ms a query (backends 9.4, proxy 3.4) against 10.2 ms evaluated in
+// the proxy (4.6 and 5.6), q02 9.6 against 7.9 ms. An instant query's samples undercount what remote read
+// would bring (whole chunks for one point), so it is judged per point only.
+const minSamplesPushedRange = 100_000
 
 // minSamplesSplitInProxy is what a query whose every part the proxy
 // evaluates over each group's data must read, in all, to be worth split:

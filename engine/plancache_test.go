@@ -97,9 +97,10 @@ func TestNotWorthSplitInProxy(t *testing.T) {
 	}{
 		{"small, every part by the proxy", pushCost{read: 100_000, points: 1_000, byProxy: 3}, 16, true},
 		{"large, every part by the proxy", pushCost{read: 500_000, points: 1_000, byProxy: 3}, 16, false},
-		{"small, a part by a backend", pushCost{read: 100_000, points: 1_000, byProxy: 2, byBackend: 1}, 16, false},
-		{"small, every part by backends", pushCost{read: 100_000, points: 1_000, byBackend: 3}, 16, false},
+		{"small, a part by a backend", pushCost{read: 150_000, points: 1_000, byProxy: 2, byBackend: 1}, 16, false},
+		{"small, every part by backends", pushCost{read: 150_000, points: 1_000, byBackend: 3}, 16, false},
 		{"tiny range, pushed", pushCost{read: 35_000, points: 723, byBackend: 3}, 16, true},
+		{"small range, pushed", pushCost{read: 68_256, points: 1_464, byBackend: 3}, 16, true},
 		{"small, but min_samples_per_point: 0", pushCost{read: 100_000, points: 1_000, byProxy: 3}, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,7 +110,7 @@ func TestNotWorthSplitInProxy(t *testing.T) {
 			if got := why != ""; got != tc.inProxy {
 				t.Fatalf("notWorth = %q; want evaluated in one pass: %v", why, tc.inProxy)
 			}
-			if tc.inProxy && !strings.Contains(why, "fewer than 400000") && !strings.Contains(why, "fewer than 40000:") {
+			if tc.inProxy && !strings.Contains(why, "fewer than 400000") && !strings.Contains(why, "fewer than 100000:") {
 				t.Errorf("reason %q does not say what was read against what it must", why)
 			}
 			if cp.notWorth(true, tc.minSamplesPerPoint, now.Add(time.Second)) != "" {
