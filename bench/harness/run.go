@@ -397,21 +397,33 @@ func (r *runner) floorPhase(ctx context.Context) error {
 			}
 		}
 	}
+	return r.interleaved(ctx, PhaseFloor, targets, false)
+}
+
+// interleaved times every target on every panel at concurrency 1, round
+// after round, the targets' order rotating with the round and the panel
+// so that drift of the machine hits all alike; with check, every answer
+// is kept and checked against the reference's (decoding it is not timed).
+func (r *runner) interleaved(ctx context.Context, phase string, targets []endpoint, check bool) error {
 	b := newBudget(uncachedBudget(r.opts.PhaseBudget, len(targets)))
 	for round := range r.opts.UncachedRounds {
 		if round > 0 && b.spent() {
-			r.log.printf("floor: phase budget spent after %d rounds", round)
+			r.log.printf("%s: phase budget spent after %d rounds", phase, round)
 			break
 		}
-		r.log.printf("floor: round %d/%d", round+1, r.opts.UncachedRounds)
+		r.log.printf("%s: round %d/%d, concurrency 1", phase, round+1, r.opts.UncachedRounds)
 		for i, rq := range r.reqs {
 			for _, t := range rotate(targets, round+i) {
-				if _, _, err := r.one(ctx, PhaseFloor, t, rq, false); err != nil {
+				s, body, err := r.one(ctx, phase, t, rq, check)
+				if err != nil {
 					return err
+				}
+				if s != nil && t.name != TargetReference {
+					r.checkAnswer(cellKey{phase, t.name, 1, i}, body, *s)
 				}
 			}
 		}
-		r.countPass(PhaseFloor, targets)
+		r.countPass(phase, targets)
 	}
 	return nil
 }
@@ -549,28 +561,7 @@ func (r *runner) uncached(ctx context.Context, conc int) error {
 				}
 			}
 		}
-		b := newBudget(uncachedBudget(r.opts.PhaseBudget, len(targets)))
-		for round := range r.opts.UncachedRounds {
-			if round > 0 && b.spent() {
-				r.log.printf("uncached: phase budget spent after %d rounds", round)
-				break
-			}
-			r.log.printf("uncached: round %d/%d, concurrency 1", round+1, r.opts.UncachedRounds)
-			for i, rq := range r.reqs {
-				for _, t := range rotate(targets, round+i) {
-					// Every answer is kept and checked; decoding it is not timed.
-					s, body, err := r.one(ctx, PhaseUncached, t, rq, true)
-					if err != nil {
-						return err
-					}
-					if s != nil && t.name != TargetReference {
-						r.checkAnswer(cellKey{PhaseUncached, t.name, 1, i}, body, *s)
-					}
-				}
-			}
-			r.countPass(PhaseUncached, targets)
-		}
-		return nil
+		return r.interleaved(ctx, PhaseUncached, targets, true)
 	}
 
 	// An untimed pass at this concurrency, every answer checked; it also
