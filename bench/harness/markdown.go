@@ -163,7 +163,11 @@ func (rep *Report) Markdown() string {
 	}
 	w("| all backends | sum | %s |\n", formatBytes(float64(rep.Summary.PeakRSSBackendsSum)))
 	w("\n## Notes\n\n")
-	for _, n := range append(append([]string(nil), methodNotes...), rep.Notes...) {
+	notes := append([]string(nil), methodNotes...)
+	if rep.hasTarget(TargetBackendsAlone, PhaseFloor) {
+		notes = append(notes, floorNote)
+	}
+	for _, n := range append(notes, rep.Notes...) {
 		w("- %s\n", n)
 	}
 	w("- Rounds: uncached %d, cold %d (warm %d passes each), sliding %d refreshes, %d per phase at concurrency > 1; a phase stops early after %.0f s",

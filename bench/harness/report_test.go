@@ -257,6 +257,9 @@ func TestRenderReleasesApart(t *testing.T) {
 // configuration's, columns of the full report, and no columns of the
 // README's table.
 func TestFloors(t *testing.T) {
+	if strings.Contains(reassociateReport().Markdown(), floorNote) {
+		t.Error("a report without the floor phase says how it was taken")
+	}
 	rep := reassociateReport()
 	for i := range rep.Queries {
 		// The floor phase's reference is 10 % faster than the uncached
@@ -294,7 +297,7 @@ func TestFloors(t *testing.T) {
 	md := rep.Markdown()
 	for _, s := range []string{"| floor phase: reference | floor phase: proxy, push-down on, reassociate | floor phase: backends alone, no proxy | floor phase: proxy, push-down off, over the reference alone |",
 		"| q02 | panel q02 (instant) |  | 1 | 100 | 140 (1.40×) | 110 (1.10×) | 80.0 (0.80×) | 90.0 | 108 (1.20×) | 90.0 (1.00×) | 126 (1.40×) |",
-		"the floor phase as many rounds as the uncached one"} {
+		"the floor phase as many rounds as the uncached one", floorNote} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q", s)
 		}
