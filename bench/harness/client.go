@@ -69,35 +69,11 @@ func query(ctx context.Context, hc *http.Client, base string, r request, keep bo
 // last of them had answered whole: what the backends take to answer the
 // request themselves, side by side, with no proxy in between.
 func queryEach(ctx context.Context, hc *http.Client, bases []string, r request) (time.Duration, error) {
-	reqs := make([]*http.Request, len(bases))
-	for i, base := range bases {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+r.path(), strings.NewReader(r.form().Encode()))
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", base, err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		reqs[i] = req
-	}
-	errs := make([]error, len(reqs))
+	errs := make([]error, len(bases))
 	var wg sync.WaitGroup
 	t0 := time.Now()
-	for i, req := range reqs {
-		wg.Go(func() {
-			resp, err := hc.Do(req)
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", req.URL.Redacted(), err)
-				return
-			}
-			defer func() { _ = resp.Body.Close() }()
-			if resp.StatusCode != http.StatusOK {
-				body, _ := io.ReadAll(resp.Body)
-				errs[i] = fmt.Errorf("%s %q: HTTP %d: %s", req.URL.Redacted(), r.expr, resp.StatusCode, e2ehost.LastBytes(body, 300))
-				return
-			}
-			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-				errs[i] = fmt.Errorf("%s: read answer: %w", req.URL.Redacted(), err)
-			}
-		})
+	for i, base := range bases {
+		wg.Go(func() { _, _, errs[i] = query(ctx, hc, base, r, false) })
 	}
 	wg.Wait()
 	return time.Since(t0), errors.Join(errs...)
